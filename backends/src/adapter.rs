@@ -1,0 +1,328 @@
+//! Backend adapters: one per backend kind, behind one trait, collected in an
+//! enum so the compiler checks that every kind handles every operation.
+//!
+//! An adapter turns the client's request into this backend's request (URL,
+//! headers, credentials, body) and the backend's response back into what the
+//! client expects. It runs once per attempt, so a fallback to a backend of
+//! another kind gets its own rewrite.
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use pingora_http::{RequestHeader, ResponseHeader};
+use skygate_config::{ApiError, Backend, BackendKind, ErrorKind, Operation};
+
+/// The client's request, as every adapter sees it.
+#[derive(Debug)]
+pub struct Call<'a> {
+    pub operation: Operation,
+    /// The client's method.
+    pub method: &'a http::Method,
+    /// For function routes: the part of the client path after the route prefix,
+    /// with the query (e.g. `/v2?x=1`); empty for OpenAI operations.
+    pub path_suffix: &'a str,
+    /// The client's (already sanitized) request headers.
+    pub client: &'a RequestHeader,
+    pub request_id: &'a str,
+    pub body: &'a Bytes,
+}
+
+/// What goes to the backend for one attempt.
+#[derive(Debug)]
+pub struct Prepared {
+    pub header: RequestHeader,
+    pub body: Bytes,
+}
+
+/// What an adapter does.
+pub trait Adapter {
+    /// Builds this backend's request for one attempt.
+    fn prepare(&self, backend: &Backend, call: &Call<'_>) -> Result<Prepared, ApiError>;
+
+    /// Rewrites the backend's response header for the client.
+    fn response_header(&self, resp: &mut ResponseHeader) {
+        strip_response_headers(resp);
+    }
+
+    /// Rewrites one chunk of the backend's response body for the client.
+    fn response_chunk(&self, chunk: Bytes) -> Bytes {
+        chunk
+    }
+}
+
+/// Client headers an adapter may pass on. Everything else (credentials,
+/// cookies, forwarding and internal headers) stays at the gateway.
+const FORWARDED_CLIENT_HEADERS: &[HeaderName] = &[
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    header::ACCEPT_LANGUAGE,
+    header::USER_AGENT,
+];
+
+/// Response headers that belong to the hop, or to the gateway.
+fn strip_response_headers(resp: &mut ResponseHeader) {
+    for h in [
+        header::CONNECTION,
+        header::SERVER,
+        HeaderName::from_static("keep-alive"),
+        header::SET_COOKIE,
+    ] {
+        resp.remove_header(&h);
+    }
+    let internal: Vec<HeaderName> = resp
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-skygate-"))
+        .cloned()
+        .collect();
+    for h in internal {
+        resp.remove_header(&h);
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorKind::Internal,
+        format!("building the backend request: {e}"),
+    )
+}
+
+/// The request header every adapter starts from: method, path, host, the
+/// allowed client headers, the request id and the body length.
+fn base_header(
+    backend: &Backend,
+    method: &http::Method,
+    path: &str,
+    call: &Call<'_>,
+) -> Result<RequestHeader, ApiError> {
+    let mut h = RequestHeader::build(method.clone(), path.as_bytes(), Some(8)).map_err(internal)?;
+    h.insert_header(header::HOST, backend.url.authority())
+        .map_err(internal)?;
+    for name in FORWARDED_CLIENT_HEADERS {
+        if let Some(v) = call.client.headers.get(name) {
+            h.insert_header(name.clone(), v.clone()).map_err(internal)?;
+        }
+    }
+    h.insert_header("x-request-id", call.request_id)
+        .map_err(internal)?;
+    h.insert_header(header::CONTENT_LENGTH, call.body.len().to_string())
+        .map_err(internal)?;
+    if let Some(key) = &backend.api_key {
+        let value = if backend.api_key_header == header::AUTHORIZATION {
+            HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        } else {
+            HeaderValue::from_str(key.expose())
+        };
+        let mut value =
+            value.map_err(|_| internal("the backend's API key is not a valid header value"))?;
+        value.set_sensitive(true);
+        h.insert_header(backend.api_key_header.clone(), value)
+            .map_err(internal)?;
+    }
+    Ok(h)
+}
+
+/// Any OpenAI-compatible server: `{url}/chat/completions`, `{url}/embeddings`.
+#[derive(Debug, Default)]
+pub struct OpenAiAdapter;
+
+impl Adapter for OpenAiAdapter {
+    fn prepare(&self, backend: &Backend, call: &Call<'_>) -> Result<Prepared, ApiError> {
+        if call.operation == Operation::Function {
+            return Err(internal("an OpenAI backend cannot serve a function route"));
+        }
+        let path = format!(
+            "{}{}",
+            backend.url.base_path,
+            call.operation.upstream_suffix()
+        );
+        let header = base_header(backend, &http::Method::POST, &path, call)?;
+        Ok(Prepared {
+            header,
+            body: call.body.clone(),
+        })
+    }
+}
+
+/// A generic serverless function endpoint: the body passes through untouched
+/// to `{url}{rest of the client path}`.
+#[derive(Debug, Default)]
+pub struct FunctionAdapter;
+
+impl Adapter for FunctionAdapter {
+    fn prepare(&self, backend: &Backend, call: &Call<'_>) -> Result<Prepared, ApiError> {
+        let path = format!("{}{}", backend.url.base_path, call.path_suffix);
+        let path = if path.is_empty() || path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path
+        };
+        let header = base_header(backend, call.method, &path, call)?;
+        Ok(Prepared {
+            header,
+            body: call.body.clone(),
+        })
+    }
+}
+
+/// Every backend kind's adapter.
+#[derive(Debug)]
+pub enum BackendAdapter {
+    OpenAi(OpenAiAdapter),
+    HttpFunction(FunctionAdapter),
+}
+
+impl BackendAdapter {
+    pub fn for_kind(kind: BackendKind) -> Self {
+        match kind {
+            BackendKind::OpenAi => Self::OpenAi(OpenAiAdapter),
+            BackendKind::HttpFunction => Self::HttpFunction(FunctionAdapter),
+        }
+    }
+
+    fn inner(&self) -> &dyn Adapter {
+        match self {
+            Self::OpenAi(a) => a,
+            Self::HttpFunction(a) => a,
+        }
+    }
+}
+
+impl Adapter for BackendAdapter {
+    fn prepare(&self, backend: &Backend, call: &Call<'_>) -> Result<Prepared, ApiError> {
+        self.inner().prepare(backend, call)
+    }
+
+    fn response_header(&self, resp: &mut ResponseHeader) {
+        self.inner().response_header(resp)
+    }
+
+    fn response_chunk(&self, chunk: Bytes) -> Bytes {
+        self.inner().response_chunk(chunk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skygate_config::{Endpoint, Secret, Timeouts};
+    use std::time::Duration;
+
+    fn backend(kind: BackendKind, key: Option<&str>, header: &str) -> Backend {
+        Backend {
+            name: "b".into(),
+            kind,
+            url: Endpoint {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 9001,
+                base_path: "/v1".into(),
+            },
+            api_key: key.map(Secret::new),
+            api_key_header: HeaderName::from_bytes(header.as_bytes()).unwrap(),
+            cloud: None,
+            region: None,
+            timeouts: Timeouts::default(),
+            pool_idle_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn client() -> RequestHeader {
+        let mut h = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        h.insert_header("authorization", "Bearer sk-client-secret")
+            .unwrap();
+        h.insert_header("cookie", "session=1").unwrap();
+        h.insert_header("content-type", "application/json").unwrap();
+        h.insert_header("x-forwarded-for", "6.6.6.6").unwrap();
+        h
+    }
+
+    #[test]
+    fn openai_sends_backend_key_never_client_credentials() {
+        let c = client();
+        let body = Bytes::from_static(b"{}");
+        let call = Call {
+            operation: Operation::ChatCompletions,
+            method: &http::Method::POST,
+            path_suffix: "",
+            client: &c,
+            request_id: "r1",
+            body: &body,
+        };
+        let p = BackendAdapter::for_kind(BackendKind::OpenAi)
+            .prepare(
+                &backend(BackendKind::OpenAi, Some("sk-backend"), "authorization"),
+                &call,
+            )
+            .unwrap();
+        assert_eq!(p.header.uri.path(), "/v1/chat/completions");
+        assert_eq!(p.header.headers["authorization"], "Bearer sk-backend");
+        assert_eq!(p.header.headers["host"], "127.0.0.1:9001");
+        assert_eq!(p.header.headers["content-type"], "application/json");
+        assert_eq!(p.header.headers["content-length"], "2");
+        assert!(p.header.headers.get("cookie").is_none());
+        assert!(p.header.headers.get("x-forwarded-for").is_none());
+    }
+
+    #[test]
+    fn custom_key_header_and_no_key() {
+        let c = client();
+        let body = Bytes::new();
+        let call = Call {
+            operation: Operation::Embeddings,
+            method: &http::Method::POST,
+            path_suffix: "",
+            client: &c,
+            request_id: "r1",
+            body: &body,
+        };
+        let p = OpenAiAdapter
+            .prepare(
+                &backend(BackendKind::OpenAi, Some("k-123"), "api-key"),
+                &call,
+            )
+            .unwrap();
+        assert_eq!(p.header.headers["api-key"], "k-123");
+        assert!(p.header.headers.get("authorization").is_none());
+        let p = OpenAiAdapter
+            .prepare(&backend(BackendKind::OpenAi, None, "authorization"), &call)
+            .unwrap();
+        assert!(p.header.headers.get("authorization").is_none());
+        assert_eq!(p.header.uri.path(), "/v1/embeddings");
+    }
+
+    #[test]
+    fn function_passes_path_suffix_and_query() {
+        let c = client();
+        let body = Bytes::from_static(b"\x00\x01");
+        let call = Call {
+            operation: Operation::Function,
+            method: &http::Method::PUT,
+            path_suffix: "/img?x=1",
+            client: &c,
+            request_id: "r",
+            body: &body,
+        };
+        let p = FunctionAdapter
+            .prepare(
+                &backend(BackendKind::HttpFunction, None, "authorization"),
+                &call,
+            )
+            .unwrap();
+        assert_eq!(p.header.method, http::Method::PUT);
+        assert_eq!(p.header.uri.to_string(), "/v1/img?x=1");
+        assert_eq!(p.body, body);
+    }
+
+    #[test]
+    fn response_headers_are_cleaned() {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.insert_header("x-skygate-backend", "spoof").unwrap();
+        r.insert_header("set-cookie", "a=b").unwrap();
+        r.insert_header("content-type", "text/event-stream")
+            .unwrap();
+        OpenAiAdapter.response_header(&mut r);
+        assert!(r.headers.get("x-skygate-backend").is_none());
+        assert!(r.headers.get("set-cookie").is_none());
+        assert_eq!(r.headers["content-type"], "text/event-stream");
+    }
+}

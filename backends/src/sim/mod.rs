@@ -1,0 +1,511 @@
+//! A simulated serverless model backend: OpenAI-compatible chat (plain and
+//! streamed), embeddings and a generic function endpoint, on a modelled
+//! serverless platform (cold starts, concurrency, instance cap, throttling,
+//! faults). Used by `skygate sim`, the demo, the tests and the benchmarks.
+//!
+//! Ground truth for tests is in response headers (`x-sim-cold-start`,
+//! `x-sim-instance`); Skygate itself must never depend on them.
+//!
+//! Control endpoints (the tests use them while it runs):
+//! - `GET /_sim/config`, `POST /_sim/config` (a JSON object with any
+//!   [`SimSettings`] fields) to change behaviour and faults at run time;
+//! - `GET /_sim/stats`: requests, cold starts, throttled, instances;
+//! - `GET /_sim/requests`: the last requests received (method, path, headers,
+//!   body size, model), `DELETE /_sim/requests` to clear them.
+
+mod http1;
+pub mod model;
+
+use bytes::BytesMut;
+use model::{Placement, Pool, SimSettings};
+use serde_json::json;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::{TcpListener, TcpStream};
+
+const RECENT: usize = 256;
+
+/// `skygate sim` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Name reported in responses and headers.
+    #[arg(long, default_value = "sim")]
+    pub name: String,
+    /// Cold-start delay of a new instance, ms.
+    #[arg(long, default_value_t = 0)]
+    pub cold_start_ms: u64,
+    /// Idle time after which an instance is reclaimed, ms.
+    #[arg(long, default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// Concurrent requests per instance.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: u32,
+    /// Maximum instances; beyond their capacity requests get 429.
+    #[arg(long, default_value_t = 16)]
+    pub max_instances: u32,
+    /// Delay before a new instance starts, ms.
+    #[arg(long, default_value_t = 0)]
+    pub scale_up_delay_ms: u64,
+    /// Processing time of a non-streamed answer, ms.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Tokens per completion.
+    #[arg(long, default_value_t = 16)]
+    pub tokens: u32,
+    /// Delay between streamed tokens, ms.
+    #[arg(long, default_value_t = 0)]
+    pub token_delay_ms: u64,
+    /// Probability of a 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Probability of never answering.
+    #[arg(long, default_value_t = 0.0)]
+    pub hang_rate: f64,
+    /// Probability of cutting a stream halfway.
+    #[arg(long, default_value_t = 0.0)]
+    pub cut_rate: f64,
+}
+
+impl SimArgs {
+    pub fn settings(&self) -> SimSettings {
+        SimSettings {
+            cold_start_ms: self.cold_start_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            concurrency: self.concurrency,
+            max_instances: self.max_instances,
+            scale_up_delay_ms: self.scale_up_delay_ms,
+            latency_ms: self.latency_ms,
+            tokens: self.tokens,
+            token_delay_ms: self.token_delay_ms,
+            error_rate: self.error_rate,
+            hang_rate: self.hang_rate,
+            cut_rate: self.cut_rate,
+            ..SimSettings::default()
+        }
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    requests: AtomicU64,
+    cold_starts: AtomicU64,
+    throttled: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// One simulated backend.
+pub struct Sim {
+    name: String,
+    settings: Mutex<SimSettings>,
+    pool: Mutex<Pool>,
+    stats: Stats,
+    recent: Mutex<VecDeque<serde_json::Value>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave them inconsistent
+    // (every critical section is a few field updates), so poison is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Sim {
+    pub fn new(name: impl Into<String>, settings: SimSettings) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.into(),
+            settings: Mutex::new(settings),
+            pool: Mutex::new(Pool::default()),
+            stats: Stats::default(),
+            recent: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Accepts connections until the listener fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let sim = self.clone();
+                    tokio::spawn(async move { sim.connection(stream).await });
+                }
+                Err(e) => {
+                    log::warn!("sim {}: accept failed: {e}", self.name);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn connection(self: Arc<Self>, mut stream: TcpStream) {
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        while let Ok(Some(req)) = http1::read_request(&mut stream, &mut buf).await {
+            let close = req.close;
+            match self.handle(&mut stream, req).await {
+                Ok(true) if !close => continue,
+                _ => return,
+            }
+        }
+    }
+
+    /// Answers one request; `Ok(false)` when the connection must close.
+    async fn handle(&self, stream: &mut TcpStream, req: http1::Request) -> std::io::Result<bool> {
+        if let Some(ctl) = req.path.strip_prefix("/_sim/") {
+            let (status, body) = self.control(&req.method, ctl, &req.body);
+            http1::write_full(
+                stream,
+                status,
+                &[("content-type", "application/json".into())],
+                body.to_string().as_bytes(),
+            )
+            .await?;
+            return Ok(true);
+        }
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let json: Option<serde_json::Value> = serde_json::from_slice(&req.body).ok();
+        self.record(&req, json.as_ref());
+        let settings = lock(&self.settings).clone();
+        let placement = lock(&self.pool).place(&settings, Instant::now());
+        let Placement::Run { id, wait, cold } = placement else {
+            self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+            let body = json!({"error": {"message": "too many requests: every instance is busy", "type": "rate_limit_error", "code": "throttled"}});
+            http1::write_full(
+                stream,
+                429,
+                &[
+                    ("content-type", "application/json".into()),
+                    ("retry-after", "1".into()),
+                ],
+                body.to_string().as_bytes(),
+            )
+            .await?;
+            return Ok(true);
+        };
+        if cold {
+            self.stats.cold_starts.fetch_add(1, Ordering::Relaxed);
+        }
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let result = self.answer(stream, &req, json, &settings, id, cold).await;
+        lock(&self.pool).release(id, Instant::now());
+        result
+    }
+
+    async fn answer(
+        &self,
+        stream: &mut TcpStream,
+        req: &http1::Request,
+        json: Option<serde_json::Value>,
+        s: &SimSettings,
+        instance: u64,
+        cold: bool,
+    ) -> std::io::Result<bool> {
+        let headers = vec![
+            ("content-type", "application/json".to_string()),
+            ("x-sim-backend", self.name.clone()),
+            ("x-sim-instance", format!("{}-{instance}", self.name)),
+            ("x-sim-cold-start", cold.to_string()),
+        ];
+        if rand::random::<f64>() < s.hang_rate {
+            // Never answer; the connection stays open until the client gives up.
+            std::future::pending::<()>().await;
+        }
+        if rand::random::<f64>() < s.error_rate {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            let body = json!({"error": {"message": "simulated backend failure", "type": "server_error", "code": "internal"}});
+            http1::write_full(stream, 500, &headers, body.to_string().as_bytes()).await?;
+            return Ok(true);
+        }
+        let path = req.path.split('?').next().unwrap_or("");
+        let (status, body) = match (req.method.as_str(), path) {
+            ("POST", p) if p.ends_with("/chat/completions") => {
+                let Some(body) = json.as_ref() else {
+                    return self.bad_request(stream, &headers, "body is not JSON").await;
+                };
+                let stream_mode = body
+                    .get("stream")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false);
+                let n = body
+                    .get("max_tokens")
+                    .or_else(|| body.get("max_completion_tokens"))
+                    .and_then(|v| v.as_u64())
+                    .map_or(s.tokens, |m| (m as u32).min(s.tokens));
+                let model = body
+                    .get("model")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("sim")
+                    .to_string();
+                let prompt_tokens = (req.body.len() / 4).max(1) as u64;
+                if stream_mode {
+                    let include_usage = body
+                        .pointer("/stream_options/include_usage")
+                        .and_then(|v| v.as_bool())
+                        .unwrap_or(false);
+                    return self
+                        .stream_chat(stream, headers, s, &model, n, prompt_tokens, include_usage)
+                        .await;
+                }
+                if s.latency_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(s.latency_ms)).await;
+                }
+                (200, chat_response(&self.name, &model, n, prompt_tokens))
+            }
+            ("POST", p) if p.ends_with("/embeddings") => {
+                let Some(body) = json.as_ref() else {
+                    return self.bad_request(stream, &headers, "body is not JSON").await;
+                };
+                if s.latency_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(s.latency_ms)).await;
+                }
+                (200, embeddings_response(body, s.embedding_dim))
+            }
+            ("GET", p) if p.ends_with("/models") => (
+                200,
+                json!({"object": "list", "data": [{"id": "sim", "object": "model", "owned_by": self.name}]}),
+            ),
+            (_, p) => {
+                // The generic function endpoint: anything else is a function call.
+                if s.latency_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(s.latency_ms)).await;
+                }
+                let score = req
+                    .body
+                    .iter()
+                    .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(*b as u64))
+                    % 1000;
+                (
+                    200,
+                    json!({"backend": self.name, "path": p, "bytes": req.body.len(), "score": score as f64 / 1000.0}),
+                )
+            }
+        };
+        http1::write_full(stream, status, &headers, body.to_string().as_bytes()).await?;
+        Ok(true)
+    }
+
+    async fn bad_request(
+        &self,
+        stream: &mut TcpStream,
+        headers: &[(&str, String)],
+        msg: &str,
+    ) -> std::io::Result<bool> {
+        let body = json!({"error": {"message": msg, "type": "invalid_request_error", "code": "bad_request"}});
+        http1::write_full(stream, 400, headers, body.to_string().as_bytes()).await?;
+        Ok(true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_chat(
+        &self,
+        stream: &mut TcpStream,
+        mut headers: Vec<(&str, String)>,
+        s: &SimSettings,
+        model: &str,
+        n: u32,
+        prompt_tokens: u64,
+        include_usage: bool,
+    ) -> std::io::Result<bool> {
+        headers[0].1 = "text/event-stream".into();
+        headers.push(("cache-control", "no-cache".into()));
+        http1::write_chunked_head(stream, 200, &headers).await?;
+        let id = format!("chatcmpl-{}", rand::random::<u32>());
+        let created = now_secs();
+        let cut_at = (rand::random::<f64>() < s.cut_rate).then_some(n / 2);
+        let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+            let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            format!("data: {v}\n\n")
+        };
+        http1::write_chunk(
+            stream,
+            chunk(json!({"role": "assistant", "content": ""}), None).as_bytes(),
+        )
+        .await?;
+        for i in 0..n {
+            if s.token_delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(s.token_delay_ms)).await;
+            }
+            if cut_at == Some(i) {
+                // Drop the connection mid-stream, with no terminating chunk.
+                return Ok(false);
+            }
+            http1::write_chunk(stream, chunk(json!({"content": token(i)}), None).as_bytes())
+                .await?;
+        }
+        http1::write_chunk(stream, chunk(json!({}), Some("stop")).as_bytes()).await?;
+        if include_usage {
+            let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n as u64}});
+            http1::write_chunk(stream, format!("data: {v}\n\n").as_bytes()).await?;
+        }
+        http1::write_chunk(stream, b"data: [DONE]\n\n").await?;
+        http1::write_last_chunk(stream).await?;
+        Ok(true)
+    }
+
+    fn record(&self, req: &http1::Request, json: Option<&serde_json::Value>) {
+        let entry = json!({
+            "method": req.method,
+            "path": req.path,
+            "headers": req.headers.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+            "body_bytes": req.body.len(),
+            "model": json.and_then(|j| j.get("model")).cloned(),
+        });
+        let mut recent = lock(&self.recent);
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(entry);
+    }
+
+    fn control(&self, method: &str, what: &str, body: &[u8]) -> (u16, serde_json::Value) {
+        match (method, what) {
+            ("GET", "config") => (200, json!(*lock(&self.settings))),
+            ("POST", "config") => {
+                let current = serde_json::to_value(&*lock(&self.settings)).unwrap_or_default();
+                let patch: serde_json::Value = match serde_json::from_slice(body) {
+                    Ok(v) => v,
+                    Err(e) => return (400, json!({"error": e.to_string()})),
+                };
+                let mut merged = current;
+                if let (Some(m), Some(p)) = (merged.as_object_mut(), patch.as_object()) {
+                    for (k, v) in p {
+                        m.insert(k.clone(), v.clone());
+                    }
+                }
+                match serde_json::from_value::<SimSettings>(merged) {
+                    Ok(s) => {
+                        *lock(&self.settings) = s.clone();
+                        (200, json!(s))
+                    }
+                    Err(e) => (400, json!({"error": e.to_string()})),
+                }
+            }
+            ("GET", "stats") => (
+                200,
+                json!({
+                    "name": self.name,
+                    "requests": self.stats.requests.load(Ordering::Relaxed),
+                    "cold_starts": self.stats.cold_starts.load(Ordering::Relaxed),
+                    "throttled": self.stats.throttled.load(Ordering::Relaxed),
+                    "errors": self.stats.errors.load(Ordering::Relaxed),
+                    "instances": lock(&self.pool).instances(),
+                }),
+            ),
+            ("GET", "requests") => (
+                200,
+                json!(lock(&self.recent).iter().cloned().collect::<Vec<_>>()),
+            ),
+            ("DELETE", "requests") => {
+                lock(&self.recent).clear();
+                (200, json!({"cleared": true}))
+            }
+            _ => (404, json!({"error": "unknown control endpoint"})),
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn token(i: u32) -> String {
+    const WORDS: [&str; 8] = [
+        "serverless ",
+        "models ",
+        "warm ",
+        "up ",
+        "behind ",
+        "one ",
+        "gateway ",
+        "today ",
+    ];
+    WORDS[i as usize % WORDS.len()].to_string()
+}
+
+fn chat_response(name: &str, model: &str, n: u32, prompt_tokens: u64) -> serde_json::Value {
+    let content: String = (0..n).map(token).collect();
+    json!({
+        "id": format!("chatcmpl-{}", rand::random::<u32>()),
+        "object": "chat.completion",
+        "created": now_secs(),
+        "model": model,
+        "system_fingerprint": name,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content.trim_end()}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n as u64},
+    })
+}
+
+fn embeddings_response(body: &serde_json::Value, dim: u32) -> serde_json::Value {
+    let inputs: Vec<String> = match body.get("input") {
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .collect(),
+        _ => vec![String::new()],
+    };
+    let model = body.get("model").and_then(|v| v.as_str()).unwrap_or("sim");
+    let tokens: usize = inputs.iter().map(|s| s.len() / 4 + 1).sum();
+    let data: Vec<serde_json::Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut h = s.bytes().fold(1469598103934665603u64, |a, b| {
+                (a ^ b as u64).wrapping_mul(1099511628211)
+            });
+            let v: Vec<f32> = (0..dim)
+                .map(|_| {
+                    h = h
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((h >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+                })
+                .collect();
+            json!({"object": "embedding", "index": i, "embedding": v})
+        })
+        .collect();
+    json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+}
+
+/// Binds `addr` and serves `sim` on it in the current tokio runtime; returns the bound address.
+pub async fn spawn(sim: Arc<Sim>, addr: &str) -> std::io::Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(sim.serve(listener));
+    Ok(local)
+}
+
+/// `skygate sim`: runs one simulator until the process is stopped.
+pub fn run_cli(args: &SimArgs) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let sim = Sim::new(args.name.clone(), args.settings());
+        let listener = TcpListener::bind(&args.listen).await?;
+        let local = listener.local_addr()?;
+        println!("skygate sim `{}` listening on {local}", args.name);
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tokio::select! {
+            _ = sim.serve(listener) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,234 @@
+//! The upstream leg, driven by Skygate itself on pingora-core's pooled
+//! connectors (HTTP/1.1, and HTTP/2 over TLS via ALPN).
+//!
+//! Why not Pingora's own proxy phases: a body read in `request_filter` (needed
+//! to route by model) is re-sent upstream from a retry buffer that holds only
+//! 64 KiB, so longer requests hang. Driving the leg here sends the whole
+//! bounded body on every attempt and lets each attempt rewrite it for its
+//! backend kind. See ARCHITECTURE.md, "The upstream leg".
+
+use bytes::Bytes;
+use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::ConnectorOptions;
+use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType};
+use pingora_http::ResponseHeader;
+use skygate_config::{ApiError, Backend, ErrorKind};
+use std::net::ToSocketAddrs;
+use std::time::{Duration, Instant};
+
+use crate::adapter::Prepared;
+
+/// Resolves a backend's address and builds its peer (pool key, TLS, timeouts).
+/// Runs at load time: name resolution is I/O that stays off the request path.
+pub fn build_peer(b: &Backend) -> Result<HttpPeer, String> {
+    let addr = (b.url.host.as_str(), b.url.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{}`: {e}", b.url.host))?
+        .next()
+        .ok_or_else(|| format!("`{}` resolves to no address", b.url.host))?;
+    let mut peer = HttpPeer::new(addr, b.url.tls, b.url.host.clone());
+    peer.options.connection_timeout = Some(b.timeouts.connect);
+    peer.options.total_connection_timeout = Some(b.timeouts.connect);
+    peer.options.idle_timeout = Some(b.pool_idle_timeout);
+    if b.url.tls {
+        peer.options.set_http_version(2, 1);
+    }
+    Ok(peer)
+}
+
+/// The shared upstream client: one connection pool for every backend.
+pub struct Upstream {
+    connector: Connector,
+}
+
+impl Upstream {
+    /// `pool_size`: idle connections kept per upstream address.
+    pub fn new(pool_size: usize) -> Self {
+        Self {
+            connector: Connector::new(Some(ConnectorOptions::new(pool_size))),
+        }
+    }
+
+    /// Sends one attempt and waits for the response header.
+    ///
+    /// A pooled connection the backend closed while idle fails on first use;
+    /// such failures are retried on another connection, since the backend
+    /// never saw the request.
+    pub async fn send(
+        &self,
+        backend: &Backend,
+        peer: &HttpPeer,
+        prepared: Prepared,
+    ) -> Result<UpstreamResponse, ApiError> {
+        let start = Instant::now();
+        let deadline = start + backend.timeouts.total;
+        let header = Box::new(prepared.header);
+        for _ in 0..4 {
+            let (mut session, reused) = self
+                .connector
+                .get_http_session(peer)
+                .await
+                .map_err(|e| connect_error(backend, &e))?;
+            let first_byte = backend
+                .timeouts
+                .first_byte
+                .min(deadline.saturating_duration_since(Instant::now()));
+            let exchange = async {
+                session.write_request_header(header.clone()).await?;
+                if !prepared.body.is_empty() {
+                    session
+                        .write_request_body(prepared.body.clone(), true)
+                        .await?;
+                }
+                session.finish_request_body().await?;
+                session.read_response_header().await
+            };
+            match pingora_timeout::timeout(first_byte, exchange).await {
+                Ok(Ok(())) => {
+                    let header = session.response_header().cloned().ok_or_else(|| {
+                        ApiError::new(
+                            ErrorKind::UpstreamFailed,
+                            format!("backend `{}` sent no response header", backend.name),
+                        )
+                    })?;
+                    return Ok(UpstreamResponse {
+                        session: Some(session),
+                        header,
+                        deadline,
+                        idle: backend.timeouts.idle,
+                        done: false,
+                        backend: backend.name.clone(),
+                    });
+                }
+                Ok(Err(e)) if reused && stale_connection(&e) => continue,
+                Ok(Err(e)) => return Err(exchange_error(backend, &e)),
+                Err(_) => {
+                    return Err(ApiError::new(
+                        ErrorKind::UpstreamTimeout,
+                        format!(
+                            "backend `{}` sent no response within {:?}",
+                            backend.name, first_byte
+                        ),
+                    ))
+                }
+            }
+        }
+        Err(ApiError::new(
+            ErrorKind::UpstreamUnreachable,
+            format!(
+                "backend `{}`: every pooled connection was closed",
+                backend.name
+            ),
+        ))
+    }
+
+    /// Gives a fully read response's connection back to the pool.
+    pub async fn release(&self, mut resp: UpstreamResponse, peer: &HttpPeer, idle: Duration) {
+        if let Some(session) = resp.session.take() {
+            if resp.done {
+                self.connector
+                    .release_http_session(session, peer, Some(idle))
+                    .await;
+            }
+        }
+    }
+}
+
+/// A response whose header has arrived; its body is read chunk by chunk.
+pub struct UpstreamResponse {
+    session: Option<HttpSession>,
+    pub header: ResponseHeader,
+    deadline: Instant,
+    idle: Duration,
+    done: bool,
+    backend: String,
+}
+
+impl UpstreamResponse {
+    /// The next body chunk, `None` at the end. Fails when the backend is idle
+    /// for longer than the idle timeout, past the total deadline, or cuts the
+    /// connection.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ApiError> {
+        if self.done {
+            return Ok(None);
+        }
+        let Some(session) = self.session.as_mut() else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        let remaining = self.deadline.saturating_duration_since(now);
+        let wait = self.idle.min(remaining);
+        match pingora_timeout::timeout(wait, session.read_response_body()).await {
+            Ok(Ok(Some(chunk))) => Ok(Some(chunk)),
+            Ok(Ok(None)) => {
+                self.done = true;
+                Ok(None)
+            }
+            Ok(Err(e)) => Err(ApiError::new(
+                ErrorKind::UpstreamFailed,
+                format!(
+                    "backend `{}` failed mid-response: {}",
+                    self.backend,
+                    e.etype().as_str()
+                ),
+            )),
+            Err(_) => {
+                let why = if remaining <= self.idle {
+                    "the total timeout passed"
+                } else {
+                    "it went idle"
+                };
+                Err(ApiError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!("backend `{}` stopped mid-response: {why}", self.backend),
+                ))
+            }
+        }
+    }
+
+    /// Whether the whole body was read.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+fn stale_connection(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectionClosed
+            | ErrorType::WriteError
+            | ErrorType::ReadError
+            | ErrorType::H2Error
+    ) && !matches!(
+        e.etype(),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    )
+}
+
+fn connect_error(b: &Backend, e: &Error) -> ApiError {
+    let kind = match e.etype() {
+        ErrorType::ConnectTimedout => ErrorKind::UpstreamTimeout,
+        _ => ErrorKind::UpstreamUnreachable,
+    };
+    ApiError::new(
+        kind,
+        format!(
+            "backend `{}` is unreachable: {}",
+            b.name,
+            e.etype().as_str()
+        ),
+    )
+}
+
+fn exchange_error(b: &Backend, e: &Error) -> ApiError {
+    let kind = match e.etype() {
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => ErrorKind::UpstreamTimeout,
+        _ => ErrorKind::UpstreamFailed,
+    };
+    ApiError::new(
+        kind,
+        format!("backend `{}` failed: {}", b.name, e.etype().as_str()),
+    )
+}

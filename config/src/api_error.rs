@@ -1,0 +1,205 @@
+//! The one error type at the edge: HTTP status, OpenAI-style `type`/`code`,
+//! whose fault it was and whether another attempt may succeed. It becomes a
+//! response (or a Pingora error) only at the `ProxyHttp` boundary.
+
+use bytes::Bytes;
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+/// Whose fault an error was: it decides the log level, the metric label and
+/// whether retrying on another target can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The request was bad; retrying it anywhere will not help.
+    Client,
+    /// A backend failed or timed out.
+    Upstream,
+    /// Skygate itself.
+    Internal,
+}
+
+/// The failures a client can see, each with its status and OpenAI type/code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidJson,
+    MissingModel,
+    InvalidRequest,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    ModelNotFound,
+    MethodNotAllowed,
+    BodyTooLarge,
+    RateLimited,
+    UpstreamUnreachable,
+    UpstreamFailed,
+    UpstreamTimeout,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> u16 {
+        match self {
+            Self::InvalidJson | Self::MissingModel | Self::InvalidRequest => 400,
+            Self::Unauthenticated => 401,
+            Self::Forbidden => 403,
+            Self::NotFound | Self::ModelNotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::BodyTooLarge => 413,
+            Self::RateLimited => 429,
+            Self::UpstreamUnreachable | Self::UpstreamFailed => 502,
+            Self::Unavailable => 503,
+            Self::UpstreamTimeout => 504,
+            Self::Internal => 500,
+        }
+    }
+
+    /// OpenAI's `error.type`; the SDKs map the status to an exception class.
+    pub fn error_type(self) -> &'static str {
+        match self {
+            Self::InvalidJson
+            | Self::MissingModel
+            | Self::InvalidRequest
+            | Self::NotFound
+            | Self::ModelNotFound
+            | Self::MethodNotAllowed
+            | Self::BodyTooLarge => "invalid_request_error",
+            Self::Unauthenticated => "authentication_error",
+            Self::Forbidden => "permission_error",
+            Self::RateLimited => "rate_limit_error",
+            Self::UpstreamUnreachable | Self::UpstreamFailed | Self::UpstreamTimeout => {
+                "upstream_error"
+            }
+            Self::Unavailable => "service_unavailable",
+            Self::Internal => "server_error",
+        }
+    }
+
+    /// OpenAI's `error.code`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::MissingModel => "missing_model",
+            Self::InvalidRequest => "invalid_request",
+            Self::Unauthenticated => "invalid_api_key",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::ModelNotFound => "model_not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::BodyTooLarge => "request_too_large",
+            Self::RateLimited => "rate_limit_exceeded",
+            Self::UpstreamUnreachable => "backend_unreachable",
+            Self::UpstreamFailed => "backend_error",
+            Self::UpstreamTimeout => "backend_timeout",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    pub fn fault(self) -> Fault {
+        match self {
+            Self::UpstreamUnreachable | Self::UpstreamFailed | Self::UpstreamTimeout => {
+                Fault::Upstream
+            }
+            Self::Unavailable | Self::Internal => Fault::Internal,
+            _ => Fault::Client,
+        }
+    }
+
+    /// Whether another target may succeed where this attempt failed.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            Self::UpstreamUnreachable | Self::UpstreamTimeout | Self::Unavailable
+        )
+    }
+}
+
+/// An error a client sees as an OpenAI-shaped JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: Cow<'static, str>,
+    /// Sent as `retry-after` (seconds, rounded up) on 429 and 503.
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn with_retry_after(mut self, d: Duration) -> Self {
+        self.retry_after = Some(d);
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.kind.status()
+    }
+
+    /// `{"error":{"message","type","param","code"}}`.
+    pub fn body(&self) -> Bytes {
+        let v = serde_json::json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind.error_type(),
+                "param": null,
+                "code": self.kind.code(),
+            }
+        });
+        Bytes::from(v.to_string())
+    }
+
+    /// The same error as one SSE event, ending a stream that already started.
+    pub fn sse_event(&self) -> Bytes {
+        let mut out = b"event: error\ndata: ".to_vec();
+        out.extend_from_slice(&self.body());
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.kind.status(),
+            self.kind.code(),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_openai_shaped() {
+        let e = ApiError::new(ErrorKind::ModelNotFound, "no such model `x`");
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["message"], "no such model `x`");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(e.status(), 404);
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(ErrorKind::BodyTooLarge.status(), 413);
+        assert_eq!(ErrorKind::UpstreamTimeout.status(), 504);
+        assert_eq!(ErrorKind::UpstreamUnreachable.status(), 502);
+        assert!(ErrorKind::UpstreamUnreachable.retryable());
+        assert!(!ErrorKind::InvalidJson.retryable());
+    }
+}

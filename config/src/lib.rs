@@ -1,0 +1,18 @@
+//! Skygate's config: YAML parsed into raw serde types ([`raw`]), then validated
+//! into runtime types ([`runtime`]) with every error reported at once
+//! ([`error`]). Also home to the few types every crate shares: [`Secret`] and
+//! the edge error [`ApiError`].
+
+pub mod api_error;
+pub mod error;
+mod load;
+pub mod locate;
+pub mod raw;
+pub mod runtime;
+mod secret;
+
+pub use api_error::{ApiError, ErrorKind};
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{load_file, load_str, parse_duration, parse_size};
+pub use runtime::*;
+pub use secret::Secret;

@@ -1,0 +1,137 @@
+//! `skygate demo`: three simulated serverless backends in this process
+//! (`aws-us-east-1`, `azure-eastus`, `gcp-us-central1`, each with a small cold
+//! start), and the gateway in front of them on the embedded `config/demo.yaml`.
+
+use skygate_backends::sim::{model::SimSettings, Sim};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// The demo config, as shipped in `config/demo.yaml`.
+pub const DEMO_YAML: &str = include_str!("../../config/demo.yaml");
+
+/// The simulated clouds: (name, env var for its URL, cold start ms).
+const CLOUDS: &[(&str, &str, u64)] = &[
+    ("aws-us-east-1", "DEMO_AWS_URL", 250),
+    ("azure-eastus", "DEMO_AZURE_URL", 400),
+    ("gcp-us-central1", "DEMO_GCP_URL", 300),
+];
+
+/// Starts the simulators and returns `${VAR}` → URL for the demo config.
+pub fn start_clouds() -> Result<HashMap<String, String>, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("demo-clouds".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("cannot start the simulators' runtime: {e}")));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let mut urls = HashMap::new();
+                for (name, var, cold) in CLOUDS {
+                    let settings = SimSettings {
+                        cold_start_ms: *cold,
+                        idle_timeout_ms: 30_000,
+                        tokens: 24,
+                        token_delay_ms: 40,
+                        ..SimSettings::default()
+                    };
+                    match skygate_backends::sim::spawn(Sim::new(*name, settings), "127.0.0.1:0")
+                        .await
+                    {
+                        Ok(addr) => {
+                            urls.insert(var.to_string(), format!("http://{addr}"));
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(format!("cannot start simulator {name}: {e}")));
+                            return;
+                        }
+                    }
+                }
+                let _ = tx.send(Ok(urls));
+                std::future::pending::<()>().await;
+            });
+        })
+        .map_err(|e| format!("cannot start the simulators' thread: {e}"))?;
+    rx.recv()
+        .map_err(|_| "the simulators did not start".to_string())?
+}
+
+/// Runs the demo until stopped.
+pub fn run(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> Result<(), String> {
+    let urls = start_clouds()?;
+    let env = |name: &str| urls.get(name).cloned().or_else(|| std::env::var(name).ok());
+    let mut config =
+        skygate_config::load_str(DEMO_YAML, "config/demo.yaml", &env).map_err(|e| e.to_string())?;
+    if let Some(l) = listen {
+        config.listen = l;
+    }
+    if let Some(a) = admin_listen {
+        config.admin.listen = a;
+    }
+    eprintln!("{}", banner(config.listen, config.admin.listen, &urls));
+    crate::server::run(config)
+}
+
+fn banner(listen: SocketAddr, admin: SocketAddr, urls: &HashMap<String, String>) -> String {
+    let clouds: Vec<String> = CLOUDS
+        .iter()
+        .map(|(name, var, cold)| {
+            format!(
+                "  {name:<16} {}  (cold start {cold} ms)",
+                urls.get(*var).map_or("?", String::as_str)
+            )
+        })
+        .collect();
+    format!(
+        r#"
+Skygate demo: gateway on http://{listen}, admin on http://{admin}
+Simulated serverless backends:
+{clouds}
+Demo-only credentials: API key sk-skygate-demo, admin token skygate-demo-admin.
+
+Try:
+  curl -s http://{listen}/v1/chat/completions -H 'Authorization: Bearer sk-skygate-demo' \
+    -H 'Content-Type: application/json' -d '{{"model":"demo-chat","messages":[{{"role":"user","content":"hi"}}]}}'
+  curl -sN http://{listen}/v1/chat/completions -H 'Authorization: Bearer sk-skygate-demo' \
+    -H 'Content-Type: application/json' -d '{{"model":"demo-chat","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
+  curl -s http://{listen}/v1/embeddings -H 'Authorization: Bearer sk-skygate-demo' \
+    -H 'Content-Type: application/json' -d '{{"model":"demo-embed","input":"hello"}}'
+  curl -s http://{listen}/v1/functions/anomaly-score -H 'Authorization: Bearer sk-skygate-demo' --data-binary @/etc/hostname
+  curl -s http://{admin}/metrics -H 'Authorization: Bearer skygate-demo-admin' | grep skygate_
+
+OpenAI SDK (Python):
+  from openai import OpenAI
+  client = OpenAI(base_url="http://{listen}/v1", api_key="sk-skygate-demo")
+  print(client.chat.completions.create(model="demo-chat", messages=[{{"role": "user", "content": "hi"}}]).choices[0].message.content)
+"#,
+        clouds = clouds.join("\n")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn demo_config_is_valid() {
+        let env = |name: &str| Some(format!("http://127.0.0.1:1/{name}"));
+        let c = skygate_config::load_str(super::DEMO_YAML, "config/demo.yaml", &env).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9090");
+        let names: Vec<&str> = c.backends.iter().map(|b| b.name.as_str()).collect();
+        for cloud in ["aws-us-east-1", "azure-eastus", "gcp-us-central1"] {
+            assert!(names.contains(&cloud));
+        }
+        assert!(c
+            .routes
+            .iter()
+            .any(|r| r.name == "chat" && r.models == ["demo-chat"] && r.targets.len() == 3));
+        assert!(c.routes.iter().any(|r| r.models == ["demo-embed"]));
+    }
+}

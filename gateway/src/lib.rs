@@ -1,0 +1,88 @@
+//! Skygate, the gateway: CLI, Pingora bootstrap, the `ProxyHttp` impl, the
+//! runtime snapshot, the admin API and telemetry.
+
+pub mod access_log;
+pub mod admin;
+pub mod demo;
+mod forward;
+pub mod metrics;
+mod observe;
+pub mod proxy;
+pub mod request;
+mod respond;
+pub mod runtime;
+pub mod server;
+
+use arc_swap::ArcSwap;
+use pingora_http::RequestHeader;
+use runtime::Snapshot;
+use skygate_backends::Upstream;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+/// What every request shares: the current snapshot, the upstream client and
+/// the in-flight count that graceful shutdown waits on.
+pub struct State {
+    snapshot: ArcSwap<Snapshot>,
+    pub upstream: Upstream,
+    pub in_flight: AtomicI64,
+    pub draining: AtomicBool,
+}
+
+impl State {
+    pub fn new(snapshot: Snapshot) -> Self {
+        Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            upstream: Upstream::new(256),
+            in_flight: AtomicI64::new(0),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// The current snapshot; a request holds on to the one it started with.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    fn enter(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if let Some(m) = metrics::get() {
+            m.in_flight.inc();
+        }
+    }
+}
+
+/// The client's `x-request-id` when it is well formed (1–128 of
+/// `[A-Za-z0-9._:-]`), else a new random one.
+pub fn request_id(req: &RequestHeader) -> String {
+    if let Some(v) = req.headers.get("x-request-id") {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c))
+        {
+            // All ASCII, checked above.
+            return String::from_utf8_lossy(b).into_owned();
+        }
+    }
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_id_keeps_well_formed_values_only() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("x-request-id", "abc-123.x:y_z").unwrap();
+        assert_eq!(request_id(&req), "abc-123.x:y_z");
+        req.insert_header("x-request-id", "bad id with spaces")
+            .unwrap();
+        let id = request_id(&req);
+        assert_eq!(id.len(), 32);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(request_id(&req), id);
+    }
+}

@@ -1,0 +1,101 @@
+//! The `ProxyHttp` impl: the only file that knows Pingora's phases. Read top
+//! to bottom, it tells the story of a request; each step hands off to the
+//! plugin chain, the request parser or the upstream leg.
+//!
+//! Every request is answered from `request_filter` (which returns `true`):
+//! the upstream leg runs on pingora-core's connectors in [`crate::forward`],
+//! not in Pingora's `upstream_peer` phases, because those re-send a body read
+//! in `request_filter` from a 64 KiB buffer (ARCHITECTURE.md, "The upstream leg").
+
+use crate::request::{self, Parsed};
+use crate::{forward, observe, respond, State};
+use async_trait::async_trait;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType};
+use pingora_proxy::{ProxyHttp, Session};
+use skygate_plugins::{Decision, RequestCtx};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub struct Gateway {
+    pub state: Arc<State>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<bool> {
+        self.state.enter();
+        ctx.counted = true;
+        // The snapshot this request runs on, start to end, even across a reload.
+        let snap = self.state.snapshot();
+        ctx.request_id = crate::request_id(session.req_header());
+
+        // 1. Header-only plugins: hygiene, authentication.
+        if let Decision::Respond(e) = snap.chain.on_headers(session.req_header_mut(), ctx).await {
+            return respond::error(session, ctx, &e).await;
+        }
+        // 2. Route by path, read and bound the body, route by model.
+        let parsed = match request::parse(session, ctx, &snap).await {
+            Ok(p) => p,
+            Err(e) => return respond::error(session, ctx, &e).await,
+        };
+        // 3. Plugins that need the route and model: policy, limits, cache.
+        if let Decision::Respond(e) = snap.chain.on_request(session.req_header(), ctx).await {
+            return respond::error(session, ctx, &e).await;
+        }
+        // 4. Answer: locally, or from a backend.
+        match parsed {
+            Parsed::ListModels => respond::json(session, ctx, 200, snap.models_body.clone()).await,
+            Parsed::Call(routed) => {
+                forward::forward(&self.state, &snap, session, ctx, routed).await
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<Box<HttpPeer>> {
+        // request_filter answers every request, so Pingora never gets here.
+        Err(Error::explain(
+            ErrorType::InternalError,
+            "the upstream leg runs in request_filter",
+        ))
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(e) = e {
+            if ctx.status == 0 {
+                // Nothing was answered: the client went away (nginx's 499).
+                ctx.status = 499;
+            }
+            log::debug!("request {} ended with {e}", ctx.request_id);
+        }
+        let req = session.req_header();
+        let access_log =
+            self.state.snapshot().config.server.access_log == skygate_config::AccessLog::Stdout;
+        observe::record(ctx, req.method.as_str(), req.uri.path(), access_log);
+        if ctx.counted {
+            self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+            if let Some(m) = crate::metrics::get() {
+                m.in_flight.dec();
+            }
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // Failures are in the access log and metrics already.
+        true
+    }
+}

@@ -1,0 +1,175 @@
+//! Reads and bounds the request body, then settles the route: by path, then
+//! (for OpenAI operations) by the `model` of the JSON body.
+
+use crate::runtime::{PathKind, Snapshot};
+use bytes::{Bytes, BytesMut};
+use pingora_proxy::Session;
+use serde::Deserialize;
+use skygate_config::{ApiError, ErrorKind, Operation};
+use skygate_plugins::RequestCtx;
+
+/// A request that passed parsing.
+pub enum Parsed {
+    /// `GET /v1/models`, answered by the gateway.
+    ListModels,
+    /// A request for a route's backends.
+    Call(Routed),
+}
+
+/// A request bound for a route's backends.
+pub struct Routed {
+    /// Index of the route in the snapshot.
+    pub route: usize,
+    pub operation: Operation,
+    /// Function routes: the path after the route prefix, with the query.
+    pub path_suffix: String,
+    pub body: Bytes,
+}
+
+/// The few fields of an OpenAI request body the gateway needs; serde skips the rest.
+#[derive(Deserialize)]
+struct Peek {
+    model: Option<serde_json::Value>,
+    stream: Option<bool>,
+}
+
+pub async fn parse(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    snap: &Snapshot,
+) -> Result<Parsed, ApiError> {
+    let req = session.req_header();
+    let path = req.uri.path().to_string();
+    let method = req.method.clone();
+    let Some(kind) = snap.routes.lookup(&path) else {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("no route for path `{path}`"),
+        ));
+    };
+    match kind {
+        PathKind::ListModels => {
+            if method != http::Method::GET {
+                return Err(ApiError::new(
+                    ErrorKind::MethodNotAllowed,
+                    format!("`{path}` takes GET, not {method}"),
+                ));
+            }
+            Ok(Parsed::ListModels)
+        }
+        PathKind::Function { route, suffix_at } => {
+            let r = &snap.config.routes[route];
+            ctx.route = Some(route);
+            ctx.route_name = Some(r.name.clone());
+            let body = read_body(session, r.max_body).await?;
+            ctx.request_bytes = body.len();
+            let uri = &session.req_header().uri;
+            let mut suffix = uri.path().get(suffix_at..).unwrap_or("").to_string();
+            if let Some(q) = uri.query() {
+                suffix.push('?');
+                suffix.push_str(q);
+            }
+            Ok(Parsed::Call(Routed {
+                route,
+                operation: Operation::Function,
+                path_suffix: suffix,
+                body,
+            }))
+        }
+        PathKind::Model {
+            operation,
+            routes,
+            max_body,
+        } => {
+            if method != http::Method::POST {
+                return Err(ApiError::new(
+                    ErrorKind::MethodNotAllowed,
+                    format!("`{path}` takes POST, not {method}"),
+                ));
+            }
+            let body = read_body(session, max_body).await?;
+            ctx.request_bytes = body.len();
+            let peek: Peek = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::new(
+                    ErrorKind::InvalidJson,
+                    format!("the request body is not valid JSON: {e}"),
+                )
+            })?;
+            let model = match peek.model {
+                Some(serde_json::Value::String(m)) if !m.is_empty() => m,
+                Some(serde_json::Value::String(_)) | None | Some(serde_json::Value::Null) => {
+                    return Err(ApiError::new(
+                        ErrorKind::MissingModel,
+                        "you must provide a model parameter",
+                    ))
+                }
+                Some(_) => {
+                    return Err(ApiError::new(
+                        ErrorKind::InvalidRequest,
+                        "`model` must be a string",
+                    ))
+                }
+            };
+            ctx.stream = peek.stream.unwrap_or(false);
+            let Some(&route) = routes.get(&model) else {
+                let e = ApiError::new(
+                    ErrorKind::ModelNotFound,
+                    format!("the model `{model}` does not exist or you do not have access to it"),
+                );
+                ctx.model = Some(model);
+                return Err(e);
+            };
+            ctx.model = Some(model);
+            let r = &snap.config.routes[route];
+            ctx.route = Some(route);
+            ctx.route_name = Some(r.name.clone());
+            if body.len() > r.max_body {
+                return Err(too_large(r.max_body));
+            }
+            Ok(Parsed::Call(Routed {
+                route,
+                operation,
+                path_suffix: String::new(),
+                body,
+            }))
+        }
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        ErrorKind::BodyTooLarge,
+        format!("the request body is larger than this route's limit of {limit} bytes"),
+    )
+}
+
+/// Reads the whole body, refusing it (without reading further) once it passes `limit`.
+async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > limit {
+                    return Err(too_large(limit));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(e) => {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidRequest,
+                    format!("reading the request body failed: {}", e.etype().as_str()),
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Writing answers the gateway makes itself: OpenAI-shaped errors and local
+//! JSON responses, with the headers every response carries.
+
+use bytes::Bytes;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+use skygate_config::{ApiError, ErrorKind};
+use skygate_plugins::RequestCtx;
+
+/// Headers every response gets.
+pub fn common_headers(h: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_error::Result<()> {
+    h.insert_header("x-request-id", ctx.request_id.as_str())?;
+    let cache = match ctx.cache {
+        skygate_plugins::CacheStatus::Hit => "hit",
+        skygate_plugins::CacheStatus::Miss => "miss",
+        skygate_plugins::CacheStatus::Bypass => "bypass",
+    };
+    h.insert_header("x-skygate-cache", cache)?;
+    Ok(())
+}
+
+/// Answers with a JSON body.
+pub async fn json(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    body: Bytes,
+) -> pingora_error::Result<bool> {
+    ctx.status = status;
+    let mut h = ResponseHeader::build(status, Some(6))?;
+    h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    common_headers(&mut h, ctx)?;
+    ctx.response_bytes = body.len() as u64;
+    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(true)
+}
+
+/// Answers with an OpenAI-shaped error.
+pub async fn error(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    e: &ApiError,
+) -> pingora_error::Result<bool> {
+    ctx.error = Some(e.kind.code());
+    ctx.status = e.status();
+    let body = e.body();
+    let mut h = ResponseHeader::build(e.status(), Some(8))?;
+    h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    common_headers(&mut h, ctx)?;
+    if let Some(d) = e.retry_after {
+        h.insert_header(
+            http::header::RETRY_AFTER,
+            d.as_secs_f64().ceil().max(1.0).to_string(),
+        )?;
+    }
+    if e.kind == ErrorKind::BodyTooLarge {
+        // The rest of the body was never read: the connection cannot be reused.
+        h.insert_header(http::header::CONNECTION, "close")?;
+        session.set_keepalive(None);
+    }
+    ctx.response_bytes = body.len() as u64;
+    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(true)
+}

@@ -1,0 +1,201 @@
+//! The runtime snapshot: everything built from one validated config (route
+//! table, backend peers and adapters, plugin chain). Built whole, then swapped
+//! in as one `Arc`; a request keeps the snapshot it started with.
+
+use bytes::Bytes;
+use pingora_core::upstreams::peer::HttpPeer;
+use skygate_backends::BackendAdapter;
+use skygate_config::{Backend, Config, Operation, PathMatch, Route};
+use skygate_plugins::Chain;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A backend ready to be called.
+pub struct BackendRt {
+    pub config: Backend,
+    pub peer: HttpPeer,
+    pub adapter: BackendAdapter,
+}
+
+/// What a request's path (and model) selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathKind {
+    /// An OpenAI operation served by one or more routes, chosen by model.
+    Model {
+        operation: Operation,
+        routes: HashMap<String, usize>,
+        max_body: usize,
+    },
+    /// A function route; `suffix_at` is where the rest of the path starts.
+    Function { route: usize, suffix_at: usize },
+    /// `GET /v1/models`.
+    ListModels,
+}
+
+/// Path → route lookup.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    exact: HashMap<String, PathKind>,
+    /// Prefixes, longest first.
+    prefixes: Vec<(String, usize)>,
+}
+
+impl RouteTable {
+    pub fn new(routes: &[Route]) -> Self {
+        let mut t = RouteTable::default();
+        t.exact.insert("/v1/models".into(), PathKind::ListModels);
+        for (i, r) in routes.iter().enumerate() {
+            match &r.path {
+                PathMatch::Exact(p) if r.operation == Operation::Function => {
+                    t.exact.insert(
+                        p.clone(),
+                        PathKind::Function {
+                            route: i,
+                            suffix_at: p.len(),
+                        },
+                    );
+                }
+                PathMatch::Exact(p) => {
+                    let entry = t.exact.entry(p.clone()).or_insert_with(|| PathKind::Model {
+                        operation: r.operation,
+                        routes: HashMap::new(),
+                        max_body: 0,
+                    });
+                    if let PathKind::Model {
+                        routes: by_model,
+                        max_body,
+                        ..
+                    } = entry
+                    {
+                        for m in &r.models {
+                            by_model.insert(m.clone(), i);
+                        }
+                        *max_body = (*max_body).max(r.max_body);
+                    }
+                }
+                PathMatch::Prefix(p) => t.prefixes.push((p.clone(), i)),
+            }
+        }
+        t.prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        t
+    }
+
+    /// What `path` selects, if anything.
+    pub fn lookup(&self, path: &str) -> Option<PathKind> {
+        if let Some(k) = self.exact.get(path) {
+            return Some(k.clone());
+        }
+        self.prefixes
+            .iter()
+            .find(|(p, _)| {
+                path.starts_with(p.as_str())
+                    && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
+            })
+            .map(|(p, i)| PathKind::Function {
+                route: *i,
+                suffix_at: p.len(),
+            })
+    }
+}
+
+/// One consistent view of the config and everything built from it.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub backends: Vec<BackendRt>,
+    pub routes: RouteTable,
+    pub chain: Chain,
+    /// `GET /v1/models`, rendered once.
+    pub models_body: Bytes,
+}
+
+impl Snapshot {
+    /// Builds everything; fails (keeping nothing) if any backend cannot be set up.
+    pub fn build(config: Config) -> Result<Self, String> {
+        let mut backends = Vec::with_capacity(config.backends.len());
+        for b in &config.backends {
+            let peer = skygate_backends::build_peer(b)
+                .map_err(|e| format!("backend `{}`: {e}", b.name))?;
+            backends.push(BackendRt {
+                config: b.clone(),
+                peer,
+                adapter: BackendAdapter::for_kind(b.kind),
+            });
+        }
+        let routes = RouteTable::new(&config.routes);
+        let chain = Chain::from_config(&config);
+        let mut models: Vec<&str> = config
+            .routes
+            .iter()
+            .flat_map(|r| r.models.iter().map(String::as_str))
+            .collect();
+        models.sort_unstable();
+        models.dedup();
+        let data: Vec<serde_json::Value> = models
+            .iter()
+            .map(|m| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": "skygate"}))
+            .collect();
+        let models_body =
+            Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
+        Ok(Self {
+            config: Arc::new(config),
+            backends,
+            routes,
+            chain,
+            models_body,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let y = r#"
+listen: 127.0.0.1:1
+admin: { listen: 127.0.0.1:2 }
+backends:
+  a: { kind: openai, url: http://127.0.0.1:3/v1 }
+  f: { kind: http_function, url: http://127.0.0.1:4/fn }
+routes:
+  chat:   { match: { path: /v1/chat/completions, models: [m1] }, targets: [ { backend: a } ], max_body: 1KiB }
+  chat2:  { match: { path: /v1/chat/completions, models: [m2] }, targets: [ { backend: a } ] }
+  fn:     { match: { path_prefix: /fn/score }, targets: [ { backend: f } ] }
+  fnlong: { match: { path_prefix: /fn/score/deep }, targets: [ { backend: f } ] }
+"#;
+        skygate_config::load_str(y, "t.yaml", &|_| None).unwrap()
+    }
+
+    #[test]
+    fn routes_by_path_then_model() {
+        let s = Snapshot::build(config()).unwrap();
+        let Some(PathKind::Model {
+            routes,
+            max_body,
+            operation,
+        }) = s.routes.lookup("/v1/chat/completions")
+        else {
+            panic!()
+        };
+        assert_eq!(operation, Operation::ChatCompletions);
+        assert_eq!(s.config.routes[routes["m1"]].name, "chat");
+        assert_eq!(s.config.routes[routes["m2"]].name, "chat2");
+        assert_eq!(max_body, skygate_config::DEFAULT_MAX_BODY);
+        assert_eq!(s.routes.lookup("/v1/models"), Some(PathKind::ListModels));
+        assert_eq!(s.routes.lookup("/v1/nope"), None);
+    }
+
+    #[test]
+    fn longest_prefix_on_segment_boundary() {
+        let s = Snapshot::build(config()).unwrap();
+        let name = |p: &str| match s.routes.lookup(p) {
+            Some(PathKind::Function { route, .. }) => Some(s.config.routes[route].name.clone()),
+            _ => None,
+        };
+        assert_eq!(name("/fn/score").as_deref(), Some("fn"));
+        assert_eq!(name("/fn/score/x").as_deref(), Some("fn"));
+        assert_eq!(name("/fn/score/deep/1").as_deref(), Some("fnlong"));
+        assert_eq!(name("/fn/scorecard"), None);
+        assert!(String::from_utf8_lossy(&s.models_body).contains("\"m2\""));
+    }
+}

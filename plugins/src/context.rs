@@ -1,0 +1,87 @@
+//! The one typed request context (Pingora's `CTX`): everything the pipeline
+//! learns about a request lives here, not in header round-trips.
+
+use std::time::Instant;
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    ApiKey,
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub principal: String,
+    pub method: AuthMethod,
+}
+
+/// Where the response came from, for `x-skygate-cache` (cache plugin to come).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheStatus {
+    #[default]
+    Bypass,
+    Hit,
+    Miss,
+}
+
+/// Per-request state, created by `new_ctx` and filled phase by phase.
+#[derive(Debug)]
+pub struct RequestCtx {
+    pub request_id: String,
+    pub start: Instant,
+    /// Set once an auth plugin accepted the caller.
+    pub identity: Option<Identity>,
+    /// Index of the matched route in the runtime snapshot.
+    pub route: Option<usize>,
+    pub route_name: Option<String>,
+    /// `model` from the JSON body, when there is one.
+    pub model: Option<String>,
+    /// `stream: true` in the body.
+    pub stream: bool,
+    pub request_bytes: usize,
+    /// The backend of the current (last) attempt.
+    pub backend: Option<String>,
+    pub attempts: u32,
+    pub status: u16,
+    pub first_byte: Option<Instant>,
+    pub response_bytes: u64,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub cache: CacheStatus,
+    /// Error code of a failure, for the access log.
+    pub error: Option<&'static str>,
+    /// Whether this request is counted in the in-flight gauge.
+    pub counted: bool,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        Self {
+            request_id: String::new(),
+            start: Instant::now(),
+            identity: None,
+            route: None,
+            route_name: None,
+            model: None,
+            stream: false,
+            request_bytes: 0,
+            backend: None,
+            attempts: 0,
+            status: 0,
+            first_byte: None,
+            response_bytes: 0,
+            prompt_tokens: None,
+            completion_tokens: None,
+            cache: CacheStatus::Bypass,
+            error: None,
+            counted: false,
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}
