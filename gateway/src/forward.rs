@@ -48,7 +48,18 @@ pub async fn forward(
         Ok(p) => p,
         Err(e) => return respond::error(session, ctx, &e).await,
     };
-    let mut resp = match state.upstream.send(&b.config, &b.peer, prepared).await {
+    let peer = match &b.peer {
+        Ok(peer) => peer,
+        Err(why) => {
+            let e = ApiError::new(
+                ErrorKind::UpstreamUnreachable,
+                format!("backend `{}` is unreachable: {why}", b.config.name),
+            );
+            upstream_error(&b.config.name, &e);
+            return respond::error(session, ctx, &e).await;
+        }
+    };
+    let mut resp = match state.upstream.send(&b.config, peer, prepared).await {
         Ok(resp) => resp,
         Err(e) => {
             upstream_error(&b.config.name, &e);
@@ -107,7 +118,7 @@ pub async fn forward(
     }
     state
         .upstream
-        .release(resp, &b.peer, b.config.pool_idle_timeout)
+        .release(resp, peer, b.config.pool_idle_timeout)
         .await;
     Ok(true)
 }

@@ -13,7 +13,9 @@ use std::sync::Arc;
 /// A backend ready to be called.
 pub struct BackendRt {
     pub config: Backend,
-    pub peer: HttpPeer,
+    /// The resolved peer, or why it could not be resolved at load time (the
+    /// backend then answers 502; the rest of the gateway runs on).
+    pub peer: Result<HttpPeer, String>,
     pub adapter: BackendAdapter,
 }
 
@@ -109,12 +111,19 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds everything; fails (keeping nothing) if any backend cannot be set up.
+    /// Builds everything from a validated config. A backend whose address
+    /// does not resolve is kept, answering 502, so one bad backend never
+    /// stops the gateway.
     pub fn build(config: Config) -> Result<Self, String> {
         let mut backends = Vec::with_capacity(config.backends.len());
         for b in &config.backends {
-            let peer = skygate_backends::build_peer(b)
-                .map_err(|e| format!("backend `{}`: {e}", b.name))?;
+            let peer = skygate_backends::build_peer(b);
+            if let Err(e) = &peer {
+                log::warn!(
+                    "backend `{}`: {e}; it answers 502 until the config changes",
+                    b.name
+                );
+            }
             backends.push(BackendRt {
                 config: b.clone(),
                 peer,

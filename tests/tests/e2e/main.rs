@@ -1,1 +1,18 @@
+//! End-to-end tests: the real `skygate` binary in front of `skygate sim`
+//! backends, over real HTTP. One binary, a module per capability.
 
+// This whole crate is test code: a failed unwrap is a failed test, with the
+// reason in its message, which is exactly what a test should do.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod harness;
+
+mod bodies;
+mod config;
+mod errors;
+mod observability;
+mod routing;
+mod sdk;
+mod security;
+mod shutdown;
+mod streaming;

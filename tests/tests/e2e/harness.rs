@@ -1,0 +1,507 @@
+//! The test harness: starts the real `skygate` binary and `skygate sim`
+//! backends as processes on free ports, and talks plain HTTP/1.1 to them.
+//!
+//! `SKYGATE_BIN` points at a prebuilt binary (the test script sets it);
+//! without it the harness builds `skygate` once per test process.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The `skygate` binary under test.
+pub fn bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("SKYGATE_BIN") {
+            return PathBuf::from(p);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "skygate", "--bin", "skygate"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building skygate failed");
+        let exe = std::env::current_exe().expect("current exe");
+        // target/<profile>/deps/e2e-xxxx → target/<profile>/skygate
+        exe.parent()
+            .and_then(|p| p.parent())
+            .expect("target dir")
+            .join("skygate")
+    })
+    .clone()
+}
+
+/// A free loopback port (bound, then released for the child to take).
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// A child process that is killed when dropped; its output is collected.
+pub struct Proc {
+    child: Child,
+    pub stdout: Arc<Mutex<String>>,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    /// Spawns `cmd`, collecting its output.
+    pub fn spawn_cmd(cmd: Command) -> Self {
+        Self::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> Self {
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = |r: Box<dyn Read + Send>, sink: Arc<Mutex<String>>| {
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines().map_while(Result::ok) {
+                    let mut s = sink.lock().unwrap();
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            });
+        };
+        pipe(Box::new(child.stdout.take().unwrap()), stdout.clone());
+        pipe(Box::new(child.stderr.take().unwrap()), stderr.clone());
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A simulated backend process.
+pub struct Sim {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub url: String,
+}
+
+impl Sim {
+    pub fn start(name: &str, flags: &[&str]) -> Sim {
+        let mut cmd = Command::new(bin());
+        cmd.args(["sim", "--listen", "127.0.0.1:0", "--name", name])
+            .args(flags);
+        let proc = Proc::spawn(cmd);
+        let start = Instant::now();
+        loop {
+            let out = proc.stdout();
+            if let Some(addr) = out.lines().find_map(|l| {
+                l.rsplit_once("listening on ")
+                    .map(|(_, a)| a.trim().to_string())
+            }) {
+                let addr: SocketAddr = addr.parse().expect("sim addr");
+                return Sim {
+                    proc,
+                    addr,
+                    url: format!("http://{addr}"),
+                };
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "sim did not start: {}",
+                proc.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// What the sim received (newest last).
+    pub fn requests(&self) -> Vec<Value> {
+        let r = call(self.addr, "GET", "/_sim/requests", &[], b"");
+        serde_json::from_slice::<Value>(&r.body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    pub fn stats(&self) -> Value {
+        call(self.addr, "GET", "/_sim/stats", &[], b"").json()
+    }
+
+    /// Changes behaviour or faults while it runs.
+    pub fn set(&self, patch: Value) {
+        let r = call(
+            self.addr,
+            "POST",
+            "/_sim/config",
+            &[],
+            patch.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub config_path: PathBuf,
+    _dir: TempDir,
+}
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const CLIENT_KEY: &str = "sk-test-client-key";
+
+impl Gateway {
+    /// Starts the gateway on `body`: the config after `listen` and `admin`,
+    /// which the harness fills in with free ports.
+    pub fn start(body: &str) -> Gateway {
+        Self::start_with_env(body, &[])
+    }
+
+    pub fn start_with_env(body: &str, env: &[(&str, &str)]) -> Gateway {
+        for _ in 0..5 {
+            let addr = free_addr();
+            let admin = free_addr();
+            let dir = TempDir::new();
+            let config_path = dir.path.join("skygate.yaml");
+            let text = format!(
+                "listen: {addr}\nadmin: {{ listen: {admin}, token: {ADMIN_TOKEN} }}\nserver: {{ threads: 2, grace_period: 5s }}\n{body}"
+            );
+            std::fs::write(&config_path, text).unwrap();
+            let mut cmd = Command::new(bin());
+            cmd.args(["run", "--config"]).arg(&config_path);
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let mut proc = Proc::spawn(cmd);
+            let start = Instant::now();
+            loop {
+                if let Ok(r) = try_call(admin, "GET", "/readyz", &[], b"") {
+                    if r.status == 200 {
+                        return Gateway {
+                            proc,
+                            addr,
+                            admin,
+                            config_path,
+                            _dir: dir,
+                        };
+                    }
+                }
+                if proc.wait_exit(Duration::from_millis(0)).is_some() {
+                    // Lost a port race: try other ports.
+                    assert!(
+                        proc.stderr().contains("cannot listen"),
+                        "gateway exited: {}",
+                        proc.stderr()
+                    );
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "gateway not ready: {}",
+                    proc.stderr()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("could not start the gateway on free ports");
+    }
+
+    /// A client call with the test API key.
+    pub fn post(&self, path: &str, body: &Value) -> Resp {
+        call(
+            self.addr,
+            "POST",
+            path,
+            &[
+                ("authorization", &format!("Bearer {CLIENT_KEY}")),
+                ("content-type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        )
+    }
+
+    pub fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        call(self.addr, method, path, headers, body)
+    }
+
+    pub fn admin_get(&self, path: &str, token: Option<&str>) -> Resp {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        call(self.admin, "GET", path, &headers, b"")
+    }
+
+    /// Access-log lines (JSON objects) so far, waiting briefly for `n` of them.
+    pub fn access_log(&self, n: usize) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let lines: Vec<Value> = self
+                .proc
+                .stdout()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if lines.len() >= n || start.elapsed() > Duration::from_secs(5) {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The auth section every test config uses.
+pub fn auth_section() -> String {
+    format!("auth:\n  api_keys:\n    - {{ key: {CLIENT_KEY}, principal: tester }}\n")
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new() -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("skygate-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A response, with each body chunk's arrival time (for streaming tests).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub chunks: Vec<(Instant, Vec<u8>)>,
+    /// The body ended cleanly (length reached or last chunk seen).
+    pub complete: bool,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Asserts an OpenAI-shaped error with this status and code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{}", self.text());
+        let v = self.json();
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{v}"
+        );
+        assert!(v["error"]["type"].is_string(), "{v}");
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        assert!(self.header("x-request-id").is_some());
+    }
+}
+
+pub fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    try_call(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// One request on a new connection (the write of a large body may fail when
+/// the server answers early, as with 413: the response is still read).
+pub fn try_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_nodelay(true)?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    let _ = s.write_all(body);
+    read_response(&mut s)
+}
+
+fn read_response(s: &mut TcpStream) -> std::io::Result<Resp> {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 64 * 1024];
+    let (status, headers, mut rest) = loop {
+        let n = s.read(&mut tmp)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed before a response",
+            ));
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        let mut hs = [httparse::EMPTY_HEADER; 64];
+        let mut r = httparse::Response::new(&mut hs);
+        if let httparse::Status::Complete(len) = r
+            .parse(&buf)
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+        {
+            let headers: Vec<(String, String)> = r
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            break (r.code.unwrap_or(0), headers, buf[len..].to_vec());
+        }
+    };
+    let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let mut resp = Resp {
+        status,
+        headers: headers.clone(),
+        body: Vec::new(),
+        chunks: Vec::new(),
+        complete: false,
+    };
+    if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        while rest.len() < len {
+            let n = s.read(&mut tmp)?;
+            if n == 0 {
+                break;
+            }
+            rest.extend_from_slice(&tmp[..n]);
+        }
+        resp.complete = rest.len() >= len;
+        rest.truncate(len);
+        resp.chunks.push((Instant::now(), rest.clone()));
+        resp.body = rest;
+        return Ok(resp);
+    }
+    if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        // Decode chunk by chunk, stamping each as it completes.
+        loop {
+            while !rest.windows(2).any(|w| w == b"\r\n") {
+                let n = s.read(&mut tmp).unwrap_or(0);
+                if n == 0 {
+                    return Ok(resp);
+                }
+                rest.extend_from_slice(&tmp[..n]);
+            }
+            let i = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..i]).unwrap().trim(), 16).unwrap();
+            rest.drain(..i + 2);
+            while rest.len() < size + 2 {
+                let n = s.read(&mut tmp).unwrap_or(0);
+                if n == 0 {
+                    return Ok(resp);
+                }
+                rest.extend_from_slice(&tmp[..n]);
+            }
+            if size == 0 {
+                resp.complete = true;
+                return Ok(resp);
+            }
+            let data: Vec<u8> = rest.drain(..size).collect();
+            rest.drain(..2);
+            resp.body.extend_from_slice(&data);
+            resp.chunks.push((Instant::now(), data));
+        }
+    }
+    // Until close.
+    loop {
+        let n = s.read(&mut tmp).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        rest.extend_from_slice(&tmp[..n]);
+    }
+    resp.body = rest;
+    resp.complete = true;
+    Ok(resp)
+}
+
+/// The `data:` payloads of an SSE body, in order.
+pub fn sse_data(body: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: ").map(str::to_string))
+        .collect()
+}

@@ -1,0 +1,99 @@
+//! Health, readiness, Prometheus metrics behind the admin token, and one JSON
+//! access-log line per request.
+
+use crate::harness::*;
+use serde_json::json;
+
+fn gateway(sim: &Sim) -> Gateway {
+    Gateway::start(&format!(
+        r#"{auth}
+backends:
+  s: {{ kind: openai, url: "{url}/v1" }}
+  down: {{ kind: openai, url: "http://{nothing}/v1", timeouts: {{ connect: 1s }} }}
+routes:
+  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: s }} ] }}
+  broken: {{ match: {{ path: /v1/chat/completions, models: [broken] }}, targets: [ {{ backend: down }} ] }}
+"#,
+        auth = auth_section(),
+        url = sim.url,
+        nothing = free_addr()
+    ))
+}
+
+#[test]
+fn health_and_metrics() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim);
+    assert_eq!(gw.admin_get("/healthz", None).status, 200);
+    assert_eq!(gw.admin_get("/readyz", None).json()["status"], "ready");
+    assert_eq!(gw.admin_get("/metrics", None).status, 401);
+    assert_eq!(
+        gw.admin_get("/metrics", Some("wrong-token-123")).status,
+        401
+    );
+
+    for _ in 0..3 {
+        assert_eq!(
+            gw.post(
+                "/v1/chat/completions",
+                &json!({"model": "m", "messages": []})
+            )
+            .status,
+            200
+        );
+    }
+    assert_eq!(
+        gw.post("/v1/chat/completions", &json!({"model": "broken"}))
+            .status,
+        502
+    );
+
+    let r = gw.admin_get("/metrics", Some(ADMIN_TOKEN));
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    for needle in [
+        r#"skygate_requests_total{backend="s",route="chat",status="200"} 3"#,
+        r#"skygate_requests_total{backend="down",route="broken",status="502"} 1"#,
+        r#"skygate_upstream_errors_total{backend="down",code="backend_unreachable"} 1"#,
+        r#"skygate_request_duration_seconds_count{route="chat"} 3"#,
+        r#"skygate_time_to_first_byte_seconds_count{backend="s",route="chat"} 3"#,
+        r#"skygate_tokens_total{kind="completion",route="chat"} 48"#,
+        "skygate_requests_in_flight 0",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
+}
+
+#[test]
+fn one_access_log_line_per_request() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim);
+    let r = gw.post(
+        "/v1/chat/completions",
+        &json!({"model": "m", "messages": [{"role": "user", "content": "hello"}]}),
+    );
+    assert_eq!(r.status, 200);
+    gw.post("/v1/chat/completions", &json!({"model": "zzz"}))
+        .assert_error(404, "model_not_found");
+    let lines = gw.access_log(2);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let ok = &lines[0];
+    assert_eq!(ok["request_id"], r.header("x-request-id").unwrap());
+    assert_eq!(ok["principal"], "tester");
+    assert_eq!(ok["route"], "chat");
+    assert_eq!(ok["model"], "m");
+    assert_eq!(ok["backend"], "s");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["completion_tokens"], 16);
+    assert!(ok["prompt_tokens"].as_u64().unwrap() > 0);
+    assert!(ok["latency_ms"].as_f64().unwrap() >= ok["ttfb_ms"].as_f64().unwrap());
+    assert_eq!(
+        ok["response_bytes"].as_u64().unwrap() as usize,
+        r.body.len()
+    );
+    assert!(ok["request_bytes"].as_u64().unwrap() > 0);
+    let bad = &lines[1];
+    assert_eq!(bad["status"], 404);
+    assert_eq!(bad["error"], "model_not_found");
+    assert_eq!(bad["backend"], serde_json::Value::Null);
+}

@@ -1,0 +1,64 @@
+//! `skygate demo` driven by the official `openai` Python SDK: chat, streamed
+//! chat, embeddings, models, and errors raised as the SDK's exception types.
+//!
+//! The Python comes from `SKYGATE_TEST_PYTHON` (the test script points it at a
+//! venv with `openai` installed), else `python3`. A missing SDK fails the
+//! test: it never passes without running.
+
+use crate::harness::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[test]
+fn demo_works_with_the_openai_python_sdk() {
+    let python = std::env::var("SKYGATE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python).args(["-c", "import openai"]).output();
+    assert!(
+        probe.as_ref().is_ok_and(|o| o.status.success()),
+        "`{python}` cannot import openai: run the suite with scripts/test.sh, which installs it in a venv"
+    );
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "demo",
+        "--listen",
+        &listen.to_string(),
+        "--admin-listen",
+        &admin.to_string(),
+    ]);
+    let demo = Proc::spawn_cmd(cmd);
+    let start = Instant::now();
+    while try_call(admin, "GET", "/readyz", &[], b"")
+        .ok()
+        .map(|r| r.status)
+        != Some(200)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "demo not ready: {}",
+            demo.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        demo.stderr().contains("sk-skygate-demo"),
+        "the demo prints what to try"
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/openai_demo.py");
+    let out = Command::new(&python)
+        .arg(script)
+        .arg(format!("http://{listen}/v1"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{text}\n--- gateway stderr:\n{}",
+        demo.stderr()
+    );
+    assert!(text.contains("openai sdk: ok"));
+}

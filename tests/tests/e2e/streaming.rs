@@ -1,0 +1,110 @@
+//! SSE streaming: chunks arrive as the backend sends them; usage in the last
+//! chunk; a stream that fails after its first byte ends with an error event.
+
+use crate::harness::*;
+use serde_json::json;
+use std::time::Duration;
+
+fn gateway(sim: &Sim, timeouts: &str) -> Gateway {
+    Gateway::start(&format!(
+        r#"{auth}
+backends:
+  s: {{ kind: openai, url: "{url}/v1", timeouts: {{ {timeouts} }} }}
+routes:
+  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: s }} ] }}
+"#,
+        auth = auth_section(),
+        url = sim.url
+    ))
+}
+
+fn stream_request(include_usage: bool) -> serde_json::Value {
+    json!({"model": "m", "stream": true, "stream_options": {"include_usage": include_usage}, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+#[test]
+fn events_arrive_incrementally() {
+    let sim = Sim::start("s", &["--tokens", "5", "--token-delay-ms", "300"]);
+    let gw = gateway(&sim, "idle: 5s");
+    let r = gw.post("/v1/chat/completions", &stream_request(false));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
+    assert_eq!(r.header("x-skygate-backend"), Some("s"));
+    assert!(r.complete);
+    let token_chunks: Vec<_> = r
+        .chunks
+        .iter()
+        .filter(|(_, c)| String::from_utf8_lossy(c).contains("\"content\":\""))
+        .collect();
+    assert!(token_chunks.len() >= 2, "{:?}", r.text());
+    // Tokens leave the backend 300 ms apart. Had the gateway buffered the
+    // stream, they would arrive together; passed through, the first token
+    // arrives long before the last one is even produced.
+    let first = token_chunks
+        .iter()
+        .find(|(_, c)| String::from_utf8_lossy(c).contains("serverless"))
+        .unwrap()
+        .0;
+    let last = token_chunks.last().unwrap().0;
+    assert!(
+        last.duration_since(first) >= Duration::from_millis(900),
+        "spread {:?}",
+        last.duration_since(first)
+    );
+    let data = sse_data(&r.body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+}
+
+#[test]
+fn usage_arrives_in_the_last_chunk_and_is_logged() {
+    let sim = Sim::start("s", &["--tokens", "7"]);
+    let gw = gateway(&sim, "idle: 5s");
+    let r = gw.post("/v1/chat/completions", &stream_request(true));
+    assert_eq!(r.status, 200);
+    let data = sse_data(&r.body);
+    let usage: serde_json::Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 7);
+    let log = gw.access_log(1);
+    let line = log
+        .iter()
+        .find(|l| l["stream"] == true)
+        .expect("access log line");
+    assert_eq!(line["completion_tokens"], 7);
+    assert!(line["ttfb_ms"].as_f64().is_some());
+}
+
+#[test]
+fn cut_mid_stream_ends_with_an_error_event() {
+    let sim = Sim::start("s", &["--tokens", "10", "--cut-rate", "1"]);
+    let gw = gateway(&sim, "idle: 5s");
+    let r = gw.post("/v1/chat/completions", &stream_request(false));
+    assert_eq!(r.status, 200);
+    assert!(
+        r.complete,
+        "the client must see a clean end, not a dropped connection"
+    );
+    let text = r.text();
+    assert!(text.contains("event: error"), "{text}");
+    let last: serde_json::Value = serde_json::from_str(sse_data(&r.body).last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "backend_error");
+    assert!(!text.contains("[DONE]"));
+}
+
+#[test]
+fn idle_backend_mid_stream_times_out_with_an_error_event() {
+    let sim = Sim::start("s", &["--tokens", "3", "--token-delay-ms", "2000"]);
+    let gw = gateway(&sim, "idle: 300ms");
+    let start = std::time::Instant::now();
+    let r = gw.post("/v1/chat/completions", &stream_request(false));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(r.status, 200);
+    let last: serde_json::Value = serde_json::from_str(sse_data(&r.body).last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "backend_timeout");
+}
