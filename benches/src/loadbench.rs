@@ -1,1 +1,383 @@
-fn main() {}
+//! The load harness: one run measures the simulator directly, through Skygate
+//! and (when installed) through nginx, under the same load, and prints
+//! throughput, p50/p99, CPU time per request, RSS, and the ratios.
+//!
+//!     cargo build --release -p skygate -p skygate-benches && target/release/loadbench
+//!
+//! Needs `wrk` (Debian package `wrk`); nginx (package `nginx-light`) is optional.
+
+// A benchmark driver: it stops with a message when its tools misbehave.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use clap::Parser;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    /// Seconds per measured run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Connections for the throughput runs.
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+    /// Proxy worker threads (Skygate threads, nginx worker processes).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Skip nginx even when it is installed.
+    #[arg(long)]
+    no_nginx: bool,
+}
+
+const KEY: &str = "sk-bench-client-key";
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn wait_port(addr: SocketAddr) {
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{addr} did not open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// utime + stime of a process and its children threads, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / clk_tck()
+}
+
+fn clk_tck() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().ok();
+    out.and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    requests: f64,
+}
+
+fn parse_latency(v: &str) -> f64 {
+    let v = v.trim();
+    for (unit, mult) in [("us", 1.0), ("ms", 1000.0), ("s", 1_000_000.0)] {
+        if let Some(n) = v.strip_suffix(unit) {
+            return n.parse::<f64>().unwrap_or(0.0) * mult;
+        }
+    }
+    0.0
+}
+
+fn wrk(script: &Path, url: &str, connections: u32, secs: u64) -> Run {
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(url)
+        .output()
+        .expect("run wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut run = Run::default();
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Requests/sec:") {
+            run.rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("50%") {
+            run.p50_us = parse_latency(v);
+        } else if let Some(v) = l.strip_prefix("99%") {
+            run.p99_us = parse_latency(v);
+        } else if l.contains("requests in") {
+            run.requests = l
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0.0);
+        } else if l.starts_with("Non-2xx") {
+            panic!("wrk saw errors against {url}:\n{text}");
+        }
+    }
+    assert!(
+        run.requests > 0.0,
+        "wrk made no requests against {url}:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run
+}
+
+/// Time to the first body byte of a streamed chat, median over `n` requests.
+fn sse_first_byte_us(addr: SocketAddr, n: usize) -> f64 {
+    let body = r#"{"model":"bench","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let start = Instant::now();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 4096];
+        // First SSE event: the first "data:" after the header block.
+        loop {
+            let k = s.read(&mut tmp).unwrap();
+            assert!(k > 0, "closed before the first event");
+            buf.extend_from_slice(&tmp[..k]);
+            if buf.windows(5).any(|w| w == b"data:") {
+                break;
+            }
+        }
+        samples.push(start.elapsed().as_secs_f64() * 1e6);
+        let _ = s.read_to_end(&mut buf);
+    }
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let args = Args::parse();
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("skygate-loadbench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("skygate");
+    assert!(
+        bin.exists(),
+        "build it first: cargo build --release -p skygate"
+    );
+
+    // The simulator: warm (no cold starts), 16-token answers, no delay.
+    let mut sim = Command::new(&bin)
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "bench",
+            "--tokens",
+            "16",
+            "--max-instances",
+            "1000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(sim.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let sim_addr: SocketAddr = line
+        .rsplit_once("listening on ")
+        .unwrap()
+        .1
+        .trim()
+        .parse()
+        .unwrap();
+    let sim = Proc(sim);
+
+    // Skygate: API-key auth, model routing, access log off (as nginx below).
+    let (gw_addr, gw_admin) = (free_addr(), free_addr());
+    let config = dir.join("skygate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {gw_addr}\nadmin: {{ listen: {gw_admin}, token: bench-admin-token }}\nserver: {{ threads: {t}, access_log: off }}\n\
+             auth:\n  api_keys:\n    - {{ key: {KEY}, principal: bench }}\n\
+             backends:\n  sim: {{ kind: openai, url: \"http://{sim_addr}/v1\" }}\n\
+             routes:\n  chat: {{ match: {{ path: /v1/chat/completions, models: [bench] }}, targets: [ {{ backend: sim }} ] }}\n",
+            t = args.threads
+        ),
+    )
+    .unwrap();
+    let gw = Proc(
+        Command::new(&bin)
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(gw_addr);
+
+    // nginx, plain reverse proxy with upstream keepalive.
+    let nginx_addr = free_addr();
+    let nginx = (!args.no_nginx && Path::new("/usr/sbin/nginx").exists()).then(|| {
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "worker_processes {t};\ndaemon off;\npid {pid};\nerror_log stderr error;\nevents {{ worker_connections 4096; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+                 upstream sim {{ server {sim_addr}; keepalive 128; }}\n\
+                 server {{ listen {nginx_addr}; client_max_body_size 8m;\n\
+                 location / {{ proxy_pass http://sim; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n}}\n",
+                t = args.threads,
+                pid = dir.join("nginx.pid").display(),
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let p = Proc(Command::new("/usr/sbin/nginx").arg("-c").arg(&conf).arg("-e").arg("stderr").stderr(Stdio::null()).spawn().unwrap());
+        wait_port(nginx_addr);
+        p
+    });
+
+    let script = dir.join("chat.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = '{{\"model\":\"bench\",\"messages\":[{{\"role\":\"user\",\"content\":\"Say hello to the gateway benchmark.\"}}]}}'\n\
+             wrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer {KEY}\"\n"
+        ),
+    )
+    .unwrap();
+
+    let gw_pid = gw.0.id();
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_idle = rss_mib(gw_pid);
+    let url = |a: SocketAddr| format!("http://{a}/v1/chat/completions");
+    let pids_of = |p: &Proc| {
+        let mut v = vec![p.0.id()];
+        v.extend(children(p.0.id()));
+        v
+    };
+
+    // Throughput and CPU per request, each target warmed first.
+    let mut rows = Vec::new();
+    let mut targets: Vec<(&str, SocketAddr, Vec<u32>)> = vec![
+        ("direct", sim_addr, vec![]),
+        ("skygate", gw_addr, vec![gw_pid]),
+    ];
+    if let Some(n) = &nginx {
+        targets.push(("nginx", nginx_addr, pids_of(n)));
+    }
+    for (name, addr, pids) in &targets {
+        wrk(&script, &url(*addr), args.connections, 2);
+        let cpu0: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+        let sim0 = cpu_seconds(sim.0.id());
+        let run = wrk(&script, &url(*addr), args.connections, args.duration);
+        let cpu = pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu0;
+        let sim_cpu = cpu_seconds(sim.0.id()) - sim0;
+        let one = wrk(&script, &url(*addr), 1, args.duration.min(5));
+        rows.push((
+            *name,
+            run,
+            cpu / run.requests * 1e6,
+            sim_cpu / run.requests * 1e6,
+            one,
+        ));
+    }
+    let rss_load = rss_mib(gw_pid);
+    let ttfb_direct = sse_first_byte_us(sim_addr, 200);
+    let ttfb_gw = sse_first_byte_us(gw_addr, 200);
+
+    println!(
+        "\n## Load: {} connections, {} s per run, proxy threads {}\n",
+        args.connections, args.duration, args.threads
+    );
+    println!("| target | req/s | p50 µs | p99 µs | proxy CPU µs/req | sim CPU µs/req | 1-conn p50 µs | 1-conn p99 µs |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, run, cpu, sim_cpu, one) in &rows {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {} | {:.1} | {:.0} | {:.0} |",
+            run.rps,
+            run.p50_us,
+            run.p99_us,
+            if *name == "direct" {
+                "-".to_string()
+            } else {
+                format!("{cpu:.1}")
+            },
+            sim_cpu,
+            one.p50_us,
+            one.p99_us
+        );
+    }
+    let get = |n: &str| rows.iter().find(|r| r.0 == n).copied();
+    let (direct, sky) = (get("direct").unwrap(), get("skygate").unwrap());
+    println!("\n| ratio | value |\n|---|---:|");
+    println!(
+        "| Skygate throughput / direct | {:.2} |",
+        sky.1.rps / direct.1.rps
+    );
+    println!(
+        "| Skygate added p50 at 1 connection | {:.0} µs |",
+        sky.4.p50_us - direct.4.p50_us
+    );
+    println!(
+        "| Skygate added p99 at 1 connection | {:.0} µs |",
+        sky.4.p99_us - direct.4.p99_us
+    );
+    if let Some(ng) = get("nginx") {
+        println!(
+            "| Skygate throughput / nginx | {:.2} |",
+            sky.1.rps / ng.1.rps
+        );
+        println!("| Skygate CPU per request / nginx | {:.2} |", sky.2 / ng.2);
+        println!(
+            "| nginx added p50 at 1 connection | {:.0} µs |",
+            ng.4.p50_us - direct.4.p50_us
+        );
+    }
+    println!("| SSE first event: direct / through Skygate (median of 200) | {ttfb_direct:.0} µs / {ttfb_gw:.0} µs (+{:.0} µs) |", ttfb_gw - ttfb_direct);
+    println!("| Skygate RSS idle / after load | {rss_idle:.1} MiB / {rss_load:.1} MiB |");
+    drop(nginx);
+    drop(gw);
+    drop(sim);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -33,6 +33,43 @@ struct Peek {
     stream: Option<bool>,
 }
 
+/// What routing needs from an OpenAI request body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Peeked {
+    pub model: String,
+    pub stream: bool,
+}
+
+/// Reads `model` and `stream` from a JSON body (400 when it is not JSON or
+/// has no usable `model`).
+pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
+    let p: Peek = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ErrorKind::InvalidJson,
+            format!("the request body is not valid JSON: {e}"),
+        )
+    })?;
+    let model = match p.model {
+        Some(serde_json::Value::String(m)) if !m.is_empty() => m,
+        Some(serde_json::Value::String(_)) | None | Some(serde_json::Value::Null) => {
+            return Err(ApiError::new(
+                ErrorKind::MissingModel,
+                "you must provide a model parameter",
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorKind::InvalidRequest,
+                "`model` must be a string",
+            ))
+        }
+    };
+    Ok(Peeked {
+        model,
+        stream: p.stream.unwrap_or(false),
+    })
+}
+
 pub async fn parse(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -89,28 +126,8 @@ pub async fn parse(
             }
             let body = read_body(session, max_body).await?;
             ctx.request_bytes = body.len();
-            let peek: Peek = serde_json::from_slice(&body).map_err(|e| {
-                ApiError::new(
-                    ErrorKind::InvalidJson,
-                    format!("the request body is not valid JSON: {e}"),
-                )
-            })?;
-            let model = match peek.model {
-                Some(serde_json::Value::String(m)) if !m.is_empty() => m,
-                Some(serde_json::Value::String(_)) | None | Some(serde_json::Value::Null) => {
-                    return Err(ApiError::new(
-                        ErrorKind::MissingModel,
-                        "you must provide a model parameter",
-                    ))
-                }
-                Some(_) => {
-                    return Err(ApiError::new(
-                        ErrorKind::InvalidRequest,
-                        "`model` must be a string",
-                    ))
-                }
-            };
-            ctx.stream = peek.stream.unwrap_or(false);
+            let Peeked { model, stream } = peek(&body)?;
+            ctx.stream = stream;
             let Some(&route) = routes.get(&model) else {
                 let e = ApiError::new(
                     ErrorKind::ModelNotFound,
@@ -154,6 +171,21 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiErro
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
+    // A client that sent `Expect: 100-continue` (curl does for bodies over
+    // 1 KiB) waits for this before sending the body.
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session.write_continue_response().await.map_err(|e| {
+            ApiError::new(
+                ErrorKind::InvalidRequest,
+                format!("writing 100 Continue failed: {}", e.etype().as_str()),
+            )
+        })?;
+    }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
     loop {
         match session.read_request_body().await {
@@ -171,5 +203,36 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiErro
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peeks_model_and_stream() {
+        assert_eq!(
+            peek(br#"{"messages":[{"content":"x"}],"model":"m","stream":true}"#).unwrap(),
+            Peeked {
+                model: "m".into(),
+                stream: true
+            }
+        );
+        assert!(!peek(br#"{"model":"m"}"#).unwrap().stream);
+        assert_eq!(peek(b"{").unwrap_err().kind, ErrorKind::InvalidJson);
+        assert_eq!(peek(b"[]").unwrap_err().kind, ErrorKind::InvalidJson);
+        assert_eq!(
+            peek(br#"{"model":""}"#).unwrap_err().kind,
+            ErrorKind::MissingModel
+        );
+        assert_eq!(
+            peek(br#"{"model":null}"#).unwrap_err().kind,
+            ErrorKind::MissingModel
+        );
+        assert_eq!(
+            peek(br#"{"model":3}"#).unwrap_err().kind,
+            ErrorKind::InvalidRequest
+        );
     }
 }

@@ -99,3 +99,34 @@ fn chunked_request_body_over_the_limit_is_413() {
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("request_too_large"));
 }
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body() {
+    use std::io::{Read, Write};
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim);
+    let body = body_of("big", 200_000);
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // The body is held back until the gateway says go on.
+    let mut first = [0u8; 25];
+    s.read_exact(&mut first)
+        .expect("a 100 Continue before the body is sent");
+    assert!(
+        first.starts_with(b"HTTP/1.1 100 Continue\r\n"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    s.write_all(&body).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.contains("HTTP/1.1 200"), "{text}");
+    assert_eq!(sim.requests().last().unwrap()["body_bytes"], 200_000);
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs Skygate's whole test suite on a fresh machine: installs what is
+# missing (cmake for pingora's zlib-ng build, redis-server for the state
+# tests, a Python venv with the official `openai` SDK), builds the gateway
+# once, then runs every unit and end-to-end test.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh streaming  # only tests whose name matches a filter
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+. scripts/prereqs.sh
+install_missing cmake:cmake redis-server:redis-server python3:python3 python3-venv:python3-venv
+
+venv="$root/target/venv-sdk"
+if ! "$venv/bin/python" -c 'import openai' >/dev/null 2>&1; then
+  echo "==> installing the openai Python SDK into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check 'openai>=1.40,<3'
+fi
+
+echo "==> building skygate"
+cargo build -q -p skygate --bin skygate
+
+export SKYGATE_BIN="$root/target/debug/skygate"
+export SKYGATE_TEST_PYTHON="$venv/bin/python"
+
+echo "==> running the tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast -- "$@"
+fi
