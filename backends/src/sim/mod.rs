@@ -9,7 +9,8 @@
 //! Control endpoints (the tests use them while it runs):
 //! - `GET /_sim/config`, `POST /_sim/config` (a JSON object with any
 //!   [`SimSettings`] fields) to change behaviour and faults at run time;
-//! - `GET /_sim/stats`: requests, cold starts, throttled, instances;
+//! - `GET /_sim/stats`: connections accepted, requests, cold starts,
+//!   throttled, errors, instances;
 //! - `GET /_sim/requests`: the last requests received (method, path, headers,
 //!   body size, model), `DELETE /_sim/requests` to clear them.
 
@@ -92,6 +93,7 @@ impl SimArgs {
 
 #[derive(Default)]
 struct Stats {
+    connections: AtomicU64,
     requests: AtomicU64,
     cold_starts: AtomicU64,
     throttled: AtomicU64,
@@ -133,6 +135,7 @@ impl Sim {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
+                    self.stats.connections.fetch_add(1, Ordering::Relaxed);
                     let _ = stream.set_nodelay(true);
                     let sim = self.clone();
                     tokio::spawn(async move { sim.connection(stream).await });
@@ -395,6 +398,7 @@ impl Sim {
                 200,
                 json!({
                     "name": self.name,
+                    "connections": self.stats.connections.load(Ordering::Relaxed),
                     "requests": self.stats.requests.load(Ordering::Relaxed),
                     "cold_starts": self.stats.cold_starts.load(Ordering::Relaxed),
                     "throttled": self.stats.throttled.load(Ordering::Relaxed),

@@ -15,4 +15,5 @@ mod routing;
 mod sdk;
 mod security;
 mod shutdown;
+mod simulator;
 mod streaming;

@@ -108,3 +108,24 @@ fn idle_backend_mid_stream_times_out_with_an_error_event() {
     let last: serde_json::Value = serde_json::from_str(sse_data(&r.body).last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "backend_timeout");
 }
+
+#[test]
+fn total_timeout_caps_a_slow_stream() {
+    // Each token comes within the idle timeout, but the whole stream would
+    // take 2 s: the total timeout (700 ms) ends it with an error event.
+    let sim = Sim::start("s", &["--tokens", "10", "--token-delay-ms", "200"]);
+    let gw = gateway(&sim, "idle: 1s, total: 700ms");
+    let start = std::time::Instant::now();
+    let r = gw.post("/v1/chat/completions", &stream_request(false));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_millis(1800),
+        "took {took:?}"
+    );
+    let last: serde_json::Value = serde_json::from_str(sse_data(&r.body).last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "backend_timeout");
+    assert!(
+        last["error"]["message"].as_str().unwrap().contains("total"),
+        "{last}"
+    );
+}
