@@ -223,6 +223,7 @@ mod tests {
             region: None,
             timeouts: Timeouts::default(),
             pool_idle_timeout: Duration::from_secs(1),
+            tls_ca: None,
         }
     }
 

@@ -12,10 +12,13 @@ use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::protocols::http::client::HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::utils::tls::{parse_x509, WrappedX509};
 use pingora_error::{Error, ErrorType};
 use pingora_http::ResponseHeader;
 use skygate_config::{ApiError, Backend, ErrorKind};
+use std::hash::{Hash, Hasher};
 use std::net::ToSocketAddrs;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::adapter::Prepared;
@@ -34,6 +37,24 @@ pub fn build_peer(b: &Backend) -> Result<HttpPeer, String> {
     peer.options.idle_timeout = Some(b.pool_idle_timeout);
     if b.url.tls {
         peer.options.set_http_version(2, 1);
+    }
+    // Pingora's pool key covers address, SNI and the verify flags but not the
+    // per-peer CA: without this, a connection verified against one backend's
+    // CA could be reused by a backend that trusts other roots. Each backend
+    // gets its own pool group, so connections never cross backends.
+    let mut group = std::collections::hash_map::DefaultHasher::new();
+    b.name.hash(&mut group);
+    b.tls_ca.hash(&mut group);
+    peer.group_key = group.finish();
+    if let Some(ders) = &b.tls_ca {
+        let mut cas = Vec::with_capacity(ders.len());
+        for der in ders {
+            // Pingora's parser panics on a bad certificate: check it first.
+            x509_parser::parse_x509_certificate(der)
+                .map_err(|e| format!("a CA certificate does not parse: {e}"))?;
+            cas.push(WrappedX509::new(der.clone(), parse_x509));
+        }
+        peer.options.ca = Some(Arc::from(cas.into_boxed_slice()));
     }
     Ok(peer)
 }

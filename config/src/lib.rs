@@ -13,6 +13,6 @@ mod secret;
 
 pub use api_error::{ApiError, ErrorKind};
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{load_file, load_str, parse_duration, parse_size};
+pub use load::{load_file, load_str, load_str_in, parse_duration, parse_size};
 pub use runtime::*;
 pub use secret::Secret;

@@ -25,18 +25,31 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read the file: {e}"),
         }])
     })?;
-    load_str(&text, &file, &|name| std::env::var(name).ok())
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    load_str_in(&text, &file, &|name| std::env::var(name).ok(), &base)
 }
 
-/// Validates config `text`; `file` names it in errors; `env` resolves `${VAR}`.
+/// Validates config `text`; `file` names it in errors; `env` resolves
+/// `${VAR}`; relative file paths in it start at the current directory.
 pub fn load_str(
     text: &str,
     file: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
+    load_str_in(text, file, env, Path::new(""))
+}
+
+/// [`load_str`], with relative file paths starting at `base`.
+pub fn load_str_in(
+    text: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    base: &Path,
+) -> Result<Config, ConfigErrors> {
     let mut cx = Cx {
         text,
         file,
+        base,
         errors: Vec::new(),
     };
     let raw = cx.parse(env);
@@ -50,6 +63,7 @@ pub fn load_str(
 struct Cx<'a> {
     text: &'a str,
     file: &'a str,
+    base: &'a Path,
     errors: Vec<ConfigError>,
 }
 
@@ -418,6 +432,25 @@ impl Cx<'_> {
             Duration::from_secs(60),
             &path_of(&p, &[key("pool"), key("idle_timeout")]),
         );
+        let tls_ca = match b.tls.and_then(|t| t.ca_file) {
+            None => None,
+            Some(f) => {
+                let fp = path_of(&p, &[key("tls"), key("ca_file")]);
+                if url.as_ref().is_some_and(|u| !u.tls) {
+                    self.err(
+                        &fp,
+                        "set for an http:// backend: use an https:// url, or drop `tls`",
+                    );
+                }
+                match read_ca_file(&self.base.join(&f)) {
+                    Ok(certs) => Some(certs),
+                    Err(why) => {
+                        self.err(&fp, format!("`{f}`: {why}"));
+                        None
+                    }
+                }
+            }
+        };
         Some(Backend {
             name: name.to_string(),
             kind: kind?,
@@ -428,6 +461,7 @@ impl Cx<'_> {
             region: b.region,
             timeouts,
             pool_idle_timeout,
+            tls_ca,
         })
     }
 
@@ -604,6 +638,19 @@ impl Cx<'_> {
             }
         }
     }
+}
+
+/// Reads a PEM file of CA certificates into DER.
+fn read_ca_file(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut pem.as_slice())
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("not a PEM certificate file: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(certs)
 }
 
 /// Expands `${VAR}` (and `$${` to a literal `${`).

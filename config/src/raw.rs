@@ -92,6 +92,15 @@ pub struct RawBackend {
     pub region: Option<String>,
     pub timeouts: Option<RawTimeouts>,
     pub pool: Option<RawPool>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM file of the CAs that sign this backend's certificate (instead of
+    /// the system's roots). Relative paths start at the config file's folder.
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

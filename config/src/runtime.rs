@@ -91,6 +91,9 @@ pub struct Backend {
     pub timeouts: Timeouts,
     /// How long an idle pooled upstream connection is kept.
     pub pool_idle_timeout: Duration,
+    /// DER certificates of the CAs this backend's TLS certificate must chain
+    /// to; `None` uses the system's roots.
+    pub tls_ca: Option<Vec<Vec<u8>>>,
 }
 
 /// A parsed upstream base URL.

@@ -3,8 +3,7 @@
 //! that the simulator can hang or cut a connection exactly where it wants.
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 256 * 1024 * 1024;
@@ -20,8 +19,8 @@ pub struct Request {
 }
 
 /// Reads one request; `Ok(None)` on a clean close between requests.
-pub async fn read_request(
-    stream: &mut TcpStream,
+pub async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
 ) -> std::io::Result<Option<Request>> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
@@ -94,7 +93,10 @@ pub async fn read_request(
     }
 }
 
-async fn read_chunked(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<bytes::Bytes> {
+async fn read_chunked<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> std::io::Result<bytes::Bytes> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let mut body = BytesMut::new();
     loop {
@@ -138,8 +140,8 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Writes a whole response.
-pub async fn write_full(
-    stream: &mut TcpStream,
+pub async fn write_full<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     status: u16,
     headers: &[(&str, String)],
     body: &[u8],
@@ -162,8 +164,8 @@ pub async fn write_full(
 }
 
 /// Starts a chunked response.
-pub async fn write_chunked_head(
-    stream: &mut TcpStream,
+pub async fn write_chunked_head<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     status: u16,
     headers: &[(&str, String)],
 ) -> std::io::Result<()> {
@@ -179,7 +181,10 @@ pub async fn write_chunked_head(
 }
 
 /// Writes one chunk (flushed: each is its own TCP write).
-pub async fn write_chunk(stream: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
+pub async fn write_chunk<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    data: &[u8],
+) -> std::io::Result<()> {
     let mut out = format!("{:x}\r\n", data.len()).into_bytes();
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
@@ -187,6 +192,8 @@ pub async fn write_chunk(stream: &mut TcpStream, data: &[u8]) -> std::io::Result
 }
 
 /// Ends a chunked response.
-pub async fn write_last_chunk(stream: &mut TcpStream) -> std::io::Result<()> {
+pub async fn write_last_chunk<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+) -> std::io::Result<()> {
     stream.write_all(b"0\r\n\r\n").await
 }

@@ -21,10 +21,14 @@ use bytes::BytesMut;
 use model::{Placement, Pool, SimSettings};
 use serde_json::json;
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::rustls;
+use tokio_rustls::TlsAcceptor;
 
 const RECENT: usize = 256;
 
@@ -70,6 +74,13 @@ pub struct SimArgs {
     /// Probability of cutting a stream halfway.
     #[arg(long, default_value_t = 0.0)]
     pub cut_rate: f64,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key); the
+    /// port still answers plain HTTP too, for the control endpoints.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl SimArgs {
@@ -107,6 +118,7 @@ pub struct Sim {
     pool: Mutex<Pool>,
     stats: Stats,
     recent: Mutex<VecDeque<serde_json::Value>>,
+    tls: Option<TlsAcceptor>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -117,12 +129,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Sim {
     pub fn new(name: impl Into<String>, settings: SimSettings) -> Arc<Self> {
+        Self::build(name.into(), settings, None)
+    }
+
+    /// A simulator that serves HTTPS (HTTP/1.1 over TLS).
+    pub fn with_tls(name: impl Into<String>, settings: SimSettings, tls: TlsAcceptor) -> Arc<Self> {
+        Self::build(name.into(), settings, Some(tls))
+    }
+
+    fn build(name: String, settings: SimSettings, tls: Option<TlsAcceptor>) -> Arc<Self> {
         Arc::new(Self {
-            name: name.into(),
+            name,
             settings: Mutex::new(settings),
             pool: Mutex::new(Pool::default()),
             stats: Stats::default(),
             recent: Mutex::new(VecDeque::new()),
+            tls,
         })
     }
 
@@ -138,7 +160,28 @@ impl Sim {
                     self.stats.connections.fetch_add(1, Ordering::Relaxed);
                     let _ = stream.set_nodelay(true);
                     let sim = self.clone();
-                    tokio::spawn(async move { sim.connection(stream).await });
+                    match self.tls.clone() {
+                        None => {
+                            tokio::spawn(async move { sim.connection(stream).await });
+                        }
+                        Some(acceptor) => {
+                            tokio::spawn(async move {
+                                // A TLS handshake starts with 0x16; anything else is
+                                // plain HTTP (control endpoints, curl) on the same port.
+                                let mut first = [0u8; 1];
+                                if !matches!(stream.peek(&mut first).await, Ok(1) if first[0] == 0x16)
+                                {
+                                    return sim.connection(stream).await;
+                                }
+                                match acceptor.accept(stream).await {
+                                    Ok(tls) => sim.connection(tls).await,
+                                    Err(e) => {
+                                        log::debug!("sim {}: TLS handshake failed: {e}", sim.name)
+                                    }
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     log::warn!("sim {}: accept failed: {e}", self.name);
@@ -148,7 +191,7 @@ impl Sim {
         }
     }
 
-    async fn connection(self: Arc<Self>, mut stream: TcpStream) {
+    async fn connection<S: AsyncRead + AsyncWrite + Unpin>(self: Arc<Self>, mut stream: S) {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         while let Ok(Some(req)) = http1::read_request(&mut stream, &mut buf).await {
             let close = req.close;
@@ -160,7 +203,11 @@ impl Sim {
     }
 
     /// Answers one request; `Ok(false)` when the connection must close.
-    async fn handle(&self, stream: &mut TcpStream, req: http1::Request) -> std::io::Result<bool> {
+    async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        req: http1::Request,
+    ) -> std::io::Result<bool> {
         if let Some(ctl) = req.path.strip_prefix("/_sim/") {
             let (status, body) = self.control(&req.method, ctl, &req.body);
             http1::write_full(
@@ -203,9 +250,9 @@ impl Sim {
         result
     }
 
-    async fn answer(
+    async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         req: &http1::Request,
         json: Option<serde_json::Value>,
         s: &SimSettings,
@@ -296,9 +343,9 @@ impl Sim {
         Ok(true)
     }
 
-    async fn bad_request(
+    async fn bad_request<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         headers: &[(&str, String)],
         msg: &str,
     ) -> std::io::Result<bool> {
@@ -308,9 +355,9 @@ impl Sim {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn stream_chat(
+    async fn stream_chat<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         mut headers: Vec<(&str, String)>,
         s: &SimSettings,
         model: &str,
@@ -493,14 +540,42 @@ pub async fn spawn(sim: Arc<Sim>, addr: &str) -> std::io::Result<std::net::Socke
     Ok(local)
 }
 
+/// A TLS acceptor for a PEM certificate chain and key (HTTP/1.1 by ALPN).
+pub fn tls_acceptor(cert: &Path, key: &Path) -> std::io::Result<TlsAcceptor> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: {e}"))
+    };
+    let cert_pem = std::fs::read(cert)?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice()).collect::<Result<Vec<_>, _>>()?;
+    let key_pem = std::fs::read(key)?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())?
+        .ok_or_else(|| bad("--tls-key", &"no private key in the file"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS versions", &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad("--tls-cert/--tls-key", &e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 /// `skygate sim`: runs one simulator until the process is stopped.
 pub fn run_cli(args: &SimArgs) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
     rt.block_on(async {
-        let sim = Sim::new(args.name.clone(), args.settings());
+        let sim = match tls {
+            Some(acceptor) => Sim::with_tls(args.name.clone(), args.settings(), acceptor),
+            None => Sim::new(args.name.clone(), args.settings()),
+        };
         let listener = TcpListener::bind(&args.listen).await?;
         let local = listener.local_addr()?;
         println!("skygate sim `{}` listening on {local}", args.name);

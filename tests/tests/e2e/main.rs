@@ -17,3 +17,4 @@ mod security;
 mod shutdown;
 mod simulator;
 mod streaming;
+mod tls;

@@ -1,0 +1,153 @@
+//! HTTPS backends: the gateway verifies the backend's certificate (against a
+//! per-backend CA from `tls.ca_file`, else the system's roots) and its name,
+//! and pools TLS connections. Certificates are generated here, per test.
+
+use crate::harness::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use serde_json::json;
+use std::path::PathBuf;
+
+struct Pki {
+    dir: TempDir,
+    ca: PathBuf,
+    ca_cert: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = TempDir::new();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Skygate Test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = params.self_signed(&ca_key).unwrap();
+        let ca = dir.path.join("ca.pem");
+        std::fs::write(&ca, ca_cert.pem()).unwrap();
+        Pki {
+            dir,
+            ca,
+            ca_cert,
+            ca_key,
+        }
+    }
+
+    /// A leaf certificate for `names`, signed by the CA: (cert, key) files.
+    fn leaf(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
+        let (c, k) = (
+            self.dir.path.join(format!("{file}.pem")),
+            self.dir.path.join(format!("{file}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+}
+
+fn tls_sim(name: &str, cert: &(PathBuf, PathBuf), extra: &[&str]) -> Sim {
+    let mut flags = vec![
+        "--tls-cert",
+        cert.0.to_str().unwrap(),
+        "--tls-key",
+        cert.1.to_str().unwrap(),
+    ];
+    flags.extend_from_slice(extra);
+    Sim::start(name, &flags)
+}
+
+#[test]
+fn https_backend_verified_against_its_ca() {
+    let pki = Pki::new();
+    let good = tls_sim(
+        "good",
+        &pki.leaf("ip", &["127.0.0.1"]),
+        &["--tokens", "5", "--token-delay-ms", "20"],
+    );
+    let wrong_name = tls_sim("wrong-name", &pki.leaf("other", &["backend.example"]), &[]);
+    let gw = Gateway::start(&format!(
+        r#"{auth}
+backends:
+  good:       {{ kind: openai, url: "https://{g}/v1", tls: {{ ca_file: "{ca}" }} }}
+  system:     {{ kind: openai, url: "https://{g}/v1" }}
+  wrong-name: {{ kind: openai, url: "https://{w}/v1", tls: {{ ca_file: "{ca}" }} }}
+routes:
+  chat:   {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: good }} ] }}
+  sys:    {{ match: {{ path: /v1/chat/completions, models: [sys] }}, targets: [ {{ backend: system }} ] }}
+  wrong:  {{ match: {{ path: /v1/chat/completions, models: [wrong] }}, targets: [ {{ backend: wrong-name }} ] }}
+"#,
+        auth = auth_section(),
+        g = good.addr,
+        w = wrong_name.addr,
+        ca = pki.ca.display()
+    ));
+
+    for _ in 0..5 {
+        let r = gw.post(
+            "/v1/chat/completions",
+            &json!({"model": "m", "messages": []}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = gw.post(
+        "/v1/chat/completions",
+        &json!({"model": "m", "stream": true, "messages": []}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(sse_data(&r.body).last().map(String::as_str), Some("[DONE]"));
+    let stats = good.stats();
+    assert_eq!(stats["requests"], 6);
+    assert!(
+        stats["connections"].as_u64().unwrap() <= 2,
+        "TLS connections are pooled: {stats}"
+    );
+
+    // An unknown CA, or a certificate for another name, never gets the
+    // request. `system` points at the same address as `good`, whose verified
+    // connections sit in the pool: they must not be reused by a backend that
+    // trusts other roots.
+    gw.post("/v1/chat/completions", &json!({"model": "sys"}))
+        .assert_error(502, "backend_unreachable");
+    gw.post("/v1/chat/completions", &json!({"model": "wrong"}))
+        .assert_error(502, "backend_unreachable");
+    assert_eq!(good.stats()["requests"], 6);
+    assert_eq!(wrong_name.stats()["requests"], 0);
+}
+
+#[test]
+fn a_bad_ca_file_is_a_config_error() {
+    let dir = TempDir::new();
+    let ca = dir.path.join("not-a-cert.pem");
+    std::fs::write(&ca, "hello").unwrap();
+    let path = dir.path.join("c.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: 127.0.0.1:1\nadmin: {{ listen: 127.0.0.1:2 }}\nbackends:\n  b:\n    kind: openai\n    url: http://127.0.0.1:3/v1\n    tls: {{ ca_file: not-a-cert.pem }}\nroutes:\n  r: {{ match: {{ path: /v1/embeddings, models: [e] }}, targets: [ {{ backend: b }} ] }}\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains(":7: backends.b.tls.ca_file: set for an http:// backend"),
+        "{text}"
+    );
+    assert!(
+        text.contains(":7: backends.b.tls.ca_file: `not-a-cert.pem`: holds no PEM certificate"),
+        "{text}"
+    );
+}
