@@ -130,9 +130,7 @@ fn a_bad_ca_file_is_a_config_error() {
     let path = dir.path.join("c.yaml");
     std::fs::write(
         &path,
-        format!(
-            "listen: 127.0.0.1:1\nadmin: {{ listen: 127.0.0.1:2 }}\nbackends:\n  b:\n    kind: openai\n    url: http://127.0.0.1:3/v1\n    tls: {{ ca_file: not-a-cert.pem }}\nroutes:\n  r: {{ match: {{ path: /v1/embeddings, models: [e] }}, targets: [ {{ backend: b }} ] }}\n"
-        ),
+        "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2 }\nbackends:\n  b:\n    kind: openai\n    url: http://127.0.0.1:3/v1\n    tls: { ca_file: not-a-cert.pem }\nroutes:\n  r: { match: { path: /v1/embeddings, models: [e] }, targets: [ { backend: b } ] }\n",
     )
     .unwrap();
     let out = std::process::Command::new(bin())
