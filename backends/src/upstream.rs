@@ -77,16 +77,19 @@ impl Upstream {
     /// A pooled connection the backend closed while idle fails on first use;
     /// such failures are retried on another connection, since the backend
     /// never saw the request.
+    ///
+    /// `prepare` builds the request (the adapter's rewrite); it runs again only
+    /// for such a retry, so the common path copies nothing.
     pub async fn send(
         &self,
         backend: &Backend,
         peer: &HttpPeer,
-        prepared: Prepared,
+        prepare: impl Fn() -> Result<Prepared, ApiError>,
     ) -> Result<UpstreamResponse, ApiError> {
         let start = Instant::now();
         let deadline = start + backend.timeouts.total;
-        let header = Box::new(prepared.header);
         for _ in 0..4 {
+            let prepared = prepare()?;
             let (mut session, reused) = self
                 .connector
                 .get_http_session(peer)
@@ -97,11 +100,11 @@ impl Upstream {
                 .first_byte
                 .min(deadline.saturating_duration_since(Instant::now()));
             let exchange = async {
-                session.write_request_header(header.clone()).await?;
+                session
+                    .write_request_header(Box::new(prepared.header))
+                    .await?;
                 if !prepared.body.is_empty() {
-                    session
-                        .write_request_body(prepared.body.clone(), true)
-                        .await?;
+                    session.write_request_body(prepared.body, true).await?;
                 }
                 session.finish_request_body().await?;
                 session.read_response_header().await
@@ -116,7 +119,7 @@ impl Upstream {
                     })?;
                     return Ok(UpstreamResponse {
                         session: Some(session),
-                        header,
+                        header: Some(header),
                         deadline,
                         idle: backend.timeouts.idle,
                         done: false,
@@ -160,7 +163,7 @@ impl Upstream {
 /// A response whose header has arrived; its body is read chunk by chunk.
 pub struct UpstreamResponse {
     session: Option<HttpSession>,
-    pub header: ResponseHeader,
+    header: Option<ResponseHeader>,
     deadline: Instant,
     idle: Duration,
     done: bool,
@@ -168,6 +171,11 @@ pub struct UpstreamResponse {
 }
 
 impl UpstreamResponse {
+    /// The response header, taken once (to be rewritten and sent on).
+    pub fn take_header(&mut self) -> Option<ResponseHeader> {
+        self.header.take()
+    }
+
     /// The next body chunk, `None` at the end. Fails when the backend is idle
     /// for longer than the idle timeout, past the total deadline, or cuts the
     /// connection.

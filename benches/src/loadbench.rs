@@ -277,6 +277,26 @@ fn main() {
         p
     });
 
+    // Pingora's stock proxy path, as the framework's floor.
+    let base_addr = free_addr();
+    let base_bin = bin.with_file_name("pingora-baseline");
+    let baseline = base_bin.exists().then(|| {
+        let p = Proc(
+            Command::new(&base_bin)
+                .args([
+                    base_addr.to_string(),
+                    sim_addr.to_string(),
+                    args.threads.to_string(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_port(base_addr);
+        p
+    });
+
     let script = dir.join("chat.lua");
     std::fs::write(
         &script,
@@ -303,6 +323,9 @@ fn main() {
         ("direct", sim_addr, vec![]),
         ("skygate", gw_addr, vec![gw_pid]),
     ];
+    if let Some(b) = &baseline {
+        targets.push(("pingora-stock", base_addr, vec![b.0.id()]));
+    }
     if let Some(n) = &nginx {
         targets.push(("nginx", nginx_addr, pids_of(n)));
     }
@@ -374,8 +397,21 @@ fn main() {
             ng.4.p50_us - direct.4.p50_us
         );
     }
+    if let Some(pb) = get("pingora-stock") {
+        println!(
+            "| Skygate CPU per request / Pingora stock proxy | {:.2} |",
+            sky.2 / pb.2
+        );
+        if let Some(ng) = get("nginx") {
+            println!(
+                "| Pingora stock proxy CPU per request / nginx | {:.2} |",
+                pb.2 / ng.2
+            );
+        }
+    }
     println!("| SSE first event: direct / through Skygate (median of 200) | {ttfb_direct:.0} µs / {ttfb_gw:.0} µs (+{:.0} µs) |", ttfb_gw - ttfb_direct);
     println!("| Skygate RSS idle / after load | {rss_idle:.1} MiB / {rss_load:.1} MiB |");
+    drop(baseline);
     drop(nginx);
     drop(gw);
     drop(sim);

@@ -44,10 +44,7 @@ pub async fn forward(
         request_id: &ctx.request_id,
         body: &routed.body,
     };
-    let prepared = match b.adapter.prepare(&b.config, &call) {
-        Ok(p) => p,
-        Err(e) => return respond::error(session, ctx, &e).await,
-    };
+
     let peer = match &b.peer {
         Ok(peer) => peer,
         Err(why) => {
@@ -59,7 +56,11 @@ pub async fn forward(
             return respond::error(session, ctx, &e).await;
         }
     };
-    let mut resp = match state.upstream.send(&b.config, peer, prepared).await {
+    let mut resp = match state
+        .upstream
+        .send(&b.config, peer, || b.adapter.prepare(&b.config, &call))
+        .await
+    {
         Ok(resp) => resp,
         Err(e) => {
             upstream_error(&b.config.name, &e);
@@ -68,7 +69,13 @@ pub async fn forward(
     };
     ctx.first_byte = Some(Instant::now());
 
-    let mut header = resp.header.clone();
+    let Some(mut header) = resp.take_header() else {
+        let e = ApiError::new(
+            ErrorKind::UpstreamFailed,
+            format!("backend `{}` sent no response header", b.config.name),
+        );
+        return respond::error(session, ctx, &e).await;
+    };
     b.adapter.response_header(&mut header);
     respond::common_headers(&mut header, ctx)?;
     header.insert_header("x-skygate-backend", b.config.name.as_str())?;
