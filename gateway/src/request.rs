@@ -84,7 +84,7 @@ pub async fn parse(
             format!("no route for path `{path}`"),
         ));
     };
-    match kind {
+    match &*kind {
         PathKind::ListModels => {
             if method != http::Method::GET {
                 return Err(ApiError::new(
@@ -94,7 +94,7 @@ pub async fn parse(
             }
             Ok(Parsed::ListModels)
         }
-        PathKind::Function { route, suffix_at } => {
+        &PathKind::Function { route, suffix_at } => {
             let r = &snap.config.routes[route];
             ctx.route = Some(route);
             ctx.route_name = Some(r.name.clone());
@@ -113,9 +113,9 @@ pub async fn parse(
                 body,
             }))
         }
-        PathKind::Model {
+        &PathKind::Model {
             operation,
-            routes,
+            ref routes,
             max_body,
         } => {
             if method != http::Method::POST {

@@ -7,6 +7,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use skygate_backends::BackendAdapter;
 use skygate_config::{Backend, Config, Operation, PathMatch, Route};
 use skygate_plugins::Chain;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -83,9 +84,9 @@ impl RouteTable {
     }
 
     /// What `path` selects, if anything.
-    pub fn lookup(&self, path: &str) -> Option<PathKind> {
+    pub fn lookup(&self, path: &str) -> Option<Cow<'_, PathKind>> {
         if let Some(k) = self.exact.get(path) {
-            return Some(k.clone());
+            return Some(Cow::Borrowed(k));
         }
         self.prefixes
             .iter()
@@ -93,9 +94,11 @@ impl RouteTable {
                 path.starts_with(p.as_str())
                     && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
             })
-            .map(|(p, i)| PathKind::Function {
-                route: *i,
-                suffix_at: p.len(),
+            .map(|(p, i)| {
+                Cow::Owned(PathKind::Function {
+                    route: *i,
+                    suffix_at: p.len(),
+                })
             })
     }
 }
@@ -182,7 +185,7 @@ routes:
             routes,
             max_body,
             operation,
-        }) = s.routes.lookup("/v1/chat/completions")
+        }) = s.routes.lookup("/v1/chat/completions").map(Cow::into_owned)
         else {
             panic!()
         };
@@ -190,14 +193,17 @@ routes:
         assert_eq!(s.config.routes[routes["m1"]].name, "chat");
         assert_eq!(s.config.routes[routes["m2"]].name, "chat2");
         assert_eq!(max_body, skygate_config::DEFAULT_MAX_BODY);
-        assert_eq!(s.routes.lookup("/v1/models"), Some(PathKind::ListModels));
+        assert_eq!(
+            s.routes.lookup("/v1/models").as_deref(),
+            Some(&PathKind::ListModels)
+        );
         assert_eq!(s.routes.lookup("/v1/nope"), None);
     }
 
     #[test]
     fn longest_prefix_on_segment_boundary() {
         let s = Snapshot::build(config()).unwrap();
-        let name = |p: &str| match s.routes.lookup(p) {
+        let name = |p: &str| match s.routes.lookup(p).map(Cow::into_owned) {
             Some(PathKind::Function { route, .. }) => Some(s.config.routes[route].name.clone()),
             _ => None,
         };
