@@ -319,6 +319,14 @@ impl Cx<'_> {
             Duration::from_secs(5),
             &path_of(&p, &[key("grace_period")]),
         );
+        let drain_delay = match s.drain_delay.as_ref().map(|t| parse_duration(&t.0)) {
+            None => Duration::ZERO,
+            Some(Ok(d)) => d,
+            Some(Err(msg)) => {
+                self.err(&path_of(&p, &[key("drain_delay")]), msg);
+                Duration::ZERO
+            }
+        };
         let access_log = match s.access_log.as_deref() {
             None | Some("stdout") => AccessLog::Stdout,
             Some("off") => AccessLog::Off,
@@ -333,6 +341,7 @@ impl Cx<'_> {
         Server {
             threads,
             grace_period,
+            drain_delay,
             access_log,
         }
     }

@@ -56,6 +56,9 @@ pub struct RawServer {
     pub threads: Option<usize>,
     /// How long in-flight requests may run on after SIGTERM (default 5s).
     pub grace_period: Option<Text>,
+    /// After SIGTERM, how long to keep serving with /readyz failing before
+    /// the listeners close (default 0s).
+    pub drain_delay: Option<Text>,
     /// Access log destination: `stdout` (default) or `off`.
     pub access_log: Option<String>,
 }

@@ -23,6 +23,9 @@ pub struct Config {
 pub struct Server {
     pub threads: usize,
     pub grace_period: Duration,
+    /// After SIGTERM: keep serving, with `/readyz` failing, this long before
+    /// the listeners close, so load balancers stop sending first.
+    pub drain_delay: Duration,
     pub access_log: AccessLog,
 }
 

@@ -95,10 +95,16 @@ pub async fn forward(
                 let chunk = b.adapter.response_chunk(chunk);
                 tail.push(&chunk);
                 ctx.response_bytes += chunk.len() as u64;
-                session.write_response_body(Some(chunk), false).await?;
+                session
+                    .write_response_body(Some(chunk), false)
+                    .await
+                    .inspect_err(|_| ctx.error = Some("client_closed"))?;
             }
             Ok(None) => {
-                session.write_response_body(None, true).await?;
+                session
+                    .write_response_body(None, true)
+                    .await
+                    .inspect_err(|_| ctx.error = Some("client_closed"))?;
                 break;
             }
             Err(e) => {

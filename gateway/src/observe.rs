@@ -4,8 +4,9 @@
 use skygate_plugins::RequestCtx;
 
 /// Records a finished request. `method` and `path` come from the request
-/// header (the path without its query, which may carry secrets).
-pub fn record(ctx: &RequestCtx, method: &str, path: &str, access_log: bool) {
+/// header (the path without its query, which may carry secrets); `client`
+/// is the peer address of the downstream connection.
+pub fn record(ctx: &RequestCtx, method: &str, path: &str, client: Option<&str>, access_log: bool) {
     let route = ctx.route_name.as_deref().unwrap_or("");
     let backend = ctx.backend.as_deref().unwrap_or("");
     let elapsed = ctx.start.elapsed();
@@ -40,6 +41,7 @@ pub fn record(ctx: &RequestCtx, method: &str, path: &str, access_log: bool) {
     let line = serde_json::json!({
         "ts_ms": ts,
         "request_id": ctx.request_id,
+        "client": client,
         "method": method,
         "path": path,
         "principal": ctx.identity.as_ref().map(|i| i.principal.as_str()),

@@ -82,10 +82,21 @@ impl ProxyHttp for Gateway {
             }
             log::debug!("request {} ended with {e}", ctx.request_id);
         }
-        let req = session.req_header();
         let access_log =
             self.state.snapshot().config.server.access_log == skygate_config::AccessLog::Stdout;
-        observe::record(ctx, req.method.as_str(), req.uri.path(), access_log);
+        let client = if access_log {
+            session.client_addr().map(|a| a.to_string())
+        } else {
+            None
+        };
+        let req = session.req_header();
+        observe::record(
+            ctx,
+            req.method.as_str(),
+            req.uri.path(),
+            client.as_deref(),
+            access_log,
+        );
         if ctx.counted {
             self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
             if let Some(m) = crate::metrics::get() {

@@ -75,6 +75,7 @@ pub fn run(config: Config) -> Result<(), String> {
         shutdown_signal: Box::new(Drain {
             state,
             grace: cfg.server.grace_period,
+            delay: cfg.server.drain_delay,
         }),
     });
     crate::access_log::flush_and_stop();
@@ -82,9 +83,14 @@ pub fn run(config: Config) -> Result<(), String> {
 }
 
 /// Signal handling: SIGTERM drains, SIGINT and SIGQUIT stop at once.
+///
+/// Draining: `/readyz` fails at once; the listeners stay open for
+/// `drain_delay` (load balancers see the failing check and stop sending),
+/// then close; in-flight requests get up to `grace` to finish.
 struct Drain {
     state: Arc<State>,
     grace: Duration,
+    delay: Duration,
 }
 
 #[async_trait]
@@ -101,8 +107,15 @@ impl ShutdownSignalWatch for Drain {
         };
         tokio::select! {
             _ = term.recv() => {
-                log::info!("SIGTERM: no new connections; waiting for in-flight requests (at most {:?})", self.grace);
                 self.state.draining.store(true, Ordering::Release);
+                if !self.delay.is_zero() {
+                    log::info!("SIGTERM: /readyz now fails; still serving for {:?} (drain_delay)", self.delay);
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.delay) => {}
+                        _ = int.recv() => return ShutdownSignal::FastShutdown,
+                    }
+                }
+                log::info!("SIGTERM: no new connections; waiting for in-flight requests (at most {:?})", self.grace);
                 let state = self.state.clone();
                 let grace = self.grace;
                 let watcher = std::thread::Builder::new().name("drain".into()).spawn(move || {

@@ -6,15 +6,7 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn gateway_for(url: &str, timeouts: &str) -> Gateway {
-    Gateway::start(&format!(
-        r#"{auth}
-backends:
-  s: {{ kind: openai, url: "{url}/v1", timeouts: {{ {timeouts} }} }}
-routes:
-  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: s }} ] }}
-"#,
-        auth = auth_section()
-    ))
+    Gateway::start(&one_backend(url, &format!("timeouts: {{ {timeouts} }}")))
 }
 
 fn auth() -> (&'static str, String) {

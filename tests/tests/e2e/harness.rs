@@ -209,9 +209,13 @@ impl Gateway {
             let admin = free_addr();
             let dir = TempDir::new();
             let config_path = dir.path.join("skygate.yaml");
-            let text = format!(
-                "listen: {addr}\nadmin: {{ listen: {admin}, token: {ADMIN_TOKEN} }}\nserver: {{ threads: 2, grace_period: 5s }}\n{body}"
-            );
+            // A test may bring its own `server:` section.
+            let server = if body.starts_with("server:") || body.contains("\nserver:") {
+                ""
+            } else {
+                "server: { threads: 2, grace_period: 5s }\n"
+            };
+            let text = format!("listen: {addr}\nadmin: {{ listen: {admin}, token: {ADMIN_TOKEN} }}\n{server}{body}");
             std::fs::write(&config_path, text).unwrap();
             let mut cmd = Command::new(bin());
             cmd.args(["run", "--config"]).arg(&config_path);
@@ -293,6 +297,21 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The config most tests need: the test API key, one `openai` backend `s` at
+/// `url` (`backend_extra` goes inside its mapping, e.g. `timeouts: { idle: 1s }`)
+/// and a route `chat` serving model `m` from it.
+pub fn one_backend(url: &str, backend_extra: &str) -> String {
+    let extra = if backend_extra.is_empty() {
+        String::new()
+    } else {
+        format!(", {backend_extra}")
+    };
+    format!(
+        "{auth}backends:\n  s: {{ kind: openai, url: \"{url}/v1\"{extra} }}\nroutes:\n  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: s }} ] }}\n",
+        auth = auth_section()
+    )
 }
 
 /// The auth section every test config uses.

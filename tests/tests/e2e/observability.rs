@@ -80,6 +80,10 @@ fn one_access_log_line_per_request() {
     let ok = &lines[0];
     assert_eq!(ok["request_id"], r.header("x-request-id").unwrap());
     assert_eq!(ok["principal"], "tester");
+    assert!(
+        ok["client"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{ok}"
+    );
     assert_eq!(ok["route"], "chat");
     assert_eq!(ok["model"], "m");
     assert_eq!(ok["backend"], "s");

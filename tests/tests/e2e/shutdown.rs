@@ -7,16 +7,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn sigterm_finishes_in_flight_streams_then_exits() {
     let sim = Sim::start("s", &["--tokens", "10", "--token-delay-ms", "150"]);
-    let mut gw = Gateway::start(&format!(
-        r#"{auth}
-backends:
-  s: {{ kind: openai, url: "{url}/v1" }}
-routes:
-  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: s }} ] }}
-"#,
-        auth = auth_section(),
-        url = sim.url
-    ));
+    let mut gw = Gateway::start(&one_backend(&sim.url, ""));
     let addr = gw.addr;
     let client = std::thread::spawn(move || {
         call(
@@ -66,5 +57,46 @@ routes:
     assert!(
         gw.access_log(1).iter().any(|l| l["stream"] == true),
         "the access log was flushed before exit"
+    );
+}
+
+#[test]
+fn drain_delay_fails_readiness_while_still_serving() {
+    let sim = Sim::start("s", &[]);
+    let mut gw = Gateway::start(&format!(
+        "server: {{ threads: 1, grace_period: 5s, drain_delay: 1500ms }}\n{}",
+        one_backend(&sim.url, "")
+    ));
+    assert_eq!(gw.admin_get("/readyz", None).status, 200);
+    gw.proc.signal("TERM");
+    let sent = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    // Load balancers see the failing check while traffic is still served.
+    let ready = gw.admin_get("/readyz", None);
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["status"], "draining");
+    assert_eq!(gw.admin_get("/healthz", None).status, 200);
+    assert_eq!(
+        gw.post(
+            "/v1/chat/completions",
+            &json!({"model": "m", "messages": []})
+        )
+        .status,
+        200
+    );
+    assert!(
+        sent.elapsed() < Duration::from_millis(1400),
+        "checks took too long to mean anything"
+    );
+    // After the delay the listeners close and the idle process exits.
+    let status = gw
+        .proc
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits after the drain delay");
+    assert!(status.success());
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1500),
+        "exited before the drain delay: {:?}",
+        sent.elapsed()
     );
 }

@@ -7,16 +7,7 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn gateway(sim: &Sim) -> Gateway {
-    Gateway::start(&format!(
-        r#"{auth}
-backends:
-  s: {{ kind: openai, url: "{url}/v1" }}
-routes:
-  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: s }} ] }}
-"#,
-        auth = auth_section(),
-        url = sim.url
-    ))
+    Gateway::start(&one_backend(&sim.url, ""))
 }
 
 fn chat(gw: &Gateway) -> (Resp, Duration) {

@@ -6,15 +6,9 @@ use serde_json::json;
 use std::time::Duration;
 
 fn gateway(sim: &Sim, timeouts: &str) -> Gateway {
-    Gateway::start(&format!(
-        r#"{auth}
-backends:
-  s: {{ kind: openai, url: "{url}/v1", timeouts: {{ {timeouts} }} }}
-routes:
-  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: s }} ] }}
-"#,
-        auth = auth_section(),
-        url = sim.url
+    Gateway::start(&one_backend(
+        &sim.url,
+        &format!("timeouts: {{ {timeouts} }}"),
     ))
 }
 
@@ -127,5 +121,44 @@ fn total_timeout_caps_a_slow_stream() {
     assert!(
         last["error"]["message"].as_str().unwrap().contains("total"),
         "{last}"
+    );
+}
+
+#[test]
+fn client_gone_mid_stream_is_logged() {
+    use std::io::{Read, Write};
+    let sim = Sim::start("s", &["--tokens", "40", "--token-delay-ms", "50"]);
+    let gw = gateway(&sim, "idle: 5s");
+    let body = stream_request(false).to_string();
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("serverless") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    let start = std::time::Instant::now();
+    let line = loop {
+        if let Some(l) = gw.access_log(1).into_iter().find(|l| l["stream"] == true) {
+            break l;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no access-log line"
+        );
+    };
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["error"], "client_closed");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "the gateway noticed late: {:?}",
+        start.elapsed()
     );
 }
