@@ -31,6 +31,34 @@ fn json(status: u16, v: serde_json::Value) -> Response<Vec<u8>> {
 }
 
 impl Admin {
+    /// Whether the proxy listener accepts connections. Pingora binds each
+    /// service's listener when that service starts, so the admin listener
+    /// can answer before the proxy's is open: until a connect succeeds once,
+    /// the gateway is not ready.
+    async fn proxy_accepting(&self) -> bool {
+        if self.state.proxy_listening.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut addr = self.state.snapshot().config.listen;
+        if addr.ip().is_unspecified() {
+            let loopback: std::net::IpAddr = if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            addr.set_ip(loopback);
+        }
+        let probe = tokio::time::timeout(
+            std::time::Duration::from_millis(250),
+            tokio::net::TcpStream::connect(addr),
+        );
+        let up = matches!(probe.await, Ok(Ok(_)));
+        if up {
+            self.state.proxy_listening.store(true, Ordering::Release);
+        }
+        up
+    }
+
     fn authorized(&self, session: &ServerSession) -> bool {
         let snap = self.state.snapshot();
         let Some(token) = snap.config.admin.token.as_ref() else {
@@ -55,6 +83,8 @@ impl ServeHttp for Admin {
             ("GET", "/readyz") => {
                 if self.state.draining.load(Ordering::Acquire) {
                     json(503, serde_json::json!({"status": "draining"}))
+                } else if !self.proxy_accepting().await {
+                    json(503, serde_json::json!({"status": "starting"}))
                 } else {
                     json(200, serde_json::json!({"status": "ready"}))
                 }

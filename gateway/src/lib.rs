@@ -27,6 +27,8 @@ pub struct State {
     pub upstream: Upstream,
     pub in_flight: AtomicI64,
     pub draining: AtomicBool,
+    /// Set once the proxy listener was seen accepting (see `/readyz`).
+    pub proxy_listening: AtomicBool,
 }
 
 impl State {
@@ -36,6 +38,7 @@ impl State {
             upstream: Upstream::new(256),
             in_flight: AtomicI64::new(0),
             draining: AtomicBool::new(false),
+            proxy_listening: AtomicBool::new(false),
         }
     }
 
@@ -44,10 +47,19 @@ impl State {
         self.snapshot.load_full()
     }
 
+    /// A request starts: counted for graceful shutdown and the gauge.
     fn enter(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         if let Some(m) = metrics::get() {
             m.in_flight.inc();
+        }
+    }
+
+    /// A request counted by [`State::enter`] is done.
+    fn leave(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(m) = metrics::get() {
+            m.in_flight.dec();
         }
     }
 }

@@ -14,7 +14,6 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
 use pingora_proxy::{ProxyHttp, Session};
 use skygate_plugins::{Decision, RequestCtx};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 pub struct Gateway {
@@ -98,10 +97,7 @@ impl ProxyHttp for Gateway {
             access_log,
         );
         if ctx.counted {
-            self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
-            if let Some(m) = crate::metrics::get() {
-                m.in_flight.dec();
-            }
+            self.state.leave();
         }
     }
 

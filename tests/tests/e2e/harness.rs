@@ -37,10 +37,24 @@ pub fn bin() -> PathBuf {
     .clone()
 }
 
-/// A free loopback port (bound, then released for the child to take).
+/// A free loopback port for a child process to take. Drawn at random from
+/// 15000–29999, below the kernel's ephemeral range: ports from `bind(0)`
+/// are reused soon after release, and parallel tests then collide.
 pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos(),
+        );
+        let port = 15000 + (h.finish() % 15000) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().expect("addr");
+        }
+    }
 }
 
 /// A child process that is killed when dropped; its output is collected.
@@ -189,11 +203,13 @@ pub struct Gateway {
     pub proc: Proc,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// This gateway's own admin token: it tells the harness it reached
+    /// this gateway and not another test's on a recycled port.
+    pub admin_token: String,
     pub config_path: PathBuf,
     _dir: TempDir,
 }
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const CLIENT_KEY: &str = "sk-test-client-key";
 
 impl Gateway {
@@ -209,13 +225,17 @@ impl Gateway {
             let admin = free_addr();
             let dir = TempDir::new();
             let config_path = dir.path.join("skygate.yaml");
+            let admin_token = format!(
+                "test-admin-{}",
+                dir.path.file_name().unwrap().to_string_lossy()
+            );
             // A test may bring its own `server:` section.
             let server = if body.starts_with("server:") || body.contains("\nserver:") {
                 ""
             } else {
                 "server: { threads: 2, grace_period: 5s }\n"
             };
-            let text = format!("listen: {addr}\nadmin: {{ listen: {admin}, token: {ADMIN_TOKEN} }}\n{server}{body}");
+            let text = format!("listen: {addr}\nadmin: {{ listen: {admin}, token: {admin_token} }}\n{server}{body}");
             std::fs::write(&config_path, text).unwrap();
             let mut cmd = Command::new(bin());
             cmd.args(["run", "--config"]).arg(&config_path);
@@ -225,16 +245,22 @@ impl Gateway {
             let mut proc = Proc::spawn(cmd);
             let start = Instant::now();
             loop {
-                if let Ok(r) = try_call(admin, "GET", "/readyz", &[], b"") {
-                    if r.status == 200 {
-                        return Gateway {
-                            proc,
-                            addr,
-                            admin,
-                            config_path,
-                            _dir: dir,
-                        };
-                    }
+                let auth = format!("Bearer {admin_token}");
+                let ours = || {
+                    try_call(admin, "GET", "/metrics", &[("authorization", &auth)], b"")
+                        .is_ok_and(|r| r.status == 200)
+                };
+                if try_call(admin, "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200)
+                    && ours()
+                {
+                    return Gateway {
+                        proc,
+                        addr,
+                        admin,
+                        admin_token,
+                        config_path,
+                        _dir: dir,
+                    };
                 }
                 if proc.wait_exit(Duration::from_millis(0)).is_some() {
                     // Lost a port race: try other ports.

@@ -48,10 +48,9 @@ fn health_and_metrics() {
         502
     );
 
-    let r = gw.admin_get("/metrics", Some(ADMIN_TOKEN));
-    assert_eq!(r.status, 200);
-    let text = r.text();
-    for needle in [
+    // Metrics are recorded once a response has gone out, so the last
+    // request's may land a moment after the client has its answer.
+    let needles = [
         r#"skygate_requests_total{backend="s",route="chat",status="200"} 3"#,
         r#"skygate_requests_total{backend="down",route="broken",status="502"} 1"#,
         r#"skygate_upstream_errors_total{backend="down",code="backend_unreachable"} 1"#,
@@ -59,8 +58,25 @@ fn health_and_metrics() {
         r#"skygate_time_to_first_byte_seconds_count{backend="s",route="chat"} 3"#,
         r#"skygate_tokens_total{kind="completion",route="chat"} 48"#,
         "skygate_requests_in_flight 0",
-    ] {
-        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    ];
+    let start = std::time::Instant::now();
+    loop {
+        let r = gw.admin_get("/metrics", Some(&gw.admin_token));
+        assert_eq!(r.status, 200);
+        let text = r.text();
+        let missing: Vec<&str> = needles
+            .iter()
+            .copied()
+            .filter(|n| !text.contains(n))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "missing {missing:?} in:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
@@ -73,12 +89,22 @@ fn one_access_log_line_per_request() {
         &json!({"model": "m", "messages": [{"role": "user", "content": "hello"}]}),
     );
     assert_eq!(r.status, 200);
-    gw.post("/v1/chat/completions", &json!({"model": "zzz"}))
-        .assert_error(404, "model_not_found");
+    let bad_resp = gw.post("/v1/chat/completions", &json!({"model": "zzz"}));
+    bad_resp.assert_error(404, "model_not_found");
+    // Lines are written once each response is out, so their order is not
+    // the requests' order: find each by its request id.
     let lines = gw.access_log(2);
-    assert_eq!(lines.len(), 2, "{lines:?}");
-    let ok = &lines[0];
-    assert_eq!(ok["request_id"], r.header("x-request-id").unwrap());
+    let of = |resp: &Resp| -> Vec<&serde_json::Value> {
+        let id = resp.header("x-request-id").unwrap();
+        lines.iter().filter(|l| l["request_id"] == id).collect()
+    };
+    let (oks, bads) = (of(&r), of(&bad_resp));
+    assert_eq!(
+        (oks.len(), bads.len()),
+        (1, 1),
+        "one line per request: {lines:?}"
+    );
+    let ok = oks[0];
     assert_eq!(ok["principal"], "tester");
     assert!(
         ok["client"].as_str().unwrap().starts_with("127.0.0.1:"),
@@ -96,7 +122,7 @@ fn one_access_log_line_per_request() {
         r.body.len()
     );
     assert!(ok["request_bytes"].as_u64().unwrap() > 0);
-    let bad = &lines[1];
+    let bad = bads[0];
     assert_eq!(bad["status"], 404);
     assert_eq!(bad["error"], "model_not_found");
     assert_eq!(bad["backend"], serde_json::Value::Null);

@@ -100,7 +100,12 @@ routes:
 
     gw.access_log(4);
     let logs = format!("{}\n{}", gw.proc.stdout(), gw.proc.stderr());
-    for canary in [BACKEND_CANARY, CLIENT_CANARY, CLIENT_KEY, ADMIN_TOKEN] {
+    for canary in [
+        BACKEND_CANARY,
+        CLIENT_CANARY,
+        CLIENT_KEY,
+        gw.admin_token.as_str(),
+    ] {
         assert!(
             !logs.contains(canary),
             "secret {canary} found in logs:\n{logs}"
