@@ -111,12 +111,17 @@ impl Upstream {
             };
             match pingora_timeout::timeout(first_byte, exchange).await {
                 Ok(Ok(())) => {
-                    let header = session.response_header().cloned().ok_or_else(|| {
+                    let mut header = session.response_header().cloned().ok_or_else(|| {
                         ApiError::new(
                             ErrorKind::UpstreamFailed,
                             format!("backend `{}` sent no response header", backend.name),
                         )
                     })?;
+                    // The upstream protocol stops here: an HTTP/2 response
+                    // header cannot be written to an HTTP/1.1 client (Pingora
+                    // refuses to serialize it), and an HTTP/2 client's session
+                    // ignores the version anyway.
+                    header.set_version(http::Version::HTTP_11);
                     return Ok(UpstreamResponse {
                         session: Some(session),
                         header: Some(header),

@@ -101,6 +101,12 @@ pub async fn forward(
                     .inspect_err(|_| ctx.error = Some("client_closed"))?;
             }
             Ok(None) => {
+                // Pool the connection before the client sees the end, so
+                // its next request finds it there.
+                state
+                    .upstream
+                    .release(resp, peer, b.config.pool_idle_timeout)
+                    .await;
                 session
                     .write_response_body(None, true)
                     .await
@@ -125,14 +131,11 @@ pub async fn forward(
             }
         }
     }
+    // A response that failed mid-way was dropped with its connection.
     if let Some(u) = tail.usage() {
         ctx.prompt_tokens = u.prompt_tokens;
         ctx.completion_tokens = u.completion_tokens;
     }
-    state
-        .upstream
-        .release(resp, peer, b.config.pool_idle_timeout)
-        .await;
     Ok(true)
 }
 

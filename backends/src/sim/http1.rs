@@ -16,6 +16,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     pub body: bytes::Bytes,
     pub close: bool,
+    /// `HTTP/1.1` or `HTTP/2`.
+    pub version: &'static str,
 }
 
 /// Reads one request; `Ok(None)` on a clean close between requests.
@@ -77,6 +79,7 @@ pub async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
                     headers,
                     body,
                     close,
+                    version: "HTTP/1.1",
                 }));
             }
             if buf.len() > MAX_HEAD {
@@ -196,4 +199,50 @@ pub async fn write_last_chunk<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
 ) -> std::io::Result<()> {
     stream.write_all(b"0\r\n\r\n").await
+}
+
+/// Where a response goes: an HTTP/1.1 connection or an HTTP/2 stream.
+#[allow(async_fn_in_trait)] // used generically inside this crate only
+pub trait Sink {
+    /// A whole response.
+    async fn full(
+        &mut self,
+        status: u16,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> std::io::Result<()>;
+    /// The head of a streamed response.
+    async fn stream_head(&mut self, status: u16, headers: &[(&str, String)])
+        -> std::io::Result<()>;
+    /// One streamed chunk, sent at once.
+    async fn chunk(&mut self, data: &[u8]) -> std::io::Result<()>;
+    /// The end of a streamed response.
+    async fn end(&mut self) -> std::io::Result<()>;
+}
+
+/// An HTTP/1.1 connection as a [`Sink`].
+pub struct H1<'a, S>(pub &'a mut S);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink for H1<'_, S> {
+    async fn full(
+        &mut self,
+        status: u16,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> std::io::Result<()> {
+        write_full(self.0, status, headers, body).await
+    }
+    async fn stream_head(
+        &mut self,
+        status: u16,
+        headers: &[(&str, String)],
+    ) -> std::io::Result<()> {
+        write_chunked_head(self.0, status, headers).await
+    }
+    async fn chunk(&mut self, data: &[u8]) -> std::io::Result<()> {
+        write_chunk(self.0, data).await
+    }
+    async fn end(&mut self) -> std::io::Result<()> {
+        write_last_chunk(self.0).await
+    }
 }

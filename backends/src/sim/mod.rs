@@ -14,10 +14,12 @@
 //! - `GET /_sim/requests`: the last requests received (method, path, headers,
 //!   body size, model), `DELETE /_sim/requests` to clear them.
 
+mod h2s;
 mod http1;
 pub mod model;
 
 use bytes::BytesMut;
+use http1::{Sink, H1};
 use model::{Placement, Pool, SimSettings};
 use serde_json::json;
 use std::collections::VecDeque;
@@ -81,6 +83,9 @@ pub struct SimArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// With TLS: offer only HTTP/1.1 by ALPN (default: HTTP/2 and HTTP/1.1).
+    #[arg(long)]
+    pub http1_only: bool,
 }
 
 impl SimArgs {
@@ -174,6 +179,9 @@ impl Sim {
                                     return sim.connection(stream).await;
                                 }
                                 match acceptor.accept(stream).await {
+                                    Ok(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                                        sim.h2_connection(tls).await
+                                    }
                                     Ok(tls) => sim.connection(tls).await,
                                     Err(e) => {
                                         log::debug!("sim {}: TLS handshake failed: {e}", sim.name)
@@ -195,7 +203,7 @@ impl Sim {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         while let Ok(Some(req)) = http1::read_request(&mut stream, &mut buf).await {
             let close = req.close;
-            match self.handle(&mut stream, req).await {
+            match self.handle(&mut H1(&mut stream), req).await {
                 Ok(true) if !close => continue,
                 _ => return,
             }
@@ -203,20 +211,16 @@ impl Sim {
     }
 
     /// Answers one request; `Ok(false)` when the connection must close.
-    async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
-        &self,
-        stream: &mut S,
-        req: http1::Request,
-    ) -> std::io::Result<bool> {
+    async fn handle<K: Sink>(&self, stream: &mut K, req: http1::Request) -> std::io::Result<bool> {
         if let Some(ctl) = req.path.strip_prefix("/_sim/") {
             let (status, body) = self.control(&req.method, ctl, &req.body);
-            http1::write_full(
-                stream,
-                status,
-                &[("content-type", "application/json".into())],
-                body.to_string().as_bytes(),
-            )
-            .await?;
+            stream
+                .full(
+                    status,
+                    &[("content-type", "application/json".into())],
+                    body.to_string().as_bytes(),
+                )
+                .await?;
             return Ok(true);
         }
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -227,16 +231,16 @@ impl Sim {
         let Placement::Run { id, wait, cold } = placement else {
             self.stats.throttled.fetch_add(1, Ordering::Relaxed);
             let body = json!({"error": {"message": "too many requests: every instance is busy", "type": "rate_limit_error", "code": "throttled"}});
-            http1::write_full(
-                stream,
-                429,
-                &[
-                    ("content-type", "application/json".into()),
-                    ("retry-after", "1".into()),
-                ],
-                body.to_string().as_bytes(),
-            )
-            .await?;
+            stream
+                .full(
+                    429,
+                    &[
+                        ("content-type", "application/json".into()),
+                        ("retry-after", "1".into()),
+                    ],
+                    body.to_string().as_bytes(),
+                )
+                .await?;
             return Ok(true);
         };
         if cold {
@@ -250,9 +254,9 @@ impl Sim {
         result
     }
 
-    async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+    async fn answer<K: Sink>(
         &self,
-        stream: &mut S,
+        stream: &mut K,
         req: &http1::Request,
         json: Option<serde_json::Value>,
         s: &SimSettings,
@@ -272,7 +276,9 @@ impl Sim {
         if rand::random::<f64>() < s.error_rate {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             let body = json!({"error": {"message": "simulated backend failure", "type": "server_error", "code": "internal"}});
-            http1::write_full(stream, 500, &headers, body.to_string().as_bytes()).await?;
+            stream
+                .full(500, &headers, body.to_string().as_bytes())
+                .await?;
             return Ok(true);
         }
         let path = req.path.split('?').next().unwrap_or("");
@@ -339,25 +345,29 @@ impl Sim {
                 )
             }
         };
-        http1::write_full(stream, status, &headers, body.to_string().as_bytes()).await?;
+        stream
+            .full(status, &headers, body.to_string().as_bytes())
+            .await?;
         Ok(true)
     }
 
-    async fn bad_request<S: AsyncRead + AsyncWrite + Unpin>(
+    async fn bad_request<K: Sink>(
         &self,
-        stream: &mut S,
+        stream: &mut K,
         headers: &[(&str, String)],
         msg: &str,
     ) -> std::io::Result<bool> {
         let body = json!({"error": {"message": msg, "type": "invalid_request_error", "code": "bad_request"}});
-        http1::write_full(stream, 400, headers, body.to_string().as_bytes()).await?;
+        stream
+            .full(400, headers, body.to_string().as_bytes())
+            .await?;
         Ok(true)
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn stream_chat<S: AsyncRead + AsyncWrite + Unpin>(
+    async fn stream_chat<K: Sink>(
         &self,
-        stream: &mut S,
+        stream: &mut K,
         mut headers: Vec<(&str, String)>,
         s: &SimSettings,
         model: &str,
@@ -367,7 +377,7 @@ impl Sim {
     ) -> std::io::Result<bool> {
         headers[0].1 = "text/event-stream".into();
         headers.push(("cache-control", "no-cache".into()));
-        http1::write_chunked_head(stream, 200, &headers).await?;
+        stream.stream_head(200, &headers).await?;
         let id = format!("chatcmpl-{}", rand::random::<u32>());
         let created = now_secs();
         let cut_at = (rand::random::<f64>() < s.cut_rate).then_some(n / 2);
@@ -376,11 +386,9 @@ impl Sim {
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
             format!("data: {v}\n\n")
         };
-        http1::write_chunk(
-            stream,
-            chunk(json!({"role": "assistant", "content": ""}), None).as_bytes(),
-        )
-        .await?;
+        stream
+            .chunk(chunk(json!({"role": "assistant", "content": ""}), None).as_bytes())
+            .await?;
         for i in 0..n {
             if s.token_delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(s.token_delay_ms)).await;
@@ -389,17 +397,20 @@ impl Sim {
                 // Drop the connection mid-stream, with no terminating chunk.
                 return Ok(false);
             }
-            http1::write_chunk(stream, chunk(json!({"content": token(i)}), None).as_bytes())
+            stream
+                .chunk(chunk(json!({"content": token(i)}), None).as_bytes())
                 .await?;
         }
-        http1::write_chunk(stream, chunk(json!({}), Some("stop")).as_bytes()).await?;
+        stream
+            .chunk(chunk(json!({}), Some("stop")).as_bytes())
+            .await?;
         if include_usage {
             let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n as u64}});
-            http1::write_chunk(stream, format!("data: {v}\n\n").as_bytes()).await?;
+            stream.chunk(format!("data: {v}\n\n").as_bytes()).await?;
         }
-        http1::write_chunk(stream, b"data: [DONE]\n\n").await?;
-        http1::write_last_chunk(stream).await?;
+        stream.chunk(b"data: [DONE]\n\n").await?;
+        stream.end().await?;
         Ok(true)
     }
 
@@ -409,6 +420,7 @@ impl Sim {
             "path": req.path,
             "headers": req.headers.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
             "body_bytes": req.body.len(),
+            "version": req.version,
             "model": json.and_then(|j| j.get("model")).cloned(),
         });
         let mut recent = lock(&self.recent);
@@ -540,8 +552,9 @@ pub async fn spawn(sim: Arc<Sim>, addr: &str) -> std::io::Result<std::net::Socke
     Ok(local)
 }
 
-/// A TLS acceptor for a PEM certificate chain and key (HTTP/1.1 by ALPN).
-pub fn tls_acceptor(cert: &Path, key: &Path) -> std::io::Result<TlsAcceptor> {
+/// A TLS acceptor for a PEM certificate chain and key; ALPN offers HTTP/2
+/// (when `h2`) and HTTP/1.1.
+pub fn tls_acceptor(cert: &Path, key: &Path, h2: bool) -> std::io::Result<TlsAcceptor> {
     let bad = |what: &str, e: &dyn std::fmt::Display| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: {e}"))
     };
@@ -557,7 +570,11 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> std::io::Result<TlsAcceptor> {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| bad("--tls-cert/--tls-key", &e))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if h2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -568,7 +585,7 @@ pub fn run_cli(args: &SimArgs) -> std::io::Result<()> {
         .enable_all()
         .build()?;
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key, !args.http1_only)?),
         _ => None,
     };
     rt.block_on(async {
