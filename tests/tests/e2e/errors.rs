@@ -60,10 +60,7 @@ fn client_errors() {
 fn backend_down_is_502() {
     let nothing = free_addr();
     let gw = gateway_for(&format!("http://{nothing}"), "connect: 1s");
-    let r = gw.post(
-        "/v1/chat/completions",
-        &json!({"model": "m", "messages": []}),
-    );
+    let r = gw.chat("m");
     r.assert_error(502, "backend_unreachable");
     // The gateway stays up and keeps answering.
     assert_eq!(gw.admin_get("/healthz", None).status, 200);
@@ -76,10 +73,7 @@ fn backend_timeout_is_504() {
     let sim = Sim::start("s", &["--hang-rate", "1"]);
     let gw = gateway_for(&sim.url, "first_byte: 400ms");
     let start = Instant::now();
-    let r = gw.post(
-        "/v1/chat/completions",
-        &json!({"model": "m", "messages": []}),
-    );
+    let r = gw.chat("m");
     r.assert_error(504, "backend_timeout");
     assert!(
         start.elapsed() < Duration::from_secs(3),
@@ -88,14 +82,7 @@ fn backend_timeout_is_504() {
     );
     // Healed backend: the next request succeeds.
     sim.set(json!({"hang_rate": 0.0}));
-    assert_eq!(
-        gw.post(
-            "/v1/chat/completions",
-            &json!({"model": "m", "messages": []})
-        )
-        .status,
-        200
-    );
+    assert_eq!(gw.chat("m").status, 200);
 }
 
 #[test]

@@ -296,6 +296,14 @@ impl Gateway {
         )
     }
 
+    /// A minimal chat request for `model` with the test API key.
+    pub fn chat(&self, model: &str) -> Resp {
+        self.post(
+            "/v1/chat/completions",
+            &serde_json::json!({"model": model, "messages": []}),
+        )
+    }
+
     pub fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
         call(self.addr, method, path, headers, body)
     }
@@ -541,6 +549,15 @@ fn read_response(s: &mut TcpStream) -> std::io::Result<Resp> {
     resp.body = rest;
     resp.complete = true;
     Ok(resp)
+}
+
+/// A finished child's stdout and stderr, as one text.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// The `data:` payloads of an SSE body, in order.

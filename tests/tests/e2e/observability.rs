@@ -33,14 +33,7 @@ fn health_and_metrics() {
     );
 
     for _ in 0..3 {
-        assert_eq!(
-            gw.post(
-                "/v1/chat/completions",
-                &json!({"model": "m", "messages": []})
-            )
-            .status,
-            200
-        );
+        assert_eq!(gw.chat("m").status, 200);
     }
     assert_eq!(
         gw.post("/v1/chat/completions", &json!({"model": "broken"}))

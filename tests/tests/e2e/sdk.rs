@@ -50,11 +50,7 @@ fn demo_works_with_the_openai_python_sdk() {
         .arg(format!("http://{listen}/v1"))
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(
         out.status.success(),
         "{text}\n--- gateway stderr:\n{}",

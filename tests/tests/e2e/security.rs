@@ -75,10 +75,7 @@ routes:
     assert!(!r.text().contains(BACKEND_CANARY));
 
     // Azure-style key header.
-    let r = gw.post(
-        "/v1/chat/completions",
-        &json!({"model": "az", "messages": []}),
-    );
+    let r = gw.chat("az");
     assert_eq!(r.status, 200);
     let sent = sim.requests();
     let headers = sent.last().unwrap()["headers"].as_array().unwrap().clone();

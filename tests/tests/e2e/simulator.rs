@@ -12,10 +12,7 @@ fn gateway(sim: &Sim) -> Gateway {
 
 fn chat(gw: &Gateway) -> (Resp, Duration) {
     let start = Instant::now();
-    let r = gw.post(
-        "/v1/chat/completions",
-        &json!({"model": "m", "messages": []}),
-    );
+    let r = gw.chat("m");
     (r, start.elapsed())
 }
 

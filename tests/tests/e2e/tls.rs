@@ -92,10 +92,7 @@ routes:
     ));
 
     for _ in 0..5 {
-        let r = gw.post(
-            "/v1/chat/completions",
-            &json!({"model": "m", "messages": []}),
-        );
+        let r = gw.chat("m");
         assert_eq!(r.status, 200, "{}", r.text());
     }
     let r = gw.post(
@@ -120,10 +117,7 @@ routes:
         .map(|r| r["version"].clone())
         .collect();
     assert!(versions.iter().all(|v| v == "HTTP/2"), "{versions:?}");
-    let r = gw.post(
-        "/v1/chat/completions",
-        &json!({"model": "h1", "messages": []}),
-    );
+    let r = gw.chat("h1");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(h1.requests().last().unwrap()["version"], "HTTP/1.1");
 
@@ -149,14 +143,7 @@ routes:
     let last: serde_json::Value = serde_json::from_str(sse_data(&r.body).last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "backend_error", "{}", r.text());
     good.set(json!({"cut_rate": 0.0}));
-    assert_eq!(
-        gw.post(
-            "/v1/chat/completions",
-            &json!({"model": "m", "messages": []})
-        )
-        .status,
-        200
-    );
+    assert_eq!(gw.chat("m").status, 200);
 }
 
 #[test]
