@@ -116,3 +116,28 @@ fn request_id_is_kept_when_well_formed_else_generated() {
     let r = gw.call("POST", "/v1/chat/completions", &[(k, &v)], b"{");
     assert!(r.header("x-request-id").is_some());
 }
+
+#[test]
+fn connect_timeout_is_504() {
+    // A listener that never accepts, its queue filled: the kernel drops
+    // further SYNs, so a connect hangs, as to a black-holed address.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+        assert!(held.len() < 10_000, "the accept queue never filled");
+    }
+    let gw = gateway_for(&format!("http://{addr}"), "connect: 300ms");
+    let start = Instant::now();
+    gw.chat("m").assert_error(504, "backend_timeout");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+    drop(listener);
+}
