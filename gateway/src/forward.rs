@@ -35,10 +35,9 @@ pub async fn forward(
     ctx.backend = Some(b.config.name.clone());
     ctx.attempts += 1;
 
-    let method = session.req_header().method.clone();
     let call = Call {
         operation: routed.operation,
-        method: &method,
+        method: &session.req_header().method,
         path_suffix: &routed.path_suffix,
         client: session.req_header(),
         request_id: &ctx.request_id,
