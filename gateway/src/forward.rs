@@ -138,11 +138,14 @@ pub async fn forward(
     Ok(true)
 }
 
+/// Counts a failed attempt. The access log (written off the request path)
+/// carries the error code per request; a `warn!` here would be a blocking
+/// stderr write on every request of a backend outage, so it is `debug!`.
 fn upstream_error(backend: &str, e: &ApiError) {
     if let Some(m) = crate::metrics::get() {
         m.upstream_errors
             .with_label_values(&[backend, e.kind.code()])
             .inc();
     }
-    log::warn!("{e}");
+    log::debug!("{e}");
 }
