@@ -287,10 +287,22 @@ impl Cx<'_> {
         }
     }
 
-    fn duration(&mut self, s: Option<&str>, default: Duration, p: &[Seg]) -> Duration {
-        match s.map(parse_duration) {
+    /// A positive duration, or `default` when absent.
+    fn duration(&mut self, s: Option<&Text>, default: Duration, p: &[Seg]) -> Duration {
+        self.duration_from(s, default, p, false)
+    }
+
+    /// A duration (zero allowed when `zero_ok`), or `default` when absent.
+    fn duration_from(
+        &mut self,
+        s: Option<&Text>,
+        default: Duration,
+        p: &[Seg],
+        zero_ok: bool,
+    ) -> Duration {
+        match s.map(|t| parse_duration(&t.0)) {
             None => default,
-            Some(Ok(d)) if !d.is_zero() => d,
+            Some(Ok(d)) if zero_ok || !d.is_zero() => d,
             Some(Ok(_)) => {
                 self.err(p, "must be greater than zero");
                 default
@@ -315,18 +327,16 @@ impl Cx<'_> {
                 .unwrap_or(1),
         };
         let grace_period = self.duration(
-            s.grace_period.as_ref().map(|t| t.0.as_str()),
+            s.grace_period.as_ref(),
             Duration::from_secs(5),
             &path_of(&p, &[key("grace_period")]),
         );
-        let drain_delay = match s.drain_delay.as_ref().map(|t| parse_duration(&t.0)) {
-            None => Duration::ZERO,
-            Some(Ok(d)) => d,
-            Some(Err(msg)) => {
-                self.err(&path_of(&p, &[key("drain_delay")]), msg);
-                Duration::ZERO
-            }
-        };
+        let drain_delay = self.duration_from(
+            s.drain_delay.as_ref(),
+            Duration::ZERO,
+            &path_of(&p, &[key("drain_delay")]),
+            true,
+        );
         let access_log = match s.access_log.as_deref() {
             None | Some("stdout") => AccessLog::Stdout,
             Some("off") => AccessLog::Off,
@@ -415,29 +425,21 @@ impl Cx<'_> {
         let d = Timeouts::default();
         let timeouts = Timeouts {
             connect: self.duration(
-                t.connect.as_ref().map(|t| t.0.as_str()),
+                t.connect.as_ref(),
                 d.connect,
                 &path_of(&tp, &[key("connect")]),
             ),
             first_byte: self.duration(
-                t.first_byte.as_ref().map(|t| t.0.as_str()),
+                t.first_byte.as_ref(),
                 d.first_byte,
                 &path_of(&tp, &[key("first_byte")]),
             ),
-            idle: self.duration(
-                t.idle.as_ref().map(|t| t.0.as_str()),
-                d.idle,
-                &path_of(&tp, &[key("idle")]),
-            ),
-            total: self.duration(
-                t.total.as_ref().map(|t| t.0.as_str()),
-                d.total,
-                &path_of(&tp, &[key("total")]),
-            ),
+            idle: self.duration(t.idle.as_ref(), d.idle, &path_of(&tp, &[key("idle")])),
+            total: self.duration(t.total.as_ref(), d.total, &path_of(&tp, &[key("total")])),
         };
         let pool = b.pool.unwrap_or_default();
         let pool_idle_timeout = self.duration(
-            pool.idle_timeout.as_ref().map(|t| t.0.as_str()),
+            pool.idle_timeout.as_ref(),
             Duration::from_secs(60),
             &path_of(&p, &[key("pool"), key("idle_timeout")]),
         );
@@ -924,6 +926,34 @@ routes:
         );
         assert!(
             errs.contains("claims the same requests as route `r1` for model `m`"),
+            "{errs}"
+        );
+    }
+
+    #[test]
+    fn zero_is_allowed_only_where_it_means_off() {
+        let base = "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2 }\nbackends:\n  a: { kind: openai, url: http://a/v1 }\nroutes:\n  r: { match: { path: /v1/embeddings, models: [e] }, targets: [ { backend: a } ] }\n";
+        let ok = load_str(
+            &format!("{base}server: {{ drain_delay: 0s, grace_period: 2s }}\n"),
+            "z.yaml",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(ok.server.drain_delay, Duration::ZERO);
+        assert_eq!(ok.server.grace_period, Duration::from_secs(2));
+        let errs = load_str(
+            &format!("{base}server: {{ drain_delay: soon, grace_period: 0s }}\n"),
+            "z.yaml",
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errs.contains("server.drain_delay: `soon` is not a duration"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("server.grace_period: must be greater than zero"),
             "{errs}"
         );
     }
