@@ -301,20 +301,22 @@ impl Sim {
                     .and_then(|v| v.as_str())
                     .unwrap_or("sim")
                     .to_string();
-                let prompt_tokens = (req.body.len() / 4).max(1) as u64;
-                if stream_mode {
-                    let include_usage = body
+                let c = Completion {
+                    model: &model,
+                    tokens: n,
+                    prompt_tokens: (req.body.len() / 4).max(1) as u64,
+                    include_usage: body
                         .pointer("/stream_options/include_usage")
                         .and_then(|v| v.as_bool())
-                        .unwrap_or(false);
-                    return self
-                        .stream_chat(stream, headers, s, &model, n, prompt_tokens, include_usage)
-                        .await;
+                        .unwrap_or(false),
+                };
+                if stream_mode {
+                    return self.stream_chat(stream, headers, s, &c).await;
                 }
                 if s.latency_ms > 0 {
                     tokio::time::sleep(Duration::from_millis(s.latency_ms)).await;
                 }
-                (200, chat_response(&self.name, &model, n, prompt_tokens))
+                (200, chat_response(&self.name, &c))
             }
             ("POST", p) if p.ends_with("/embeddings") => {
                 let Some(body) = json.as_ref() else {
@@ -364,18 +366,17 @@ impl Sim {
         Ok(true)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn stream_chat<K: Sink>(
         &self,
         stream: &mut K,
         mut headers: Vec<(&str, String)>,
         s: &SimSettings,
-        model: &str,
-        n: u32,
-        prompt_tokens: u64,
-        include_usage: bool,
+        c: &Completion<'_>,
     ) -> std::io::Result<bool> {
-        headers[0].1 = "text/event-stream".into();
+        let (model, n, prompt_tokens, include_usage) =
+            (c.model, c.tokens, c.prompt_tokens, c.include_usage);
+        headers.retain(|(k, _)| *k != "content-type");
+        headers.push(("content-type", "text/event-stream".into()));
         headers.push(("cache-control", "no-cache".into()));
         stream.stream_head(200, &headers).await?;
         let id = format!("chatcmpl-{}", rand::random::<u32>());
@@ -499,7 +500,17 @@ fn token(i: u32) -> String {
     WORDS[i as usize % WORDS.len()].to_string()
 }
 
-fn chat_response(name: &str, model: &str, n: u32, prompt_tokens: u64) -> serde_json::Value {
+/// What one chat completion produces.
+struct Completion<'a> {
+    model: &'a str,
+    tokens: u32,
+    prompt_tokens: u64,
+    /// Streams: send a usage chunk before `[DONE]`.
+    include_usage: bool,
+}
+
+fn chat_response(name: &str, c: &Completion<'_>) -> serde_json::Value {
+    let (model, n, prompt_tokens) = (c.model, c.tokens, c.prompt_tokens);
     let content: String = (0..n).map(token).collect();
     json!({
         "id": format!("chatcmpl-{}", rand::random::<u32>()),
