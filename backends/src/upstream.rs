@@ -75,8 +75,11 @@ impl Upstream {
     /// Sends one attempt and waits for the response header.
     ///
     /// A pooled connection the backend closed while idle fails on first use;
-    /// such failures are retried on another connection, since the backend
-    /// never saw the request.
+    /// such failures (reused connection, closed or reset before any response
+    /// byte) are resent on another connection. A backend that died while
+    /// handling the request looks the same and then sees it twice, the trade
+    /// Pingora and nginx also make; timeouts and fresh connections are never
+    /// resent.
     ///
     /// `prepare` builds the request (the adapter's rewrite); it runs again only
     /// for such a retry, so the common path copies nothing.
