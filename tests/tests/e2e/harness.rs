@@ -416,6 +416,11 @@ impl Resp {
         assert!(v["error"]["type"].is_string(), "{v}");
         assert_eq!(self.header("content-type"), Some("application/json"));
         assert!(self.header("x-request-id").is_some());
+        assert_eq!(
+            self.header("x-skygate-cache"),
+            Some("bypass"),
+            "errors are never cached"
+        );
     }
 }
 

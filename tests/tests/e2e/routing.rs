@@ -33,6 +33,12 @@ fn routes_by_model_to_the_right_backend() {
         );
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.header("x-skygate-backend"), Some(backend));
+        assert_eq!(
+            r.header("x-skygate-cache"),
+            Some("bypass"),
+            "no cache is configured"
+        );
+        assert!(r.header("x-request-id").is_some_and(|id| id.len() == 32));
         let v = r.json();
         assert_eq!(v["object"], "chat.completion");
         assert_eq!(v["model"], model);
