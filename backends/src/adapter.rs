@@ -224,6 +224,9 @@ mod tests {
             timeouts: Timeouts::default(),
             pool_idle_timeout: Duration::from_secs(1),
             tls_ca: None,
+            breaker: Default::default(),
+            limits: Default::default(),
+            health_check: None,
         }
     }
 

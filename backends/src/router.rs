@@ -38,14 +38,17 @@ mod tests {
             Target {
                 backend: 0,
                 weight: 80,
+                priority: 0,
             },
             Target {
                 backend: 1,
                 weight: 20,
+                priority: 0,
             },
             Target {
                 backend: 2,
                 weight: 0,
+                priority: 0,
             },
         ];
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -63,7 +66,8 @@ mod tests {
             pick_weighted(
                 &[Target {
                     backend: 0,
-                    weight: 0
+                    weight: 0,
+                    priority: 0
                 }],
                 &mut rand::thread_rng()
             ),

@@ -36,6 +36,11 @@ pub enum ErrorKind {
     UpstreamFailed,
     UpstreamTimeout,
     Unavailable,
+    /// Every candidate backend is at its concurrency cap (bulkhead), or the
+    /// server's buffered-body budget is spent.
+    Overloaded,
+    /// The client stalled while sending its body.
+    RequestTimeout,
     Internal,
 }
 
@@ -47,10 +52,11 @@ impl ErrorKind {
             Self::Forbidden => 403,
             Self::NotFound | Self::ModelNotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::RequestTimeout => 408,
             Self::BodyTooLarge => 413,
             Self::RateLimited => 429,
             Self::UpstreamUnreachable | Self::UpstreamFailed => 502,
-            Self::Unavailable => 503,
+            Self::Unavailable | Self::Overloaded => 503,
             Self::UpstreamTimeout => 504,
             Self::Internal => 500,
         }
@@ -65,14 +71,15 @@ impl ErrorKind {
             | Self::NotFound
             | Self::ModelNotFound
             | Self::MethodNotAllowed
-            | Self::BodyTooLarge => "invalid_request_error",
+            | Self::BodyTooLarge
+            | Self::RequestTimeout => "invalid_request_error",
             Self::Unauthenticated => "authentication_error",
             Self::Forbidden => "permission_error",
             Self::RateLimited => "rate_limit_error",
             Self::UpstreamUnreachable | Self::UpstreamFailed | Self::UpstreamTimeout => {
                 "upstream_error"
             }
-            Self::Unavailable => "service_unavailable",
+            Self::Unavailable | Self::Overloaded => "service_unavailable",
             Self::Internal => "server_error",
         }
     }
@@ -94,6 +101,8 @@ impl ErrorKind {
             Self::UpstreamFailed => "backend_error",
             Self::UpstreamTimeout => "backend_timeout",
             Self::Unavailable => "unavailable",
+            Self::Overloaded => "overloaded",
+            Self::RequestTimeout => "request_timeout",
             Self::Internal => "internal_error",
         }
     }
@@ -103,17 +112,42 @@ impl ErrorKind {
             Self::UpstreamUnreachable | Self::UpstreamFailed | Self::UpstreamTimeout => {
                 Fault::Upstream
             }
-            Self::Unavailable | Self::Internal => Fault::Internal,
+            Self::Unavailable | Self::Overloaded | Self::Internal => Fault::Internal,
             _ => Fault::Client,
         }
     }
+}
 
-    /// Whether another target may succeed where this attempt failed.
-    pub fn retryable(self) -> bool {
-        matches!(
-            self,
-            Self::UpstreamUnreachable | Self::UpstreamTimeout | Self::Unavailable
-        )
+/// Why an upstream attempt failed, when the same request may succeed on
+/// another attempt. The one retry classification: the upstream client
+/// resends a [`Retry::StaleConnection`] on a fresh connection itself, and
+/// the attempt loop retries the rest on another target when the route's
+/// `retries.on` allows it. `None` on an [`ApiError`]: never retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The connection (TCP or TLS) could not be made: nothing was sent.
+    Connect,
+    /// No response header within the first-byte timeout.
+    Timeout,
+    /// The backend answered 5xx.
+    ServerError,
+    /// The backend answered 429.
+    Throttled,
+    /// A pooled connection the backend had closed while idle failed before
+    /// any response byte.
+    StaleConnection,
+}
+
+impl Retry {
+    /// The name used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::ServerError => "5xx",
+            Self::Throttled => "429",
+            Self::StaleConnection => "stale_connection",
+        }
     }
 }
 
@@ -124,6 +158,8 @@ pub struct ApiError {
     pub message: Cow<'static, str>,
     /// Sent as `retry-after` (seconds, rounded up) on 429 and 503.
     pub retry_after: Option<Duration>,
+    /// Whether (and why) another attempt may succeed.
+    pub retry: Option<Retry>,
 }
 
 impl ApiError {
@@ -132,7 +168,14 @@ impl ApiError {
             kind,
             message: message.into(),
             retry_after: None,
+            retry: None,
         }
+    }
+
+    /// Marks the error as retryable, for `why`.
+    pub fn retryable(mut self, why: Retry) -> Self {
+        self.retry = Some(why);
+        self
     }
 
     pub fn with_retry_after(mut self, d: Duration) -> Self {
@@ -144,17 +187,22 @@ impl ApiError {
         self.kind.status()
     }
 
-    /// `{"error":{"message","type","param","code"}}`.
-    pub fn body(&self) -> Bytes {
-        let v = serde_json::json!({
+    /// `{"error":{"message","type","param","code"}}`, as a JSON value (the
+    /// admin API adds fields to it).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
             "error": {
                 "message": self.message,
                 "type": self.kind.error_type(),
                 "param": null,
                 "code": self.kind.code(),
             }
-        });
-        Bytes::from(v.to_string())
+        })
+    }
+
+    /// `{"error":{"message","type","param","code"}}`.
+    pub fn body(&self) -> Bytes {
+        Bytes::from(self.to_json().to_string())
     }
 
     /// The same error as one SSE event, ending a stream that already started.
@@ -199,7 +247,10 @@ mod tests {
         assert_eq!(ErrorKind::BodyTooLarge.status(), 413);
         assert_eq!(ErrorKind::UpstreamTimeout.status(), 504);
         assert_eq!(ErrorKind::UpstreamUnreachable.status(), 502);
-        assert!(ErrorKind::UpstreamUnreachable.retryable());
-        assert!(!ErrorKind::InvalidJson.retryable());
+        assert_eq!(ErrorKind::Overloaded.status(), 503);
+        assert_eq!(ErrorKind::RequestTimeout.status(), 408);
+        assert_eq!(ErrorKind::UpstreamTimeout.fault(), Fault::Upstream);
+        let e = ApiError::new(ErrorKind::UpstreamUnreachable, "x").retryable(Retry::Connect);
+        assert_eq!(e.retry, Some(Retry::Connect));
     }
 }

@@ -10,9 +10,10 @@ pub mod locate;
 pub mod raw;
 pub mod runtime;
 mod secret;
+mod section;
 
-pub use api_error::{ApiError, ErrorKind};
+pub use api_error::{ApiError, ErrorKind, Fault, Retry};
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{load_file, load_str, load_str_in, parse_duration, parse_size};
+pub use load::{load_file, load_str, load_str_in, parse_duration, parse_size, MAX_DURATION};
 pub use runtime::*;
-pub use secret::Secret;
+pub use secret::{bearer_token, Secret};

@@ -1,7 +1,9 @@
 //! Raw serde types: exactly what the YAML file says, before any validation.
 //!
 //! Every struct denies unknown fields. Durations and sizes stay strings here and
-//! are parsed in [`crate::load`], so their errors carry a field path like the rest.
+//! are parsed by the loader, so their errors carry a field path like the rest.
+//! Each section's raw type lives beside its checks in `crate::section`; they
+//! are re-exported here.
 
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -49,99 +51,10 @@ pub struct RawConfig {
 /// The top-level keys the file may have (documented in config/README.md).
 pub const TOP_LEVEL_KEYS: &[&str] = &["listen", "server", "admin", "auth", "backends", "routes"];
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawServer {
-    /// Worker threads of the proxy listener (default: one per CPU).
-    pub threads: Option<usize>,
-    /// How long in-flight requests may run on after SIGTERM (default 5s).
-    pub grace_period: Option<Text>,
-    /// After SIGTERM, how long to keep serving with /readyz failing before
-    /// the listeners close (default 0s).
-    pub drain_delay: Option<Text>,
-    /// Access log destination: `stdout` (default) or `off`.
-    pub access_log: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAdmin {
-    pub listen: String,
-    pub token: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawAuth {
-    #[serde(default)]
-    pub api_keys: Vec<RawApiKey>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawApiKey {
-    pub key: String,
-    pub principal: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBackend {
-    pub kind: String,
-    pub url: String,
-    pub api_key: Option<String>,
-    pub api_key_header: Option<String>,
-    pub cloud: Option<String>,
-    pub region: Option<String>,
-    pub timeouts: Option<RawTimeouts>,
-    pub pool: Option<RawPool>,
-    pub tls: Option<RawTls>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawTls {
-    /// PEM file of the CAs that sign this backend's certificate (instead of
-    /// the system's roots). Relative paths start at the config file's folder.
-    pub ca_file: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawTimeouts {
-    pub connect: Option<Text>,
-    pub first_byte: Option<Text>,
-    pub idle: Option<Text>,
-    pub total: Option<Text>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawPool {
-    pub idle_timeout: Option<Text>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRoute {
-    #[serde(rename = "match")]
-    pub matcher: RawMatch,
-    pub targets: Vec<RawTarget>,
-    pub max_body: Option<Text>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawMatch {
-    pub path: Option<String>,
-    pub path_prefix: Option<String>,
-    #[serde(default)]
-    pub models: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTarget {
-    pub backend: String,
-    pub weight: Option<u32>,
-}
+pub use crate::section::admin::RawAdmin;
+pub use crate::section::auth::{RawApiKey, RawAuth};
+pub use crate::section::backend::{
+    RawBackend, RawBreaker, RawHealthCheck, RawLimits, RawPool, RawTimeouts, RawTls,
+};
+pub use crate::section::route::{RawBudget, RawMatch, RawRetries, RawRoute, RawTarget};
+pub use crate::section::server::{RawServer, RawServerTimeouts};

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// A validated config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
     pub server: Server,
@@ -19,7 +19,7 @@ pub struct Config {
     pub routes: Vec<Route>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Server {
     pub threads: usize,
     pub grace_period: Duration,
@@ -27,6 +27,32 @@ pub struct Server {
     /// the listeners close, so load balancers stop sending first.
     pub drain_delay: Duration,
     pub access_log: AccessLog,
+    pub timeouts: ServerTimeouts,
+    /// Most bytes of request bodies held in memory at once, server-wide.
+    pub body_budget: usize,
+    /// How long a request waits for room in `body_budget` before a 503.
+    pub body_budget_wait: Duration,
+}
+
+/// Downstream (client-side) timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerTimeouts {
+    /// A new connection's first request header, complete.
+    pub header_read: Duration,
+    /// The longest pause between two pieces of a request body (408 after it).
+    pub body_read: Duration,
+    /// An idle keep-alive connection between two requests.
+    pub keepalive: Duration,
+}
+
+impl Default for ServerTimeouts {
+    fn default() -> Self {
+        Self {
+            header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(30),
+            keepalive: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,19 +61,19 @@ pub enum AccessLog {
     Off,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Admin {
     pub listen: SocketAddr,
     /// `None` leaves the admin API (except health) closed: every call gets 401.
     pub token: Option<Secret>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Auth {
     pub api_keys: Vec<ApiKey>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiKey {
     pub key: Secret,
     pub principal: String,
@@ -81,7 +107,7 @@ impl BackendKind {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Backend {
     pub name: String,
     pub kind: BackendKind,
@@ -97,10 +123,90 @@ pub struct Backend {
     /// DER certificates of the CAs this backend's TLS certificate must chain
     /// to; `None` uses the system's roots.
     pub tls_ca: Option<Vec<Vec<u8>>>,
+    pub breaker: BreakerConfig,
+    pub limits: BackendLimits,
+    /// Active health check; `None` leaves health to the breaker alone.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// When a backend's circuit opens, how long it stays open, and how long a
+/// 429 keeps it aside.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    pub enabled: bool,
+    /// Opens after this many failures in a row (0: never on this rule).
+    pub consecutive_failures: u32,
+    /// Opens when failures / requests over `window` reach this (0: never on
+    /// this rule), once `min_requests` were seen in the window.
+    pub failure_ratio: f64,
+    pub window: Duration,
+    pub min_requests: u32,
+    /// Open → half-open after this long.
+    pub cooldown: Duration,
+    /// Trial requests let through at once while half-open.
+    pub half_open_trials: u32,
+    /// A backend's `Retry-After` on a 429 is honoured up to this long.
+    pub max_throttle: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            consecutive_failures: 5,
+            failure_ratio: 0.5,
+            window: Duration::from_secs(10),
+            min_requests: 20,
+            cooldown: Duration::from_secs(10),
+            half_open_trials: 1,
+            max_throttle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The bulkhead: a cap on one backend's concurrent requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BackendLimits {
+    /// 0: no cap.
+    pub max_in_flight: u32,
+    /// When every candidate is full, wait this long for a free slot before
+    /// answering 503 `overloaded` (0: answer at once).
+    pub queue_timeout: Duration,
+}
+
+/// An active health probe, run in the background.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub method: http::Method,
+    /// Absolute path on the backend's host (with the base path when it
+    /// defaults: `{url}/models` for `openai`).
+    pub path: String,
+    pub expect_status: Vec<u16>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Successes in a row that make an unhealthy backend healthy.
+    pub healthy_threshold: u32,
+    /// Failures in a row that make a backend unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+impl HealthCheck {
+    /// The defaults of every field but `path`.
+    pub fn defaults() -> Self {
+        Self {
+            method: http::Method::GET,
+            path: String::new(),
+            expect_status: vec![200],
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        }
+    }
 }
 
 /// A parsed upstream base URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     pub tls: bool,
     pub host: String,
@@ -183,15 +289,19 @@ pub enum PathMatch {
     Prefix(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub name: String,
     pub path: PathMatch,
     pub operation: Operation,
     /// Models this route serves (LLM routes); empty for function routes.
     pub models: Vec<String>,
+    /// Each backend at most once; `fallback` entries come last, each in a
+    /// priority group of its own.
     pub targets: Vec<Target>,
     pub max_body: usize,
+    pub strategy: Strategy,
+    pub retries: Retries,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +309,108 @@ pub struct Target {
     /// Index into [`Config::backends`].
     pub backend: usize,
     pub weight: u32,
+    /// Group: lower first; a group is used only when no target of every
+    /// earlier group is available.
+    pub priority: u32,
+}
+
+/// How a target is chosen within a priority group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// At random, by weight.
+    Weighted,
+    /// The fewest requests in flight per unit of weight.
+    LeastInflight,
+    /// Power of two choices over a peak-EWMA of time to first byte.
+    Latency,
+}
+
+impl Strategy {
+    pub const ALLOWED: &'static str = "weighted, least_inflight, latency";
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "weighted" => Some(Self::Weighted),
+            "least_inflight" => Some(Self::LeastInflight),
+            "latency" => Some(Self::Latency),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Weighted => "weighted",
+            Self::LeastInflight => "least_inflight",
+            Self::Latency => "latency",
+        }
+    }
+}
+
+/// Retries of a failed attempt on another target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retries {
+    /// Attempts in all, the first included (1: no retries).
+    pub max_attempts: u32,
+    /// Backoff before retry n is random in [0, min(max_backoff, backoff * 2^(n-1))].
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub on: RetryOn,
+    pub budget: RetryBudget,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            backoff: Duration::from_millis(25),
+            max_backoff: Duration::from_millis(250),
+            on: RetryOn::ALL,
+            budget: RetryBudget::default(),
+        }
+    }
+}
+
+/// Which failures (before the first byte went to the client) are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOn {
+    pub connect: bool,
+    pub timeout: bool,
+    pub server_error: bool,
+    pub throttled: bool,
+}
+
+impl RetryOn {
+    pub const ALL: Self = Self {
+        connect: true,
+        timeout: true,
+        server_error: true,
+        throttled: true,
+    };
+    pub const NONE: Self = Self {
+        connect: false,
+        timeout: false,
+        server_error: false,
+        throttled: false,
+    };
+}
+
+/// Retries may add at most `ratio` of the route's requests over `window`,
+/// plus `min_per_second` so that a quiet route can still retry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudget {
+    pub ratio: f64,
+    pub window: Duration,
+    pub min_per_second: u32,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        Self {
+            ratio: 0.2,
+            window: Duration::from_secs(10),
+            min_per_second: 10,
+        }
+    }
 }
 
 /// Default bound on a request body: 8 MiB.

@@ -28,6 +28,18 @@ impl Secret {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header value. The scheme
+/// is case-insensitive (RFC 9110 §11.1): `bearer`, `BEARER` and `BeArEr` all
+/// work; any run of spaces may follow it.
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.starts_with(b" ") {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
@@ -50,6 +62,16 @@ mod tests {
         assert_eq!(format!("{s:?} {s}"), "*** ***");
         assert!(!format!("{:?}", Some(&s)).contains("canary"));
         assert_eq!(s.expose(), "sk-canary-123");
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer tok", "bearer tok", "BEARER tok", "BeArEr  tok "] {
+            assert_eq!(bearer_token(v.as_bytes()), Some(&b"tok"[..]), "{v}");
+        }
+        for v in ["Bearertok", "Basic tok", "Bearer ", "Bear tok", ""] {
+            assert_eq!(bearer_token(v.as_bytes()), None, "{v}");
+        }
     }
 
     #[test]

@@ -1,0 +1,138 @@
+//! Value parsers shared by every section: durations, sizes, upstream URLs and
+//! CA files. Each returns a message that says what is allowed.
+
+use crate::runtime::Endpoint;
+use std::path::Path;
+use std::time::Duration;
+
+/// The longest duration any field accepts. Durations are added to
+/// `Instant`s on the request path; bounding them here keeps that addition
+/// far from overflow (it is `checked_add` as well).
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses `250ms`, `5s`, `2m`, `1h` (at most [`MAX_DURATION`]).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let bad =
+        || format!("`{s}` is not a duration: use a number and a unit (ms, s, m, h), e.g. 30s");
+    let too_long = || format!("`{s}` is too long: durations are at most 24h");
+    let n: u64 = num.parse().map_err(|_| {
+        if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) {
+            too_long()
+        } else {
+            bad()
+        }
+    })?;
+    let ms_per_unit: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(bad()),
+    };
+    let ms = n.checked_mul(ms_per_unit).ok_or_else(too_long)?;
+    let d = Duration::from_millis(ms);
+    if d > MAX_DURATION {
+        return Err(too_long());
+    }
+    Ok(d)
+}
+
+/// Parses `512`, `64KiB`, `8MiB`, `1GiB` (also KB, MB, GB as powers of 1000).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let bad = || {
+        format!("`{s}` is not a size: use bytes or a unit (KiB, MiB, GiB, KB, MB, GB), e.g. 8MiB")
+    };
+    let n: usize = num.parse().map_err(|_| bad())?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+/// Parses a backend base URL.
+pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    let bad = |why: &str| {
+        format!("`{s}` is not a usable URL: {why} (e.g. https://models.example.com/v1)")
+    };
+    let uri: http::Uri = s.parse().map_err(|_| bad("it does not parse"))?;
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(bad("the scheme must be http or https")),
+    };
+    let host = uri.host().ok_or_else(|| bad("it has no host"))?;
+    if uri.query().is_some() {
+        return Err(bad("it must not have a query"));
+    }
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Ok(Endpoint {
+        tls,
+        host,
+        port,
+        base_path: uri.path().trim_end_matches('/').to_string(),
+    })
+}
+
+/// Reads a PEM file of CA certificates into DER.
+pub fn read_ca_file(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut pem.as_slice())
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("not a PEM certificate file: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("8MiB").unwrap(), 8 << 20);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("8 parsecs").is_err());
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("24h").unwrap(), MAX_DURATION);
+        assert!(parse_duration("2").is_err());
+    }
+
+    #[test]
+    fn absurd_durations_are_refused_not_wrapped() {
+        for s in [
+            "18446744073709551615s",
+            "18446744073709551616s",
+            "99999999999999999999999h",
+            "307445734561825861m",
+            "25h",
+            "86400001ms",
+        ] {
+            let e = parse_duration(s).unwrap_err();
+            assert!(e.contains("at most 24h"), "{s}: {e}");
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! `admin:`: the admin listener and its bearer token.
+
+use crate::load::{key, Cx};
+use crate::runtime::Admin;
+use crate::Secret;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: String,
+    pub token: Option<String>,
+}
+
+impl Cx<'_> {
+    pub(crate) fn admin(&mut self, a: Option<RawAdmin>) -> Option<Admin> {
+        let Some(a) = a else {
+            self.err(
+                &[key("admin")],
+                "missing: `admin: { listen: 127.0.0.1:9090, token: ${SKYGATE_ADMIN_TOKEN} }`",
+            );
+            return None;
+        };
+        let listen = self.addr(&a.listen, &[key("admin"), key("listen")]);
+        let token = a.token.map(Secret::new);
+        if token.as_ref().is_some_and(|t| t.expose().len() < 8) {
+            self.err(
+                &[key("admin"), key("token")],
+                "too short: an admin token needs at least 8 characters",
+            );
+        }
+        listen.map(|listen| Admin { listen, token })
+    }
+}

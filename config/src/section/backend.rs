@@ -1,0 +1,387 @@
+//! `backends.NAME`: where requests go: kind, URL, credentials, labels,
+//! timeouts, pool, TLS, and the failure isolation around each backend
+//! (circuit breaker, bulkhead, active health check).
+
+use crate::load::{key, parse_endpoint, path_of, read_ca_file, Cx};
+use crate::locate::Seg;
+use crate::raw::Text;
+use crate::runtime::{Backend, BackendKind, BackendLimits, BreakerConfig, HealthCheck, Timeouts};
+use crate::Secret;
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub kind: String,
+    pub url: String,
+    pub api_key: Option<String>,
+    pub api_key_header: Option<String>,
+    pub cloud: Option<String>,
+    pub region: Option<String>,
+    pub timeouts: Option<RawTimeouts>,
+    pub pool: Option<RawPool>,
+    pub tls: Option<RawTls>,
+    pub breaker: Option<RawBreaker>,
+    pub limits: Option<RawLimits>,
+    pub health_check: Option<RawHealthCheck>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM file of the CAs that sign this backend's certificate (instead of
+    /// the system's roots). Relative paths start at the config file's folder.
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub connect: Option<Text>,
+    pub first_byte: Option<Text>,
+    pub idle: Option<Text>,
+    pub total: Option<Text>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub idle_timeout: Option<Text>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub enabled: Option<bool>,
+    pub consecutive_failures: Option<u64>,
+    pub failure_ratio: Option<f64>,
+    pub window: Option<Text>,
+    pub min_requests: Option<u64>,
+    pub cooldown: Option<Text>,
+    pub half_open_trials: Option<u64>,
+    pub max_throttle: Option<Text>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(alias = "max_inflight")]
+    pub max_in_flight: Option<u64>,
+    pub queue_timeout: Option<Text>,
+}
+
+/// One status code or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawStatuses {
+    One(u16),
+    Many(Vec<u16>),
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub expect_status: Option<RawStatuses>,
+    pub interval: Option<Text>,
+    pub timeout: Option<Text>,
+    pub healthy_threshold: Option<u64>,
+    pub unhealthy_threshold: Option<u64>,
+}
+
+impl Cx<'_> {
+    pub(crate) fn backend(&mut self, name: &str, b: RawBackend) -> Option<Backend> {
+        let p = vec![key("backends"), key(name)];
+        let kind = BackendKind::parse(&b.kind);
+        if kind.is_none() {
+            self.err(
+                &path_of(&p, &[key("kind")]),
+                format!(
+                    "`{}` is not a backend kind: use one of {}",
+                    b.kind,
+                    BackendKind::ALLOWED
+                ),
+            );
+        }
+        let url = match parse_endpoint(&b.url) {
+            Ok(u) => Some(u),
+            Err(msg) => {
+                self.err(&path_of(&p, &[key("url")]), msg);
+                None
+            }
+        };
+        let header_name = b.api_key_header.as_deref().unwrap_or("authorization");
+        let api_key_header = match http::HeaderName::from_bytes(header_name.as_bytes()) {
+            Ok(h) => Some(h),
+            Err(_) => {
+                self.err(
+                    &path_of(&p, &[key("api_key_header")]),
+                    format!("`{header_name}` is not a valid header name"),
+                );
+                None
+            }
+        };
+        if b.api_key_header.is_some() && b.api_key.is_none() {
+            self.err(
+                &path_of(&p, &[key("api_key_header")]),
+                "set without `api_key`: there is no key to send",
+            );
+        }
+        let t = b.timeouts.unwrap_or_default();
+        let tp = path_of(&p, &[key("timeouts")]);
+        let d = Timeouts::default();
+        let timeouts = Timeouts {
+            connect: self.duration(
+                t.connect.as_ref(),
+                d.connect,
+                &path_of(&tp, &[key("connect")]),
+            ),
+            first_byte: self.duration(
+                t.first_byte.as_ref(),
+                d.first_byte,
+                &path_of(&tp, &[key("first_byte")]),
+            ),
+            idle: self.duration(t.idle.as_ref(), d.idle, &path_of(&tp, &[key("idle")])),
+            total: self.duration(t.total.as_ref(), d.total, &path_of(&tp, &[key("total")])),
+        };
+        let pool = b.pool.unwrap_or_default();
+        let pool_idle_timeout = self.duration(
+            pool.idle_timeout.as_ref(),
+            Duration::from_secs(60),
+            &path_of(&p, &[key("pool"), key("idle_timeout")]),
+        );
+        let tls_ca = match b.tls.and_then(|t| t.ca_file) {
+            None => None,
+            Some(f) => {
+                let fp = path_of(&p, &[key("tls"), key("ca_file")]);
+                if url.as_ref().is_some_and(|u| !u.tls) {
+                    self.err(
+                        &fp,
+                        "set for an http:// backend: use an https:// url, or drop `tls`",
+                    );
+                }
+                match read_ca_file(&self.base.join(&f)) {
+                    Ok(certs) => Some(certs),
+                    Err(why) => {
+                        self.err(&fp, format!("`{f}`: {why}"));
+                        None
+                    }
+                }
+            }
+        };
+        let breaker = self.breaker(
+            b.breaker.unwrap_or_default(),
+            &path_of(&p, &[key("breaker")]),
+        );
+        let limits = self.limits(b.limits.unwrap_or_default(), &path_of(&p, &[key("limits")]));
+        let health_check = b.health_check.map(|h| {
+            let default_path = match (kind, &url) {
+                (Some(BackendKind::OpenAi), Some(u)) => Some(format!("{}/models", u.base_path)),
+                _ => None,
+            };
+            self.health_check(h, default_path, &path_of(&p, &[key("health_check")]))
+        });
+        Some(Backend {
+            name: name.to_string(),
+            kind: kind?,
+            url: url?,
+            api_key: b.api_key.map(Secret::new),
+            api_key_header: api_key_header?,
+            cloud: b.cloud,
+            region: b.region,
+            timeouts,
+            pool_idle_timeout,
+            tls_ca,
+            breaker,
+            limits,
+            health_check: health_check.flatten(),
+        })
+    }
+
+    fn breaker(&mut self, r: RawBreaker, p: &[Seg]) -> BreakerConfig {
+        let d = BreakerConfig::default();
+        let at = |k: &str| path_of(p, &[key(k)]);
+        let consecutive_failures = self.int_in(
+            r.consecutive_failures,
+            d.consecutive_failures.into(),
+            (0, 1_000_000),
+            &at("consecutive_failures"),
+        ) as u32;
+        let failure_ratio = self.ratio(r.failure_ratio, d.failure_ratio, &at("failure_ratio"));
+        let window = self.duration(r.window.as_ref(), d.window, &at("window"));
+        if window < Duration::from_millis(100) {
+            self.err(&at("window"), "must be at least 100ms");
+        }
+        BreakerConfig {
+            enabled: r.enabled.unwrap_or(d.enabled),
+            consecutive_failures,
+            failure_ratio,
+            window,
+            min_requests: self.int_in(
+                r.min_requests,
+                d.min_requests.into(),
+                (1, 1_000_000),
+                &at("min_requests"),
+            ) as u32,
+            cooldown: self.duration(r.cooldown.as_ref(), d.cooldown, &at("cooldown")),
+            half_open_trials: self.int_in(
+                r.half_open_trials,
+                d.half_open_trials.into(),
+                (1, 1_000),
+                &at("half_open_trials"),
+            ) as u32,
+            max_throttle: self.duration(
+                r.max_throttle.as_ref(),
+                d.max_throttle,
+                &at("max_throttle"),
+            ),
+        }
+    }
+
+    fn limits(&mut self, r: RawLimits, p: &[Seg]) -> BackendLimits {
+        BackendLimits {
+            max_in_flight: self.int_in(
+                r.max_in_flight,
+                0,
+                (0, 1_000_000),
+                &path_of(p, &[key("max_in_flight")]),
+            ) as u32,
+            queue_timeout: self.duration_from(
+                r.queue_timeout.as_ref(),
+                Duration::ZERO,
+                &path_of(p, &[key("queue_timeout")]),
+                true,
+            ),
+        }
+    }
+
+    fn health_check(
+        &mut self,
+        r: RawHealthCheck,
+        default_path: Option<String>,
+        p: &[Seg],
+    ) -> Option<HealthCheck> {
+        let at = |k: &str| path_of(p, &[key(k)]);
+        let d = HealthCheck::defaults();
+        let method = match r.method.as_deref() {
+            None => http::Method::GET,
+            Some(m) => match m.to_ascii_uppercase().as_str() {
+                "GET" => http::Method::GET,
+                "HEAD" => http::Method::HEAD,
+                "POST" => http::Method::POST,
+                "OPTIONS" => http::Method::OPTIONS,
+                _ => {
+                    self.err(
+                        &at("method"),
+                        format!("`{m}` is not allowed: use GET, HEAD, POST or OPTIONS"),
+                    );
+                    http::Method::GET
+                }
+            },
+        };
+        let path = match r.path.or(default_path) {
+            Some(path) if path.starts_with('/') && path.parse::<http::Uri>().is_ok() => path,
+            Some(path) => {
+                self.err(
+                    &at("path"),
+                    format!("`{path}` is not a path: it must start with `/`, e.g. /healthz"),
+                );
+                return None;
+            }
+            None => {
+                self.err(&at("path"), "missing: a path to probe (only `openai` backends have a default, `{url}/models`)");
+                return None;
+            }
+        };
+        let expect_status = match r.expect_status {
+            None => vec![200],
+            Some(RawStatuses::One(s)) => vec![s],
+            Some(RawStatuses::Many(v)) => v,
+        };
+        if expect_status.is_empty() || expect_status.iter().any(|s| !(100..=599).contains(s)) {
+            self.err(
+                &at("expect_status"),
+                "must be a status code (100-599) or a non-empty list of them",
+            );
+        }
+        let interval = self.duration(r.interval.as_ref(), d.interval, &at("interval"));
+        if interval < Duration::from_millis(100) {
+            self.err(&at("interval"), "must be at least 100ms");
+        }
+        Some(HealthCheck {
+            method,
+            path,
+            expect_status,
+            interval,
+            timeout: self.duration(r.timeout.as_ref(), d.timeout, &at("timeout")),
+            healthy_threshold: self.int_in(
+                r.healthy_threshold,
+                d.healthy_threshold.into(),
+                (1, 1_000),
+                &at("healthy_threshold"),
+            ) as u32,
+            unhealthy_threshold: self.int_in(
+                r.unhealthy_threshold,
+                d.unhealthy_threshold.into(),
+                (1, 1_000),
+                &at("unhealthy_threshold"),
+            ) as u32,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::load_str;
+    use std::time::Duration;
+
+    fn with_backend(extra: &str) -> String {
+        format!("listen: 127.0.0.1:1\nadmin: {{ listen: 127.0.0.1:2 }}\nbackends:\n  a: {{ kind: openai, url: http://a/v1{extra} }}\nroutes:\n  r: {{ match: {{ path: /v1/embeddings, models: [e] }}, targets: [ {{ backend: a }} ] }}\n")
+    }
+
+    #[test]
+    fn isolation_defaults() {
+        let c = load_str(&with_backend(""), "b.yaml", &|_| None).unwrap();
+        let b = &c.backends[0];
+        assert!(b.breaker.enabled);
+        assert_eq!(b.breaker.consecutive_failures, 5);
+        assert_eq!(b.limits.max_in_flight, 0);
+        assert!(b.health_check.is_none());
+        let c = load_str(
+            &with_backend(", health_check: {}, limits: { max_inflight: 8, queue_timeout: 50ms }, breaker: { cooldown: 2s, failure_ratio: 0.25 }"),
+            "b.yaml",
+            &|_| None,
+        )
+        .unwrap();
+        let b = &c.backends[0];
+        let h = b.health_check.as_ref().unwrap();
+        assert_eq!(h.path, "/v1/models");
+        assert_eq!(h.expect_status, [200]);
+        assert_eq!(b.limits.max_in_flight, 8);
+        assert_eq!(b.limits.queue_timeout, Duration::from_millis(50));
+        assert_eq!(b.breaker.cooldown, Duration::from_secs(2));
+        assert_eq!(b.breaker.failure_ratio, 0.25);
+    }
+
+    #[test]
+    fn absurd_isolation_values_are_errors() {
+        let errs = load_str(
+            &with_backend(", health_check: { path: nope, expect_status: [700] }, breaker: { failure_ratio: 3, half_open_trials: 0, window: 1ms }, limits: { max_in_flight: 2000000 }"),
+            "b.yaml",
+            &|_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "backends.a.health_check.path: `nope` is not a path",
+            "backends.a.breaker.failure_ratio: must be between 0.0 and 1.0",
+            "backends.a.breaker.half_open_trials: must be between 1 and 1000",
+            "backends.a.breaker.window: must be at least 100ms",
+            "backends.a.limits.max_in_flight: must be between 0 and 1000000",
+        ] {
+            assert!(errs.contains(needle), "missing {needle}: {errs}");
+        }
+    }
+}

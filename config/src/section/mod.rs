@@ -1,0 +1,8 @@
+//! The config file's sections: each one's raw serde type, its checks (as
+//! methods of the loader) and its tests, side by side.
+
+pub(crate) mod admin;
+pub(crate) mod auth;
+pub(crate) mod backend;
+pub(crate) mod route;
+pub(crate) mod server;
