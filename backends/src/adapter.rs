@@ -106,6 +106,12 @@ fn base_header(
         .map_err(internal)?;
     h.insert_header(header::CONTENT_LENGTH, call.body.len().to_string())
         .map_err(internal)?;
+    insert_backend_key(&mut h, backend)?;
+    Ok(h)
+}
+
+/// The backend's own credential, in its configured header.
+fn insert_backend_key(h: &mut RequestHeader, backend: &Backend) -> Result<(), ApiError> {
     if let Some(key) = &backend.api_key {
         let value = if backend.api_key_header == header::AUTHORIZATION {
             HeaderValue::from_str(&format!("Bearer {}", key.expose()))
@@ -118,6 +124,26 @@ fn base_header(
         h.insert_header(backend.api_key_header.clone(), value)
             .map_err(internal)?;
     }
+    Ok(())
+}
+
+/// The request of an active health probe: the check's method and path, the
+/// backend's host and credentials, no body.
+pub fn probe_request(
+    backend: &Backend,
+    method: &http::Method,
+    path: &str,
+) -> Result<RequestHeader, ApiError> {
+    let mut h = RequestHeader::build(method.clone(), path.as_bytes(), Some(4)).map_err(internal)?;
+    h.insert_header(header::HOST, backend.url.authority())
+        .map_err(internal)?;
+    h.insert_header(header::USER_AGENT, "skygate-health-check")
+        .map_err(internal)?;
+    if *method == http::Method::POST {
+        h.insert_header(header::CONTENT_LENGTH, "0")
+            .map_err(internal)?;
+    }
+    insert_backend_key(&mut h, backend)?;
     Ok(h)
 }
 

@@ -1,14 +1,16 @@
 //! Skygate's backends: adapters per backend kind ([`adapter`]), the upstream
-//! client on pingora-core's connectors ([`upstream`]), target choice
-//! ([`router`]), token usage extraction ([`usage`]) and the serverless
-//! backend simulator ([`sim`]).
+//! client on pingora-core's connectors ([`upstream`]), routing and the
+//! run-time state behind it ([`routing`]), token usage extraction
+//! ([`usage`]) and the serverless backend simulator ([`sim`]).
 
 pub mod adapter;
-pub mod router;
+pub mod backend;
+pub mod routing;
 pub mod sim;
 pub mod upstream;
 pub mod usage;
 
 pub use adapter::{Adapter, BackendAdapter, Call, Prepared};
-pub use upstream::{build_peer, Upstream, UpstreamResponse};
+pub use backend::{BackendRt, PeerSlot};
+pub use upstream::{build_peer, peer_at, Resolved, Upstream, UpstreamResponse};
 pub use usage::{Usage, UsageTail};

@@ -15,22 +15,34 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::utils::tls::{parse_x509, WrappedX509};
 use pingora_error::{Error, ErrorType};
 use pingora_http::ResponseHeader;
-use skygate_config::{ApiError, Backend, ErrorKind};
+use skygate_config::{ApiError, Backend, ErrorKind, Retry};
 use std::hash::{Hash, Hasher};
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::adapter::Prepared;
 
+/// A backend's resolved address and the peer built for it.
+pub struct Resolved {
+    pub addr: SocketAddr,
+    pub peer: HttpPeer,
+}
+
 /// Resolves a backend's address and builds its peer (pool key, TLS, timeouts).
-/// Runs at load time: name resolution is I/O that stays off the request path.
-pub fn build_peer(b: &Backend) -> Result<HttpPeer, String> {
+/// Runs at load time (and in health checks): name resolution is I/O that
+/// stays off the request path.
+pub fn build_peer(b: &Backend) -> Result<Resolved, String> {
     let addr = (b.url.host.as_str(), b.url.port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve `{}`: {e}", b.url.host))?
         .next()
         .ok_or_else(|| format!("`{}` resolves to no address", b.url.host))?;
+    peer_at(b, addr)
+}
+
+/// Builds a backend's peer at an already resolved address.
+pub fn peer_at(b: &Backend, addr: SocketAddr) -> Result<Resolved, String> {
     let mut peer = HttpPeer::new(addr, b.url.tls, b.url.host.clone());
     peer.options.connection_timeout = Some(b.timeouts.connect);
     peer.options.total_connection_timeout = Some(b.timeouts.connect);
@@ -56,8 +68,12 @@ pub fn build_peer(b: &Backend) -> Result<HttpPeer, String> {
         }
         peer.options.ca = Some(Arc::from(cas.into_boxed_slice()));
     }
-    Ok(peer)
+    Ok(Resolved { addr, peer })
 }
+
+/// Sends at most this many times on one attempt: the first send and up to
+/// three resends when pooled connections turn out stale.
+const MAX_SENDS: usize = 4;
 
 /// The shared upstream client: one connection pool for every backend.
 pub struct Upstream {
@@ -65,7 +81,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// `pool_size`: idle connections kept per upstream address.
+    /// `pool_size`: idle connections kept in the whole pool (Pingora's pool
+    /// is one LRU over every upstream; each backend has its own group in it).
     pub fn new(pool_size: usize) -> Self {
         Self {
             connector: Connector::new(Some(ConnectorOptions::new(pool_size))),
@@ -76,10 +93,11 @@ impl Upstream {
     ///
     /// A pooled connection the backend closed while idle fails on first use;
     /// such failures (reused connection, closed or reset before any response
-    /// byte) are resent on another connection. A backend that died while
-    /// handling the request looks the same and then sees it twice, the trade
-    /// Pingora and nginx also make; timeouts and fresh connections are never
-    /// resent.
+    /// byte: [`Retry::StaleConnection`]) are resent on another connection, at
+    /// most three times. A backend that died while handling the request looks
+    /// the same and then sees it twice, the trade Pingora and nginx also make;
+    /// timeouts and fresh connections are never resent here. Every error
+    /// carries its [`Retry`] class for the attempt loop.
     ///
     /// `prepare` builds the request (the adapter's rewrite); it runs again only
     /// for such a retry, so the common path copies nothing.
@@ -90,18 +108,23 @@ impl Upstream {
         prepare: impl Fn() -> Result<Prepared, ApiError>,
     ) -> Result<UpstreamResponse, ApiError> {
         let start = Instant::now();
-        let deadline = start + backend.timeouts.total;
-        for _ in 0..4 {
+        // Durations are at most 24h (validation), so this cannot overflow;
+        // if it ever did, there is no total deadline rather than a panic.
+        let deadline = start.checked_add(backend.timeouts.total);
+        for _ in 0..MAX_SENDS {
             let prepared = prepare()?;
             let (mut session, reused) = self
                 .connector
                 .get_http_session(peer)
                 .await
                 .map_err(|e| connect_error(backend, &e))?;
-            let first_byte = backend
-                .timeouts
-                .first_byte
-                .min(deadline.saturating_duration_since(Instant::now()));
+            let first_byte = match deadline {
+                Some(d) => backend
+                    .timeouts
+                    .first_byte
+                    .min(d.saturating_duration_since(Instant::now())),
+                None => backend.timeouts.first_byte,
+            };
             let exchange = async {
                 session
                     .write_request_header(Box::new(prepared.header))
@@ -134,8 +157,13 @@ impl Upstream {
                         backend: backend.name.clone(),
                     });
                 }
-                Ok(Err(e)) if reused && stale_connection(&e) => continue,
-                Ok(Err(e)) => return Err(exchange_error(backend, &e)),
+                Ok(Err(e)) => {
+                    let err = exchange_error(backend, &e, reused);
+                    if err.retry == Some(Retry::StaleConnection) {
+                        continue;
+                    }
+                    return Err(err);
+                }
                 Err(_) => {
                     return Err(ApiError::new(
                         ErrorKind::UpstreamTimeout,
@@ -143,17 +171,21 @@ impl Upstream {
                             "backend `{}` sent no response within {:?}",
                             backend.name, first_byte
                         ),
-                    ))
+                    )
+                    .retryable(Retry::Timeout))
                 }
             }
         }
+        // Every resend found a closed connection: nothing was answered, as if
+        // the backend could not be reached.
         Err(ApiError::new(
             ErrorKind::UpstreamUnreachable,
             format!(
                 "backend `{}`: every pooled connection was closed",
                 backend.name
             ),
-        ))
+        )
+        .retryable(Retry::Connect))
     }
 
     /// Gives a fully read response's connection back to the pool.
@@ -172,7 +204,7 @@ impl Upstream {
 pub struct UpstreamResponse {
     session: Option<HttpSession>,
     header: Option<ResponseHeader>,
-    deadline: Instant,
+    deadline: Option<Instant>,
     idle: Duration,
     done: bool,
     backend: String,
@@ -182,6 +214,11 @@ impl UpstreamResponse {
     /// The response header, taken once (to be rewritten and sent on).
     pub fn take_header(&mut self) -> Option<ResponseHeader> {
         self.header.take()
+    }
+
+    /// The response header, until it is taken.
+    pub fn header(&self) -> Option<&ResponseHeader> {
+        self.header.as_ref()
     }
 
     /// The next body chunk, `None` at the end. Fails when the backend is idle
@@ -194,8 +231,9 @@ impl UpstreamResponse {
         let Some(session) = self.session.as_mut() else {
             return Ok(None);
         };
-        let now = Instant::now();
-        let remaining = self.deadline.saturating_duration_since(now);
+        let remaining = self.deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         let wait = self.idle.min(remaining);
         match pingora_timeout::timeout(wait, session.read_response_body()).await {
             Ok(Ok(Some(chunk))) => Ok(Some(chunk)),
@@ -224,26 +262,9 @@ impl UpstreamResponse {
             }
         }
     }
-
-    /// Whether the whole body was read.
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
 }
 
-fn stale_connection(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ConnectionClosed
-            | ErrorType::WriteError
-            | ErrorType::ReadError
-            | ErrorType::H2Error
-    ) && !matches!(
-        e.etype(),
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout
-    )
-}
-
+/// Nothing was sent: always safe to try again elsewhere.
 fn connect_error(b: &Backend, e: &Error) -> ApiError {
     let kind = match e.etype() {
         ErrorType::ConnectTimedout => ErrorKind::UpstreamTimeout,
@@ -257,15 +278,31 @@ fn connect_error(b: &Backend, e: &Error) -> ApiError {
             e.etype().as_str()
         ),
     )
+    .retryable(Retry::Connect)
 }
 
-fn exchange_error(b: &Backend, e: &Error) -> ApiError {
-    let kind = match e.etype() {
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout => ErrorKind::UpstreamTimeout,
-        _ => ErrorKind::UpstreamFailed,
+/// The request was (partly) sent and no response header came back. On a
+/// reused connection closed or reset before any byte, the backend had most
+/// likely closed it while idle ([`Retry::StaleConnection`]); anywhere else
+/// it counts as the backend failing, like a 5xx it could not send.
+fn exchange_error(b: &Backend, e: &Error, reused: bool) -> ApiError {
+    let (kind, retry) = match e.etype() {
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            (ErrorKind::UpstreamTimeout, Retry::Timeout)
+        }
+        ErrorType::ConnectionClosed
+        | ErrorType::WriteError
+        | ErrorType::ReadError
+        | ErrorType::H2Error
+            if reused =>
+        {
+            (ErrorKind::UpstreamFailed, Retry::StaleConnection)
+        }
+        _ => (ErrorKind::UpstreamFailed, Retry::ServerError),
     };
     ApiError::new(
         kind,
         format!("backend `{}` failed: {}", b.name, e.etype().as_str()),
     )
+    .retryable(retry)
 }

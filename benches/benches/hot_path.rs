@@ -9,10 +9,12 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora_http::RequestHeader;
 use skygate::runtime::{RouteTable, Snapshot};
+use skygate_backends::routing::{pick, state::Registry};
 use skygate_plugins::{Chain, RequestCtx};
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 const CONFIG: &str = r#"
 listen: 127.0.0.1:1
@@ -24,9 +26,14 @@ auth:
     - { key: sk-bench-key-0003, principal: c }
 backends:
   a: { kind: openai, url: http://127.0.0.1:3/v1 }
+  b: { kind: openai, url: http://127.0.0.1:5/v1, limits: { max_in_flight: 64 } }
+  c: { kind: openai, url: http://127.0.0.1:6/v1 }
   f: { kind: http_function, url: http://127.0.0.1:4/fn }
 routes:
   chat:  { match: { path: /v1/chat/completions, models: [m1, m2, m3] }, targets: [ { backend: a } ] }
+  three: { match: { path: /v1/chat/completions, models: [w3] }, targets: [ { backend: a, weight: 50 }, { backend: b, weight: 30 }, { backend: c, weight: 20 } ], fallback: [ a ] }
+  lat:   { match: { path: /v1/chat/completions, models: [l3] }, strategy: latency, targets: [ { backend: a }, { backend: b }, { backend: c } ] }
+  least: { match: { path: /v1/chat/completions, models: [i3] }, strategy: least_inflight, targets: [ { backend: a }, { backend: b }, { backend: c } ] }
   embed: { match: { path: /v1/embeddings, models: [e1] }, targets: [ { backend: a } ] }
   fn:    { match: { path_prefix: /v1/functions/score }, targets: [ { backend: f } ] }
 "#;
@@ -55,7 +62,8 @@ fn chat_body(content_len: usize) -> Vec<u8> {
 
 fn benches(c: &mut Criterion) {
     let config = skygate_config::load_str(CONFIG, "bench.yaml", &|_| None).unwrap();
-    let snap = Snapshot::build(config.clone()).unwrap();
+    let registry = Registry::new();
+    let snap = Snapshot::build(config.clone(), &registry);
     let table = RouteTable::new(&config.routes);
     let chain = Chain::from_config(&config);
 
@@ -97,7 +105,58 @@ fn benches(c: &mut Criterion) {
         "the model `x` does not exist",
     );
     c.bench_function("api_error/body", |b| b.iter(|| black_box(&e).body()));
-    drop(snap);
+
+    // A routing decision: pick a target (breaker, bulkhead, health, weights)
+    // and take its slot; dropping the choice releases it.
+    let mut rng = rand::thread_rng();
+    for (name, model) in [
+        ("route_pick/one_target", "m1"),
+        ("route_pick/weighted_3", "w3"),
+        ("route_pick/latency_p2c_3", "l3"),
+        ("route_pick/least_inflight_3", "i3"),
+    ] {
+        let (ri, route) = snap
+            .route(match model {
+                "m1" => "chat",
+                "w3" => "three",
+                "l3" => "lat",
+                _ => "least",
+            })
+            .unwrap();
+        let rs = &snap.route_states[ri];
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let chosen = pick(
+                    route,
+                    rs,
+                    &snap.backends,
+                    &[],
+                    None,
+                    Instant::now(),
+                    &mut rng,
+                )
+                .unwrap();
+                black_box(chosen.backend)
+            })
+        });
+    }
+    let (ri, route) = snap.route("three").unwrap();
+    let rs = &snap.route_states[ri];
+    c.bench_function("route_pick/retry_after_one_failed", |b| {
+        b.iter(|| {
+            let chosen = pick(
+                route,
+                rs,
+                &snap.backends,
+                &[0],
+                None,
+                Instant::now(),
+                &mut rng,
+            )
+            .unwrap();
+            black_box(chosen.backend)
+        })
+    });
 }
 
 criterion_group!(hot_path, benches);

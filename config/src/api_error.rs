@@ -25,7 +25,11 @@ pub enum ErrorKind {
     InvalidJson,
     MissingModel,
     InvalidRequest,
+    /// A config (reload) that does not validate.
+    InvalidConfig,
     Unauthenticated,
+    /// The admin API without (or with a wrong) admin token.
+    InvalidAdminToken,
     Forbidden,
     NotFound,
     ModelNotFound,
@@ -47,8 +51,10 @@ pub enum ErrorKind {
 impl ErrorKind {
     pub fn status(self) -> u16 {
         match self {
-            Self::InvalidJson | Self::MissingModel | Self::InvalidRequest => 400,
-            Self::Unauthenticated => 401,
+            Self::InvalidJson | Self::MissingModel | Self::InvalidRequest | Self::InvalidConfig => {
+                400
+            }
+            Self::Unauthenticated | Self::InvalidAdminToken => 401,
             Self::Forbidden => 403,
             Self::NotFound | Self::ModelNotFound => 404,
             Self::MethodNotAllowed => 405,
@@ -68,12 +74,13 @@ impl ErrorKind {
             Self::InvalidJson
             | Self::MissingModel
             | Self::InvalidRequest
+            | Self::InvalidConfig
             | Self::NotFound
             | Self::ModelNotFound
             | Self::MethodNotAllowed
             | Self::BodyTooLarge
             | Self::RequestTimeout => "invalid_request_error",
-            Self::Unauthenticated => "authentication_error",
+            Self::Unauthenticated | Self::InvalidAdminToken => "authentication_error",
             Self::Forbidden => "permission_error",
             Self::RateLimited => "rate_limit_error",
             Self::UpstreamUnreachable | Self::UpstreamFailed | Self::UpstreamTimeout => {
@@ -90,7 +97,9 @@ impl ErrorKind {
             Self::InvalidJson => "invalid_json",
             Self::MissingModel => "missing_model",
             Self::InvalidRequest => "invalid_request",
+            Self::InvalidConfig => "invalid_config",
             Self::Unauthenticated => "invalid_api_key",
+            Self::InvalidAdminToken => "invalid_admin_token",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::ModelNotFound => "model_not_found",

@@ -413,5 +413,8 @@ impl Default for RetryBudget {
     }
 }
 
+/// Most weight one target may have (in the config and at run time).
+pub const MAX_WEIGHT: u32 = 10_000;
+
 /// Default bound on a request body: 8 MiB.
 pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;

@@ -1,13 +1,33 @@
-//! The admin listener: health and readiness (open), metrics and the admin API
-//! (admin token required, as `Authorization: Bearer <token>`).
+//! The admin listener: health and readiness (open); metrics and the admin
+//! API (`Authorization: Bearer <admin token>`, compared in constant time):
+//!
+//! - `GET /admin/routes`: each route's targets, configured and effective weights
+//! - `PUT /admin/routes/{route}/weights` `{"backend": weight, ...}`: shift
+//!   traffic now (backends left out keep their current weight);
+//!   `DELETE` the same path: back to the configured weights
+//! - `GET /admin/backends`: health, breaker, in-flight, latency, weights
+//! - `POST /admin/backends/{name}/drain`, `/undrain`
+//! - `POST /admin/reload`: read the config again (as SIGHUP)
+//!
+//! Every change is logged with what changed.
 
+use crate::runtime::Snapshot;
 use crate::State;
 use async_trait::async_trait;
+use bytes::BytesMut;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
+use serde_json::{json, Value};
+use skygate_backends::routing::state::WeightOverride;
+use skygate_backends::BackendRt;
+use skygate_config::{ApiError, ErrorKind, Route};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
+
+/// Admin request bodies (a weights object) are small.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 pub struct Admin {
     pub state: Arc<State>,
@@ -26,8 +46,27 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     r
 }
 
-fn json(status: u16, v: serde_json::Value) -> Response<Vec<u8>> {
+fn json(status: u16, v: Value) -> Response<Vec<u8>> {
     reply(status, "application/json", v.to_string().into_bytes())
+}
+
+fn error(e: &ApiError) -> Response<Vec<u8>> {
+    error_with(e, None)
+}
+
+fn error_with(e: &ApiError, extra: Option<(&str, Value)>) -> Response<Vec<u8>> {
+    let mut v = e.to_json();
+    if let (Some((k, x)), Some(obj)) = (extra, v.get_mut("error").and_then(Value::as_object_mut)) {
+        obj.insert(k.to_string(), x);
+    }
+    let mut r = json(e.status(), v);
+    if e.kind == ErrorKind::InvalidAdminToken {
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"skygate-admin\""),
+        );
+    }
+    r
 }
 
 impl Admin {
@@ -68,7 +107,7 @@ impl Admin {
             .req_header()
             .headers
             .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .and_then(|v| skygate_config::bearer_token(v.as_bytes()))
             .is_some_and(|presented| token.ct_eq(presented))
     }
 }
@@ -78,28 +117,398 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
         let method = session.req_header().method.clone();
-        match (method.as_str(), path.as_str()) {
-            ("GET", "/healthz") => json(200, serde_json::json!({"status": "ok"})),
-            ("GET", "/readyz") => {
-                if self.state.draining.load(Ordering::Acquire) {
-                    json(503, serde_json::json!({"status": "draining"}))
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method.as_str(), segs.as_slice()) {
+            ("GET", ["healthz"]) => return json(200, json!({"status": "ok"})),
+            ("GET", ["readyz"]) => {
+                return if self.state.draining.load(Ordering::Acquire) {
+                    json(503, json!({"status": "draining"}))
                 } else if !self.proxy_accepting().await {
-                    json(503, serde_json::json!({"status": "starting"}))
+                    json(503, json!({"status": "starting"}))
                 } else {
-                    json(200, serde_json::json!({"status": "ready"}))
-                }
+                    json(200, json!({"status": "ready"}))
+                };
             }
-            _ if !self.authorized(session) => json(
-                401,
-                serde_json::json!({"error": {"message": "admin token required: send `Authorization: Bearer <token>`", "type": "authentication_error", "code": "invalid_admin_token"}}),
+            _ => {}
+        }
+        if !self.authorized(session) {
+            return error(&ApiError::new(
+                ErrorKind::InvalidAdminToken,
+                "admin token required: send `Authorization: Bearer <token>`",
+            ));
+        }
+        match (method.as_str(), segs.as_slice()) {
+            ("GET", ["metrics"]) => reply(
+                200,
+                "text/plain; version=0.0.4",
+                crate::metrics::render(&self.state.registry),
             ),
-            ("GET", "/metrics") => {
-                reply(200, "text/plain; version=0.0.4", crate::metrics::render())
+            ("GET", ["admin", "routes"]) => {
+                let snap = self.state.snapshot();
+                let routes: Vec<Value> = (0..snap.config.routes.len())
+                    .map(|i| route_view(&snap, i))
+                    .collect();
+                json(200, json!({ "routes": routes }))
             }
-            _ => json(
-                404,
-                serde_json::json!({"error": {"message": format!("no admin endpoint {method} {path}"), "type": "invalid_request_error", "code": "not_found"}}),
-            ),
+            ("PUT", ["admin", "routes", route, "weights"]) => {
+                let body = match read_body(session).await {
+                    Ok(b) => b,
+                    Err(e) => return error(&e),
+                };
+                self.set_weights(route, &body)
+            }
+            ("DELETE", ["admin", "routes", route, "weights"]) => self.reset_weights(route),
+            ("GET", ["admin", "backends"]) => {
+                let snap = self.state.snapshot();
+                let backends: Vec<Value> = snap
+                    .backends
+                    .iter()
+                    .map(|b| backend_view(&snap, b))
+                    .collect();
+                json(200, json!({ "backends": backends }))
+            }
+            ("POST", ["admin", "backends", name, action @ ("drain" | "undrain")]) => {
+                self.drain(name, *action == "drain")
+            }
+            ("POST", ["admin", "reload"]) => self.reload().await,
+            (
+                _,
+                ["metrics"]
+                | ["admin", "routes"]
+                | ["admin", "routes", _, "weights"]
+                | ["admin", "backends"]
+                | ["admin", "backends", _, "drain" | "undrain"]
+                | ["admin", "reload"],
+            ) => error(&ApiError::new(
+                ErrorKind::MethodNotAllowed,
+                format!("{method} is not allowed on {path}"),
+            )),
+            _ => error(&ApiError::new(
+                ErrorKind::NotFound,
+                format!("no admin endpoint {method} {}", clip(&path)),
+            )),
         }
     }
+}
+
+/// A client-supplied value, cut short for messages.
+fn clip(s: &str) -> String {
+    const MAX: usize = 128;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
+    let mut buf = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > MAX_ADMIN_BODY {
+                    return Err(ApiError::new(
+                        ErrorKind::BodyTooLarge,
+                        format!("admin request bodies are at most {MAX_ADMIN_BODY} bytes"),
+                    ));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.to_vec()),
+            Err(e) => {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidRequest,
+                    format!("reading the body failed: {}", e.etype().as_str()),
+                ))
+            }
+        }
+    }
+}
+
+impl Admin {
+    fn route_index(snap: &Snapshot, name: &str) -> Result<usize, ApiError> {
+        snap.route(name).map(|(i, _)| i).ok_or_else(|| {
+            let known: Vec<&str> = snap.config.routes.iter().map(|r| r.name.as_str()).collect();
+            ApiError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no route `{}`: routes are [{}]",
+                    clip(name),
+                    known.join(", ")
+                ),
+            )
+        })
+    }
+
+    fn set_weights(&self, route_name: &str, body: &[u8]) -> Response<Vec<u8>> {
+        let result = self.state.exclusive(|| {
+            let snap = self.state.snapshot();
+            let ri = Self::route_index(&snap, route_name)?;
+            let route = &snap.config.routes[ri];
+            let rs = &snap.route_states[ri];
+            let asked: serde_json::Map<String, Value> = match serde_json::from_slice(body) {
+                Ok(Value::Object(m)) => m,
+                Ok(_) => {
+                    return Err(ApiError::new(
+                        ErrorKind::InvalidRequest,
+                        "the body must be a JSON object of backend name → weight, e.g. {\"aws-us-east-1\": 100, \"azure-eastus\": 0}",
+                    ))
+                }
+                Err(e) => {
+                    return Err(ApiError::new(
+                        ErrorKind::InvalidJson,
+                        format!("the body is not valid JSON: {e}"),
+                    ))
+                }
+            };
+            if asked.is_empty() {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidRequest,
+                    "no weights given: name at least one of the route's backends",
+                ));
+            }
+            let current = effective_weights(&snap, route, ri);
+            let mut next = current.clone();
+            for (name, w) in &asked {
+                let Some(slot) = next.iter_mut().find(|(n, _)| n == name) else {
+                    let targets: Vec<&str> = current.iter().map(|(n, _)| n.as_str()).collect();
+                    return Err(ApiError::new(
+                        ErrorKind::InvalidRequest,
+                        format!(
+                            "`{}` is not a target of route `{}`: its targets are [{}]",
+                            clip(name),
+                            route.name,
+                            targets.join(", ")
+                        ),
+                    ));
+                };
+                let weight = w
+                    .as_u64()
+                    .filter(|w| *w <= u64::from(skygate_config::MAX_WEIGHT))
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            ErrorKind::InvalidRequest,
+                            format!(
+                                "the weight of `{}` must be an integer from 0 to {}",
+                                clip(name),
+                                skygate_config::MAX_WEIGHT
+                            ),
+                        )
+                    })?;
+                slot.1 = weight as u32;
+            }
+            if next.iter().all(|(_, w)| *w == 0) {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidRequest,
+                    "every weight would be 0: at least one target must keep a positive weight",
+                ));
+            }
+            let changes: Vec<String> = current
+                .iter()
+                .zip(&next)
+                .filter(|(a, b)| a.1 != b.1)
+                .map(|(a, b)| format!("{} {} → {}", a.0, a.1, b.1))
+                .collect();
+            rs.set_overrides(Some(WeightOverride { by_backend: next }));
+            log::info!(
+                "admin: route `{}` weights set at run time: {}",
+                route.name,
+                if changes.is_empty() {
+                    "no change".to_string()
+                } else {
+                    changes.join(", ")
+                }
+            );
+            Ok(route_view(&snap, ri))
+        });
+        match result {
+            Ok(v) => json(200, v),
+            Err(e) => error(&e),
+        }
+    }
+
+    fn reset_weights(&self, route_name: &str) -> Response<Vec<u8>> {
+        let result = self.state.exclusive(|| {
+            let snap = self.state.snapshot();
+            let ri = Self::route_index(&snap, route_name)?;
+            if snap.route_states[ri].overrides().is_some() {
+                snap.route_states[ri].set_overrides(None);
+                log::info!(
+                    "admin: route `{}` back to its configured weights",
+                    snap.config.routes[ri].name
+                );
+            }
+            Ok(route_view(&snap, ri))
+        });
+        match result {
+            Ok(v) => json(200, v),
+            Err(e) => error(&e),
+        }
+    }
+
+    fn drain(&self, name: &str, drain: bool) -> Response<Vec<u8>> {
+        let snap = self.state.snapshot();
+        let Some(b) = snap.backend(name) else {
+            let known: Vec<&str> = snap
+                .backends
+                .iter()
+                .map(|b| b.config.name.as_str())
+                .collect();
+            return error(&ApiError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no backend `{}`: backends are [{}]",
+                    clip(name),
+                    known.join(", ")
+                ),
+            ));
+        };
+        let was = b.state.set_drained(drain);
+        if was != drain {
+            if drain {
+                log::info!(
+                    "admin: backend `{}` drained: no new requests; {} in flight finish where they are",
+                    b.config.name,
+                    b.state.in_flight()
+                );
+            } else {
+                log::info!("admin: backend `{}` undrained", b.config.name);
+            }
+        }
+        json(200, backend_view(&snap, b))
+    }
+
+    async fn reload(&self) -> Response<Vec<u8>> {
+        let state = self.state.clone();
+        match tokio::task::spawn_blocking(move || state.reload()).await {
+            Ok(Ok(report)) => json(
+                200,
+                json!({
+                    "status": "reloaded",
+                    "changes": report.changes,
+                    "needs_restart": report.needs_restart,
+                }),
+            ),
+            Ok(Err(errors)) => {
+                let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+                log::warn!(
+                    "admin: reload refused, still running the previous config:\n{}",
+                    lines.join("\n")
+                );
+                error_with(
+                    &ApiError::new(
+                        ErrorKind::InvalidConfig,
+                        format!(
+                            "the new config has {} error(s); the running config is unchanged",
+                            lines.len()
+                        ),
+                    ),
+                    Some(("errors", json!(lines))),
+                )
+            }
+            Err(e) => error(&ApiError::new(
+                ErrorKind::Internal,
+                format!("the reload did not finish: {e}"),
+            )),
+        }
+    }
+}
+
+/// Each target's (backend name, effective weight), in target order.
+fn effective_weights(snap: &Snapshot, route: &Route, ri: usize) -> Vec<(String, u32)> {
+    let o = snap.route_states[ri].overrides();
+    route
+        .targets
+        .iter()
+        .map(|t| {
+            let name = &snap.config.backends[t.backend].name;
+            let w = o
+                .as_ref()
+                .and_then(|o| o.weight_of(name))
+                .unwrap_or(t.weight);
+            (name.clone(), w)
+        })
+        .collect()
+}
+
+fn route_view(snap: &Snapshot, ri: usize) -> Value {
+    let route = &snap.config.routes[ri];
+    let now = Instant::now();
+    let effective = effective_weights(snap, route, ri);
+    let targets: Vec<Value> = route
+        .targets
+        .iter()
+        .zip(&effective)
+        .map(|(t, (name, w))| {
+            let b = &snap.backends[t.backend];
+            json!({
+                "backend": name,
+                "priority": t.priority,
+                "weight": t.weight,
+                "effective_weight": w,
+                "available": b.peer.load().is_ok() && b.state.check(now, &b.config).is_ok(),
+            })
+        })
+        .collect();
+    let path = match &route.path {
+        skygate_config::PathMatch::Exact(p) => json!({ "path": p }),
+        skygate_config::PathMatch::Prefix(p) => json!({ "path_prefix": p }),
+    };
+    json!({
+        "name": route.name,
+        "match": path,
+        "models": route.models,
+        "strategy": route.strategy.as_str(),
+        "max_attempts": route.retries.max_attempts,
+        "weights_overridden": snap.route_states[ri].overrides().is_some(),
+        "targets": targets,
+    })
+}
+
+fn backend_view(snap: &Snapshot, b: &BackendRt) -> Value {
+    let now = Instant::now();
+    let s = b.state.status(now);
+    let mut routes = serde_json::Map::new();
+    for (ri, route) in snap.config.routes.iter().enumerate() {
+        let effective = effective_weights(snap, route, ri);
+        for (t, (name, w)) in route.targets.iter().zip(&effective) {
+            if *name == b.config.name {
+                routes.insert(
+                    route.name.clone(),
+                    json!({ "weight": t.weight, "effective_weight": w, "priority": t.priority }),
+                );
+            }
+        }
+    }
+    let c = &b.config;
+    let scheme = if c.url.tls { "https" } else { "http" };
+    let address = match b.peer.load().as_ref() {
+        Ok(r) => json!(r.addr.to_string()),
+        Err(e) => json!(format!("unresolved: {e}")),
+    };
+    json!({
+        "name": c.name,
+        "kind": c.kind.as_str(),
+        "cloud": c.cloud,
+        "region": c.region,
+        "url": format!("{scheme}://{}{}", c.url.authority(), c.url.base_path),
+        "address": address,
+        "health": s.health.as_str(),
+        "health_checked": c.health_check.is_some(),
+        "breaker": {
+            "state": s.breaker.as_str(),
+            "consecutive_failures": s.consecutive_failures,
+            "opens": s.breaker_opens,
+        },
+        "throttled_for_ms": s.throttled_for.map(|d| d.as_millis() as u64),
+        "drained": s.drained,
+        "in_flight": s.in_flight,
+        "max_in_flight": c.limits.max_in_flight,
+        "latency_ms": s.latency.map(|d| d.as_secs_f64() * 1000.0),
+        "available": b.peer.load().is_ok() && b.state.check(now, c).is_ok(),
+        "routes": routes,
+    })
 }

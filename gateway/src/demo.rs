@@ -67,17 +67,16 @@ pub fn start_clouds() -> Result<HashMap<String, String>, String> {
 /// Runs the demo until stopped.
 pub fn run(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> Result<(), String> {
     let urls = start_clouds()?;
-    let env = |name: &str| urls.get(name).cloned().or_else(|| std::env::var(name).ok());
-    let mut config =
-        skygate_config::load_str(DEMO_YAML, "config/demo.yaml", &env).map_err(|e| e.to_string())?;
-    if let Some(l) = listen {
-        config.listen = l;
-    }
-    if let Some(a) = admin_listen {
-        config.admin.listen = a;
-    }
+    let source = crate::reload::Source::Embedded {
+        name: "config/demo.yaml",
+        text: DEMO_YAML,
+        env: urls.clone(),
+        listen,
+        admin_listen,
+    };
+    let config = source.load().map_err(|e| e.to_string())?;
     eprintln!("{}", banner(config.listen, config.admin.listen, &urls));
-    crate::server::run(config)
+    crate::server::run(config, source)
 }
 
 fn banner(listen: SocketAddr, admin: SocketAddr, urls: &HashMap<String, String>) -> String {

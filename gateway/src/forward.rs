@@ -1,16 +1,21 @@
-//! The upstream leg of a request: the router picks a target, the backend's
-//! adapter rewrites the request, the upstream client sends it, and the answer
-//! streams back to the client chunk by chunk.
+//! The upstream leg of a request: the attempt loop. Pick a target, let its
+//! adapter rewrite the request, send it, and on a retryable failure before
+//! any byte went to the client, try another target (same priority group
+//! first, then the next), with backoff, within `retries.max_attempts` and
+//! the route's retry budget. The answer streams back chunk by chunk.
 
 use crate::request::Routed;
 use crate::respond;
 use crate::runtime::Snapshot;
 use crate::State;
 use pingora_proxy::Session;
-use skygate_backends::{Adapter, Call, UsageTail};
-use skygate_config::{ApiError, ErrorKind};
-use skygate_plugins::RequestCtx;
-use std::time::Instant;
+use skygate_backends::routing::retry::{backoff, parse_retry_after};
+use skygate_backends::routing::state::{Attempt, Outcome};
+use skygate_backends::routing::{self, Chosen, NoTarget};
+use skygate_backends::{Adapter, BackendRt, Call, UpstreamResponse, UsageTail};
+use skygate_config::{ApiError, ErrorKind, Fault, Retry, RetryOn, Route};
+use skygate_plugins::{RequestCtx, Try};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Serves a routed request from a backend. `Err` only when the response was
 /// cut after its first byte and cannot end cleanly (Pingora then closes the
@@ -22,19 +27,209 @@ pub async fn forward(
     ctx: &mut RequestCtx,
     routed: Routed,
 ) -> pingora_error::Result<bool> {
-    let r = &snap.config.routes[routed.route];
-    let Some(target) = skygate_backends::router::pick_weighted(&r.targets, &mut rand::thread_rng())
-    else {
-        let e = ApiError::new(
-            ErrorKind::Unavailable,
-            format!("route `{}` has no target with a positive weight", r.name),
-        );
-        return respond::error(session, ctx, &e).await;
+    let route = &snap.config.routes[routed.route];
+    let route_state = &snap.route_states[routed.route];
+    route_state.deposit(Instant::now());
+    let mut tried: Vec<usize> = Vec::with_capacity(route.retries.max_attempts as usize);
+    let mut next = match first_pick(state, snap, routed.route, &tried).await {
+        Ok(c) => c,
+        Err(e) => return respond::error(session, ctx, &e).await,
     };
-    let b = &snap.backends[target.backend];
-    ctx.backend = Some(b.config.name.clone());
-    ctx.attempts += 1;
+    loop {
+        let Chosen { backend, attempt } = next;
+        let b = &snap.backends[backend];
+        tried.push(backend);
+        ctx.attempts += 1;
+        ctx.backend = Some(b.name.clone());
+        let started = Instant::now();
+        let result = send(state, b, session, ctx, &routed).await;
+        let now = Instant::now();
+        let elapsed = now.duration_since(started);
+        // A usable answer streams to the client; a failure (with its retry
+        // class) may be retried on another target.
+        let (failed, class, outcome) = match result {
+            Ok(resp) => {
+                let status = resp.header().map_or(0, |h| h.status.as_u16());
+                match status {
+                    429 => {
+                        let after = resp
+                            .header()
+                            .and_then(|h| h.headers.get(http::header::RETRY_AFTER))
+                            .and_then(|v| parse_retry_after(v.as_bytes(), SystemTime::now()));
+                        (
+                            Failed::Response(Box::new(resp)),
+                            Some(Retry::Throttled),
+                            Outcome::Throttled(after),
+                        )
+                    }
+                    500..=599 => (
+                        Failed::Response(Box::new(resp)),
+                        Some(Retry::ServerError),
+                        Outcome::Failure { elapsed },
+                    ),
+                    _ => {
+                        ctx.tries.push(Try {
+                            backend: b.name.clone(),
+                            outcome: "ok",
+                            status: Some(status),
+                            ms: ms(elapsed),
+                        });
+                        return stream(state, b, session, ctx, resp, attempt, elapsed).await;
+                    }
+                }
+            }
+            Err(e) => {
+                upstream_error(&b.config.name, &e);
+                let class = e.retry;
+                (Failed::Error(e), class, Outcome::Failure { elapsed })
+            }
+        };
+        match &failed {
+            // Skygate's own failure (building the request): not the backend's.
+            Failed::Error(e) if e.kind.fault() != Fault::Upstream => drop(attempt),
+            _ => attempt.finish(outcome, now),
+        }
+        ctx.tries.push(Try {
+            backend: b.name.clone(),
+            outcome: class.map_or("error", Retry::as_str),
+            status: match &failed {
+                Failed::Response(r) => r.header().map(|h| h.status.as_u16()),
+                Failed::Error(_) => None,
+            },
+            ms: ms(elapsed),
+        });
+        // Retry when this failure may be retried, attempts are left, another
+        // target is available (picked before the failure is given up) and
+        // the route's budget allows.
+        if class.is_some_and(|c| allows(route.retries.on, c))
+            && ctx.attempts < route.retries.max_attempts
+        {
+            let picked = routing::pick(
+                route,
+                route_state,
+                &snap.backends,
+                &tried,
+                None,
+                now,
+                &mut rand::thread_rng(),
+            );
+            if let Ok(c) = picked {
+                if route_state.try_retry(now, route) {
+                    let pause = backoff(&route.retries, ctx.attempts, &mut rand::thread_rng());
+                    drop(failed);
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                    next = c;
+                    continue;
+                }
+                log::debug!(
+                    "route `{}`: retry budget exhausted; answering with the last failure",
+                    route.name
+                );
+            }
+        }
+        // No retry: the client gets this failure as it is.
+        return match failed {
+            Failed::Response(resp) => {
+                let (_, written) = write_response(state, b, session, ctx, *resp).await;
+                written.map(|()| true)
+            }
+            Failed::Error(e) => respond::error(session, ctx, &e).await,
+        };
+    }
+}
 
+/// A failed attempt: the backend's own failure response, or an error.
+enum Failed {
+    Response(Box<UpstreamResponse>),
+    Error(ApiError),
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn allows(on: RetryOn, why: Retry) -> bool {
+    match why {
+        Retry::Connect | Retry::StaleConnection => on.connect,
+        Retry::Timeout => on.timeout,
+        Retry::ServerError => on.server_error,
+        Retry::Throttled => on.throttled,
+    }
+}
+
+/// The first attempt's target. When every candidate's bulkhead is full and
+/// some backend has a `queue_timeout`, waits that long for a slot.
+async fn first_pick<'a>(
+    state: &State,
+    snap: &'a Snapshot,
+    route_index: usize,
+    tried: &[usize],
+) -> Result<Chosen<'a>, ApiError> {
+    let route = &snap.config.routes[route_index];
+    let route_state = &snap.route_states[route_index];
+    let mut deadline: Option<Instant> = None;
+    loop {
+        // Registered before looking, so a slot freed meanwhile still wakes us.
+        let waiter = deadline.map(|_| state.registry.signal().waiter());
+        let now = Instant::now();
+        let picked = routing::pick(
+            route,
+            route_state,
+            &snap.backends,
+            tried,
+            None,
+            now,
+            &mut rand::thread_rng(),
+        );
+        match picked {
+            Ok(c) => return Ok(c),
+            Err(NoTarget::Full { queue_timeout }) => {
+                let until = *deadline.get_or_insert_with(|| {
+                    now.checked_add(queue_timeout).unwrap_or(now)
+                });
+                if now >= until {
+                    return Err(overloaded(route));
+                }
+                if let Some(w) = waiter {
+                    w.wait(until).await;
+                }
+            }
+            Err(NoTarget::Unavailable { retry_after }) => {
+                return Err(ApiError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "no backend of route `{}` is available now (circuit open, throttled, unhealthy or drained)",
+                        route.name
+                    ),
+                )
+                .with_retry_after(retry_after.unwrap_or(Duration::from_secs(1))))
+            }
+        }
+    }
+}
+
+fn overloaded(route: &Route) -> ApiError {
+    ApiError::new(
+        ErrorKind::Overloaded,
+        format!(
+            "every backend of route `{}` is at its concurrency limit",
+            route.name
+        ),
+    )
+    .with_retry_after(Duration::from_secs(1))
+}
+
+/// One attempt: the adapter's rewrite, then the upstream client, up to the
+/// response header.
+async fn send(
+    state: &State,
+    b: &BackendRt,
+    session: &Session,
+    ctx: &RequestCtx,
+    routed: &Routed,
+) -> Result<UpstreamResponse, ApiError> {
     let call = Call {
         operation: routed.operation,
         method: &session.req_header().method,
@@ -43,103 +238,152 @@ pub async fn forward(
         request_id: &ctx.request_id,
         body: &routed.body,
     };
-
-    let peer = match &b.peer {
-        Ok(peer) => peer,
+    let slot = b.peer.load_full();
+    let peer = match slot.as_ref() {
+        Ok(r) => &r.peer,
         Err(why) => {
-            let e = ApiError::new(
+            return Err(ApiError::new(
                 ErrorKind::UpstreamUnreachable,
                 format!("backend `{}` is unreachable: {why}", b.config.name),
-            );
-            upstream_error(&b.config.name, &e);
-            return respond::error(session, ctx, &e).await;
+            )
+            .retryable(Retry::Connect))
         }
     };
-    let mut resp = match state
+    state
         .upstream
         .send(&b.config, peer, || b.adapter.prepare(&b.config, &call))
         .await
-    {
-        Ok(resp) => resp,
-        Err(e) => {
-            upstream_error(&b.config.name, &e);
-            return respond::error(session, ctx, &e).await;
-        }
-    };
-    ctx.first_byte = Some(Instant::now());
+}
 
+/// Streams a successful response to the client; the attempt ends with it
+/// (a failure mid-stream counts against the backend's breaker).
+async fn stream(
+    state: &State,
+    b: &BackendRt,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    resp: UpstreamResponse,
+    attempt: Attempt<'_>,
+    ttfb: Duration,
+) -> pingora_error::Result<bool> {
+    let (end, written) = write_response(state, b, session, ctx, resp).await;
+    match end {
+        BodyEnd::Complete => attempt.finish(Outcome::Success { ttfb }, Instant::now()),
+        BodyEnd::UpstreamFailed => {
+            attempt.finish(Outcome::Failure { elapsed: ttfb }, Instant::now())
+        }
+        // Nothing learned about the backend.
+        BodyEnd::ClientGone => drop(attempt),
+    }
+    written.map(|()| true)
+}
+
+/// How a response body ended.
+enum BodyEnd {
+    Complete,
+    /// The backend failed after the first byte: an SSE stream got an error
+    /// event; any other body is cut (`Err`), so the client never takes a
+    /// partial answer for a whole one.
+    UpstreamFailed,
+    ClientGone,
+}
+
+/// Writes a backend's response to the client, header then body.
+async fn write_response(
+    state: &State,
+    b: &BackendRt,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    mut resp: UpstreamResponse,
+) -> (BodyEnd, pingora_error::Result<()>) {
+    ctx.first_byte = Some(Instant::now());
     let Some(mut header) = resp.take_header() else {
         let e = ApiError::new(
             ErrorKind::UpstreamFailed,
             format!("backend `{}` sent no response header", b.config.name),
         );
-        return respond::error(session, ctx, &e).await;
+        let written = respond::error(session, ctx, &e).await.map(|_| ());
+        return (BodyEnd::UpstreamFailed, written);
     };
     b.adapter.response_header(&mut header);
-    respond::common_headers(&mut header, ctx)?;
-    header.insert_header("x-skygate-backend", b.config.name.as_str())?;
-    ctx.status = header.status.as_u16();
     let sse = header
         .headers
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
+    ctx.status = header.status.as_u16();
+    let prepared = respond::common_headers(&mut header, ctx)
+        .and_then(|()| header.insert_header("x-skygate-backend", &*b.name));
+    if let Err(e) = prepared {
+        return (BodyEnd::ClientGone, Err(e));
+    }
+    if let Err(e) = session.write_response_header(Box::new(header), false).await {
+        ctx.error = Some("client_closed");
+        return (BodyEnd::ClientGone, Err(e));
+    }
 
     let mut tail = UsageTail::default();
-    loop {
+    let end = loop {
         match resp.next_chunk().await {
             Ok(Some(chunk)) => {
                 let chunk = b.adapter.response_chunk(chunk);
                 tail.push(&chunk);
                 ctx.response_bytes += chunk.len() as u64;
-                session
-                    .write_response_body(Some(chunk), false)
-                    .await
-                    .inspect_err(|_| ctx.error = Some("client_closed"))?;
+                if let Err(e) = session.write_response_body(Some(chunk), false).await {
+                    ctx.error = Some("client_closed");
+                    return (BodyEnd::ClientGone, Err(e));
+                }
             }
             Ok(None) => {
                 // Pool the connection before the client sees the end, so
                 // its next request finds it there.
-                state
-                    .upstream
-                    .release(resp, peer, b.config.pool_idle_timeout)
-                    .await;
-                session
-                    .write_response_body(None, true)
-                    .await
-                    .inspect_err(|_| ctx.error = Some("client_closed"))?;
-                break;
+                if let Ok(r) = b.peer.load().as_ref() {
+                    state
+                        .upstream
+                        .release(resp, &r.peer, b.config.pool_idle_timeout)
+                        .await;
+                }
+                if let Err(e) = session.write_response_body(None, true).await {
+                    ctx.error = Some("client_closed");
+                    return (BodyEnd::Complete, Err(e));
+                }
+                break BodyEnd::Complete;
             }
             Err(e) => {
                 upstream_error(&b.config.name, &e);
                 ctx.error = Some(e.kind.code());
-                if sse {
-                    // A stream that fails after its first byte ends with an
-                    // error event, never a silent cut.
-                    let event = e.sse_event();
-                    ctx.response_bytes += event.len() as u64;
-                    session.write_response_body(Some(event), true).await?;
-                    break;
+                if let Some(t) = ctx.tries.last_mut() {
+                    t.outcome = "error";
                 }
-                return Err(pingora_error::Error::explain(
-                    pingora_error::ErrorType::ReadError,
-                    e.to_string(),
-                ));
+                if !sse {
+                    return (
+                        BodyEnd::UpstreamFailed,
+                        Err(pingora_error::Error::explain(
+                            pingora_error::ErrorType::ReadError,
+                            e.to_string(),
+                        )),
+                    );
+                }
+                // A stream that fails after its first byte ends with an
+                // error event, never a silent cut.
+                let event = e.sse_event();
+                ctx.response_bytes += event.len() as u64;
+                if let Err(e) = session.write_response_body(Some(event), true).await {
+                    return (BodyEnd::UpstreamFailed, Err(e));
+                }
+                break BodyEnd::UpstreamFailed;
             }
         }
-    }
+    };
     // A response that failed mid-way was dropped with its connection.
     if let Some(u) = tail.usage() {
         ctx.prompt_tokens = u.prompt_tokens;
         ctx.completion_tokens = u.completion_tokens;
     }
-    Ok(true)
+    (end, Ok(()))
 }
 
 /// Counts a failed attempt. The access log (written off the request path)
-/// carries the error code per request; a `warn!` here would be a blocking
+/// carries each attempt's outcome; a `warn!` here would be a blocking
 /// stderr write on every request of a backend outage, so it is `debug!`.
 fn upstream_error(backend: &str, e: &ApiError) {
     if let Some(m) = crate::metrics::get() {

@@ -5,9 +5,11 @@ pub mod access_log;
 pub mod admin;
 pub mod demo;
 mod forward;
+pub mod health;
 pub mod metrics;
 mod observe;
 pub mod proxy;
+pub mod reload;
 pub mod request;
 mod respond;
 pub mod runtime;
@@ -15,36 +17,62 @@ pub mod server;
 
 use arc_swap::ArcSwap;
 use pingora_http::RequestHeader;
+use reload::Source;
 use runtime::Snapshot;
+use skygate_backends::routing::state::Registry;
 use skygate_backends::Upstream;
+use skygate_config::Config;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-/// What every request shares: the current snapshot, the upstream client and
-/// the in-flight count that graceful shutdown waits on.
+/// What every request shares: the current snapshot, the run-time state of
+/// backends and routes, the upstream client, and the in-flight count that
+/// graceful shutdown waits on.
 pub struct State {
     snapshot: ArcSwap<Snapshot>,
+    /// Breakers, latency, in-flight, health, drain, budgets, weight
+    /// overrides: by name, outliving any one snapshot.
+    pub registry: Registry,
     pub upstream: Upstream,
     pub in_flight: AtomicI64,
     pub draining: AtomicBool,
     /// Set once the proxy listener was seen accepting (see `/readyz`).
     pub proxy_listening: AtomicBool,
+    /// Where reloads read the config from.
+    source: Source,
+    /// Serialises reloads and admin changes, so each sees the snapshot the
+    /// other left.
+    admin_lock: Mutex<()>,
+    /// Bumped on every swap: background work (health checks) restarts on it.
+    pub generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl State {
-    pub fn new(snapshot: Snapshot) -> Self {
+    pub fn new(config: Config, source: Source) -> Self {
+        let registry = Registry::new();
+        let snapshot = Snapshot::build(config, &registry);
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
+            registry,
             upstream: Upstream::new(256),
             in_flight: AtomicI64::new(0),
             draining: AtomicBool::new(false),
             proxy_listening: AtomicBool::new(false),
+            source,
+            admin_lock: Mutex::new(()),
+            generation: tokio::sync::watch::Sender::new(0),
         }
     }
 
     /// The current snapshot; a request holds on to the one it started with.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// Runs `f` with reloads and other admin changes held off.
+    pub fn exclusive<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _guard = self.admin_lock.lock().unwrap_or_else(|p| p.into_inner());
+        f()
     }
 
     /// A request starts: counted for graceful shutdown and the gauge.

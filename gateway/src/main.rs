@@ -18,10 +18,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway on a config file.
+    /// Run the gateway on a config file (SIGHUP or `POST /admin/reload` reads it again).
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// Proxy listener, instead of the file's `listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Admin listener, instead of the file's `admin.listen`.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
     },
     /// Run the gateway with three simulated serverless backends, on the bundled demo config.
     Demo {
@@ -49,9 +55,21 @@ fn main() -> ExitCode {
     .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => skygate_config::load_file(&config)
-            .map_err(|e| format!("{e}\n{} error(s) in the config", e.0.len()))
-            .and_then(skygate::server::run),
+        Command::Run {
+            config,
+            listen,
+            admin_listen,
+        } => {
+            let source = skygate::reload::Source::File {
+                path: config,
+                listen,
+                admin_listen,
+            };
+            source
+                .load()
+                .map_err(|e| format!("{e}\n{} error(s) in the config", e.0.len()))
+                .and_then(|c| skygate::server::run(c, source))
+        }
         Command::Demo {
             listen,
             admin_listen,

@@ -2,9 +2,11 @@
 //! `GET /metrics` on the admin listener.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::sync::OnceLock;
+use std::time::Instant;
 
 pub struct Metrics {
     registry: Registry,
@@ -15,6 +17,16 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub tokens: IntCounterVec,
     pub access_log_dropped: prometheus::IntCounter,
+    pub health_checks: IntCounterVec,
+    // Read from the run-time state at each scrape (see `render`).
+    breaker_state: IntGaugeVec,
+    breaker_opens: IntCounterVec,
+    backend_healthy: IntGaugeVec,
+    backend_in_flight: IntGaugeVec,
+    backend_throttled: IntGaugeVec,
+    backend_drained: IntGaugeVec,
+    retries: IntCounterVec,
+    retry_budget_exhausted: IntCounterVec,
 }
 
 const BUCKETS: &[f64] = &[
@@ -66,6 +78,61 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "skygate_access_log_dropped_total",
         "Access log lines dropped because the writer fell behind",
     )?;
+    let health_checks = IntCounterVec::new(
+        Opts::new(
+            "skygate_health_checks_total",
+            "Active health checks, by backend and result (ok, failed)",
+        ),
+        &["backend", "result"],
+    )?;
+    let gauge = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["backend"]);
+    let breaker_state = gauge(
+        "skygate_backend_breaker_state",
+        "Circuit breaker: 0 closed, 1 half-open, 2 open",
+    )?;
+    let breaker_opens = IntCounterVec::new(
+        Opts::new(
+            "skygate_backend_breaker_opens_total",
+            "Times the backend's circuit breaker opened",
+        ),
+        &["backend"],
+    )?;
+    let backend_healthy = gauge(
+        "skygate_backend_healthy",
+        "Active health: 1 healthy, 0 unhealthy, -1 unknown or unchecked",
+    )?;
+    let backend_in_flight = gauge(
+        "skygate_backend_in_flight",
+        "Requests in flight to the backend",
+    )?;
+    let backend_throttled = gauge(
+        "skygate_backend_throttled",
+        "1 while a 429 sets the backend aside",
+    )?;
+    let backend_drained = gauge("skygate_backend_drained", "1 while drained by an operator")?;
+    let retries = IntCounterVec::new(
+        Opts::new(
+            "skygate_retries_total",
+            "Retries on another target, by route",
+        ),
+        &["route"],
+    )?;
+    let retry_budget_exhausted = IntCounterVec::new(
+        Opts::new(
+            "skygate_retry_budget_exhausted_total",
+            "Retries refused by the route's retry budget",
+        ),
+        &["route"],
+    )?;
+    registry.register(Box::new(health_checks.clone()))?;
+    registry.register(Box::new(breaker_state.clone()))?;
+    registry.register(Box::new(breaker_opens.clone()))?;
+    registry.register(Box::new(backend_healthy.clone()))?;
+    registry.register(Box::new(backend_in_flight.clone()))?;
+    registry.register(Box::new(backend_throttled.clone()))?;
+    registry.register(Box::new(backend_drained.clone()))?;
+    registry.register(Box::new(retries.clone()))?;
+    registry.register(Box::new(retry_budget_exhausted.clone()))?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(duration.clone()))?;
     registry.register(Box::new(ttfb.clone()))?;
@@ -82,6 +149,15 @@ fn build() -> Result<Metrics, prometheus::Error> {
         in_flight,
         tokens,
         access_log_dropped,
+        health_checks,
+        breaker_state,
+        breaker_opens,
+        backend_healthy,
+        backend_in_flight,
+        backend_throttled,
+        backend_drained,
+        retries,
+        retry_budget_exhausted,
     })
 }
 
@@ -101,10 +177,59 @@ pub fn get() -> Option<&'static Metrics> {
         .as_ref()
 }
 
-/// The Prometheus text exposition.
-pub fn render() -> Vec<u8> {
+/// Sets the gauges and counters that mirror run-time state (breakers,
+/// health, in-flight, retries) from the registry, for one scrape. Backends
+/// and routes removed by a reload disappear from the output.
+fn mirror(m: &Metrics, registry: &skygate_backends::routing::state::Registry) {
+    use skygate_backends::routing::health::Health;
+    let now = Instant::now();
+    for v in [
+        &m.breaker_state,
+        &m.backend_healthy,
+        &m.backend_in_flight,
+        &m.backend_throttled,
+        &m.backend_drained,
+    ] {
+        v.reset();
+    }
+    m.breaker_opens.reset();
+    m.retries.reset();
+    m.retry_budget_exhausted.reset();
+    for b in registry.backends() {
+        let s = b.status(now);
+        let l = [b.name()];
+        m.breaker_state.with_label_values(&l).set(s.breaker.level());
+        m.breaker_opens
+            .with_label_values(&l)
+            .inc_by(s.breaker_opens);
+        m.backend_healthy.with_label_values(&l).set(match s.health {
+            Health::Healthy => 1,
+            Health::Unhealthy => 0,
+            Health::Unknown => -1,
+        });
+        m.backend_in_flight
+            .with_label_values(&l)
+            .set(i64::from(s.in_flight));
+        m.backend_throttled
+            .with_label_values(&l)
+            .set(i64::from(s.throttled_for.is_some()));
+        m.backend_drained
+            .with_label_values(&l)
+            .set(i64::from(s.drained));
+    }
+    for r in registry.routes() {
+        m.retries.with_label_values(&[r.name()]).inc_by(r.retries());
+        m.retry_budget_exhausted
+            .with_label_values(&[r.name()])
+            .inc_by(r.budget_exhausted());
+    }
+}
+
+/// The Prometheus text exposition, with the run-time state of `registry`.
+pub fn render(registry: &skygate_backends::routing::state::Registry) -> Vec<u8> {
     let mut out = Vec::new();
     if let Some(m) = get() {
+        mirror(m, registry);
         if let Err(e) = TextEncoder::new().encode(&m.registry.gather(), &mut out) {
             log::error!("encoding metrics: {e}");
         }
@@ -118,7 +243,10 @@ mod tests {
     fn registers_and_renders() {
         let m = super::get().expect("metrics build");
         m.requests.with_label_values(&["chat", "a", "200"]).inc();
-        let text = String::from_utf8(super::render()).unwrap();
+        let text = String::from_utf8(super::render(
+            &skygate_backends::routing::state::Registry::new(),
+        ))
+        .unwrap();
         assert!(
             text.contains("skygate_requests_total{backend=\"a\",route=\"chat\",status=\"200\"} 1"),
             "{text}"

@@ -96,7 +96,6 @@ pub async fn parse(
         }
         &PathKind::Function { route, suffix_at } => {
             let r = &snap.config.routes[route];
-            ctx.route = Some(route);
             ctx.route_name = Some(r.name.clone());
             let body = read_body(session, r.max_body).await?;
             ctx.request_bytes = body.len();
@@ -138,7 +137,6 @@ pub async fn parse(
             };
             ctx.model = Some(model);
             let r = &snap.config.routes[route];
-            ctx.route = Some(route);
             ctx.route_name = Some(r.name.clone());
             if body.len() > r.max_body {
                 return Err(too_large(r.max_body));

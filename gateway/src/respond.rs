@@ -16,7 +16,14 @@ pub fn common_headers(h: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_error
         skygate_plugins::CacheStatus::Bypass => "bypass",
     };
     h.insert_header("x-skygate-cache", cache)?;
+    h.insert_header("x-skygate-attempts", attempts_value(ctx.attempts))?;
     Ok(())
+}
+
+/// `x-skygate-attempts` without formatting (`retries.max_attempts` ≤ 10).
+fn attempts_value(n: u32) -> &'static str {
+    const V: [&str; 11] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"];
+    V.get(n as usize).copied().unwrap_or("10+")
 }
 
 /// Answers with a JSON body.

@@ -1,24 +1,19 @@
 //! The runtime snapshot: everything built from one validated config (route
-//! table, backend peers and adapters, plugin chain). Built whole, then swapped
-//! in as one `Arc`; a request keeps the snapshot it started with.
+//! table, backends with their peers, adapters and run-time state, plugin
+//! chain). Built whole, then swapped in as one `Arc`; a request keeps the
+//! snapshot it started with. Run-time state (breakers, latency, in-flight,
+//! health, drain, retry budgets, weight overrides) is not in the snapshot
+//! but in the [`Registry`], by name, so it outlives a reload.
 
 use bytes::Bytes;
-use pingora_core::upstreams::peer::HttpPeer;
-use skygate_backends::BackendAdapter;
-use skygate_config::{Backend, Config, Operation, PathMatch, Route};
+use skygate_backends::routing::state::{Registry, RouteState};
+use skygate_backends::BackendRt;
+use skygate_config::{Config, Operation, PathMatch, Route};
 use skygate_plugins::Chain;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// A backend ready to be called.
-pub struct BackendRt {
-    pub config: Backend,
-    /// The resolved peer, or why it could not be resolved at load time (the
-    /// backend then answers 502; the rest of the gateway runs on).
-    pub peer: Result<HttpPeer, String>,
-    pub adapter: BackendAdapter,
-}
+use std::time::Instant;
 
 /// What a request's path (and model) selects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +101,10 @@ impl RouteTable {
 /// One consistent view of the config and everything built from it.
 pub struct Snapshot {
     pub config: Arc<Config>,
-    pub backends: Vec<BackendRt>,
+    /// By index, as routes refer to them.
+    pub backends: Vec<Arc<BackendRt>>,
+    /// Each route's run-time state, by route index.
+    pub route_states: Vec<Arc<RouteState>>,
     pub routes: RouteTable,
     pub chain: Chain,
     /// `GET /v1/models`, rendered once.
@@ -114,25 +112,22 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds everything from a validated config. A backend whose address
-    /// does not resolve is kept, answering 502, so one bad backend never
-    /// stops the gateway.
-    pub fn build(config: Config) -> Result<Self, String> {
-        let mut backends = Vec::with_capacity(config.backends.len());
-        for b in &config.backends {
-            let peer = skygate_backends::build_peer(b);
-            if let Err(e) = &peer {
-                log::warn!(
-                    "backend `{}`: {e}; it answers 502 until the config changes",
-                    b.name
-                );
-            }
-            backends.push(BackendRt {
-                config: b.clone(),
-                peer,
-                adapter: BackendAdapter::for_kind(b.kind),
-            });
-        }
+    /// Builds everything from a validated config, taking each backend's and
+    /// route's run-time state from `registry`. A backend whose address does
+    /// not resolve is kept but unavailable (a health check or a reload may
+    /// resolve it later), so one bad backend never stops the gateway.
+    pub fn build(config: Config, registry: &Registry) -> Self {
+        let now = Instant::now();
+        let backends = config
+            .backends
+            .iter()
+            .map(|b| Arc::new(BackendRt::build(b, registry, now)))
+            .collect();
+        let route_states = config
+            .routes
+            .iter()
+            .map(|r| registry.route(r, now))
+            .collect();
         let routes = RouteTable::new(&config.routes);
         let chain = Chain::from_config(&config);
         let mut models: Vec<&str> = config
@@ -148,13 +143,28 @@ impl Snapshot {
             .collect();
         let models_body =
             Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
-        Ok(Self {
+        Self {
             config: Arc::new(config),
             backends,
+            route_states,
             routes,
             chain,
             models_body,
-        })
+        }
+    }
+
+    /// The route named `name`, with its index.
+    pub fn route(&self, name: &str) -> Option<(usize, &Route)> {
+        self.config
+            .routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.name == name)
+    }
+
+    /// The backend named `name`.
+    pub fn backend(&self, name: &str) -> Option<&Arc<BackendRt>> {
+        self.backends.iter().find(|b| b.config.name == name)
     }
 }
 
@@ -180,7 +190,7 @@ routes:
 
     #[test]
     fn routes_by_path_then_model() {
-        let s = Snapshot::build(config()).unwrap();
+        let s = Snapshot::build(config(), &Registry::new());
         let Some(PathKind::Model {
             routes,
             max_body,
@@ -202,7 +212,7 @@ routes:
 
     #[test]
     fn longest_prefix_on_segment_boundary() {
-        let s = Snapshot::build(config()).unwrap();
+        let s = Snapshot::build(config(), &Registry::new());
         let name = |p: &str| match s.routes.lookup(p).map(Cow::into_owned) {
             Some(PathKind::Function { route, .. }) => Some(s.config.routes[route].name.clone()),
             _ => None,

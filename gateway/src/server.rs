@@ -3,8 +3,9 @@
 //! and exits as soon as they have (at most after the grace period).
 
 use crate::admin::Admin;
+use crate::health::HealthChecks;
 use crate::proxy::Gateway;
-use crate::runtime::Snapshot;
+use crate::reload::Source;
 use crate::State;
 use async_trait::async_trait;
 use pingora_core::server::configuration::ServerConf;
@@ -15,8 +16,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Runs the gateway on `config` until SIGTERM or SIGINT.
-pub fn run(config: Config) -> Result<(), String> {
+/// Runs the gateway on `config` (read from `source`, which reloads read
+/// again) until SIGTERM or SIGINT.
+pub fn run(config: Config, source: Source) -> Result<(), String> {
     // Fail early with a clear message instead of inside Pingora's bootstrap.
     for (what, addr) in [
         ("listen", config.listen),
@@ -25,9 +27,8 @@ pub fn run(config: Config) -> Result<(), String> {
         std::net::TcpListener::bind(addr)
             .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))?;
     }
-    let snapshot = Snapshot::build(config)?;
-    let cfg = snapshot.config.clone();
-    let state = Arc::new(State::new(snapshot));
+    let state = Arc::new(State::new(config, source));
+    let cfg = state.snapshot().config.clone();
     if cfg.server.access_log == skygate_config::AccessLog::Stdout {
         crate::access_log::start();
     }
@@ -62,8 +63,16 @@ pub fn run(config: Config) -> Result<(), String> {
     admin.add_tcp(&cfg.admin.listen.to_string());
     admin.threads = Some(1);
 
+    let health = pingora_core::services::background::background_service(
+        "health checks",
+        HealthChecks {
+            state: state.clone(),
+        },
+    );
+
     server.add_service(proxy);
     server.add_service(admin);
+    server.add_service(health);
     log::info!(
         "skygate listening on {} (admin {}), {} routes, {} backends",
         cfg.listen,
@@ -72,71 +81,92 @@ pub fn run(config: Config) -> Result<(), String> {
         cfg.backends.len()
     );
     server.run(RunArgs {
-        shutdown_signal: Box::new(Drain {
-            state,
-            grace: cfg.server.grace_period,
-            delay: cfg.server.drain_delay,
-        }),
+        shutdown_signal: Box::new(Drain { state }),
     });
     crate::access_log::flush_and_stop();
     Ok(())
 }
 
-/// Signal handling: SIGTERM drains, SIGINT and SIGQUIT stop at once.
+/// Signal handling: SIGHUP reloads the config, SIGTERM drains, SIGINT and
+/// SIGQUIT stop at once.
 ///
 /// Draining: `/readyz` fails at once; the listeners stay open for
-/// `drain_delay` (load balancers see the failing check and stop sending),
-/// then close; in-flight requests get up to `grace` to finish.
+/// `server.drain_delay` (load balancers see the failing check and stop
+/// sending), then close; in-flight requests get up to `server.grace_period`
+/// to finish (both as of the current config).
 struct Drain {
     state: Arc<State>,
-    grace: Duration,
-    delay: Duration,
 }
 
 #[async_trait]
 impl ShutdownSignalWatch for Drain {
     async fn recv(&self) -> ShutdownSignal {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+        let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
             signal(SignalKind::quit()),
+            signal(SignalKind::hangup()),
         ) else {
             log::error!("cannot install signal handlers; stop with SIGKILL");
             return std::future::pending().await;
         };
-        tokio::select! {
-            _ = term.recv() => {
-                self.state.draining.store(true, Ordering::Release);
-                if !self.delay.is_zero() {
-                    log::info!("SIGTERM: /readyz now fails; still serving for {:?} (drain_delay)", self.delay);
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.delay) => {}
-                        _ = int.recv() => return ShutdownSignal::FastShutdown,
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    log::info!("SIGHUP: reloading the config");
+                    let state = self.state.clone();
+                    let done = tokio::task::spawn_blocking(move || state.reload()).await;
+                    match done {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => log::error!("reload refused; still running the previous config:\n{e}"),
+                        Err(e) => log::error!("reload failed: {e}"),
                     }
                 }
-                log::info!("SIGTERM: no new connections; waiting for in-flight requests (at most {:?})", self.grace);
-                let state = self.state.clone();
-                let grace = self.grace;
-                let watcher = std::thread::Builder::new().name("drain".into()).spawn(move || {
-                    let start = Instant::now();
-                    // Let Pingora stop its listeners first.
-                    std::thread::sleep(Duration::from_millis(100));
-                    while state.in_flight.load(Ordering::Acquire) > 0 && start.elapsed() < grace {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    let left = state.in_flight.load(Ordering::Acquire);
-                    log::info!("drained in {:?} ({left} requests still in flight); exiting", start.elapsed());
-                    crate::access_log::flush_and_stop();
-                    std::process::exit(0);
-                });
-                if let Err(e) = watcher {
-                    log::error!("drain watcher did not start ({e}); Pingora's grace period applies");
-                }
-                ShutdownSignal::GracefulTerminate
+                _ = term.recv() => return self.drain(&mut int).await,
+                _ = int.recv() => return ShutdownSignal::FastShutdown,
+                _ = quit.recv() => return ShutdownSignal::FastShutdown,
             }
-            _ = int.recv() => ShutdownSignal::FastShutdown,
-            _ = quit.recv() => ShutdownSignal::FastShutdown,
         }
+    }
+}
+
+impl Drain {
+    async fn drain(&self, int: &mut tokio::signal::unix::Signal) -> ShutdownSignal {
+        let server = self.state.snapshot().config.server.clone();
+        let (delay, grace) = (server.drain_delay, server.grace_period);
+        self.state.draining.store(true, Ordering::Release);
+        if !delay.is_zero() {
+            log::info!("SIGTERM: /readyz now fails; still serving for {delay:?} (drain_delay)");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = int.recv() => return ShutdownSignal::FastShutdown,
+            }
+        }
+        log::info!(
+            "SIGTERM: no new connections; waiting for in-flight requests (at most {grace:?})"
+        );
+        let state = self.state.clone();
+        let watcher = std::thread::Builder::new()
+            .name("drain".into())
+            .spawn(move || {
+                let start = Instant::now();
+                // Let Pingora stop its listeners first.
+                std::thread::sleep(Duration::from_millis(100));
+                while state.in_flight.load(Ordering::Acquire) > 0 && start.elapsed() < grace {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let left = state.in_flight.load(Ordering::Acquire);
+                log::info!(
+                    "drained in {:?} ({left} requests still in flight); exiting",
+                    start.elapsed()
+                );
+                crate::access_log::flush_and_stop();
+                std::process::exit(0);
+            });
+        if let Err(e) = watcher {
+            log::error!("drain watcher did not start ({e}); Pingora's grace period applies");
+        }
+        ShutdownSignal::GracefulTerminate
     }
 }

@@ -1,6 +1,7 @@
 //! The one typed request context (Pingora's `CTX`): everything the pipeline
 //! learns about a request lives here, not in header round-trips.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How the caller proved who they are.
@@ -25,6 +26,18 @@ pub enum CacheStatus {
     Miss,
 }
 
+/// One upstream attempt, as the access log lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Try {
+    pub backend: Arc<str>,
+    /// `ok`, or why it failed: `connect`, `timeout`, `5xx`, `429`, `error`.
+    pub outcome: &'static str,
+    /// The backend's status, when it answered.
+    pub status: Option<u16>,
+    /// From the attempt's start to its response header (or failure).
+    pub ms: f64,
+}
+
 /// Per-request state, created by `new_ctx` and filled phase by phase.
 #[derive(Debug)]
 pub struct RequestCtx {
@@ -32,8 +45,6 @@ pub struct RequestCtx {
     pub start: Instant,
     /// Set once an auth plugin accepted the caller.
     pub identity: Option<Identity>,
-    /// Index of the matched route in the runtime snapshot.
-    pub route: Option<usize>,
     pub route_name: Option<String>,
     /// `model` from the JSON body, when there is one.
     pub model: Option<String>,
@@ -41,8 +52,11 @@ pub struct RequestCtx {
     pub stream: bool,
     pub request_bytes: usize,
     /// The backend of the current (last) attempt.
-    pub backend: Option<String>,
+    pub backend: Option<Arc<str>>,
+    /// Upstream attempts made (`x-skygate-attempts`).
     pub attempts: u32,
+    /// Each attempt's backend and outcome, in order.
+    pub tries: Vec<Try>,
     pub status: u16,
     pub first_byte: Option<Instant>,
     pub response_bytes: u64,
@@ -61,13 +75,13 @@ impl RequestCtx {
             request_id: String::new(),
             start: Instant::now(),
             identity: None,
-            route: None,
             route_name: None,
             model: None,
             stream: false,
             request_bytes: 0,
             backend: None,
             attempts: 0,
+            tries: Vec::new(),
             status: 0,
             first_byte: None,
             response_bytes: 0,

@@ -8,7 +8,7 @@ pub mod context;
 pub mod hygiene;
 
 use async_trait::async_trait;
-pub use context::{AuthMethod, CacheStatus, Identity, RequestCtx};
+pub use context::{AuthMethod, CacheStatus, Identity, RequestCtx, Try};
 use pingora_http::RequestHeader;
 use skygate_config::{ApiError, Config};
 use std::sync::Arc;
@@ -57,10 +57,6 @@ impl Chain {
 
     pub fn new(plugins: Vec<Arc<dyn Plugin>>) -> Self {
         Self { plugins }
-    }
-
-    pub fn names(&self) -> Vec<&'static str> {
-        self.plugins.iter().map(|p| p.name()).collect()
     }
 
     pub async fn on_headers(&self, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Decision {

@@ -7,7 +7,7 @@ use crate::locate::Seg;
 use crate::raw::Text;
 use crate::runtime::{
     Backend, BackendKind, Operation, PathMatch, Retries, RetryBudget, RetryOn, Route, Strategy,
-    Target, DEFAULT_MAX_BODY,
+    Target, DEFAULT_MAX_BODY, MAX_WEIGHT,
 };
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -62,9 +62,6 @@ pub struct RawBudget {
     pub window: Option<Text>,
     pub min_per_second: Option<u64>,
 }
-
-/// Most weight one target may have.
-pub const MAX_WEIGHT: u32 = 10_000;
 
 impl Cx<'_> {
     pub(crate) fn route(
@@ -226,6 +223,9 @@ impl Cx<'_> {
                 priority,
             });
         }
+        // Priority groups become contiguous runs (the sort is stable, so the
+        // listed order holds within a group).
+        targets.sort_by_key(|t| t.priority);
         if !targets.is_empty() && targets.iter().all(|t| t.weight == 0) {
             self.err(
                 &path_of(&p, &[key("targets")]),

@@ -35,18 +35,18 @@ fn health_and_metrics() {
     for _ in 0..3 {
         assert_eq!(gw.chat("m").status, 200);
     }
-    assert_eq!(
-        gw.post("/v1/chat/completions", &json!({"model": "broken"}))
-            .status,
-        502
-    );
+    // A connect error is retried (the route has one target, so on it
+    // again): three attempts, each counted.
+    let r = gw.post("/v1/chat/completions", &json!({"model": "broken"}));
+    assert_eq!(r.status, 502);
+    assert_eq!(r.header("x-skygate-attempts"), Some("3"));
 
     // Metrics are recorded once a response has gone out, so the last
     // request's may land a moment after the client has its answer.
     let needles = [
         r#"skygate_requests_total{backend="s",route="chat",status="200"} 3"#,
         r#"skygate_requests_total{backend="down",route="broken",status="502"} 1"#,
-        r#"skygate_upstream_errors_total{backend="down",code="backend_unreachable"} 1"#,
+        r#"skygate_upstream_errors_total{backend="down",code="backend_unreachable"} 3"#,
         r#"skygate_request_duration_seconds_count{route="chat"} 3"#,
         r#"skygate_time_to_first_byte_seconds_count{backend="s",route="chat"} 3"#,
         r#"skygate_tokens_total{kind="completion",route="chat"} 48"#,

@@ -1,0 +1,214 @@
+//! Routing: which backend gets an attempt, and the run-time state behind
+//! that choice.
+//!
+//! A route's targets are grouped by `priority`; a group is used only when no
+//! target of an earlier group is available. Within a group the route's
+//! strategy picks: `weighted` (random by weight), `least_inflight`, or
+//! `latency` (power of two choices over a peak-EWMA of time to first byte).
+//! A target is available when its backend resolved, is not drained, is not
+//! unhealthy, its breaker admits, it is not throttled by a 429, its
+//! bulkhead has room, and the caller's allowed-set (data residency, later)
+//! contains it. A retry prefers targets not tried yet, in priority order,
+//! before trying one again.
+//!
+//! - [`breaker`]: the circuit breaker and 429 throttling (pure, virtual time)
+//! - [`budget`]: the retry budget per route (pure, virtual time)
+//! - [`ewma`]: the peak-EWMA latency estimate (pure, virtual time)
+//! - [`health`]: active health verdicts → status, and the probe
+//! - [`state`]: per-backend and per-route state kept across reloads
+//! - [`retry`]: backoff and `Retry-After`
+
+pub mod breaker;
+pub mod budget;
+pub mod ewma;
+pub mod health;
+pub mod retry;
+pub mod state;
+
+use crate::backend::BackendRt;
+use rand::Rng;
+use skygate_config::{Backend, Route, Strategy};
+use state::{Attempt, RouteState, Unavailable};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A chosen target, holding its slot until dropped.
+pub struct Chosen<'a> {
+    /// Index of the backend in the snapshot.
+    pub backend: usize,
+    pub attempt: Attempt<'a>,
+}
+
+/// Why no target was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoTarget {
+    /// Some target would be available but for its full bulkhead; waiting up
+    /// to `queue_timeout` for a slot may help.
+    Full { queue_timeout: Duration },
+    /// Every target is down, open, throttled, drained, unhealthy or not
+    /// allowed; `retry_after` when one is known to come back.
+    Unavailable { retry_after: Option<Duration> },
+}
+
+/// Narrows the targets a request may use (e.g. data residency).
+pub type Allowed<'a> = &'a dyn Fn(&Backend) -> bool;
+
+/// Picks a target for one attempt of a request on `route`, skipping the
+/// backends in `tried` while any other target is available.
+#[allow(clippy::too_many_arguments)] // each is a distinct input of the one decision
+pub fn pick<'a>(
+    route: &Route,
+    state: &RouteState,
+    backends: &'a [Arc<BackendRt>],
+    tried: &[usize],
+    allowed: Option<Allowed<'_>>,
+    now: Instant,
+    rng: &mut impl Rng,
+) -> Result<Chosen<'a>, NoTarget> {
+    let overrides = state.overrides_guard();
+    let mut full: Option<Duration> = None;
+    let mut soonest: Option<Instant> = None;
+    let mut cands: Vec<(usize, u32)> = Vec::with_capacity(route.targets.len());
+    for fresh_only in [true, false] {
+        if !fresh_only && tried.is_empty() {
+            break;
+        }
+        let mut start = 0;
+        while start < route.targets.len() {
+            let prio = route.targets[start].priority;
+            let end = route.targets[start..]
+                .iter()
+                .position(|t| t.priority != prio)
+                .map_or(route.targets.len(), |n| start + n);
+            cands.clear();
+            for t in &route.targets[start..end] {
+                let b = &backends[t.backend];
+                let w = match overrides.as_ref() {
+                    Some(o) => o.weight_of(&b.config.name).unwrap_or(t.weight),
+                    None => t.weight,
+                };
+                if w == 0 || (fresh_only && tried.contains(&t.backend)) {
+                    continue;
+                }
+                if allowed.is_some_and(|f| !f(&b.config)) || b.peer.load().is_err() {
+                    continue;
+                }
+                match b.state.check(now, &b.config) {
+                    Ok(()) => cands.push((t.backend, w)),
+                    Err(why) => note(why, &b.config, &mut full, &mut soonest),
+                }
+            }
+            while !cands.is_empty() {
+                let k = choose(route.strategy, &cands, backends, now, rng);
+                let (bi, _) = cands.swap_remove(k);
+                let b = &backends[bi];
+                match b.state.try_acquire(now, &b.config) {
+                    Ok(attempt) => {
+                        return Ok(Chosen {
+                            backend: bi,
+                            attempt,
+                        })
+                    }
+                    Err(why) => note(why, &b.config, &mut full, &mut soonest),
+                }
+            }
+            start = end;
+        }
+    }
+    Err(match full {
+        Some(queue_timeout) => NoTarget::Full { queue_timeout },
+        None => NoTarget::Unavailable {
+            retry_after: soonest.map(|t| t.saturating_duration_since(now)),
+        },
+    })
+}
+
+fn note(why: Unavailable, b: &Backend, full: &mut Option<Duration>, soonest: &mut Option<Instant>) {
+    match why {
+        Unavailable::Full => {
+            *full = Some(full.unwrap_or_default().max(b.limits.queue_timeout));
+        }
+        other => {
+            if let Some(t) = other.until() {
+                *soonest = Some(soonest.map_or(t, |s| s.min(t)));
+            }
+        }
+    }
+}
+
+/// Index into `cands` (backend, effective weight > 0) by `strategy`.
+fn choose(
+    strategy: Strategy,
+    cands: &[(usize, u32)],
+    backends: &[Arc<BackendRt>],
+    now: Instant,
+    rng: &mut impl Rng,
+) -> usize {
+    if cands.len() == 1 {
+        return 0;
+    }
+    match strategy {
+        Strategy::Weighted => {
+            let total: u64 = cands.iter().map(|c| u64::from(c.1)).sum();
+            let mut x = rng.gen_range(0..total.max(1));
+            for (k, c) in cands.iter().enumerate() {
+                let w = u64::from(c.1);
+                if x < w {
+                    return k;
+                }
+                x -= w;
+            }
+            cands.len() - 1
+        }
+        Strategy::LeastInflight => {
+            // Lowest (in-flight + 1) / weight; ties broken at random.
+            let load = |k: usize| {
+                let (b, w) = cands[k];
+                (u64::from(backends[b].state.in_flight()) + 1, u64::from(w))
+            };
+            let mut best = 0;
+            let mut ties = 1u32;
+            for k in 1..cands.len() {
+                let (ln, lw) = load(k);
+                let (bn, bw) = load(best);
+                match (ln * bw).cmp(&(bn * lw)) {
+                    std::cmp::Ordering::Less => {
+                        best = k;
+                        ties = 1;
+                    }
+                    std::cmp::Ordering::Equal => {
+                        ties += 1;
+                        if rng.gen_range(0..ties) == 0 {
+                            best = k;
+                        }
+                    }
+                    std::cmp::Ordering::Greater => {}
+                }
+            }
+            best
+        }
+        Strategy::Latency => {
+            // Power of two choices: two distinct candidates at random, the
+            // one with the lower peak-EWMA × (in-flight + 1) / weight wins.
+            let a = rng.gen_range(0..cands.len());
+            let mut b = rng.gen_range(0..cands.len() - 1);
+            if b >= a {
+                b += 1;
+            }
+            let cost = |k: usize| {
+                let (bi, w) = cands[k];
+                let s = &backends[bi].state;
+                s.latency(now) * f64::from(s.in_flight() + 1) / f64::from(w)
+            };
+            let (ca, cb) = (cost(a), cost(b));
+            if ca < cb || (ca == cb && rng.gen_bool(0.5)) {
+                a
+            } else {
+                b
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

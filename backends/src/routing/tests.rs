@@ -1,0 +1,264 @@
+//! The router over real backend state, in virtual time.
+
+use super::state::{Outcome, Registry, WeightOverride};
+use super::*;
+use rand::SeedableRng;
+use skygate_config::load_str;
+
+fn setup(
+    routes: &str,
+    backend_extra: &str,
+) -> (skygate_config::Config, Registry, Vec<Arc<BackendRt>>) {
+    let y = format!(
+        "listen: 127.0.0.1:1\nadmin: {{ listen: 127.0.0.1:2 }}\nbackends:\n  a: {{ kind: openai, url: http://127.0.0.1:10/v1{backend_extra} }}\n  b: {{ kind: openai, url: http://127.0.0.1:11/v1{backend_extra} }}\n  c: {{ kind: openai, url: http://127.0.0.1:12/v1{backend_extra} }}\nroutes:\n  r:\n    match: {{ path: /v1/embeddings, models: [e] }}\n{routes}"
+    );
+    let config = load_str(&y, "t.yaml", &|_| None).unwrap();
+    let registry = Registry::new();
+    let now = Instant::now();
+    let backends = config
+        .backends
+        .iter()
+        .map(|b| Arc::new(BackendRt::build(b, &registry, now)))
+        .collect();
+    (config, registry, backends)
+}
+
+fn rng() -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(42)
+}
+
+fn name(backends: &[Arc<BackendRt>], c: &Chosen<'_>) -> String {
+    backends[c.backend].config.name.clone()
+}
+
+#[test]
+fn weighted_follows_weights() {
+    let (config, reg, backends) = setup(
+        "    targets: [ { backend: a, weight: 80 }, { backend: b, weight: 20 }, { backend: c, weight: 0 } ]\n",
+        "",
+    );
+    let route = &config.routes[0];
+    let rs = reg.route(route, Instant::now());
+    let mut counts = [0u32; 3];
+    let mut rng = rng();
+    for _ in 0..10_000 {
+        let c = pick(route, &rs, &backends, &[], None, Instant::now(), &mut rng).unwrap();
+        counts[c.backend] += 1;
+    }
+    assert_eq!(counts[2], 0);
+    assert!((7_600..8_400).contains(&counts[0]), "{counts:?}");
+}
+
+#[test]
+fn next_priority_group_only_when_the_first_is_unavailable() {
+    let (config, reg, backends) = setup(
+        "    targets: [ { backend: a }, { backend: b, priority: 1 } ]\n    fallback: [ c ]\n",
+        ", breaker: { consecutive_failures: 2, cooldown: 10s }",
+    );
+    let route = &config.routes[0];
+    let rs = reg.route(route, Instant::now());
+    let t0 = Instant::now();
+    let mut rng = rng();
+    for _ in 0..50 {
+        let c = pick(route, &rs, &backends, &[], None, t0, &mut rng).unwrap();
+        assert_eq!(name(&backends, &c), "a");
+    }
+    // Two failures open a's breaker: b takes over, then c when b opens too.
+    for _ in 0..2 {
+        let c = pick(route, &rs, &backends, &[], None, t0, &mut rng).unwrap();
+        c.attempt.finish(
+            Outcome::Failure {
+                elapsed: Duration::ZERO,
+            },
+            t0,
+        );
+    }
+    let c = pick(route, &rs, &backends, &[], None, t0, &mut rng).unwrap();
+    assert_eq!(name(&backends, &c), "b");
+    drop(c);
+    backends[1].state.set_drained(true);
+    let c = pick(route, &rs, &backends, &[], None, t0, &mut rng).unwrap();
+    assert_eq!(name(&backends, &c), "c", "fallback is the last group");
+    drop(c);
+    backends[2].state.set_drained(true);
+    // Nothing left: a comes back after its cooldown.
+    match pick(route, &rs, &backends, &[], None, t0, &mut rng) {
+        Err(NoTarget::Unavailable { retry_after }) => {
+            assert_eq!(retry_after, Some(Duration::from_secs(10)))
+        }
+        other => panic!("{:?}", other.map(|c| c.backend)),
+    }
+    // After the cooldown a is half-open: one trial, and it closes on success.
+    let t1 = t0 + Duration::from_secs(10);
+    let c = pick(route, &rs, &backends, &[], None, t1, &mut rng).unwrap();
+    assert_eq!(name(&backends, &c), "a");
+    assert!(c.attempt.is_trial());
+    assert!(
+        pick(route, &rs, &backends, &[], None, t1, &mut rng).is_err(),
+        "one trial at a time"
+    );
+    c.attempt.finish(
+        Outcome::Success {
+            ttfb: Duration::from_millis(5),
+        },
+        t1,
+    );
+    let c = pick(route, &rs, &backends, &[], None, t1, &mut rng).unwrap();
+    assert!(!c.attempt.is_trial());
+}
+
+#[test]
+fn retries_prefer_untried_targets_in_priority_order() {
+    let (config, reg, backends) = setup(
+        "    targets: [ { backend: a }, { backend: b }, { backend: c, priority: 1 } ]\n",
+        "",
+    );
+    let route = &config.routes[0];
+    let rs = reg.route(route, Instant::now());
+    let mut rng = rng();
+    let now = Instant::now();
+    for _ in 0..20 {
+        let c = pick(route, &rs, &backends, &[0], None, now, &mut rng).unwrap();
+        assert_eq!(name(&backends, &c), "b", "same group first");
+        let c = pick(route, &rs, &backends, &[0, 1], None, now, &mut rng).unwrap();
+        assert_eq!(name(&backends, &c), "c", "then the next group");
+        let c = pick(route, &rs, &backends, &[0, 1, 2], None, now, &mut rng).unwrap();
+        assert_ne!(name(&backends, &c), "c", "then the first group again");
+    }
+}
+
+#[test]
+fn bulkhead_spills_over_then_reports_full() {
+    let (config, reg, backends) = setup(
+        "    targets: [ { backend: a, weight: 100 }, { backend: b, weight: 1 } ]\n",
+        ", limits: { max_in_flight: 1, queue_timeout: 40ms }",
+    );
+    let route = &config.routes[0];
+    let rs = reg.route(route, Instant::now());
+    let mut rng = rng();
+    let now = Instant::now();
+    let first = pick(route, &rs, &backends, &[], None, now, &mut rng).unwrap();
+    let second = pick(route, &rs, &backends, &[], None, now, &mut rng).unwrap();
+    assert_ne!(first.backend, second.backend);
+    match pick(route, &rs, &backends, &[], None, now, &mut rng) {
+        Err(NoTarget::Full { queue_timeout }) => {
+            assert_eq!(queue_timeout, Duration::from_millis(40))
+        }
+        other => panic!("{:?}", other.map(|c| c.backend)),
+    }
+    drop(first);
+    assert!(pick(route, &rs, &backends, &[], None, now, &mut rng).is_ok());
+}
+
+#[test]
+fn least_inflight_and_latency_strategies() {
+    let (config, reg, backends) = setup(
+        "    strategy: least_inflight\n    targets: [ { backend: a }, { backend: b } ]\n",
+        "",
+    );
+    let route = &config.routes[0];
+    let rs = reg.route(route, Instant::now());
+    let mut rng = rng();
+    let now = Instant::now();
+    let held: Vec<_> = (0..4)
+        .map(|_| pick(route, &rs, &backends, &[], None, now, &mut rng).unwrap())
+        .collect();
+    let on_a = held.iter().filter(|c| c.backend == 0).count();
+    assert_eq!(on_a, 2, "least in-flight alternates");
+
+    let (config, reg, backends) = setup(
+        "    strategy: latency\n    targets: [ { backend: a }, { backend: b }, { backend: c } ]\n",
+        "",
+    );
+    let route = &config.routes[0];
+    let rs = reg.route(route, Instant::now());
+    let t0 = Instant::now();
+    // Teach it: a is slow, b and c fast.
+    for (i, ms) in [(0usize, 400u64), (1, 5), (2, 5)] {
+        let b = &backends[i];
+        let a = b.state.try_acquire(t0, &b.config).unwrap();
+        a.finish(
+            Outcome::Success {
+                ttfb: Duration::from_millis(ms),
+            },
+            t0,
+        );
+    }
+    let mut counts = [0u32; 3];
+    for _ in 0..3_000 {
+        counts[pick(route, &rs, &backends, &[], None, t0, &mut rng)
+            .unwrap()
+            .backend] += 1;
+    }
+    // a wins only when drawn against itself, which P2C never does: 0.
+    assert_eq!(counts[0], 0, "{counts:?}");
+    assert!(counts[1] > 1_200 && counts[2] > 1_200, "{counts:?}");
+}
+
+#[test]
+fn overrides_unhealthy_and_the_allowed_set() {
+    let (config, reg, backends) = setup(
+        "    targets: [ { backend: a }, { backend: b }, { backend: c } ]\n",
+        ", health_check: { unhealthy_threshold: 1 }",
+    );
+    let route = &config.routes[0];
+    let rs = reg.route(route, Instant::now());
+    let mut rng = rng();
+    let now = Instant::now();
+    rs.set_overrides(Some(WeightOverride {
+        by_backend: vec![("a".into(), 0), ("b".into(), 5), ("c".into(), 0)],
+    }));
+    for _ in 0..20 {
+        assert_eq!(
+            name(
+                &backends,
+                &pick(route, &rs, &backends, &[], None, now, &mut rng).unwrap()
+            ),
+            "b"
+        );
+    }
+    rs.set_overrides(None);
+    let hc = backends[1].config.health_check.clone().unwrap();
+    backends[1].state.observe_probe(false, &hc);
+    let only_c = |b: &Backend| b.name != "a";
+    for _ in 0..20 {
+        let c = pick(route, &rs, &backends, &[], Some(&only_c), now, &mut rng).unwrap();
+        assert_eq!(name(&backends, &c), "c", "b is unhealthy, a not allowed");
+    }
+    backends[2].state.observe_probe(false, &hc);
+    assert_eq!(
+        pick(route, &rs, &backends, &[], Some(&only_c), now, &mut rng).err(),
+        Some(NoTarget::Unavailable { retry_after: None })
+    );
+}
+
+#[test]
+fn throttled_backend_is_skipped_for_its_retry_after() {
+    let (config, reg, backends) = setup("    targets: [ { backend: a }, { backend: b } ]\n", "");
+    let route = &config.routes[0];
+    let rs = reg.route(route, Instant::now());
+    let mut rng = rng();
+    let t0 = Instant::now();
+    let b = &backends[0];
+    b.state
+        .try_acquire(t0, &b.config)
+        .unwrap()
+        .finish(Outcome::Throttled(Some(Duration::from_secs(2))), t0);
+    for _ in 0..20 {
+        assert_eq!(
+            name(
+                &backends,
+                &pick(route, &rs, &backends, &[], None, t0, &mut rng).unwrap()
+            ),
+            "b"
+        );
+    }
+    let t2 = t0 + Duration::from_secs(2);
+    let seen_a = (0..50).any(|_| {
+        pick(route, &rs, &backends, &[], None, t2, &mut rng)
+            .unwrap()
+            .backend
+            == 0
+    });
+    assert!(seen_a);
+}

@@ -1,0 +1,296 @@
+//! Config reload (`POST /admin/reload`, SIGHUP): read the config again, build
+//! the new snapshot whole, then swap it in; on any error keep the running one
+//! and report every error (the `validate` format). Requests in flight finish
+//! on the snapshot they started with.
+//!
+//! What survives a reload, by name: each backend's run-time state (breaker,
+//! latency estimate, in-flight count, health, drain) and each route's
+//! (retry budget, run-time weights). Run-time weights are kept while the
+//! route's set of target backends stays the same, and dropped (logged) when
+//! it changes: they were set against that set. Listener addresses and
+//! threads need a restart; a reload that changes them says so.
+
+use crate::runtime::Snapshot;
+use crate::State;
+use skygate_config::{Backend, Config, ConfigErrors, Route};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where the config comes from, with the command line's overrides.
+pub enum Source {
+    /// `skygate run --config FILE [--listen ADDR] [--admin-listen ADDR]`.
+    File {
+        path: PathBuf,
+        listen: Option<SocketAddr>,
+        admin_listen: Option<SocketAddr>,
+    },
+    /// `skygate demo`: the embedded demo config and its simulators' URLs.
+    Embedded {
+        name: &'static str,
+        text: &'static str,
+        env: HashMap<String, String>,
+        listen: Option<SocketAddr>,
+        admin_listen: Option<SocketAddr>,
+    },
+}
+
+impl Source {
+    /// Reads and validates the config, then applies the overrides.
+    pub fn load(&self) -> Result<Config, ConfigErrors> {
+        let (mut config, listen, admin_listen) = match self {
+            Source::File {
+                path,
+                listen,
+                admin_listen,
+            } => (skygate_config::load_file(path)?, listen, admin_listen),
+            Source::Embedded {
+                name,
+                text,
+                env,
+                listen,
+                admin_listen,
+            } => {
+                let lookup = |k: &str| env.get(k).cloned().or_else(|| std::env::var(k).ok());
+                (
+                    skygate_config::load_str(text, name, &lookup)?,
+                    listen,
+                    admin_listen,
+                )
+            }
+        };
+        if let Some(l) = listen {
+            config.listen = *l;
+        }
+        if let Some(a) = admin_listen {
+            config.admin.listen = *a;
+        }
+        Ok(config)
+    }
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// One line per change, e.g. "backend `b` changed: timeouts, breaker".
+    pub changes: Vec<String>,
+    /// Changes that take effect only after a restart.
+    pub needs_restart: Vec<String>,
+}
+
+impl State {
+    /// Reloads the config from its source. On error nothing changes.
+    pub fn reload(&self) -> Result<Report, ConfigErrors> {
+        self.exclusive(|| {
+            let config = self.source.load()?;
+            let old = self.snapshot();
+            let mut report = diff(&old.config, &config);
+            let access_log = config.server.access_log;
+            let new = Snapshot::build(config, &self.registry);
+            carry_weights(&new, &mut report);
+            let backends: HashSet<&str> = new
+                .config
+                .backends
+                .iter()
+                .map(|b| b.name.as_str())
+                .collect();
+            let routes: HashSet<&str> = new.config.routes.iter().map(|r| r.name.as_str()).collect();
+            self.registry.retain(&backends, &routes);
+            self.snapshot.store(Arc::new(new));
+            self.generation.send_modify(|g| *g += 1);
+            if access_log == skygate_config::AccessLog::Stdout {
+                crate::access_log::start();
+            }
+            if report.changes.is_empty() {
+                log::info!("reload: no change");
+            }
+            for c in &report.changes {
+                log::info!("reload: {c}");
+            }
+            for c in &report.needs_restart {
+                log::warn!("reload: {c} changed; it takes effect after a restart");
+            }
+            Ok(report)
+        })
+    }
+}
+
+/// Keeps each route's run-time weights while its target set is unchanged.
+fn carry_weights(new: &Snapshot, report: &mut Report) {
+    for (route, state) in new.config.routes.iter().zip(&new.route_states) {
+        let Some(o) = state.overrides() else { continue };
+        let targets: HashSet<&str> = route
+            .targets
+            .iter()
+            .map(|t| new.config.backends[t.backend].name.as_str())
+            .collect();
+        let set: HashSet<&str> = o.by_backend.iter().map(|(n, _)| n.as_str()).collect();
+        if targets != set {
+            state.set_overrides(None);
+            report.changes.push(format!(
+                "route `{}`: run-time weights dropped (its targets changed); the configured weights apply",
+                route.name
+            ));
+        }
+    }
+}
+
+/// The differences between two configs, field by field.
+pub fn diff(old: &Config, new: &Config) -> Report {
+    let mut r = Report::default();
+    if old.listen != new.listen {
+        r.needs_restart
+            .push(format!("listen ({} → {})", old.listen, new.listen));
+    }
+    if old.admin.listen != new.admin.listen {
+        r.needs_restart.push(format!(
+            "admin.listen ({} → {})",
+            old.admin.listen, new.admin.listen
+        ));
+    }
+    let (os, ns) = (&old.server, &new.server);
+    for (name, changed) in [
+        ("server.threads", os.threads != ns.threads),
+        ("server.timeouts", os.timeouts != ns.timeouts),
+        ("server.body_budget", os.body_budget != ns.body_budget),
+    ] {
+        if changed {
+            r.needs_restart.push(name.to_string());
+        }
+    }
+    for (name, changed) in [
+        ("server.grace_period", os.grace_period != ns.grace_period),
+        ("server.drain_delay", os.drain_delay != ns.drain_delay),
+        ("server.access_log", os.access_log != ns.access_log),
+        (
+            "server.body_budget_wait",
+            os.body_budget_wait != ns.body_budget_wait,
+        ),
+        ("admin.token", old.admin.token != new.admin.token),
+    ] {
+        if changed {
+            r.changes.push(format!("{name} changed"));
+        }
+    }
+    if old.auth != new.auth {
+        r.changes.push(format!(
+            "auth.api_keys changed ({} → {} keys)",
+            old.auth.api_keys.len(),
+            new.auth.api_keys.len()
+        ));
+    }
+    let by_name = |bs: &[Backend]| -> HashMap<String, Backend> {
+        bs.iter().map(|b| (b.name.clone(), b.clone())).collect()
+    };
+    let (ob, nb) = (by_name(&old.backends), by_name(&new.backends));
+    for b in &new.backends {
+        match ob.get(&b.name) {
+            None => r.changes.push(format!("backend `{}` added", b.name)),
+            Some(o) if o != b => r.changes.push(format!(
+                "backend `{}` changed: {}",
+                b.name,
+                backend_fields(o, b).join(", ")
+            )),
+            Some(_) => {}
+        }
+    }
+    for b in &old.backends {
+        if !nb.contains_key(&b.name) {
+            r.changes.push(format!("backend `{}` removed", b.name));
+        }
+    }
+    let names = |c: &Config, r: &Route| -> Vec<(String, u32, u32)> {
+        r.targets
+            .iter()
+            .map(|t| (c.backends[t.backend].name.clone(), t.weight, t.priority))
+            .collect()
+    };
+    let or: HashMap<&str, &Route> = old.routes.iter().map(|x| (x.name.as_str(), x)).collect();
+    let nr: HashSet<&str> = new.routes.iter().map(|x| x.name.as_str()).collect();
+    for route in &new.routes {
+        match or.get(route.name.as_str()) {
+            None => r.changes.push(format!("route `{}` added", route.name)),
+            Some(o) => {
+                let mut fields = Vec::new();
+                if o.path != route.path || o.models != route.models {
+                    fields.push("match");
+                }
+                if names(old, o) != names(new, route) {
+                    fields.push("targets");
+                }
+                if o.strategy != route.strategy {
+                    fields.push("strategy");
+                }
+                if o.retries != route.retries {
+                    fields.push("retries");
+                }
+                if o.max_body != route.max_body {
+                    fields.push("max_body");
+                }
+                if !fields.is_empty() {
+                    r.changes.push(format!(
+                        "route `{}` changed: {}",
+                        route.name,
+                        fields.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    for route in &old.routes {
+        if !nr.contains(route.name.as_str()) {
+            r.changes.push(format!("route `{}` removed", route.name));
+        }
+    }
+    r
+}
+
+fn backend_fields(o: &Backend, n: &Backend) -> Vec<&'static str> {
+    let mut f = Vec::new();
+    let mut check = |name: &'static str, changed: bool| {
+        if changed {
+            f.push(name);
+        }
+    };
+    check("kind", o.kind != n.kind);
+    check("url", o.url != n.url);
+    check("api_key", o.api_key != n.api_key);
+    check("api_key_header", o.api_key_header != n.api_key_header);
+    check("cloud/region", o.cloud != n.cloud || o.region != n.region);
+    check("timeouts", o.timeouts != n.timeouts);
+    check("pool", o.pool_idle_timeout != n.pool_idle_timeout);
+    check("tls", o.tls_ca != n.tls_ca);
+    check("breaker", o.breaker != n.breaker);
+    check("limits", o.limits != n.limits);
+    check("health_check", o.health_check != n.health_check);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(extra_backend: &str, targets: &str) -> Config {
+        let y = format!("listen: 127.0.0.1:1\nadmin: {{ listen: 127.0.0.1:2 }}\nbackends:\n  a: {{ kind: openai, url: http://127.0.0.1:3/v1 }}\n  b: {{ kind: openai, url: http://127.0.0.1:4/v1{extra_backend} }}\nroutes:\n  r: {{ match: {{ path: /v1/embeddings, models: [e] }}, targets: [ {targets} ] }}\n");
+        skygate_config::load_str(&y, "t.yaml", &|_| None).unwrap()
+    }
+
+    #[test]
+    fn diff_names_what_changed() {
+        let a = load("", "{ backend: a }");
+        let b = load(
+            ", timeouts: { connect: 1s }",
+            "{ backend: a }, { backend: b }",
+        );
+        let r = diff(&a, &b);
+        assert_eq!(
+            r.changes,
+            [
+                "backend `b` changed: timeouts",
+                "route `r` changed: targets"
+            ]
+        );
+        assert!(diff(&a, &a).changes.is_empty());
+    }
+}
