@@ -76,6 +76,12 @@ pub struct SimArgs {
     /// Probability of cutting a stream halfway.
     #[arg(long, default_value_t = 0.0)]
     pub cut_rate: f64,
+    /// Probability of a 429 with `retry-after: --retry-after-s`.
+    #[arg(long, default_value_t = 0.0)]
+    pub throttle_rate: f64,
+    /// Seconds in the `retry-after` of --throttle-rate 429s.
+    #[arg(long, default_value_t = 1)]
+    pub retry_after_s: u64,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key); the
     /// port still answers plain HTTP too, for the control endpoints.
     #[arg(long, requires = "tls_key")]
@@ -102,6 +108,8 @@ impl SimArgs {
             error_rate: self.error_rate,
             hang_rate: self.hang_rate,
             cut_rate: self.cut_rate,
+            throttle_rate: self.throttle_rate,
+            retry_after_s: self.retry_after_s,
             ..SimSettings::default()
         }
     }
@@ -112,6 +120,9 @@ struct Stats {
     connections: AtomicU64,
     requests: AtomicU64,
     cold_starts: AtomicU64,
+    /// Requests being answered now, and the most at once so far.
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
     throttled: AtomicU64,
     errors: AtomicU64,
 }
@@ -249,7 +260,12 @@ impl Sim {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+        let now_in = self.stats.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        self.stats
+            .peak_in_flight
+            .fetch_max(now_in, Ordering::AcqRel);
         let result = self.answer(stream, &req, json, &settings, id, cold).await;
+        self.stats.in_flight.fetch_sub(1, Ordering::AcqRel);
         lock(&self.pool).release(id, Instant::now());
         result
     }
@@ -279,6 +295,14 @@ impl Sim {
             stream
                 .full(500, &headers, body.to_string().as_bytes())
                 .await?;
+            return Ok(true);
+        }
+        if rand::random::<f64>() < s.throttle_rate {
+            self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+            let body = json!({"error": {"message": "simulated throttling", "type": "rate_limit_error", "code": "throttled"}});
+            let mut h = headers.clone();
+            h.push(("retry-after", s.retry_after_s.to_string()));
+            stream.full(429, &h, body.to_string().as_bytes()).await?;
             return Ok(true);
         }
         let path = req.path.split('?').next().unwrap_or("");
@@ -463,6 +487,8 @@ impl Sim {
                     "cold_starts": self.stats.cold_starts.load(Ordering::Relaxed),
                     "throttled": self.stats.throttled.load(Ordering::Relaxed),
                     "errors": self.stats.errors.load(Ordering::Relaxed),
+                    "in_flight": self.stats.in_flight.load(Ordering::Relaxed),
+                    "peak_in_flight": self.stats.peak_in_flight.load(Ordering::Relaxed),
                     "instances": lock(&self.pool).instances(),
                 }),
             ),

@@ -35,6 +35,11 @@ pub struct SimSettings {
     pub hang_rate: f64,
     /// Probability of cutting the connection halfway through a stream.
     pub cut_rate: f64,
+    /// Probability of answering 429 (as a throttling platform does), with
+    /// `retry-after: retry_after_s`.
+    pub throttle_rate: f64,
+    /// The `retry-after` (seconds) of those 429s.
+    pub retry_after_s: u64,
 }
 
 impl Default for SimSettings {
@@ -52,6 +57,8 @@ impl Default for SimSettings {
             error_rate: 0.0,
             hang_rate: 0.0,
             cut_rate: 0.0,
+            throttle_rate: 0.0,
+            retry_after_s: 1,
         }
     }
 }

@@ -207,6 +207,8 @@ pub struct Gateway {
     /// this gateway and not another test's on a recycled port.
     pub admin_token: String,
     pub config_path: PathBuf,
+    /// The `listen`/`admin`/`server` lines the harness put before the body.
+    head: String,
     _dir: TempDir,
 }
 
@@ -235,7 +237,10 @@ impl Gateway {
             } else {
                 "server: { threads: 2, grace_period: 5s }\n"
             };
-            let text = format!("listen: {addr}\nadmin: {{ listen: {admin}, token: {admin_token} }}\n{server}{body}");
+            let head = format!(
+                "listen: {addr}\nadmin: {{ listen: {admin}, token: {admin_token} }}\n{server}"
+            );
+            let text = format!("{head}{body}");
             std::fs::write(&config_path, text).unwrap();
             let mut cmd = Command::new(bin());
             cmd.args(["run", "--config"]).arg(&config_path);
@@ -259,6 +264,7 @@ impl Gateway {
                         admin,
                         admin_token,
                         config_path,
+                        head,
                         _dir: dir,
                     };
                 }
@@ -308,6 +314,39 @@ impl Gateway {
         call(self.addr, method, path, headers, body)
     }
 
+    /// An admin call with this gateway's token.
+    pub fn admin(&self, method: &str, path: &str, body: &str) -> Resp {
+        let auth = format!("Bearer {}", self.admin_token);
+        call(
+            self.admin,
+            method,
+            path,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+    }
+
+    /// Rewrites the config file with a new body (same listeners and token),
+    /// for a reload.
+    pub fn rewrite_config(&self, body: &str) {
+        std::fs::write(&self.config_path, format!("{}{body}", self.head)).unwrap();
+    }
+
+    /// The backend's entry in `GET /admin/backends`.
+    pub fn backend_status(&self, name: &str) -> Value {
+        let v = self.admin("GET", "/admin/backends", "").json();
+        v["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no backend {name} in {v}"))
+    }
+
     pub fn admin_get(&self, path: &str, token: Option<&str>) -> Resp {
         let auth = token.map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> =
@@ -331,6 +370,46 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Runs `f` on `threads` threads until `stop` returns true, collecting what
+/// each call returned: a steady load while a test changes things.
+pub fn load<T: Send + 'static>(
+    threads: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    f: impl Fn() -> T + Send + Sync + 'static,
+) -> std::thread::JoinHandle<Vec<T>> {
+    let f = Arc::new(f);
+    std::thread::spawn(move || {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (f, stop) = (f.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut out = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                        out.push(f());
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    })
+}
+
+/// Polls `f` until it returns true, at most `limit`.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
 }
 
 /// The config most tests need: the test API key, one `openai` backend `s` at

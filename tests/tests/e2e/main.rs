@@ -7,9 +7,11 @@
 
 mod harness;
 
+mod admin;
 mod bodies;
 mod config;
 mod errors;
+mod failover;
 mod observability;
 mod routing;
 mod sdk;

@@ -81,9 +81,11 @@ fn faults_injected_while_running() {
     let (r, _) = chat(&gw);
     assert_eq!(r.status, 500, "the backend's own error passes through");
     assert_eq!(r.header("x-skygate-backend"), Some("s"));
+    // A 5xx is retried; with one target, on it again (3 attempts by default).
+    assert_eq!(r.header("x-skygate-attempts"), Some("3"));
     sim.set(json!({"error_rate": 0.0}));
     assert_eq!(chat(&gw).0.status, 200);
-    assert_eq!(sim.stats()["errors"], 1);
+    assert_eq!(sim.stats()["errors"], 3);
 }
 
 #[test]
