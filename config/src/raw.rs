@@ -40,6 +40,8 @@ pub struct RawConfig {
     /// Names of every backend in the file, including those whose entry failed
     /// to parse (so routes naming them are not reported as unknown too).
     pub backend_names: Vec<String>,
+    /// Names of every route in the file, likewise.
+    pub route_names: Vec<String>,
     pub listen: Option<String>,
     pub server: Option<RawServer>,
     pub admin: Option<RawAdmin>,

@@ -106,6 +106,13 @@ Try:
   curl -s http://{listen}/v1/functions/anomaly-score -H 'Authorization: Bearer sk-skygate-demo' --data-binary @/etc/hostname
   curl -s http://{admin}/metrics -H 'Authorization: Bearer skygate-demo-admin' | grep skygate_
 
+Operate it (admin token skygate-demo-admin):
+  curl -s http://{admin}/admin/backends -H 'Authorization: Bearer skygate-demo-admin'
+  curl -s -XPUT http://{admin}/admin/routes/chat/weights -H 'Authorization: Bearer skygate-demo-admin' \
+    -d '{{"aws-us-east-1": 100, "azure-eastus": 0, "gcp-us-central1": 0}}'
+  curl -s -XPOST http://{admin}/admin/backends/azure-eastus/drain -H 'Authorization: Bearer skygate-demo-admin'
+  curl -s -XPOST http://{admin}/admin/reload -H 'Authorization: Bearer skygate-demo-admin'
+
 OpenAI SDK (Python):
   from openai import OpenAI
   client = OpenAI(base_url="http://{listen}/v1", api_key="sk-skygate-demo")
@@ -127,10 +134,18 @@ mod tests {
         for cloud in ["aws-us-east-1", "azure-eastus", "gcp-us-central1"] {
             assert!(names.contains(&cloud));
         }
-        assert!(c
-            .routes
+        let chat = c.routes.iter().find(|r| r.name == "chat").unwrap();
+        assert_eq!(chat.models, ["demo-chat"]);
+        assert_eq!(chat.targets.len(), 3);
+        assert_eq!(chat.retries.max_attempts, 3);
+        for b in c
+            .backends
             .iter()
-            .any(|r| r.name == "chat" && r.models == ["demo-chat"] && r.targets.len() == 3));
+            .filter(|b| b.kind == skygate_config::BackendKind::OpenAi)
+        {
+            assert!(b.health_check.is_some(), "{} is health-checked", b.name);
+            assert!(b.breaker.enabled);
+        }
         assert!(c.routes.iter().any(|r| r.models == ["demo-embed"]));
     }
 }

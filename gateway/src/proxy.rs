@@ -8,6 +8,7 @@
 //! in `request_filter` from a 64 KiB buffer (ARCHITECTURE.md, "The upstream leg").
 
 use crate::request::{self, Parsed};
+use crate::runtime::Snapshot;
 use crate::{forward, observe, respond, State};
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -20,23 +21,34 @@ pub struct Gateway {
     pub state: Arc<State>,
 }
 
+/// Pingora's per-request context: the typed request context the plugins
+/// share, and the snapshot this request runs on from start to end (even
+/// across a reload), loaded once.
+pub struct Ctx {
+    pub req: RequestCtx,
+    snap: Option<Arc<Snapshot>>,
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
+    type CTX = Ctx;
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            req: RequestCtx::new(),
+            snap: None,
+        }
     }
 
     async fn request_filter(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Ctx,
     ) -> pingora_error::Result<bool> {
         self.state.enter();
+        let Ctx { req: ctx, snap } = ctx;
         ctx.counted = true;
-        // The snapshot this request runs on, start to end, even across a reload.
-        let snap = self.state.snapshot();
+        let snap: &Snapshot = snap.insert(self.state.snapshot());
         ctx.request_id = crate::request_id(session.req_header());
 
         // 1. Header-only plugins: hygiene, authentication.
@@ -44,7 +56,7 @@ impl ProxyHttp for Gateway {
             return respond::error(session, ctx, &e).await;
         }
         // 2. Route by path, read and bound the body, route by model.
-        let parsed = match request::parse(session, ctx, &snap).await {
+        let parsed = match request::parse(session, ctx, snap).await {
             Ok(p) => p,
             Err(e) => return respond::error(session, ctx, &e).await,
         };
@@ -55,16 +67,14 @@ impl ProxyHttp for Gateway {
         // 4. Answer: locally, or from a backend.
         match parsed {
             Parsed::ListModels => respond::json(session, ctx, 200, snap.models_body.clone()).await,
-            Parsed::Call(routed) => {
-                forward::forward(&self.state, &snap, session, ctx, routed).await
-            }
+            Parsed::Call(routed) => forward::forward(&self.state, snap, session, ctx, routed).await,
         }
     }
 
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut Ctx,
     ) -> pingora_error::Result<Box<HttpPeer>> {
         // request_filter answers every request, so Pingora never gets here.
         Err(Error::explain(
@@ -73,7 +83,12 @@ impl ProxyHttp for Gateway {
         ))
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let access_log = match &ctx.snap {
+            Some(snap) => snap.config.server.access_log,
+            None => self.state.snapshot().config.server.access_log,
+        } == skygate_config::AccessLog::Stdout;
+        let ctx = &mut ctx.req;
         if let Some(e) = e {
             if ctx.status == 0 {
                 // Nothing was answered: the client went away (nginx's 499).
@@ -81,8 +96,6 @@ impl ProxyHttp for Gateway {
             }
             log::debug!("request {} ended with {e}", ctx.request_id);
         }
-        let access_log =
-            self.state.snapshot().config.server.access_log == skygate_config::AccessLog::Stdout;
         let client = if access_log {
             session.client_addr().map(|a| a.to_string())
         } else {
@@ -101,7 +114,7 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, _error: &Error) -> bool {
         // Failures are in the access log and metrics already.
         true
     }

@@ -9,7 +9,10 @@
 //! unhealthy, its breaker admits, it is not throttled by a 429, its
 //! bulkhead has room, and the caller's allowed-set (data residency, later)
 //! contains it. A retry prefers targets not tried yet, in priority order,
-//! before trying one again.
+//! before trying one again. A target weighted 0 takes no traffic while any
+//! target with a positive weight is available, but remains a last resort
+//! (an operator who shifted all traffic to one cloud still gets failover
+//! when it goes down); draining is how a backend is taken out entirely.
 //!
 //! - [`breaker`]: the circuit breaker and 429 throttling (pure, virtual time)
 //! - [`budget`]: the retry budget per route (pure, virtual time)
@@ -69,9 +72,12 @@ pub fn pick<'a>(
     let mut full: Option<Duration> = None;
     let mut soonest: Option<Instant> = None;
     let mut cands: Vec<(usize, u32)> = Vec::with_capacity(route.targets.len());
-    for fresh_only in [true, false] {
+    // Passes, in order: targets not tried yet with a positive weight, then
+    // untried ones weighted 0 (a last resort), then the tried ones again: a
+    // retry goes to another backend whenever there is one.
+    for (fresh_only, spare) in [(true, false), (true, true), (false, false), (false, true)] {
         if !fresh_only && tried.is_empty() {
-            break;
+            continue;
         }
         let mut start = 0;
         while start < route.targets.len() {
@@ -87,7 +93,13 @@ pub fn pick<'a>(
                     Some(o) => o.weight_of(&b.config.name).unwrap_or(t.weight),
                     None => t.weight,
                 };
-                if w == 0 || (fresh_only && tried.contains(&t.backend)) {
+                // A spare (weight 0) counts with weight 1 in the last passes.
+                let w = match (w, spare) {
+                    (0, true) => 1,
+                    (0, false) | (_, true) => continue,
+                    (w, false) => w,
+                };
+                if fresh_only && tried.contains(&t.backend) {
                     continue;
                 }
                 if allowed.is_some_and(|f| !f(&b.config)) || b.peer.load().is_err() {

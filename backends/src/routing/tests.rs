@@ -32,6 +32,61 @@ fn name(backends: &[Arc<BackendRt>], c: &Chosen<'_>) -> String {
 }
 
 #[test]
+fn weight_zero_is_a_last_resort_not_a_drain() {
+    let (config, reg, backends) = setup(
+        "    targets: [ { backend: a, weight: 1 }, { backend: b, weight: 0 }, { backend: c, priority: 1 } ]\n",
+        "",
+    );
+    let route = &config.routes[0];
+    let rs = reg.route(route, Instant::now());
+    let mut rng = rng();
+    let now = Instant::now();
+    for _ in 0..20 {
+        let c = pick(route, &rs, &backends, &[], None, now, &mut rng).unwrap();
+        assert_eq!(name(&backends, &c), "a");
+    }
+    // a down: the next group's positive weight first, then b.
+    backends[0].state.set_drained(true);
+    assert_eq!(
+        name(
+            &backends,
+            &pick(route, &rs, &backends, &[], None, now, &mut rng).unwrap()
+        ),
+        "c"
+    );
+    backends[2].state.set_drained(true);
+    assert_eq!(
+        name(
+            &backends,
+            &pick(route, &rs, &backends, &[], None, now, &mut rng).unwrap()
+        ),
+        "b"
+    );
+    backends[1].state.set_drained(true);
+    assert!(pick(route, &rs, &backends, &[], None, now, &mut rng).is_err());
+    // A retry after a failure on a goes to another backend, weight 0 or not,
+    // before a again.
+    for b in &backends {
+        b.state.set_drained(false);
+    }
+    let (config, reg, backends) = setup(
+        "    targets: [ { backend: a, weight: 1 }, { backend: b, weight: 0 } ]\n",
+        "",
+    );
+    let route = &config.routes[0];
+    let rs = reg.route(route, now);
+    for _ in 0..10 {
+        assert_eq!(
+            name(
+                &backends,
+                &pick(route, &rs, &backends, &[0], None, now, &mut rng).unwrap()
+            ),
+            "b"
+        );
+    }
+}
+
+#[test]
 fn weighted_follows_weights() {
     let (config, reg, backends) = setup(
         "    targets: [ { backend: a, weight: 80 }, { backend: b, weight: 20 }, { backend: c, weight: 0 } ]\n",

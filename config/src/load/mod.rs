@@ -138,7 +138,7 @@ impl Cx<'_> {
             }
         }
         let mut routes: Vec<Route> = Vec::new();
-        let had_routes = !raw.routes.is_empty();
+        let had_routes = !raw.route_names.is_empty();
         for (name, r) in raw.routes {
             if let Some(r) = self.route(&name, r, &backends, &backend_index, &raw.backend_names) {
                 routes.push(r);

@@ -50,7 +50,15 @@ impl Cx<'_> {
                     }
                     raw.backends = self.named_map(v, &p)
                 }
-                "routes" => raw.routes = self.named_map(v, &p),
+                "routes" => {
+                    if let Value::Mapping(m) = &v {
+                        raw.route_names = m
+                            .keys()
+                            .filter_map(|k| k.as_str().map(str::to_string))
+                            .collect();
+                    }
+                    raw.routes = self.named_map(v, &p)
+                }
                 other => self.err(
                     &p,
                     format!(

@@ -51,7 +51,7 @@ pub struct RawRetries {
     pub max_attempts: Option<u64>,
     pub backoff: Option<Text>,
     pub max_backoff: Option<Text>,
-    pub on: Option<Vec<String>>,
+    pub on: Option<Vec<Text>>,
     pub budget: Option<RawBudget>,
 }
 
@@ -297,7 +297,7 @@ impl Cx<'_> {
             Some(list) => {
                 let mut on = RetryOn::NONE;
                 for (i, what) in list.iter().enumerate() {
-                    match what.as_str() {
+                    match what.0.as_str() {
                         "connect" => on.connect = true,
                         "timeout" => on.timeout = true,
                         "5xx" => on.server_error = true,
@@ -379,7 +379,7 @@ mod tests {
 
     #[test]
     fn priorities_fallback_strategy_and_retries() {
-        let y = format!("{HEAD}routes:\n  r:\n    match: {{ path: /v1/embeddings, models: [e] }}\n    strategy: latency\n    targets: [ {{ backend: a, weight: 2 }}, {{ backend: b, priority: 1 }} ]\n    fallback: [ c ]\n    retries: {{ max_attempts: 4, on: [connect, 5xx], budget: {{ ratio: 0.1 }} }}\n");
+        let y = format!("{HEAD}routes:\n  r:\n    match: {{ path: /v1/embeddings, models: [e] }}\n    strategy: latency\n    targets: [ {{ backend: a, weight: 2 }}, {{ backend: b, priority: 1 }} ]\n    fallback: [ c ]\n    retries: {{ max_attempts: 4, on: [connect, 5xx, 429], budget: {{ ratio: 0.1 }} }}\n");
         let c = load_str(&y, "r.yaml", &|_| None).unwrap();
         let r = &c.routes[0];
         assert_eq!(r.strategy, Strategy::Latency);
@@ -404,8 +404,8 @@ mod tests {
             ]
         );
         assert_eq!(r.retries.max_attempts, 4);
-        assert!(r.retries.on.connect && r.retries.on.server_error);
-        assert!(!r.retries.on.timeout && !r.retries.on.throttled);
+        assert!(r.retries.on.connect && r.retries.on.server_error && r.retries.on.throttled);
+        assert!(!r.retries.on.timeout, "429 may be written as a number");
         assert_eq!(r.retries.budget.ratio, 0.1);
     }
 

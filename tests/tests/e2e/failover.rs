@@ -143,7 +143,10 @@ fn breaker_opens_half_opens_and_closes() {
         (attempts(&r), r.header("x-skygate-backend")),
         (1, Some("aws"))
     );
-    assert_eq!(gw.backend_status("aws")["breaker"]["state"], "closed");
+    // (The outcome is recorded once the response is written.)
+    assert!(eventually(Duration::from_secs(2), || {
+        gw.backend_status("aws")["breaker"]["state"] == "closed"
+    }));
     // A failed trial opens it again.
     sims[0].set(json!({"error_rate": 1.0}));
     for _ in 0..3 {

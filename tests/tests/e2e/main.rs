@@ -13,6 +13,7 @@ mod config;
 mod errors;
 mod failover;
 mod observability;
+mod operations;
 mod routing;
 mod sdk;
 mod security;
