@@ -160,8 +160,19 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// Reads the whole body, refusing it (without reading further) once it passes `limit`.
+/// Reads the whole body, refusing it (without reading further) once it passes
+/// `limit`. On any failure the connection is closed after the answer: the body
+/// was not read to its end (or its framing broke), so whatever follows on the
+/// connection is not the start of a request, and must not be read as one.
 async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiError> {
+    let read = read_body_within(session, limit).await;
+    if read.is_err() {
+        session.set_keepalive(None);
+    }
+    read
+}
+
+async fn read_body_within(session: &mut Session, limit: usize) -> Result<Bytes, ApiError> {
     let declared = session
         .req_header()
         .headers

@@ -9,6 +9,7 @@ mod harness;
 
 mod bodies;
 mod config;
+mod edges;
 mod errors;
 mod observability;
 mod routing;
