@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod demo;
+mod edge;
 mod forward;
 pub mod metrics;
 mod observe;

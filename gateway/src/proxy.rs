@@ -8,12 +8,13 @@
 //! in `request_filter` from a 64 KiB buffer (ARCHITECTURE.md, "The upstream leg").
 
 use crate::request::{self, Parsed};
-use crate::{forward, observe, respond, State};
+use crate::{edge, forward, observe, respond, State};
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
 use pingora_proxy::{ProxyHttp, Session};
 use skygate_plugins::{Decision, RequestCtx};
+use std::any::Any;
 use std::sync::Arc;
 
 pub struct Gateway {
@@ -59,6 +60,16 @@ impl ProxyHttp for Gateway {
                 forward::forward(&self.state, &snap, session, ctx, routed).await
             }
         }
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _: &mut Session,
+        _: &mut RequestCtx,
+        conn: Box<dyn Any + Send + Sync>,
+    ) {
+        // Pingora calls this right after reading a request header: stop the header timer.
+        edge::header_read(conn);
     }
 
     async fn upstream_peer(

@@ -207,6 +207,12 @@ async fn read_body_within(session: &mut Session, limit: usize) -> Result<Bytes, 
                 buf.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(buf.freeze()),
+            Err(e) if e.etype() == &pingora_error::ErrorType::ReadTimedout => {
+                return Err(ApiError::new(
+                    ErrorKind::RequestTimeout,
+                    "the request body stalled: no data within the server's body read timeout",
+                ))
+            }
             Err(e) => {
                 return Err(ApiError::new(
                     ErrorKind::InvalidRequest,

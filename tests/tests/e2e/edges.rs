@@ -1,6 +1,6 @@
-//! The edge against hostile clients, over raw sockets where it is about
-//! framing: malformed chunked bodies close the connection (no request
-//! smuggling).
+//! The edge against hostile and slow clients, over raw sockets where it is
+//! about framing or timing: malformed chunked bodies close the connection
+//! (no request smuggling), header/body/keep-alive timeouts.
 
 use crate::harness::*;
 use std::io::{ErrorKind, Read, Write};
@@ -231,4 +231,136 @@ fn malformed_chunked_bodies_close_the_connection() {
     assert_eq!(a.status, 200);
     assert_eq!(a.header("connection"), Some("keep-alive"));
     assert_eq!(sim.requests().last().unwrap()["body_bytes"], 5);
+}
+
+const SLOW: &str = ", timeouts: { header_read: 1s, body_read: 500ms, keepalive: 1s }";
+
+/// Sends `bytes` one at a time, `gap` apart, until the gateway closes the
+/// connection; returns when it did, measured from `start`.
+fn trickle_until_closed(s: &mut TcpStream, bytes: &[u8], gap: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    for b in bytes.iter().cycle() {
+        if s.write_all(&[*b]).is_err() {
+            return Some(start.elapsed());
+        }
+        let (got, end) = read_to_close(s, gap);
+        assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+        if end != End::Open {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            return None;
+        }
+    }
+    None
+}
+
+#[test]
+fn a_trickled_header_is_cut_off() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, SLOW);
+    // A header that never ends, one byte every 100 ms.
+    let endless = b"GET /v1/models HTTP/1.1\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut s = connect(&gw);
+    let took = trickle_until_closed(&mut s, endless, Duration::from_millis(100))
+        .expect("the gateway must close a connection whose header never ends");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "closed after {took:?}; header_read is 1s"
+    );
+
+    // The same on a kept-alive connection: the timer runs from the next
+    // request's first byte.
+    let mut s = connect(&gw);
+    let req = format!("GET /v1/models HTTP/1.1\r\nhost: x\r\n{}\r\n", bearer());
+    s.write_all(req.as_bytes()).unwrap();
+    assert_eq!(next_answer(&mut s).status, 200);
+    let took = trickle_until_closed(&mut s, endless, Duration::from_millis(100))
+        .expect("a kept-alive connection is cut off too");
+    assert!(took < Duration::from_secs(3), "closed after {took:?}");
+}
+
+#[test]
+fn idle_keepalive_connections_are_closed() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, SLOW);
+    let req = format!("GET /v1/models HTTP/1.1\r\nhost: x\r\n{}\r\n", bearer());
+    let mut s = connect(&gw);
+    // Requests 600 ms apart: each within keep-alive, and the connection
+    // outlives header_read (the header timer restarts with each request).
+    for _ in 0..3 {
+        s.write_all(req.as_bytes()).unwrap();
+        let a = next_answer(&mut s);
+        assert_eq!(a.status, 200);
+        assert_eq!(a.header("connection"), Some("keep-alive"));
+        let (got, end) = read_to_close(&mut s, Duration::from_millis(600));
+        assert_eq!((got.len(), end), (0, End::Open));
+    }
+    // Then idle past keep-alive (1 s): closed.
+    let start = Instant::now();
+    let (got, end) = read_to_close(&mut s, Duration::from_secs(5));
+    assert!(got.is_empty());
+    assert_eq!(end, End::Eof);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    // A connection that never sends anything is held no longer than a header.
+    let mut idle = connect(&gw);
+    let (_, end) = read_to_close(&mut idle, Duration::from_secs(5));
+    assert_eq!(end, End::Eof);
+}
+
+#[test]
+fn a_stalled_body_is_408_and_closed() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, SLOW);
+    // Declares 1 MiB, sends a little, stalls.
+    let mut s = connect(&gw);
+    let head = format!(
+        "POST {PREFIX} HTTP/1.1\r\nhost: x\r\n{}content-length: {}\r\n\r\n",
+        bearer(),
+        1 << 20
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&[b'x'; 1000]).unwrap();
+    let start = Instant::now();
+    let a = assert_one_answer_then_close(&mut s, "stalled");
+    a.assert_error(408, "request_timeout");
+    assert_eq!(a.json()["error"]["type"], "invalid_request_error");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Trickled with pauses shorter than body_read: slow, but alive. The
+    // whole body takes longer than body_read; no pause does.
+    let mut s = connect(&gw);
+    let head = format!(
+        "POST {PREFIX}/slow HTTP/1.1\r\nhost: x\r\n{}content-length: 50\r\n\r\n",
+        bearer()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(250));
+        s.write_all(&[b'y'; 10]).unwrap();
+    }
+    assert_eq!(next_answer(&mut s).status, 200);
+    // Then a pause longer than body_read, mid-body: 408.
+    let head = format!(
+        "POST {PREFIX}/slow HTTP/1.1\r\nhost: x\r\n{}content-length: 50\r\n\r\n",
+        bearer()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&[b'y'; 10]).unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    s.write_all(&[b'y'; 10]).unwrap();
+    assert_one_answer_then_close(&mut s, "paused").assert_error(408, "request_timeout");
+    assert_eq!(
+        sim_paths(&sim),
+        vec!["/functions/anomaly/slow".to_string()],
+        "only the whole body reached the backend"
+    );
 }
