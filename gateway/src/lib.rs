@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod budget;
 pub mod demo;
 mod edge;
 mod forward;
@@ -30,16 +31,21 @@ pub struct State {
     pub draining: AtomicBool,
     /// Set once the proxy listener was seen accepting (see `/readyz`).
     pub proxy_listening: AtomicBool,
+    /// Bytes of request bodies held in memory, server-wide (`budget.rs`).
+    pub budget: budget::BodyBudget,
 }
 
 impl State {
     pub fn new(snapshot: Snapshot) -> Self {
+        let server = &snapshot.config.server;
+        let budget = budget::BodyBudget::new(server.body_budget, server.body_budget_wait);
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             upstream: Upstream::new(256),
             in_flight: AtomicI64::new(0),
             draining: AtomicBool::new(false),
             proxy_listening: AtomicBool::new(false),
+            budget,
         }
     }
 

@@ -45,7 +45,7 @@ impl ProxyHttp for Gateway {
             return respond::error(session, ctx, &e).await;
         }
         // 2. Route by path, read and bound the body, route by model.
-        let parsed = match request::parse(session, ctx, &snap).await {
+        let parsed = match request::parse(session, ctx, &snap, &self.state.budget).await {
             Ok(p) => p,
             Err(e) => return respond::error(session, ctx, &e).await,
         };

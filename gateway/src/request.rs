@@ -1,6 +1,7 @@
 //! Reads and bounds the request body, then settles the route: by path, then
 //! (for OpenAI operations) by the `model` of the JSON body.
 
+use crate::budget::{BodyBudget, Reservation};
 use crate::runtime::{PathKind, Snapshot};
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
@@ -24,6 +25,9 @@ pub struct Routed {
     /// Function routes: the path after the route prefix, with the query.
     pub path_suffix: String,
     pub body: Bytes,
+    /// The body's share of the server's body budget: held while the body is
+    /// (for the upstream attempts), released when the request is done.
+    pub reservation: Reservation,
 }
 
 /// The few fields of an OpenAI request body the gateway needs; serde skips the rest.
@@ -74,6 +78,7 @@ pub async fn parse(
     session: &mut Session,
     ctx: &mut RequestCtx,
     snap: &Snapshot,
+    budget: &BodyBudget,
 ) -> Result<Parsed, ApiError> {
     let req = session.req_header();
     let path = req.uri.path().to_string();
@@ -98,7 +103,7 @@ pub async fn parse(
             let r = &snap.config.routes[route];
             ctx.route = Some(route);
             ctx.route_name = Some(r.name.clone());
-            let body = read_body(session, r.max_body).await?;
+            let (body, reservation) = read_body(session, r.max_body, budget).await?;
             ctx.request_bytes = body.len();
             let uri = &session.req_header().uri;
             let mut suffix = uri.path().get(suffix_at..).unwrap_or("").to_string();
@@ -111,6 +116,7 @@ pub async fn parse(
                 operation: Operation::Function,
                 path_suffix: suffix,
                 body,
+                reservation,
             }))
         }
         &PathKind::Model {
@@ -124,7 +130,7 @@ pub async fn parse(
                     format!("`{path}` takes POST, not {method}"),
                 ));
             }
-            let body = read_body(session, max_body).await?;
+            let (body, reservation) = read_body(session, max_body, budget).await?;
             ctx.request_bytes = body.len();
             let Peeked { model, stream } = peek(&body)?;
             ctx.stream = stream;
@@ -148,6 +154,7 @@ pub async fn parse(
                 operation,
                 path_suffix: String::new(),
                 body,
+                reservation,
             }))
         }
     }
@@ -160,19 +167,31 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// Reads the whole body, refusing it (without reading further) once it passes
-/// `limit`. On any failure the connection is closed after the answer: the body
+/// Reads the whole body within the route's `limit` and the server's body
+/// budget. On any failure the connection is closed after the answer: the body
 /// was not read to its end (or its framing broke), so whatever follows on the
 /// connection is not the start of a request, and must not be read as one.
-async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiError> {
-    let read = read_body_within(session, limit).await;
-    if read.is_err() {
-        session.set_keepalive(None);
+async fn read_body(
+    session: &mut Session,
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<(Bytes, Reservation), ApiError> {
+    let mut reservation = budget.reservation();
+    let read = read_body_within(session, limit, &mut reservation).await;
+    match read {
+        Ok(body) => Ok((body, reservation)),
+        Err(e) => {
+            session.set_keepalive(None);
+            Err(e)
+        }
     }
-    read
 }
 
-async fn read_body_within(session: &mut Session, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body_within(
+    session: &mut Session,
+    limit: usize,
+    reservation: &mut Reservation,
+) -> Result<Bytes, ApiError> {
     let declared = session
         .req_header()
         .headers
@@ -182,6 +201,8 @@ async fn read_body_within(session: &mut Session, limit: usize) -> Result<Bytes, 
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
+    // A declared length is reserved whole, before anything is read.
+    reservation.grow_to(declared.unwrap_or(0)).await?;
     // A client that sent `Expect: 100-continue` (curl does for bodies over
     // 1 KiB) waits for this before sending the body.
     let expects_continue = session
@@ -201,9 +222,12 @@ async fn read_body_within(session: &mut Session, limit: usize) -> Result<Bytes, 
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                if buf.len() + chunk.len() > limit {
+                let total = buf.len() + chunk.len();
+                if total > limit {
                     return Err(too_large(limit));
                 }
+                // Chunked bodies reserve as they come (no-op for a declared length).
+                reservation.grow_to(total).await?;
                 buf.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(buf.freeze()),

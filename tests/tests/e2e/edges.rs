@@ -1,6 +1,7 @@
 //! The edge against hostile and slow clients, over raw sockets where it is
 //! about framing or timing: malformed chunked bodies close the connection
-//! (no request smuggling), header/body/keep-alive timeouts.
+//! (no request smuggling), header/body/keep-alive timeouts, the server-wide
+//! body budget.
 
 use crate::harness::*;
 use std::io::{ErrorKind, Read, Write};
@@ -362,5 +363,125 @@ fn a_stalled_body_is_408_and_closed() {
         sim_paths(&sim),
         vec!["/functions/anomaly/slow".to_string()],
         "only the whole body reached the backend"
+    );
+}
+
+/// Sends a request header for a body of `len` bytes with
+/// `expect: 100-continue`. `Ok` when the gateway said go on (the body's
+/// bytes are then reserved); else its answer, read to the close.
+fn expect_continue(s: &mut TcpStream, path: &str, len: usize) -> Result<(), (Vec<u8>, End)> {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\n{}content-length: {len}\r\nexpect: 100-continue\r\n\r\n",
+        bearer()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut first = vec![0u8; CONTINUE.len()];
+    s.read_exact(&mut first).unwrap();
+    if first == CONTINUE {
+        return Ok(());
+    }
+    let (rest, end) = read_to_close(s, Duration::from_secs(10));
+    first.extend_from_slice(&rest);
+    Err((first, end))
+}
+
+#[test]
+fn the_body_budget_bounds_buffered_bodies() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, ", body_budget: 1MiB, body_budget_wait: 2s");
+    const KIB: usize = 1024;
+
+    // A holds 800 KiB of the 1 MiB budget while it sends slowly.
+    let mut a = connect(&gw);
+    expect_continue(&mut a, &format!("{PREFIX}/a"), 800 * KIB).unwrap();
+    a.write_all(&vec![b'a'; 100 * KIB]).unwrap();
+
+    // B declares 600 KiB: there is no room, and none comes within
+    // body_budget_wait → 503, without a 100 Continue.
+    let declared = std::thread::spawn({
+        let addr = gw.addr;
+        move || {
+            let mut b = TcpStream::connect(addr).unwrap();
+            expect_continue(&mut b, &format!("{PREFIX}/b"), 600 * KIB)
+                .expect_err("no 100 Continue without room for the body")
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Meanwhile a small body fits and passes.
+    let start = Instant::now();
+    let small = gw.call(
+        "POST",
+        &format!("{PREFIX}/small"),
+        &[("authorization", &format!("Bearer {CLIENT_KEY}"))],
+        &[b's'; KIB],
+    );
+    assert_eq!(small.status, 200, "{}", small.text());
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "the small body did not queue behind the large one"
+    );
+    // C, chunked, concurrent with B: reserves as its chunk arrives, runs
+    // out of room → 503 too.
+    let chunked = std::thread::spawn({
+        let addr = gw.addr;
+        move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            let head = format!(
+                "POST {PREFIX}/c HTTP/1.1\r\nhost: x\r\n{}transfer-encoding: chunked\r\n\r\n{:x}\r\n",
+                bearer(),
+                600 * KIB
+            );
+            c.write_all(head.as_bytes()).unwrap();
+            let _ = c.write_all(&vec![b'c'; 600 * KIB]);
+            let _ = c.write_all(b"\r\n0\r\n\r\n");
+            read_to_close(&mut c, Duration::from_secs(10))
+        }
+    });
+
+    for (what, (bytes, end)) in [
+        ("declared", declared.join().unwrap()),
+        ("chunked", chunked.join().unwrap()),
+    ] {
+        let all = answers(&bytes);
+        assert_eq!(all.len(), 1, "{what}: {}", String::from_utf8_lossy(&bytes));
+        all[0].assert_error(503, "overloaded");
+        assert!(all[0].header("retry-after").is_some(), "{what}");
+        assert_eq!(all[0].header("connection"), Some("close"), "{what}");
+        assert_ne!(end, End::Open, "{what}: the connection is closed");
+    }
+
+    // Larger than the whole budget (but within max_body): refused at once,
+    // without waiting for room that can never come.
+    let start = Instant::now();
+    let mut d = connect(&gw);
+    let (bytes, _) = expect_continue(&mut d, &format!("{PREFIX}/d"), 2 << 20).unwrap_err();
+    assert!(start.elapsed() < Duration::from_millis(1500));
+    let all = answers(&bytes);
+    assert_eq!(all.len(), 1);
+    all[0].assert_error(503, "overloaded");
+
+    // A finishes: served, and its bytes go back to the budget.
+    a.write_all(&vec![b'a'; 700 * KIB]).unwrap();
+    let done = next_answer(&mut a);
+    assert_eq!(done.status, 200);
+    drop(a);
+    let r = gw.call(
+        "POST",
+        &format!("{PREFIX}/after"),
+        &[("authorization", &format!("Bearer {CLIENT_KEY}"))],
+        &vec![b'e'; 1000 * KIB],
+    );
+    assert_eq!(r.status, 200, "the budget is free again: {}", r.text());
+    let paths = sim_paths(&sim);
+    assert_eq!(
+        paths,
+        [
+            "/functions/anomaly/small",
+            "/functions/anomaly/a",
+            "/functions/anomaly/after"
+        ],
+        "refused bodies never reach the backend"
     );
 }
