@@ -103,14 +103,14 @@ pub async fn parse(
             let r = &snap.config.routes[route];
             ctx.route = Some(route);
             ctx.route_name = Some(r.name.clone());
-            let (body, reservation) = read_body(session, r.max_body, budget).await?;
-            ctx.request_bytes = body.len();
-            let uri = &session.req_header().uri;
-            let mut suffix = uri.path().get(suffix_at..).unwrap_or("").to_string();
-            if let Some(q) = uri.query() {
+            // Settled before the body is read: a refused path costs no read.
+            let mut suffix = resolve_dot_segments(path.get(suffix_at..).unwrap_or(""))?;
+            if let Some(q) = session.req_header().uri.query() {
                 suffix.push('?');
                 suffix.push_str(q);
             }
+            let (body, reservation) = read_body(session, r.max_body, budget).await?;
+            ctx.request_bytes = body.len();
             Ok(Parsed::Call(Routed {
                 route,
                 operation: Operation::Function,
@@ -165,6 +165,90 @@ fn too_large(limit: usize) -> ApiError {
         ErrorKind::BodyTooLarge,
         format!("the request body is larger than this route's limit of {limit} bytes"),
     )
+}
+
+/// The path after a function route's prefix with its dot-segments resolved
+/// (RFC 3986 §5.2.4: `.` is dropped, `..` removes the segment before it), so
+/// a backend that resolves them itself cannot be led above the prefix. A `..`
+/// with nothing left to remove is refused (400).
+///
+/// Segments are compared after percent-decoding, so `%2e%2e` and `.%2E` are
+/// `..` too. A segment that hides a dot-segment behind an encoded separator
+/// (`..%2f..`, `..%5c`) or a path parameter (`..;x`, which Java servers read
+/// as `..`) is refused: what a backend makes of it cannot be known. Every
+/// other segment passes as the client wrote it.
+pub fn resolve_dot_segments(suffix: &str) -> Result<String, ApiError> {
+    // A dot-segment needs a `.`, or a `%` to encode one.
+    if !suffix.bytes().any(|b| b == b'.' || b == b'%') {
+        return Ok(suffix.to_string());
+    }
+    let climbs = || {
+        ApiError::new(
+            ErrorKind::InvalidRequest,
+            "the path leaves the route's prefix through `..` segments",
+        )
+    };
+    let mut kept: Vec<&str> = Vec::new();
+    let mut ends_in_dot = false;
+    // The suffix is empty or starts with `/`: skip what precedes that slash.
+    for segment in suffix.split('/').skip(1) {
+        let decoded = percent_decode(segment);
+        ends_in_dot = is_dot_segment(&decoded);
+        match decoded.as_slice() {
+            b"." => {}
+            b".." => {
+                kept.pop().ok_or_else(climbs)?;
+            }
+            // `.` and `..` themselves matched above: a part that is one sits
+            // next to an encoded separator or a `;`.
+            d if d
+                .split(|&b| matches!(b, b'/' | b'\\' | b';'))
+                .any(is_dot_segment) =>
+            {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidRequest,
+                    "a path segment hides `.` or `..` behind an encoded `/` or `\\`, or a `;`",
+                ))
+            }
+            _ => kept.push(segment),
+        }
+    }
+    let mut out = String::with_capacity(suffix.len());
+    for segment in &kept {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if ends_in_dot {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+fn is_dot_segment(s: &[u8]) -> bool {
+    s == b"." || s == b".."
+}
+
+/// `%XX` escapes decoded; anything else (a stray `%` too) kept as is.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
 }
 
 /// Reads the whole body within the route's `limit` and the server's body
@@ -250,6 +334,42 @@ async fn read_body_within(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_are_resolved_under_the_prefix() {
+        for (suffix, resolved) in [
+            ("", ""),
+            ("/", "/"),
+            ("/score/v2", "/score/v2"),
+            ("/a/./b/../c", "/a/c"),
+            ("/a/./../c", "/c"),
+            ("/a/b/..", "/a/"),
+            ("/a/.", "/a/"),
+            ("/a/..", "/"),
+            ("/a//..", "/a/"),
+            ("/a/%2e/b/%2E%2e/c", "/a/c"),
+            ("/v1.2/.hidden/..x/x..", "/v1.2/.hidden/..x/x.."),
+            ("/a%2fb/%41%", "/a%2fb/%41%"),
+            ("/x%2f.y", "/x%2f.y"),
+        ] {
+            assert_eq!(resolve_dot_segments(suffix).unwrap(), resolved, "{suffix}");
+        }
+        for suffix in [
+            "/..",
+            "/../x",
+            "/a/../..",
+            "/%2e%2e",
+            "/.%2E/x",
+            "/a/..%2f..",
+            "/a/b%2F..",
+            "/..%5cx",
+            "/..;/x",
+            "/.;x",
+        ] {
+            let e = resolve_dot_segments(suffix).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidRequest, "{suffix}");
+        }
+    }
 
     #[test]
     fn peeks_model_and_stream() {

@@ -1,7 +1,7 @@
 //! The edge against hostile and slow clients, over raw sockets where it is
 //! about framing or timing: malformed chunked bodies close the connection
 //! (no request smuggling), header/body/keep-alive timeouts, the server-wide
-//! body budget.
+//! body budget, dot-segments in function paths.
 
 use crate::harness::*;
 use std::io::{ErrorKind, Read, Write};
@@ -484,4 +484,48 @@ fn the_body_budget_bounds_buffered_bodies() {
         ],
         "refused bodies never reach the backend"
     );
+}
+
+#[test]
+fn dot_segments_cannot_leave_the_function_prefix() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, "");
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let h = [("authorization", auth.as_str())];
+    for suffix in [
+        "/../../x",
+        "/..",
+        "/a/../../x",
+        "/%2e%2e/x",
+        "/%2E%2e/x",
+        "/.%2e/x",
+        "/%2e./x",
+        "/a/./%2e%2e/%2e%2e/x",
+        "/..%2f..%2fx",
+        "/..%2F",
+        "/a/b%2f..",
+        "/..%5c..%5cx",
+        "/..;/x",
+        "/a/..;jsessionid=1/..;/x",
+    ] {
+        // The harness writes the path as is (curl would resolve it first).
+        gw.call("POST", &format!("{PREFIX}{suffix}"), &h, b"{}")
+            .assert_error(400, "invalid_request");
+    }
+    assert!(sim.requests().is_empty(), "{:?}", sim_paths(&sim));
+
+    // Dot-segments that stay under the prefix are resolved before the
+    // backend sees the path; other segments pass as written.
+    for (suffix, upstream) in [
+        ("/a/./b/../c?q=1", "/functions/anomaly/a/c?q=1"),
+        ("/a/./../c", "/functions/anomaly/c"),
+        ("/a/%2e/b/%2E%2E/", "/functions/anomaly/a/"),
+        ("/x%2fy/..", "/functions/anomaly/"),
+        ("/v1.2/file.txt", "/functions/anomaly/v1.2/file.txt"),
+        ("/a%20b/%41", "/functions/anomaly/a%20b/%41"),
+    ] {
+        let r = gw.call("POST", &format!("{PREFIX}{suffix}"), &h, b"{}");
+        assert_eq!(r.status, 200, "{suffix}: {}", r.text());
+        assert_eq!(sim.requests().last().unwrap()["path"], upstream, "{suffix}");
+    }
 }
