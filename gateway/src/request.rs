@@ -6,7 +6,7 @@ use crate::runtime::{PathKind, Snapshot};
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
 use serde::Deserialize;
-use skygate_config::{ApiError, ErrorKind, Operation};
+use skygate_config::{clip, ApiError, ErrorKind, Operation};
 use skygate_plugins::RequestCtx;
 
 /// A request that passed parsing.
@@ -48,9 +48,13 @@ pub struct Peeked {
 /// has no usable `model`).
 pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
     let p: Peek = serde_json::from_slice(body).map_err(|e| {
+        // serde's message may quote the client's value.
         ApiError::new(
             ErrorKind::InvalidJson,
-            format!("the request body is not valid JSON: {e}"),
+            format!(
+                "the request body is not valid JSON: {}",
+                clip(&e.to_string())
+            ),
         )
     })?;
     let model = match p.model {
@@ -86,16 +90,13 @@ pub async fn parse(
     let Some(kind) = snap.routes.lookup(&path) else {
         return Err(ApiError::new(
             ErrorKind::NotFound,
-            format!("no route for path `{path}`"),
+            format!("no route for path `{}`", clip(&path)),
         ));
     };
     match &*kind {
         PathKind::ListModels => {
             if method != http::Method::GET {
-                return Err(ApiError::new(
-                    ErrorKind::MethodNotAllowed,
-                    format!("`{path}` takes GET, not {method}"),
-                ));
+                return Err(not_allowed(&path, "GET", &method));
             }
             Ok(Parsed::ListModels)
         }
@@ -125,10 +126,7 @@ pub async fn parse(
             max_body,
         } => {
             if method != http::Method::POST {
-                return Err(ApiError::new(
-                    ErrorKind::MethodNotAllowed,
-                    format!("`{path}` takes POST, not {method}"),
-                ));
+                return Err(not_allowed(&path, "POST", &method));
             }
             let (body, reservation) = read_body(session, max_body, budget).await?;
             ctx.request_bytes = body.len();
@@ -137,7 +135,10 @@ pub async fn parse(
             let Some(&route) = routes.get(&model) else {
                 let e = ApiError::new(
                     ErrorKind::ModelNotFound,
-                    format!("the model `{model}` does not exist or you do not have access to it"),
+                    format!(
+                        "the model `{}` does not exist or you do not have access to it",
+                        clip(&model)
+                    ),
                 );
                 ctx.model = Some(model);
                 return Err(e);
@@ -158,6 +159,17 @@ pub async fn parse(
             }))
         }
     }
+}
+
+fn not_allowed(path: &str, allowed: &str, method: &http::Method) -> ApiError {
+    ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        format!(
+            "`{}` takes {allowed}, not {}",
+            clip(path),
+            clip(method.as_str())
+        ),
+    )
 }
 
 fn too_large(limit: usize) -> ApiError {

@@ -1,9 +1,11 @@
 //! The edge against hostile and slow clients, over raw sockets where it is
 //! about framing or timing: malformed chunked bodies close the connection
 //! (no request smuggling), header/body/keep-alive timeouts, the server-wide
-//! body budget, dot-segments in function paths.
+//! body budget, dot-segments in function paths, bounded echoes of client
+//! values.
 
 use crate::harness::*;
+use serde_json::json;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -527,5 +529,35 @@ fn dot_segments_cannot_leave_the_function_prefix() {
         let r = gw.call("POST", &format!("{PREFIX}{suffix}"), &h, b"{}");
         assert_eq!(r.status, 200, "{suffix}: {}", r.text());
         assert_eq!(sim.requests().last().unwrap()["path"], upstream, "{suffix}");
+    }
+}
+
+#[test]
+fn client_values_are_not_echoed_whole() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, "");
+    let model = "m".repeat(1 << 20);
+    let r = gw.post(
+        "/v1/chat/completions",
+        &json!({"model": model, "messages": []}),
+    );
+    r.assert_error(404, "model_not_found");
+    assert!(r.body.len() < 1024, "a {} byte answer", r.body.len());
+    assert!(r.text().contains("…(truncated)"));
+
+    // (Pingora takes paths up to the `http` crate's 64 KiB URI limit.)
+    let path = format!("/v1/{}", "p".repeat(32 * 1024));
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let r = gw.call("POST", &path, &[("authorization", &auth)], b"{}");
+    r.assert_error(404, "not_found");
+    assert!(r.body.len() < 1024, "a {} byte answer", r.body.len());
+
+    gw.access_log(2);
+    let out = gw.proc.stdout();
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains("not_found")).collect();
+    assert_eq!(lines.len(), 2, "{out:.2000}");
+    for l in lines {
+        assert!(l.len() < 2048, "a {} byte access-log line", l.len());
+        assert!(l.contains("…(truncated)"));
     }
 }
