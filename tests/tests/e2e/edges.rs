@@ -2,7 +2,7 @@
 //! about framing or timing: malformed chunked bodies close the connection
 //! (no request smuggling), header/body/keep-alive timeouts, the server-wide
 //! body budget, dot-segments in function paths, bounded echoes of client
-//! values.
+//! values, the Bearer scheme in any case.
 
 use crate::harness::*;
 use serde_json::json;
@@ -559,5 +559,24 @@ fn client_values_are_not_echoed_whole() {
     for l in lines {
         assert!(l.len() < 2048, "a {} byte access-log line", l.len());
         assert!(l.contains("…(truncated)"));
+    }
+}
+
+#[test]
+fn bearer_scheme_in_any_case() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, "");
+    for scheme in ["BEARER", "bearer", "BeArEr"] {
+        let auth = format!("{scheme} {CLIENT_KEY}");
+        let r = gw.call(
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            json!({"model": "m", "messages": []}).to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{scheme}: {}", r.text());
     }
 }
