@@ -2,7 +2,7 @@
 //! about framing or timing: malformed chunked bodies close the connection
 //! (no request smuggling), header/body/keep-alive timeouts, the server-wide
 //! body budget, dot-segments in function paths, bounded echoes of client
-//! values, the Bearer scheme in any case.
+//! values, the Bearer scheme in any case, `content-encoding` to functions.
 
 use crate::harness::*;
 use serde_json::json;
@@ -579,4 +579,38 @@ fn bearer_scheme_in_any_case() {
         );
         assert_eq!(r.status, 200, "{scheme}: {}", r.text());
     }
+}
+
+#[test]
+fn content_encoding_reaches_functions() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, "");
+    let auth = format!("Bearer {CLIENT_KEY}");
+    // A gzip member (of "hi\n"): the gateway passes it on untouched.
+    let gz: &[u8] = &[
+        0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xcb, 0xc8, 0xe4, 0x02, 0x00,
+        0x7a, 0x7a, 0x6f, 0xed, 0x03, 0x00, 0x00, 0x00,
+    ];
+    let r = gw.call(
+        "POST",
+        PREFIX,
+        &[
+            ("authorization", &auth),
+            ("content-type", "text/plain"),
+            ("content-encoding", "gzip"),
+        ],
+        gz,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = sim.requests();
+    let last = seen.last().unwrap();
+    assert_eq!(last["body_bytes"], gz.len());
+    assert!(
+        last["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h[0] == "content-encoding" && h[1] == "gzip"),
+        "{last}"
+    );
 }
