@@ -58,6 +58,10 @@ const FORWARDED_CLIENT_HEADERS: &[HeaderName] = &[
     header::USER_AGENT,
 ];
 
+/// Client headers only function routes pass on, on top of the above: their
+/// bodies go through untouched, so the backend must know how one is encoded.
+const FUNCTION_CLIENT_HEADERS: &[HeaderName] = &[header::CONTENT_ENCODING];
+
 /// Response headers that belong to the hop, or to the gateway.
 fn strip_response_headers(resp: &mut ResponseHeader) {
     for h in [
@@ -182,7 +186,14 @@ impl Adapter for FunctionAdapter {
         } else {
             path
         };
-        let header = base_header(backend, call.method, &path, call)?;
+        let mut header = base_header(backend, call.method, &path, call)?;
+        for name in FUNCTION_CLIENT_HEADERS {
+            if let Some(v) = call.client.headers.get(name) {
+                header
+                    .insert_header(name.clone(), v.clone())
+                    .map_err(internal)?;
+            }
+        }
         Ok(Prepared {
             header,
             body: call.body.clone(),
@@ -341,6 +352,34 @@ mod tests {
         assert_eq!(p.header.method, http::Method::PUT);
         assert_eq!(p.header.uri.to_string(), "/v1/img?x=1");
         assert_eq!(p.body, body);
+    }
+
+    #[test]
+    fn content_encoding_goes_to_functions_only() {
+        let mut c = client();
+        c.insert_header("content-encoding", "gzip").unwrap();
+        let body = Bytes::from_static(b"\x1f\x8b");
+        let mut call = Call {
+            operation: Operation::Function,
+            method: &http::Method::POST,
+            path_suffix: "",
+            client: &c,
+            request_id: "r",
+            body: &body,
+        };
+        let p = FunctionAdapter
+            .prepare(
+                &backend(BackendKind::HttpFunction, None, "authorization"),
+                &call,
+            )
+            .unwrap();
+        assert_eq!(p.header.headers["content-encoding"], "gzip");
+        // OpenAI routes keep the plain allowlist: the gateway must read their JSON.
+        call.operation = Operation::ChatCompletions;
+        let p = OpenAiAdapter
+            .prepare(&backend(BackendKind::OpenAi, None, "authorization"), &call)
+            .unwrap();
+        assert!(p.header.headers.get("content-encoding").is_none());
     }
 
     #[test]

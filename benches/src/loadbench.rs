@@ -30,6 +30,13 @@ struct Args {
     /// Skip nginx even when it is installed.
     #[arg(long)]
     no_nginx: bool,
+    /// Another skygate binary (e.g. the previous commit's) measured in the
+    /// same run on the same config, as the row `skygate-before`.
+    #[arg(long)]
+    before: Option<PathBuf>,
+    /// Skip the scenario that loses one of three clouds under load.
+    #[arg(long)]
+    no_outage: bool,
 }
 
 const KEY: &str = "sk-bench-client-key";
@@ -100,6 +107,8 @@ struct Run {
     p50_us: f64,
     p99_us: f64,
     requests: f64,
+    /// Non-2xx answers plus socket errors (connect, read, write, timeout).
+    errors: f64,
 }
 
 fn parse_latency(v: &str) -> f64 {
@@ -113,11 +122,23 @@ fn parse_latency(v: &str) -> f64 {
 }
 
 fn wrk(script: &Path, url: &str, connections: u32, secs: u64) -> Run {
+    let run = wrk_run(script, url, connections, secs);
+    assert!(
+        run.errors == 0.0,
+        "wrk saw {} errors against {url}",
+        run.errors
+    );
+    run
+}
+
+fn wrk_run(script: &Path, url: &str, connections: u32, secs: u64) -> Run {
     let out = Command::new("wrk")
         .args([
             "-t1",
             &format!("-c{connections}"),
             &format!("-d{secs}s"),
+            "--timeout",
+            "10s",
             "--latency",
             "-s",
         ])
@@ -141,8 +162,15 @@ fn wrk(script: &Path, url: &str, connections: u32, secs: u64) -> Run {
                 .next()
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0.0);
-        } else if l.starts_with("Non-2xx") {
-            panic!("wrk saw errors against {url}:\n{text}");
+        } else if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
+            run.errors += v.trim().parse::<f64>().unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("Socket errors:") {
+            // "connect 0, read 0, write 0, timeout 0"
+            run.errors += v
+                .split(',')
+                .filter_map(|part| part.split_whitespace().nth(1))
+                .filter_map(|n| n.parse::<f64>().ok())
+                .sum::<f64>();
         }
     }
     assert!(
@@ -254,6 +282,28 @@ fn main() {
     );
     wait_port(gw_addr);
 
+    // The same config on another skygate binary, for a before/after ratio.
+    let before = args.before.as_ref().map(|path| {
+        let addr = free_addr();
+        let conf = dir.join("before.yaml");
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&gw_addr.to_string(), &addr.to_string())
+            .replace(&gw_admin.to_string(), &free_addr().to_string());
+        std::fs::write(&conf, text).unwrap();
+        let p = Proc(
+            Command::new(path)
+                .args(["run", "--config"])
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_port(addr);
+        (addr, p)
+    });
+
     // nginx, plain reverse proxy with upstream keepalive.
     let nginx_addr = free_addr();
     let nginx = (!args.no_nginx && Path::new("/usr/sbin/nginx").exists()).then(|| {
@@ -323,6 +373,9 @@ fn main() {
         ("direct", sim_addr, vec![]),
         ("skygate", gw_addr, vec![gw_pid]),
     ];
+    if let Some((addr, p)) = &before {
+        targets.push(("skygate-before", *addr, vec![p.0.id()]));
+    }
     if let Some(b) = &baseline {
         targets.push(("pingora-stock", base_addr, vec![b.0.id()]));
     }
@@ -397,6 +450,12 @@ fn main() {
             ng.4.p50_us - direct.4.p50_us
         );
     }
+    if let Some(b) = get("skygate-before") {
+        println!(
+            "| Skygate CPU per request / skygate-before (same run) | {:.3} |",
+            sky.2 / b.2
+        );
+    }
     if let Some(pb) = get("pingora-stock") {
         println!(
             "| Skygate CPU per request / Pingora stock proxy | {:.2} |",
@@ -411,9 +470,142 @@ fn main() {
     }
     println!("| SSE first event: direct / through Skygate (median of 200) | {ttfb_direct:.0} µs / {ttfb_gw:.0} µs (+{:.0} µs) |", ttfb_gw - ttfb_direct);
     println!("| Skygate RSS idle / after load | {rss_idle:.1} MiB / {rss_load:.1} MiB |");
+    drop(before);
     drop(baseline);
+    if let Some(n) = &nginx {
+        // Workers outlive a SIGKILLed master (and hold our stdout open).
+        for pid in children(n.0.id()) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
     drop(nginx);
     drop(gw);
     drop(sim);
+    if !args.no_outage {
+        outage(&bin, &dir, &script, &args);
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Starts a simulator; returns its address and process.
+fn start_sim(bin: &Path, name: &str, extra: &[&str]) -> (SocketAddr, Proc) {
+    let mut child = Command::new(bin)
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            name,
+            "--tokens",
+            "16",
+            "--max-instances",
+            "1000",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .rsplit_once("listening on ")
+        .unwrap()
+        .1
+        .trim()
+        .parse()
+        .unwrap();
+    (addr, Proc(child))
+}
+
+/// Losing one of three clouds under load: warm p99 first, then the same
+/// load while one cloud is SIGKILLed, then while one hangs (the first-byte
+/// timeout path). Target: no client-visible error, and p99 within the
+/// first-byte timeout plus the warm p99.
+fn outage(bin: &Path, dir: &Path, script: &Path, args: &Args) {
+    const FIRST_BYTE_MS: u64 = 1000;
+    let secs = args.duration.max(6);
+    let mut rows = Vec::new();
+    for scenario in ["warm", "one cloud killed", "one cloud hangs"] {
+        let sims: Vec<(SocketAddr, Proc)> = ["aws", "azure", "gcp"]
+            .iter()
+            .map(|n| start_sim(bin, n, &[]))
+            .collect();
+        let (gw_addr, gw_admin) = (free_addr(), free_addr());
+        let config = dir.join("outage.yaml");
+        let backends: String = ["aws", "azure", "gcp"]
+            .iter()
+            .zip(&sims)
+            .map(|(n, (a, _))| format!("  {n}: {{ kind: openai, url: \"http://{a}/v1\", timeouts: {{ connect: 500ms, first_byte: {FIRST_BYTE_MS}ms }} }}\n"))
+            .collect();
+        std::fs::write(
+            &config,
+            format!(
+                "listen: {gw_addr}\nadmin: {{ listen: {gw_admin}, token: bench-admin-token }}\nserver: {{ threads: {t}, access_log: off }}\n\
+                 auth:\n  api_keys:\n    - {{ key: {KEY}, principal: bench }}\n\
+                 backends:\n{backends}\
+                 routes:\n  chat: {{ match: {{ path: /v1/chat/completions, models: [bench] }}, targets: [ {{ backend: aws }}, {{ backend: azure }}, {{ backend: gcp }} ] }}\n",
+                t = args.threads
+            ),
+        )
+        .unwrap();
+        let gw = Proc(
+            Command::new(bin)
+                .args(["run", "--config"])
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_port(gw_addr);
+        let url = format!("http://{gw_addr}/v1/chat/completions");
+        wrk(script, &url, args.connections, 2);
+        let mut sims = sims;
+        let victim = sims[0].0;
+        let fault = std::thread::spawn({
+            let scenario = scenario.to_string();
+            let delay = Duration::from_secs(secs / 3);
+            let pid = sims[0].1 .0.id();
+            move || {
+                std::thread::sleep(delay);
+                match scenario.as_str() {
+                    "one cloud killed" => {
+                        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                    }
+                    "one cloud hangs" => {
+                        let body = r#"{"hang_rate":1.0}"#;
+                        if let Ok(mut s) = TcpStream::connect(victim) {
+                            let _ = write!(s, "POST /_sim/config HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                            let mut sink = Vec::new();
+                            let _ = s.read_to_end(&mut sink);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let run = wrk_run(script, &url, args.connections, secs);
+        let _ = fault.join();
+        rows.push((scenario, run));
+        drop(gw);
+        sims.clear();
+    }
+    let warm = rows[0].1;
+    println!("\n## Losing one of three clouds under load ({} connections, {secs} s, fault at {} s, first_byte {FIRST_BYTE_MS} ms)\n", args.connections, secs / 3);
+    println!("| scenario | requests | client errors | req/s | p50 µs | p99 µs | p99 budget (first_byte + warm p99) µs |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, run) in &rows {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            run.requests,
+            run.errors,
+            run.rps,
+            run.p50_us,
+            run.p99_us,
+            FIRST_BYTE_MS as f64 * 1000.0 + warm.p99_us
+        );
+    }
 }

@@ -223,6 +223,25 @@ impl ApiError {
     }
 }
 
+/// The most bytes of a client-supplied value (a model name, a path) that an
+/// error message or the access log repeats.
+pub const ECHO_LIMIT: usize = 256;
+
+/// `value` as an error message or a log line may repeat it: whole when it
+/// fits in [`ECHO_LIMIT`] bytes, else cut on a char boundary and marked
+/// `…(truncated)`. A client must not be able to make either as large as
+/// what it sent.
+pub fn clip(value: &str) -> Cow<'_, str> {
+    if value.len() <= ECHO_LIMIT {
+        return Cow::Borrowed(value);
+    }
+    let mut end = ECHO_LIMIT;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…(truncated)", &value[..end]))
+}
+
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -249,6 +268,21 @@ mod tests {
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["code"], "model_not_found");
         assert_eq!(e.status(), 404);
+    }
+
+    #[test]
+    fn clip_cuts_long_values_on_a_char_boundary() {
+        assert_eq!(clip("gpt-4o"), "gpt-4o");
+        let exact = "m".repeat(ECHO_LIMIT);
+        assert_eq!(clip(&exact), exact.as_str());
+        let long = "x".repeat(1 << 20);
+        let c = clip(&long);
+        assert!(c.len() < 300 && c.ends_with("…(truncated)"), "{}", c.len());
+        // A 3-byte char straddling the limit is left out whole.
+        let mut s = "a".repeat(ECHO_LIMIT - 1);
+        s.push_str("€€");
+        let c = clip(&s);
+        assert_eq!(c, format!("{}…(truncated)", "a".repeat(ECHO_LIMIT - 1)));
     }
 
     #[test]

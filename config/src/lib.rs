@@ -12,7 +12,7 @@ pub mod runtime;
 mod secret;
 mod section;
 
-pub use api_error::{ApiError, ErrorKind, Fault, Retry};
+pub use api_error::{clip, ApiError, ErrorKind, Fault, Retry, ECHO_LIMIT};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load_file, load_str, load_str_in, parse_duration, parse_size, MAX_DURATION};
 pub use runtime::*;

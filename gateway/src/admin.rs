@@ -21,7 +21,7 @@ use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 use skygate_backends::routing::state::WeightOverride;
 use skygate_backends::BackendRt;
-use skygate_config::{ApiError, ErrorKind, Route};
+use skygate_config::{clip, ApiError, ErrorKind, Route};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -189,19 +189,6 @@ impl ServeHttp for Admin {
             )),
         }
     }
-}
-
-/// A client-supplied value, cut short for messages.
-fn clip(s: &str) -> String {
-    const MAX: usize = 128;
-    if s.len() <= MAX {
-        return s.to_string();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {

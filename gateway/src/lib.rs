@@ -3,7 +3,9 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod budget;
 pub mod demo;
+mod edge;
 mod forward;
 pub mod health;
 pub mod metrics;
@@ -45,11 +47,15 @@ pub struct State {
     admin_lock: Mutex<()>,
     /// Bumped on every swap: background work (health checks) restarts on it.
     pub generation: tokio::sync::watch::Sender<u64>,
+    /// Bytes of request bodies held in memory, server-wide (`budget.rs`).
+    pub budget: budget::BodyBudget,
 }
 
 impl State {
     pub fn new(config: Config, source: Source) -> Self {
         let registry = Registry::new();
+        let budget =
+            budget::BodyBudget::new(config.server.body_budget, config.server.body_budget_wait);
         let snapshot = Snapshot::build(config, &registry);
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -61,6 +67,7 @@ impl State {
             source,
             admin_lock: Mutex::new(()),
             generation: tokio::sync::watch::Sender::new(0),
+            budget,
         }
     }
 

@@ -1,11 +1,13 @@
 //! What happened to a request, recorded once at its end: metrics and one
 //! JSON access-log line.
 
+use skygate_config::clip;
 use skygate_plugins::RequestCtx;
 
 /// Records a finished request. `method` and `path` come from the request
 /// header (the path without its query, which may carry secrets); `client`
-/// is the peer address of the downstream connection.
+/// is the peer address of the downstream connection. Client-supplied values
+/// (method, path, model) are cut to `skygate_config::ECHO_LIMIT` bytes.
 pub fn record(ctx: &RequestCtx, method: &str, path: &str, client: Option<&str>, access_log: bool) {
     let route = ctx.route_name.as_deref().unwrap_or("");
     let backend = ctx.backend.as_deref().unwrap_or("");
@@ -42,11 +44,12 @@ pub fn record(ctx: &RequestCtx, method: &str, path: &str, client: Option<&str>, 
         "ts_ms": ts,
         "request_id": ctx.request_id,
         "client": client,
-        "method": method,
-        "path": path,
+        // Client-supplied: clipped, so a line stays small whatever was sent.
+        "method": clip(method),
+        "path": clip(path),
         "principal": ctx.identity.as_ref().map(|i| i.principal.as_str()),
         "route": ctx.route_name,
-        "model": ctx.model,
+        "model": ctx.model.as_deref().map(clip),
         "stream": ctx.stream,
         "backend": ctx.backend.as_deref(),
         "attempts": ctx.attempts,

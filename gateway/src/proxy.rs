@@ -9,12 +9,13 @@
 
 use crate::request::{self, Parsed};
 use crate::runtime::Snapshot;
-use crate::{forward, observe, respond, State};
+use crate::{edge, forward, observe, respond, State};
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
 use pingora_proxy::{ProxyHttp, Session};
 use skygate_plugins::{Decision, RequestCtx};
+use std::any::Any;
 use std::sync::Arc;
 
 pub struct Gateway {
@@ -56,7 +57,7 @@ impl ProxyHttp for Gateway {
             return respond::error(session, ctx, &e).await;
         }
         // 2. Route by path, read and bound the body, route by model.
-        let parsed = match request::parse(session, ctx, snap).await {
+        let parsed = match request::parse(session, ctx, snap, &self.state.budget).await {
             Ok(p) => p,
             Err(e) => return respond::error(session, ctx, &e).await,
         };
@@ -69,6 +70,11 @@ impl ProxyHttp for Gateway {
             Parsed::ListModels => respond::json(session, ctx, 200, snap.models_body.clone()).await,
             Parsed::Call(routed) => forward::forward(&self.state, snap, session, ctx, routed).await,
         }
+    }
+
+    fn on_connection_reuse(&self, _: &mut Session, _: &mut Ctx, conn: Box<dyn Any + Send + Sync>) {
+        // Pingora calls this right after reading a request header: stop the header timer.
+        edge::header_read(conn);
     }
 
     async fn upstream_peer(

@@ -1,11 +1,12 @@
 //! Reads and bounds the request body, then settles the route: by path, then
 //! (for OpenAI operations) by the `model` of the JSON body.
 
+use crate::budget::{BodyBudget, Reservation};
 use crate::runtime::{PathKind, Snapshot};
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
 use serde::Deserialize;
-use skygate_config::{ApiError, ErrorKind, Operation};
+use skygate_config::{clip, ApiError, ErrorKind, Operation};
 use skygate_plugins::RequestCtx;
 
 /// A request that passed parsing.
@@ -24,6 +25,9 @@ pub struct Routed {
     /// Function routes: the path after the route prefix, with the query.
     pub path_suffix: String,
     pub body: Bytes,
+    /// The body's share of the server's body budget: held while the body is
+    /// (for the upstream attempts), released when the request is done.
+    pub reservation: Reservation,
 }
 
 /// The few fields of an OpenAI request body the gateway needs; serde skips the rest.
@@ -44,9 +48,13 @@ pub struct Peeked {
 /// has no usable `model`).
 pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
     let p: Peek = serde_json::from_slice(body).map_err(|e| {
+        // serde's message may quote the client's value.
         ApiError::new(
             ErrorKind::InvalidJson,
-            format!("the request body is not valid JSON: {e}"),
+            format!(
+                "the request body is not valid JSON: {}",
+                clip(&e.to_string())
+            ),
         )
     })?;
     let model = match p.model {
@@ -74,6 +82,7 @@ pub async fn parse(
     session: &mut Session,
     ctx: &mut RequestCtx,
     snap: &Snapshot,
+    budget: &BodyBudget,
 ) -> Result<Parsed, ApiError> {
     let req = session.req_header();
     let path = req.uri.path().to_string();
@@ -81,35 +90,33 @@ pub async fn parse(
     let Some(kind) = snap.routes.lookup(&path) else {
         return Err(ApiError::new(
             ErrorKind::NotFound,
-            format!("no route for path `{path}`"),
+            format!("no route for path `{}`", clip(&path)),
         ));
     };
     match &*kind {
         PathKind::ListModels => {
             if method != http::Method::GET {
-                return Err(ApiError::new(
-                    ErrorKind::MethodNotAllowed,
-                    format!("`{path}` takes GET, not {method}"),
-                ));
+                return Err(not_allowed(&path, "GET", &method));
             }
             Ok(Parsed::ListModels)
         }
         &PathKind::Function { route, suffix_at } => {
             let r = &snap.config.routes[route];
             ctx.route_name = Some(r.name.clone());
-            let body = read_body(session, r.max_body).await?;
-            ctx.request_bytes = body.len();
-            let uri = &session.req_header().uri;
-            let mut suffix = uri.path().get(suffix_at..).unwrap_or("").to_string();
-            if let Some(q) = uri.query() {
+            // Settled before the body is read: a refused path costs no read.
+            let mut suffix = resolve_dot_segments(path.get(suffix_at..).unwrap_or(""))?;
+            if let Some(q) = session.req_header().uri.query() {
                 suffix.push('?');
                 suffix.push_str(q);
             }
+            let (body, reservation) = read_body(session, r.max_body, budget).await?;
+            ctx.request_bytes = body.len();
             Ok(Parsed::Call(Routed {
                 route,
                 operation: Operation::Function,
                 path_suffix: suffix,
                 body,
+                reservation,
             }))
         }
         &PathKind::Model {
@@ -118,19 +125,19 @@ pub async fn parse(
             max_body,
         } => {
             if method != http::Method::POST {
-                return Err(ApiError::new(
-                    ErrorKind::MethodNotAllowed,
-                    format!("`{path}` takes POST, not {method}"),
-                ));
+                return Err(not_allowed(&path, "POST", &method));
             }
-            let body = read_body(session, max_body).await?;
+            let (body, reservation) = read_body(session, max_body, budget).await?;
             ctx.request_bytes = body.len();
             let Peeked { model, stream } = peek(&body)?;
             ctx.stream = stream;
             let Some(&route) = routes.get(&model) else {
                 let e = ApiError::new(
                     ErrorKind::ModelNotFound,
-                    format!("the model `{model}` does not exist or you do not have access to it"),
+                    format!(
+                        "the model `{}` does not exist or you do not have access to it",
+                        clip(&model)
+                    ),
                 );
                 ctx.model = Some(model);
                 return Err(e);
@@ -146,9 +153,21 @@ pub async fn parse(
                 operation,
                 path_suffix: String::new(),
                 body,
+                reservation,
             }))
         }
     }
+}
+
+fn not_allowed(path: &str, allowed: &str, method: &http::Method) -> ApiError {
+    ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        format!(
+            "`{}` takes {allowed}, not {}",
+            clip(path),
+            clip(method.as_str())
+        ),
+    )
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -158,8 +177,115 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// Reads the whole body, refusing it (without reading further) once it passes `limit`.
-async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiError> {
+/// The path after a function route's prefix with its dot-segments resolved
+/// (RFC 3986 §5.2.4: `.` is dropped, `..` removes the segment before it), so
+/// a backend that resolves them itself cannot be led above the prefix. A `..`
+/// with nothing left to remove is refused (400).
+///
+/// Segments are compared after percent-decoding, so `%2e%2e` and `.%2E` are
+/// `..` too. A segment that hides a dot-segment behind an encoded separator
+/// (`..%2f..`, `..%5c`) or a path parameter (`..;x`, which Java servers read
+/// as `..`) is refused: what a backend makes of it cannot be known. Every
+/// other segment passes as the client wrote it.
+pub fn resolve_dot_segments(suffix: &str) -> Result<String, ApiError> {
+    // A dot-segment needs a `.`, or a `%` to encode one.
+    if !suffix.bytes().any(|b| b == b'.' || b == b'%') {
+        return Ok(suffix.to_string());
+    }
+    let climbs = || {
+        ApiError::new(
+            ErrorKind::InvalidRequest,
+            "the path leaves the route's prefix through `..` segments",
+        )
+    };
+    let mut kept: Vec<&str> = Vec::new();
+    let mut ends_in_dot = false;
+    // The suffix is empty or starts with `/`: skip what precedes that slash.
+    for segment in suffix.split('/').skip(1) {
+        let decoded = percent_decode(segment);
+        ends_in_dot = is_dot_segment(&decoded);
+        match decoded.as_slice() {
+            b"." => {}
+            b".." => {
+                kept.pop().ok_or_else(climbs)?;
+            }
+            // `.` and `..` themselves matched above: a part that is one sits
+            // next to an encoded separator or a `;`.
+            d if d
+                .split(|&b| matches!(b, b'/' | b'\\' | b';'))
+                .any(is_dot_segment) =>
+            {
+                return Err(ApiError::new(
+                    ErrorKind::InvalidRequest,
+                    "a path segment hides `.` or `..` behind an encoded `/` or `\\`, or a `;`",
+                ))
+            }
+            _ => kept.push(segment),
+        }
+    }
+    let mut out = String::with_capacity(suffix.len());
+    for segment in &kept {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if ends_in_dot {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+fn is_dot_segment(s: &[u8]) -> bool {
+    s == b"." || s == b".."
+}
+
+/// `%XX` escapes decoded; anything else (a stray `%` too) kept as is.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Reads the whole body within the route's `limit` and the server's body
+/// budget. On any failure the connection is closed after the answer: the body
+/// was not read to its end (or its framing broke), so whatever follows on the
+/// connection is not the start of a request, and must not be read as one.
+async fn read_body(
+    session: &mut Session,
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<(Bytes, Reservation), ApiError> {
+    let mut reservation = budget.reservation();
+    let read = read_body_within(session, limit, &mut reservation).await;
+    match read {
+        Ok(body) => Ok((body, reservation)),
+        Err(e) => {
+            session.set_keepalive(None);
+            Err(e)
+        }
+    }
+}
+
+async fn read_body_within(
+    session: &mut Session,
+    limit: usize,
+    reservation: &mut Reservation,
+) -> Result<Bytes, ApiError> {
     let declared = session
         .req_header()
         .headers
@@ -169,6 +295,8 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiErro
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
+    // A declared length is reserved whole, before anything is read.
+    reservation.grow_to(declared.unwrap_or(0)).await?;
     // A client that sent `Expect: 100-continue` (curl does for bodies over
     // 1 KiB) waits for this before sending the body.
     let expects_continue = session
@@ -188,12 +316,21 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiErro
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                if buf.len() + chunk.len() > limit {
+                let total = buf.len() + chunk.len();
+                if total > limit {
                     return Err(too_large(limit));
                 }
+                // Chunked bodies reserve as they come (no-op for a declared length).
+                reservation.grow_to(total).await?;
                 buf.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(buf.freeze()),
+            Err(e) if e.etype() == &pingora_error::ErrorType::ReadTimedout => {
+                return Err(ApiError::new(
+                    ErrorKind::RequestTimeout,
+                    "the request body stalled: no data within the server's body read timeout",
+                ))
+            }
             Err(e) => {
                 return Err(ApiError::new(
                     ErrorKind::InvalidRequest,
@@ -207,6 +344,42 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_are_resolved_under_the_prefix() {
+        for (suffix, resolved) in [
+            ("", ""),
+            ("/", "/"),
+            ("/score/v2", "/score/v2"),
+            ("/a/./b/../c", "/a/c"),
+            ("/a/./../c", "/c"),
+            ("/a/b/..", "/a/"),
+            ("/a/.", "/a/"),
+            ("/a/..", "/"),
+            ("/a//..", "/a/"),
+            ("/a/%2e/b/%2E%2e/c", "/a/c"),
+            ("/v1.2/.hidden/..x/x..", "/v1.2/.hidden/..x/x.."),
+            ("/a%2fb/%41%", "/a%2fb/%41%"),
+            ("/x%2f.y", "/x%2f.y"),
+        ] {
+            assert_eq!(resolve_dot_segments(suffix).unwrap(), resolved, "{suffix}");
+        }
+        for suffix in [
+            "/..",
+            "/../x",
+            "/a/../..",
+            "/%2e%2e",
+            "/.%2E/x",
+            "/a/..%2f..",
+            "/a/b%2F..",
+            "/..%5cx",
+            "/..;/x",
+            "/.;x",
+        ] {
+            let e = resolve_dot_segments(suffix).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidRequest, "{suffix}");
+        }
+    }
 
     #[test]
     fn peeks_model_and_stream() {

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
-use skygate_config::{ApiError, ErrorKind};
+use skygate_config::ApiError;
 use skygate_plugins::RequestCtx;
 
 /// Headers every response gets.
@@ -63,10 +63,11 @@ pub async fn error(
             d.as_secs_f64().ceil().max(1.0).to_string(),
         )?;
     }
-    if e.kind == ErrorKind::BodyTooLarge {
-        // The rest of the body was never read: the connection cannot be reused.
+    // A request whose body was not read to its end has switched keep-alive
+    // off (`request::read_body`); said here too, though Pingora writes the
+    // same `connection` header from the session's keep-alive state.
+    if session.get_keepalive().is_none() {
         h.insert_header(http::header::CONNECTION, "close")?;
-        session.set_keepalive(None);
     }
     ctx.response_bytes = body.len() as u64;
     session.write_response_header(Box::new(h), false).await?;

@@ -3,6 +3,7 @@
 //! and exits as soon as they have (at most after the grace period).
 
 use crate::admin::Admin;
+use crate::edge::Edge;
 use crate::health::HealthChecks;
 use crate::proxy::Gateway;
 use crate::reload::Source;
@@ -44,12 +45,17 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway {
-            state: state.clone(),
-        },
-        "skygate-proxy",
+    // Pingora's proxy app, behind the connection loop that adds the
+    // client-side timeouts (`edge.rs`).
+    let gateway = Gateway {
+        state: state.clone(),
+    };
+    let mut proxy = Service::new(
+        "skygate-proxy".to_string(),
+        Edge::new(
+            pingora_proxy::http_proxy(&server.configuration, gateway),
+            state.clone(),
+        ),
     );
     proxy.add_tcp(&cfg.listen.to_string());
     proxy.threads = Some(cfg.server.threads);

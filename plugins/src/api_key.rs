@@ -5,7 +5,7 @@
 use crate::{AuthMethod, Decision, Identity, Plugin, RequestCtx};
 use async_trait::async_trait;
 use pingora_http::RequestHeader;
-use skygate_config::{ApiError, ApiKey, ErrorKind, Secret};
+use skygate_config::{bearer_token, ApiError, ApiKey, ErrorKind, Secret};
 
 pub struct ApiKeys {
     keys: Vec<(Secret, String)>,
@@ -23,10 +23,8 @@ impl ApiKeys {
 
     fn presented(req: &RequestHeader) -> Option<&[u8]> {
         if let Some(v) = req.headers.get(http::header::AUTHORIZATION) {
-            let v = v.as_bytes();
-            return v
-                .strip_prefix(b"Bearer ")
-                .or_else(|| v.strip_prefix(b"bearer "));
+            // The scheme is case-insensitive: `BEARER` and `BeArEr` are Bearer too.
+            return bearer_token(v.as_bytes());
         }
         req.headers
             .get("api-key")
@@ -96,6 +94,26 @@ mod tests {
         assert_eq!(ctx.identity.unwrap().principal, "app");
         let (d, _) = run(Some(("api-key", "sk-good-key"))).await;
         assert!(matches!(d, Decision::Continue));
+    }
+
+    #[tokio::test]
+    async fn bearer_scheme_is_case_insensitive() {
+        for v in [
+            "bearer sk-good-key",
+            "BEARER sk-good-key",
+            "BeArEr  sk-good-key",
+        ] {
+            let (d, ctx) = run(Some(("authorization", v))).await;
+            assert!(matches!(d, Decision::Continue), "{v}");
+            assert_eq!(ctx.identity.unwrap().principal, "app");
+        }
+        for v in ["Basic sk-good-key", "Bearersk-good-key", "sk-good-key"] {
+            let (d, _) = run(Some(("authorization", v))).await;
+            assert!(
+                matches!(d, Decision::Respond(ref e) if e.status() == 401),
+                "{v}"
+            );
+        }
     }
 
     #[tokio::test]

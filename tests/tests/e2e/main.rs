@@ -10,6 +10,7 @@ mod harness;
 mod admin;
 mod bodies;
 mod config;
+mod edges;
 mod errors;
 mod failover;
 mod observability;

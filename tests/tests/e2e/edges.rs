@@ -1,0 +1,616 @@
+//! The edge against hostile and slow clients, over raw sockets where it is
+//! about framing or timing: malformed chunked bodies close the connection
+//! (no request smuggling), header/body/keep-alive timeouts, the server-wide
+//! body budget, dot-segments in function paths, bounded echoes of client
+//! values, the Bearer scheme in any case, `content-encoding` to functions.
+
+use crate::harness::*;
+use serde_json::json;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const PREFIX: &str = "/v1/functions/anomaly-score";
+
+/// A function route (`PREFIX` → `{sim}/functions/anomaly`) and the chat
+/// route of `one_backend`, behind `server`.
+fn gateway(sim: &Sim, server: &str) -> Gateway {
+    Gateway::start(&format!(
+        r#"server: {{ threads: 2, grace_period: 5s{server} }}
+{auth}backends:
+  s: {{ kind: openai, url: "{url}/v1" }}
+  f: {{ kind: http_function, url: "{url}/functions/anomaly" }}
+routes:
+  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: s }} ] }}
+  anomaly: {{ match: {{ path_prefix: {PREFIX} }}, targets: [ {{ backend: f }} ] }}
+"#,
+        auth = auth_section(),
+        url = sim.url
+    ))
+}
+
+fn bearer() -> String {
+    format!("authorization: Bearer {CLIENT_KEY}\r\n")
+}
+
+fn connect(gw: &Gateway) -> TcpStream {
+    let s = TcpStream::connect(gw.addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// How a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The gateway closed it (FIN).
+    Eof,
+    /// The gateway reset it.
+    Reset,
+    /// Still open when the wait ended.
+    Open,
+}
+
+/// Everything the gateway sends until it closes the connection, waiting at
+/// most `limit`.
+fn read_to_close(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, End) {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let Some(left) = limit.checked_sub(start.elapsed()).filter(|d| !d.is_zero()) else {
+            return (out, End::Open);
+        };
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return (out, End::Eof),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return (out, End::Open)
+            }
+            Err(_) => return (out, End::Reset),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.json()["error"]["code"], code);
+    }
+}
+
+/// The complete responses at the start of `buf` (all with `content-length`
+/// bodies, as the gateway's own answers are); 1xx responses are skipped.
+fn answers(mut buf: &[u8]) -> Vec<Answer> {
+    let mut out = Vec::new();
+    loop {
+        let mut hs = [httparse::EMPTY_HEADER; 64];
+        let mut r = httparse::Response::new(&mut hs);
+        let Ok(httparse::Status::Complete(len)) = r.parse(buf) else {
+            return out;
+        };
+        let status = r.code.unwrap_or(0);
+        let headers: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        let body_len = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .map_or(0, |(_, v)| v.parse::<usize>().unwrap());
+        if buf.len() < len + body_len {
+            return out;
+        }
+        if status >= 200 {
+            out.push(Answer {
+                status,
+                headers,
+                body: buf[len..len + body_len].to_vec(),
+            });
+        }
+        buf = &buf[len + body_len..];
+    }
+}
+
+/// Reads until one whole response is in, leaving the connection open.
+fn next_answer(s: &mut TcpStream) -> Answer {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        if let Some(a) = answers(&got).into_iter().next() {
+            return a;
+        }
+        let n = s.read(&mut buf).expect("a response");
+        assert!(n > 0, "closed before a whole response");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// One answer, `connection: close`, then the connection closed.
+fn assert_one_answer_then_close(s: &mut TcpStream, what: &str) -> Answer {
+    let (bytes, end) = read_to_close(s, Duration::from_secs(10));
+    let all = answers(&bytes);
+    assert_eq!(
+        all.len(),
+        1,
+        "{what}: exactly one response, got: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let a = all.into_iter().next().unwrap();
+    assert_eq!(a.header("connection"), Some("close"), "{what}");
+    assert_eq!(end, End::Eof, "{what}: the gateway closes the connection");
+    a
+}
+
+fn sim_paths(sim: &Sim) -> Vec<String> {
+    sim.requests()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn malformed_chunked_bodies_close_the_connection() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, "");
+    // Blank lines (which a request parser skips) push the hidden request past
+    // Pingora's first 4 KiB read: it is still in the socket after the bad chunk.
+    let smuggled = format!(
+        "{}GET {PREFIX}/SMUGGLED HTTP/1.1\r\nhost: x\r\n{}\r\n",
+        "\r\n".repeat(4096),
+        bearer()
+    );
+    for (name, body) in [
+        ("non-hex size", "zz\r\n".to_string()),
+        (
+            "overflowing size",
+            "ffffffffffffffff0\r\nx\r\n\r\n".to_string(),
+        ),
+        ("signed size", "+5\r\nhello\r\n0\r\n\r\n".to_string()),
+        ("no CRLF after data", "5\r\nhelloXX0\r\n\r\n".to_string()),
+    ] {
+        let mut s = connect(&gw);
+        let req = format!(
+            "POST {PREFIX} HTTP/1.1\r\nhost: x\r\n{}transfer-encoding: chunked\r\n\r\n{body}{smuggled}",
+            bearer()
+        );
+        // One send: the hidden request follows the bad chunk in the same segment.
+        s.write_all(req.as_bytes()).unwrap();
+        let a = assert_one_answer_then_close(&mut s, name);
+        a.assert_error(400, "invalid_request");
+    }
+    // The OpenAI path reads bodies the same way.
+    let mut s = connect(&gw);
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n{}transfer-encoding: chunked\r\n\r\nzz\r\n{smuggled}",
+        bearer()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    assert_one_answer_then_close(&mut s, "chat").assert_error(400, "invalid_request");
+
+    assert!(
+        !sim_paths(&sim).iter().any(|p| p.contains("SMUGGLED")),
+        "the backend must never see the hidden request: {:?}",
+        sim_paths(&sim)
+    );
+    // A well-formed chunked body still works, and keeps the connection.
+    let mut s = connect(&gw);
+    let req = format!(
+        "POST {PREFIX}/ok HTTP/1.1\r\nhost: x\r\n{}transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        bearer()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let a = next_answer(&mut s);
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("connection"), Some("keep-alive"));
+    assert_eq!(sim.requests().last().unwrap()["body_bytes"], 5);
+}
+
+const SLOW: &str = ", timeouts: { header_read: 1s, body_read: 500ms, keepalive: 1s }";
+
+/// Sends `bytes` one at a time, `gap` apart, until the gateway closes the
+/// connection; returns when it did, measured from `start`.
+fn trickle_until_closed(s: &mut TcpStream, bytes: &[u8], gap: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    for b in bytes.iter().cycle() {
+        if s.write_all(&[*b]).is_err() {
+            return Some(start.elapsed());
+        }
+        let (got, end) = read_to_close(s, gap);
+        assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+        if end != End::Open {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            return None;
+        }
+    }
+    None
+}
+
+#[test]
+fn a_trickled_header_is_cut_off() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, SLOW);
+    // A header that never ends, one byte every 100 ms.
+    let endless = b"GET /v1/models HTTP/1.1\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut s = connect(&gw);
+    let took = trickle_until_closed(&mut s, endless, Duration::from_millis(100))
+        .expect("the gateway must close a connection whose header never ends");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "closed after {took:?}; header_read is 1s"
+    );
+
+    // The same on a kept-alive connection: the timer runs from the next
+    // request's first byte.
+    let mut s = connect(&gw);
+    let req = format!("GET /v1/models HTTP/1.1\r\nhost: x\r\n{}\r\n", bearer());
+    s.write_all(req.as_bytes()).unwrap();
+    assert_eq!(next_answer(&mut s).status, 200);
+    let took = trickle_until_closed(&mut s, endless, Duration::from_millis(100))
+        .expect("a kept-alive connection is cut off too");
+    assert!(took < Duration::from_secs(3), "closed after {took:?}");
+}
+
+#[test]
+fn idle_keepalive_connections_are_closed() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, SLOW);
+    let req = format!("GET /v1/models HTTP/1.1\r\nhost: x\r\n{}\r\n", bearer());
+    let mut s = connect(&gw);
+    // Requests 600 ms apart: each within keep-alive, and the connection
+    // outlives header_read (the header timer restarts with each request).
+    for _ in 0..3 {
+        s.write_all(req.as_bytes()).unwrap();
+        let a = next_answer(&mut s);
+        assert_eq!(a.status, 200);
+        assert_eq!(a.header("connection"), Some("keep-alive"));
+        let (got, end) = read_to_close(&mut s, Duration::from_millis(600));
+        assert_eq!((got.len(), end), (0, End::Open));
+    }
+    // Then idle past keep-alive (1 s): closed.
+    let start = Instant::now();
+    let (got, end) = read_to_close(&mut s, Duration::from_secs(5));
+    assert!(got.is_empty());
+    assert_eq!(end, End::Eof);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    // A connection that never sends anything is held no longer than a header.
+    let mut idle = connect(&gw);
+    let (_, end) = read_to_close(&mut idle, Duration::from_secs(5));
+    assert_eq!(end, End::Eof);
+}
+
+#[test]
+fn a_stalled_body_is_408_and_closed() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, SLOW);
+    // Declares 1 MiB, sends a little, stalls.
+    let mut s = connect(&gw);
+    let head = format!(
+        "POST {PREFIX} HTTP/1.1\r\nhost: x\r\n{}content-length: {}\r\n\r\n",
+        bearer(),
+        1 << 20
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&[b'x'; 1000]).unwrap();
+    let start = Instant::now();
+    let a = assert_one_answer_then_close(&mut s, "stalled");
+    a.assert_error(408, "request_timeout");
+    assert_eq!(a.json()["error"]["type"], "invalid_request_error");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Trickled with pauses shorter than body_read: slow, but alive. The
+    // whole body takes longer than body_read; no pause does.
+    let mut s = connect(&gw);
+    let head = format!(
+        "POST {PREFIX}/slow HTTP/1.1\r\nhost: x\r\n{}content-length: 50\r\n\r\n",
+        bearer()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(250));
+        s.write_all(&[b'y'; 10]).unwrap();
+    }
+    assert_eq!(next_answer(&mut s).status, 200);
+    // Then a pause longer than body_read, mid-body: 408.
+    let head = format!(
+        "POST {PREFIX}/slow HTTP/1.1\r\nhost: x\r\n{}content-length: 50\r\n\r\n",
+        bearer()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&[b'y'; 10]).unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    s.write_all(&[b'y'; 10]).unwrap();
+    assert_one_answer_then_close(&mut s, "paused").assert_error(408, "request_timeout");
+    assert_eq!(
+        sim_paths(&sim),
+        vec!["/functions/anomaly/slow".to_string()],
+        "only the whole body reached the backend"
+    );
+}
+
+/// Sends a request header for a body of `len` bytes with
+/// `expect: 100-continue`. `Ok` when the gateway said go on (the body's
+/// bytes are then reserved); else its answer, read to the close.
+fn expect_continue(s: &mut TcpStream, path: &str, len: usize) -> Result<(), (Vec<u8>, End)> {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\n{}content-length: {len}\r\nexpect: 100-continue\r\n\r\n",
+        bearer()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut first = vec![0u8; CONTINUE.len()];
+    s.read_exact(&mut first).unwrap();
+    if first == CONTINUE {
+        return Ok(());
+    }
+    let (rest, end) = read_to_close(s, Duration::from_secs(10));
+    first.extend_from_slice(&rest);
+    Err((first, end))
+}
+
+#[test]
+fn the_body_budget_bounds_buffered_bodies() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, ", body_budget: 1MiB, body_budget_wait: 2s");
+    const KIB: usize = 1024;
+
+    // A holds 800 KiB of the 1 MiB budget while it sends slowly.
+    let mut a = connect(&gw);
+    expect_continue(&mut a, &format!("{PREFIX}/a"), 800 * KIB).unwrap();
+    a.write_all(&vec![b'a'; 100 * KIB]).unwrap();
+
+    // B declares 600 KiB: there is no room, and none comes within
+    // body_budget_wait → 503, without a 100 Continue.
+    let declared = std::thread::spawn({
+        let addr = gw.addr;
+        move || {
+            let mut b = TcpStream::connect(addr).unwrap();
+            expect_continue(&mut b, &format!("{PREFIX}/b"), 600 * KIB)
+                .expect_err("no 100 Continue without room for the body")
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Meanwhile a small body fits and passes.
+    let start = Instant::now();
+    let small = gw.call(
+        "POST",
+        &format!("{PREFIX}/small"),
+        &[("authorization", &format!("Bearer {CLIENT_KEY}"))],
+        &[b's'; KIB],
+    );
+    assert_eq!(small.status, 200, "{}", small.text());
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "the small body did not queue behind the large one"
+    );
+    // C, chunked, concurrent with B: reserves as its chunk arrives, runs
+    // out of room → 503 too.
+    let chunked = std::thread::spawn({
+        let addr = gw.addr;
+        move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            let head = format!(
+                "POST {PREFIX}/c HTTP/1.1\r\nhost: x\r\n{}transfer-encoding: chunked\r\n\r\n{:x}\r\n",
+                bearer(),
+                600 * KIB
+            );
+            c.write_all(head.as_bytes()).unwrap();
+            let _ = c.write_all(&vec![b'c'; 600 * KIB]);
+            let _ = c.write_all(b"\r\n0\r\n\r\n");
+            read_to_close(&mut c, Duration::from_secs(10))
+        }
+    });
+
+    for (what, (bytes, end)) in [
+        ("declared", declared.join().unwrap()),
+        ("chunked", chunked.join().unwrap()),
+    ] {
+        let all = answers(&bytes);
+        assert_eq!(all.len(), 1, "{what}: {}", String::from_utf8_lossy(&bytes));
+        all[0].assert_error(503, "overloaded");
+        assert!(all[0].header("retry-after").is_some(), "{what}");
+        assert_eq!(all[0].header("connection"), Some("close"), "{what}");
+        assert_ne!(end, End::Open, "{what}: the connection is closed");
+    }
+
+    // Larger than the whole budget (but within max_body): refused at once,
+    // without waiting for room that can never come.
+    let start = Instant::now();
+    let mut d = connect(&gw);
+    let (bytes, _) = expect_continue(&mut d, &format!("{PREFIX}/d"), 2 << 20).unwrap_err();
+    assert!(start.elapsed() < Duration::from_millis(1500));
+    let all = answers(&bytes);
+    assert_eq!(all.len(), 1);
+    all[0].assert_error(503, "overloaded");
+
+    // A finishes: served, and its bytes go back to the budget.
+    a.write_all(&vec![b'a'; 700 * KIB]).unwrap();
+    let done = next_answer(&mut a);
+    assert_eq!(done.status, 200);
+    drop(a);
+    let r = gw.call(
+        "POST",
+        &format!("{PREFIX}/after"),
+        &[("authorization", &format!("Bearer {CLIENT_KEY}"))],
+        &vec![b'e'; 1000 * KIB],
+    );
+    assert_eq!(r.status, 200, "the budget is free again: {}", r.text());
+    let paths = sim_paths(&sim);
+    assert_eq!(
+        paths,
+        [
+            "/functions/anomaly/small",
+            "/functions/anomaly/a",
+            "/functions/anomaly/after"
+        ],
+        "refused bodies never reach the backend"
+    );
+}
+
+#[test]
+fn dot_segments_cannot_leave_the_function_prefix() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, "");
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let h = [("authorization", auth.as_str())];
+    for suffix in [
+        "/../../x",
+        "/..",
+        "/a/../../x",
+        "/%2e%2e/x",
+        "/%2E%2e/x",
+        "/.%2e/x",
+        "/%2e./x",
+        "/a/./%2e%2e/%2e%2e/x",
+        "/..%2f..%2fx",
+        "/..%2F",
+        "/a/b%2f..",
+        "/..%5c..%5cx",
+        "/..;/x",
+        "/a/..;jsessionid=1/..;/x",
+    ] {
+        // The harness writes the path as is (curl would resolve it first).
+        gw.call("POST", &format!("{PREFIX}{suffix}"), &h, b"{}")
+            .assert_error(400, "invalid_request");
+    }
+    assert!(sim.requests().is_empty(), "{:?}", sim_paths(&sim));
+
+    // Dot-segments that stay under the prefix are resolved before the
+    // backend sees the path; other segments pass as written.
+    for (suffix, upstream) in [
+        ("/a/./b/../c?q=1", "/functions/anomaly/a/c?q=1"),
+        ("/a/./../c", "/functions/anomaly/c"),
+        ("/a/%2e/b/%2E%2E/", "/functions/anomaly/a/"),
+        ("/x%2fy/..", "/functions/anomaly/"),
+        ("/v1.2/file.txt", "/functions/anomaly/v1.2/file.txt"),
+        ("/a%20b/%41", "/functions/anomaly/a%20b/%41"),
+    ] {
+        let r = gw.call("POST", &format!("{PREFIX}{suffix}"), &h, b"{}");
+        assert_eq!(r.status, 200, "{suffix}: {}", r.text());
+        assert_eq!(sim.requests().last().unwrap()["path"], upstream, "{suffix}");
+    }
+}
+
+#[test]
+fn client_values_are_not_echoed_whole() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, "");
+    let model = "m".repeat(1 << 20);
+    let r = gw.post(
+        "/v1/chat/completions",
+        &json!({"model": model, "messages": []}),
+    );
+    r.assert_error(404, "model_not_found");
+    assert!(r.body.len() < 1024, "a {} byte answer", r.body.len());
+    assert!(r.text().contains("…(truncated)"));
+
+    // (Pingora takes paths up to the `http` crate's 64 KiB URI limit.)
+    let path = format!("/v1/{}", "p".repeat(32 * 1024));
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let r = gw.call("POST", &path, &[("authorization", &auth)], b"{}");
+    r.assert_error(404, "not_found");
+    assert!(r.body.len() < 1024, "a {} byte answer", r.body.len());
+
+    gw.access_log(2);
+    let out = gw.proc.stdout();
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains("not_found")).collect();
+    assert_eq!(lines.len(), 2, "{out:.2000}");
+    for l in lines {
+        assert!(l.len() < 2048, "a {} byte access-log line", l.len());
+        assert!(l.contains("…(truncated)"));
+    }
+}
+
+#[test]
+fn bearer_scheme_in_any_case() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, "");
+    for scheme in ["BEARER", "bearer", "BeArEr"] {
+        let auth = format!("{scheme} {CLIENT_KEY}");
+        let r = gw.call(
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            json!({"model": "m", "messages": []}).to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{scheme}: {}", r.text());
+    }
+}
+
+#[test]
+fn content_encoding_reaches_functions() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, "");
+    let auth = format!("Bearer {CLIENT_KEY}");
+    // A gzip member (of "hi\n"): the gateway passes it on untouched.
+    let gz: &[u8] = &[
+        0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xcb, 0xc8, 0xe4, 0x02, 0x00,
+        0x7a, 0x7a, 0x6f, 0xed, 0x03, 0x00, 0x00, 0x00,
+    ];
+    let r = gw.call(
+        "POST",
+        PREFIX,
+        &[
+            ("authorization", &auth),
+            ("content-type", "text/plain"),
+            ("content-encoding", "gzip"),
+        ],
+        gz,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = sim.requests();
+    let last = seen.last().unwrap();
+    assert_eq!(last["body_bytes"], gz.len());
+    assert!(
+        last["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h[0] == "content-encoding" && h[1] == "gzip"),
+        "{last}"
+    );
+}
