@@ -28,10 +28,11 @@ backends:
   a: { kind: openai, url: http://127.0.0.1:3/v1 }
   b: { kind: openai, url: http://127.0.0.1:5/v1, limits: { max_in_flight: 64 } }
   c: { kind: openai, url: http://127.0.0.1:6/v1 }
+  d: { kind: openai, url: http://127.0.0.1:7/v1 }
   f: { kind: http_function, url: http://127.0.0.1:4/fn }
 routes:
   chat:  { match: { path: /v1/chat/completions, models: [m1, m2, m3] }, targets: [ { backend: a } ] }
-  three: { match: { path: /v1/chat/completions, models: [w3] }, targets: [ { backend: a, weight: 50 }, { backend: b, weight: 30 }, { backend: c, weight: 20 } ], fallback: [ a ] }
+  three: { match: { path: /v1/chat/completions, models: [w3] }, targets: [ { backend: a, weight: 50 }, { backend: b, weight: 30 }, { backend: c, weight: 20 } ], fallback: [ d ] }
   lat:   { match: { path: /v1/chat/completions, models: [l3] }, strategy: latency, targets: [ { backend: a }, { backend: b }, { backend: c } ] }
   least: { match: { path: /v1/chat/completions, models: [i3] }, strategy: least_inflight, targets: [ { backend: a }, { backend: b }, { backend: c } ] }
   embed: { match: { path: /v1/embeddings, models: [e1] }, targets: [ { backend: a } ] }

@@ -87,7 +87,16 @@ pub async fn forward(
         match &failed {
             // Skygate's own failure (building the request): not the backend's.
             Failed::Error(e) if e.kind.fault() != Fault::Upstream => drop(attempt),
-            _ => attempt.finish(outcome, now),
+            Failed::Error(_) => attempt.finish(outcome, now),
+            Failed::Response(_) => {
+                let code = if class == Some(Retry::Throttled) {
+                    "http_429"
+                } else {
+                    "http_5xx"
+                };
+                count_failed(&b.config.name, code);
+                attempt.finish(outcome, now);
+            }
         }
         ctx.tries.push(Try {
             backend: b.name.clone(),
@@ -386,10 +395,14 @@ async fn write_response(
 /// carries each attempt's outcome; a `warn!` here would be a blocking
 /// stderr write on every request of a backend outage, so it is `debug!`.
 fn upstream_error(backend: &str, e: &ApiError) {
-    if let Some(m) = crate::metrics::get() {
-        m.upstream_errors
-            .with_label_values(&[backend, e.kind.code()])
-            .inc();
-    }
+    count_failed(backend, e.kind.code());
     log::debug!("{e}");
+}
+
+/// `skygate_upstream_errors_total{backend,code}`: every failed attempt, by
+/// Skygate's error code or `http_5xx` / `http_429` for the backend's own.
+fn count_failed(backend: &str, code: &str) {
+    if let Some(m) = crate::metrics::get() {
+        m.upstream_errors.with_label_values(&[backend, code]).inc();
+    }
 }

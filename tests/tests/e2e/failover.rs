@@ -90,6 +90,10 @@ fn a_failing_cloud_costs_clients_nothing_and_its_breaker_opens() {
         "{metrics}"
     );
     assert!(metrics.contains(r#"skygate_backend_breaker_opens_total{backend="aws"} 1"#));
+    assert!(
+        metrics.contains(r#"skygate_upstream_errors_total{backend="aws",code="http_5xx"} 5"#),
+        "{metrics}"
+    );
 }
 
 #[test]
