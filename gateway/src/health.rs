@@ -49,6 +49,12 @@ async fn check_loop(b: Arc<BackendRt>, connector: Arc<Connector>) {
         return;
     };
     loop {
+        // Probes stay `interval` apart even when reloads restart this task.
+        let wait = b.state.probe_due_in(std::time::Instant::now(), hc.interval);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+            continue;
+        }
         let result = probe(&connector, &b, &hc).await;
         if let Err(why) = &result {
             log::debug!("backend `{}`: health check failed: {why}", b.config.name);
@@ -60,6 +66,5 @@ async fn check_loop(b: Arc<BackendRt>, connector: Arc<Connector>) {
                 .with_label_values(&[&b.config.name, verdict])
                 .inc();
         }
-        tokio::time::sleep(hc.interval).await;
     }
 }

@@ -113,6 +113,9 @@ pub struct BackendState {
     inner: Mutex<Inner>,
     signal: Arc<Signal>,
     probes_failed: AtomicU64,
+    /// When the last active probe started (probes restart on every reload;
+    /// this keeps them `interval` apart across restarts).
+    last_probe: Mutex<Option<Instant>>,
 }
 
 /// What an attempt's outcome was, for the breaker and the latency estimate.
@@ -139,7 +142,21 @@ impl BackendState {
             }),
             signal,
             probes_failed: AtomicU64::new(0),
+            last_probe: Mutex::new(None),
         }
+    }
+
+    /// How long to wait before the next probe so that probes stay
+    /// `interval` apart; records `now` as the probe's start when it is 0.
+    pub fn probe_due_in(&self, now: Instant, interval: Duration) -> Duration {
+        let mut last = lock(&self.last_probe);
+        let wait = last.map_or(Duration::ZERO, |t| {
+            interval.saturating_sub(now.saturating_duration_since(t))
+        });
+        if wait.is_zero() {
+            *last = Some(now);
+        }
+        wait
     }
 
     pub fn name(&self) -> &str {

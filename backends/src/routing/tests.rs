@@ -317,3 +317,18 @@ fn throttled_backend_is_skipped_for_its_retry_after() {
     });
     assert!(seen_a);
 }
+
+#[test]
+fn probes_stay_an_interval_apart_across_restarts() {
+    let (_config, _reg, backends) = setup("    targets: [ { backend: a } ]\n", "");
+    let s = &backends[0].state;
+    let t0 = Instant::now();
+    let every = Duration::from_secs(5);
+    assert_eq!(s.probe_due_in(t0, every), Duration::ZERO);
+    // A restarted checker (a reload) one second later waits the rest.
+    assert_eq!(
+        s.probe_due_in(t0 + Duration::from_secs(1), every),
+        Duration::from_secs(4)
+    );
+    assert_eq!(s.probe_due_in(t0 + every, every), Duration::ZERO);
+}
