@@ -43,6 +43,9 @@ pub struct ServerTimeouts {
     pub body_read: Duration,
     /// An idle keep-alive connection between two requests.
     pub keepalive: Duration,
+    /// The longest wait for a client to take response bytes (a client that
+    /// stops reading is cut off, freeing the upstream side too).
+    pub write: Duration,
 }
 
 impl Default for ServerTimeouts {
@@ -51,6 +54,7 @@ impl Default for ServerTimeouts {
             header_read: Duration::from_secs(10),
             body_read: Duration::from_secs(30),
             keepalive: Duration::from_secs(60),
+            write: Duration::from_secs(30),
         }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! - `GET /admin/routes`: each route's targets, configured and effective weights
 //! - `PUT /admin/routes/{route}/weights` `{"backend": weight, ...}`: shift
-//!   traffic now (backends left out keep their current weight);
+//!   traffic now (only the backends named are overridden; the others keep
+//!   following the config);
 //!   `DELETE` the same path: back to the configured weights
 //! - `GET /admin/backends`: health, breaker, in-flight, latency, weights
 //! - `POST /admin/backends/{name}/drain`, `/undrain`
@@ -119,8 +120,8 @@ impl ServeHttp for Admin {
         let method = session.req_header().method.clone();
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (method.as_str(), segs.as_slice()) {
-            ("GET", ["healthz"]) => return json(200, json!({"status": "ok"})),
-            ("GET", ["readyz"]) => {
+            ("GET" | "HEAD", ["healthz"]) => return json(200, json!({"status": "ok"})),
+            ("GET" | "HEAD", ["readyz"]) => {
                 return if self.state.draining.load(Ordering::Acquire) {
                     json(503, json!({"status": "draining"}))
                 } else if !self.proxy_accepting().await {
@@ -155,9 +156,13 @@ impl ServeHttp for Admin {
                     Ok(b) => b,
                     Err(e) => return error(&e),
                 };
-                self.set_weights(route, &body)
+                let route = route.to_string();
+                self.blocking(move |a| a.set_weights(&route, &body)).await
             }
-            ("DELETE", ["admin", "routes", route, "weights"]) => self.reset_weights(route),
+            ("DELETE", ["admin", "routes", route, "weights"]) => {
+                let route = route.to_string();
+                self.blocking(move |a| a.reset_weights(&route)).await
+            }
             ("GET", ["admin", "backends"]) => {
                 let snap = self.state.snapshot();
                 let backends: Vec<Value> = snap
@@ -168,26 +173,39 @@ impl ServeHttp for Admin {
                 json(200, json!({ "backends": backends }))
             }
             ("POST", ["admin", "backends", name, action @ ("drain" | "undrain")]) => {
-                self.drain(name, *action == "drain")
+                let (name, drain) = (name.to_string(), *action == "drain");
+                self.blocking(move |a| a.drain(&name, drain)).await
             }
             ("POST", ["admin", "reload"]) => self.reload().await,
-            (
-                _,
-                ["metrics"]
-                | ["admin", "routes"]
-                | ["admin", "routes", _, "weights"]
-                | ["admin", "backends"]
-                | ["admin", "backends", _, "drain" | "undrain"]
-                | ["admin", "reload"],
-            ) => error(&ApiError::new(
-                ErrorKind::MethodNotAllowed,
-                format!("{method} is not allowed on {path}"),
-            )),
+            (_, known) if allowed(known).is_some() => {
+                let allow = allowed(known).unwrap_or("");
+                let mut r = error(&ApiError::new(
+                    ErrorKind::MethodNotAllowed,
+                    format!(
+                        "{} is not allowed on {}: use {allow}",
+                        clip(method.as_str()),
+                        clip(&path)
+                    ),
+                ));
+                r.headers_mut()
+                    .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+                r
+            }
             _ => error(&ApiError::new(
                 ErrorKind::NotFound,
                 format!("no admin endpoint {method} {}", clip(&path)),
             )),
         }
+    }
+}
+
+/// The methods an admin path takes, if it is one.
+fn allowed(segs: &[&str]) -> Option<&'static str> {
+    match segs {
+        ["metrics"] | ["admin", "routes"] | ["admin", "backends"] => Some("GET"),
+        ["admin", "routes", _, "weights"] => Some("PUT, DELETE"),
+        ["admin", "backends", _, "drain" | "undrain"] | ["admin", "reload"] => Some("POST"),
+        _ => None,
     }
 }
 
@@ -216,6 +234,25 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
 }
 
 impl Admin {
+    /// Runs a change off the admin listener's one thread: changes wait for
+    /// a reload in progress (which may be resolving names), and health,
+    /// readiness and metrics must keep answering meanwhile.
+    async fn blocking(
+        &self,
+        f: impl FnOnce(&Admin) -> Response<Vec<u8>> + Send + 'static,
+    ) -> Response<Vec<u8>> {
+        let admin = Admin {
+            state: self.state.clone(),
+        };
+        match tokio::task::spawn_blocking(move || f(&admin)).await {
+            Ok(r) => r,
+            Err(e) => error(&ApiError::new(
+                ErrorKind::Internal,
+                format!("the change did not finish: {e}"),
+            )),
+        }
+    }
+
     fn route_index(snap: &Snapshot, name: &str) -> Result<usize, ApiError> {
         snap.route(name).map(|(i, _)| i).ok_or_else(|| {
             let known: Vec<&str> = snap.config.routes.iter().map(|r| r.name.as_str()).collect();
@@ -259,6 +296,12 @@ impl Admin {
             }
             let current = effective_weights(&snap, route, ri);
             let mut next = current.clone();
+            // Only the backends named here are overridden; the others keep
+            // following the config (and a reload's changes to it).
+            let mut by_backend: Vec<(String, u32)> = rs
+                .overrides()
+                .map(|o| o.by_backend.clone())
+                .unwrap_or_default();
             for (name, w) in &asked {
                 let Some(slot) = next.iter_mut().find(|(n, _)| n == name) else {
                     let targets: Vec<&str> = current.iter().map(|(n, _)| n.as_str()).collect();
@@ -286,6 +329,10 @@ impl Admin {
                         )
                     })?;
                 slot.1 = weight as u32;
+                match by_backend.iter_mut().find(|(n, _)| n == name) {
+                    Some(o) => o.1 = weight as u32,
+                    None => by_backend.push((name.clone(), weight as u32)),
+                }
             }
             if next.iter().all(|(_, w)| *w == 0) {
                 return Err(ApiError::new(
@@ -299,7 +346,7 @@ impl Admin {
                 .filter(|(a, b)| a.1 != b.1)
                 .map(|(a, b)| format!("{} {} → {}", a.0, a.1, b.1))
                 .collect();
-            rs.set_overrides(Some(WeightOverride { by_backend: next }));
+            rs.set_overrides(Some(WeightOverride { by_backend }));
             log::info!(
                 "admin: route `{}` weights set at run time: {}",
                 route.name,
@@ -337,6 +384,10 @@ impl Admin {
     }
 
     fn drain(&self, name: &str, drain: bool) -> Response<Vec<u8>> {
+        self.state.exclusive(|| self.drain_now(name, drain))
+    }
+
+    fn drain_now(&self, name: &str, drain: bool) -> Response<Vec<u8>> {
         let snap = self.state.snapshot();
         let Some(b) = snap.backend(name) else {
             let known: Vec<&str> = snap

@@ -11,7 +11,10 @@
 //!   connection's start, or from that first byte, to its last byte;
 //! - `server.timeouts.body_read` is Pingora's per-read downstream timeout,
 //!   which bounds each wait for more of a body (`request::read_body` answers
-//!   408 when it fires).
+//!   408 when it fires);
+//! - `server.timeouts.write` is Pingora's per-write downstream timeout: a
+//!   client that stops reading a response is cut off (and the upstream
+//!   connection with it).
 //!
 //! Each expired wait closes the connection without an answer, as nginx does.
 //! The header timer stops when Pingora hands the parsed header to
@@ -87,6 +90,8 @@ impl ServerApp for Edge {
                 session.set_keepalive(None);
             }
             session.set_read_timeout(Some(t.body_read));
+            // A client that stops taking response bytes is cut off.
+            session.set_write_timeout(Some(t.write));
             let (timer, header_in) = oneshot::channel();
             session.set_connection_user_context(Some(Box::new(HeaderTimer(timer))));
 

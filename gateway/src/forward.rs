@@ -8,11 +8,12 @@ use crate::request::Routed;
 use crate::respond;
 use crate::runtime::Snapshot;
 use crate::State;
+use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use skygate_backends::routing::retry::{backoff, parse_retry_after};
 use skygate_backends::routing::state::{Attempt, Outcome};
 use skygate_backends::routing::{self, Chosen, NoTarget};
-use skygate_backends::{Adapter, BackendRt, Call, UpstreamResponse, UsageTail};
+use skygate_backends::{Adapter, BackendRt, Call, PeerSlot, UpstreamResponse, UsageTail};
 use skygate_config::{ApiError, ErrorKind, Fault, Retry, RetryOn, Route};
 use skygate_plugins::{RequestCtx, Try};
 use std::time::{Duration, Instant, SystemTime};
@@ -42,7 +43,10 @@ pub async fn forward(
         ctx.attempts += 1;
         ctx.backend = Some(b.name.clone());
         let started = Instant::now();
-        let result = send(state, b, session, ctx, &routed).await;
+        // The peer this attempt uses, kept to pool its connection under the
+        // same address even if a health check swaps the peer meanwhile.
+        let slot = b.peer.load_full();
+        let result = send(state, b, &slot, session, ctx, &routed).await;
         let now = Instant::now();
         let elapsed = now.duration_since(started);
         // A usable answer streams to the client; a failure (with its retry
@@ -74,7 +78,9 @@ pub async fn forward(
                             status: Some(status),
                             ms: ms(elapsed),
                         });
-                        return stream(state, b, session, ctx, resp, attempt, elapsed).await;
+                        let mut attempt = attempt;
+                        attempt.answered(elapsed, now);
+                        return stream(state, b, &slot, session, ctx, resp, attempt).await;
                     }
                 }
             }
@@ -112,6 +118,7 @@ pub async fn forward(
         // the route's budget allows.
         if class.is_some_and(|c| allows(route.retries.on, c))
             && ctx.attempts < route.retries.max_attempts
+            && route_state.retry_allowed(now, route)
         {
             let picked = routing::pick(
                 route,
@@ -141,7 +148,7 @@ pub async fn forward(
         // No retry: the client gets this failure as it is.
         return match failed {
             Failed::Response(resp) => {
-                let (_, written) = write_response(state, b, session, ctx, *resp).await;
+                let (_, written) = write_response(state, b, &slot, session, ctx, *resp).await;
                 written.map(|()| true)
             }
             Failed::Error(e) => respond::error(session, ctx, &e).await,
@@ -195,9 +202,8 @@ async fn first_pick<'a>(
         match picked {
             Ok(c) => return Ok(c),
             Err(NoTarget::Full { queue_timeout }) => {
-                let until = *deadline.get_or_insert_with(|| {
-                    now.checked_add(queue_timeout).unwrap_or(now)
-                });
+                let until =
+                    *deadline.get_or_insert_with(|| now.checked_add(queue_timeout).unwrap_or(now));
                 if now >= until {
                     return Err(overloaded(route));
                 }
@@ -205,12 +211,13 @@ async fn first_pick<'a>(
                     w.wait(until).await;
                 }
             }
-            Err(NoTarget::Unavailable { retry_after }) => {
+            Err(NoTarget::Unavailable { retry_after, why }) => {
                 return Err(ApiError::new(
                     ErrorKind::Unavailable,
                     format!(
-                        "no backend of route `{}` is available now (circuit open, throttled, unhealthy or drained)",
-                        route.name
+                        "no backend of route `{}` is available now ({})",
+                        route.name,
+                        why.describe()
                     ),
                 )
                 .with_retry_after(retry_after.unwrap_or(Duration::from_secs(1))))
@@ -235,6 +242,7 @@ fn overloaded(route: &Route) -> ApiError {
 async fn send(
     state: &State,
     b: &BackendRt,
+    slot: &PeerSlot,
     session: &Session,
     ctx: &RequestCtx,
     routed: &Routed,
@@ -247,8 +255,7 @@ async fn send(
         request_id: &ctx.request_id,
         body: &routed.body,
     };
-    let slot = b.peer.load_full();
-    let peer = match slot.as_ref() {
+    let peer = match slot {
         Ok(r) => &r.peer,
         Err(why) => {
             return Err(ApiError::new(
@@ -264,25 +271,24 @@ async fn send(
         .await
 }
 
-/// Streams a successful response to the client; the attempt ends with it
-/// (a failure mid-stream counts against the backend's breaker).
+/// Streams a successful response to the client. The attempt was judged a
+/// success when its header arrived; it keeps its bulkhead slot until the
+/// body ends, and a failure mid-body still counts against the breaker.
 async fn stream(
     state: &State,
     b: &BackendRt,
+    slot: &PeerSlot,
     session: &mut Session,
     ctx: &mut RequestCtx,
     resp: UpstreamResponse,
     attempt: Attempt<'_>,
-    ttfb: Duration,
 ) -> pingora_error::Result<bool> {
-    let (end, written) = write_response(state, b, session, ctx, resp).await;
-    match end {
-        BodyEnd::Complete => attempt.finish(Outcome::Success { ttfb }, Instant::now()),
-        BodyEnd::UpstreamFailed => {
-            attempt.finish(Outcome::Failure { elapsed: ttfb }, Instant::now())
-        }
-        // Nothing learned about the backend.
-        BodyEnd::ClientGone => drop(attempt),
+    let (end, written) = write_response(state, b, slot, session, ctx, resp).await;
+    if let BodyEnd::UpstreamFailed = end {
+        let failed = Outcome::Failure {
+            elapsed: Duration::ZERO,
+        };
+        attempt.finish(failed, Instant::now());
     }
     written.map(|()| true)
 }
@@ -301,6 +307,7 @@ enum BodyEnd {
 async fn write_response(
     state: &State,
     b: &BackendRt,
+    slot: &PeerSlot,
     session: &mut Session,
     ctx: &mut RequestCtx,
     mut resp: UpstreamResponse,
@@ -315,6 +322,7 @@ async fn write_response(
         return (BodyEnd::UpstreamFailed, written);
     };
     b.adapter.response_header(&mut header);
+    frame_for_client(&mut header, session);
     let sse = header
         .headers
         .get(http::header::CONTENT_TYPE)
@@ -345,7 +353,7 @@ async fn write_response(
             Ok(None) => {
                 // Pool the connection before the client sees the end, so
                 // its next request finds it there.
-                if let Ok(r) = b.peer.load().as_ref() {
+                if let Ok(r) = slot {
                     state
                         .upstream
                         .release(resp, &r.peer, b.config.pool_idle_timeout)
@@ -389,6 +397,23 @@ async fn write_response(
         ctx.completion_tokens = u.completion_tokens;
     }
     (end, Ok(()))
+}
+
+/// A response with neither `content-length` nor chunked framing (an HTTP/2
+/// backend's, or a close-delimited HTTP/1 one) goes to an HTTP/1.1 client
+/// chunked: a body cut mid-way then lacks its last chunk, and the client
+/// sees the cut instead of taking what came for the whole answer.
+fn frame_for_client(header: &mut ResponseHeader, session: &Session) {
+    let no_body = matches!(header.status.as_u16(), 100..=199 | 204 | 304)
+        || session.req_header().method == http::Method::HEAD;
+    if no_body
+        || session.req_header().version != http::Version::HTTP_11
+        || header.headers.contains_key(http::header::CONTENT_LENGTH)
+        || header.headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return;
+    }
+    let _ = header.insert_header(http::header::TRANSFER_ENCODING, "chunked");
 }
 
 /// Counts a failed attempt. The access log (written off the request path)

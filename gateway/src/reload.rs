@@ -4,11 +4,13 @@
 //! on the snapshot they started with.
 //!
 //! What survives a reload, by name: each backend's run-time state (breaker,
-//! latency estimate, in-flight count, health, drain) and each route's
-//! (retry budget, run-time weights). Run-time weights are kept while the
-//! route's set of target backends stays the same, and dropped (logged) when
-//! it changes: they were set against that set. Listener addresses and
-//! threads need a restart; a reload that changes them says so.
+//! latency estimate, in-flight count, health, drain; reset when its URL or
+//! kind changes) and each route's (retry budget, run-time weights). A
+//! run-time weight is kept while its backend is still a target of the route
+//! (the reload answer and the log say it still overrides the file), and
+//! dropped when it is not. What only a restart can change (listeners,
+//! threads, the body budget, Pingora's grace period) keeps its running
+//! value, and the answer lists it under `needs_restart`.
 
 use crate::runtime::Snapshot;
 use crate::State;
@@ -83,9 +85,10 @@ impl State {
     /// Reloads the config from its source. On error nothing changes.
     pub fn reload(&self) -> Result<Report, ConfigErrors> {
         self.exclusive(|| {
-            let config = self.source.load()?;
+            let mut config = self.source.load()?;
             let old = self.snapshot();
             let mut report = diff(&old.config, &config);
+            keep_running_values(&old.config, &mut config);
             let access_log = config.server.access_log;
             let new = Snapshot::build(config, &self.registry);
             carry_weights(&new, &mut report);
@@ -102,7 +105,7 @@ impl State {
             if access_log == skygate_config::AccessLog::Stdout {
                 crate::access_log::start();
             }
-            if report.changes.is_empty() {
+            if report.changes.is_empty() && report.needs_restart.is_empty() {
                 log::info!("reload: no change");
             }
             for c in &report.changes {
@@ -116,7 +119,19 @@ impl State {
     }
 }
 
-/// Keeps each route's run-time weights while its target set is unchanged.
+/// What a reload cannot change keeps its running value, so the snapshot
+/// always says what the process really runs with.
+fn keep_running_values(old: &Config, new: &mut Config) {
+    new.listen = old.listen;
+    new.admin.listen = old.admin.listen;
+    new.server.threads = old.server.threads;
+    new.server.body_budget = old.server.body_budget;
+    new.server.body_budget_wait = old.server.body_budget_wait;
+    new.server.grace_period = old.server.grace_period;
+}
+
+/// Keeps each run-time weight whose backend is still a target of its route,
+/// and says so: it still overrides what the file says.
 fn carry_weights(new: &Snapshot, report: &mut Report) {
     for (route, state) in new.config.routes.iter().zip(&new.route_states) {
         let Some(o) = state.overrides() else { continue };
@@ -125,14 +140,30 @@ fn carry_weights(new: &Snapshot, report: &mut Report) {
             .iter()
             .map(|t| new.config.backends[t.backend].name.as_str())
             .collect();
-        let set: HashSet<&str> = o.by_backend.iter().map(|(n, _)| n.as_str()).collect();
-        if targets != set {
-            state.set_overrides(None);
+        let (kept, gone): (Vec<_>, Vec<_>) = o
+            .by_backend
+            .iter()
+            .cloned()
+            .partition(|(n, _)| targets.contains(n.as_str()));
+        for (name, _) in &gone {
             report.changes.push(format!(
-                "route `{}`: run-time weights dropped (its targets changed); the configured weights apply",
+                "route `{}`: run-time weight of `{name}` dropped (no longer a target)",
                 route.name
             ));
         }
+        if !kept.is_empty() {
+            let list: Vec<String> = kept.iter().map(|(n, w)| format!("{n} = {w}")).collect();
+            report.changes.push(format!(
+                "route `{}`: run-time weights still override the file: {} (DELETE /admin/routes/{}/weights to use the file's)",
+                route.name,
+                list.join(", "),
+                route.name
+            ));
+        }
+        state.set_overrides(
+            (!kept.is_empty())
+                .then_some(skygate_backends::routing::state::WeightOverride { by_backend: kept }),
+        );
     }
 }
 
@@ -152,21 +183,24 @@ pub fn diff(old: &Config, new: &Config) -> Report {
     let (os, ns) = (&old.server, &new.server);
     for (name, changed) in [
         ("server.threads", os.threads != ns.threads),
-        ("server.timeouts", os.timeouts != ns.timeouts),
         ("server.body_budget", os.body_budget != ns.body_budget),
+        (
+            "server.body_budget_wait",
+            os.body_budget_wait != ns.body_budget_wait,
+        ),
+        ("server.grace_period", os.grace_period != ns.grace_period),
     ] {
         if changed {
             r.needs_restart.push(name.to_string());
         }
     }
+    if os.timeouts != ns.timeouts {
+        r.changes
+            .push("server.timeouts changed (for new connections)".to_string());
+    }
     for (name, changed) in [
-        ("server.grace_period", os.grace_period != ns.grace_period),
         ("server.drain_delay", os.drain_delay != ns.drain_delay),
         ("server.access_log", os.access_log != ns.access_log),
-        (
-            "server.body_budget_wait",
-            os.body_budget_wait != ns.body_budget_wait,
-        ),
         ("admin.token", old.admin.token != new.admin.token),
     ] {
         if changed {

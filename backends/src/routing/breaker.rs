@@ -220,6 +220,10 @@ impl Breaker {
             Verdict::Unknown => None,
             Verdict::Throttled(after) => {
                 let d = after.unwrap_or(DEFAULT_THROTTLE).min(cfg.max_throttle);
+                if d.is_zero() {
+                    // `Retry-After: 0`: retry elsewhere now, set nothing aside.
+                    return None;
+                }
                 let until = now.checked_add(d)?;
                 let was = self.throttled_until.is_some_and(|t| t > now);
                 if self.throttled_until.is_none_or(|t| t < until) {
@@ -448,6 +452,13 @@ mod tests {
             &c,
         );
         assert_eq!(b.throttled_until(t0), Some(t0 + c.max_throttle));
+        // `Retry-After: 0` sets nothing aside (and logs nothing).
+        let mut z = Breaker::new(t0, &c);
+        assert_eq!(
+            z.record(Verdict::Throttled(Some(Duration::ZERO)), false, t0, &c),
+            None
+        );
+        assert_eq!(z.check(t0, &c), Ok(()));
         // Throttling is not failure.
         assert_eq!(b.consecutive_failures(), 0);
         assert_eq!(b.state(t0), BreakerState::Closed);

@@ -26,17 +26,20 @@ impl Budget {
         self.window.add(now, 1, 0);
     }
 
-    /// Takes one retry from the budget, if there is room.
-    pub fn try_withdraw(&mut self, now: Instant, cfg: &RetryBudget) -> bool {
+    /// Whether a retry would be granted now (takes nothing).
+    pub fn has_room(&mut self, now: Instant, cfg: &RetryBudget) -> bool {
         let (requests, retries) = self.window.sums(now);
         let floor = f64::from(cfg.min_per_second) * cfg.window.as_secs_f64();
-        let allowed = floor + cfg.ratio * requests as f64;
-        if (retries as f64) < allowed {
+        (retries as f64) < floor + cfg.ratio * requests as f64
+    }
+
+    /// Takes one retry from the budget, if there is room.
+    pub fn try_withdraw(&mut self, now: Instant, cfg: &RetryBudget) -> bool {
+        let ok = self.has_room(now, cfg);
+        if ok {
             self.window.add(now, 0, 1);
-            true
-        } else {
-            false
         }
+        ok
     }
 
     /// Takes a changed config (a reload).

@@ -93,14 +93,19 @@ pub async fn probe(
 ) -> Result<(), String> {
     use crate::upstream::peer_at;
     let host = (b.config.url.host.as_str(), b.config.url.port);
-    let resolved = tokio::time::timeout(hc.timeout, tokio::net::lookup_host(host))
-        .await
-        .map_err(|_| "name resolution timed out".to_string())?
-        .map_err(|e| format!("cannot resolve `{}`: {e}", b.config.url.host))?
-        .next()
-        .ok_or_else(|| format!("`{}` resolves to no address", b.config.url.host))?;
-    let current = b.peer.load_full();
-    if current.as_ref().as_ref().map(|r| r.addr).ok() != Some(resolved) {
+    let addrs: Vec<std::net::SocketAddr> =
+        tokio::time::timeout(hc.timeout, tokio::net::lookup_host(host))
+            .await
+            .map_err(|_| "name resolution timed out".to_string())?
+            .map_err(|e| format!("cannot resolve `{}`: {e}", b.config.url.host))?
+            .collect();
+    let current = b.peer.load_full().as_ref().as_ref().map(|r| r.addr).ok();
+    // Round-robin DNS answers in another order each time: move only when
+    // the address in use is no longer among the answers.
+    if !current.is_some_and(|c| addrs.contains(&c)) {
+        let resolved = *addrs
+            .first()
+            .ok_or_else(|| format!("`{}` resolves to no address", b.config.url.host))?;
         let next = peer_at(&b.config, resolved)?;
         log::info!(
             "backend `{}`: `{}` now resolves to {resolved}",

@@ -48,10 +48,60 @@ pub enum NoTarget {
     /// Some target would be available but for its full bulkhead; waiting up
     /// to `queue_timeout` for a slot may help.
     Full { queue_timeout: Duration },
-    /// Every target is down, open, throttled, drained, unhealthy or not
-    /// allowed; `retry_after` when one is known to come back.
-    Unavailable { retry_after: Option<Duration> },
+    /// Every target is unresolved, open, throttled, drained, unhealthy or
+    /// not allowed; `retry_after` when one is known to come back.
+    Unavailable {
+        retry_after: Option<Duration>,
+        why: Reasons,
+    },
 }
+
+/// The reasons targets were passed over, for the error message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reasons(u8);
+
+impl Reasons {
+    fn bit(why: Unavailable) -> u8 {
+        match why {
+            Unavailable::Open(_) => 1,
+            Unavailable::Throttled(_) => 2,
+            Unavailable::Unhealthy => 4,
+            Unavailable::Drained => 8,
+            Unavailable::Unresolved => 16,
+            Unavailable::Full => 32,
+        }
+    }
+
+    fn add(&mut self, why: Unavailable) {
+        self.0 |= Self::bit(why);
+    }
+
+    /// E.g. `circuit open, drained`.
+    pub fn describe(self) -> String {
+        const NAMES: [(u8, &str); 6] = [
+            (1, "circuit open"),
+            (2, "throttled (429)"),
+            (4, "unhealthy"),
+            (8, "drained"),
+            (16, "address not resolved"),
+            (32, "at its concurrency limit"),
+        ];
+        let names: Vec<&str> = NAMES
+            .iter()
+            .filter(|(bit, _)| self.0 & bit != 0)
+            .map(|(_, name)| *name)
+            .collect();
+        if names.is_empty() {
+            "none may serve this request".to_string()
+        } else {
+            names.join(", ")
+        }
+    }
+}
+
+/// The latency strategy's cost per in-flight request of a backend with no
+/// latency sample yet (10 s, in ns).
+const UNMEASURED_PENALTY_NS: f64 = 10e9;
 
 /// Narrows the targets a request may use (e.g. data residency).
 pub type Allowed<'a> = &'a dyn Fn(&Backend) -> bool;
@@ -71,6 +121,7 @@ pub fn pick<'a>(
     let overrides = state.overrides_guard();
     let mut full: Option<Duration> = None;
     let mut soonest: Option<Instant> = None;
+    let mut why = Reasons::default();
     let mut cands: Vec<(usize, u32)> = Vec::with_capacity(route.targets.len());
     // Passes, in order: targets not tried yet with a positive weight, then
     // untried ones weighted 0 (a last resort), then the tried ones again: a
@@ -102,12 +153,16 @@ pub fn pick<'a>(
                 if fresh_only && tried.contains(&t.backend) {
                     continue;
                 }
-                if allowed.is_some_and(|f| !f(&b.config)) || b.peer.load().is_err() {
+                if allowed.is_some_and(|f| !f(&b.config)) {
+                    continue;
+                }
+                if b.peer.load().is_err() {
+                    why.add(Unavailable::Unresolved);
                     continue;
                 }
                 match b.state.check(now, &b.config) {
                     Ok(()) => cands.push((t.backend, w)),
-                    Err(why) => note(why, &b.config, &mut full, &mut soonest),
+                    Err(u) => note(u, &b.config, &mut full, &mut soonest, &mut why),
                 }
             }
             while !cands.is_empty() {
@@ -121,7 +176,7 @@ pub fn pick<'a>(
                             attempt,
                         })
                     }
-                    Err(why) => note(why, &b.config, &mut full, &mut soonest),
+                    Err(u) => note(u, &b.config, &mut full, &mut soonest, &mut why),
                 }
             }
             start = end;
@@ -131,12 +186,20 @@ pub fn pick<'a>(
         Some(queue_timeout) => NoTarget::Full { queue_timeout },
         None => NoTarget::Unavailable {
             retry_after: soonest.map(|t| t.saturating_duration_since(now)),
+            why,
         },
     })
 }
 
-fn note(why: Unavailable, b: &Backend, full: &mut Option<Duration>, soonest: &mut Option<Instant>) {
-    match why {
+fn note(
+    u: Unavailable,
+    b: &Backend,
+    full: &mut Option<Duration>,
+    soonest: &mut Option<Instant>,
+    why: &mut Reasons,
+) {
+    why.add(u);
+    match u {
         Unavailable::Full => {
             *full = Some(full.unwrap_or_default().max(b.limits.queue_timeout));
         }
@@ -210,7 +273,15 @@ fn choose(
             let cost = |k: usize| {
                 let (bi, w) = cands[k];
                 let s = &backends[bi].state;
-                s.latency(now) * f64::from(s.in_flight() + 1) / f64::from(w)
+                let in_flight = f64::from(s.in_flight());
+                match s.latency(now) {
+                    Some(ewma) => ewma * (in_flight + 1.0) / f64::from(w),
+                    // Not measured yet: free while idle (so it gets tried),
+                    // a heavy penalty per request in flight (so a burst
+                    // does not all land on it before its first answer), as
+                    // Finagle does.
+                    None => UNMEASURED_PENALTY_NS * in_flight / f64::from(w),
+                }
             };
             let (ca, cb) = (cost(a), cost(b));
             if ca < cb || (ca == cb && rng.gen_bool(0.5)) {

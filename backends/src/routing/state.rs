@@ -80,6 +80,8 @@ struct Inner {
 pub enum Unavailable {
     /// Its bulkhead (`limits.max_in_flight`) is full.
     Full,
+    /// Its host name did not resolve.
+    Unresolved,
     /// Drained by an operator.
     Drained,
     /// Failing active health checks.
@@ -91,6 +93,18 @@ pub enum Unavailable {
 }
 
 impl Unavailable {
+    /// The reason, as error messages name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "at its concurrency limit",
+            Self::Unresolved => "address not resolved",
+            Self::Drained => "drained",
+            Self::Unhealthy => "unhealthy",
+            Self::Open(_) => "circuit open",
+            Self::Throttled(_) => "throttled (429)",
+        }
+    }
+
     /// When it may be available again, if known.
     pub fn until(self) -> Option<Instant> {
         match self {
@@ -181,9 +195,11 @@ impl BackendState {
         lock(&self.inner).health.status()
     }
 
-    /// The latency estimate at `now`, nanoseconds (0 before any sample).
-    pub fn latency(&self, now: Instant) -> f64 {
-        lock(&self.inner).ewma.estimate(now)
+    /// The latency estimate at `now`, nanoseconds, or `None` before the
+    /// first sample.
+    pub fn latency(&self, now: Instant) -> Option<f64> {
+        let inner = lock(&self.inner);
+        inner.ewma.measured().then(|| inner.ewma.estimate(now))
     }
 
     /// Whether a request could go here now (no side effects).
@@ -238,7 +254,7 @@ impl BackendState {
                     state: self,
                     cfg,
                     trial,
-                    done: false,
+                    judged: false,
                 })
             }
             Err(why) => {
@@ -316,8 +332,15 @@ impl BackendState {
         }
     }
 
-    fn reconfigure(&self, now: Instant, cfg: &Backend) {
+    fn reconfigure(&self, now: Instant, old: &Backend, cfg: &Backend) {
         let mut inner = lock(&self.inner);
+        if old.url != cfg.url || old.kind != cfg.kind {
+            // Another endpoint: what was learned about the old one is moot.
+            inner.breaker = Breaker::new(now, &cfg.breaker);
+            inner.ewma = PeakEwma::default();
+            inner.health.reset();
+            return;
+        }
         inner.breaker.reconfigure(now, &cfg.breaker);
         if cfg.health_check.is_none() {
             inner.health.reset();
@@ -348,19 +371,52 @@ pub struct BackendStatus {
 }
 
 /// One attempt's hold on a backend: its bulkhead slot (and trial slot),
-/// released when dropped. [`Attempt::finish`] tells the breaker and the
-/// latency estimate how it went; dropped unfinished (the client went away),
-/// it teaches them nothing.
+/// released when dropped. [`Attempt::answered`] and [`Attempt::finish`] tell
+/// the breaker and the latency estimate how it went; dropped unjudged (the
+/// client went away), it teaches them nothing but frees its trial slot.
 pub struct Attempt<'a> {
     state: &'a BackendState,
     cfg: &'a Backend,
     trial: bool,
-    done: bool,
+    /// The breaker and the latency estimate have heard how it went.
+    judged: bool,
 }
 
 impl Attempt<'_> {
+    /// Tells the breaker and the latency estimate how the attempt went, and
+    /// releases its slot. After [`Attempt::answered`], only a failure (a
+    /// response cut mid-body) is news.
     pub fn finish(mut self, outcome: Outcome, now: Instant) {
-        self.done = true;
+        if self.judged {
+            if let Outcome::Failure { .. } = outcome {
+                let t = lock(&self.state.inner).breaker.record(
+                    Verdict::Failure,
+                    false,
+                    now,
+                    &self.cfg.breaker,
+                );
+                if let Some(t) = t {
+                    self.state.log(t);
+                }
+            }
+            return;
+        }
+        self.judge(outcome, now);
+    }
+
+    /// A usable response header arrived after `ttfb`: the backend works.
+    /// Judged now, not when the body ends, so a half-open breaker's trial
+    /// slot is free again at once (a long stream, or a client that reads
+    /// slowly, must not keep a recovered backend half-open). The bulkhead
+    /// slot stays taken until the attempt is finished or dropped.
+    pub fn answered(&mut self, ttfb: Duration, now: Instant) {
+        if !self.judged {
+            self.judge(Outcome::Success { ttfb }, now);
+        }
+    }
+
+    fn judge(&mut self, outcome: Outcome, now: Instant) {
+        self.judged = true;
         let verdict = match outcome {
             Outcome::Success { .. } => Verdict::Success,
             Outcome::Failure { .. } => Verdict::Failure,
@@ -379,6 +435,7 @@ impl Attempt<'_> {
                 .breaker
                 .record(verdict, self.trial, now, &self.cfg.breaker)
         };
+        self.trial = false;
         if let Some(t) = transition {
             self.state.log(t);
         }
@@ -392,7 +449,7 @@ impl Attempt<'_> {
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
-        if !self.done && self.trial {
+        if !self.judged && self.trial {
             lock(&self.state.inner).breaker.record(
                 Verdict::Unknown,
                 true,
@@ -451,6 +508,16 @@ impl RouteState {
         lock(&self.budget).deposit(now);
     }
 
+    /// Whether the budget has room for a retry now (takes nothing; a
+    /// refusal is counted).
+    pub fn retry_allowed(&self, now: Instant, cfg: &Route) -> bool {
+        let ok = lock(&self.budget).has_room(now, &cfg.retries.budget);
+        if !ok {
+            self.budget_exhausted.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
     /// Takes a retry from the budget; counts a refusal.
     pub fn try_retry(&self, now: Instant, cfg: &Route) -> bool {
         let ok = lock(&self.budget).try_withdraw(now, &cfg.retries.budget);
@@ -495,7 +562,8 @@ impl RouteState {
 
 /// Every backend's and route's run-time state, by name.
 pub struct Registry {
-    backends: Mutex<HashMap<String, Arc<BackendState>>>,
+    /// Each backend's state, with the config it was last built for.
+    backends: Mutex<HashMap<String, (Arc<BackendState>, Backend)>>,
     routes: Mutex<HashMap<String, (Arc<RouteState>, Route)>>,
     signal: Arc<Signal>,
 }
@@ -519,12 +587,13 @@ impl Registry {
     /// changed config (breaker window, health checks switched off).
     pub fn backend(&self, cfg: &Backend, now: Instant) -> Arc<BackendState> {
         let mut map = lock(&self.backends);
-        if let Some(s) = map.get(&cfg.name) {
-            s.reconfigure(now, cfg);
+        if let Some((s, old)) = map.get_mut(&cfg.name) {
+            s.reconfigure(now, old, cfg);
+            *old = cfg.clone();
             return s.clone();
         }
         let s = Arc::new(BackendState::new(&cfg.name, now, cfg, self.signal.clone()));
-        map.insert(cfg.name.clone(), s.clone());
+        map.insert(cfg.name.clone(), (s.clone(), cfg.clone()));
         s
     }
 
@@ -549,7 +618,10 @@ impl Registry {
 
     /// Every backend's state, by name.
     pub fn backends(&self) -> Vec<Arc<BackendState>> {
-        let mut v: Vec<_> = lock(&self.backends).values().cloned().collect();
+        let mut v: Vec<_> = lock(&self.backends)
+            .values()
+            .map(|(s, _)| s.clone())
+            .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }

@@ -138,8 +138,9 @@ fn next_priority_group_only_when_the_first_is_unavailable() {
     backends[2].state.set_drained(true);
     // Nothing left: a comes back after its cooldown.
     match pick(route, &rs, &backends, &[], None, t0, &mut rng) {
-        Err(NoTarget::Unavailable { retry_after }) => {
-            assert_eq!(retry_after, Some(Duration::from_secs(10)))
+        Err(NoTarget::Unavailable { retry_after, why }) => {
+            assert_eq!(retry_after, Some(Duration::from_secs(10)));
+            assert_eq!(why.describe(), "circuit open, drained");
         }
         other => panic!("{:?}", other.map(|c| c.backend)),
     }
@@ -281,9 +282,113 @@ fn overrides_unhealthy_and_the_allowed_set() {
         assert_eq!(name(&backends, &c), "c", "b is unhealthy, a not allowed");
     }
     backends[2].state.observe_probe(false, &hc);
+    let result = pick(route, &rs, &backends, &[], Some(&only_c), now, &mut rng);
+    match result {
+        Err(NoTarget::Unavailable {
+            retry_after: None,
+            why,
+        }) => {
+            assert_eq!(why.describe(), "unhealthy")
+        }
+        other => panic!("{:?}", other.map(|c| c.backend)),
+    };
+}
+
+#[test]
+fn latency_does_not_pour_a_burst_onto_an_unmeasured_backend() {
+    let (config, reg, backends) = setup(
+        "    strategy: latency\n    targets: [ { backend: a }, { backend: b } ]\n",
+        "",
+    );
+    let route = &config.routes[0];
+    let rs = reg.route(route, Instant::now());
+    let mut rng = rng();
+    let t0 = Instant::now();
+    let a = &backends[0];
+    a.state.try_acquire(t0, &a.config).unwrap().finish(
+        Outcome::Success {
+            ttfb: Duration::from_millis(5),
+        },
+        t0,
+    );
+    let held: Vec<_> = (0..50)
+        .map(|_| pick(route, &rs, &backends, &[], None, t0, &mut rng).unwrap())
+        .collect();
+    let on_b = held.iter().filter(|c| c.backend == 1).count();
+    assert!((1..=3).contains(&on_b), "b (unmeasured) took {on_b} of 50");
+}
+
+#[test]
+fn a_trial_answered_frees_the_half_open_slot_before_its_body_ends() {
+    let (config, reg, backends) = setup(
+        "    targets: [ { backend: a } ]\n",
+        ", breaker: { consecutive_failures: 1, cooldown: 1s }",
+    );
+    let route = &config.routes[0];
+    let rs = reg.route(route, Instant::now());
+    let mut rng = rng();
+    let t0 = Instant::now();
+    let c = pick(route, &rs, &backends, &[], None, t0, &mut rng).unwrap();
+    c.attempt.finish(
+        Outcome::Failure {
+            elapsed: Duration::ZERO,
+        },
+        t0,
+    );
+    let t1 = t0 + Duration::from_secs(1);
+    let mut trial = pick(route, &rs, &backends, &[], None, t1, &mut rng).unwrap();
+    assert!(trial.attempt.is_trial());
+    assert!(pick(route, &rs, &backends, &[], None, t1, &mut rng).is_err());
+    // The header is in: closed at once, though the body still streams.
+    trial.attempt.answered(Duration::from_millis(3), t1);
+    let other = pick(route, &rs, &backends, &[], None, t1, &mut rng).unwrap();
+    assert!(!other.attempt.is_trial());
     assert_eq!(
-        pick(route, &rs, &backends, &[], Some(&only_c), now, &mut rng).err(),
-        Some(NoTarget::Unavailable { retry_after: None })
+        backends[0].state.in_flight(),
+        2,
+        "both hold their bulkhead slot"
+    );
+    // A cut mid-body still counts against the backend.
+    trial.attempt.finish(
+        Outcome::Failure {
+            elapsed: Duration::ZERO,
+        },
+        t1,
+    );
+    drop(other);
+    assert_eq!(backends[0].state.in_flight(), 0);
+    assert!(
+        pick(route, &rs, &backends, &[], None, t1, &mut rng).is_err(),
+        "opened again"
+    );
+}
+
+#[test]
+fn an_unfinished_trial_frees_its_slot_when_dropped() {
+    let (config, reg, backends) = setup(
+        "    targets: [ { backend: a } ]\n",
+        ", breaker: { consecutive_failures: 1, cooldown: 1s }",
+    );
+    let route = &config.routes[0];
+    let rs = reg.route(route, Instant::now());
+    let mut rng = rng();
+    let t0 = Instant::now();
+    pick(route, &rs, &backends, &[], None, t0, &mut rng)
+        .unwrap()
+        .attempt
+        .finish(
+            Outcome::Failure {
+                elapsed: Duration::ZERO,
+            },
+            t0,
+        );
+    let t1 = t0 + Duration::from_secs(1);
+    let trial = pick(route, &rs, &backends, &[], None, t1, &mut rng).unwrap();
+    drop(trial); // the client went away
+    let again = pick(route, &rs, &backends, &[], None, t1, &mut rng).unwrap();
+    assert!(
+        again.attempt.is_trial(),
+        "the slot is free for another trial"
     );
 }
 

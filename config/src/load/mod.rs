@@ -198,6 +198,26 @@ impl Cx<'_> {
         }
     }
 
+    /// Backend and route names appear in URL paths (the admin API), metric
+    /// labels and log lines: 1–64 of `A-Z a-z 0-9 . _ -`.
+    pub(crate) fn name_ok(&mut self, name: &str, p: &[Seg]) -> bool {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            self.err(
+                p,
+                format!(
+                    "`{}` is not a usable name: use 1-64 characters of A-Z a-z 0-9 . _ -",
+                    crate::clip(name)
+                ),
+            );
+        }
+        ok
+    }
+
     /// An integer in `min..=max`, or `default` when absent.
     pub(crate) fn int_in(
         &mut self,

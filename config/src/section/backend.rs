@@ -94,6 +94,7 @@ pub struct RawHealthCheck {
 impl Cx<'_> {
     pub(crate) fn backend(&mut self, name: &str, b: RawBackend) -> Option<Backend> {
         let p = vec![key("backends"), key(name)];
+        let named = self.name_ok(name, &p);
         let kind = BackendKind::parse(&b.kind);
         if kind.is_none() {
             self.err(
@@ -183,6 +184,9 @@ impl Cx<'_> {
             };
             self.health_check(h, default_path, &path_of(&p, &[key("health_check")]))
         });
+        if !named {
+            return None;
+        }
         Some(Backend {
             name: name.to_string(),
             kind: kind?,

@@ -73,6 +73,9 @@ impl Cx<'_> {
         names: &[String],
     ) -> Option<Route> {
         let p = vec![key("routes"), key(name)];
+        if !self.name_ok(name, &p) {
+            return None;
+        }
         let mp = path_of(&p, &[key("match")]);
         let (path, operation) = match (r.matcher.path, r.matcher.path_prefix) {
             (Some(path), None) => {
@@ -407,6 +410,20 @@ mod tests {
         assert!(r.retries.on.connect && r.retries.on.server_error && r.retries.on.throttled);
         assert!(!r.retries.on.timeout, "429 may be written as a number");
         assert_eq!(r.retries.budget.ratio, 0.1);
+    }
+
+    #[test]
+    fn names_must_be_usable_in_urls_and_labels() {
+        let y = "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2 }\nbackends:\n  \"eu west/1\": { kind: openai, url: http://a/v1 }\nroutes:\n  \"chat/v2\": { match: { path: /v1/embeddings, models: [e] }, targets: [ { backend: \"eu west/1\" } ] }\n";
+        let errs = load_str(y, "n.yaml", &|_| None).unwrap_err().to_string();
+        assert!(
+            errs.contains("backends.eu west/1: `eu west/1` is not a usable name"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("routes.chat/v2: `chat/v2` is not a usable name"),
+            "{errs}"
+        );
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct RawServerTimeouts {
     pub body_read: Option<Text>,
     /// Idle keep-alive connection between requests (default 60s).
     pub keepalive: Option<Text>,
+    /// Longest wait for the client to take response bytes (default 30s).
+    pub write: Option<Text>,
 }
 
 /// Default server-wide budget for buffered request bodies: 256 MiB.
@@ -98,6 +100,7 @@ impl Cx<'_> {
                 d.keepalive,
                 &path_of(&tp, &[key("keepalive")]),
             ),
+            write: self.duration(t.write.as_ref(), d.write, &path_of(&tp, &[key("write")])),
         };
         let body_budget = match s.body_budget.as_ref().map(|t| crate::parse_size(&t.0)) {
             None => DEFAULT_BODY_BUDGET,

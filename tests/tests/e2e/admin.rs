@@ -245,7 +245,13 @@ fn drain_and_undrain_a_region() {
     // Draining the last backend leaves nothing: a fast 503, not a hang.
     gw.admin("POST", "/admin/backends/aws/drain", "");
     gw.admin("POST", "/admin/backends/azure/drain", "");
-    gw.chat("m").assert_error(503, "unavailable");
+    let r = gw.chat("m");
+    r.assert_error(503, "unavailable");
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("(drained)"));
+    assert_eq!(r.header("x-skygate-attempts"), Some("0"));
     assert!(gw.proc.stderr().contains("backend `aws` drained"));
 }
 
@@ -290,6 +296,10 @@ fn reload_under_load_loses_no_request() {
         "{changes:?}"
     );
     assert!(changes.contains(&"backend `gcp` added"), "{changes:?}");
+    assert!(
+        changes.contains(&"route `chat`: run-time weights still override the file: aws = 0, azure = 5 (DELETE /admin/routes/chat/weights to use the file's)"),
+        "{changes:?}"
+    );
     assert_eq!(
         gw.admin("GET", "/admin/routes", "").json()["routes"][0]["weights_overridden"],
         true
@@ -328,9 +338,25 @@ fn reload_under_load_loses_no_request() {
     assert_eq!(gw.chat("m").status, 200);
     assert!(gw.backend_status("gcp")["name"] == "gcp");
 
-    // SIGHUP: the same reload. The route's targets change, so the run-time
-    // weights are dropped (and the log says so).
-    let mut third = two(&a, &c, (0, 1));
+    // SIGHUP with a broken file: refused, nothing changes.
+    gw.rewrite_config("routes: { broken: yes }\n");
+    gw.proc.signal("HUP");
+    assert!(eventually(Duration::from_secs(5), || {
+        gw.proc
+            .stderr()
+            .contains("reload refused; still running the previous config")
+    }));
+    assert_eq!(
+        gw.admin("GET", "/admin/backends", "").json()["backends"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // SIGHUP: the same reload. azure is no longer a target, so its
+    // run-time weight goes; aws's (0) stays, so gcp takes the traffic.
+    let mut third = two(&a, &c, (1, 1));
     third = third.replace("azure", "gcp");
     gw.rewrite_config(&third);
     gw.proc.signal("HUP");
@@ -342,10 +368,10 @@ fn reload_under_load_loses_no_request() {
             == 2
     }));
     assert!(backends_of(&gw, 10).iter().all(|b| b == "gcp"));
-    assert_eq!(
-        gw.admin("GET", "/admin/routes", "").json()["routes"][0]["weights_overridden"],
-        false
-    );
+    let route = gw.admin("GET", "/admin/routes", "").json()["routes"][0].clone();
+    assert_eq!(route["weights_overridden"], true);
+    assert_eq!(route["targets"][0]["effective_weight"], 0, "{route}");
+    assert_eq!(route["targets"][1]["effective_weight"], 1, "{route}");
 
     stop.store(true, Ordering::Release);
     let results = running.join().unwrap();
@@ -357,11 +383,94 @@ fn reload_under_load_loses_no_request() {
     );
     let log = gw.proc.stderr();
     assert!(log.contains("reload: backend `gcp` added"), "{log}");
-    assert!(log.contains("run-time weights dropped"), "{log}");
+    assert!(
+        log.contains("run-time weight of `azure` dropped (no longer a target)"),
+        "{log}"
+    );
     assert!(
         log.contains("reload refused") || log.contains("admin: reload refused"),
         "{log}"
     );
+}
+
+#[test]
+fn a_partial_override_leaves_the_rest_to_the_file() {
+    let (a, b) = (Sim::start("a", &[]), Sim::start("b", &[]));
+    let gw = Gateway::start(&two(&a, &b, (1, 1)));
+    let r = gw.admin("PUT", "/admin/routes/chat/weights", r#"{"azure": 7}"#);
+    assert_eq!(r.json()["targets"][1]["effective_weight"], 7);
+    // The file moves aws to 0: that applies, azure's override stays.
+    gw.rewrite_config(&two(&a, &b, (0, 1)));
+    let r = gw.admin("POST", "/admin/reload", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let changes = r.json()["changes"].to_string();
+    assert!(
+        changes.contains("route `chat` changed: targets"),
+        "{changes}"
+    );
+    assert!(
+        changes.contains("run-time weights still override the file: azure = 7"),
+        "{changes}"
+    );
+    let route = gw.admin("GET", "/admin/routes", "").json()["routes"][0].clone();
+    assert_eq!(route["targets"][0]["effective_weight"], 0, "{route}");
+    assert_eq!(route["targets"][1]["effective_weight"], 7, "{route}");
+    assert!(backends_of(&gw, 20).iter().all(|b| b == "azure"));
+    // DELETE hands control back to the file.
+    gw.admin("DELETE", "/admin/routes/chat/weights", "");
+    let route = gw.admin("GET", "/admin/routes", "").json()["routes"][0].clone();
+    assert_eq!(route["targets"][1]["effective_weight"], 1, "{route}");
+}
+
+#[test]
+fn reload_says_truly_what_takes_effect() {
+    let (a, b) = (Sim::start("a", &[]), Sim::start("b", &[]));
+    let body = two(&a, &b, (1, 1));
+    let gw = Gateway::start(&format!(
+        "server: {{ threads: 2, grace_period: 5s }}\n{body}"
+    ));
+    gw.rewrite_config(&format!(
+        "server: {{ threads: 1, grace_period: 9s, timeouts: {{ header_read: 3s }} }}\n{body}"
+    ));
+    let r = gw.admin("POST", "/admin/reload", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        v["needs_restart"],
+        json!(["server.threads", "server.grace_period"]),
+        "{v}"
+    );
+    assert!(
+        v["changes"]
+            .to_string()
+            .contains("server.timeouts changed (for new connections)"),
+        "{v}"
+    );
+    // The same file again: nothing new, and the running values were kept,
+    // so the restart-only fields are still reported (they still differ).
+    let v = gw.admin("POST", "/admin/reload", "").json();
+    assert_eq!(v["changes"], json!([]), "{v}");
+    assert_eq!(
+        v["needs_restart"],
+        json!(["server.threads", "server.grace_period"])
+    );
+    // A breaker's state survives a reload.
+    a.set(json!({"error_rate": 1.0}));
+    let broke = format!(
+        "server: {{ threads: 1, grace_period: 9s, timeouts: {{ header_read: 3s }} }}\n{}",
+        body.replace(
+            "region: us-east-1 }",
+            "region: us-east-1, breaker: { consecutive_failures: 1, cooldown: 30s } }"
+        )
+    );
+    gw.rewrite_config(&broke);
+    assert_eq!(gw.admin("POST", "/admin/reload", "").status, 200);
+    assert!(eventually(Duration::from_secs(5), || {
+        gw.chat("m");
+        gw.backend_status("aws")["breaker"]["state"] == "open"
+    }));
+    assert_eq!(gw.admin("POST", "/admin/reload", "").status, 200);
+    assert_eq!(gw.backend_status("aws")["breaker"]["state"], "open");
 }
 
 #[test]

@@ -89,6 +89,13 @@ fn a_failing_cloud_costs_clients_nothing_and_its_breaker_opens() {
         metrics.contains(r#"skygate_backend_breaker_state{backend="aws"} 2"#),
         "{metrics}"
     );
+    // The transition is logged once, not per request.
+    let log = gw.proc.stderr();
+    assert_eq!(
+        log.matches("backend `aws`: circuit breaker opened").count(),
+        1,
+        "{log}"
+    );
     assert!(metrics.contains(r#"skygate_backend_breaker_opens_total{backend="aws"} 1"#));
     assert!(
         metrics.contains(r#"skygate_upstream_errors_total{backend="aws",code="http_5xx"} 5"#),
@@ -131,6 +138,9 @@ fn breaker_opens_half_opens_and_closes() {
         assert_eq!(attempts(&r), 2, "aws fails, azure answers");
     }
     assert_eq!(gw.backend_status("aws")["breaker"]["state"], "open");
+    // A reload (same file) keeps the breaker's state.
+    assert_eq!(gw.admin("POST", "/admin/reload", "").status, 200);
+    assert_eq!(gw.backend_status("aws")["breaker"]["state"], "open");
     // Open: aws is skipped without an attempt.
     let r = gw.chat("m");
     assert_eq!(
@@ -164,6 +174,43 @@ fn breaker_opens_half_opens_and_closes() {
     assert_eq!(gw.backend_status("aws")["breaker"]["state"], "open");
     // Opened three times: 3 failures, 3 failures after closing, the trial.
     assert_eq!(gw.backend_status("aws")["breaker"]["opens"], 3);
+}
+
+#[test]
+fn a_trial_that_answers_closes_the_breaker_before_its_stream_ends() {
+    let sims = clouds(&[&["--error-rate", "1.0"], &[], &[]]);
+    let gw = Arc::new(gateway(
+        &sims,
+        "breaker: { consecutive_failures: 1, cooldown: 500ms }",
+        "    targets: [ { backend: aws }, { backend: azure, priority: 1 } ]\n",
+    ));
+    assert_eq!(attempts(&gw.chat("m")), 2, "aws fails once: open");
+    sims[0].set(json!({"error_rate": 0.0, "token_delay_ms": 100, "tokens": 20}));
+    std::thread::sleep(Duration::from_millis(600));
+    // The trial: a two-second stream from aws.
+    let g = gw.clone();
+    let trial = std::thread::spawn(move || {
+        g.post(
+            "/v1/chat/completions",
+            &json!({"model": "m", "stream": true, "messages": []}),
+        )
+    });
+    assert!(eventually(Duration::from_secs(2), || {
+        gw.backend_status("aws")["in_flight"] == 1
+    }));
+    // Its header is in: aws is closed again and takes the next requests,
+    // long before the trial's body ends.
+    assert!(eventually(Duration::from_secs(1), || {
+        gw.backend_status("aws")["breaker"]["state"] == "closed"
+    }));
+    let r = gw.chat("m");
+    assert_eq!(
+        (r.status, r.header("x-skygate-backend")),
+        (200, Some("aws"))
+    );
+    let t = trial.join().unwrap();
+    assert_eq!(t.header("x-skygate-backend"), Some("aws"));
+    assert!(sse_data(&t.body).last().is_some_and(|d| d == "[DONE]"));
 }
 
 #[test]
