@@ -41,7 +41,7 @@ pub struct ServerTimeouts {
     pub header_read: Duration,
     /// The longest pause between two pieces of a request body (408 after it).
     pub body_read: Duration,
-    /// An idle keep-alive connection between two requests.
+    /// Kept alive: from a response to the next request's complete header.
     pub keepalive: Duration,
     /// The longest wait for a client to take response bytes (a client that
     /// stops reading is cut off, freeing the upstream side too).

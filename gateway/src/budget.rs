@@ -30,8 +30,11 @@ struct Inner {
     free: AtomicUsize,
     total: usize,
     wait: Duration,
-    /// Woken whenever bytes are released.
+    /// Woken whenever bytes are released while someone waits.
     released: Notify,
+    /// Requests waiting for room: releases notify only when there are any,
+    /// so the common path never touches the `Notify`.
+    waiters: AtomicUsize,
 }
 
 /// Bytes of the budget held by one request; given back when dropped.
@@ -51,6 +54,7 @@ impl BodyBudget {
                 total,
                 wait,
                 released: Notify::new(),
+                waiters: AtomicUsize::new(0),
             }),
         }
     }
@@ -95,6 +99,18 @@ impl Reservation {
                 ),
             ));
         }
+        // The common case: there is room.
+        if self.inner.try_take(more) {
+            self.bytes = total;
+            return Ok(());
+        }
+        self.inner.waiters.fetch_add(1, Ordering::AcqRel);
+        let result = self.wait_for(more, total).await;
+        self.inner.waiters.fetch_sub(1, Ordering::AcqRel);
+        result
+    }
+
+    async fn wait_for(&mut self, more: usize, total: usize) -> Result<(), ApiError> {
         loop {
             // Registered before trying, so a release in between is not missed.
             let released = self.inner.released.notified();
@@ -127,7 +143,9 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if self.bytes > 0 {
             self.inner.free.fetch_add(self.bytes, Ordering::AcqRel);
-            self.inner.released.notify_waiters();
+            if self.inner.waiters.load(Ordering::Acquire) > 0 {
+                self.inner.released.notify_waiters();
+            }
         }
     }
 }

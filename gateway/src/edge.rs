@@ -5,10 +5,11 @@
 //! sends one header byte at a time holds a connection for ever; and once a
 //! request has switched keep-alive on (every HTTP/1.1 request does), the
 //! wait for the next request has no timeout at all. Here, per connection:
-//! - `server.timeouts.keepalive` bounds the wait, between two requests, for
-//!   the next request's first byte;
-//! - `server.timeouts.header_read` bounds the whole request header: from the
-//!   connection's start, or from that first byte, to its last byte;
+//! - `server.timeouts.header_read` bounds a new connection's first request
+//!   header, from the connection's start to the header's last byte;
+//! - `server.timeouts.keepalive` bounds, on a kept-alive connection, the
+//!   time from a response to the next request's whole header: an idle
+//!   connection is closed then, and so is one trickling its header;
 //! - `server.timeouts.body_read` is Pingora's per-read downstream timeout,
 //!   which bounds each wait for more of a body (`request::read_body` answers
 //!   408 when it fires);
@@ -27,15 +28,14 @@
 use crate::proxy::Gateway;
 use crate::State;
 use async_trait::async_trait;
-use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// The proxy listener's app: Pingora's proxy behind the timed connection loop.
@@ -53,15 +53,15 @@ impl Edge {
     }
 }
 
-/// Rides on a session as its connection context; fired once the request
-/// header is in.
-pub struct HeaderTimer(oneshot::Sender<()>);
+/// Rides on a session as its connection context; set once the request
+/// header is in (one flag per connection, reset for each request).
+pub struct HeaderTimer(Arc<AtomicBool>);
 
-/// Stops the header timer of the connection a request came on (called from
+/// Marks the header of the request on this connection as read (called from
 /// `on_connection_reuse` with the session's connection context).
 pub fn header_read(context: Box<dyn Any + Send + Sync>) {
     if let Ok(timer) = context.downcast::<HeaderTimer>() {
-        let _ = timer.0.send(());
+        timer.0.store(true, Ordering::Release);
     }
 }
 
@@ -76,7 +76,11 @@ impl ServerApp for Edge {
         let t = self.state.snapshot().config.server.timeouts;
         let mut stream = stream;
         let mut settings = None;
-        let mut header_deadline = Instant::now() + t.header_read;
+        let header_in = Arc::new(AtomicBool::new(false));
+        // One timer per connection, reset for each wait: no timer is
+        // registered or allocated per request.
+        let timer = tokio::time::sleep(t.header_read);
+        tokio::pin!(timer);
         loop {
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {
@@ -92,80 +96,45 @@ impl ServerApp for Edge {
             session.set_read_timeout(Some(t.body_read));
             // A client that stops taking response bytes is cut off.
             session.set_write_timeout(Some(t.write));
-            let (timer, header_in) = oneshot::channel();
-            session.set_connection_user_context(Some(Box::new(HeaderTimer(timer))));
+            header_in.store(false, Ordering::Release);
+            session.set_connection_user_context(Some(Box::new(HeaderTimer(header_in.clone()))));
 
-            let reused = self
-                .serve(session, shutdown, header_in, header_deadline)
-                .await?;
+            // One request, its header read before the timer fires. Most
+            // requests end before it does; when it fires, the request goes
+            // on if its header was in by then.
+            let request = self.proxy.process_new_http(session, shutdown);
+            tokio::pin!(request);
+            let reused = tokio::select! {
+                biased;
+                done = &mut request => done,
+                _ = &mut timer => {
+                    if !header_in.load(Ordering::Acquire) {
+                        log::debug!("request header not complete in time; closing the connection");
+                        // Dropping the request drops its session and so the connection.
+                        return None;
+                    }
+                    request.await
+                }
+            }?;
             let (next, persistent) = reused.consume();
             stream = next;
             settings = persistent;
 
-            header_deadline = match next_request(&mut stream, t.keepalive, shutdown).await {
-                Idle::Request => Instant::now() + t.header_read,
-                // The stream cannot wait without reading: one bound for both.
-                Idle::Unknown => Instant::now() + t.keepalive + t.header_read,
-                Idle::Close => return None,
-            };
+            if *shutdown.borrow() {
+                return None;
+            }
+            // A kept-alive connection has `keepalive` from this response
+            // for its next request's whole header: an idle one is closed
+            // then, and so is one that trickles its header. (No peek for
+            // the first byte: that would cost a read and a parse per
+            // request. An idle connection at shutdown is not waited for:
+            // the process exits once no request is in flight.)
+            timer.as_mut().reset(Instant::now() + t.keepalive);
         }
     }
 
     async fn cleanup(&self) {
         // Wakes requests parked in Pingora's header read at shutdown.
         self.proxy.http_cleanup().await;
-    }
-}
-
-impl Edge {
-    /// One request on the connection, its header read by `deadline`.
-    async fn serve(
-        &self,
-        session: ServerSession,
-        shutdown: &ShutdownWatch,
-        mut header_in: oneshot::Receiver<()>,
-        deadline: Instant,
-    ) -> Option<ReusedHttpStream> {
-        let request = self.proxy.process_new_http(session, shutdown);
-        tokio::pin!(request);
-        tokio::select! {
-            biased;
-            done = &mut request => return done,
-            // The header is in (or Pingora let go of the timer because the
-            // request ended): no deadline from here on.
-            _ = &mut header_in => {}
-            // Pingora's fast timers: one shared timer per 10 ms slot, far
-            // cheaper per request than a tokio timer entry.
-            _ = pingora_timeout::fast_timeout::fast_sleep(deadline.saturating_duration_since(Instant::now())) => {
-                log::debug!("request header not complete in time; closing the connection");
-                // Dropping the request drops its session and so the connection.
-                return None;
-            }
-        }
-        request.await
-    }
-}
-
-enum Idle {
-    /// The next request's first byte is here.
-    Request,
-    /// The stream cannot peek.
-    Unknown,
-    /// Keep-alive timeout, client gone, or shutting down.
-    Close,
-}
-
-/// Waits up to `keepalive` for the next request's first byte, without
-/// consuming it.
-async fn next_request(stream: &mut Stream, keepalive: Duration, shutdown: &ShutdownWatch) -> Idle {
-    let mut shutdown = shutdown.clone();
-    let mut probe = [0u8; 1];
-    tokio::select! {
-        peeked = pingora_timeout::fast_timeout::fast_timeout(keepalive, stream.try_peek(&mut probe)) => match peeked {
-            Ok(Ok(true)) => Idle::Request,
-            Ok(Ok(false)) => Idle::Unknown,
-            Ok(Err(_)) | Err(_) => Idle::Close,
-        },
-        _ = shutdown.wait_for(|down| *down) => Idle::Close,
     }
 }

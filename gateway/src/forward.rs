@@ -30,10 +30,17 @@ pub async fn forward(
 ) -> pingora_error::Result<bool> {
     let route = &snap.config.routes[routed.route];
     let route_state = &snap.route_states[routed.route];
-    route_state.deposit(Instant::now());
+    // One clock reading serves the budget, the first pick and the first
+    // attempt's start; each later attempt reads the clock once more.
+    let mut started = Instant::now();
+    route_state.deposit(started);
     let mut tried: Vec<usize> = Vec::with_capacity(route.retries.max_attempts as usize);
-    let mut next = match first_pick(state, snap, routed.route, &tried).await {
-        Ok(c) => c,
+    let mut next = match first_pick(state, snap, routed.route, &tried, started).await {
+        Ok((c, picked_at)) => {
+            // After a wait for a bulkhead slot, the attempt starts now.
+            started = picked_at;
+            c
+        }
         Err(e) => return respond::error(session, ctx, &e).await,
     };
     loop {
@@ -42,7 +49,6 @@ pub async fn forward(
         tried.push(backend);
         ctx.attempts += 1;
         ctx.backend = Some(b.name.clone());
-        let started = Instant::now();
         // The peer this attempt uses, kept to pool its connection under the
         // same address even if a health check swaps the peer meanwhile.
         let slot = b.peer.load_full();
@@ -80,6 +86,7 @@ pub async fn forward(
                         });
                         let mut attempt = attempt;
                         attempt.answered(elapsed, now);
+                        ctx.first_byte = Some(now);
                         return stream(state, b, &slot, session, ctx, resp, attempt).await;
                     }
                 }
@@ -137,6 +144,7 @@ pub async fn forward(
                         tokio::time::sleep(pause).await;
                     }
                     next = c;
+                    started = Instant::now();
                     continue;
                 }
                 log::debug!(
@@ -175,21 +183,25 @@ fn allows(on: RetryOn, why: Retry) -> bool {
     }
 }
 
-/// The first attempt's target. When every candidate's bulkhead is full and
-/// some backend has a `queue_timeout`, waits that long for a slot.
+/// The first attempt's target, and when it was picked. When every
+/// candidate's bulkhead is full and some backend has a `queue_timeout`,
+/// waits that long for a slot.
 async fn first_pick<'a>(
     state: &State,
     snap: &'a Snapshot,
     route_index: usize,
     tried: &[usize],
-) -> Result<Chosen<'a>, ApiError> {
+    mut now: Instant,
+) -> Result<(Chosen<'a>, Instant), ApiError> {
     let route = &snap.config.routes[route_index];
     let route_state = &snap.route_states[route_index];
     let mut deadline: Option<Instant> = None;
     loop {
         // Registered before looking, so a slot freed meanwhile still wakes us.
         let waiter = deadline.map(|_| state.registry.signal().waiter());
-        let now = Instant::now();
+        if deadline.is_some() {
+            now = Instant::now();
+        }
         let picked = routing::pick(
             route,
             route_state,
@@ -200,7 +212,7 @@ async fn first_pick<'a>(
             &mut rand::thread_rng(),
         );
         match picked {
-            Ok(c) => return Ok(c),
+            Ok(c) => return Ok((c, now)),
             Err(NoTarget::Full { queue_timeout }) => {
                 let until =
                     *deadline.get_or_insert_with(|| now.checked_add(queue_timeout).unwrap_or(now));
@@ -312,7 +324,9 @@ async fn write_response(
     ctx: &mut RequestCtx,
     mut resp: UpstreamResponse,
 ) -> (BodyEnd, pingora_error::Result<()>) {
-    ctx.first_byte = Some(Instant::now());
+    if ctx.first_byte.is_none() {
+        ctx.first_byte = Some(Instant::now());
+    }
     let Some(mut header) = resp.take_header() else {
         let e = ApiError::new(
             ErrorKind::UpstreamFailed,
@@ -404,13 +418,16 @@ async fn write_response(
 /// chunked: a body cut mid-way then lacks its last chunk, and the client
 /// sees the cut instead of taking what came for the whole answer.
 fn frame_for_client(header: &mut ResponseHeader, session: &Session) {
-    let no_body = matches!(header.status.as_u16(), 100..=199 | 204 | 304)
-        || session.req_header().method == http::Method::HEAD;
-    if no_body
-        || session.req_header().version != http::Version::HTTP_11
-        || header.headers.contains_key(http::header::CONTENT_LENGTH)
+    // The common case (a length or chunks) returns at the first lookup.
+    if header.headers.contains_key(http::header::CONTENT_LENGTH)
         || header.headers.contains_key(http::header::TRANSFER_ENCODING)
     {
+        return;
+    }
+    let req = session.req_header();
+    let no_body =
+        matches!(header.status.as_u16(), 100..=199 | 204 | 304) || req.method == http::Method::HEAD;
+    if no_body || req.version != http::Version::HTTP_11 {
         return;
     }
     let _ = header.insert_header(http::header::TRANSFER_ENCODING, "chunked");

@@ -160,7 +160,7 @@ pub fn pick<'a>(
                     why.add(Unavailable::Unresolved);
                     continue;
                 }
-                match b.state.check(now, &b.config) {
+                match b.state.quick_check(&b.config) {
                     Ok(()) => cands.push((t.backend, w)),
                     Err(u) => note(u, &b.config, &mut full, &mut soonest, &mut why),
                 }

@@ -202,6 +202,20 @@ impl BackendState {
         inner.ewma.measured().then(|| inner.ewma.estimate(now))
     }
 
+    /// The lock-free part of [`BackendState::check`]: drain and bulkhead.
+    /// The router filters with it and leaves the breaker and health to
+    /// [`BackendState::try_acquire`], so a pick locks one backend, once.
+    pub fn quick_check(&self, cfg: &Backend) -> Result<(), Unavailable> {
+        if self.drained() {
+            return Err(Unavailable::Drained);
+        }
+        let max = cfg.limits.max_in_flight;
+        if max > 0 && self.in_flight() >= max {
+            return Err(Unavailable::Full);
+        }
+        Ok(())
+    }
+
     /// Whether a request could go here now (no side effects).
     pub fn check(&self, now: Instant, cfg: &Backend) -> Result<(), Unavailable> {
         if self.drained() {

@@ -30,11 +30,11 @@ pub struct RawServer {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawServerTimeouts {
-    /// Connection open → whole request header read (default 10s).
+    /// Connection open → its first request header read (default 10s).
     pub header_read: Option<Text>,
     /// Longest pause between two pieces of a request body (default 30s → 408).
     pub body_read: Option<Text>,
-    /// Idle keep-alive connection between requests (default 60s).
+    /// Kept alive: a response → the next request's header read (default 60s).
     pub keepalive: Option<Text>,
     /// Longest wait for the client to take response bytes (default 30s).
     pub write: Option<Text>,

@@ -272,8 +272,8 @@ fn a_trickled_header_is_cut_off() {
         "closed after {took:?}; header_read is 1s"
     );
 
-    // The same on a kept-alive connection: the timer runs from the next
-    // request's first byte.
+    // The same on a kept-alive connection: the next header must be in
+    // within keepalive (1 s) of the previous response.
     let mut s = connect(&gw);
     let req = format!("GET /v1/models HTTP/1.1\r\nhost: x\r\n{}\r\n", bearer());
     s.write_all(req.as_bytes()).unwrap();
@@ -290,7 +290,7 @@ fn idle_keepalive_connections_are_closed() {
     let req = format!("GET /v1/models HTTP/1.1\r\nhost: x\r\n{}\r\n", bearer());
     let mut s = connect(&gw);
     // Requests 600 ms apart: each within keep-alive, and the connection
-    // outlives header_read (the header timer restarts with each request).
+    // outlives header_read (the timer restarts with each response).
     for _ in 0..3 {
         s.write_all(req.as_bytes()).unwrap();
         let a = next_answer(&mut s);
