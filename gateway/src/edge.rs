@@ -77,9 +77,11 @@ impl ServerApp for Edge {
         let mut stream = stream;
         let mut settings = None;
         let header_in = Arc::new(AtomicBool::new(false));
-        // One timer per connection, reset for each wait: no timer is
-        // registered or allocated per request.
-        let timer = tokio::time::sleep(t.header_read);
+        // One timer per connection, armed lazily: each request only moves
+        // `deadline`; the timer, when it fires early, re-arms itself to it.
+        // No timer is registered, reset or allocated per request.
+        let mut deadline = Instant::now() + t.header_read;
+        let timer = tokio::time::sleep_until(deadline);
         tokio::pin!(timer);
         loop {
             let mut session = ServerSession::new_http1(stream);
@@ -104,16 +106,23 @@ impl ServerApp for Edge {
             // on if its header was in by then.
             let request = self.proxy.process_new_http(session, shutdown);
             tokio::pin!(request);
-            let reused = tokio::select! {
-                biased;
-                done = &mut request => done,
-                _ = &mut timer => {
-                    if !header_in.load(Ordering::Acquire) {
-                        log::debug!("request header not complete in time; closing the connection");
-                        // Dropping the request drops its session and so the connection.
-                        return None;
+            let reused = loop {
+                tokio::select! {
+                    biased;
+                    done = &mut request => break done,
+                    _ = &mut timer => {
+                        if Instant::now() < deadline {
+                            // Armed for an earlier request's deadline.
+                            timer.as_mut().reset(deadline);
+                            continue;
+                        }
+                        if !header_in.load(Ordering::Acquire) {
+                            log::debug!("request header not complete in time; closing the connection");
+                            // Dropping the request drops its session and so the connection.
+                            return None;
+                        }
+                        break request.await;
                     }
-                    request.await
                 }
             }?;
             let (next, persistent) = reused.consume();
@@ -129,7 +138,7 @@ impl ServerApp for Edge {
             // the first byte: that would cost a read and a parse per
             // request. An idle connection at shutdown is not waited for:
             // the process exits once no request is in flight.)
-            timer.as_mut().reset(Instant::now() + t.keepalive);
+            deadline = Instant::now() + t.keepalive;
         }
     }
 

@@ -34,7 +34,7 @@ pub async fn forward(
     // attempt's start; each later attempt reads the clock once more.
     let mut started = Instant::now();
     route_state.deposit(started);
-    let mut tried: Vec<usize> = Vec::with_capacity(route.retries.max_attempts as usize);
+    let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
     let mut next = match first_pick(state, snap, routed.route, &tried, started).await {
         Ok((c, picked_at)) => {
             // After a wait for a bulkhead slot, the attempt starts now.
@@ -78,7 +78,7 @@ pub async fn forward(
                         Outcome::Failure { elapsed },
                     ),
                     _ => {
-                        ctx.tries.push(Try {
+                        ctx.served = Some(Try {
                             backend: b.name.clone(),
                             outcome: "ok",
                             status: Some(status),
@@ -382,7 +382,7 @@ async fn write_response(
             Err(e) => {
                 upstream_error(&b.config.name, &e);
                 ctx.error = Some(e.kind.code());
-                if let Some(t) = ctx.tries.last_mut() {
+                if let Some(t) = ctx.served.as_mut() {
                     t.outcome = "error";
                 }
                 if !sse {

@@ -53,7 +53,7 @@ pub fn record(ctx: &RequestCtx, method: &str, path: &str, client: Option<&str>, 
         "stream": ctx.stream,
         "backend": ctx.backend.as_deref(),
         "attempts": ctx.attempts,
-        "tries": ctx.tries.iter().map(|t| serde_json::json!({
+        "tries": ctx.tries.iter().chain(ctx.served.as_ref()).map(|t| serde_json::json!({
             "backend": &*t.backend,
             "outcome": t.outcome,
             "status": t.status,

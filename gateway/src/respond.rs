@@ -16,7 +16,10 @@ pub fn common_headers(h: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_error
         skygate_plugins::CacheStatus::Bypass => "bypass",
     };
     h.insert_header("x-skygate-cache", cache)?;
-    h.insert_header("x-skygate-attempts", attempts_value(ctx.attempts))?;
+    h.insert_header(
+        "x-skygate-attempts",
+        http::HeaderValue::from_static(attempts_value(ctx.attempts)),
+    )?;
     Ok(())
 }
 

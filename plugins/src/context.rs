@@ -55,8 +55,11 @@ pub struct RequestCtx {
     pub backend: Option<Arc<str>>,
     /// Upstream attempts made (`x-skygate-attempts`).
     pub attempts: u32,
-    /// Each attempt's backend and outcome, in order.
+    /// The failed attempts' backends and outcomes, in order.
     pub tries: Vec<Try>,
+    /// The attempt whose response went to the client (kept apart from
+    /// `tries` so a request answered at once allocates nothing for it).
+    pub served: Option<Try>,
     pub status: u16,
     pub first_byte: Option<Instant>,
     pub response_bytes: u64,
@@ -82,6 +85,7 @@ impl RequestCtx {
             backend: None,
             attempts: 0,
             tries: Vec::new(),
+            served: None,
             status: 0,
             first_byte: None,
             response_bytes: 0,

@@ -122,7 +122,8 @@ pub fn pick<'a>(
     let mut full: Option<Duration> = None;
     let mut soonest: Option<Instant> = None;
     let mut why = Reasons::default();
-    let mut cands: Vec<(usize, u32)> = Vec::with_capacity(route.targets.len());
+    // Inline for up to 8 targets a group: no allocation per request.
+    let mut cands: smallvec::SmallVec<[(usize, u32); 8]> = smallvec::SmallVec::new();
     // Passes, in order: targets not tried yet with a positive weight, then
     // untried ones weighted 0 (a last resort), then the tried ones again: a
     // retry goes to another backend whenever there is one.
