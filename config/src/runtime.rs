@@ -17,6 +17,9 @@ pub struct Config {
     pub backends: Vec<Backend>,
     /// Routes, in name order.
     pub routes: Vec<Route>,
+    /// Things that work but should not be so in production (e.g. a
+    /// plaintext API key): `validate` prints them, `run` logs them.
+    pub warnings: Vec<crate::ConfigError>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,10 +80,22 @@ pub struct Auth {
     pub api_keys: Vec<ApiKey>,
 }
 
+/// A client API key, as stored: its SHA-256 (a plaintext key in the file is
+/// hashed at load and never kept), and who it belongs to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKey {
-    pub key: Secret,
-    pub principal: String,
+    pub sha256: [u8; 32],
+    pub principal: std::sync::Arc<Principal>,
+}
+
+/// Who is calling: an identity with the attributes policy decisions use.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Principal {
+    /// The principal's id (`principal:` in the config, a JWT `sub`, ...).
+    pub id: String,
+    pub tenant: Option<String>,
+    pub groups: Vec<String>,
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// What a backend speaks.

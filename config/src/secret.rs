@@ -28,6 +28,39 @@ impl Secret {
     }
 }
 
+/// SHA-256 of `data`: how API keys are stored and looked up.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Lower-case hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// A SHA-256 written as 64 hex digits (either case).
+pub fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim().as_bytes();
+    if s.len() != 64 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 32];
+    for (i, pair) in s.chunks(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
 /// The token of an `Authorization: Bearer <token>` header value. The scheme
 /// is case-insensitive (RFC 9110 §11.1): `bearer`, `BEARER` and `BeArEr` all
 /// work; any run of spaces may follow it.
@@ -62,6 +95,18 @@ mod tests {
         assert_eq!(format!("{s:?} {s}"), "*** ***");
         assert!(!format!("{:?}", Some(&s)).contains("canary"));
         assert_eq!(s.expose(), "sk-canary-123");
+    }
+
+    #[test]
+    fn sha256_and_hex() {
+        let h = sha256(b"abc");
+        assert_eq!(
+            to_hex(&h),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(parse_sha256_hex(&to_hex(&h).to_uppercase()), Some(h));
+        assert_eq!(parse_sha256_hex("abc"), None);
+        assert_eq!(parse_sha256_hex(&"g".repeat(64)), None);
     }
 
     #[test]

@@ -45,6 +45,23 @@ enum Command {
     },
     /// Run one simulated serverless model backend.
     Sim(skygate_backends::sim::SimArgs),
+    /// Client API keys: mint one, or hash one for `auth.api_keys[].key_sha256`.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Mint a random API key; prints the key (give it to the client) and its
+    /// SHA-256 (put it in the config as `key_sha256`).
+    New {
+        /// Text before the random part.
+        #[arg(long, default_value = "sk-skygate-")]
+        prefix: String,
+    },
+    /// Print the SHA-256 of a key, for `key_sha256`. Without KEY, reads it
+    /// from standard input (so it stays out of the shell's history).
+    Hash { key: Option<String> },
 }
 
 fn main() -> ExitCode {
@@ -76,6 +93,9 @@ fn main() -> ExitCode {
         } => skygate::demo::run(listen, admin_listen),
         Command::Validate { config } => match skygate_config::load_file(&config) {
             Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "{}: ok ({} backends, {} routes)",
                     config.display(),
@@ -88,6 +108,37 @@ fn main() -> ExitCode {
         },
         Command::Sim(args) => {
             skygate_backends::sim::run_cli(&args).map_err(|e| format!("sim: {e}"))
+        }
+        Command::Keys(KeysCommand::New { prefix }) => {
+            let key = skygate::keys::mint(&prefix);
+            println!("key:        {key}");
+            println!(
+                "key_sha256: {}",
+                skygate_config::to_hex(&skygate_config::sha256(key.as_bytes()))
+            );
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Hash { key }) => {
+            let key = match key {
+                Some(k) => Ok(k),
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .map(|_| line.trim_end_matches(['\r', '\n']).to_string())
+                        .map_err(|e| format!("reading the key from standard input: {e}"))
+                }
+            };
+            key.and_then(|k| {
+                if k.is_empty() {
+                    return Err("no key given".to_string());
+                }
+                println!(
+                    "{}",
+                    skygate_config::to_hex(&skygate_config::sha256(k.as_bytes()))
+                );
+                Ok(())
+            })
         }
     };
     match result {

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
-use skygate_config::ApiError;
+use skygate_config::{ApiError, ErrorKind};
 use skygate_plugins::RequestCtx;
 
 /// Headers every response gets.
@@ -60,6 +60,9 @@ pub async fn error(
     h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     common_headers(&mut h, ctx)?;
+    if e.kind == ErrorKind::Unauthenticated {
+        h.insert_header(http::header::WWW_AUTHENTICATE, "Bearer realm=\"skygate\"")?;
+    }
     if let Some(d) = e.retry_after {
         h.insert_header(
             http::header::RETRY_AFTER,

@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 /// Runs the gateway on `config` (read from `source`, which reloads read
 /// again) until SIGTERM or SIGINT.
 pub fn run(config: Config, source: Source) -> Result<(), String> {
+    for w in &config.warnings {
+        log::warn!("config: {w}");
+    }
     // Fail early with a clear message instead of inside Pingora's bootstrap.
     for (what, addr) in [
         ("listen", config.listen),

@@ -1,22 +1,28 @@
 //! API-key authentication: `Authorization: Bearer <key>` (what the OpenAI SDKs
-//! send) or `api-key: <key>` / `x-api-key: <key>`. Keys are compared in
-//! constant time; a missing or unknown key is a 401 in OpenAI's shape.
+//! send; the scheme in any case), `api-key: <key>` (Azure's SDK) or
+//! `x-api-key: <key>` (Anthropic's). Keys are held as SHA-256: the presented
+//! key is hashed and looked up by its hash, and the match is confirmed with
+//! a constant-time compare, so the time taken depends only on the hash of
+//! what was presented, never on how close it came to a real key. A missing
+//! or unknown key is a 401 in OpenAI's shape.
 
 use crate::{AuthMethod, Decision, Identity, Plugin, RequestCtx};
 use async_trait::async_trait;
 use pingora_http::RequestHeader;
-use skygate_config::{bearer_token, ApiError, ApiKey, ErrorKind, Secret};
+use skygate_config::{bearer_token, sha256, ApiError, ApiKey, ErrorKind, Principal};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 pub struct ApiKeys {
-    keys: Vec<(Secret, String)>,
+    by_hash: HashMap<[u8; 32], Arc<Principal>>,
 }
 
 impl ApiKeys {
     pub fn new(keys: &[ApiKey]) -> Self {
         Self {
-            keys: keys
+            by_hash: keys
                 .iter()
-                .map(|k| (k.key.clone(), k.principal.clone()))
+                .map(|k| (k.sha256, k.principal.clone()))
                 .collect(),
         }
     }
@@ -30,6 +36,19 @@ impl ApiKeys {
             .get("api-key")
             .or_else(|| req.headers.get("x-api-key"))
             .map(|v| v.as_bytes())
+    }
+
+    /// The principal of a presented key.
+    pub fn lookup(&self, presented: &[u8]) -> Option<&Arc<Principal>> {
+        let hash = sha256(presented);
+        let (stored, principal) = self.by_hash.get_key_value(&hash)?;
+        // The map compared hashes; confirm in constant time all the same.
+        let same = stored
+            .iter()
+            .zip(&hash)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+        same.then_some(principal)
     }
 }
 
@@ -46,17 +65,10 @@ impl Plugin for ApiKeys {
                 "missing API key: send `Authorization: Bearer <key>`",
             ));
         };
-        // Every key is compared, so the time taken does not tell which matched.
-        let mut found: Option<&str> = None;
-        for (key, principal) in &self.keys {
-            if key.ct_eq(presented) {
-                found = Some(principal);
-            }
-        }
-        match found {
+        match self.lookup(presented) {
             Some(principal) => {
                 ctx.identity = Some(Identity {
-                    principal: principal.to_string(),
+                    principal: principal.clone(),
                     method: AuthMethod::ApiKey,
                 });
                 Decision::Continue
@@ -72,8 +84,12 @@ mod tests {
 
     fn plugin() -> ApiKeys {
         ApiKeys::new(&[ApiKey {
-            key: Secret::new("sk-good-key"),
-            principal: "app".into(),
+            sha256: sha256(b"sk-good-key"),
+            principal: Arc::new(Principal {
+                id: "app".into(),
+                tenant: Some("acme".into()),
+                ..Principal::default()
+            }),
         }])
     }
 
@@ -91,9 +107,13 @@ mod tests {
     async fn accepts_bearer_and_api_key_header() {
         let (d, ctx) = run(Some(("authorization", "Bearer sk-good-key"))).await;
         assert!(matches!(d, Decision::Continue));
-        assert_eq!(ctx.identity.unwrap().principal, "app");
-        let (d, _) = run(Some(("api-key", "sk-good-key"))).await;
-        assert!(matches!(d, Decision::Continue));
+        let id = ctx.identity.unwrap();
+        assert_eq!(id.principal.id, "app");
+        assert_eq!(id.principal.tenant.as_deref(), Some("acme"));
+        for h in ["api-key", "x-api-key"] {
+            let (d, _) = run(Some((h, "sk-good-key"))).await;
+            assert!(matches!(d, Decision::Continue), "{h}");
+        }
     }
 
     #[tokio::test]
@@ -105,7 +125,7 @@ mod tests {
         ] {
             let (d, ctx) = run(Some(("authorization", v))).await;
             assert!(matches!(d, Decision::Continue), "{v}");
-            assert_eq!(ctx.identity.unwrap().principal, "app");
+            assert_eq!(ctx.identity.unwrap().principal.id, "app");
         }
         for v in ["Basic sk-good-key", "Bearersk-good-key", "sk-good-key"] {
             let (d, _) = run(Some(("authorization", v))).await;
@@ -123,7 +143,16 @@ mod tests {
             matches!(d, Decision::Respond(ref e) if e.status() == 401 && e.message.contains("missing"))
         );
         assert!(ctx.identity.is_none());
-        let (d, _) = run(Some(("authorization", "Bearer sk-bad-key"))).await;
-        assert!(matches!(d, Decision::Respond(ref e) if e.status() == 401));
+        for wrong in [
+            "Bearer sk-bad-key",
+            "Bearer sk-good-ke",
+            "Bearer sk-good-keyy",
+        ] {
+            let (d, _) = run(Some(("authorization", wrong))).await;
+            assert!(
+                matches!(d, Decision::Respond(ref e) if e.status() == 401),
+                "{wrong}"
+            );
+        }
     }
 }

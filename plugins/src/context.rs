@@ -13,7 +13,8 @@ pub enum AuthMethod {
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    pub principal: String,
+    /// Shared with the config (no copy per request).
+    pub principal: Arc<skygate_config::Principal>,
     pub method: AuthMethod,
 }
 

@@ -61,12 +61,16 @@ pub fn load_str_in(
         file,
         base,
         errors: Vec::new(),
+        warnings: Vec::new(),
         env_failed: Vec::new(),
     };
     let raw = cx.parse(env);
     let config = raw.and_then(|raw| cx.validate(raw));
     match config {
-        Some(c) if cx.errors.is_empty() => Ok(c),
+        Some(mut c) if cx.errors.is_empty() => {
+            c.warnings = cx.warnings;
+            Ok(c)
+        }
         _ => Err(ConfigErrors(cx.errors)),
     }
 }
@@ -78,6 +82,8 @@ pub(crate) struct Cx<'a> {
     /// Relative file paths in the config start here.
     pub(crate) base: &'a Path,
     errors: Vec<ConfigError>,
+    /// What works but should not be so in production.
+    warnings: Vec<ConfigError>,
     /// Fields whose `${NAME}` could not be substituted: reported once, so
     /// later checks of the same field stay quiet.
     env_failed: Vec<String>,
@@ -110,6 +116,16 @@ impl Cx<'_> {
             file: self.file.to_string(),
             line: line_of(self.text, path),
             path: rendered,
+            message: message.into(),
+        });
+    }
+
+    /// Records a warning at `path`.
+    pub(crate) fn warn(&mut self, path: &[Seg], message: impl Into<String>) {
+        self.warnings.push(ConfigError {
+            file: self.file.to_string(),
+            line: line_of(self.text, path),
+            path: render(path),
             message: message.into(),
         });
     }
@@ -155,6 +171,7 @@ impl Cx<'_> {
             auth,
             backends,
             routes,
+            warnings: Vec::new(),
         })
     }
 

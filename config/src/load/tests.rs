@@ -42,7 +42,7 @@ fn loads_a_good_file() {
     let c = load_str(GOOD, "good.yaml", &env).unwrap();
     assert_eq!(c.listen.port(), 8080);
     assert_eq!(c.admin.token.as_ref().unwrap().expose(), "admin-token-1");
-    assert_eq!(c.auth.api_keys[0].key.expose(), "sk-from-env-123");
+    assert_eq!(c.auth.api_keys[0].sha256, crate::sha256(b"sk-from-env-123"));
     let a = &c.backends[0];
     assert_eq!(a.url.base_path, "/v1");
     assert_eq!(a.timeouts.connect, Duration::from_millis(250));

@@ -1,10 +1,16 @@
 //! `auth:`: how clients prove who they are (API keys today).
+//!
+//! Keys are stored as SHA-256 (`key_sha256`, what production configs should
+//! hold; `skygate keys new` mints one and prints its hash). A plaintext
+//! `key` is still accepted, for demos and tests, hashed at load, and
+//! reported as a warning.
 
 use crate::load::{key, path_of, Cx};
 use crate::locate::Seg;
-use crate::runtime::{ApiKey, Auth};
-use crate::Secret;
+use crate::runtime::{ApiKey, Auth, Principal};
 use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -16,8 +22,17 @@ pub struct RawAuth {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawApiKey {
-    pub key: String,
+    /// The key itself (demos and tests; a warning in production).
+    pub key: Option<String>,
+    /// The key's SHA-256, 64 hex digits.
+    pub key_sha256: Option<String>,
+    /// The principal's id.
     pub principal: String,
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
 }
 
 impl Cx<'_> {
@@ -25,26 +40,107 @@ impl Cx<'_> {
         let mut api_keys: Vec<ApiKey> = Vec::new();
         for (i, k) in a.api_keys.into_iter().enumerate() {
             let p = [key("auth"), key("api_keys"), Seg::Index(i)];
-            if k.key.len() < 8 {
-                self.err(
-                    &path_of(&p, &[key("key")]),
-                    "too short: an API key needs at least 8 characters",
-                );
-                continue;
-            }
+            let sha256 = match (&k.key, &k.key_sha256) {
+                (Some(plain), None) => {
+                    if plain.len() < 8 {
+                        self.err(
+                            &path_of(&p, &[key("key")]),
+                            "too short: an API key needs at least 8 characters",
+                        );
+                        continue;
+                    }
+                    self.warn(
+                        &path_of(&p, &[key("key")]),
+                        "a plaintext API key in the config: store its SHA-256 as `key_sha256` instead (`skygate keys hash`)",
+                    );
+                    crate::sha256(plain.as_bytes())
+                }
+                (None, Some(hex)) => match crate::parse_sha256_hex(hex) {
+                    Some(h) => h,
+                    None => {
+                        self.err(
+                            &path_of(&p, &[key("key_sha256")]),
+                            "not a SHA-256: use the 64 hex digits `skygate keys hash` prints",
+                        );
+                        continue;
+                    }
+                },
+                _ => {
+                    self.err(
+                        &p,
+                        "give exactly one of `key_sha256` (production) or `key` (demos, tests)",
+                    );
+                    continue;
+                }
+            };
             if k.principal.is_empty() {
                 self.err(&path_of(&p, &[key("principal")]), "must not be empty");
                 continue;
             }
-            if api_keys.iter().any(|o| o.key.expose() == k.key) {
-                self.err(&path_of(&p, &[key("key")]), "the same key is listed twice");
+            if k.tenant.as_deref() == Some("") {
+                self.err(
+                    &path_of(&p, &[key("tenant")]),
+                    "must not be empty (leave it out instead)",
+                );
+                continue;
+            }
+            if api_keys.iter().any(|o| o.sha256 == sha256) {
+                self.err(&p, "the same key is listed twice");
                 continue;
             }
             api_keys.push(ApiKey {
-                key: Secret::new(k.key),
-                principal: k.principal,
+                sha256,
+                principal: Arc::new(Principal {
+                    id: k.principal,
+                    tenant: k.tenant,
+                    groups: k.groups,
+                    attributes: k.attributes,
+                }),
             });
         }
         Auth { api_keys }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::load_str;
+
+    const BASE: &str = "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2 }\nbackends:\n  a: { kind: openai, url: http://a/v1 }\nroutes:\n  r: { match: { path: /v1/embeddings, models: [e] }, targets: [ { backend: a } ] }\n";
+
+    #[test]
+    fn hashed_and_plaintext_keys_with_principals() {
+        let hash = crate::to_hex(&crate::sha256(b"sk-hashed-key-1"));
+        let y = format!("{BASE}auth:\n  api_keys:\n    - {{ key_sha256: {hash}, principal: svc, tenant: acme, groups: [a, b], attributes: {{ team: pay }} }}\n    - {{ key: sk-plain-key-2, principal: demo }}\n");
+        let c = load_str(&y, "k.yaml", &|_| None).unwrap();
+        let k = &c.auth.api_keys;
+        assert_eq!(k[0].sha256, crate::sha256(b"sk-hashed-key-1"));
+        assert_eq!(k[0].principal.tenant.as_deref(), Some("acme"));
+        assert_eq!(k[0].principal.groups, ["a", "b"]);
+        assert_eq!(k[0].principal.attributes["team"], "pay");
+        assert_eq!(k[1].sha256, crate::sha256(b"sk-plain-key-2"));
+        // The plaintext key works, with a warning that names it.
+        assert_eq!(c.warnings.len(), 1);
+        let w = c.warnings[0].to_string();
+        assert!(
+            w.contains("k.yaml:10: auth.api_keys[1].key: a plaintext API key"),
+            "{w}"
+        );
+        // And is not kept anywhere.
+        assert!(!format!("{c:?}").contains("sk-plain-key-2"));
+    }
+
+    #[test]
+    fn bad_keys_are_errors() {
+        let y = format!("{BASE}auth:\n  api_keys:\n    - {{ key_sha256: nothex, principal: a }}\n    - {{ key: short, principal: b }}\n    - {{ principal: c }}\n    - {{ key: sk-same-key-1, principal: d }}\n    - {{ key: sk-same-key-1, principal: e }}\n");
+        let errs = load_str(&y, "k.yaml", &|_| None).unwrap_err().to_string();
+        for needle in [
+            "auth.api_keys[0].key_sha256: not a SHA-256",
+            "auth.api_keys[1].key: too short",
+            "auth.api_keys[2]: give exactly one of `key_sha256`",
+            "auth.api_keys[4]: the same key is listed twice",
+        ] {
+            assert!(errs.contains(needle), "missing {needle}: {errs}");
+        }
     }
 }

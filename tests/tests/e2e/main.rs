@@ -8,6 +8,7 @@
 mod harness;
 
 mod admin;
+mod auth;
 mod bodies;
 mod config;
 mod edges;
