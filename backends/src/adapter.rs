@@ -24,6 +24,9 @@ pub struct Call<'a> {
     pub client: &'a RequestHeader,
     pub request_id: &'a str,
     pub body: &'a Bytes,
+    /// `x-forwarded-for` for the backend: the client's address, or a
+    /// trusted proxy's chain with the peer appended (never the client's own).
+    pub forwarded_for: Option<&'a HeaderValue>,
 }
 
 /// What goes to the backend for one attempt.
@@ -108,6 +111,10 @@ fn base_header(
     }
     h.insert_header("x-request-id", call.request_id)
         .map_err(internal)?;
+    if let Some(xff) = call.forwarded_for {
+        h.insert_header("x-forwarded-for", xff.clone())
+            .map_err(internal)?;
+    }
     h.insert_header(header::CONTENT_LENGTH, call.body.len().to_string())
         .map_err(internal)?;
     insert_backend_key(&mut h, backend)?;
@@ -288,6 +295,7 @@ mod tests {
             client: &c,
             request_id: "r1",
             body: &body,
+            forwarded_for: None,
         };
         let p = BackendAdapter::for_kind(BackendKind::OpenAi)
             .prepare(
@@ -315,6 +323,7 @@ mod tests {
             client: &c,
             request_id: "r1",
             body: &body,
+            forwarded_for: None,
         };
         let p = OpenAiAdapter
             .prepare(
@@ -342,6 +351,7 @@ mod tests {
             client: &c,
             request_id: "r",
             body: &body,
+            forwarded_for: None,
         };
         let p = FunctionAdapter
             .prepare(
@@ -366,6 +376,7 @@ mod tests {
             client: &c,
             request_id: "r",
             body: &body,
+            forwarded_for: None,
         };
         let p = FunctionAdapter
             .prepare(

@@ -78,6 +78,61 @@ pub struct Admin {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Auth {
     pub api_keys: Vec<ApiKey>,
+    /// Peers whose `x-forwarded-*` / `forwarded` headers are believed (a
+    /// load balancer in front of Skygate); from anyone else they are
+    /// stripped.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Headers only a trusted hop may set (e.g. an auth proxy's
+    /// `x-authenticated-user`): stripped from every client request.
+    pub identity_headers: Vec<http::HeaderName>,
+}
+
+/// An IP network, `10.0.0.0/8` or `2001:db8::/32` (a bare address is /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("`{s}` is not an IP network: use e.g. 10.0.0.0/8, 192.168.1.7 or fd00::/8");
+        let (ip, prefix) = match s.trim().split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (s.trim(), None),
+        };
+        let addr: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    /// Whether `ip` is in this network (IPv4-mapped IPv6 counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let bits = |a: IpAddr| -> (u128, u8) {
+            match a.to_canonical() {
+                IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
+                IpAddr::V6(v6) => (u128::from(v6), 128),
+            }
+        };
+        let (net, net_len) = bits(self.addr);
+        let (ip, ip_len) = bits(ip);
+        if net_len != ip_len {
+            return false;
+        }
+        let prefix = u32::from(self.prefix);
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u128::MAX << (128 - prefix.min(128))
+        };
+        net & mask == ip & mask
+    }
 }
 
 /// A client API key, as stored: its SHA-256 (a plaintext key in the file is

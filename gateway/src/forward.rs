@@ -266,6 +266,7 @@ async fn send(
         client: session.req_header(),
         request_id: &ctx.request_id,
         body: &routed.body,
+        forwarded_for: ctx.forwarded_for.as_ref(),
     };
     let peer = match slot {
         Ok(r) => &r.peer,

@@ -44,6 +44,7 @@ pub fn record(ctx: &RequestCtx, method: &str, path: &str, client: Option<&str>, 
         "ts_ms": ts,
         "request_id": ctx.request_id,
         "client": client,
+        "client_ip": ctx.client_ip,
         // Client-supplied: clipped, so a line stays small whatever was sent.
         "method": clip(method),
         "path": clip(path),

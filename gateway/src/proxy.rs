@@ -51,6 +51,10 @@ impl ProxyHttp for Gateway {
         ctx.counted = true;
         let snap: &Snapshot = snap.insert(self.state.snapshot());
         ctx.request_id = crate::request_id(session.req_header());
+        ctx.peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
 
         // 1. Header-only plugins: hygiene, authentication.
         if let Decision::Respond(e) = snap.chain.on_headers(session.req_header_mut(), ctx).await {

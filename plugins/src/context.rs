@@ -44,6 +44,13 @@ pub struct Try {
 pub struct RequestCtx {
     pub request_id: String,
     pub start: Instant,
+    /// The downstream socket's peer address.
+    pub peer: Option<std::net::IpAddr>,
+    /// The client's address: the peer, or from a trusted proxy's
+    /// `x-forwarded-for` (hygiene plugin).
+    pub client_ip: Option<std::net::IpAddr>,
+    /// `x-forwarded-for` as it goes to backends (hygiene plugin).
+    pub forwarded_for: Option<http::HeaderValue>,
     /// Set once an auth plugin accepted the caller.
     pub identity: Option<Identity>,
     pub route_name: Option<String>,
@@ -78,6 +85,9 @@ impl RequestCtx {
         Self {
             request_id: String::new(),
             start: Instant::now(),
+            peer: None,
+            client_ip: None,
+            forwarded_for: None,
             identity: None,
             route_name: None,
             model: None,

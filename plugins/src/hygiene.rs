@@ -1,21 +1,70 @@
 //! Request hygiene: the client may not set headers that the gateway owns or
-//! that only a trusted hop may set. Stripped before any other plugin looks.
+//! that only a trusted hop may set. Runs before any other plugin looks.
+//!
+//! - `x-skygate-*` and the configured identity headers are always stripped.
+//! - `x-forwarded-*`, `forwarded` and `x-real-ip` are stripped too; when the
+//!   peer is a trusted proxy (`auth.trusted_proxies`), its `x-forwarded-for`
+//!   chain is kept for the request's client address and passed on.
+//! - The request's client address is the right-most address of the chain
+//!   (the peer appended) that is not a trusted proxy: what a client can
+//!   write at the left of the header never counts.
 
 use crate::{Decision, Plugin, RequestCtx};
 use async_trait::async_trait;
-use http::HeaderName;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use pingora_http::RequestHeader;
+use skygate_config::Cidr;
+use std::net::IpAddr;
 
-/// Strips `x-skygate-*`, `x-forwarded-*`, `forwarded` and `x-real-ip` from
-/// client requests. (Trusted-hop handling of forwarding headers, and identity
-/// headers set by an auth proxy, come with the zero-trust plugins.)
-pub struct Hygiene;
+pub struct Hygiene {
+    trusted: Vec<Cidr>,
+    identity: Vec<HeaderName>,
+}
 
-fn stripped(name: &str) -> bool {
-    name.starts_with("x-skygate-")
-        || name.starts_with("x-forwarded-")
-        || name == "forwarded"
-        || name == "x-real-ip"
+impl Hygiene {
+    pub fn new(trusted: &[Cidr], identity: &[HeaderName]) -> Self {
+        Self {
+            trusted: trusted.to_vec(),
+            identity: identity.to_vec(),
+        }
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
+    }
+
+    fn stripped(&self, name: &HeaderName) -> bool {
+        let n = name.as_str();
+        n.starts_with("x-skygate-")
+            || n.starts_with("x-forwarded-")
+            || n == "forwarded"
+            || n == "x-real-ip"
+            || self.identity.contains(name)
+    }
+
+    /// The client address and the `x-forwarded-for` to send on, from a
+    /// trusted peer's chain.
+    fn resolve(&self, req: &RequestHeader, peer: IpAddr) -> (IpAddr, String) {
+        let mut chain: Vec<&str> = req
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let peer_text = peer.to_string();
+        chain.push(&peer_text);
+        let client = chain
+            .iter()
+            .rev()
+            .filter_map(|s| s.parse::<IpAddr>().ok())
+            .find(|ip| !self.is_trusted(*ip))
+            .unwrap_or(peer);
+        (client, chain.join(", "))
+    }
 }
 
 #[async_trait]
@@ -24,11 +73,20 @@ impl Plugin for Hygiene {
         "hygiene"
     }
 
-    async fn on_headers(&self, req: &mut RequestHeader, _ctx: &mut RequestCtx) -> Decision {
+    async fn on_headers(&self, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Decision {
+        if let Some(peer) = ctx.peer {
+            let (client, xff) = if self.is_trusted(peer) {
+                self.resolve(req, peer)
+            } else {
+                (peer, peer.to_string())
+            };
+            ctx.client_ip = Some(client);
+            ctx.forwarded_for = HeaderValue::from_maybe_shared(Bytes::from(xff)).ok();
+        }
         let doomed: Vec<HeaderName> = req
             .headers
             .keys()
-            .filter(|k| stripped(k.as_str()))
+            .filter(|k| self.stripped(k))
             .cloned()
             .collect();
         for h in doomed {
@@ -42,18 +100,56 @@ impl Plugin for Hygiene {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn strips_internal_and_forwarding_headers() {
+    fn hygiene(trusted: &[&str]) -> Hygiene {
+        let t: Vec<Cidr> = trusted.iter().map(|c| Cidr::parse(c).unwrap()).collect();
+        Hygiene::new(&t, &[HeaderName::from_static("x-authenticated-user")])
+    }
+
+    async fn run(h: &Hygiene, peer: &str, xff: Option<&str>) -> (RequestHeader, RequestCtx) {
         let mut req = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
         req.insert_header("x-skygate-backend", "evil").unwrap();
         req.insert_header("X-Skygate-Principal", "admin").unwrap();
-        req.insert_header("x-forwarded-for", "1.2.3.4").unwrap();
+        req.insert_header("x-authenticated-user", "root").unwrap();
         req.insert_header("content-type", "application/json")
             .unwrap();
-        Hygiene.on_headers(&mut req, &mut RequestCtx::new()).await;
-        assert!(req.headers.get("x-skygate-backend").is_none());
-        assert!(req.headers.get("x-skygate-principal").is_none());
-        assert!(req.headers.get("x-forwarded-for").is_none());
+        if let Some(x) = xff {
+            req.insert_header("x-forwarded-for", x).unwrap();
+        }
+        let mut ctx = RequestCtx::new();
+        ctx.peer = Some(peer.parse().unwrap());
+        h.on_headers(&mut req, &mut ctx).await;
+        (req, ctx)
+    }
+
+    #[tokio::test]
+    async fn strips_internal_identity_and_forwarding_headers() {
+        let (req, ctx) = run(&hygiene(&[]), "198.51.100.7", Some("1.2.3.4")).await;
+        for h in [
+            "x-skygate-backend",
+            "x-skygate-principal",
+            "x-authenticated-user",
+            "x-forwarded-for",
+        ] {
+            assert!(req.headers.get(h).is_none(), "{h}");
+        }
         assert_eq!(req.headers["content-type"], "application/json");
+        // An untrusted peer's chain is ignored: the client is the peer.
+        assert_eq!(ctx.client_ip, Some("198.51.100.7".parse().unwrap()));
+        assert_eq!(ctx.forwarded_for.unwrap(), "198.51.100.7");
+    }
+
+    #[tokio::test]
+    async fn a_trusted_proxy_chain_names_the_client() {
+        let h = hygiene(&["10.0.0.0/8"]);
+        // LB (10.0.0.5) → us; the client (203.0.113.9) behind a spoofed entry.
+        let (_, ctx) = run(&h, "10.0.0.5", Some("6.6.6.6, 203.0.113.9")).await;
+        assert_eq!(ctx.client_ip, Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(ctx.forwarded_for.unwrap(), "6.6.6.6, 203.0.113.9, 10.0.0.5");
+        // Two trusted hops: skipped from the right.
+        let (_, ctx) = run(&h, "10.0.0.5", Some("203.0.113.9, 10.1.1.1")).await;
+        assert_eq!(ctx.client_ip, Some("203.0.113.9".parse().unwrap()));
+        // Garbage in the chain never becomes the client.
+        let (_, ctx) = run(&h, "10.0.0.5", Some("not-an-ip")).await;
+        assert_eq!(ctx.client_ip, Some("10.0.0.5".parse().unwrap()));
     }
 }

@@ -48,7 +48,10 @@ pub struct Chain {
 impl Chain {
     /// The chain for `config`, in pipeline order.
     pub fn from_config(config: &Config) -> Self {
-        let mut plugins: Vec<Arc<dyn Plugin>> = vec![Arc::new(hygiene::Hygiene)];
+        let mut plugins: Vec<Arc<dyn Plugin>> = vec![Arc::new(hygiene::Hygiene::new(
+            &config.auth.trusted_proxies,
+            &config.auth.identity_headers,
+        ))];
         if !config.auth.api_keys.is_empty() {
             plugins.push(Arc::new(api_key::ApiKeys::new(&config.auth.api_keys)));
         }

@@ -7,7 +7,7 @@
 
 use crate::load::{key, path_of, Cx};
 use crate::locate::Seg;
-use crate::runtime::{ApiKey, Auth, Principal};
+use crate::runtime::{ApiKey, Auth, Cidr, Principal};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +17,12 @@ use std::sync::Arc;
 pub struct RawAuth {
     #[serde(default)]
     pub api_keys: Vec<RawApiKey>,
+    /// Networks of proxies whose forwarding headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Headers stripped from every client request.
+    #[serde(default)]
+    pub identity_headers: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,7 +104,28 @@ impl Cx<'_> {
                 }),
             });
         }
-        Auth { api_keys }
+        let mut trusted_proxies = Vec::new();
+        for (i, net) in a.trusted_proxies.iter().enumerate() {
+            match Cidr::parse(net) {
+                Ok(c) => trusted_proxies.push(c),
+                Err(msg) => self.err(&[key("auth"), key("trusted_proxies"), Seg::Index(i)], msg),
+            }
+        }
+        let mut identity_headers = Vec::new();
+        for (i, h) in a.identity_headers.iter().enumerate() {
+            match http::HeaderName::from_bytes(h.as_bytes()) {
+                Ok(name) => identity_headers.push(name),
+                Err(_) => self.err(
+                    &[key("auth"), key("identity_headers"), Seg::Index(i)],
+                    format!("`{h}` is not a header name"),
+                ),
+            }
+        }
+        Auth {
+            api_keys,
+            trusted_proxies,
+            identity_headers,
+        }
     }
 }
 
@@ -128,6 +155,43 @@ mod tests {
         );
         // And is not kept anywhere.
         assert!(!format!("{c:?}").contains("sk-plain-key-2"));
+    }
+
+    #[test]
+    fn trusted_proxies_and_identity_headers() {
+        let y = format!("{BASE}auth:\n  trusted_proxies: [10.0.0.0/8, 192.168.1.7, \"fd00::/8\"]\n  identity_headers: [X-Authenticated-User]\n");
+        let c = load_str(&y, "t.yaml", &|_| None).unwrap();
+        let t = &c.auth.trusted_proxies;
+        assert!(t[0].contains("10.1.2.3".parse().unwrap()));
+        assert!(!t[0].contains("11.0.0.1".parse().unwrap()));
+        assert!(
+            t[0].contains("::ffff:10.9.9.9".parse().unwrap()),
+            "IPv4-mapped"
+        );
+        assert!(t[1].contains("192.168.1.7".parse().unwrap()));
+        assert!(!t[1].contains("192.168.1.8".parse().unwrap()));
+        assert!(t[2].contains("fd12::1".parse().unwrap()));
+        assert!(!t[2].contains("10.0.0.1".parse().unwrap()));
+        assert_eq!(c.auth.identity_headers[0], "x-authenticated-user");
+        let errs = load_str(
+            &format!("{BASE}auth:\n  trusted_proxies: [10.0.0.0/33, nope]\n  identity_headers: [\"bad header\"]\n"),
+            "t.yaml",
+            &|_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errs.contains("auth.trusted_proxies[0]: `10.0.0.0/33` is not an IP network"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("auth.trusted_proxies[1]: `nope` is not an IP network"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("auth.identity_headers[0]: `bad header` is not a header name"),
+            "{errs}"
+        );
     }
 
     #[test]

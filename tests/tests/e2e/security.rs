@@ -66,10 +66,15 @@ routes:
             "client credential leaked upstream in {k}"
         );
         assert!(
-            !k.starts_with("x-skygate-") && !k.starts_with("x-forwarded-") && k != "cookie",
+            !k.starts_with("x-skygate-")
+                && (!k.starts_with("x-forwarded-") || k == "x-forwarded-for")
+                && k != "cookie",
             "{k} must be stripped"
         );
     }
+    // x-forwarded-for is the gateway's own: the socket's address, never the
+    // client's claim (no trusted proxies are configured).
+    assert_eq!(get("x-forwarded-for").as_deref(), Some("127.0.0.1"));
     // The backend key never comes back to the client.
     assert!(!r.headers.iter().any(|(_, v)| v.contains(BACKEND_CANARY)));
     assert!(!r.text().contains(BACKEND_CANARY));
@@ -108,4 +113,58 @@ routes:
             "secret {canary} found in logs:\n{logs}"
         );
     }
+}
+
+#[test]
+fn forwarding_headers_count_only_from_trusted_proxies() {
+    let sim = Sim::start("s", &[]);
+    let body = |trusted: &str| {
+        format!(
+            "{auth}  trusted_proxies: [{trusted}]\n  identity_headers: [x-authenticated-user]\nbackends:\n  s: {{ kind: openai, url: \"{url}/v1\" }}\nroutes:\n  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: s }} ] }}\n",
+            auth = auth_section(),
+            url = sim.url
+        )
+    };
+    let send = |gw: &Gateway| {
+        let auth = format!("Bearer {CLIENT_KEY}");
+        let r = gw.call(
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("authorization", &auth),
+                ("x-forwarded-for", "6.6.6.6, 203.0.113.9"),
+                ("x-real-ip", "6.6.6.6"),
+                ("x-authenticated-user", "root"),
+                ("content-type", "application/json"),
+            ],
+            json!({"model": "m", "messages": []}).to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let sent = sim.requests();
+        let headers = sent.last().unwrap()["headers"].as_array().unwrap().clone();
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h[0] == name)
+                .map(|h| h[1].as_str().unwrap().to_string())
+        };
+        assert_eq!(get("x-authenticated-user"), None);
+        assert_eq!(get("x-real-ip"), None);
+        get("x-forwarded-for")
+    };
+
+    // The test client connects from 127.0.0.1. Trusted: its chain is kept,
+    // and the client is the right-most untrusted address.
+    let gw = Gateway::start(&body("127.0.0.0/8"));
+    assert_eq!(
+        send(&gw).as_deref(),
+        Some("6.6.6.6, 203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(gw.access_log(1)[0]["client_ip"], "203.0.113.9");
+    drop(gw);
+
+    // Not trusted: the claim is dropped; the client is the socket's peer.
+    let gw = Gateway::start(&body("10.0.0.0/8"));
+    assert_eq!(send(&gw).as_deref(), Some("127.0.0.1"));
+    assert_eq!(gw.access_log(1)[0]["client_ip"], "127.0.0.1");
 }
