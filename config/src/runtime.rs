@@ -85,6 +85,109 @@ pub struct Auth {
     /// Headers only a trusted hop may set (e.g. an auth proxy's
     /// `x-authenticated-user`): stripped from every client request.
     pub identity_headers: Vec<http::HeaderName>,
+    /// Trusted JWT issuers.
+    pub jwt: Vec<JwtIssuer>,
+}
+
+/// How a client may prove who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    ApiKey,
+    Jwt,
+}
+
+impl AuthMethod {
+    pub const ALLOWED: &'static str = "api_key, jwt";
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "api_key" => Some(Self::ApiKey),
+            "jwt" => Some(Self::Jwt),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ApiKey => "api_key",
+            Self::Jwt => "jwt",
+        }
+    }
+}
+
+/// A JWT signing algorithm Skygate accepts: asymmetric only, so a public
+/// key can never be used as an HMAC secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JwtAlg {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl JwtAlg {
+    pub const ALLOWED: &'static str =
+        "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA";
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "RS256" => Self::RS256,
+            "RS384" => Self::RS384,
+            "RS512" => Self::RS512,
+            "PS256" => Self::PS256,
+            "PS384" => Self::PS384,
+            "PS512" => Self::PS512,
+            "ES256" => Self::ES256,
+            "ES384" => Self::ES384,
+            "EdDSA" => Self::EdDSA,
+            _ => return None,
+        })
+    }
+}
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A JWKS file (read again on reload, and on an unknown `kid`).
+    File(std::path::PathBuf),
+    /// An HTTPS URL (`http://` only for loopback).
+    Url(String),
+}
+
+/// Which claims become the principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimMap {
+    /// The principal's id (default `sub`).
+    pub subject: String,
+    pub tenant: Option<String>,
+    /// A string array (or one string) of groups.
+    pub groups: Option<String>,
+    /// Claims copied into the principal's attributes (string values).
+    pub attributes: Vec<String>,
+}
+
+/// A trusted JWT issuer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtIssuer {
+    /// `iss` must equal this.
+    pub issuer: String,
+    /// `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<JwtAlg>,
+    pub jwks: JwksSource,
+    /// A URL JWKS is fetched again after this long.
+    pub jwks_ttl: Duration,
+    /// An unknown `kid` triggers at most one refresh per this long.
+    pub jwks_min_refresh: Duration,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    pub max_token_bytes: usize,
+    pub claims: ClaimMap,
 }
 
 /// An IP network, `10.0.0.0/8` or `2001:db8::/32` (a bare address is /32 or /128).
@@ -376,6 +479,8 @@ pub struct Route {
     pub max_body: usize,
     pub strategy: Strategy,
     pub retries: Retries,
+    /// The authentication methods this route accepts; `None`: any configured.
+    pub auth: Option<Vec<AuthMethod>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

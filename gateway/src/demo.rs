@@ -8,6 +8,39 @@ use std::net::SocketAddr;
 
 /// The demo config, as shipped in `config/demo.yaml`.
 pub const DEMO_YAML: &str = include_str!("../../config/demo.yaml");
+/// The demo JWT issuer's public keys.
+pub const DEMO_JWKS: &str = include_str!("../../config/demo/jwks.json");
+/// The demo JWT issuer's private key. DEMO-ONLY: it is public.
+pub const DEMO_JWT_KEY: &str = include_str!("../../config/demo/jwt-demo.key");
+
+/// Writes the demo JWKS where the demo config reads it; returns the path.
+fn write_demo_jwks() -> Result<String, String> {
+    let path = std::env::temp_dir().join(format!("skygate-demo-jwks-{}.json", std::process::id()));
+    std::fs::write(&path, DEMO_JWKS)
+        .map_err(|e| format!("cannot write the demo JWKS to {}: {e}", path.display()))?;
+    Ok(path.display().to_string())
+}
+
+/// A token from the demo issuer: `sub`, `tenant`, `groups`, valid for `ttl`.
+pub fn demo_token(
+    sub: &str,
+    tenant: &str,
+    groups: &[String],
+    ttl: std::time::Duration,
+) -> Result<String, String> {
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(DEMO_JWT_KEY.as_bytes())
+        .map_err(|e| format!("the demo key does not load: {e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let claims = serde_json::json!({
+        "iss": "skygate-demo", "aud": "skygate", "sub": sub, "tenant": tenant,
+        "groups": groups, "iat": now, "exp": now + ttl.as_secs(),
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("skygate-demo-1".into());
+    jsonwebtoken::encode(&header, &claims, &key).map_err(|e| format!("signing: {e}"))
+}
 
 /// The simulated clouds: (name, env var for its URL, cold start ms).
 const CLOUDS: &[(&str, &str, u64)] = &[
@@ -67,10 +100,12 @@ pub fn start_clouds() -> Result<HashMap<String, String>, String> {
 /// Runs the demo until stopped.
 pub fn run(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> Result<(), String> {
     let urls = start_clouds()?;
+    let mut env = urls.clone();
+    env.insert("DEMO_JWKS_FILE".into(), write_demo_jwks()?);
     let source = crate::reload::Source::Embedded {
         name: "config/demo.yaml",
         text: DEMO_YAML,
-        env: urls.clone(),
+        env,
         listen,
         admin_listen,
     };
@@ -106,6 +141,11 @@ Try:
   curl -s http://{listen}/v1/functions/anomaly-score -H 'Authorization: Bearer sk-skygate-demo' --data-binary @/etc/hostname
   curl -s http://{admin}/metrics -H 'Authorization: Bearer skygate-demo-admin' | grep skygate_
 
+Sign in with a JWT from the demo issuer (its key is demo-only):
+  TOKEN=$(skygate demo-token --sub alice --tenant acme --group contractors)
+  curl -s http://{listen}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{{"model":"demo-chat","messages":[{{"role":"user","content":"hi"}}]}}'
+
 Operate it (admin token skygate-demo-admin):
   curl -s http://{admin}/admin/backends -H 'Authorization: Bearer skygate-demo-admin'
   curl -s -XPUT http://{admin}/admin/routes/chat/weights -H 'Authorization: Bearer skygate-demo-admin' \
@@ -126,7 +166,13 @@ OpenAI SDK (Python):
 mod tests {
     #[test]
     fn demo_config_is_valid() {
-        let env = |name: &str| Some(format!("http://127.0.0.1:1/{name}"));
+        let jwks = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/demo/jwks.json");
+        let env = |name: &str| {
+            Some(match name {
+                "DEMO_JWKS_FILE" => jwks.to_string(),
+                _ => format!("http://127.0.0.1:1/{name}"),
+            })
+        };
         let c = skygate_config::load_str(super::DEMO_YAML, "config/demo.yaml", &env).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9090");

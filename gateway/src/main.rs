@@ -45,6 +45,19 @@ enum Command {
     },
     /// Run one simulated serverless model backend.
     Sim(skygate_backends::sim::SimArgs),
+    /// Mint a JWT from the demo issuer (`skygate demo` trusts it; its key is public: demos only).
+    DemoToken {
+        #[arg(long, default_value = "alice")]
+        sub: String,
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        /// A group (repeat for more).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
     /// Client API keys: mint one, or hash one for `auth.api_keys[].key_sha256`.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -109,6 +122,13 @@ fn main() -> ExitCode {
         Command::Sim(args) => {
             skygate_backends::sim::run_cli(&args).map_err(|e| format!("sim: {e}"))
         }
+        Command::DemoToken {
+            sub,
+            tenant,
+            groups,
+            ttl,
+        } => skygate::demo::demo_token(&sub, &tenant, &groups, std::time::Duration::from_secs(ttl))
+            .map(|t| println!("{t}")),
         Command::Keys(KeysCommand::New { prefix }) => {
             let key = skygate::keys::mint(&prefix);
             println!("key:        {key}");

@@ -102,6 +102,7 @@ pub async fn parse(
         }
         &PathKind::Function { route, suffix_at } => {
             let r = &snap.config.routes[route];
+            ctx.route = Some(route);
             ctx.route_name = Some(r.name.clone());
             // Settled before the body is read: a refused path costs no read.
             let mut suffix = resolve_dot_segments(path.get(suffix_at..).unwrap_or(""))?;
@@ -144,6 +145,7 @@ pub async fn parse(
             };
             ctx.model = Some(model);
             let r = &snap.config.routes[route];
+            ctx.route = Some(route);
             ctx.route_name = Some(r.name.clone());
             if body.len() > r.max_body {
                 return Err(too_large(r.max_body));

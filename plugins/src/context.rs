@@ -4,11 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-/// How the caller proved who they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    ApiKey,
-}
+use skygate_config::AuthMethod;
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +49,8 @@ pub struct RequestCtx {
     pub forwarded_for: Option<http::HeaderValue>,
     /// Set once an auth plugin accepted the caller.
     pub identity: Option<Identity>,
+    /// Index of the matched route in the request's snapshot.
+    pub route: Option<usize>,
     pub route_name: Option<String>,
     /// `model` from the JSON body, when there is one.
     pub model: Option<String>,
@@ -89,6 +87,7 @@ impl RequestCtx {
             client_ip: None,
             forwarded_for: None,
             identity: None,
+            route: None,
             route_name: None,
             model: None,
             stream: false,

@@ -3,13 +3,14 @@
 //! stops at the first answer. Adding a plugin touches its own module and one
 //! line in [`Chain::from_config`].
 
-pub mod api_key;
+pub mod auth;
 pub mod context;
 pub mod hygiene;
 
 use async_trait::async_trait;
-pub use context::{AuthMethod, CacheStatus, Identity, RequestCtx, Try};
+pub use context::{CacheStatus, Identity, RequestCtx, Try};
 use pingora_http::RequestHeader;
+pub use skygate_config::AuthMethod;
 use skygate_config::{ApiError, Config};
 use std::sync::Arc;
 
@@ -52,8 +53,8 @@ impl Chain {
             &config.auth.trusted_proxies,
             &config.auth.identity_headers,
         ))];
-        if !config.auth.api_keys.is_empty() {
-            plugins.push(Arc::new(api_key::ApiKeys::new(&config.auth.api_keys)));
+        if let Some(auth) = auth::Authenticate::from_config(config) {
+            plugins.push(Arc::new(auth));
         }
         Self { plugins }
     }

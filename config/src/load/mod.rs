@@ -120,6 +120,11 @@ impl Cx<'_> {
         });
     }
 
+    /// Errors so far (a check can tell whether it added any).
+    pub(crate) fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
     /// Records a warning at `path`.
     pub(crate) fn warn(&mut self, path: &[Seg], message: impl Into<String>) {
         self.warnings.push(ConfigError {
@@ -164,6 +169,27 @@ impl Cx<'_> {
             self.err(&[key("routes")], "missing: at least one route is needed");
         }
         self.check_overlaps(&routes);
+        for r in &routes {
+            for m in r.auth.iter().flatten() {
+                let configured = match m {
+                    AuthMethod::ApiKey => !auth.api_keys.is_empty(),
+                    AuthMethod::Jwt => !auth.jwt.is_empty(),
+                };
+                if !configured {
+                    self.err(
+                        &[key("routes"), key(&r.name), key("auth")],
+                        format!(
+                            "`{}` is not configured: add `auth.{}` or drop it here",
+                            m.as_str(),
+                            match m {
+                                AuthMethod::ApiKey => "api_keys",
+                                AuthMethod::Jwt => "jwt",
+                            }
+                        ),
+                    );
+                }
+            }
+        }
         Some(Config {
             listen: listen?,
             server,

@@ -7,10 +7,12 @@
 
 use crate::load::{key, path_of, Cx};
 use crate::locate::Seg;
-use crate::runtime::{ApiKey, Auth, Cidr, Principal};
+use crate::raw::Text;
+use crate::runtime::{ApiKey, Auth, Cidr, ClaimMap, JwksSource, JwtAlg, JwtIssuer, Principal};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +25,41 @@ pub struct RawAuth {
     /// Headers stripped from every client request.
     #[serde(default)]
     pub identity_headers: Vec<String>,
+    /// Trusted JWT issuers.
+    #[serde(default)]
+    pub jwt: Vec<RawJwtIssuer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtIssuer {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<String>,
+    pub jwks: RawJwks,
+    pub jwks_ttl: Option<Text>,
+    pub jwks_min_refresh: Option<Text>,
+    pub leeway: Option<Text>,
+    pub max_token_bytes: Option<Text>,
+    #[serde(default)]
+    pub claims: RawClaims,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwks {
+    pub file: Option<String>,
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawClaims {
+    pub subject: Option<String>,
+    pub tenant: Option<String>,
+    pub groups: Option<String>,
+    #[serde(default)]
+    pub attributes: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,11 +158,179 @@ impl Cx<'_> {
                 ),
             }
         }
+        let mut jwt = Vec::new();
+        for (i, raw) in a.jwt.into_iter().enumerate() {
+            let p = [key("auth"), key("jwt"), Seg::Index(i)];
+            if let Some(issuer) = self.jwt_issuer(raw, &p) {
+                if jwt.iter().any(|o: &JwtIssuer| o.issuer == issuer.issuer) {
+                    self.err(
+                        &path_of(&p, &[key("issuer")]),
+                        "the same issuer is listed twice",
+                    );
+                    continue;
+                }
+                jwt.push(issuer);
+            }
+        }
         Auth {
             api_keys,
             trusted_proxies,
             identity_headers,
+            jwt,
         }
+    }
+
+    fn jwt_issuer(&mut self, r: RawJwtIssuer, p: &[Seg]) -> Option<JwtIssuer> {
+        let at = |k: &str| path_of(p, &[key(k)]);
+        let before = self.error_count();
+        if r.issuer.is_empty() {
+            self.err(&at("issuer"), "must not be empty");
+        }
+        if r.audiences.is_empty() || r.audiences.iter().any(String::is_empty) {
+            self.err(
+                &at("audiences"),
+                "list the audiences a token must name (at least one)",
+            );
+        }
+        let mut algorithms = Vec::new();
+        for (i, a) in r.algorithms.iter().enumerate() {
+            match JwtAlg::parse(a) {
+                Some(alg) => algorithms.push(alg),
+                None => self.err(
+                    &path_of(p, &[key("algorithms"), Seg::Index(i)]),
+                    format!(
+                        "`{a}` is not allowed: use {} (never `none`, never HMAC: a public key must not work as a secret)",
+                        JwtAlg::ALLOWED
+                    ),
+                ),
+            }
+        }
+        if r.algorithms.is_empty() {
+            self.err(
+                &at("algorithms"),
+                format!(
+                    "list the algorithms the issuer signs with: {}",
+                    JwtAlg::ALLOWED
+                ),
+            );
+        }
+        let jwks = match (r.jwks.file, r.jwks.url) {
+            (Some(f), None) => {
+                let path = self.base.join(&f);
+                match std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read it: {e}"))
+                    .and_then(|t| check_jwks(&t))
+                {
+                    Ok(()) => Some(JwksSource::File(path)),
+                    Err(why) => {
+                        self.err(
+                            &path_of(p, &[key("jwks"), key("file")]),
+                            format!("`{f}`: {why}"),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, Some(u)) => match check_jwks_url(&u) {
+                Ok(()) => Some(JwksSource::Url(u)),
+                Err(why) => {
+                    self.err(&path_of(p, &[key("jwks"), key("url")]), why);
+                    None
+                }
+            },
+            _ => {
+                self.err(&at("jwks"), "give exactly one of `file` or `url`");
+                None
+            }
+        };
+        let jwks_ttl = self.duration(
+            r.jwks_ttl.as_ref(),
+            Duration::from_secs(600),
+            &at("jwks_ttl"),
+        );
+        let jwks_min_refresh = self.duration(
+            r.jwks_min_refresh.as_ref(),
+            Duration::from_secs(30),
+            &at("jwks_min_refresh"),
+        );
+        let leeway = self.duration_from(
+            r.leeway.as_ref(),
+            Duration::from_secs(60),
+            &at("leeway"),
+            true,
+        );
+        if leeway > Duration::from_secs(600) {
+            self.err(
+                &at("leeway"),
+                "at most 10m: a leeway is for clock skew, not for extending tokens",
+            );
+        }
+        let max_token_bytes = match r.max_token_bytes.as_ref().map(|t| crate::parse_size(&t.0)) {
+            None => 8 << 10,
+            Some(Ok(n)) if (256..=1 << 20).contains(&n) => n,
+            Some(Ok(_)) => {
+                self.err(&at("max_token_bytes"), "must be between 256 and 1MiB");
+                8 << 10
+            }
+            Some(Err(msg)) => {
+                self.err(&at("max_token_bytes"), msg);
+                8 << 10
+            }
+        };
+        let claims = ClaimMap {
+            subject: r.claims.subject.unwrap_or_else(|| "sub".into()),
+            tenant: r.claims.tenant,
+            groups: r.claims.groups,
+            attributes: r.claims.attributes,
+        };
+        if self.error_count() > before {
+            return None;
+        }
+        Some(JwtIssuer {
+            issuer: r.issuer,
+            audiences: r.audiences,
+            algorithms,
+            jwks: jwks?,
+            jwks_ttl,
+            jwks_min_refresh,
+            leeway,
+            max_token_bytes,
+            claims,
+        })
+    }
+}
+
+/// A JWKS document: `{"keys": [...]}`, each key with a `kty`.
+fn check_jwks(text: &str) -> Result<(), String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let keys = v
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .ok_or("not a JWKS: it needs a `keys` array")?;
+    if keys
+        .iter()
+        .any(|k| k.get("kty").and_then(|t| t.as_str()).is_none())
+    {
+        return Err("every key needs a `kty`".into());
+    }
+    Ok(())
+}
+
+/// HTTPS, or HTTP to a loopback address (tests, a local sidecar).
+fn check_jwks_url(u: &str) -> Result<(), String> {
+    let uri: http::Uri = u.parse().map_err(|_| format!("`{u}` is not a URL"))?;
+    let host = uri.host().unwrap_or("");
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if loopback => Ok(()),
+        _ => Err(format!(
+            "`{u}`: a JWKS URL must be https (http only to a loopback address): keys fetched in the clear could be replaced"
+        )),
     }
 }
 

@@ -6,8 +6,8 @@ use crate::load::{key, path_of, Cx};
 use crate::locate::Seg;
 use crate::raw::Text;
 use crate::runtime::{
-    Backend, BackendKind, Operation, PathMatch, Retries, RetryBudget, RetryOn, Route, Strategy,
-    Target, DEFAULT_MAX_BODY, MAX_WEIGHT,
+    AuthMethod, Backend, BackendKind, Operation, PathMatch, Retries, RetryBudget, RetryOn, Route,
+    Strategy, Target, DEFAULT_MAX_BODY, MAX_WEIGHT,
 };
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -25,6 +25,8 @@ pub struct RawRoute {
     pub fallback: Vec<String>,
     pub strategy: Option<String>,
     pub retries: Option<RawRetries>,
+    /// The authentication methods accepted (default: any configured).
+    pub auth: Option<Vec<String>>,
     pub max_body: Option<Text>,
 }
 
@@ -264,6 +266,28 @@ impl Cx<'_> {
                 DEFAULT_MAX_BODY
             }
         };
+        let auth = r.auth.map(|list| {
+            let mut methods = Vec::new();
+            for (i, m) in list.iter().enumerate() {
+                match AuthMethod::parse(m) {
+                    Some(a) => methods.push(a),
+                    None => self.err(
+                        &path_of(&p, &[key("auth"), Seg::Index(i)]),
+                        format!(
+                            "`{m}` is not an authentication method: use {}",
+                            AuthMethod::ALLOWED
+                        ),
+                    ),
+                }
+            }
+            if list.is_empty() {
+                self.err(
+                    &path_of(&p, &[key("auth")]),
+                    "list at least one method (or leave `auth` out: any configured method)",
+                );
+            }
+            methods
+        });
         Some(Route {
             name: name.to_string(),
             path,
@@ -273,6 +297,7 @@ impl Cx<'_> {
             max_body,
             strategy,
             retries,
+            auth,
         })
     }
 

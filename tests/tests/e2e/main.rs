@@ -14,6 +14,7 @@ mod config;
 mod edges;
 mod errors;
 mod failover;
+mod jwt;
 mod observability;
 mod operations;
 mod routing;
