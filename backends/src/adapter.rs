@@ -27,6 +27,8 @@ pub struct Call<'a> {
     /// `x-forwarded-for` for the backend: the client's address, or a
     /// trusted proxy's chain with the peer appended (never the client's own).
     pub forwarded_for: Option<&'a HeaderValue>,
+    /// The caller's identity as a signed token, for backends that asked.
+    pub identity: Option<(&'a HeaderName, HeaderValue)>,
 }
 
 /// What goes to the backend for one attempt.
@@ -113,6 +115,10 @@ fn base_header(
         .map_err(internal)?;
     if let Some(xff) = call.forwarded_for {
         h.insert_header("x-forwarded-for", xff.clone())
+            .map_err(internal)?;
+    }
+    if let Some((name, value)) = &call.identity {
+        h.insert_header((*name).clone(), value.clone())
             .map_err(internal)?;
     }
     h.insert_header(header::CONTENT_LENGTH, call.body.len().to_string())
@@ -271,6 +277,7 @@ mod tests {
             breaker: Default::default(),
             limits: Default::default(),
             health_check: None,
+            identity_audience: None,
         }
     }
 
@@ -296,6 +303,7 @@ mod tests {
             request_id: "r1",
             body: &body,
             forwarded_for: None,
+            identity: None,
         };
         let p = BackendAdapter::for_kind(BackendKind::OpenAi)
             .prepare(
@@ -324,6 +332,7 @@ mod tests {
             request_id: "r1",
             body: &body,
             forwarded_for: None,
+            identity: None,
         };
         let p = OpenAiAdapter
             .prepare(
@@ -352,6 +361,7 @@ mod tests {
             request_id: "r",
             body: &body,
             forwarded_for: None,
+            identity: None,
         };
         let p = FunctionAdapter
             .prepare(
@@ -377,6 +387,7 @@ mod tests {
             request_id: "r",
             body: &body,
             forwarded_for: None,
+            identity: None,
         };
         let p = FunctionAdapter
             .prepare(

@@ -87,6 +87,29 @@ pub struct Auth {
     pub identity_headers: Vec<http::HeaderName>,
     /// Trusted JWT issuers.
     pub jwt: Vec<JwtIssuer>,
+    /// How Skygate signs the caller's identity for backends that ask for it.
+    pub identity_token: Option<IdentityToken>,
+}
+
+/// Signing the caller's identity into a short-lived JWT for backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityToken {
+    /// The signing key, PKCS#8 PEM (read and checked at load; never logged).
+    pub key_pem: crate::Secret,
+    pub algorithm: IdentityAlg,
+    pub issuer: String,
+    pub kid: String,
+    pub ttl: Duration,
+    /// The header the token goes in.
+    pub header: http::HeaderName,
+}
+
+/// Identity-token algorithms: fast to sign (each is signed per backend and
+/// caller, then cached until shortly before it expires).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityAlg {
+    ES256,
+    EdDSA,
 }
 
 /// How a client may prove who it is.
@@ -304,6 +327,9 @@ pub struct Backend {
     pub limits: BackendLimits,
     /// Active health check; `None` leaves health to the breaker alone.
     pub health_check: Option<HealthCheck>,
+    /// Send the caller's identity as a signed JWT (`auth.identity_token`),
+    /// with this audience.
+    pub identity_audience: Option<String>,
 }
 
 /// When a backend's circuit opens, how long it stays open, and how long a

@@ -130,6 +130,17 @@ impl ServeHttp for Admin {
                     json(200, json!({"status": "ready"}))
                 };
             }
+            ("GET" | "HEAD", ["identity", "jwks.json"]) => {
+                // Public keys only: open, like an IdP's JWKS.
+                let snap = self.state.snapshot();
+                return match &snap.identity {
+                    Some(signer) => reply(200, "application/json", signer.jwks.to_vec()),
+                    None => error(&ApiError::new(
+                        ErrorKind::NotFound,
+                        "identity tokens are not configured (auth.identity_token)",
+                    )),
+                };
+            }
             _ => {}
         }
         if !self.authorized(session) {

@@ -52,7 +52,7 @@ pub async fn forward(
         // The peer this attempt uses, kept to pool its connection under the
         // same address even if a health check swaps the peer meanwhile.
         let slot = b.peer.load_full();
-        let result = send(state, b, &slot, session, ctx, &routed).await;
+        let result = send(state, snap, b, backend, &slot, session, ctx, &routed).await;
         let now = Instant::now();
         let elapsed = now.duration_since(started);
         // A usable answer streams to the client; a failure (with its retry
@@ -251,9 +251,25 @@ fn overloaded(route: &Route) -> ApiError {
 
 /// One attempt: the adapter's rewrite, then the upstream client, up to the
 /// response header.
+/// The caller's identity token for this backend, if it asked for one.
+fn identity_for<'a>(
+    snap: &'a Snapshot,
+    b: &BackendRt,
+    backend: usize,
+    ctx: &RequestCtx,
+) -> Option<(&'a http::HeaderName, http::HeaderValue)> {
+    let audience = b.config.identity_audience.as_deref()?;
+    let signer = snap.identity.as_ref()?;
+    let principal = &ctx.identity.as_ref()?.principal;
+    Some((signer.header(), signer.token(principal, backend, audience)?))
+}
+
+#[allow(clippy::too_many_arguments)] // the attempt's whole input, each distinct
 async fn send(
     state: &State,
+    snap: &Snapshot,
     b: &BackendRt,
+    backend: usize,
     slot: &PeerSlot,
     session: &Session,
     ctx: &RequestCtx,
@@ -267,6 +283,7 @@ async fn send(
         request_id: &ctx.request_id,
         body: &routed.body,
         forwarded_for: ctx.forwarded_for.as_ref(),
+        identity: identity_for(snap, b, backend, ctx),
     };
     let peer = match slot {
         Ok(r) => &r.peer,

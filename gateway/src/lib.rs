@@ -8,6 +8,7 @@ pub mod demo;
 mod edge;
 mod forward;
 pub mod health;
+pub mod identity;
 pub mod keys;
 pub mod metrics;
 mod observe;

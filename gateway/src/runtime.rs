@@ -109,6 +109,8 @@ pub struct Snapshot {
     pub chain: Chain,
     /// `GET /v1/models`, rendered once.
     pub models_body: Bytes,
+    /// Signs the caller's identity for backends that ask for it.
+    pub identity: Option<crate::identity::IdentitySigner>,
 }
 
 impl Snapshot {
@@ -143,6 +145,11 @@ impl Snapshot {
             .collect();
         let models_body =
             Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
+        let identity = config.auth.identity_token.as_ref().and_then(|cfg| {
+            crate::identity::IdentitySigner::new(cfg)
+                .inspect_err(|e| log::error!("identity tokens are off: {e}"))
+                .ok()
+        });
         Self {
             config: Arc::new(config),
             backends,
@@ -150,6 +157,7 @@ impl Snapshot {
             routes,
             chain,
             models_body,
+            identity,
         }
     }
 

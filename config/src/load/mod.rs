@@ -169,6 +169,14 @@ impl Cx<'_> {
             self.err(&[key("routes")], "missing: at least one route is needed");
         }
         self.check_overlaps(&routes);
+        if auth.identity_token.is_none() {
+            for b in backends.iter().filter(|b| b.identity_audience.is_some()) {
+                self.err(
+                    &[key("backends"), key(&b.name), key("identity")],
+                    "set, but `auth.identity_token` (the signing key) is not configured",
+                );
+            }
+        }
         for r in &routes {
             for m in r.auth.iter().flatten() {
                 let configured = match m {

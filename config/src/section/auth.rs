@@ -8,7 +8,10 @@
 use crate::load::{key, path_of, Cx};
 use crate::locate::Seg;
 use crate::raw::Text;
-use crate::runtime::{ApiKey, Auth, Cidr, ClaimMap, JwksSource, JwtAlg, JwtIssuer, Principal};
+use crate::runtime::{
+    ApiKey, Auth, Cidr, ClaimMap, IdentityAlg, IdentityToken, JwksSource, JwtAlg, JwtIssuer,
+    Principal,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +31,19 @@ pub struct RawAuth {
     /// Trusted JWT issuers.
     #[serde(default)]
     pub jwt: Vec<RawJwtIssuer>,
+    /// Signing the caller's identity for backends.
+    pub identity_token: Option<RawIdentityToken>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentityToken {
+    pub key_file: String,
+    pub algorithm: String,
+    pub issuer: Option<String>,
+    pub kid: Option<String>,
+    pub ttl: Option<Text>,
+    pub header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,12 +188,69 @@ impl Cx<'_> {
                 jwt.push(issuer);
             }
         }
+        let identity_token = a
+            .identity_token
+            .and_then(|t| self.identity_token(t, &[key("auth"), key("identity_token")]));
         Auth {
             api_keys,
             trusted_proxies,
             identity_headers,
             jwt,
+            identity_token,
         }
+    }
+
+    fn identity_token(&mut self, r: RawIdentityToken, p: &[Seg]) -> Option<IdentityToken> {
+        let at = |k: &str| path_of(p, &[key(k)]);
+        let algorithm = match r.algorithm.as_str() {
+            "ES256" => IdentityAlg::ES256,
+            "EdDSA" => IdentityAlg::EdDSA,
+            other => {
+                self.err(
+                    &at("algorithm"),
+                    format!("`{other}` is not allowed: use ES256 or EdDSA (fast to sign)"),
+                );
+                return None;
+            }
+        };
+        let pem = match std::fs::read_to_string(self.base.join(&r.key_file)) {
+            Ok(t) => t,
+            Err(e) => {
+                self.err(
+                    &at("key_file"),
+                    format!("`{}`: cannot read it: {e}", r.key_file),
+                );
+                return None;
+            }
+        };
+        if let Err(why) = check_signing_key(&pem, algorithm) {
+            self.err(&at("key_file"), format!("`{}`: {why}", r.key_file));
+            return None;
+        }
+        let header = match http::HeaderName::from_bytes(
+            r.header
+                .as_deref()
+                .unwrap_or("x-skygate-identity")
+                .as_bytes(),
+        ) {
+            Ok(h) => h,
+            Err(_) => {
+                self.err(&at("header"), "not a header name");
+                return None;
+            }
+        };
+        let ttl = self.duration(r.ttl.as_ref(), Duration::from_secs(60), &at("ttl"));
+        if ttl < Duration::from_secs(10) || ttl > Duration::from_secs(3600) {
+            self.err(&at("ttl"), "must be between 10s and 1h (short-lived: the token is re-signed as it nears expiry)");
+        }
+        Some(IdentityToken {
+            key_pem: crate::Secret::new(pem),
+            algorithm,
+            issuer: r.issuer.unwrap_or_else(|| "skygate".into()),
+            kid: r.kid.unwrap_or_else(|| "skygate-identity-1".into()),
+            ttl,
+            header,
+        })
     }
 
     fn jwt_issuer(&mut self, r: RawJwtIssuer, p: &[Seg]) -> Option<JwtIssuer> {
@@ -297,6 +370,32 @@ impl Cx<'_> {
             max_token_bytes,
             claims,
         })
+    }
+}
+
+/// A PKCS#8 PEM private key for `alg`.
+fn check_signing_key(pem: &str, alg: IdentityAlg) -> Result<(), String> {
+    use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    let der = crate::pem_der(pem).ok_or("not a PEM file")?;
+    let ok = match alg {
+        IdentityAlg::ES256 => EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            &der,
+            &ring::rand::SystemRandom::new(),
+        )
+        .is_ok(),
+        IdentityAlg::EdDSA => Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).is_ok(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "not a PKCS#8 {} private key",
+            match alg {
+                IdentityAlg::ES256 => "P-256 (ES256)",
+                IdentityAlg::EdDSA => "Ed25519 (EdDSA)",
+            }
+        ))
     }
 }
 

@@ -25,6 +25,17 @@ pub struct RawBackend {
     pub breaker: Option<RawBreaker>,
     pub limits: Option<RawLimits>,
     pub health_check: Option<RawHealthCheck>,
+    /// Send the caller's identity as a signed JWT with this audience
+    /// (`true`: the backend's name).
+    pub identity: Option<RawIdentity>,
+}
+
+/// `identity: true`, or `identity: { audience: ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawIdentity {
+    On(bool),
+    Audience { audience: String },
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -201,6 +212,11 @@ impl Cx<'_> {
             breaker,
             limits,
             health_check: health_check.flatten(),
+            identity_audience: match b.identity {
+                None | Some(RawIdentity::On(false)) => None,
+                Some(RawIdentity::On(true)) => Some(name.to_string()),
+                Some(RawIdentity::Audience { audience }) => Some(audience),
+            },
         })
     }
 

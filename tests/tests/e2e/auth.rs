@@ -137,3 +137,67 @@ fn validate_warns_about_plaintext_keys() {
     );
     assert!(!text.contains("sk-plaintext-key"));
 }
+
+#[test]
+fn backends_get_the_callers_identity_as_a_signed_token() {
+    use base64::Engine;
+    use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let dir = TempDir::new();
+    let key = dir.path.join("identity.pem");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
+    std::fs::write(
+        &key,
+        format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n"),
+    )
+    .unwrap();
+    let sim = Sim::start("s", &[]);
+    let gw = Gateway::start(&format!(
+        "{auth}  identity_token: {{ key_file: \"{key}\", algorithm: ES256, issuer: skygate-test, ttl: 60s }}\nbackends:\n  signed: {{ kind: openai, url: \"{url}/v1\", identity: true }}\n  plain: {{ kind: openai, url: \"{url}/v1\" }}\nroutes:\n  a: {{ match: {{ path: /v1/chat/completions, models: [a] }}, targets: [ {{ backend: signed }} ] }}\n  b: {{ match: {{ path: /v1/chat/completions, models: [b] }}, targets: [ {{ backend: plain }} ] }}\n",
+        auth = auth_section(),
+        key = key.display(),
+        url = sim.url
+    ));
+    let sent_identity = |model: &str| {
+        let r = gw.call(
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("authorization", &format!("Bearer {CLIENT_KEY}")),
+                ("x-skygate-identity", "forged-by-the-client"),
+                ("content-type", "application/json"),
+            ],
+            format!(r#"{{"model":"{model}","messages":[]}}"#).as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let sent = sim.requests();
+        let headers = sent.last().unwrap()["headers"].as_array().unwrap().clone();
+        headers
+            .iter()
+            .find(|h| h[0] == "x-skygate-identity")
+            .map(|h| h[1].as_str().unwrap().to_string())
+    };
+    let token = sent_identity("a").expect("the signed backend gets a token");
+    assert_ne!(token, "forged-by-the-client");
+    assert_eq!(
+        sent_identity("a").as_deref(),
+        Some(token.as_str()),
+        "cached"
+    );
+    assert_eq!(sent_identity("b"), None, "only backends that ask");
+
+    // It verifies against the public keys the admin listener serves (open).
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_slice(&gw.admin_get("/identity/jwks.json", None).body).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(&jwks.keys[0]).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_audience(&["signed"]);
+    v.set_issuer(&["skygate-test"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(&token, &key, &v)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["sub"], "tester");
+    let ttl = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+    assert_eq!(ttl, 60);
+}
