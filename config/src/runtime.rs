@@ -234,6 +234,15 @@ impl Cidr {
             None => max,
             Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
         };
+        // An IPv4-mapped IPv6 range (::ffff:10.0.0.0/104) is an IPv4 range.
+        if let (std::net::IpAddr::V6(v6), true) = (addr, prefix >= 96) {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return Ok(Self {
+                    addr: v4.into(),
+                    prefix: prefix - 96,
+                });
+            }
+        }
         Ok(Self { addr, prefix })
     }
 
@@ -274,6 +283,9 @@ pub struct ApiKey {
 pub struct Principal {
     /// The principal's id (`principal:` in the config, a JWT `sub`, ...).
     pub id: String,
+    /// The JWT issuer that vouched for it (`None`: an API key of this
+    /// config). Two issuers' `alice` are two principals.
+    pub issuer: Option<String>,
     pub tenant: Option<String>,
     pub groups: Vec<String>,
     pub attributes: std::collections::BTreeMap<String, String>,

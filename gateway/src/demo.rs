@@ -15,8 +15,18 @@ pub const DEMO_JWT_KEY: &str = include_str!("../../config/demo/jwt-demo.key");
 
 /// Writes the demo JWKS where the demo config reads it; returns the path.
 fn write_demo_jwks() -> Result<String, String> {
-    let path = std::env::temp_dir().join(format!("skygate-demo-jwks-{}.json", std::process::id()));
-    std::fs::write(&path, DEMO_JWKS)
+    use std::io::Write;
+    // A fresh, unpredictable name, created new (never through a symlink).
+    let path = std::env::temp_dir().join(format!(
+        "skygate-demo-jwks-{}-{:016x}.json",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(DEMO_JWKS.as_bytes()))
         .map_err(|e| format!("cannot write the demo JWKS to {}: {e}", path.display()))?;
     Ok(path.display().to_string())
 }

@@ -104,7 +104,13 @@ fn main() -> ExitCode {
             listen,
             admin_listen,
         } => skygate::demo::run(listen, admin_listen),
-        Command::Validate { config } => match skygate_config::load_file(&config) {
+        Command::Validate { config } => match (skygate::reload::Source::File {
+            path: config.clone(),
+            listen: None,
+            admin_listen: None,
+        })
+        .load()
+        {
             Ok(c) => {
                 for w in &c.warnings {
                     eprintln!("warning: {w}");

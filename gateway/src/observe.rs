@@ -48,8 +48,10 @@ pub fn record(ctx: &RequestCtx, method: &str, path: &str, client: Option<&str>, 
         // Client-supplied: clipped, so a line stays small whatever was sent.
         "method": clip(method),
         "path": clip(path),
-        "principal": ctx.identity.as_ref().map(|i| i.principal.id.as_str()),
-        "tenant": ctx.identity.as_ref().and_then(|i| i.principal.tenant.as_deref()),
+        // From tokens too: clipped like every other value a client can shape.
+        "principal": ctx.identity.as_ref().map(|i| clip(&i.principal.id)),
+        "issuer": ctx.identity.as_ref().and_then(|i| i.principal.issuer.as_deref()).map(clip),
+        "tenant": ctx.identity.as_ref().and_then(|i| i.principal.tenant.as_deref()).map(clip),
         "route": ctx.route_name,
         "model": ctx.model.as_deref().map(clip),
         "stream": ctx.stream,

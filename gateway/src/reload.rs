@@ -39,14 +39,26 @@ pub enum Source {
 }
 
 impl Source {
-    /// Reads and validates the config, then applies the overrides.
+    /// Reads and validates the config (and what only the gateway can check:
+    /// usable JWKS keys; the demo issuer outside the demo), then applies the
+    /// overrides.
     pub fn load(&self) -> Result<Config, ConfigErrors> {
         let (mut config, listen, admin_listen) = match self {
             Source::File {
                 path,
                 listen,
                 admin_listen,
-            } => (skygate_config::load_file(path)?, listen, admin_listen),
+            } => {
+                let config = skygate_config::load_file(path)?;
+                let file = path.display().to_string();
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let mut errors = gateway_checks(&config, &file, &text);
+                errors.extend(demo_issuer_outside_the_demo(&config, &file, &text));
+                if !errors.is_empty() {
+                    return Err(ConfigErrors(errors));
+                }
+                (config, listen, admin_listen)
+            }
             Source::Embedded {
                 name,
                 text,
@@ -55,11 +67,12 @@ impl Source {
                 admin_listen,
             } => {
                 let lookup = |k: &str| env.get(k).cloned().or_else(|| std::env::var(k).ok());
-                (
-                    skygate_config::load_str(text, name, &lookup)?,
-                    listen,
-                    admin_listen,
-                )
+                let config = skygate_config::load_str(text, name, &lookup)?;
+                let errors = gateway_checks(&config, name, text);
+                if !errors.is_empty() {
+                    return Err(ConfigErrors(errors));
+                }
+                (config, listen, admin_listen)
             }
         };
         if let Some(l) = listen {
@@ -70,6 +83,68 @@ impl Source {
         }
         Ok(config)
     }
+}
+
+/// The plugins' checks, as config errors with their lines.
+fn gateway_checks(config: &Config, file: &str, text: &str) -> Vec<skygate_config::ConfigError> {
+    skygate_plugins::auth::check(config)
+        .into_iter()
+        .map(|(path, message)| error_at(file, text, &path, message))
+        .collect()
+}
+
+fn error_at(file: &str, text: &str, path: &str, message: String) -> skygate_config::ConfigError {
+    use skygate_config::locate::{line_of, Seg};
+    // `auth.jwt[0].jwks.file` → segments, for the line.
+    let mut segs = Vec::new();
+    for part in path.split('.') {
+        match part.split_once('[') {
+            Some((k, rest)) => {
+                segs.push(Seg::Key(k.to_string()));
+                if let Ok(i) = rest.trim_end_matches(']').parse() {
+                    segs.push(Seg::Index(i));
+                }
+            }
+            None => segs.push(Seg::Key(part.to_string())),
+        }
+    }
+    skygate_config::ConfigError {
+        file: file.to_string(),
+        line: line_of(text, &segs),
+        path: path.to_string(),
+        message,
+    }
+}
+
+/// The demo issuer's key is public (`skygate demo-token` mints tokens with
+/// it): trusting it anywhere but `skygate demo` lets anyone be anyone.
+fn demo_issuer_outside_the_demo(
+    config: &Config,
+    file: &str,
+    text: &str,
+) -> Vec<skygate_config::ConfigError> {
+    let demo: serde_json::Value = serde_json::from_str(crate::demo::DEMO_JWKS).unwrap_or_default();
+    let demo_n = demo["keys"][0]["n"].as_str().unwrap_or("-");
+    config
+        .auth
+        .jwt
+        .iter()
+        .enumerate()
+        .filter_map(|(i, issuer)| {
+            let skygate_config::JwksSource::File(path) = &issuer.jwks else {
+                return None;
+            };
+            let jwks = std::fs::read_to_string(path).ok()?;
+            jwks.contains(demo_n).then(|| {
+                error_at(
+                    file,
+                    text,
+                    &format!("auth.jwt[{i}].jwks.file"),
+                    "trusts the demo issuer's key, which is public (anyone can mint tokens with `skygate demo-token`): use your identity provider's keys".to_string(),
+                )
+            })
+        })
+        .collect()
 }
 
 /// What a reload changed.
@@ -207,12 +282,32 @@ pub fn diff(old: &Config, new: &Config) -> Report {
             r.changes.push(format!("{name} changed"));
         }
     }
-    if old.auth != new.auth {
+    let (oa, na) = (&old.auth, &new.auth);
+    if oa.api_keys != na.api_keys {
         r.changes.push(format!(
             "auth.api_keys changed ({} → {} keys)",
-            old.auth.api_keys.len(),
-            new.auth.api_keys.len()
+            oa.api_keys.len(),
+            na.api_keys.len()
         ));
+    }
+    for (name, changed) in [
+        ("auth.jwt", oa.jwt != na.jwt),
+        (
+            "auth.trusted_proxies",
+            oa.trusted_proxies != na.trusted_proxies,
+        ),
+        (
+            "auth.identity_headers",
+            oa.identity_headers != na.identity_headers,
+        ),
+        (
+            "auth.identity_token",
+            oa.identity_token != na.identity_token,
+        ),
+    ] {
+        if changed {
+            r.changes.push(format!("{name} changed"));
+        }
     }
     let by_name = |bs: &[Backend]| -> HashMap<String, Backend> {
         bs.iter().map(|b| (b.name.clone(), b.clone())).collect()

@@ -57,14 +57,30 @@ impl Hygiene {
             .collect();
         let peer_text = peer.to_string();
         chain.push(&peer_text);
-        let client = chain
-            .iter()
-            .rev()
-            .filter_map(|s| s.parse::<IpAddr>().ok())
-            .find(|ip| !self.is_trusted(*ip))
-            .unwrap_or(peer);
+        // Walk from the right (the peer) while the hops are trusted proxies.
+        // The first untrusted address is the client. An entry that does not
+        // parse ends the walk at the last trusted hop: whatever is left of
+        // it is the client's to write and never counts. All trusted: the
+        // left-most hop is the client.
+        let mut client = peer;
+        for entry in chain.iter().rev() {
+            let Some(ip) = parse_hop(entry) else { break };
+            client = ip;
+            if !self.is_trusted(ip) {
+                break;
+            }
+        }
         (client, chain.join(", "))
     }
+}
+
+/// One `x-forwarded-for` entry: an address, or one with a port
+/// (`203.0.113.9:51234`, `[2001:db8::9]:443`), as some proxies write them.
+fn parse_hop(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
 }
 
 #[async_trait]
@@ -151,5 +167,19 @@ mod tests {
         // Garbage in the chain never becomes the client.
         let (_, ctx) = run(&h, "10.0.0.5", Some("not-an-ip")).await;
         assert_eq!(ctx.client_ip, Some("10.0.0.5".parse().unwrap()));
+        // Proxies that write ports, or `unknown`: the spoofed left entry
+        // never wins.
+        for (xff, client) in [
+            ("6.6.6.6, 203.0.113.9:51234", "203.0.113.9"),
+            ("6.6.6.6, [2001:db8::9]:443", "2001:db8::9"),
+            ("6.6.6.6, unknown", "10.0.0.5"),
+            ("6.6.6.6, unknown, 10.1.1.1", "10.1.1.1"),
+        ] {
+            let (_, ctx) = run(&h, "10.0.0.5", Some(xff)).await;
+            assert_eq!(ctx.client_ip, Some(client.parse().unwrap()), "{xff}");
+        }
+        // Every hop trusted: the left-most is the client.
+        let (_, ctx) = run(&h, "10.0.0.5", Some("10.9.9.9, 10.1.1.1")).await;
+        assert_eq!(ctx.client_ip, Some("10.9.9.9".parse().unwrap()));
     }
 }

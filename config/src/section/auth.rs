@@ -151,6 +151,7 @@ impl Cx<'_> {
                 sha256,
                 principal: Arc::new(Principal {
                     id: k.principal,
+                    issuer: None,
                     tenant: k.tenant,
                     groups: k.groups,
                     attributes: k.attributes,
@@ -290,10 +291,7 @@ impl Cx<'_> {
         let jwks = match (r.jwks.file, r.jwks.url) {
             (Some(f), None) => {
                 let path = self.base.join(&f);
-                match std::fs::read_to_string(&path)
-                    .map_err(|e| format!("cannot read it: {e}"))
-                    .and_then(|t| check_jwks(&t))
-                {
+                match read_small(&path).and_then(|t| check_jwks(&t)) {
                     Ok(()) => Some(JwksSource::File(path)),
                     Err(why) => {
                         self.err(
@@ -326,6 +324,9 @@ impl Cx<'_> {
             Duration::from_secs(30),
             &at("jwks_min_refresh"),
         );
+        if jwks_min_refresh < Duration::from_secs(1) {
+            self.err(&at("jwks_min_refresh"), "must be at least 1s: it is what keeps a storm of unknown kids from flooding the issuer");
+        }
         let leeway = self.duration_from(
             r.leeway.as_ref(),
             Duration::from_secs(60),
@@ -399,7 +400,9 @@ fn check_signing_key(pem: &str, alg: IdentityAlg) -> Result<(), String> {
     }
 }
 
-/// A JWKS document: `{"keys": [...]}`, each key with a `kty`.
+/// A JWKS document: `{"keys": [...]}`, each key with a `kty` (whether its
+/// keys are usable for the issuer's algorithms is checked where they are
+/// parsed, by `skygate validate` and `run`).
 fn check_jwks(text: &str) -> Result<(), String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let keys = v
@@ -415,21 +418,39 @@ fn check_jwks(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A file of at most 1 MiB (a FIFO or a device must not hang `validate`).
+fn read_small(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    if !f.metadata().map_err(|e| e.to_string())?.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut text = String::new();
+    f.take((1 << 20) + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if text.len() > 1 << 20 {
+        return Err("larger than 1 MiB".into());
+    }
+    Ok(text)
+}
+
 /// HTTPS, or HTTP to a loopback address (tests, a local sidecar).
 fn check_jwks_url(u: &str) -> Result<(), String> {
     let uri: http::Uri = u.parse().map_err(|_| format!("`{u}` is not a URL"))?;
     let host = uri.host().unwrap_or("");
-    let loopback = host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
+    // An address, not a name: `localhost` resolves through hosts and DNS.
+    let loopback = host
+        .trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
     match uri.scheme_str() {
         Some("https") => Ok(()),
         Some("http") if loopback => Ok(()),
-        _ => Err(format!(
-            "`{u}`: a JWKS URL must be https (http only to a loopback address): keys fetched in the clear could be replaced"
-        )),
+        _ => Err(
+            "a JWKS URL must be https (http only to a loopback address): keys fetched in the clear could be replaced"
+                .to_string(),
+        ),
     }
 }
 
@@ -475,6 +496,8 @@ mod tests {
         assert!(t[1].contains("192.168.1.7".parse().unwrap()));
         assert!(!t[1].contains("192.168.1.8".parse().unwrap()));
         assert!(t[2].contains("fd12::1".parse().unwrap()));
+        let mapped = crate::Cidr::parse("::ffff:10.0.0.0/104").unwrap();
+        assert!(mapped.contains("10.200.1.1".parse().unwrap()));
         assert!(!t[2].contains("10.0.0.1".parse().unwrap()));
         assert_eq!(c.auth.identity_headers[0], "x-authenticated-user");
         let errs = load_str(

@@ -11,7 +11,7 @@
 //! an embedded `jwk`) are never read. A verified token is cached by its
 //! SHA-256 until it expires, so a repeated token costs no signature check.
 
-use super::jwks::Jwks;
+use super::jwks::{Jwks, Key};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
@@ -29,8 +29,19 @@ struct Issuer {
     jwks: Arc<Jwks>,
 }
 
-/// SHA-256 of a verified token → (principal, `exp`).
-type Verified = HashMap<[u8; 32], (Arc<Principal>, u64)>;
+/// A verified token: who it proves, until when, and the key that verified
+/// it (a hit counts only while the issuer's current set still holds that
+/// very key, so a key removed from the JWKS ends its tokens too).
+struct Hit {
+    principal: Arc<Principal>,
+    until: u64,
+    issuer: usize,
+    kid: Option<String>,
+    key: Arc<Key>,
+}
+
+/// SHA-256 of a verified token → what it proved.
+type Verified = HashMap<[u8; 32], Hit>;
 
 pub struct JwtVerifier {
     issuers: Vec<Issuer>,
@@ -38,7 +49,8 @@ pub struct JwtVerifier {
     cache: Mutex<Verified>,
 }
 
-fn alg(a: JwtAlg) -> Algorithm {
+/// jsonwebtoken's name for an allowed algorithm.
+pub fn alg(a: JwtAlg) -> Algorithm {
     match a {
         JwtAlg::RS256 => Algorithm::RS256,
         JwtAlg::RS384 => Algorithm::RS384,
@@ -62,10 +74,18 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Whether a bearer credential is shaped like a JWT (three base64url
-/// parts), as opposed to an API key.
+/// Whether a bearer credential is shaped like a JWT (three base64url parts,
+/// the first a JSON object), as opposed to an API key.
 pub fn looks_like_jwt(token: &[u8]) -> bool {
-    token.starts_with(b"eyJ") && token.iter().filter(|b| **b == b'.').count() == 2
+    if token.iter().filter(|b| **b == b'.').count() != 2 {
+        return false;
+    }
+    let head = token.split(|b| *b == b'.').next().unwrap_or_default();
+    // `{"` and `{ ` (any JSON object) encode to `ey...`.
+    head.starts_with(b"ey")
+        && base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(head)
+            .is_ok_and(|h| h.first() == Some(&b'{'))
 }
 
 impl JwtVerifier {
@@ -80,7 +100,7 @@ impl JwtVerifier {
                 .iter()
                 .map(|cfg| Issuer {
                     algorithms: cfg.algorithms.iter().map(|a| alg(*a)).collect(),
-                    jwks: Jwks::new(cfg),
+                    jwks: Jwks::shared(cfg),
                     cfg: cfg.clone(),
                 })
                 .collect(),
@@ -96,18 +116,32 @@ impl JwtVerifier {
         let token = std::str::from_utf8(token).map_err(|_| refuse("malformed token"))?;
         let hash = skygate_config::sha256(token.as_bytes());
         let now = now_secs();
-        if let Some((p, exp)) = self.lock().get(&hash) {
-            if *exp > now {
-                return Ok(p.clone());
+        if let Some(hit) = self.lock().get(&hash) {
+            let key_held = self
+                .issuers
+                .get(hit.issuer)
+                .and_then(|i| i.jwks.current().find(hit.kid.as_deref()))
+                .is_some_and(|k| Arc::ptr_eq(&k, &hit.key));
+            if hit.until > now && key_held {
+                return Ok(hit.principal.clone());
             }
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| refuse("malformed token, or an algorithm Skygate never accepts"))?;
-        let iss = unverified_iss(token).ok_or_else(|| refuse("the token has no `iss`"))?;
-        let issuer = self
+        let (raw_header, iss) = unverified(token);
+        // RFC 7515 §4.1.11: extensions we do not understand (b64=false, ...)
+        // must not be ignored.
+        if raw_header.is_some_and(|h| h.get("crit").is_some()) {
+            return Err(refuse(
+                "the token has critical header extensions Skygate does not support",
+            ));
+        }
+        let iss = iss.ok_or_else(|| refuse("the token has no `iss`"))?;
+        let (issuer_index, issuer) = self
             .issuers
             .iter()
-            .find(|i| i.cfg.issuer == iss)
+            .enumerate()
+            .find(|(_, i)| i.cfg.issuer == iss)
             .ok_or_else(|| refuse("the token's issuer is not trusted"))?;
         if token.len() > issuer.cfg.max_token_bytes {
             return Err(refuse("the token is too large"));
@@ -149,16 +183,27 @@ impl JwtVerifier {
         let exp = data
             .claims
             .get("exp")
-            .and_then(Value::as_u64)
-            .unwrap_or(now);
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+        // Cached until `exp`, and never longer than the JWKS TTL.
+        let until = (exp.max(0.0) as u64).min(now.saturating_add(issuer.cfg.jwks_ttl.as_secs()));
         let mut cache = self.lock();
         if cache.len() >= CACHE_MAX {
-            cache.retain(|_, (_, e)| *e > now);
+            cache.retain(|_, h| h.until > now);
             if cache.len() >= CACHE_MAX {
                 cache.clear();
             }
         }
-        cache.insert(hash, (principal.clone(), exp));
+        cache.insert(
+            hash,
+            Hit {
+                principal: principal.clone(),
+                until,
+                issuer: issuer_index,
+                kid: header.kid.clone(),
+                key,
+            },
+        );
         Ok(principal)
     }
 
@@ -167,18 +212,27 @@ impl JwtVerifier {
     }
 }
 
-/// `iss` from the payload, before verification (only to choose the issuer
-/// whose keys will verify it).
-fn unverified_iss(token: &str) -> Option<String> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
+/// The header as JSON, and `iss` from the payload, before verification
+/// (only to refuse what we do not support and to choose the issuer whose
+/// keys will verify it).
+fn unverified(token: &str) -> (Option<Value>, Option<String>) {
+    let mut parts = token.split('.');
+    let decode = |p: Option<&str>| {
+        p.and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+    };
+    let header = decode(parts.next()).and_then(|b| serde_json::from_slice::<Value>(&b).ok());
     #[derive(serde::Deserialize)]
     struct Iss {
         iss: String,
     }
-    serde_json::from_slice::<Iss>(&bytes).ok().map(|i| i.iss)
+    let iss = decode(parts.next())
+        .and_then(|b| serde_json::from_slice::<Iss>(&b).ok())
+        .map(|i| i.iss);
+    (header, iss)
 }
 
 /// The principal from verified claims, as the issuer's claim map says.
@@ -219,6 +273,7 @@ fn principal(claims: &Value, issuer: &Issuer) -> Result<Principal, ApiError> {
     }
     Ok(Principal {
         id,
+        issuer: Some(issuer.cfg.issuer.clone()),
         tenant,
         groups,
         attributes,

@@ -20,6 +20,32 @@ use jwt::{looks_like_jwt, JwtVerifier};
 use pingora_http::RequestHeader;
 use skygate_config::{bearer_token, ApiError, AuthMethod, Config, ErrorKind};
 
+/// Checks of the auth config that need the JWT machinery (run by `validate`,
+/// `run` and reloads after the config itself loaded): every JWKS file holds
+/// a key that can verify the issuer's algorithms. Errors as (field path,
+/// message).
+pub fn check(config: &Config) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, issuer) in config.auth.jwt.iter().enumerate() {
+        let skygate_config::JwksSource::File(path) = &issuer.jwks else {
+            continue;
+        };
+        let algs: Vec<_> = issuer.algorithms.iter().map(|a| jwt::alg(*a)).collect();
+        let result = jwks::read_file(path).and_then(|t| jwks::KeySet::parse(&t, &issuer.issuer));
+        let why = match result {
+            Ok(set) if set.usable(&algs) > 0 => continue,
+            Ok(_) => format!(
+                "`{}` holds no key that can verify {} tokens (keys of other algorithms, encryption keys and symmetric keys are skipped)",
+                path.display(),
+                issuer.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join("/")
+            ),
+            Err(e) => format!("`{}`: {e}", path.display()),
+        };
+        out.push((format!("auth.jwt[{i}].jwks.file"), why));
+    }
+    out
+}
+
 pub struct Authenticate {
     api_keys: Option<ApiKeys>,
     jwt: Option<JwtVerifier>,
@@ -61,8 +87,15 @@ impl Plugin for Authenticate {
     }
 
     async fn on_headers(&self, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Decision {
-        let (credential, bearer) = match req.headers.get(http::header::AUTHORIZATION) {
-            Some(v) => (bearer_token(v.as_bytes()), true),
+        // A Bearer credential first; else an `api-key` / `x-api-key` (an
+        // `Authorization` of another scheme, e.g. Basic for a proxy, does
+        // not hide them).
+        let bearer = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| bearer_token(v.as_bytes()));
+        let (credential, bearer) = match bearer {
+            Some(t) => (Some(t), true),
             None => (
                 req.headers
                     .get("api-key")
@@ -196,6 +229,31 @@ mod tests {
                 "{wrong}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn another_authorization_scheme_does_not_hide_an_api_key_header() {
+        let p = plugin();
+        let mut req = RequestHeader::build("POST", b"/", None).unwrap();
+        req.insert_header("authorization", "Basic dXNlcjpwYXNz")
+            .unwrap();
+        req.insert_header("x-api-key", "sk-good-key").unwrap();
+        let mut ctx = RequestCtx::new();
+        assert!(matches!(
+            p.on_headers(&mut req, &mut ctx).await,
+            Decision::Continue
+        ));
+    }
+
+    #[test]
+    fn jwt_shape() {
+        use jwt::looks_like_jwt;
+        assert!(looks_like_jwt(b"eyJhbGciOiJSUzI1NiJ9.e30.sig"));
+        // `{ "alg": ...` (a space) is a JSON object too.
+        assert!(looks_like_jwt(b"eyAiYWxnIjoiUlMyNTYifQ.e30.sig"));
+        assert!(!looks_like_jwt(b"sk-skygate-abc"));
+        assert!(!looks_like_jwt(b"eyJhbGciOiJSUzI1NiJ9.e30"));
+        assert!(!looks_like_jwt(b"eyX.y.z"));
     }
 
     #[tokio::test]

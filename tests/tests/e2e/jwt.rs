@@ -451,6 +451,102 @@ fn jwks_rotation_drops_the_old_kid_and_takes_the_new() {
 }
 
 #[test]
+fn a_removed_key_ends_its_cached_tokens_too() {
+    let (a, jwk_a) = rsa("a");
+    let (_, jwk_b) = rsa("b");
+    let server = JwksServer::start(json!({"keys": [jwk_a]}));
+    let sim = Sim::start("s", &[]);
+    let gw = url_gateway(&server, &sim);
+    let token = sign(Algorithm::RS256, Some("test-a"), &a, &claims());
+    assert_eq!(chat_with(&gw, &token, "m").status, 200);
+    assert_eq!(chat_with(&gw, &token, "m").status, 200, "cached");
+    // Key a is revoked at the IdP; an unknown kid makes the gateway refresh.
+    *server.keys.lock().unwrap() = json!({"keys": [jwk_b]});
+    std::thread::sleep(Duration::from_millis(1100));
+    let (b, _) = rsa("b");
+    assert_eq!(
+        chat_with(
+            &gw,
+            &sign(Algorithm::RS256, Some("test-b"), &b, &claims()),
+            "m"
+        )
+        .status,
+        200
+    );
+    // The token verified with a before is refused now, cache or not.
+    chat_with(&gw, &token, "m").assert_error(401, "invalid_api_key");
+}
+
+#[test]
+fn critical_header_extensions_are_refused() {
+    let s = setup();
+    // jsonwebtoken cannot write `crit`: sign the header we need by hand.
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": "test-a", "crit": ["urn:example:x"], "urn:example:x": 1});
+    let payload = claims();
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(payload.to_string().as_bytes())
+    );
+    let sig =
+        jsonwebtoken::crypto::sign(signing_input.as_bytes(), &s.rsa_a, Algorithm::RS256).unwrap();
+    let token = format!("{signing_input}.{sig}");
+    refused(&s, &token, "critical header extensions");
+}
+
+#[test]
+fn trusting_the_demo_issuer_outside_the_demo_is_refused() {
+    let dir = TempDir::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let path = dir.path.join("g.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: 127.0.0.1:1\nadmin: {{ listen: 127.0.0.1:2 }}\nauth:\n  jwt:\n    - {{ issuer: skygate-demo, audiences: [skygate], algorithms: [RS256], jwks: {{ file: \"{}\" }} }}\nbackends:\n  a: {{ kind: openai, url: http://127.0.0.1:3/v1 }}\nroutes:\n  r: {{ match: {{ path: /v1/embeddings, models: [e] }}, targets: [ {{ backend: a }} ] }}\n",
+            root.join("config/demo/jwks.json").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("auth.jwt[0].jwks.file: trusts the demo issuer's key, which is public"),
+        "{text}"
+    );
+
+    // A JWKS with no key for the issuer's algorithms is an error too.
+    let jwks = dir.path.join("es-only.json");
+    let (_, ec) = ec_key("ec-1");
+    std::fs::write(&jwks, json!({"keys": [ec]}).to_string()).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "listen: 127.0.0.1:1\nadmin: {{ listen: 127.0.0.1:2 }}\nauth:\n  jwt:\n    - {{ issuer: x, audiences: [skygate], algorithms: [RS256], jwks: {{ file: \"{}\" }} }}\nbackends:\n  a: {{ kind: openai, url: http://127.0.0.1:3/v1 }}\nroutes:\n  r: {{ match: {{ path: /v1/embeddings, models: [e] }}, targets: [ {{ backend: a }} ] }}\n",
+            jwks.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("holds no key that can verify RS256 tokens"),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_storm_of_unknown_kids_does_not_flood_the_jwks_endpoint() {
     let (a, jwk_a) = rsa("a");
     let server = JwksServer::start(json!({"keys": [jwk_a]}));
