@@ -278,6 +278,7 @@ mod tests {
             limits: Default::default(),
             health_check: None,
             identity_audience: None,
+            classification: None,
         }
     }
 

@@ -17,3 +17,4 @@ pub use error::{ConfigError, ConfigErrors};
 pub use load::{load_file, load_str, load_str_in, parse_duration, parse_size, MAX_DURATION};
 pub use runtime::*;
 pub use secret::{bearer_token, parse_sha256_hex, pem_der, sha256, to_hex, Secret};
+pub use section::policy::expand_files;

@@ -48,15 +48,19 @@ pub struct RawConfig {
     pub auth: Option<RawAuth>,
     pub backends: BTreeMap<String, RawBackend>,
     pub routes: BTreeMap<String, RawRoute>,
+    pub policy: Option<RawPolicy>,
 }
 
 /// The top-level keys the file may have (documented in config/README.md).
-pub const TOP_LEVEL_KEYS: &[&str] = &["listen", "server", "admin", "auth", "backends", "routes"];
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen", "server", "admin", "auth", "backends", "routes", "policy",
+];
 
 pub use crate::section::admin::RawAdmin;
 pub use crate::section::auth::{RawApiKey, RawAuth};
 pub use crate::section::backend::{
     RawBackend, RawBreaker, RawHealthCheck, RawLimits, RawPool, RawTimeouts, RawTls,
 };
+pub use crate::section::policy::RawPolicy;
 pub use crate::section::route::{RawBudget, RawMatch, RawRetries, RawRoute, RawTarget};
 pub use crate::section::server::{RawServer, RawServerTimeouts};

@@ -17,9 +17,47 @@ pub struct Config {
     pub backends: Vec<Backend>,
     /// Routes, in name order.
     pub routes: Vec<Route>,
+    /// Cedar policies; `None`: no authorization beyond authentication.
+    pub policy: Option<Policy>,
     /// Things that work but should not be so in production (e.g. a
     /// plaintext API key): `validate` prints them, `run` logs them.
     pub warnings: Vec<crate::ConfigError>,
+}
+
+/// A file read at load, with its path (for error positions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyFile {
+    pub path: std::path::PathBuf,
+    pub text: String,
+}
+
+/// Authorization by Cedar policies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub files: Vec<PolicyFile>,
+    /// `files` as written (resolved against the config's folder; may hold
+    /// a `*`), to notice a policy file added or removed.
+    pub patterns: Vec<std::path::PathBuf>,
+    /// `None`: Skygate's built-in schema.
+    pub schema: Option<PolicyFile>,
+    pub mode: PolicyMode,
+    pub audit_log: AuditLog,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyMode {
+    /// A denial is a 403.
+    Enforce,
+    /// A denial is logged and counted, and the request goes on.
+    Shadow,
+}
+
+/// Where decisions are written, one JSON line each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditLog {
+    Stderr,
+    Off,
+    File(std::path::PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -342,6 +380,9 @@ pub struct Backend {
     /// Send the caller's identity as a signed JWT (`auth.identity_token`),
     /// with this audience.
     pub identity_audience: Option<String>,
+    /// The data classification of what this backend may receive (for
+    /// policies, e.g. `public`, `internal`, `restricted`).
+    pub classification: Option<String>,
 }
 
 /// When a backend's circuit opens, how long it stays open, and how long a

@@ -149,6 +149,20 @@ impl ServeHttp for Admin {
                 "admin token required: send `Authorization: Bearer <token>`",
             ));
         }
+        // Then the policy, when there is one (action `admin`).
+        if let Some(policy) = self.state.snapshot().chain.policy() {
+            let part = match segs.as_slice() {
+                ["admin", part, ..] | [part, ..] => *part,
+                [] => "",
+            };
+            let client = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            if let Err(e) = policy.admin(part, !matches!(method.as_str(), "GET" | "HEAD"), client) {
+                return error(&e);
+            }
+        }
         match (method.as_str(), segs.as_slice()) {
             ("GET", ["metrics"]) => reply(
                 200,

@@ -13,12 +13,15 @@ pub const DEMO_JWKS: &str = include_str!("../../config/demo/jwks.json");
 /// The demo JWT issuer's private key. DEMO-ONLY: it is public.
 pub const DEMO_JWT_KEY: &str = include_str!("../../config/demo/jwt-demo.key");
 
-/// Writes the demo JWKS where the demo config reads it; returns the path.
-fn write_demo_jwks() -> Result<String, String> {
+/// The demo's Cedar policies.
+pub const DEMO_POLICY: &str = include_str!("../../policies/demo.cedar");
+
+/// Writes a demo file where the demo config reads it; returns the path.
+fn write_demo_file(what: &str, ext: &str, text: &str) -> Result<String, String> {
     use std::io::Write;
     // A fresh, unpredictable name, created new (never through a symlink).
     let path = std::env::temp_dir().join(format!(
-        "skygate-demo-jwks-{}-{:016x}.json",
+        "skygate-demo-{what}-{}-{:016x}.{ext}",
         std::process::id(),
         rand::random::<u64>()
     ));
@@ -26,8 +29,8 @@ fn write_demo_jwks() -> Result<String, String> {
         .write(true)
         .create_new(true)
         .open(&path)
-        .and_then(|mut f| f.write_all(DEMO_JWKS.as_bytes()))
-        .map_err(|e| format!("cannot write the demo JWKS to {}: {e}", path.display()))?;
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("cannot write the demo {what} to {}: {e}", path.display()))?;
     Ok(path.display().to_string())
 }
 
@@ -111,7 +114,14 @@ pub fn start_clouds() -> Result<HashMap<String, String>, String> {
 pub fn run(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> Result<(), String> {
     let urls = start_clouds()?;
     let mut env = urls.clone();
-    env.insert("DEMO_JWKS_FILE".into(), write_demo_jwks()?);
+    env.insert(
+        "DEMO_JWKS_FILE".into(),
+        write_demo_file("jwks", "json", DEMO_JWKS)?,
+    );
+    env.insert(
+        "DEMO_POLICY_FILE".into(),
+        write_demo_file("policy", "cedar", DEMO_POLICY)?,
+    );
     let source = crate::reload::Source::Embedded {
         name: "config/demo.yaml",
         text: DEMO_YAML,
@@ -151,10 +161,14 @@ Try:
   curl -s http://{listen}/v1/functions/anomaly-score -H 'Authorization: Bearer sk-skygate-demo' --data-binary @/etc/hostname
   curl -s http://{admin}/metrics -H 'Authorization: Bearer skygate-demo-admin' | grep skygate_
 
-Sign in with a JWT from the demo issuer (its key is demo-only):
+Sign in with a JWT from the demo issuer (its key is demo-only). Policies
+(policies/demo.cedar) let contractors chat but not embed; tenant acme stays off gcp:
   TOKEN=$(skygate demo-token --sub alice --tenant acme --group contractors)
   curl -s http://{listen}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \
     -H 'Content-Type: application/json' -d '{{"model":"demo-chat","messages":[{{"role":"user","content":"hi"}}]}}'
+  curl -s http://{listen}/v1/embeddings -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{{"model":"demo-embed","input":"hello"}}'    # 403
+  curl -s http://{listen}/v1/models -H "Authorization: Bearer $TOKEN"                  # demo-chat only
 
 Operate it (admin token skygate-demo-admin):
   curl -s http://{admin}/admin/backends -H 'Authorization: Bearer skygate-demo-admin'
@@ -177,9 +191,11 @@ mod tests {
     #[test]
     fn demo_config_is_valid() {
         let jwks = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/demo/jwks.json");
+        let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo.cedar");
         let env = |name: &str| {
             Some(match name {
                 "DEMO_JWKS_FILE" => jwks.to_string(),
+                "DEMO_POLICY_FILE" => policy.to_string(),
                 _ => format!("http://127.0.0.1:1/{name}"),
             })
         };
@@ -203,5 +219,10 @@ mod tests {
             assert!(b.breaker.enabled);
         }
         assert!(c.routes.iter().any(|r| r.models == ["demo-embed"]));
+        let (errors, warnings) = skygate_plugins::policy::check(&c);
+        assert!(
+            errors.is_empty() && warnings.is_empty(),
+            "{errors:?} {warnings:?}"
+        );
     }
 }

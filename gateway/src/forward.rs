@@ -35,7 +35,11 @@ pub async fn forward(
     let mut started = Instant::now();
     route_state.deposit(started);
     let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
-    let mut next = match first_pick(state, snap, routed.route, &tried, started).await {
+    // Backends a policy keeps this request away from (data residency).
+    let forbidden = std::mem::take(&mut ctx.forbidden_backends);
+    let allowed = |b: usize| !forbidden.contains(&b);
+    let allowed: Option<routing::Allowed<'_>> = (!forbidden.is_empty()).then_some(&allowed);
+    let mut next = match first_pick(state, snap, routed.route, &tried, allowed, started).await {
         Ok((c, picked_at)) => {
             // After a wait for a bulkhead slot, the attempt starts now.
             started = picked_at;
@@ -132,7 +136,7 @@ pub async fn forward(
                 route_state,
                 &snap.backends,
                 &tried,
-                None,
+                allowed,
                 now,
                 &mut rand::thread_rng(),
             );
@@ -191,6 +195,7 @@ async fn first_pick<'a>(
     snap: &'a Snapshot,
     route_index: usize,
     tried: &[usize],
+    allowed: Option<routing::Allowed<'_>>,
     mut now: Instant,
 ) -> Result<(Chosen<'a>, Instant), ApiError> {
     let route = &snap.config.routes[route_index];
@@ -207,7 +212,7 @@ async fn first_pick<'a>(
             route_state,
             &snap.backends,
             tried,
-            None,
+            allowed,
             now,
             &mut rand::thread_rng(),
         );

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod keys;
 pub mod metrics;
 mod observe;
+pub mod policy_check;
 pub mod proxy;
 pub mod reload;
 pub mod request;

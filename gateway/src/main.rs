@@ -61,6 +61,133 @@ enum Command {
     /// Client API keys: mint one, or hash one for `auth.api_keys[].key_sha256`.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Cedar policies: evaluate them offline, as the gateway would.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Decide one request (from flags) or many (--cases FILE.json) with the
+    /// config's policies. Exit status 1 when an --expect / "expect" is not met.
+    Check(Box<CheckArgs>),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    #[arg(long)]
+    config: PathBuf,
+    /// A JSON array of cases (docs/security.md); replaces the flags below.
+    #[arg(long)]
+    cases: Option<PathBuf>,
+    /// The principal's id (an API key's `principal`, a JWT subject, an mTLS identity).
+    #[arg(long)]
+    principal: Option<String>,
+    /// A client API key of the config: its principal.
+    #[arg(long)]
+    api_key: Option<String>,
+    /// How the principal authenticated: api_key (default), user (JWT) or service (mTLS).
+    #[arg(long = "type")]
+    kind: Option<String>,
+    /// A user's JWT issuer (default: the only one configured).
+    #[arg(long)]
+    issuer: Option<String>,
+    #[arg(long)]
+    tenant: Option<String>,
+    /// A group (repeat for more).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// An attribute, key=value (repeat for more).
+    #[arg(long = "attr")]
+    attributes: Vec<String>,
+    /// invoke, stream, embed, use_backend or admin.
+    #[arg(long)]
+    action: Option<String>,
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long)]
+    route: Option<String>,
+    #[arg(long)]
+    backend: Option<String>,
+    /// For `admin`: routes, backends, reload, metrics.
+    #[arg(long)]
+    admin_api: Option<String>,
+    /// For `admin`: a request that changes something (not GET).
+    #[arg(long)]
+    write: bool,
+    #[arg(long)]
+    client_ip: Option<std::net::IpAddr>,
+    #[arg(long)]
+    mtls: bool,
+    /// UTC hour, 0..23 (default: now).
+    #[arg(long)]
+    hour: Option<u8>,
+    /// 1 = Monday .. 7 = Sunday (default: today, UTC).
+    #[arg(long)]
+    weekday: Option<u8>,
+    #[arg(long, default_value_t = 0)]
+    request_bytes: u64,
+    #[arg(long, default_value_t = 0)]
+    estimated_tokens: u64,
+    /// allow or deny.
+    #[arg(long)]
+    expect: Option<String>,
+}
+
+/// `skygate policy check`.
+fn policy_check(a: CheckArgs) -> Result<(), String> {
+    use skygate::policy_check::{Case, When, Who};
+    let config = skygate::reload::Source::File {
+        path: a.config.clone(),
+        listen: None,
+        admin_listen: None,
+    }
+    .load()
+    .map_err(|e| format!("{e}\n{} error(s) in the config", e.0.len()))?;
+    let cases = match &a.cases {
+        Some(path) => skygate::policy_check::read_cases(path)?,
+        None => {
+            let mut attributes = std::collections::BTreeMap::new();
+            for kv in &a.attributes {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| format!("--attr `{kv}`: use key=value"))?;
+                attributes.insert(k.to_string(), v.to_string());
+            }
+            vec![Case {
+                name: Some("request".into()),
+                principal: Who {
+                    kind: a.kind,
+                    id: a.principal,
+                    api_key: a.api_key,
+                    issuer: a.issuer,
+                    tenant: a.tenant,
+                    groups: a.groups,
+                    attributes,
+                },
+                action: a.action.ok_or("--action is required (or --cases)")?,
+                model: a.model,
+                route: a.route,
+                backend: a.backend,
+                admin_api: a.admin_api,
+                write: a.write,
+                context: When {
+                    client_ip: a.client_ip,
+                    mtls: a.mtls,
+                    hour: a.hour,
+                    weekday: a.weekday,
+                    request_bytes: a.request_bytes,
+                    estimated_tokens: a.estimated_tokens,
+                },
+                expect: a.expect,
+            }]
+        }
+    };
+    if skygate::policy_check::run(&config, &cases)? {
+        Ok(())
+    } else {
+        Err("some cases did not get the expected decision".into())
+    }
 }
 
 #[derive(Subcommand)]
@@ -135,6 +262,7 @@ fn main() -> ExitCode {
             ttl,
         } => skygate::demo::demo_token(&sub, &tenant, &groups, std::time::Duration::from_secs(ttl))
             .map(|t| println!("{t}")),
+        Command::Policy(PolicyCommand::Check(args)) => policy_check(*args),
         Command::Keys(KeysCommand::New { prefix }) => {
             let key = skygate::keys::mint(&prefix);
             println!("key:        {key}");

@@ -27,6 +27,9 @@ pub struct Metrics {
     backend_drained: IntGaugeVec,
     retries: IntCounterVec,
     retry_budget_exhausted: IntCounterVec,
+    policy_decisions: IntCounterVec,
+    policy_backends_denied: prometheus::IntCounter,
+    audit_log_dropped: prometheus::IntCounter,
 }
 
 const BUCKETS: &[f64] = &[
@@ -124,6 +127,24 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["route"],
     )?;
+    let policy_decisions = IntCounterVec::new(
+        Opts::new(
+            "skygate_policy_decisions_total",
+            "Policy decisions: allow, deny, shadow_deny (a denial let through in shadow mode)",
+        ),
+        &["decision"],
+    )?;
+    let policy_backends_denied = prometheus::IntCounter::new(
+        "skygate_policy_backends_denied_total",
+        "Backends a forbid policy took out of a request's choice",
+    )?;
+    let audit_log_dropped = prometheus::IntCounter::new(
+        "skygate_audit_log_dropped_total",
+        "Audit log lines dropped because the writer fell behind",
+    )?;
+    registry.register(Box::new(policy_decisions.clone()))?;
+    registry.register(Box::new(policy_backends_denied.clone()))?;
+    registry.register(Box::new(audit_log_dropped.clone()))?;
     registry.register(Box::new(health_checks.clone()))?;
     registry.register(Box::new(breaker_state.clone()))?;
     registry.register(Box::new(breaker_opens.clone()))?;
@@ -158,6 +179,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         backend_drained,
         retries,
         retry_budget_exhausted,
+        policy_decisions,
+        policy_backends_denied,
+        audit_log_dropped,
     })
 }
 
@@ -216,6 +240,23 @@ fn mirror(m: &Metrics, registry: &skygate_backends::routing::state::Registry) {
         m.backend_drained
             .with_label_values(&l)
             .set(i64::from(s.drained));
+    }
+    {
+        use skygate_plugins::policy::{audit, COUNTERS};
+        use std::sync::atomic::Ordering::Relaxed;
+        m.policy_decisions.reset();
+        let d = &m.policy_decisions;
+        d.with_label_values(&["allow"])
+            .inc_by(COUNTERS.allow.load(Relaxed));
+        d.with_label_values(&["deny"])
+            .inc_by(COUNTERS.deny.load(Relaxed));
+        d.with_label_values(&["shadow_deny"])
+            .inc_by(COUNTERS.shadow_deny.load(Relaxed));
+        m.policy_backends_denied.reset();
+        m.policy_backends_denied
+            .inc_by(COUNTERS.backend_deny.load(Relaxed));
+        m.audit_log_dropped.reset();
+        m.audit_log_dropped.inc_by(audit::DROPPED.load(Relaxed));
     }
     for r in registry.routes() {
         m.retries.with_label_values(&[r.name()]).inc_by(r.retries());

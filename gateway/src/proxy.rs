@@ -71,7 +71,14 @@ impl ProxyHttp for Gateway {
         }
         // 4. Answer: locally, or from a backend.
         match parsed {
-            Parsed::ListModels => respond::json(session, ctx, 200, snap.models_body.clone()).await,
+            Parsed::ListModels => {
+                let body = match &ctx.visible_models {
+                    // Filtered by policy: only what the caller may call.
+                    Some(names) => crate::runtime::models_list(names.iter().map(String::as_str)),
+                    None => snap.models_body.clone(),
+                };
+                respond::json(session, ctx, 200, body).await
+            }
             Parsed::Call(routed) => forward::forward(&self.state, snap, session, ctx, routed).await,
         }
     }

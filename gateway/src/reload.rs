@@ -49,10 +49,10 @@ impl Source {
                 listen,
                 admin_listen,
             } => {
-                let config = skygate_config::load_file(path)?;
+                let mut config = skygate_config::load_file(path)?;
                 let file = path.display().to_string();
                 let text = std::fs::read_to_string(path).unwrap_or_default();
-                let mut errors = gateway_checks(&config, &file, &text);
+                let mut errors = gateway_checks(&mut config, &file, &text);
                 errors.extend(demo_issuer_outside_the_demo(&config, &file, &text));
                 if !errors.is_empty() {
                     return Err(ConfigErrors(errors));
@@ -67,8 +67,8 @@ impl Source {
                 admin_listen,
             } => {
                 let lookup = |k: &str| env.get(k).cloned().or_else(|| std::env::var(k).ok());
-                let config = skygate_config::load_str(text, name, &lookup)?;
-                let errors = gateway_checks(&config, name, text);
+                let mut config = skygate_config::load_str(text, name, &lookup)?;
+                let errors = gateway_checks(&mut config, name, text);
                 if !errors.is_empty() {
                     return Err(ConfigErrors(errors));
                 }
@@ -86,9 +86,17 @@ impl Source {
 }
 
 /// The plugins' checks, as config errors with their lines.
-fn gateway_checks(config: &Config, file: &str, text: &str) -> Vec<skygate_config::ConfigError> {
+/// Warnings (e.g. a policy set that locks the admin API) join the config's.
+fn gateway_checks(config: &mut Config, file: &str, text: &str) -> Vec<skygate_config::ConfigError> {
+    let (policy_errors, warnings) = skygate_plugins::policy::check(config);
+    config.warnings.extend(
+        warnings
+            .into_iter()
+            .map(|(path, message)| error_at(file, text, &path, message)),
+    );
     skygate_plugins::auth::check(config)
         .into_iter()
+        .chain(policy_errors)
         .map(|(path, message)| error_at(file, text, &path, message))
         .collect()
 }
@@ -309,6 +317,38 @@ pub fn diff(old: &Config, new: &Config) -> Report {
             r.changes.push(format!("{name} changed"));
         }
     }
+    match (&old.policy, &new.policy) {
+        (None, None) => {}
+        (None, Some(p)) => r.changes.push(format!(
+            "policy added ({} files, mode {:?})",
+            p.files.len(),
+            p.mode
+        )),
+        (Some(_), None) => r.changes.push("policy removed".into()),
+        (Some(o), Some(n)) if o != n => {
+            let mut what = Vec::new();
+            let names = |p: &skygate_config::Policy| -> Vec<_> {
+                p.files.iter().map(|f| f.path.clone()).collect()
+            };
+            if names(o) != names(n) {
+                what.push(format!("files ({} → {})", o.files.len(), n.files.len()));
+            } else if o.files != n.files {
+                what.push("policy text".to_string());
+            }
+            if o.schema != n.schema {
+                what.push("schema".into());
+            }
+            if o.mode != n.mode {
+                what.push(format!("mode ({:?} → {:?})", o.mode, n.mode));
+            }
+            if o.audit_log != n.audit_log {
+                what.push("audit_log".into());
+            }
+            r.changes
+                .push(format!("policy changed: {}", what.join(", ")));
+        }
+        (Some(_), Some(_)) => {}
+    }
     let by_name = |bs: &[Backend]| -> HashMap<String, Backend> {
         bs.iter().map(|b| (b.name.clone(), b.clone())).collect()
     };
@@ -394,6 +434,77 @@ fn backend_fields(o: &Backend, n: &Backend) -> Vec<&'static str> {
     check("limits", o.limits != n.limits);
     check("health_check", o.health_check != n.health_check);
     f
+}
+
+/// Reloads when a policy file changes: polls the policy files, the
+/// schema and the folders of `*` patterns every second (a few `stat`s), as
+/// a Pingora background service. A reload that fails keeps the old set in
+/// force and logs why; the next change tries again.
+pub struct PolicyWatch {
+    pub state: Arc<State>,
+}
+
+/// What the policy files look like now: each path with its modification
+/// time and length (`None`: unreadable or gone).
+type Fingerprint = Vec<(std::path::PathBuf, Option<(std::time::SystemTime, u64)>)>;
+
+fn fingerprint(config: &Config) -> Fingerprint {
+    let Some(p) = &config.policy else {
+        return Vec::new();
+    };
+    let mut paths: Vec<std::path::PathBuf> = p
+        .patterns
+        .iter()
+        .flat_map(|pat| skygate_config::expand_files(pat).unwrap_or_default())
+        .collect();
+    paths.extend(p.schema.iter().map(|s| s.path.clone()));
+    paths
+        .into_iter()
+        .map(|path| {
+            let meta = std::fs::metadata(&path)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            (path, meta)
+        })
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl pingora_core::services::background::BackgroundService for PolicyWatch {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        let mut last = fingerprint(&self.state.snapshot().config);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let state = self.state.clone();
+            let Ok(now) = tokio::task::spawn_blocking(move || {
+                let config = state.snapshot().config.clone();
+                fingerprint(&config)
+            })
+            .await
+            else {
+                continue;
+            };
+            if now == last {
+                continue;
+            }
+            // Taken before the reload reads the files: a change made while
+            // it reads is seen at the next tick.
+            last = now;
+            let state = self.state.clone();
+            match tokio::task::spawn_blocking(move || state.reload()).await {
+                Ok(Ok(_)) => log::info!("reload: a policy file changed; policies reloaded"),
+                Ok(Err(e)) => log::error!(
+                    "reload: a policy file changed, but the new config is refused; the old one stays:\n{e}"
+                ),
+                Err(e) => log::error!("reload: {e}"),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ pub struct Routed {
 struct Peek {
     model: Option<serde_json::Value>,
     stream: Option<bool>,
+    max_tokens: Option<serde_json::Value>,
+    max_completion_tokens: Option<serde_json::Value>,
 }
 
 /// What routing needs from an OpenAI request body.
@@ -42,6 +44,8 @@ struct Peek {
 pub struct Peeked {
     pub model: String,
     pub stream: bool,
+    /// `max_completion_tokens`, else `max_tokens`, when a whole number.
+    pub max_tokens: Option<u64>,
 }
 
 /// Reads `model` and `stream` from a JSON body (400 when it is not JSON or
@@ -72,9 +76,15 @@ pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
             ))
         }
     };
+    let max_tokens = p
+        .max_completion_tokens
+        .as_ref()
+        .and_then(serde_json::Value::as_u64)
+        .or_else(|| p.max_tokens.as_ref().and_then(serde_json::Value::as_u64));
     Ok(Peeked {
         model,
         stream: p.stream.unwrap_or(false),
+        max_tokens,
     })
 }
 
@@ -98,6 +108,7 @@ pub async fn parse(
             if method != http::Method::GET {
                 return Err(not_allowed(&path, "GET", &method));
             }
+            ctx.list_models = true;
             Ok(Parsed::ListModels)
         }
         &PathKind::Function { route, suffix_at } => {
@@ -130,8 +141,13 @@ pub async fn parse(
             }
             let (body, reservation) = read_body(session, max_body, budget).await?;
             ctx.request_bytes = body.len();
-            let Peeked { model, stream } = peek(&body)?;
+            let Peeked {
+                model,
+                stream,
+                max_tokens,
+            } = peek(&body)?;
             ctx.stream = stream;
+            ctx.max_tokens = max_tokens;
             let Some(&route) = routes.get(&model) else {
                 let e = ApiError::new(
                     ErrorKind::ModelNotFound,
@@ -389,10 +405,19 @@ mod tests {
             peek(br#"{"messages":[{"content":"x"}],"model":"m","stream":true}"#).unwrap(),
             Peeked {
                 model: "m".into(),
-                stream: true
+                stream: true,
+                max_tokens: None,
             }
         );
         assert!(!peek(br#"{"model":"m"}"#).unwrap().stream);
+        let p = |b: &[u8]| peek(b).unwrap().max_tokens;
+        assert_eq!(p(br#"{"model":"m","max_tokens":100}"#), Some(100));
+        assert_eq!(
+            p(br#"{"model":"m","max_tokens":100,"max_completion_tokens":7}"#),
+            Some(7)
+        );
+        assert_eq!(p(br#"{"model":"m","max_tokens":-1}"#), None);
+        assert_eq!(p(br#"{"model":"m","max_tokens":"9"}"#), None);
         assert_eq!(peek(b"{").unwrap_err().kind, ErrorKind::InvalidJson);
         assert_eq!(peek(b"[]").unwrap_err().kind, ErrorKind::InvalidJson);
         assert_eq!(

@@ -139,12 +139,7 @@ impl Snapshot {
             .collect();
         models.sort_unstable();
         models.dedup();
-        let data: Vec<serde_json::Value> = models
-            .iter()
-            .map(|m| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": "skygate"}))
-            .collect();
-        let models_body =
-            Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
+        let models_body = models_list(models);
         let identity = config.auth.identity_token.as_ref().and_then(|cfg| {
             crate::identity::IdentitySigner::new(cfg)
                 .inspect_err(|e| log::error!("identity tokens are off: {e}"))
@@ -174,6 +169,15 @@ impl Snapshot {
     pub fn backend(&self, name: &str) -> Option<&Arc<BackendRt>> {
         self.backends.iter().find(|b| b.config.name == name)
     }
+}
+
+/// The `GET /v1/models` body listing `models`.
+pub fn models_list<'a>(models: impl IntoIterator<Item = &'a str>) -> Bytes {
+    let data: Vec<serde_json::Value> = models
+        .into_iter()
+        .map(|m| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": "skygate"}))
+        .collect();
+    Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string())
 }
 
 #[cfg(test)]

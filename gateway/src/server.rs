@@ -79,9 +79,17 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
         },
     );
 
+    let policy_watch = pingora_core::services::background::background_service(
+        "policy watch",
+        crate::reload::PolicyWatch {
+            state: state.clone(),
+        },
+    );
+
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(health);
+    server.add_service(policy_watch);
     log::info!(
         "skygate listening on {} (admin {}), {} routes, {} backends",
         cfg.listen,
@@ -93,6 +101,7 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
         shutdown_signal: Box::new(Drain { state }),
     });
     crate::access_log::flush_and_stop();
+    skygate_plugins::policy::audit::flush();
     Ok(())
 }
 
@@ -171,6 +180,7 @@ impl Drain {
                     start.elapsed()
                 );
                 crate::access_log::flush_and_stop();
+                skygate_plugins::policy::audit::flush();
                 std::process::exit(0);
             });
         if let Err(e) = watcher {

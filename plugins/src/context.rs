@@ -56,6 +56,14 @@ pub struct RequestCtx {
     pub model: Option<String>,
     /// `stream: true` in the body.
     pub stream: bool,
+    /// `max_completion_tokens` (or `max_tokens`) from the body.
+    pub max_tokens: Option<u64>,
+    /// `GET /v1/models`: answered by the gateway, filtered by policy.
+    pub list_models: bool,
+    /// The models the caller may see (policy); `None`: all.
+    pub visible_models: Option<Vec<String>>,
+    /// Backends (config indices) policy keeps this request away from.
+    pub forbidden_backends: Vec<usize>,
     pub request_bytes: usize,
     /// The backend of the current (last) attempt.
     pub backend: Option<Arc<str>>,
@@ -91,6 +99,10 @@ impl RequestCtx {
             route_name: None,
             model: None,
             stream: false,
+            max_tokens: None,
+            list_models: false,
+            visible_models: None,
+            forbidden_backends: Vec::new(),
             request_bytes: 0,
             backend: None,
             attempts: 0,

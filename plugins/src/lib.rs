@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod context;
 pub mod hygiene;
+pub mod policy;
 
 use async_trait::async_trait;
 pub use context::{CacheStatus, Identity, RequestCtx, Try};
@@ -44,6 +45,8 @@ pub trait Plugin: Send + Sync {
 #[derive(Clone, Default)]
 pub struct Chain {
     plugins: Vec<Arc<dyn Plugin>>,
+    /// The policy plugin, also asked by the admin API.
+    policy: Option<Arc<policy::Authorize>>,
 }
 
 impl Chain {
@@ -56,11 +59,36 @@ impl Chain {
         if let Some(auth) = auth::Authenticate::from_config(config) {
             plugins.push(Arc::new(auth));
         }
-        Self { plugins }
+        let mut policy = None;
+        match policy::Authorize::from_config(config) {
+            None => {}
+            Some(Ok(p)) => {
+                let p = Arc::new(p);
+                policy = Some(p.clone());
+                plugins.push(p);
+            }
+            Some(Err(errors)) => {
+                // A checked config never gets here; fail closed if it does.
+                log::error!(
+                    "policies failed to load, every call is denied: {}",
+                    errors.join("; ")
+                );
+                plugins.push(Arc::new(policy::DenyAll));
+            }
+        }
+        Self { plugins, policy }
     }
 
     pub fn new(plugins: Vec<Arc<dyn Plugin>>) -> Self {
-        Self { plugins }
+        Self {
+            plugins,
+            policy: None,
+        }
+    }
+
+    /// The policy plugin, when `policy:` is configured.
+    pub fn policy(&self) -> Option<&policy::Authorize> {
+        self.policy.as_deref()
     }
 
     pub async fn on_headers(&self, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Decision {

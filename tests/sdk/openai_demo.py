@@ -1,6 +1,9 @@
 """Drives `skygate demo` with the official OpenAI Python SDK.
 
-Usage: python openai_demo.py BASE_URL   (e.g. http://127.0.0.1:8080/v1)
+Usage: python openai_demo.py BASE_URL CONTRACTOR_TOKEN
+  BASE_URL          e.g. http://127.0.0.1:8080/v1
+  CONTRACTOR_TOKEN  a demo JWT in group `contractors`, tenant `acme`
+                    (`skygate demo-token --tenant acme --group contractors`)
 Exits non-zero on the first failed check.
 """
 import sys
@@ -61,5 +64,20 @@ try:
     raise AssertionError("expected BadRequestError")
 except openai.BadRequestError as e:
     assert e.status_code == 400, e
+
+# A JWT caller under the demo's policies: contractors may chat, not embed,
+# and see only what they may call.
+contractor = OpenAI(base_url=base_url, api_key=sys.argv[2], max_retries=0)
+chat = contractor.chat.completions.create(
+    model="demo-chat", messages=[{"role": "user", "content": "hi"}]
+)
+assert chat.choices[0].message.content, chat
+try:
+    contractor.embeddings.create(model="demo-embed", input="x")
+    raise AssertionError("expected PermissionDeniedError")
+except openai.PermissionDeniedError as e:
+    assert e.status_code == 403 and e.code == "forbidden", e
+ids = [m.id for m in contractor.models.list()]
+assert ids == ["demo-chat"], ids
 
 print("openai sdk: ok")

@@ -7,7 +7,7 @@
 //! `latency` (power of two choices over a peak-EWMA of time to first byte).
 //! A target is available when its backend resolved, is not drained, is not
 //! unhealthy, its breaker admits, it is not throttled by a 429, its
-//! bulkhead has room, and the caller's allowed-set (data residency, later)
+//! bulkhead has room, and the caller's allowed-set (policy: data residency)
 //! contains it. A retry prefers targets not tried yet, in priority order,
 //! before trying one again. A target weighted 0 takes no traffic while any
 //! target with a positive weight is available, but remains a last resort
@@ -103,8 +103,9 @@ impl Reasons {
 /// latency sample yet (10 s, in ns).
 const UNMEASURED_PENALTY_NS: f64 = 10e9;
 
-/// Narrows the targets a request may use (e.g. data residency).
-pub type Allowed<'a> = &'a dyn Fn(&Backend) -> bool;
+/// Narrows the targets a request may use (policy: data residency,
+/// classification), by backend index.
+pub type Allowed<'a> = &'a (dyn Fn(usize) -> bool + Sync);
 
 /// Picks a target for one attempt of a request on `route`, skipping the
 /// backends in `tried` while any other target is available.
@@ -154,7 +155,7 @@ pub fn pick<'a>(
                 if fresh_only && tried.contains(&t.backend) {
                     continue;
                 }
-                if allowed.is_some_and(|f| !f(&b.config)) {
+                if allowed.is_some_and(|f| !f(t.backend)) {
                     continue;
                 }
                 if b.peer.load().is_err() {

@@ -276,7 +276,7 @@ fn overrides_unhealthy_and_the_allowed_set() {
     rs.set_overrides(None);
     let hc = backends[1].config.health_check.clone().unwrap();
     backends[1].state.observe_probe(false, &hc);
-    let only_c = |b: &Backend| b.name != "a";
+    let only_c = |i: usize| backends[i].config.name != "a";
     for _ in 0..20 {
         let c = pick(route, &rs, &backends, &[], Some(&only_c), now, &mut rng).unwrap();
         assert_eq!(name(&backends, &c), "c", "b is unhealthy, a not allowed");

@@ -198,8 +198,10 @@ impl Cx<'_> {
                 }
             }
         }
+        let policy = raw.policy.and_then(|p| self.policy(p));
         Some(Config {
             listen: listen?,
+            policy,
             server,
             admin: admin?,
             auth,

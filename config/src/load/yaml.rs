@@ -41,6 +41,7 @@ impl Cx<'_> {
                 "server" => raw.server = self.de(v, &p),
                 "admin" => raw.admin = self.de(v, &p),
                 "auth" => raw.auth = self.de(v, &p),
+                "policy" => raw.policy = self.de(v, &p),
                 "backends" => {
                     if let Value::Mapping(m) = &v {
                         raw.backend_names = m

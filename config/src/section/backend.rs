@@ -28,6 +28,8 @@ pub struct RawBackend {
     /// Send the caller's identity as a signed JWT with this audience
     /// (`true`: the backend's name).
     pub identity: Option<RawIdentity>,
+    /// The data classification this backend may receive (for policies).
+    pub classification: Option<String>,
 }
 
 /// `identity: true`, or `identity: { audience: ... }`.
@@ -212,6 +214,7 @@ impl Cx<'_> {
             breaker,
             limits,
             health_check: health_check.flatten(),
+            classification: b.classification,
             identity_audience: match b.identity {
                 None | Some(RawIdentity::On(false)) => None,
                 Some(RawIdentity::On(true)) => Some(name.to_string()),

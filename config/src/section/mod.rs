@@ -4,5 +4,6 @@
 pub(crate) mod admin;
 pub(crate) mod auth;
 pub(crate) mod backend;
+pub(crate) mod policy;
 pub(crate) mod route;
 pub(crate) mod server;

@@ -17,6 +17,7 @@ mod failover;
 mod jwt;
 mod observability;
 mod operations;
+mod policy;
 mod routing;
 mod sdk;
 mod security;

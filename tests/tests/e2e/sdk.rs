@@ -1,5 +1,6 @@
 //! `skygate demo` driven by the official `openai` Python SDK: chat, streamed
-//! chat, embeddings, models, and errors raised as the SDK's exception types.
+//! chat, embeddings, models, errors raised as the SDK's exception types, and
+//! a demo JWT contractor under the demo's policies (403 on embeddings).
 //!
 //! The Python comes from `SKYGATE_TEST_PYTHON` (the test script points it at a
 //! venv with `openai` installed), else `python3`. A missing SDK fails the
@@ -44,10 +45,25 @@ fn demo_works_with_the_openai_python_sdk() {
         demo.stderr().contains("sk-skygate-demo"),
         "the demo prints what to try"
     );
+    let token = Command::new(bin())
+        .args([
+            "demo-token",
+            "--sub",
+            "bob",
+            "--tenant",
+            "acme",
+            "--group",
+            "contractors",
+        ])
+        .output()
+        .unwrap();
+    assert!(token.status.success(), "{}", output_text(&token));
+    let token = String::from_utf8(token.stdout).unwrap();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/openai_demo.py");
     let out = Command::new(&python)
         .arg(script)
         .arg(format!("http://{listen}/v1"))
+        .arg(token.trim())
         .output()
         .unwrap();
     let text = output_text(&out);
@@ -57,4 +73,14 @@ fn demo_works_with_the_openai_python_sdk() {
         demo.stderr()
     );
     assert!(text.contains("openai sdk: ok"));
+    // Every decision went to the audit log (stderr in the demo), the
+    // contractor's embeddings call as a deny.
+    let stderr = demo.stderr();
+    assert!(
+        stderr.lines().any(|l| l
+            .contains("\"principal\":\"Skygate::User::\\\"skygate-demo|bob\\\"\"")
+            && l.contains("\"action\":\"embed\"")
+            && l.contains("\"decision\":\"deny\"")),
+        "{stderr}"
+    );
 }

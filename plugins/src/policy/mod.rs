@@ -1,0 +1,417 @@
+//! Authorization by Cedar policies (`policy:` in the config): deny by
+//! default, forbid wins, every decision audited.
+//!
+//! After authentication and routing, each call is one Cedar request:
+//! principal = the caller (`Skygate::ApiKey`, `User` or `Service`, with its
+//! groups and tenant as parents), action = `invoke`, `stream` or `embed`,
+//! resource = the model (in its route) or the function route, context =
+//! client IP, mTLS, request size, estimated tokens, time. A permitted call
+//! then asks `use_backend` of each target of its route: a forbid policy
+//! (data residency, classification) takes the backend out of the router's
+//! choice for this request. `GET /v1/models` lists only the models the caller
+//! may call. `mode: shadow` decides and audits the same way but lets denied
+//! requests through, so a new policy set can be watched before it enforces.
+//!
+//! - [`engine`]: Cedar: loading, validation, entities, one decision
+//! - [`audit`]: the audit log's writer
+
+pub mod audit;
+pub mod engine;
+
+use crate::{Decision, Plugin, RequestCtx};
+use async_trait::async_trait;
+use engine::{Action, Engine, Facts, Kind, Subject, Verdict};
+use pingora_http::RequestHeader;
+use serde::Serialize;
+use skygate_config::{ApiError, AuditLog, Config, ErrorKind, PolicyMode};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Decisions since start, for `/metrics`.
+pub struct Counters {
+    pub allow: AtomicU64,
+    pub deny: AtomicU64,
+    /// Denials let through in shadow mode.
+    pub shadow_deny: AtomicU64,
+    /// Backends a forbid took out of a request's choice.
+    pub backend_deny: AtomicU64,
+}
+
+pub static COUNTERS: Counters = Counters {
+    allow: AtomicU64::new(0),
+    deny: AtomicU64::new(0),
+    shadow_deny: AtomicU64::new(0),
+    backend_deny: AtomicU64::new(0),
+};
+
+/// (config path, message) pairs.
+pub type Findings = Vec<(String, String)>;
+
+/// What only the policy plugin can check in a config: the policies parse
+/// and validate against the schema, authentication is on, the audit file
+/// opens. Errors and warnings, each as (config path, message).
+pub fn check(config: &Config) -> (Findings, Findings) {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let Some(policy) = &config.policy else {
+        return (errors, warnings);
+    };
+    match Engine::new(policy, config) {
+        Ok(engine) => {
+            if !engine.can_permit_admin() {
+                warnings.push((
+                    "policy.files".to_string(),
+                    "no policy can permit the `admin` action: the admin API will answer 403 to everything but /healthz, /readyz and /identity/jwks.json (SIGHUP still reloads)".to_string(),
+                ));
+            }
+        }
+        Err(es) => errors.extend(es.into_iter().map(|e| ("policy.files".to_string(), e))),
+    }
+    if config.auth.api_keys.is_empty() && config.auth.jwt.is_empty() {
+        errors.push((
+            "policy".to_string(),
+            "policies need callers with identities: configure auth.api_keys or auth.jwt (with no authentication every call would be denied)".to_string(),
+        ));
+    }
+    if let AuditLog::File(path) = &policy.audit_log {
+        // Checked without creating it (`validate` has no side effects).
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let problem = if path.exists() {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .err()
+                .map(|e| format!("cannot append to the audit log `{}`: {e}", path.display()))
+        } else if dir.is_some_and(|d| !d.is_dir()) {
+            Some(format!(
+                "the audit log's folder `{}` does not exist",
+                dir.map_or_else(String::new, |d| d.display().to_string())
+            ))
+        } else {
+            None
+        };
+        if let Some(e) = problem {
+            errors.push(("policy.audit_log".to_string(), e));
+        }
+    }
+    (errors, warnings)
+}
+
+/// The policy plugin of one runtime snapshot.
+pub struct Authorize {
+    engine: Arc<Engine>,
+    mode: PolicyMode,
+    audit: Arc<audit::Sink>,
+    /// Each route's target backends, by route index.
+    targets: Vec<Vec<usize>>,
+    /// (route, model) of every model, sorted by model (for listings).
+    models: Vec<(usize, String)>,
+}
+
+/// One audit line.
+#[derive(Serialize)]
+struct Line<'a> {
+    ts_ms: u128,
+    request_id: &'a str,
+    principal: String,
+    action: &'a str,
+    resource: String,
+    decision: &'static str,
+    mode: &'static str,
+    policies: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_ip: Option<std::net::IpAddr>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    backends_denied: &'a [BackendDenied],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    visible_models: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct BackendDenied {
+    backend: String,
+    policies: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<String>,
+}
+
+fn ts_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+impl Authorize {
+    /// The plugin, when `policy:` is set. `Err` when the policies do not
+    /// load (a checked config never does; the caller then denies all).
+    pub fn from_config(config: &Config) -> Option<Result<Self, Vec<String>>> {
+        let policy = config.policy.as_ref()?;
+        let engine = match Engine::new(policy, config) {
+            Ok(e) => Arc::new(e),
+            Err(e) => return Some(Err(e)),
+        };
+        let mut models: Vec<(usize, String)> = config
+            .routes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| r.models.iter().map(move |m| (i, m.clone())))
+            .collect();
+        models.sort_by(|a, b| a.1.cmp(&b.1));
+        Some(Ok(Self {
+            engine,
+            mode: policy.mode,
+            audit: audit::sink(&policy.audit_log),
+            targets: config
+                .routes
+                .iter()
+                .map(|r| r.targets.iter().map(|t| t.backend).collect())
+                .collect(),
+            models,
+        }))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn mode_str(&self) -> &'static str {
+        match self.mode {
+            PolicyMode::Enforce => "enforce",
+            PolicyMode::Shadow => "shadow",
+        }
+    }
+
+    fn count(&self, allow: bool) {
+        let c = match (allow, self.mode) {
+            (true, _) => &COUNTERS.allow,
+            (false, PolicyMode::Enforce) => &COUNTERS.deny,
+            (false, PolicyMode::Shadow) => &COUNTERS.shadow_deny,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn write(&self, line: &Line<'_>) {
+        match serde_json::to_vec(line) {
+            Ok(bytes) => self.audit.write(bytes),
+            Err(e) => log::error!("audit line: {e}"),
+        }
+    }
+
+    /// The facts of this request, as policies see them.
+    fn facts(ctx: &RequestCtx, route: &str) -> Facts {
+        let (hour, weekday) = engine::hour_and_weekday(std::time::SystemTime::now());
+        Facts {
+            client_ip: ctx.client_ip,
+            mtls: false,
+            route: route.to_owned(),
+            stream: ctx.stream,
+            request_bytes: ctx.request_bytes as u64,
+            // About 4 bytes a token, plus the output the request asks for.
+            estimated_tokens: ctx.request_bytes as u64 / 4 + ctx.max_tokens.unwrap_or(0),
+            hour,
+            weekday,
+        }
+    }
+
+    fn forbidden(&self, message: String) -> Decision {
+        Decision::Respond(ApiError::new(ErrorKind::Forbidden, message))
+    }
+
+    /// The admin API's check, after its token: `Err` is the 403 to send.
+    pub fn admin(
+        &self,
+        part: &str,
+        write: bool,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Result<(), ApiError> {
+        let v = self.engine.admin(part, write, client_ip);
+        self.count(v.allow);
+        self.write(&Line {
+            ts_ms: ts_ms(),
+            request_id: "",
+            principal: self.engine.admin_subject().uid().to_string(),
+            action: Action::Admin.as_str(),
+            resource: format!("Skygate::AdminApi::{part:?}"),
+            decision: if v.allow { "allow" } else { "deny" },
+            mode: self.mode_str(),
+            policies: &v.policies,
+            errors: &v.errors,
+            client_ip,
+            backends_denied: &[],
+            visible_models: None,
+        });
+        if v.allow || self.mode == PolicyMode::Shadow {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorKind::Forbidden,
+                "the policy does not allow this admin request",
+            ))
+        }
+    }
+
+    fn list_models(&self, who: &Subject, ctx: &mut RequestCtx) -> Decision {
+        let context = match self.engine.context(&Self::facts(ctx, "")) {
+            Ok(c) => c,
+            Err(e) => return self.internal(ctx, &e),
+        };
+        let visible = self.engine.visible(
+            who,
+            self.models.iter().map(|(r, m)| (*r, m.as_str())),
+            &context,
+        );
+        let mut names: Vec<String> = visible.into_iter().map(str::to_owned).collect();
+        names.dedup();
+        self.write(&Line {
+            ts_ms: ts_ms(),
+            request_id: &ctx.request_id,
+            principal: who.uid().to_string(),
+            action: "list_models",
+            resource: "Skygate::Model".into(),
+            decision: "allow",
+            mode: self.mode_str(),
+            policies: &[],
+            errors: &[],
+            client_ip: ctx.client_ip,
+            backends_denied: &[],
+            visible_models: Some(names.len()),
+        });
+        if self.mode == PolicyMode::Enforce {
+            ctx.visible_models = Some(names);
+        }
+        Decision::Continue
+    }
+
+    fn internal(&self, ctx: &RequestCtx, why: &str) -> Decision {
+        log::error!("policy: request {}: {why}", ctx.request_id);
+        self.count(false);
+        if self.mode == PolicyMode::Shadow {
+            return Decision::Continue;
+        }
+        self.forbidden("the policy could not decide this request".into())
+    }
+}
+
+#[async_trait]
+impl Plugin for Authorize {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+
+    async fn on_request(&self, _req: &RequestHeader, ctx: &mut RequestCtx) -> Decision {
+        let Some(identity) = ctx.identity.as_ref() else {
+            // Authentication runs first and answers 401 without a caller;
+            // a route open to anyone has no principal to permit.
+            self.count(false);
+            return match self.mode {
+                PolicyMode::Shadow => Decision::Continue,
+                PolicyMode::Enforce => {
+                    self.forbidden("the policy allows no anonymous request".into())
+                }
+            };
+        };
+        let who = match self
+            .engine
+            .subject(&identity.principal, Kind::of(identity.method))
+        {
+            Ok(s) => s,
+            Err(e) => return self.internal(ctx, &e),
+        };
+        if ctx.list_models {
+            return self.list_models(&who, ctx);
+        }
+        let Some(route) = ctx.route else {
+            return Decision::Continue;
+        };
+        let route_name = ctx.route_name.as_deref().unwrap_or("");
+        let facts = Self::facts(ctx, route_name);
+        let context = match self.engine.context(&facts) {
+            Ok(c) => c,
+            Err(e) => return self.internal(ctx, &e),
+        };
+        let operation = self
+            .engine
+            .operation(route)
+            .unwrap_or(skygate_config::Operation::Function);
+        let action = Action::of_call(operation, ctx.stream);
+        let model = ctx.model.as_deref();
+        let mut v: Verdict = self.engine.call(&who, action, route, model, &context);
+        // A permitted call: which of its route's backends may it reach?
+        let mut denied: Vec<BackendDenied> = Vec::new();
+        let mut denied_ix: Vec<usize> = Vec::new();
+        let targets = self.targets.get(route).map_or(&[][..], Vec::as_slice);
+        if v.allow && self.engine.checks_backends() {
+            for &b in targets {
+                if let Some(bv) = self.engine.backend_forbidden(&who, b, &context) {
+                    COUNTERS.backend_deny.fetch_add(1, Ordering::Relaxed);
+                    denied_ix.push(b);
+                    denied.push(BackendDenied {
+                        backend: self.engine.backend_name(b).to_owned(),
+                        policies: bv.policies,
+                        errors: bv.errors,
+                    });
+                }
+            }
+            if !targets.is_empty() && denied_ix.len() == targets.len() {
+                v.allow = false;
+            }
+        }
+        self.count(v.allow);
+        let resource = match model {
+            Some(m) => format!("Skygate::Model::{m:?}"),
+            None => format!("Skygate::Route::{route_name:?}"),
+        };
+        self.write(&Line {
+            ts_ms: ts_ms(),
+            request_id: &ctx.request_id,
+            principal: who.uid().to_string(),
+            action: action.as_str(),
+            resource,
+            decision: if v.allow { "allow" } else { "deny" },
+            mode: self.mode_str(),
+            policies: &v.policies,
+            errors: &v.errors,
+            client_ip: ctx.client_ip,
+            backends_denied: &denied,
+            visible_models: None,
+        });
+        match (v.allow, self.mode) {
+            (_, PolicyMode::Shadow) => Decision::Continue,
+            (true, PolicyMode::Enforce) => {
+                ctx.forbidden_backends = denied_ix;
+                Decision::Continue
+            }
+            (false, PolicyMode::Enforce) if !denied_ix.is_empty() && denied_ix.len() == targets.len() => {
+                self.forbidden(format!("the policy allows none of the backends of route `{route_name}` for this request"))
+            }
+            (false, PolicyMode::Enforce) => self.forbidden(match model {
+                Some(m) => format!("you are not allowed to {} model `{m}`", action.as_str()),
+                None => format!("you are not allowed to {} route `{route_name}`", action.as_str()),
+            }),
+        }
+    }
+}
+
+/// Stands in for a policy set that failed to load after its check passed
+/// (it cannot, short of a bug): denies every call, fail closed.
+pub struct DenyAll;
+
+#[async_trait]
+impl Plugin for DenyAll {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+
+    async fn on_request(&self, _req: &RequestHeader, _ctx: &mut RequestCtx) -> Decision {
+        COUNTERS.deny.fetch_add(1, Ordering::Relaxed);
+        Decision::Respond(ApiError::new(
+            ErrorKind::Forbidden,
+            "the policy could not be loaded: every call is denied",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;
