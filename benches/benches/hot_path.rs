@@ -1,5 +1,6 @@
 //! Criterion micro-benches of the request path: body peek (model + stream),
-//! route lookup, the plugin chain (hygiene + API key), and error rendering.
+//! route lookup, the plugin chain (hygiene + API key, + Cedar policy), a
+//! 50-policy Cedar decision, routing picks, and error rendering.
 //!
 //!     cargo bench -p skygate-benches --bench hot_path
 
@@ -160,5 +161,180 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_path, benches);
+/// 50 policies as a security team might write them: 40 tenant allow-lists,
+/// 5 group grants, 4 forbids that never apply, one residency forbid.
+/// Auth + policy: the chain with a 50-policy set, and the Cedar engine alone.
+fn policy_benches(c: &mut Criterion) {
+    use skygate_plugins::policy::engine::{Action, Engine, Facts, Kind};
+    let mut config = skygate_config::load_str(CONFIG, "bench.yaml", &|_| None).unwrap();
+    let policy = skygate_config::Policy {
+        files: vec![skygate_config::PolicyFile {
+            path: "bench.cedar".into(),
+            text: skygate_benches::fifty_policies(),
+        }],
+        patterns: Vec::new(),
+        schema: None,
+        mode: skygate_config::PolicyMode::Enforce,
+        audit_log: skygate_config::AuditLog::Off,
+    };
+    config.policy = Some(policy.clone());
+    let engine = Engine::new(&policy, &config).unwrap();
+    assert_eq!(engine.len(), 50);
+    let principal = skygate_config::Principal {
+        id: "a".into(),
+        tenant: Some("t7".into()),
+        groups: vec!["g1".into()],
+        ..Default::default()
+    };
+    let facts = Facts {
+        client_ip: Some("10.1.2.3".parse().unwrap()),
+        mtls: false,
+        route: "chat".into(),
+        stream: false,
+        request_bytes: 1200,
+        estimated_tokens: 300,
+        hour: 10,
+        weekday: 2,
+    };
+    let chat = config.routes.iter().position(|r| r.name == "chat").unwrap();
+    let who = engine.subject(&principal, Kind::ApiKey).unwrap();
+    let cx = engine.context(&facts).unwrap();
+    assert!(
+        engine
+            .call(&who, Action::Invoke, chat, Some("m2"), &cx)
+            .allow
+    );
+    c.bench_function("policy/cedar_50/decide", |b| {
+        b.iter(|| {
+            black_box(
+                engine
+                    .call(&who, Action::Invoke, chat, Some("m2"), &cx)
+                    .allow,
+            )
+        })
+    });
+    c.bench_function("policy/cedar_50/subject+context+decide", |b| {
+        b.iter(|| {
+            let who = engine.subject(black_box(&principal), Kind::ApiKey).unwrap();
+            let cx = engine.context(black_box(&facts)).unwrap();
+            black_box(
+                engine
+                    .call(&who, Action::Invoke, chat, Some("m2"), &cx)
+                    .allow,
+            )
+        })
+    });
+    c.bench_function("policy/cedar_50/use_backend", |b| {
+        b.iter(|| black_box(engine.backend_forbidden(&who, 0, &cx).is_none()))
+    });
+    // The floor: one permit, the smallest decision Cedar makes.
+    let one = skygate_config::Policy {
+        files: vec![skygate_config::PolicyFile {
+            path: "one.cedar".into(),
+            text: "permit (principal, action, resource);".into(),
+        }],
+        ..policy.clone()
+    };
+    let engine_1 = Engine::new(&one, &config).unwrap();
+    let who_1 = engine_1.subject(&principal, Kind::ApiKey).unwrap();
+    c.bench_function("policy/cedar_1/decide", |b| {
+        b.iter(|| {
+            black_box(
+                engine_1
+                    .call(&who_1, Action::Invoke, chat, Some("m2"), &cx)
+                    .allow,
+            )
+        })
+    });
+
+    // The whole chain: hygiene + API key (on_headers), then the policy
+    // (on_request), as a request sees them.
+    let chain = Chain::from_config(&config);
+    let mut req = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+    req.insert_header("authorization", "Bearer sk-bench-key-0001")
+        .unwrap();
+    req.insert_header("content-type", "application/json")
+        .unwrap();
+    let keyed = {
+        // The bench key's principal, with a tenant and group the set permits.
+        let mut c2 = config.clone();
+        let k = &mut c2.auth.api_keys[0];
+        k.principal = std::sync::Arc::new(principal.clone());
+        c2
+    };
+    let chain_keyed = Chain::from_config(&keyed);
+    let run = |chain: &Chain| {
+        let mut r = req.clone();
+        let mut ctx = RequestCtx::new();
+        ctx.client_ip = Some("10.1.2.3".parse().unwrap());
+        let d = ready(chain.on_headers(&mut r, &mut ctx));
+        assert!(matches!(d, skygate_plugins::Decision::Continue));
+        ctx.route = Some(chat);
+        ctx.route_name = Some("chat".into());
+        ctx.model = Some("m2".into());
+        ctx.request_bytes = 1200;
+        ready(chain.on_request(&r, &mut ctx))
+    };
+    assert!(matches!(
+        run(&chain_keyed),
+        skygate_plugins::Decision::Continue
+    ));
+    assert!(
+        matches!(run(&chain), skygate_plugins::Decision::Respond(_)),
+        "principal a has no tenant there"
+    );
+    c.bench_function("chain/auth+policy_50(permit)", |b| {
+        b.iter(|| run(&chain_keyed))
+    });
+    let plain =
+        Chain::from_config(&skygate_config::load_str(CONFIG, "bench.yaml", &|_| None).unwrap());
+    c.bench_function("chain/auth_only(same request)", |b| b.iter(|| run(&plain)));
+
+    // A JWT from the demo issuer instead of the API key: verified once,
+    // then from the cache of verified tokens, as a repeated token is.
+    let jwks = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/demo/jwks.json");
+    let with_jwt = CONFIG.replace(
+        "auth:\n",
+        &format!("auth:\n  jwt:\n    - {{ issuer: skygate-demo, audiences: [skygate], algorithms: [RS256], jwks: {{ file: \"{jwks}\" }}, claims: {{ subject: sub, tenant: tenant, groups: groups }} }}\n"),
+    );
+    let mut jwt_config = skygate_config::load_str(&with_jwt, "bench.yaml", &|_| None).unwrap();
+    let jwt_plain = Chain::from_config(&jwt_config);
+    jwt_config.policy = Some(policy.clone());
+    let jwt_policy = Chain::from_config(&jwt_config);
+    let token = skygate::demo::demo_token(
+        "alice",
+        "t7",
+        &["g1".to_string()],
+        std::time::Duration::from_secs(3600),
+    )
+    .unwrap();
+    let mut jwt_req = req.clone();
+    jwt_req
+        .insert_header("authorization", format!("Bearer {token}"))
+        .unwrap();
+    let run_jwt = |chain: &Chain| {
+        let mut r = jwt_req.clone();
+        let mut ctx = RequestCtx::new();
+        ctx.client_ip = Some("10.1.2.3".parse().unwrap());
+        let d = ready(chain.on_headers(&mut r, &mut ctx));
+        assert!(matches!(d, skygate_plugins::Decision::Continue));
+        ctx.route = Some(chat);
+        ctx.route_name = Some("chat".into());
+        ctx.model = Some("m2".into());
+        ctx.request_bytes = 1200;
+        ready(chain.on_request(&r, &mut ctx))
+    };
+    assert!(matches!(
+        run_jwt(&jwt_policy),
+        skygate_plugins::Decision::Continue
+    ));
+    c.bench_function("chain/jwt_cached+policy_50(permit)", |b| {
+        b.iter(|| run_jwt(&jwt_policy))
+    });
+    c.bench_function("chain/jwt_cached_only(same request)", |b| {
+        b.iter(|| run_jwt(&jwt_plain))
+    });
+}
+
+criterion_group!(hot_path, benches, policy_benches);
 criterion_main!(hot_path);

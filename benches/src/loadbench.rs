@@ -282,6 +282,40 @@ fn main() {
     );
     wait_port(gw_addr);
 
+    // The same, with zero trust on: the key's principal in tenant t7 and
+    // group g1, a 50-policy Cedar set, one audit line per request to a file.
+    let policy_addr = free_addr();
+    let policy_file = dir.join("bench.cedar");
+    std::fs::write(&policy_file, skygate_benches::fifty_policies()).unwrap();
+    let policy_conf = dir.join("policy.yaml");
+    std::fs::write(
+        &policy_conf,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&gw_addr.to_string(), &policy_addr.to_string())
+            .replace(&gw_admin.to_string(), &free_addr().to_string())
+            .replace(
+                "principal: bench }",
+                "principal: bench, tenant: t7, groups: [g1] }",
+            )
+            + &format!(
+                "policy:\n  files: [ \"{}\" ]\n  audit_log: \"{}\"\n",
+                policy_file.display(),
+                dir.join("audit.jsonl").display()
+            ),
+    )
+    .unwrap();
+    let with_policy = Proc(
+        Command::new(&bin)
+            .args(["run", "--config"])
+            .arg(&policy_conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(policy_addr);
+
     // The same config on another skygate binary, for a before/after ratio.
     let before = args.before.as_ref().map(|path| {
         let addr = free_addr();
@@ -372,6 +406,7 @@ fn main() {
     let mut targets: Vec<(&str, SocketAddr, Vec<u32>)> = vec![
         ("direct", sim_addr, vec![]),
         ("skygate", gw_addr, vec![gw_pid]),
+        ("skygate+policy", policy_addr, vec![with_policy.0.id()]),
     ];
     if let Some((addr, p)) = &before {
         targets.push(("skygate-before", *addr, vec![p.0.id()]));
@@ -450,6 +485,13 @@ fn main() {
             ng.4.p50_us - direct.4.p50_us
         );
     }
+    if let Some(p) = get("skygate+policy") {
+        println!(
+            "| Skygate with 50 Cedar policies + audit log: CPU per request added | {:.1} µs ({:.2}×) |",
+            p.2 - sky.2,
+            p.2 / sky.2
+        );
+    }
     if let Some(b) = get("skygate-before") {
         println!(
             "| Skygate CPU per request / skygate-before (same run) | {:.3} |",
@@ -471,6 +513,7 @@ fn main() {
     println!("| SSE first event: direct / through Skygate (median of 200) | {ttfb_direct:.0} µs / {ttfb_gw:.0} µs (+{:.0} µs) |", ttfb_gw - ttfb_direct);
     println!("| Skygate RSS idle / after load | {rss_idle:.1} MiB / {rss_load:.1} MiB |");
     drop(before);
+    drop(with_policy);
     drop(baseline);
     if let Some(n) = &nginx {
         // Workers outlive a SIGKILLed master (and hold our stdout open).

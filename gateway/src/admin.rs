@@ -150,7 +150,14 @@ impl ServeHttp for Admin {
             ));
         }
         // Then the policy, when there is one (action `admin`).
-        if let Some(policy) = self.state.snapshot().chain.policy() {
+        let snap = self.state.snapshot();
+        if snap.chain.policy_failed() {
+            return error(&ApiError::new(
+                ErrorKind::Forbidden,
+                "the policy could not be loaded: every request is denied",
+            ));
+        }
+        if let Some(policy) = snap.chain.policy() {
             let part = match segs.as_slice() {
                 ["admin", part, ..] | [part, ..] => *part,
                 [] => "",

@@ -4,7 +4,7 @@
 //! expectation per case, the exit status says whether all were met.
 
 use serde::Deserialize;
-use skygate_config::{Config, Principal};
+use skygate_config::{Config, Operation, Principal};
 use skygate_plugins::policy::engine::{hour_and_weekday, Action, Engine, Facts, Kind, Verdict};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -113,8 +113,25 @@ fn principal(c: &Config, w: &Who) -> Result<(Principal, Kind), String> {
     Ok((p, kind))
 }
 
-/// Decides one case.
-pub fn decide(c: &Config, engine: &Engine, case: &Case) -> Result<Verdict, String> {
+/// A case's answer, and a note on how it came about when the policies'
+/// own ids do not tell it all.
+pub struct Answer {
+    pub verdict: Verdict,
+    pub note: Option<String>,
+}
+
+impl From<Verdict> for Answer {
+    fn from(verdict: Verdict) -> Self {
+        Answer {
+            verdict,
+            note: None,
+        }
+    }
+}
+
+/// Decides one case, as the gateway would: a call is also denied when a
+/// forbid keeps it off every backend of its route.
+pub fn decide(c: &Config, engine: &Engine, case: &Case) -> Result<Answer, String> {
     let action = Action::parse(&case.action).ok_or_else(|| {
         format!(
             "action `{}`: use invoke, stream, embed, use_backend or admin",
@@ -126,7 +143,14 @@ pub fn decide(c: &Config, engine: &Engine, case: &Case) -> Result<Verdict, Strin
             .admin_api
             .as_deref()
             .ok_or("admin needs --admin-api (routes, backends, reload, metrics)")?;
-        return Ok(engine.admin(part, case.write, case.context.client_ip));
+        let (now_hour, now_weekday) = hour_and_weekday(std::time::SystemTime::now());
+        let when = (
+            case.context.hour.unwrap_or(now_hour),
+            case.context.weekday.unwrap_or(now_weekday),
+        );
+        return Ok(engine
+            .admin(part, case.write, case.context.client_ip, when)
+            .into());
     }
     let (p, kind) = principal(c, &case.principal)?;
     let who = engine.subject(&p, kind)?;
@@ -182,11 +206,51 @@ pub fn decide(c: &Config, engine: &Engine, case: &Case) -> Result<Verdict, Strin
                 allow: true,
                 policies: Vec::new(),
                 errors: Vec::new(),
-            }));
+            })
+            .into());
     }
     let route =
         route.ok_or("name the resource: --model (and --route when several serve it) or --route")?;
-    Ok(engine.call(&who, action, route, case.model.as_deref(), &context))
+    let r = &c.routes[route];
+    if let Some(m) = &case.model {
+        if !r.models.contains(m) {
+            return Err(format!("route `{}` does not serve model `{m}`", r.name));
+        }
+    }
+    let fits = match r.operation {
+        Operation::Embeddings => action == Action::Embed,
+        Operation::ChatCompletions => matches!(action, Action::Invoke | Action::Stream),
+        Operation::Function => action == Action::Invoke,
+    };
+    if !fits {
+        return Err(format!(
+            "a call to route `{}` is never `{}`: the gateway asks {}",
+            r.name,
+            action.as_str(),
+            match r.operation {
+                Operation::Embeddings => "embed",
+                Operation::ChatCompletions => "invoke, or stream for \"stream\": true",
+                Operation::Function => "invoke",
+            }
+        ));
+    }
+    let call = engine.decide_call(&who, action, route, case.model.as_deref(), &context);
+    let note = call.no_backend.then(|| {
+        let by: Vec<String> = call
+            .denied
+            .iter()
+            .map(|(b, v)| format!("{} ({})", engine.backend_name(*b), v.policies.join(", ")))
+            .collect();
+        format!(
+            "permitted, but forbidden on every backend of route `{}`: {}",
+            r.name,
+            by.join("; ")
+        )
+    });
+    Ok(Answer {
+        verdict: call.verdict,
+        note,
+    })
 }
 
 /// Runs `cases` and prints one line each (and why); `Ok(true)` when every
@@ -203,7 +267,8 @@ pub fn run(c: &Config, cases: &[Case]) -> Result<bool, String> {
             .name
             .clone()
             .unwrap_or_else(|| format!("case {}", i + 1));
-        let v = decide(c, &engine, case).map_err(|e| format!("{name}: {e}"))?;
+        let Answer { verdict: v, note } =
+            decide(c, &engine, case).map_err(|e| format!("{name}: {e}"))?;
         let got = if v.allow { "allow" } else { "deny" };
         let verdict = match case.expect.as_deref() {
             None => String::new(),
@@ -218,7 +283,9 @@ pub fn run(c: &Config, cases: &[Case]) -> Result<bool, String> {
         for id in &v.policies {
             println!("  by {id} ({})", engine.location(id).unwrap_or("?"));
         }
-        if v.policies.is_empty() && !v.allow {
+        if let Some(n) = &note {
+            println!("  {n}");
+        } else if v.policies.is_empty() && !v.allow {
             println!("  no policy permits it (deny by default)");
         }
         for e in &v.errors {

@@ -438,7 +438,8 @@ fn backend_fields(o: &Backend, n: &Backend) -> Vec<&'static str> {
 
 /// Reloads when a policy file changes: polls the policy files, the
 /// schema and the folders of `*` patterns every second (a few `stat`s), as
-/// a Pingora background service. A reload that fails keeps the old set in
+/// a Pingora background service; a change is taken once it has stood still
+/// for one poll. A reload that fails keeps the old set in
 /// force and logs why; the next change tries again.
 pub struct PolicyWatch {
     pub state: Arc<State>,
@@ -473,6 +474,7 @@ fn fingerprint(config: &Config) -> Fingerprint {
 impl pingora_core::services::background::BackgroundService for PolicyWatch {
     async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
         let mut last = fingerprint(&self.state.snapshot().config);
+        let mut pending: Option<Fingerprint> = None;
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -490,8 +492,16 @@ impl pingora_core::services::background::BackgroundService for PolicyWatch {
                 continue;
             };
             if now == last {
+                pending = None;
                 continue;
             }
+            // Reload once the files have stood still for one tick, so a file
+            // still being written (an editor, `cat >`) is not read half done.
+            if pending.as_ref() != Some(&now) {
+                pending = Some(now);
+                continue;
+            }
+            pending = None;
             // Taken before the reload reads the files: a change made while
             // it reads is seen at the next tick.
             last = now;

@@ -47,6 +47,8 @@ pub struct Chain {
     plugins: Vec<Arc<dyn Plugin>>,
     /// The policy plugin, also asked by the admin API.
     policy: Option<Arc<policy::Authorize>>,
+    /// Policies are configured but failed to load: everything is denied.
+    policy_failed: bool,
 }
 
 impl Chain {
@@ -60,6 +62,7 @@ impl Chain {
             plugins.push(Arc::new(auth));
         }
         let mut policy = None;
+        let mut policy_failed = false;
         match policy::Authorize::from_config(config) {
             None => {}
             Some(Ok(p)) => {
@@ -74,21 +77,33 @@ impl Chain {
                     errors.join("; ")
                 );
                 plugins.push(Arc::new(policy::DenyAll));
+                policy_failed = true;
             }
         }
-        Self { plugins, policy }
+        Self {
+            plugins,
+            policy,
+            policy_failed,
+        }
     }
 
     pub fn new(plugins: Vec<Arc<dyn Plugin>>) -> Self {
         Self {
             plugins,
             policy: None,
+            policy_failed: false,
         }
     }
 
     /// The policy plugin, when `policy:` is configured.
     pub fn policy(&self) -> Option<&policy::Authorize> {
         self.policy.as_deref()
+    }
+
+    /// Policies are configured but could not be loaded (fail closed: the
+    /// admin API denies too).
+    pub fn policy_failed(&self) -> bool {
+        self.policy_failed
     }
 
     pub async fn on_headers(&self, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Decision {

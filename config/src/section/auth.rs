@@ -259,6 +259,13 @@ impl Cx<'_> {
         let before = self.error_count();
         if r.issuer.is_empty() {
             self.err(&at("issuer"), "must not be empty");
+        } else if r.issuer.contains('|') {
+            // A user's policy entity id is `issuer|sub`: a `|` in the issuer
+            // would let one issuer's subjects pass for another's.
+            self.err(
+                &at("issuer"),
+                "must not contain `|` (it separates issuer and subject in a user's id)",
+            );
         }
         if r.audiences.is_empty() || r.audiences.iter().any(String::is_empty) {
             self.err(
@@ -533,5 +540,16 @@ mod tests {
         ] {
             assert!(errs.contains(needle), "missing {needle}: {errs}");
         }
+    }
+
+    #[test]
+    fn an_issuer_with_a_bar_is_an_error() {
+        // A user's policy id is `issuer|sub`; `a|b` + `c` would read as `a` + `b|c`.
+        let y = format!("{BASE}auth:\n  jwt:\n    - {{ issuer: \"https://idp|x\", audiences: [s], algorithms: [RS256], jwks: {{ url: \"https://idp/jwks\" }} }}\n");
+        let errs = load_str(&y, "j.yaml", &|_| None).unwrap_err().to_string();
+        assert!(
+            errs.contains("auth.jwt[0].issuer: must not contain `|`"),
+            "{errs}"
+        );
     }
 }

@@ -29,6 +29,11 @@ pub struct Sink {
 }
 
 impl Sink {
+    /// Whether lines go anywhere (`audit_log: off`: no).
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Queues one line (a JSON object; the newline is added here).
     pub fn write(&self, mut line: Vec<u8>) {
         let Some(tx) = &self.tx else { return };

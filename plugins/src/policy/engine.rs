@@ -4,10 +4,11 @@
 //! The plugin ([`super::Authorize`]) and `skygate policy check` share it, so
 //! an offline check decides exactly as the gateway would.
 
+use super::slice::{EntityCache, Index, Keys, Slice};
 use cedar_policy::{
-    ActionConstraint, AuthorizationError, Authorizer, Context, Decision, Effect, Entities, Entity,
-    EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet, Request, RestrictedExpression,
-    Schema, ValidationMode, Validator,
+    AuthorizationError, Authorizer, Context, Decision, Effect, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
+    ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use skygate_config::{Config, Operation, Policy, PolicyFile, Principal};
@@ -30,6 +31,20 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 5] = [
+        Self::Invoke,
+        Self::Stream,
+        Self::Embed,
+        Self::UseBackend,
+        Self::Admin,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// A small index for tables by action.
+    pub fn slot(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Invoke => "invoke",
@@ -41,15 +56,7 @@ impl Action {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Invoke,
-            Self::Stream,
-            Self::Embed,
-            Self::UseBackend,
-            Self::Admin,
-        ]
-        .into_iter()
-        .find(|a| a.as_str() == s)
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
     }
 
     /// The action of a call to a route of this operation.
@@ -116,15 +123,44 @@ pub struct Verdict {
     pub errors: Vec<String>,
 }
 
+/// A call's decision with its backends.
+#[derive(Debug)]
+pub struct CallVerdict {
+    /// The decision; denied also when every target is forbidden.
+    pub verdict: Verdict,
+    /// Backends (config indices) a forbid keeps this call away from.
+    pub denied: Vec<(usize, Verdict)>,
+    /// Permitted, but no target of the route may be used.
+    pub no_backend: bool,
+}
+
 /// The caller as a Cedar entity, built once per request.
 pub struct Subject {
     uid: EntityUid,
-    entity: Entity,
+    /// What its entity is made of; the entity is built only when an
+    /// entity store is (Cedar evaluates attributes as it builds one).
+    attrs: Vec<(String, RestrictedExpression)>,
+    parents: Vec<EntityUid>,
+    tags: Vec<(String, RestrictedExpression)>,
+    /// For slicing: its uid, type and parents as the policies name them.
+    keys: Keys,
+    /// All it is made of, unambiguously (the entity store cache's key).
+    key: String,
 }
 
 impl Subject {
     pub fn uid(&self) -> &EntityUid {
         &self.uid
+    }
+
+    fn entity(&self) -> Result<Entity, String> {
+        Entity::new_with_tags(
+            self.uid.clone(),
+            self.attrs.iter().cloned(),
+            self.parents.iter().cloned(),
+            self.tags.iter().cloned(),
+        )
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -142,18 +178,28 @@ struct Types {
 /// A loaded, validated policy set with the entities of one config.
 pub struct Engine {
     policies: PolicySet,
-    /// The forbid policies that can apply to `use_backend` (None: no such
-    /// policy, so no backend check is made at all).
-    backend_forbids: Option<PolicySet>,
+    /// The policies by action and scope (see `slice.rs`).
+    index: Index,
+    /// Entity stores by principal, action and resource (see `slice.rs`).
+    entities: EntityCache,
+    /// `ip("...")` expressions by address (see `ip`).
+    ips: std::sync::RwLock<HashMap<IpAddr, RestrictedExpression>>,
+    /// Each route's models as resources (entity under the route, keys).
+    models: Vec<HashMap<String, (EntityUid, Entity, Keys)>>,
+    /// Whether a forbid policy can apply to `use_backend` (if not, no
+    /// backend check is made at all).
+    checks_backends: bool,
     types: Types,
     /// Action uid and its entity (with its parent `call`), by action.
     actions: HashMap<Action, (EntityUid, Entity)>,
-    /// Each route's uid, entity and name, by route index.
-    routes: Vec<(EntityUid, Entity, String)>,
-    /// Each backend's uid, entity and name, by backend index.
-    backends: Vec<(EntityUid, Entity, String)>,
+    /// Each route's uid, entity, name and slicing keys, by route index.
+    routes: Vec<(EntityUid, Entity, String, Keys)>,
+    /// Each backend's uid, entity, name and slicing keys, by backend index.
+    backends: Vec<(EntityUid, Entity, String, Keys)>,
     /// Operation of each route (the action of a model listing).
     operations: Vec<Operation>,
+    /// Each route's target backends, by route index.
+    targets: Vec<Vec<usize>>,
     /// `@id` or `file:line`, with `file:line`, for `policy check`.
     locations: HashMap<PolicyId, String>,
     authorizer: Authorizer,
@@ -286,12 +332,21 @@ fn parse(files: &[PolicyFile]) -> Result<(PolicySet, Origins), Vec<String>> {
                 .map_or(cursor, |o| cursor + o);
             cursor = offset + text.len();
             let at = position(&f.path, &f.text, offset);
-            let (line, _) = line_col(&f.text, offset);
+            let (line, col) = line_col(&f.text, offset);
             let id = match p.annotation("id") {
-                Some(id) if !id.trim().is_empty() => id.to_owned(),
-                _ => format!("{name}:{line}"),
+                Some(id) if !id.trim().is_empty() => PolicyId::new(id),
+                // Unnamed: `file:line`, or with the column (two on a line),
+                // or the whole path (two files of one name), whichever is free.
+                _ => [
+                    format!("{name}:{line}"),
+                    format!("{name}:{line}:{col}"),
+                    at.clone(),
+                ]
+                .into_iter()
+                .map(PolicyId::new)
+                .find(|id| !origin.contains_key(id))
+                .unwrap_or_else(|| PolicyId::new(at.clone())),
             };
-            let id = PolicyId::new(id);
             if let Some((_, first)) = origin.get(&id) {
                 errors.push(format!("{at}: policy id `{id}` is already used at {first}"));
                 continue;
@@ -307,16 +362,6 @@ fn parse(files: &[PolicyFile]) -> Result<(PolicySet, Origins), Vec<String>> {
         Ok((all, origin))
     } else {
         Err(errors)
-    }
-}
-
-/// Whether a policy's action scope can match `action` (any action, or
-/// names it).
-fn scope_has(p: &cedar_policy::Policy, action: &EntityUid) -> bool {
-    match p.action_constraint() {
-        ActionConstraint::Any => true,
-        ActionConstraint::Eq(a) => &a == action,
-        ActionConstraint::In(list) => list.iter().any(|a| a == action),
     }
 }
 
@@ -388,6 +433,21 @@ impl Engine {
                 .ok_or_else(|| format!("the schema lacks action {u}"))?;
             actions.insert(a, (u, e));
         }
+        // An action and the groups it is in (a custom schema may group
+        // `use_backend` or `admin`).
+        let scopes: Vec<(Action, HashSet<EntityUid>)> = Action::ALL
+            .iter()
+            .map(|&a| {
+                let u = &actions[&a].0;
+                let mut set: HashSet<EntityUid> = from_schema
+                    .ancestors(u)
+                    .map(|it| it.cloned().collect())
+                    .unwrap_or_default();
+                set.insert(u.clone());
+                (a, set)
+            })
+            .collect();
+        let index = Index::new(&policies, &scopes);
         let route_type = t("Route")?;
         let routes = config
             .routes
@@ -404,7 +464,10 @@ impl Engine {
                     HashMap::from([("operation".into(), s(op))]),
                     HashSet::new(),
                 )
-                .map(|e| (u, e, r.name.clone()))
+                .map(|e| {
+                    let k = index.keys(&u, std::iter::empty());
+                    (u, e, r.name.clone(), k)
+                })
                 .map_err(|e| e.to_string())
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -424,32 +487,53 @@ impl Engine {
                     ),
                 ]);
                 Entity::new(u.clone(), attrs, HashSet::new())
-                    .map(|e| (u, e, b.name.clone()))
+                    .map(|e| {
+                        let k = index.keys(&u, std::iter::empty());
+                        (u, e, b.name.clone(), k)
+                    })
                     .map_err(|e| e.to_string())
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let use_backend = &actions[&Action::UseBackend].0;
-        let forbids: Vec<_> = policies
-            .policies()
-            .filter(|p| p.effect() == Effect::Forbid && scope_has(p, use_backend))
-            .cloned()
-            .collect();
-        let backend_forbids = if forbids.is_empty() {
-            None
-        } else {
-            Some(PolicySet::from_policies(forbids).map_err(|e| e.to_string())?)
-        };
-        Ok(Self {
+        let checks_backends = index.any(Action::UseBackend, true, false);
+        let mut engine = Self {
             policies,
-            backend_forbids,
+            index,
+            entities: EntityCache::default(),
+            ips: Default::default(),
+            models: Vec::new(),
+            checks_backends,
             types,
             actions,
             routes,
             backends,
             operations: config.routes.iter().map(|r| r.operation).collect(),
+            targets: config
+                .routes
+                .iter()
+                .map(|r| r.targets.iter().map(|t| t.backend).collect())
+                .collect(),
             locations,
             authorizer: Authorizer::new(),
-        })
+        };
+        engine.models = config
+            .routes
+            .iter()
+            .zip(&engine.routes)
+            .map(|(r, (u, _, name, _))| {
+                r.models
+                    .iter()
+                    .map(|m| Ok((m.clone(), engine.model_entity(u, name, m)?)))
+                    .collect::<Result<HashMap<_, _>, String>>()
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(engine)
+    }
+
+    /// Tests: decide without slicing, as Cedar would with the whole set.
+    #[cfg(test)]
+    pub fn unsliced(mut self) -> Self {
+        self.index.bypass = true;
+        self
     }
 
     /// How many policies are loaded.
@@ -473,15 +557,12 @@ impl Engine {
 
     /// Whether some permit policy can apply to the `admin` action.
     pub fn can_permit_admin(&self) -> bool {
-        let admin = &self.actions[&Action::Admin].0;
-        self.policies
-            .policies()
-            .any(|p| p.effect() == Effect::Permit && scope_has(p, admin))
+        self.index.any(Action::Admin, false, true)
     }
 
     /// Whether any forbid policy can apply to `use_backend`.
     pub fn checks_backends(&self) -> bool {
-        self.backend_forbids.is_some()
+        self.checks_backends
     }
 
     /// The operation of route `route` (an index of the config).
@@ -507,35 +588,69 @@ impl Engine {
             attrs.push(("issuer".into(), s(p.issuer.as_deref().unwrap_or(""))));
             attrs.push(("subject".into(), s(&p.id)));
         }
-        let parents = p
+        let parents: Vec<EntityUid> = p
             .groups
             .iter()
             .map(|g| uid(&self.types.group, g))
-            .chain(p.tenant.iter().map(|t| uid(&self.types.tenant, t)));
+            .chain(p.tenant.iter().map(|t| uid(&self.types.tenant, t)))
+            .collect();
         let tags = p.attributes.iter().map(|(k, v)| (k.clone(), s(v)));
-        let entity =
-            Entity::new_with_tags(u.clone(), attrs, parents, tags).map_err(|e| e.to_string())?;
-        Ok(Subject { uid: u, entity })
+        let keys = self.index.keys(&u, parents.iter());
+        // Length-prefixed fields and counts: no two principals share a key.
+        let mut key = String::with_capacity(64);
+        {
+            use std::fmt::Write;
+            let tenant = p.tenant.as_deref();
+            let _ = write!(key, "{}:{}", t.basename().len(), t.basename());
+            let _ = write!(key, "{}:{id}", id.len());
+            let _ = write!(key, "{}", u8::from(tenant.is_some()));
+            let _ = write!(
+                key,
+                "{}:{}",
+                tenant.map_or(0, str::len),
+                tenant.unwrap_or("")
+            );
+            let _ = write!(key, "{};", p.groups.len());
+            for g in &p.groups {
+                let _ = write!(key, "{}:{g}", g.len());
+            }
+            let _ = write!(key, "{};", p.attributes.len());
+            for (k, v) in &p.attributes {
+                let _ = write!(key, "{}:{k}{}:{v}", k.len(), v.len());
+            }
+        }
+
+        Ok(Subject {
+            uid: u,
+            attrs,
+            parents,
+            tags: tags.collect(),
+            keys,
+            key,
+        })
     }
 
     /// The admin token holder.
     pub fn admin_subject(&self) -> Subject {
         let u = uid(&self.types.admin_token, "admin");
         Subject {
-            entity: Entity::with_uid(u.clone()),
+            attrs: Vec::new(),
+            parents: Vec::new(),
+            tags: Vec::new(),
+            keys: self.index.keys(&u, std::iter::empty()),
+            key: "admin".into(),
             uid: u,
         }
     }
 
     /// The Cedar context of a call.
     pub fn context(&self, f: &Facts) -> Result<Context, String> {
-        let ip = f
+        let ip = self.ip(f
             .client_ip
-            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
-            .to_string();
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)));
         let long = |v: u64| RestrictedExpression::new_long(i64::try_from(v).unwrap_or(i64::MAX));
         Context::from_pairs([
-            ("client_ip".into(), RestrictedExpression::new_ip(ip)),
+            ("client_ip".into(), ip),
             ("mtls".into(), RestrictedExpression::new_bool(f.mtls)),
             ("route".into(), s(&f.route)),
             ("stream".into(), RestrictedExpression::new_bool(f.stream)),
@@ -545,6 +660,24 @@ impl Engine {
             ("weekday".into(), long(u64::from(f.weekday))),
         ])
         .map_err(|e| e.to_string())
+    }
+
+    /// `ip("...")` for an address. Cedar parses the function's name each
+    /// time it builds one (a third of a decision's cost), so they are kept.
+    fn ip(&self, addr: IpAddr) -> RestrictedExpression {
+        if let Ok(m) = self.ips.read() {
+            if let Some(e) = m.get(&addr) {
+                return e.clone();
+            }
+        }
+        let e = RestrictedExpression::new_ip(addr.to_string());
+        if let Ok(mut m) = self.ips.write() {
+            if m.len() >= 4096 {
+                m.clear();
+            }
+            m.insert(addr, e.clone());
+        }
+        e
     }
 
     /// May `who` call `action` on `model` of route `route` (or the route
@@ -557,34 +690,59 @@ impl Engine {
         model: Option<&str>,
         context: &Context,
     ) -> Verdict {
-        let Some((route_uid, route_entity, route_name)) = self.routes.get(route) else {
+        let Some((route_uid, route_entity, route_name, route_keys)) = self.routes.get(route) else {
             return deny_with("unknown route");
         };
-        let (resource, extra) = match model {
-            Some(m) => {
-                let u = uid(&self.types.model, m);
-                let e = Entity::new(
-                    u.clone(),
-                    HashMap::from([("route".into(), s(route_name))]),
-                    HashSet::from([route_uid.clone()]),
-                );
-                match e {
-                    Ok(e) => (u, Some(e)),
-                    Err(e) => return deny_with(&e.to_string()),
-                }
-            }
-            None => (route_uid.clone(), None),
+        let Some(m) = model else {
+            // A function route: the route is the resource.
+            let set = match self.index.slice(action, &who.keys, route_keys, false) {
+                Ok(Slice::Empty) => return default_deny(),
+                Ok(Slice::Set(set)) => set,
+                Err(e) => return deny_with(&e),
+            };
+            let key = format!("r{route}");
+            let entities = || Ok(vec![route_entity.clone()]);
+            return self.decide(who, action, route_uid, &key, entities, context, &set, false);
         };
-        let entities = [route_entity.clone()].into_iter().chain(extra);
-        self.decide(
-            who,
-            action,
-            resource,
-            entities,
-            context,
-            &self.policies,
-            false,
+        // The route's models are built at load; another (a route that
+        // takes any model) is built here.
+        let built;
+        let (u, e, keys) = match self.models.get(route).and_then(|m2| m2.get(m)) {
+            Some((u, e, k)) => (u, e, k),
+            None => match self.model_entity(route_uid, route_name, m) {
+                Ok(b) => {
+                    built = b;
+                    (&built.0, &built.1, &built.2)
+                }
+                Err(e) => return deny_with(&e),
+            },
+        };
+        let set = match self.index.slice(action, &who.keys, keys, false) {
+            Ok(Slice::Empty) => return default_deny(),
+            Ok(Slice::Set(set)) => set,
+            Err(e) => return deny_with(&e),
+        };
+        let key = format!("m{route}:{m}");
+        let entities = || Ok(vec![route_entity.clone(), e.clone()]);
+        self.decide(who, action, u, &key, entities, context, &set, false)
+    }
+
+    /// A model as a resource: its entity (under its route) and keys.
+    fn model_entity(
+        &self,
+        route_uid: &EntityUid,
+        route_name: &str,
+        model: &str,
+    ) -> Result<(EntityUid, Entity, Keys), String> {
+        let u = uid(&self.types.model, model);
+        let keys = self.index.keys(&u, std::iter::once(route_uid));
+        let e = Entity::new(
+            u.clone(),
+            HashMap::from([("route".into(), s(route_name))]),
+            HashSet::from([route_uid.clone()]),
         )
+        .map_err(|e| e.to_string())?;
+        Ok((u, e, keys))
     }
 
     /// Whether a forbid policy keeps `who`'s call off backend `backend`
@@ -595,40 +753,60 @@ impl Engine {
         backend: usize,
         context: &Context,
     ) -> Option<Verdict> {
-        let set = self.backend_forbids.as_ref()?;
-        let Some((u, e, _)) = self.backends.get(backend) else {
+        if !self.checks_backends {
+            return None;
+        }
+        let Some((u, e, _, keys)) = self.backends.get(backend) else {
             return Some(deny_with("unknown backend"));
         };
+        let set = match self.index.slice(Action::UseBackend, &who.keys, keys, true) {
+            Ok(Slice::Empty) => return None,
+            Ok(Slice::Set(set)) => set,
+            Err(e) => return Some(deny_with(&e)),
+        };
+        let key = format!("b{backend}");
         let v = self.decide(
             who,
             Action::UseBackend,
-            u.clone(),
-            [e.clone()],
+            u,
+            &key,
+            || Ok(vec![e.clone()]),
             context,
-            set,
+            &set,
             true,
         );
         (!v.allow).then_some(v)
     }
 
     /// May the admin token holder use this part of the admin API?
-    pub fn admin(&self, part: &str, write: bool, client_ip: Option<IpAddr>) -> Verdict {
+    pub fn admin(
+        &self,
+        part: &str,
+        write: bool,
+        client_ip: Option<IpAddr>,
+        (hour, weekday): (u8, u8),
+    ) -> Verdict {
         let who = self.admin_subject();
         let u = uid(&self.types.admin_api, part);
-        let e = match Entity::new(
-            u.clone(),
-            HashMap::from([("write".into(), RestrictedExpression::new_bool(write))]),
-            HashSet::new(),
-        ) {
-            Ok(e) => e,
-            Err(e) => return deny_with(&e.to_string()),
+        let keys = self.index.keys(&u, std::iter::empty());
+        let set = match self.index.slice(Action::Admin, &who.keys, &keys, false) {
+            Ok(Slice::Empty) => return default_deny(),
+            Ok(Slice::Set(set)) => set,
+            Err(e) => return deny_with(&e),
         };
-        let (hour, weekday) = hour_and_weekday(std::time::SystemTime::now());
-        let ip = client_ip
-            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
-            .to_string();
+        let entities = || {
+            Entity::new(
+                u.clone(),
+                HashMap::from([("write".into(), RestrictedExpression::new_bool(write))]),
+                HashSet::new(),
+            )
+            .map(|e| vec![e])
+            .map_err(|e| e.to_string())
+        };
+        let key = format!("a{}{part}", u8::from(write));
+        let ip = self.ip(client_ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)));
         let context = Context::from_pairs([
-            ("client_ip".into(), RestrictedExpression::new_ip(ip)),
+            ("client_ip".into(), ip),
             (
                 "hour".into(),
                 RestrictedExpression::new_long(i64::from(hour)),
@@ -639,7 +817,7 @@ impl Engine {
             ),
         ]);
         match context {
-            Ok(c) => self.decide(&who, Action::Admin, u, [e], &c, &self.policies, false),
+            Ok(c) => self.decide(&who, Action::Admin, &u, &key, entities, &c, &set, false),
             Err(e) => deny_with(&e.to_string()),
         }
     }
@@ -651,8 +829,9 @@ impl Engine {
         &self,
         who: &Subject,
         action: Action,
-        resource: EntityUid,
-        resources: impl IntoIterator<Item = Entity>,
+        resource: &EntityUid,
+        resource_key: &str,
+        resources: impl FnOnce() -> Result<Vec<Entity>, String>,
         context: &Context,
         set: &PolicySet,
         forbid_only: bool,
@@ -660,20 +839,19 @@ impl Engine {
         let Some((action_uid, action_entity)) = self.actions.get(&action) else {
             return deny_with("unknown action");
         };
-        let entities = Entities::from_entities(
-            [who.entity.clone(), action_entity.clone()]
-                .into_iter()
-                .chain(resources),
-            None,
-        );
-        let entities = match entities {
+        let entities = match self.entities.get(&who.key, action, resource_key, || {
+            let mut all = resources()?;
+            all.push(who.entity()?);
+            all.push(action_entity.clone());
+            Entities::from_entities(all, None).map_err(|e| e.to_string())
+        }) {
             Ok(e) => e,
-            Err(e) => return deny_with(&e.to_string()),
+            Err(e) => return deny_with(&e),
         };
         let request = match Request::new(
             who.uid.clone(),
             action_uid.clone(),
-            resource,
+            resource.clone(),
             context.clone(),
             None,
         ) {
@@ -713,22 +891,83 @@ impl Engine {
         }
     }
 
-    /// The model names of `routes` `who` may call, each with its route's
-    /// action (for `GET /v1/models`).
+    /// A call as the gateway decides it: the action on the model (or
+    /// route), then, when permitted, `use_backend` on each target of the
+    /// route; with every target forbidden, the call is denied.
+    pub fn decide_call(
+        &self,
+        who: &Subject,
+        action: Action,
+        route: usize,
+        model: Option<&str>,
+        context: &Context,
+    ) -> CallVerdict {
+        let mut verdict = self.call(who, action, route, model, context);
+        let mut denied = Vec::new();
+        let mut no_backend = false;
+        if verdict.allow && self.checks_backends() {
+            let targets = self.targets.get(route).map_or(&[][..], Vec::as_slice);
+            for &b in targets {
+                if let Some(v) = self.backend_forbidden(who, b, context) {
+                    denied.push((b, v));
+                }
+            }
+            if !targets.is_empty() && denied.len() == targets.len() {
+                verdict.allow = false;
+                no_backend = true;
+            }
+        }
+        CallVerdict {
+            verdict,
+            denied,
+            no_backend,
+        }
+    }
+
+    /// The models `who` may call (for `GET /v1/models`): a model is listed
+    /// when some way to call it on its route (`invoke` or `stream` for chat,
+    /// `embed` for embeddings) is permitted with a backend left, in the
+    /// context of that route.
     pub fn visible<'a>(
         &self,
         who: &Subject,
-        routes: impl Iterator<Item = (usize, &'a str)>,
-        context: &Context,
+        models: impl Iterator<Item = (usize, &'a str)>,
+        facts: &Facts,
     ) -> Vec<&'a str> {
-        routes
+        let mut facts = facts.clone();
+        models
             .filter(|&(route, model)| {
-                let action =
-                    Action::of_call(self.operation(route).unwrap_or(Operation::Function), false);
-                self.call(who, action, route, Some(model), context).allow
+                let actions: &[Action] = match self.operation(route) {
+                    Some(Operation::Embeddings) => &[Action::Embed],
+                    Some(Operation::ChatCompletions) => &[Action::Invoke, Action::Stream],
+                    _ => &[Action::Invoke],
+                };
+                facts.route.clone_from(
+                    &self
+                        .routes
+                        .get(route)
+                        .map_or(String::new(), |r| r.2.clone()),
+                );
+                let Ok(context) = self.context(&facts) else {
+                    return false;
+                };
+                actions.iter().any(|&a| {
+                    self.decide_call(who, a, route, Some(model), &context)
+                        .verdict
+                        .allow
+                })
             })
             .map(|(_, m)| m)
             .collect()
+    }
+}
+
+/// No policy can apply: Cedar's default deny, without asking it.
+fn default_deny() -> Verdict {
+    Verdict {
+        allow: false,
+        policies: Vec::new(),
+        errors: Vec::new(),
     }
 }
 

@@ -17,10 +17,11 @@
 
 pub mod audit;
 pub mod engine;
+mod slice;
 
 use crate::{Decision, Plugin, RequestCtx};
 use async_trait::async_trait;
-use engine::{Action, Engine, Facts, Kind, Subject, Verdict};
+use engine::{Action, Engine, Facts, Kind, Subject};
 use pingora_http::RequestHeader;
 use serde::Serialize;
 use skygate_config::{ApiError, AuditLog, Config, ErrorKind, PolicyMode};
@@ -102,8 +103,6 @@ pub struct Authorize {
     engine: Arc<Engine>,
     mode: PolicyMode,
     audit: Arc<audit::Sink>,
-    /// Each route's target backends, by route index.
-    targets: Vec<Vec<usize>>,
     /// (route, model) of every model, sorted by model (for listings).
     models: Vec<(usize, String)>,
 }
@@ -163,11 +162,6 @@ impl Authorize {
             engine,
             mode: policy.mode,
             audit: audit::sink(&policy.audit_log),
-            targets: config
-                .routes
-                .iter()
-                .map(|r| r.targets.iter().map(|t| t.backend).collect())
-                .collect(),
             models,
         }))
     }
@@ -192,8 +186,12 @@ impl Authorize {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn write(&self, line: &Line<'_>) {
-        match serde_json::to_vec(line) {
+    /// Writes the audit line `line` builds (not built when the log is off).
+    fn write<'a>(&self, line: impl FnOnce() -> Line<'a>) {
+        if !self.audit.enabled() {
+            return;
+        }
+        match serde_json::to_vec(&line()) {
             Ok(bytes) => self.audit.write(bytes),
             Err(e) => log::error!("audit line: {e}"),
         }
@@ -209,7 +207,9 @@ impl Authorize {
             stream: ctx.stream,
             request_bytes: ctx.request_bytes as u64,
             // About 4 bytes a token, plus the output the request asks for.
-            estimated_tokens: ctx.request_bytes as u64 / 4 + ctx.max_tokens.unwrap_or(0),
+            // (Saturating: a client's absurd max_tokens must not wrap to a small number.)
+            estimated_tokens: (ctx.request_bytes as u64 / 4)
+                .saturating_add(ctx.max_tokens.unwrap_or(0)),
             hour,
             weekday,
         }
@@ -226,9 +226,10 @@ impl Authorize {
         write: bool,
         client_ip: Option<std::net::IpAddr>,
     ) -> Result<(), ApiError> {
-        let v = self.engine.admin(part, write, client_ip);
+        let now = engine::hour_and_weekday(std::time::SystemTime::now());
+        let v = self.engine.admin(part, write, client_ip, now);
         self.count(v.allow);
-        self.write(&Line {
+        self.write(|| Line {
             ts_ms: ts_ms(),
             request_id: "",
             principal: self.engine.admin_subject().uid().to_string(),
@@ -253,18 +254,14 @@ impl Authorize {
     }
 
     fn list_models(&self, who: &Subject, ctx: &mut RequestCtx) -> Decision {
-        let context = match self.engine.context(&Self::facts(ctx, "")) {
-            Ok(c) => c,
-            Err(e) => return self.internal(ctx, &e),
-        };
         let visible = self.engine.visible(
             who,
             self.models.iter().map(|(r, m)| (*r, m.as_str())),
-            &context,
+            &Self::facts(ctx, ""),
         );
         let mut names: Vec<String> = visible.into_iter().map(str::to_owned).collect();
         names.dedup();
-        self.write(&Line {
+        self.write(|| Line {
             ts_ms: ts_ms(),
             request_id: &ctx.request_id,
             principal: who.uid().to_string(),
@@ -284,9 +281,29 @@ impl Authorize {
         Decision::Continue
     }
 
+    /// A decision that could not be made (an entity or context that does
+    /// not build): denied, audited, logged.
     fn internal(&self, ctx: &RequestCtx, why: &str) -> Decision {
         log::error!("policy: request {}: {why}", ctx.request_id);
         self.count(false);
+        let errors = [why.to_owned()];
+        self.write(|| Line {
+            ts_ms: ts_ms(),
+            request_id: &ctx.request_id,
+            principal: ctx
+                .identity
+                .as_ref()
+                .map_or_else(String::new, |i| i.principal.id.clone()),
+            action: "",
+            resource: ctx.route_name.clone().unwrap_or_default(),
+            decision: "deny",
+            mode: self.mode_str(),
+            policies: &[],
+            errors: &errors,
+            client_ip: ctx.client_ip,
+            backends_denied: &[],
+            visible_models: None,
+        });
         if self.mode == PolicyMode::Shadow {
             return Decision::Continue;
         }
@@ -337,33 +354,32 @@ impl Plugin for Authorize {
             .unwrap_or(skygate_config::Operation::Function);
         let action = Action::of_call(operation, ctx.stream);
         let model = ctx.model.as_deref();
-        let mut v: Verdict = self.engine.call(&who, action, route, model, &context);
-        // A permitted call: which of its route's backends may it reach?
-        let mut denied: Vec<BackendDenied> = Vec::new();
-        let mut denied_ix: Vec<usize> = Vec::new();
-        let targets = self.targets.get(route).map_or(&[][..], Vec::as_slice);
-        if v.allow && self.engine.checks_backends() {
-            for &b in targets {
-                if let Some(bv) = self.engine.backend_forbidden(&who, b, &context) {
-                    COUNTERS.backend_deny.fetch_add(1, Ordering::Relaxed);
-                    denied_ix.push(b);
-                    denied.push(BackendDenied {
-                        backend: self.engine.backend_name(b).to_owned(),
-                        policies: bv.policies,
-                        errors: bv.errors,
-                    });
-                }
-            }
-            if !targets.is_empty() && denied_ix.len() == targets.len() {
-                v.allow = false;
-            }
-        }
+        // Permitted: which of its route's backends may it reach?
+        let engine::CallVerdict {
+            verdict: v,
+            denied,
+            no_backend,
+        } = self
+            .engine
+            .decide_call(&who, action, route, model, &context);
+        COUNTERS
+            .backend_deny
+            .fetch_add(denied.len() as u64, Ordering::Relaxed);
+        let denied_ix: Vec<usize> = denied.iter().map(|(b, _)| *b).collect();
+        let denied: Vec<BackendDenied> = denied
+            .into_iter()
+            .map(|(b, bv)| BackendDenied {
+                backend: self.engine.backend_name(b).to_owned(),
+                policies: bv.policies,
+                errors: bv.errors,
+            })
+            .collect();
         self.count(v.allow);
         let resource = match model {
             Some(m) => format!("Skygate::Model::{m:?}"),
             None => format!("Skygate::Route::{route_name:?}"),
         };
-        self.write(&Line {
+        self.write(|| Line {
             ts_ms: ts_ms(),
             request_id: &ctx.request_id,
             principal: who.uid().to_string(),
@@ -383,12 +399,15 @@ impl Plugin for Authorize {
                 ctx.forbidden_backends = denied_ix;
                 Decision::Continue
             }
-            (false, PolicyMode::Enforce) if !denied_ix.is_empty() && denied_ix.len() == targets.len() => {
-                self.forbidden(format!("the policy allows none of the backends of route `{route_name}` for this request"))
-            }
+            (false, PolicyMode::Enforce) if no_backend => self.forbidden(format!(
+                "the policy allows none of the backends of route `{route_name}` for this request"
+            )),
             (false, PolicyMode::Enforce) => self.forbidden(match model {
                 Some(m) => format!("you are not allowed to {} model `{m}`", action.as_str()),
-                None => format!("you are not allowed to {} route `{route_name}`", action.as_str()),
+                None => format!(
+                    "you are not allowed to {} route `{route_name}`",
+                    action.as_str()
+                ),
             }),
         }
     }

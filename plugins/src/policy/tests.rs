@@ -83,7 +83,7 @@ fn call(
     route: usize,
     model: Option<&str>,
     f: &Facts,
-) -> super::Verdict {
+) -> super::engine::Verdict {
     let who = e.subject(p, kind).unwrap();
     e.call(&who, action, route, model, &e.context(f).unwrap())
 }
@@ -337,10 +337,10 @@ fn ids_across_files_and_admin() {
     let e = Engine::new(&p, &config()).unwrap();
     assert_eq!(e.len(), 2);
     assert!(e.can_permit_admin());
-    let v = e.admin("routes", false, None);
+    let v = e.admin("routes", false, None, (10, 2));
     assert!(v.allow);
     assert_eq!(v.policies, ["b.cedar:3"]);
-    assert!(!e.admin("reload", true, None).allow);
+    assert!(!e.admin("reload", true, None, (10, 2)).allow);
     assert!(
         !engine("permit (principal, action == Skygate::Action::\"invoke\", resource);")
             .can_permit_admin()
@@ -506,5 +506,211 @@ fn the_shipped_policies_validate() {
     assert_eq!(
         std::fs::read_to_string(root.join("skygate.cedarschema")).unwrap(),
         super::engine::SCHEMA
+    );
+}
+
+#[test]
+fn a_forbid_on_an_action_group_narrows_backends() {
+    // A custom schema that puts use_backend in a group of its own: a forbid
+    // written against the group must still keep calls off the backend.
+    let schema = super::engine::SCHEMA.replace(
+        "action use_backend appliesTo",
+        "action placement;\n  action use_backend in [placement] appliesTo",
+    );
+    assert_ne!(schema, super::engine::SCHEMA);
+    let mut p = policy(&[(
+        "p.cedar",
+        "permit (principal, action in Skygate::Action::\"call\", resource);\n@id(\"no-aws\")\nforbid (principal, action in Skygate::Action::\"placement\", resource) when { resource.cloud == \"aws\" };",
+    )]);
+    p.schema = Some(PolicyFile {
+        path: "s.cedarschema".into(),
+        text: schema,
+    });
+    let e = Engine::new(&p, &config()).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(
+        e.checks_backends(),
+        "the group forbid applies to use_backend"
+    );
+    let who = e
+        .subject(&principal("app", Some("t1"), &[]), Kind::ApiKey)
+        .unwrap();
+    let cx = e.context(&facts()).unwrap();
+    let c = e.decide_call(&who, Action::Invoke, 0, Some("m1"), &cx);
+    assert!(c.verdict.allow);
+    let denied: Vec<usize> = c.denied.iter().map(|(b, _)| *b).collect();
+    assert_eq!(denied, [0], "aws (first in name order) is forbidden");
+    assert_eq!(c.denied[0].1.policies, ["no-aws"]);
+    // The embeddings route has only aws: nothing left, so denied.
+    let c = e.decide_call(&who, Action::Embed, 1, Some("e1"), &cx);
+    assert!(!c.verdict.allow && c.no_backend, "{c:?}");
+}
+
+#[test]
+fn unnamed_policies_on_one_line_get_distinct_ids() {
+    let e = engine(
+        "permit (principal, action == Skygate::Action::\"invoke\", resource); permit (principal, action == Skygate::Action::\"embed\", resource);",
+    );
+    assert_eq!(e.len(), 2);
+    let app = principal("app", None, &[]);
+    let v = call(
+        &e,
+        &app,
+        Kind::ApiKey,
+        Action::Invoke,
+        0,
+        Some("m1"),
+        &facts(),
+    );
+    let w = call(
+        &e,
+        &app,
+        Kind::ApiKey,
+        Action::Embed,
+        1,
+        Some("e1"),
+        &facts(),
+    );
+    assert!(v.allow && w.allow);
+    assert_eq!(v.policies, ["p.cedar:1"]);
+    assert_eq!(w.policies, ["p.cedar:1:68"]);
+}
+
+#[tokio::test]
+async fn an_absurd_max_tokens_does_not_wrap_past_a_token_limit() {
+    let req = pingora_http::RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+    let p = plugin(
+        "permit (principal, action in Skygate::Action::\"call\", resource) when { context.estimated_tokens <= 1000 };",
+        PolicyMode::Enforce,
+    );
+    let app = principal("app", Some("t1"), &[]);
+    let mut ctx = ctx_for(app.clone(), AuthMethod::ApiKey, Some(0), Some("m1"));
+    ctx.request_bytes = 400;
+    ctx.max_tokens = Some(500);
+    assert!(matches!(
+        p.on_request(&req, &mut ctx).await,
+        Decision::Continue
+    ));
+    for huge in [u64::MAX, u64::MAX - 50, i64::MAX as u64 + 1] {
+        let mut ctx = ctx_for(app.clone(), AuthMethod::ApiKey, Some(0), Some("m1"));
+        ctx.request_bytes = 400;
+        ctx.max_tokens = Some(huge);
+        assert!(
+            matches!(p.on_request(&req, &mut ctx).await, Decision::Respond(e) if e.status() == 403),
+            "max_tokens {huge} got through"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_policy_that_fails_to_load_fails_closed() {
+    // Config checks catch this before a config is taken; should a bad set
+    // get past them, every call and the admin API are denied.
+    let mut c = config();
+    c.policy = Some(policy(&[(
+        "p.cedar",
+        "permit (principal, action, resource",
+    )]));
+    let chain = crate::Chain::from_config(&c);
+    assert!(chain.policy_failed());
+    assert!(chain.policy().is_none());
+    let req = pingora_http::RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+    let mut ctx = ctx_for(
+        principal("app", Some("t1"), &[]),
+        AuthMethod::ApiKey,
+        Some(0),
+        Some("m1"),
+    );
+    let d = chain.on_request(&req, &mut ctx).await;
+    assert!(matches!(d, Decision::Respond(e) if e.status() == 403));
+    c.policy = Some(policy(&[(
+        "p.cedar",
+        "permit (principal, action, resource);",
+    )]));
+    assert!(!crate::Chain::from_config(&c).policy_failed());
+}
+
+/// Slicing hands Cedar only the policies whose scope can match; every
+/// decision, reason and error must be what the whole set gives.
+#[test]
+fn slicing_decides_as_the_whole_set() {
+    let text = r#"
+@id("any") permit (principal, action == Skygate::Action::"invoke", resource == Skygate::Model::"m1");
+@id("eq-key") permit (principal == Skygate::ApiKey::"app", action in Skygate::Action::"call", resource);
+@id("in-group") permit (principal in Skygate::Group::"eng", action in [Skygate::Action::"stream", Skygate::Action::"embed"], resource in Skygate::Route::"emb");
+@id("in-tenant") permit (principal in Skygate::Tenant::"t2", action, resource in Skygate::Route::"chat") when { context.hour < 18 };
+@id("is-user") permit (principal is Skygate::User, action == Skygate::Action::"invoke", resource is Skygate::Route);
+@id("is-in") permit (principal is Skygate::User in Skygate::Group::"ops", action in Skygate::Action::"call", resource is Skygate::Model in Skygate::Route::"chat");
+@id("err") forbid (principal in Skygate::Group::"risky", action, resource) when { context.request_bytes * 9223372036854775807 > 1 };
+@id("night") forbid (principal is Skygate::ApiKey, action in Skygate::Action::"call", resource) when { context.hour > 22 };
+@id("res-eq") forbid (principal, action == Skygate::Action::"use_backend", resource == Skygate::Backend::"gcp") when { principal has tenant && principal.tenant == "t1" };
+@id("res-any") forbid (principal in Skygate::Tenant::"t2", action == Skygate::Action::"use_backend", resource) unless { resource.cloud == "gcp" };
+@id("admin-ro") permit (principal == Skygate::AdminToken::"admin", action == Skygate::Action::"admin", resource == Skygate::AdminApi::"routes");
+@id("admin-any") permit (principal, action == Skygate::Action::"admin", resource) when { !resource.write };
+@id("admin-no") forbid (principal, action, resource is Skygate::AdminApi) when { context.hour == 3 };
+"#;
+    let sliced = engine(text);
+    let whole = engine(text).unsliced();
+    let mut user = principal("app", None, &["ops"]);
+    user.issuer = Some("idp".into());
+    let who = [
+        (principal("app", Some("t1"), &["eng"]), Kind::ApiKey),
+        (principal("other", Some("t2"), &["risky"]), Kind::ApiKey),
+        (principal("x", None, &[]), Kind::ApiKey),
+        (user, Kind::User),
+        (principal("svc", Some("t2"), &["eng", "ops"]), Kind::Service),
+    ];
+    let calls: [(usize, Option<&str>); 6] = [
+        (0, Some("m1")),
+        (0, Some("m2")),
+        (0, None),
+        (1, Some("e1")),
+        (1, None),
+        (2, None),
+    ];
+    let sorted = |mut v: super::engine::Verdict| {
+        v.policies.sort();
+        v.errors.sort();
+        v
+    };
+    let mut decisions = 0;
+    let mut allowed = 0;
+    for (p, kind) in &who {
+        let a = sliced.subject(p, *kind).unwrap();
+        let b = whole.subject(p, *kind).unwrap();
+        for hour in [3, 10, 20, 23] {
+            for bytes in [0, 5] {
+                let mut f = facts();
+                f.hour = hour;
+                f.request_bytes = bytes;
+                let cx = sliced.context(&f).unwrap();
+                for action in [Action::Invoke, Action::Stream, Action::Embed] {
+                    for &(route, model) in &calls {
+                        let x = sorted(sliced.call(&a, action, route, model, &cx));
+                        let y = sorted(whole.call(&b, action, route, model, &cx));
+                        assert_eq!(x, y, "{p:?} {action:?} {route} {model:?} {hour}h");
+                        decisions += 1;
+                        allowed += usize::from(x.allow);
+                    }
+                }
+                for backend in 0..3 {
+                    let x = sliced.backend_forbidden(&a, backend, &cx).map(sorted);
+                    let y = whole.backend_forbidden(&b, backend, &cx).map(sorted);
+                    assert_eq!(x, y, "{p:?} backend {backend}");
+                    decisions += 1;
+                }
+                for part in ["routes", "backends", "reload"] {
+                    for write in [false, true] {
+                        let x = sorted(sliced.admin(part, write, None, (hour, 2)));
+                        let y = sorted(whole.admin(part, write, None, (hour, 2)));
+                        assert_eq!(x, y, "admin {part} {write} {hour}h");
+                    }
+                }
+            }
+        }
+    }
+    // Not a vacuous comparison: both outcomes, and errors, occur.
+    assert!(
+        decisions > 500 && allowed > 20 && allowed < decisions / 2,
+        "{allowed}/{decisions}"
     );
 }

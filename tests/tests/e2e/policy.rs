@@ -494,7 +494,8 @@ fn policy_check_decides_offline_like_the_gateway() {
             {"name": "a JWT contractor chats", "principal": {"type": "user", "id": "bob", "issuer": "idp", "groups": ["contractors"]}, "action": "stream", "model": "m", "expect": "allow"},
             {"name": "eu stays off aws", "principal": {"id": "eu-app"}, "action": "use_backend", "backend": "aws", "expect": "deny"},
             {"name": "admin from anywhere", "principal": {}, "action": "admin", "admin_api": "reload", "write": true, "context": {"client_ip": "192.0.2.1"}, "expect": "allow"},
-            {"name": "contractors embed", "principal": {"id": "contractor"}, "action": "embed", "model": "e", "expect": "allow"}
+            {"name": "contractors embed", "principal": {"id": "contractor"}, "action": "embed", "model": "e", "expect": "allow"},
+            {"name": "eu embeds, but only aws serves it", "principal": {"id": "eu-app"}, "action": "embed", "model": "e", "expect": "deny"}
         ])
         .to_string(),
     )
@@ -520,6 +521,51 @@ fn policy_check_decides_offline_like_the_gateway() {
     assert!(
         text.contains("contractors embed: deny (EXPECTED allow)"),
         "{text}"
+    );
+    // As the gateway: permitted, but every target forbidden is a denial.
+    assert!(
+        text.contains("eu embeds, but only aws serves it: deny (as expected)")
+            && text.contains("forbidden on every backend of route `emb`: aws (eu-stays-in-eu)"),
+        "{text}"
+    );
+    // A question the gateway never asks is an error, not an answer.
+    for (action, model, why) in [
+        ("stream", "e", "a call to route `emb` is never `stream`"),
+        ("embed", "m", "a call to route `chat` is never `embed`"),
+    ] {
+        let out = skygate(&[
+            "policy",
+            "check",
+            "--config",
+            c,
+            "--principal",
+            "tester",
+            "--action",
+            action,
+            "--model",
+            model,
+        ]);
+        let text = output_text(&out);
+        assert!(!out.status.success() && text.contains(why), "{text}");
+    }
+    let out = skygate(&[
+        "policy",
+        "check",
+        "--config",
+        c,
+        "--principal",
+        "tester",
+        "--action",
+        "embed",
+        "--route",
+        "emb",
+        "--model",
+        "m",
+    ]);
+    assert!(
+        output_text(&out).contains("route `emb` does not serve model `m`"),
+        "{}",
+        output_text(&out)
     );
 
     // A bad policy: `validate` names the file, line, column and policy.

@@ -1,0 +1,26 @@
+//! What the benches share: the policy set they measure.
+
+/// A 50-policy Cedar set shaped like a real one: 40 tenant permits, 5
+/// group-and-model permits, 4 global forbids that never match, and one
+/// data-residency forbid on `use_backend`. A principal of tenant `t7` in
+/// group `g1` may call anything on route `chat`.
+pub fn fifty_policies() -> String {
+    let mut p = String::new();
+    for i in 0..40 {
+        p.push_str(&format!(
+            "@id(\"tenant-{i}\")\npermit (principal in Skygate::Tenant::\"t{i}\", action in Skygate::Action::\"call\", resource)\nwhen {{ resource in Skygate::Route::\"chat\" && context.request_bytes < 100000 }};\n"
+        ));
+    }
+    for i in 0..5 {
+        p.push_str(&format!(
+            "@id(\"group-{i}\")\npermit (principal in Skygate::Group::\"g{i}\", action == Skygate::Action::\"invoke\", resource == Skygate::Model::\"m{i}\");\n"
+        ));
+    }
+    for i in 0..4 {
+        p.push_str(&format!(
+            "@id(\"never-{i}\")\nforbid (principal, action in Skygate::Action::\"call\", resource)\nwhen {{ context.hour == 25 && context.estimated_tokens > {i} }};\n"
+        ));
+    }
+    p.push_str("@id(\"residency\")\nforbid (principal in Skygate::Tenant::\"eu\", action == Skygate::Action::\"use_backend\", resource)\nunless { resource.region like \"europe-*\" };\n");
+    p
+}
