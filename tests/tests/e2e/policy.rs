@@ -332,13 +332,15 @@ when { !resource.write };
     );
     // A wrong token is still a 401 before any policy.
     assert_eq!(gw.admin_get("/admin/routes", Some("nope")).status, 401);
-    let audit = read_audit(&dir.path.join("audit.jsonl"));
-    assert!(
-        audit.iter().any(|l| l["action"] == "admin"
-            && l["resource"] == "Skygate::AdminApi::\"reload\""
-            && l["decision"] == "deny"),
-        "{audit:?}"
-    );
+    // Audit lines are written in bursts: wait for it.
+    let found = eventually(Duration::from_secs(5), || {
+        read_audit(&dir.path.join("audit.jsonl")).iter().any(|l| {
+            l["action"] == "admin"
+                && l["resource"] == "Skygate::AdminApi::\"reload\""
+                && l["decision"] == "deny"
+        })
+    });
+    assert!(found, "{:?}", read_audit(&dir.path.join("audit.jsonl")));
 }
 
 #[test]

@@ -75,12 +75,17 @@ fn demo_works_with_the_openai_python_sdk() {
     assert!(text.contains("openai sdk: ok"));
     // Every decision went to the audit log (stderr in the demo), the
     // contractor's embeddings call as a deny.
-    let stderr = demo.stderr();
+    // (Audit lines are written in bursts: wait for it.)
+    let denied = |stderr: &str| {
+        stderr.lines().any(|l| {
+            l.contains("\"principal\":\"Skygate::User::\\\"skygate-demo|bob\\\"\"")
+                && l.contains("\"action\":\"embed\"")
+                && l.contains("\"decision\":\"deny\"")
+        })
+    };
     assert!(
-        stderr.lines().any(|l| l
-            .contains("\"principal\":\"Skygate::User::\\\"skygate-demo|bob\\\"\"")
-            && l.contains("\"action\":\"embed\"")
-            && l.contains("\"decision\":\"deny\"")),
-        "{stderr}"
+        eventually(std::time::Duration::from_secs(5), || denied(&demo.stderr())),
+        "{}",
+        demo.stderr()
     );
 }
