@@ -64,3 +64,4 @@ pub use crate::section::backend::{
 pub use crate::section::policy::RawPolicy;
 pub use crate::section::route::{RawBudget, RawMatch, RawRetries, RawRoute, RawTarget};
 pub use crate::section::server::{RawServer, RawServerTimeouts};
+pub use crate::section::tls::{RawMtls, RawMtlsPrincipal, RawTlsListener};

@@ -62,6 +62,8 @@ pub enum AuditLog {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Server {
+    /// The HTTPS listener, when there is one.
+    pub tls: Option<TlsListener>,
     pub threads: usize,
     pub grace_period: Duration,
     /// After SIGTERM: keep serving, with `/readyz` failing, this long before
@@ -127,6 +129,41 @@ pub struct Auth {
     pub jwt: Vec<JwtIssuer>,
     /// How Skygate signs the caller's identity for backends that ask for it.
     pub identity_token: Option<IdentityToken>,
+    /// Client certificates: the CAs they must chain to, and whom they name.
+    pub mtls: Option<Mtls>,
+}
+
+/// The HTTPS listener (`server.tls`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsListener {
+    pub listen: std::net::SocketAddr,
+    /// The certificate chain, DER, leaf first.
+    pub cert_chain: Vec<Vec<u8>>,
+    /// The private key's PEM (checked at load; never logged).
+    pub key_pem: crate::Secret,
+}
+
+/// Client certificates (`auth.mtls`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mtls {
+    /// DER certificates of the CAs a client certificate must chain to.
+    pub roots: Vec<Vec<u8>>,
+    /// No certificate, no handshake.
+    pub required: bool,
+    pub identity: MtlsIdentity,
+    /// Known identities' tenant, groups and attributes.
+    pub principals: std::collections::BTreeMap<String, std::sync::Arc<Principal>>,
+}
+
+/// Which name of a client certificate identifies the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MtlsIdentity {
+    /// The first URI SAN (a SPIFFE ID such as `spiffe://corp/ns/team/sa/app`).
+    Uri,
+    /// The first DNS SAN.
+    Dns,
+    /// The subject's distinguished name (RFC 4514, e.g. `CN=app,O=corp`).
+    Subject,
 }
 
 /// Signing the caller's identity into a short-lived JWT for backends.
@@ -155,15 +192,18 @@ pub enum IdentityAlg {
 pub enum AuthMethod {
     ApiKey,
     Jwt,
+    /// A client certificate on the TLS listener.
+    Mtls,
 }
 
 impl AuthMethod {
-    pub const ALLOWED: &'static str = "api_key, jwt";
+    pub const ALLOWED: &'static str = "api_key, jwt, mtls";
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "api_key" => Some(Self::ApiKey),
             "jwt" => Some(Self::Jwt),
+            "mtls" => Some(Self::Mtls),
             _ => None,
         }
     }
@@ -172,6 +212,7 @@ impl AuthMethod {
         match self {
             Self::ApiKey => "api_key",
             Self::Jwt => "jwt",
+            Self::Mtls => "mtls",
         }
     }
 }

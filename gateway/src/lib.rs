@@ -19,6 +19,7 @@ pub mod request;
 mod respond;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 
 use arc_swap::ArcSwap;
 use pingora_http::RequestHeader;

@@ -55,6 +55,15 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        // On the TLS listener: the client certificate rustls verified.
+        ctx.client_cert = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|s| {
+                s.extension
+                    .get::<std::sync::Arc<skygate_plugins::auth::mtls::ClientCert>>()
+            })
+            .cloned();
 
         // 1. Header-only plugins: hygiene, authentication.
         if let Decision::Respond(e) = snap.chain.on_headers(session.req_header_mut(), ctx).await {

@@ -266,6 +266,14 @@ pub fn diff(old: &Config, new: &Config) -> Report {
     let (os, ns) = (&old.server, &new.server);
     for (name, changed) in [
         ("server.threads", os.threads != ns.threads),
+        // The TLS listener's certificate and its client CAs are built into
+        // the listener at start.
+        ("server.tls", os.tls != ns.tls),
+        (
+            "auth.mtls.ca",
+            old.auth.mtls.as_ref().map(|m| (&m.roots, m.required))
+                != new.auth.mtls.as_ref().map(|m| (&m.roots, m.required)),
+        ),
         ("server.body_budget", os.body_budget != ns.body_budget),
         (
             "server.body_budget_wait",

@@ -24,10 +24,18 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
         log::warn!("config: {w}");
     }
     // Fail early with a clear message instead of inside Pingora's bootstrap.
+    let tls_listen = config
+        .server
+        .tls
+        .as_ref()
+        .map(|t| ("server.tls.listen", t.listen));
     for (what, addr) in [
         ("listen", config.listen),
         ("admin.listen", config.admin.listen),
-    ] {
+    ]
+    .into_iter()
+    .chain(tls_listen)
+    {
         std::net::TcpListener::bind(addr)
             .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))?;
     }
@@ -61,6 +69,9 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
         ),
     );
     proxy.add_tcp(&cfg.listen.to_string());
+    if let (Some(t), Some(settings)) = (&cfg.server.tls, crate::tls::settings(&cfg)?) {
+        proxy.add_tls_with_settings(&t.listen.to_string(), None, settings);
+    }
     proxy.threads = Some(cfg.server.threads);
 
     let mut admin = Service::new(
@@ -91,8 +102,12 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
     server.add_service(health);
     server.add_service(policy_watch);
     log::info!(
-        "skygate listening on {} (admin {}), {} routes, {} backends",
+        "skygate listening on {}{} (admin {}), {} routes, {} backends",
         cfg.listen,
+        cfg.server
+            .tls
+            .as_ref()
+            .map_or(String::new(), |t| format!(" and {} (TLS)", t.listen)),
         cfg.admin.listen,
         cfg.routes.len(),
         cfg.backends.len()

@@ -45,6 +45,9 @@ pub struct RequestCtx {
     /// The client's address: the peer, or from a trusted proxy's
     /// `x-forwarded-for` (hygiene plugin).
     pub client_ip: Option<std::net::IpAddr>,
+    /// The verified client certificate of the connection (TLS listener
+    /// with `auth.mtls`).
+    pub client_cert: Option<Arc<crate::auth::mtls::ClientCert>>,
     /// `x-forwarded-for` as it goes to backends (hygiene plugin).
     pub forwarded_for: Option<http::HeaderValue>,
     /// Set once an auth plugin accepted the caller.
@@ -94,6 +97,7 @@ impl RequestCtx {
             peer: None,
             client_ip: None,
             forwarded_for: None,
+            client_cert: None,
             identity: None,
             route: None,
             route_name: None,

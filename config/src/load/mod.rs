@@ -182,6 +182,7 @@ impl Cx<'_> {
                 let configured = match m {
                     AuthMethod::ApiKey => !auth.api_keys.is_empty(),
                     AuthMethod::Jwt => !auth.jwt.is_empty(),
+                    AuthMethod::Mtls => auth.mtls.is_some(),
                 };
                 if !configured {
                     self.err(
@@ -192,11 +193,18 @@ impl Cx<'_> {
                             match m {
                                 AuthMethod::ApiKey => "api_keys",
                                 AuthMethod::Jwt => "jwt",
+                                AuthMethod::Mtls => "mtls",
                             }
                         ),
                     );
                 }
             }
+        }
+        if auth.mtls.is_some() && server.tls.is_none() {
+            self.err(
+                &[key("auth"), key("mtls")],
+                "client certificates need the TLS listener: add `server.tls` (listen, cert, key)",
+            );
         }
         let policy = raw.policy.and_then(|p| self.policy(p));
         Some(Config {

@@ -33,6 +33,8 @@ pub struct RawAuth {
     pub jwt: Vec<RawJwtIssuer>,
     /// Signing the caller's identity for backends.
     pub identity_token: Option<RawIdentityToken>,
+    /// Client certificates (on `server.tls`).
+    pub mtls: Option<crate::section::tls::RawMtls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,7 +194,9 @@ impl Cx<'_> {
         let identity_token = a
             .identity_token
             .and_then(|t| self.identity_token(t, &[key("auth"), key("identity_token")]));
+        let mtls = a.mtls.and_then(|m| self.mtls(m));
         Auth {
+            mtls,
             api_keys,
             trusted_proxies,
             identity_headers,

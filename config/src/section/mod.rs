@@ -7,3 +7,4 @@ pub(crate) mod backend;
 pub(crate) mod policy;
 pub(crate) mod route;
 pub(crate) mod server;
+pub(crate) mod tls;

@@ -25,6 +25,8 @@ pub struct RawServer {
     pub body_budget: Option<Text>,
     /// How long a request waits for room in the body budget before a 503 (default 1s).
     pub body_budget_wait: Option<Text>,
+    /// An HTTPS listener beside `listen`.
+    pub tls: Option<crate::section::tls::RawTlsListener>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -123,7 +125,9 @@ impl Cx<'_> {
             &path_of(&p, &[key("body_budget_wait")]),
             true,
         );
+        let tls = s.tls.and_then(|t| self.tls(t));
         Server {
+            tls,
             threads,
             grace_period,
             drain_delay,

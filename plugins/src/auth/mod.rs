@@ -12,11 +12,13 @@
 pub mod api_key;
 pub mod jwks;
 pub mod jwt;
+pub mod mtls;
 
 use crate::{Decision, Identity, Plugin, RequestCtx};
 use api_key::ApiKeys;
 use async_trait::async_trait;
 use jwt::{looks_like_jwt, JwtVerifier};
+use mtls::MtlsAuth;
 use pingora_http::RequestHeader;
 use skygate_config::{bearer_token, ApiError, AuthMethod, Config, ErrorKind};
 
@@ -49,6 +51,7 @@ pub fn check(config: &Config) -> Vec<(String, String)> {
 pub struct Authenticate {
     api_keys: Option<ApiKeys>,
     jwt: Option<JwtVerifier>,
+    mtls: Option<MtlsAuth>,
     /// Each route's accepted methods, by route index (`None`: any).
     routes: Vec<Option<Vec<AuthMethod>>>,
 }
@@ -57,12 +60,13 @@ impl Authenticate {
     /// The plugin, when any method is configured.
     pub fn from_config(config: &Config) -> Option<Self> {
         let a = &config.auth;
-        if a.api_keys.is_empty() && a.jwt.is_empty() {
+        if a.api_keys.is_empty() && a.jwt.is_empty() && a.mtls.is_none() {
             return None;
         }
         Some(Self {
             api_keys: (!a.api_keys.is_empty()).then(|| ApiKeys::new(&a.api_keys)),
             jwt: (!a.jwt.is_empty()).then(|| JwtVerifier::new(&a.jwt)),
+            mtls: a.mtls.as_ref().map(MtlsAuth::new),
             routes: config.routes.iter().map(|r| r.auth.clone()).collect(),
         })
     }
@@ -71,8 +75,19 @@ impl Authenticate {
         match (self.api_keys.is_some(), self.jwt.is_some()) {
             (true, true) => "an API key or a token",
             (false, true) => "a token",
-            _ => "an API key",
+            (true, false) => "an API key",
+            (false, false) => "a client certificate",
         }
+    }
+
+    /// The caller its client certificate names, when mTLS is on and the
+    /// connection has one.
+    fn by_certificate(&self, ctx: &RequestCtx) -> Option<Result<Identity, String>> {
+        let (m, cert) = (self.mtls.as_ref()?, ctx.client_cert.as_ref()?);
+        Some(m.principal(cert).map(|principal| Identity {
+            principal,
+            method: AuthMethod::Mtls,
+        }))
     }
 }
 
@@ -105,10 +120,26 @@ impl Plugin for Authenticate {
             ),
         };
         let Some(credential) = credential else {
-            return refuse(format!(
-                "missing credentials: send {} as `Authorization: Bearer ...`",
-                self.expected()
-            ));
+            // No header credential: the connection's client certificate.
+            return match self.by_certificate(ctx) {
+                Some(Ok(id)) => {
+                    ctx.identity = Some(id);
+                    Decision::Continue
+                }
+                Some(Err(why)) => refuse(why),
+                None if self.api_keys.is_none() && self.jwt.is_none() => refuse(
+                    "missing credentials: this gateway accepts client certificates (mTLS) on its TLS listener",
+                ),
+                None => refuse(format!(
+                    "missing credentials: send {} as `Authorization: Bearer ...`{}",
+                    self.expected(),
+                    if self.mtls.is_some() {
+                        ", or a client certificate on the TLS listener"
+                    } else {
+                        ""
+                    }
+                )),
+            };
         };
         if bearer && looks_like_jwt(credential) {
             if let Some(jwt) = &self.jwt {
@@ -143,6 +174,18 @@ impl Plugin for Authenticate {
         };
         match self.routes.get(route) {
             Some(Some(allowed)) if !allowed.contains(&id.method) => {
+                // A route for certificates only, called with a header
+                // credential on a connection that has one: the certificate.
+                if allowed.contains(&AuthMethod::Mtls) {
+                    match self.by_certificate(ctx) {
+                        Some(Ok(cert_id)) => {
+                            ctx.identity = Some(cert_id);
+                            return Decision::Continue;
+                        }
+                        Some(Err(why)) => return refuse(why),
+                        None => {}
+                    }
+                }
                 let names: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
                 refuse(format!(
                     "this route does not accept {} credentials: use {}",

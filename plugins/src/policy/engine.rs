@@ -82,6 +82,7 @@ impl Kind {
         match method {
             skygate_config::AuthMethod::ApiKey => Self::ApiKey,
             skygate_config::AuthMethod::Jwt => Self::User,
+            skygate_config::AuthMethod::Mtls => Self::Service,
         }
     }
 }

@@ -202,7 +202,7 @@ impl Authorize {
         let (hour, weekday) = engine::hour_and_weekday(std::time::SystemTime::now());
         Facts {
             client_ip: ctx.client_ip,
-            mtls: false,
+            mtls: ctx.client_cert.is_some(),
             route: route.to_owned(),
             stream: ctx.stream,
             request_bytes: ctx.request_bytes as u64,

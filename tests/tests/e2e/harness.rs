@@ -538,7 +538,7 @@ pub fn try_call(
     read_response(&mut s)
 }
 
-fn read_response(s: &mut TcpStream) -> std::io::Result<Resp> {
+pub fn read_response<R: Read>(s: &mut R) -> std::io::Result<Resp> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 64 * 1024];
     let (status, headers, mut rest) = loop {

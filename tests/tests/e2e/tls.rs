@@ -7,15 +7,15 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsage
 use serde_json::json;
 use std::path::PathBuf;
 
-struct Pki {
-    dir: TempDir,
-    ca: PathBuf,
-    ca_cert: rcgen::Certificate,
-    ca_key: KeyPair,
+pub(crate) struct Pki {
+    pub(crate) dir: TempDir,
+    pub(crate) ca: PathBuf,
+    pub(crate) ca_cert: rcgen::Certificate,
+    pub(crate) ca_key: KeyPair,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let dir = TempDir::new();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -36,7 +36,7 @@ impl Pki {
     }
 
     /// A leaf certificate for `names`, signed by the CA: (cert, key) files.
-    fn leaf(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+    pub(crate) fn leaf(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();

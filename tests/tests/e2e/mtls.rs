@@ -1,0 +1,266 @@
+//! mTLS: the TLS listener verifies client certificates against
+//! `auth.mtls.ca`; the caller is the certificate's SPIFFE ID (a
+//! `Skygate::Service` to policies, with `context.mtls`); routes can require
+//! it. No certificate → 401 on such a route; another CA's or an expired
+//! certificate → no handshake. Certificates are generated per test.
+
+use crate::harness::*;
+use crate::tls::Pki;
+use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use serde_json::json;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+const SPIFFE: &str = "spiffe://corp/ns/team/sa/app";
+
+/// A client certificate: DER chain and key.
+struct ClientCert {
+    der: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+}
+
+/// A client certificate from `ca` naming `uri` (and/or `dns`), valid
+/// `from..until` (years).
+fn client_cert(ca: &Pki, uri: Option<&str>, dns: Option<&str>, years: (i32, i32)) -> ClientCert {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "app");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "corp");
+    if let Some(u) = uri {
+        params
+            .subject_alt_names
+            .push(SanType::URI(u.try_into().unwrap()));
+    }
+    if let Some(d) = dns {
+        params
+            .subject_alt_names
+            .push(SanType::DnsName(d.try_into().unwrap()));
+    }
+    params.not_before = rcgen::date_time_ymd(years.0, 1, 1);
+    params.not_after = rcgen::date_time_ymd(years.1, 1, 1);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca.ca_cert, &ca.ca_key).unwrap();
+    ClientCert {
+        der: cert.der().clone(),
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    }
+}
+
+/// One request over TLS to the gateway, with `cert` as the client
+/// certificate; `Err`: the handshake (or the connection) failed.
+fn tls_call(
+    addr: SocketAddr,
+    server_ca: &Pki,
+    cert: Option<&ClientCert>,
+    headers: &[(&str, &str)],
+    body: &serde_json::Value,
+) -> std::io::Result<Resp> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server_ca.ca_cert.der().clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match cert {
+        Some(c) => builder
+            .with_client_auth_cert(vec![c.der.clone()], c.key.clone_key())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+            .unwrap();
+    let sock = TcpStream::connect(addr)?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let body = body.to_string();
+    let mut head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    tls.write_all(head.as_bytes())?;
+    tls.write_all(body.as_bytes())?;
+    read_response(&mut tls)
+}
+
+fn chat(model: &str) -> serde_json::Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+struct Setup {
+    gw: Gateway,
+    tls: SocketAddr,
+    server_ca: Pki,
+    clients: Pki,
+    _sim: Sim,
+}
+
+fn setup() -> Setup {
+    setup_with("")
+}
+
+/// `mtls_extra`: more lines of `auth.mtls` (4-space indented).
+fn setup_with(mtls_extra: &str) -> Setup {
+    let sim = Sim::start("mtls", &[]);
+    let server_ca = Pki::new();
+    let (cert, key) = server_ca.leaf("gateway", &["localhost"]);
+    let clients = Pki::new();
+    let tls = free_addr();
+    let policies = clients.dir.path.join("p.cedar");
+    std::fs::write(
+        &policies,
+        r#"
+@id("services")
+permit (principal in Skygate::Group::"services", action in Skygate::Action::"call", resource)
+when { context.mtls };
+@id("keys-chat")
+permit (principal is Skygate::ApiKey, action in Skygate::Action::"call", resource == Skygate::Model::"m");
+@id("admin")
+permit (principal == Skygate::AdminToken::"admin", action == Skygate::Action::"admin", resource);
+"#,
+    )
+    .unwrap();
+    let gw = Gateway::start(&format!(
+        "server: {{ threads: 2, grace_period: 5s, tls: {{ listen: \"{tls}\", cert: \"{}\", key: \"{}\" }} }}\n\
+         auth:\n  api_keys:\n    - {{ key: {CLIENT_KEY}, principal: tester }}\n  mtls:\n    ca: [ \"{}\" ]\n{mtls_extra}    principals:\n      \"{SPIFFE}\": {{ tenant: team, groups: [services] }}\n\
+         backends:\n  s: {{ kind: openai, url: \"{}/v1\" }}\n\
+         routes:\n  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: s }} ] }}\n  svc: {{ match: {{ path: /v1/chat/completions, models: [svc] }}, targets: [ {{ backend: s }} ], auth: [mtls] }}\n\
+         policy:\n  files: [ \"{}\" ]\n  audit_log: off\n",
+        cert.display(),
+        key.display(),
+        clients.ca.display(),
+        sim.url,
+        policies.display()
+    ));
+    Setup {
+        gw,
+        tls,
+        server_ca,
+        clients,
+        _sim: sim,
+    }
+}
+
+#[test]
+fn a_spiffe_certificate_is_the_caller_and_routes_can_require_it() {
+    let s = setup();
+    let good = client_cert(&s.clients, Some(SPIFFE), None, (2020, 2100));
+    // The service, by its certificate: permitted as a member of `services`
+    // with `context.mtls`.
+    let r = tls_call(s.tls, &s.server_ca, Some(&good), &[], &chat("svc")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = tls_call(s.tls, &s.server_ca, Some(&good), &[], &chat("m")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // No certificate on the TLS listener: the mTLS route answers 401.
+    let r = tls_call(s.tls, &s.server_ca, None, &[], &chat("svc")).unwrap();
+    r.assert_error(401, "invalid_api_key");
+    assert!(r.header("www-authenticate").is_some());
+    assert!(r.text().contains("client certificate"), "{}", r.text());
+    // An API key works over TLS where keys are accepted...
+    let bearer = format!("Bearer {CLIENT_KEY}");
+    let r = tls_call(
+        s.tls,
+        &s.server_ca,
+        None,
+        &[("authorization", &bearer)],
+        &chat("m"),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    // ...but not on the route that requires a certificate, on either listener.
+    let r = tls_call(
+        s.tls,
+        &s.server_ca,
+        None,
+        &[("authorization", &bearer)],
+        &chat("svc"),
+    )
+    .unwrap();
+    r.assert_error(401, "invalid_api_key");
+    let r = s.gw.call(
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/json"),
+        ],
+        chat("svc").to_string().as_bytes(),
+    );
+    r.assert_error(401, "invalid_api_key");
+    // A key and a certificate on a certificate-only route: the certificate.
+    let r = tls_call(
+        s.tls,
+        &s.server_ca,
+        Some(&good),
+        &[("authorization", &bearer)],
+        &chat("svc"),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A certificate with no SPIFFE ID names no one: 401, not a guess.
+    let dns_only = client_cert(&s.clients, None, Some("app.corp"), (2020, 2100));
+    let r = tls_call(s.tls, &s.server_ca, Some(&dns_only), &[], &chat("svc")).unwrap();
+    r.assert_error(401, "invalid_api_key");
+    assert!(r.text().contains("URI SAN"), "{}", r.text());
+    // A certificate of the same CA but an unknown SPIFFE ID: a service
+    // without groups, which the policy does not permit.
+    let stranger = client_cert(
+        &s.clients,
+        Some("spiffe://corp/ns/other/sa/x"),
+        None,
+        (2020, 2100),
+    );
+    let r = tls_call(s.tls, &s.server_ca, Some(&stranger), &[], &chat("svc")).unwrap();
+    r.assert_error(403, "forbidden");
+}
+
+#[test]
+fn certificates_of_another_ca_or_expired_get_no_handshake() {
+    let s = setup();
+    let other_ca = Pki::new();
+    let foreign = client_cert(&other_ca, Some(SPIFFE), None, (2020, 2100));
+    let expired = client_cert(&s.clients, Some(SPIFFE), None, (2015, 2020));
+    let not_yet = client_cert(&s.clients, Some(SPIFFE), None, (2090, 2100));
+    for (what, cert) in [
+        ("another CA", &foreign),
+        ("expired", &expired),
+        ("not yet valid", &not_yet),
+    ] {
+        let r = tls_call(s.tls, &s.server_ca, Some(cert), &[], &chat("svc"));
+        assert!(r.is_err(), "{what}: got {:?}", r.map(|r| r.status));
+    }
+    // The gateway is unharmed, and a good certificate still works.
+    let good = client_cert(&s.clients, Some(SPIFFE), None, (2020, 2100));
+    let r = tls_call(s.tls, &s.server_ca, Some(&good), &[], &chat("svc")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        s.gw.chat("m").status,
+        200,
+        "the plain listener still answers"
+    );
+}
+
+#[test]
+fn a_required_certificate_is_checked_at_the_handshake() {
+    let s = setup_with("    required: true\n");
+    let r = tls_call(s.tls, &s.server_ca, None, &[], &chat("svc"));
+    assert!(
+        r.is_err(),
+        "no certificate, no handshake: {:?}",
+        r.map(|r| r.status)
+    );
+    let good = client_cert(&s.clients, Some(SPIFFE), None, (2020, 2100));
+    let r = tls_call(s.tls, &s.server_ca, Some(&good), &[], &chat("svc")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+}
