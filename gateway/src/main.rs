@@ -103,6 +103,10 @@ struct CheckArgs {
     /// invoke, stream, embed, use_backend or admin.
     #[arg(long)]
     action: Option<String>,
+    /// The resource: `Skygate::Model::"gpt-4o"` (or Route, Backend,
+    /// AdminApi), or model:NAME, route:NAME, backend:NAME, admin:PART.
+    #[arg(long)]
+    resource: Option<String>,
     #[arg(long)]
     model: Option<String>,
     #[arg(long)]
@@ -166,6 +170,7 @@ fn policy_check(a: CheckArgs) -> Result<(), String> {
                     attributes,
                 },
                 action: a.action.ok_or("--action is required (or --cases)")?,
+                resource: a.resource,
                 model: a.model,
                 route: a.route,
                 backend: a.backend,

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// Who calls, in a case.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Who {
     /// `api_key` (default), `user` (a JWT) or `service` (mTLS).
@@ -28,7 +28,7 @@ pub struct Who {
 }
 
 /// The request's context; unset fields take neutral values (now, 0, false).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct When {
     pub client_ip: Option<IpAddr>,
@@ -43,12 +43,16 @@ pub struct When {
 }
 
 /// One question and, optionally, the answer it must get.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Case {
     pub name: Option<String>,
     pub principal: Who,
     pub action: String,
+    /// The resource in one field: `Skygate::Model::"gpt-4o"` (or `Route`,
+    /// `Backend`, `AdminApi`), or `model:gpt-4o`, `route:chat`,
+    /// `backend:aws`, `admin:reload`; instead of the fields below.
+    pub resource: Option<String>,
     pub model: Option<String>,
     pub route: Option<String>,
     pub backend: Option<String>,
@@ -129,9 +133,46 @@ impl From<Verdict> for Answer {
     }
 }
 
+/// `case` with its `resource` spelled out into `model`, `route`,
+/// `backend` or `admin_api`.
+fn with_resource(case: &Case) -> Result<Case, String> {
+    let mut out = case.clone();
+    let Some(r) = &case.resource else {
+        return Ok(out);
+    };
+    let (kind, name) = if let Some(rest) = r.strip_prefix("Skygate::") {
+        let (t, id) = rest
+            .split_once("::")
+            .ok_or_else(|| format!("resource `{r}`: write Skygate::Model::\"name\""))?;
+        let id = id
+            .strip_prefix('"')
+            .and_then(|i| i.strip_suffix('"'))
+            .ok_or_else(|| format!("resource `{r}`: the id goes in double quotes"))?;
+        (t.to_ascii_lowercase(), id.to_string())
+    } else {
+        let (t, id) = r.split_once(':').ok_or_else(|| {
+            format!("resource `{r}`: use model:NAME, route:NAME, backend:NAME or admin:PART")
+        })?;
+        (t.to_ascii_lowercase(), id.to_string())
+    };
+    match kind.as_str() {
+        "model" => out.model = Some(name),
+        "route" => out.route = Some(name),
+        "backend" => out.backend = Some(name),
+        "admin" | "adminapi" => out.admin_api = Some(name),
+        other => {
+            return Err(format!(
+                "resource `{r}`: `{other}` is not a resource type (Model, Route, Backend, AdminApi)"
+            ))
+        }
+    }
+    Ok(out)
+}
+
 /// Decides one case, as the gateway would: a call is also denied when a
 /// forbid keeps it off every backend of its route.
 pub fn decide(c: &Config, engine: &Engine, case: &Case) -> Result<Answer, String> {
+    let case = &with_resource(case)?;
     let action = Action::parse(&case.action).ok_or_else(|| {
         format!(
             "action `{}`: use invoke, stream, embed, use_backend or admin",

@@ -550,6 +550,56 @@ fn policy_check_decides_offline_like_the_gateway() {
         let text = output_text(&out);
         assert!(!out.status.success() && text.contains(why), "{text}");
     }
+    // The resource in one flag, Cedar's way or short.
+    for resource in ["Skygate::Model::\"e\"", "model:e"] {
+        let out = skygate(&[
+            "policy",
+            "check",
+            "--config",
+            c,
+            "--principal",
+            "contractor",
+            "--action",
+            "embed",
+            "--resource",
+            resource,
+            "--expect",
+            "deny",
+        ]);
+        assert!(out.status.success(), "{resource}: {}", output_text(&out));
+    }
+    let out = skygate(&[
+        "policy",
+        "check",
+        "--config",
+        c,
+        "--principal",
+        "eu-app",
+        "--action",
+        "use_backend",
+        "--resource",
+        "Skygate::Backend::\"gcp\"",
+        "--expect",
+        "allow",
+    ]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = skygate(&[
+        "policy",
+        "check",
+        "--config",
+        c,
+        "--principal",
+        "x",
+        "--action",
+        "invoke",
+        "--resource",
+        "Skygate::Tenant::\"t1\"",
+    ]);
+    assert!(
+        !out.status.success() && output_text(&out).contains("not a resource type"),
+        "{}",
+        output_text(&out)
+    );
     let out = skygate(&[
         "policy",
         "check",
