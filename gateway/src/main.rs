@@ -178,7 +178,7 @@ fn policy_check(a: CheckArgs) -> Result<(), String> {
                 write: a.write,
                 context: When {
                     client_ip: a.client_ip,
-                    mtls: a.mtls,
+                    mtls: a.mtls.then_some(true),
                     hour: a.hour,
                     weekday: a.weekday,
                     request_bytes: a.request_bytes,

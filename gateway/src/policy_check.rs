@@ -32,8 +32,8 @@ pub struct Who {
 #[serde(deny_unknown_fields)]
 pub struct When {
     pub client_ip: Option<IpAddr>,
-    #[serde(default)]
-    pub mtls: bool,
+    /// Default: true for a service (mTLS) caller, else false.
+    pub mtls: Option<bool>,
     pub hour: Option<u8>,
     pub weekday: Option<u8>,
     #[serde(default)]
@@ -94,10 +94,24 @@ fn principal(c: &Config, w: &Who) -> Result<(Principal, Kind), String> {
             .ok_or("name the principal: its id, or an api_key of the config")?;
     // An API-key principal of the config: its tenant, groups and attributes,
     // unless the case gives its own.
-    let known = (kind == Kind::ApiKey)
-        .then(|| c.auth.api_keys.iter().find(|k| k.principal.id == id))
-        .flatten();
-    let mut p = known.map(|k| (*k.principal).clone()).unwrap_or_default();
+    // A principal of the config: an API key's, or a certificate identity
+    // of `auth.mtls.principals`, with its tenant, groups and attributes.
+    let known = match kind {
+        Kind::ApiKey => c
+            .auth
+            .api_keys
+            .iter()
+            .find(|k| k.principal.id == id)
+            .map(|k| (*k.principal).clone()),
+        Kind::Service => c
+            .auth
+            .mtls
+            .as_ref()
+            .and_then(|m| m.principals.get(&id))
+            .map(|p| (**p).clone()),
+        Kind::User => None,
+    };
+    let mut p = known.unwrap_or_default();
     p.id = id;
     if kind == Kind::User {
         p.issuer = Some(
@@ -155,17 +169,23 @@ fn with_resource(case: &Case) -> Result<Case, String> {
         })?;
         (t.to_ascii_lowercase(), id.to_string())
     };
-    match kind.as_str() {
-        "model" => out.model = Some(name),
-        "route" => out.route = Some(name),
-        "backend" => out.backend = Some(name),
-        "admin" | "adminapi" => out.admin_api = Some(name),
+    let slot = match kind.as_str() {
+        "model" => &mut out.model,
+        "route" => &mut out.route,
+        "backend" => &mut out.backend,
+        "admin" | "adminapi" => &mut out.admin_api,
         other => {
             return Err(format!(
                 "resource `{r}`: `{other}` is not a resource type (Model, Route, Backend, AdminApi)"
             ))
         }
+    };
+    if slot.is_some() {
+        return Err(format!(
+            "resource `{r}` and the {kind} field both name it: give one"
+        ));
     }
+    *slot = Some(name);
     Ok(out)
 }
 
@@ -194,6 +214,10 @@ pub fn decide(c: &Config, engine: &Engine, case: &Case) -> Result<Answer, String
             .into());
     }
     let (p, kind) = principal(c, &case.principal)?;
+    // A certificate caller always comes with a verified certificate.
+    if kind == Kind::Service && case.context.mtls == Some(false) {
+        return Err("a service (mTLS) caller has `mtls: true`: drop `mtls: false`".into());
+    }
     let who = engine.subject(&p, kind)?;
     let (now_hour, now_weekday) = hour_and_weekday(std::time::SystemTime::now());
     let route_of = |name: &str| {
@@ -222,7 +246,7 @@ pub fn decide(c: &Config, engine: &Engine, case: &Case) -> Result<Answer, String
     };
     let facts = Facts {
         client_ip: case.context.client_ip,
-        mtls: case.context.mtls,
+        mtls: case.context.mtls.unwrap_or(kind == Kind::Service),
         route: route.map(|r| c.routes[r].name.clone()).unwrap_or_default(),
         stream: action == Action::Stream,
         request_bytes: case.context.request_bytes,
@@ -257,6 +281,12 @@ pub fn decide(c: &Config, engine: &Engine, case: &Case) -> Result<Answer, String
         if !r.models.contains(m) {
             return Err(format!("route `{}` does not serve model `{m}`", r.name));
         }
+    } else if r.operation != Operation::Function {
+        // The gateway always decides on the model of such a route.
+        return Err(format!(
+            "route `{}` is asked about a model: add --model (or resource model:NAME)",
+            r.name
+        ));
     }
     let fits = match r.operation {
         Operation::Embeddings => action == Action::Embed,

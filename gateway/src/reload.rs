@@ -172,6 +172,16 @@ impl State {
             let old = self.snapshot();
             let mut report = diff(&old.config, &config);
             keep_running_values(&old.config, &mut config);
+            // The TLS listener's client-certificate check, built before
+            // anything changes: a CA that does not load refuses the reload.
+            let client_auth = crate::tls::client_verifier(&config).map_err(|e| {
+                skygate_config::ConfigErrors(vec![skygate_config::ConfigError {
+                    file: String::new(),
+                    line: None,
+                    path: "auth.mtls".into(),
+                    message: e,
+                }])
+            })?;
             let access_log = config.server.access_log;
             let new = Snapshot::build(config, &self.registry);
             carry_weights(&new, &mut report);
@@ -184,6 +194,7 @@ impl State {
             let routes: HashSet<&str> = new.config.routes.iter().map(|r| r.name.as_str()).collect();
             self.registry.retain(&backends, &routes);
             self.snapshot.store(Arc::new(new));
+            crate::tls::set_client_verifier(client_auth);
             self.generation.send_modify(|g| *g += 1);
             if access_log == skygate_config::AccessLog::Stdout {
                 crate::access_log::start();
@@ -211,6 +222,7 @@ fn keep_running_values(old: &Config, new: &mut Config) {
     new.server.body_budget = old.server.body_budget;
     new.server.body_budget_wait = old.server.body_budget_wait;
     new.server.grace_period = old.server.grace_period;
+    new.server.tls.clone_from(&old.server.tls);
 }
 
 /// Keeps each run-time weight whose backend is still a target of its route,
@@ -266,14 +278,8 @@ pub fn diff(old: &Config, new: &Config) -> Report {
     let (os, ns) = (&old.server, &new.server);
     for (name, changed) in [
         ("server.threads", os.threads != ns.threads),
-        // The TLS listener's certificate and its client CAs are built into
-        // the listener at start.
+        // The TLS listener's own certificate is built into it at start.
         ("server.tls", os.tls != ns.tls),
-        (
-            "auth.mtls.ca",
-            old.auth.mtls.as_ref().map(|m| (&m.roots, m.required))
-                != new.auth.mtls.as_ref().map(|m| (&m.roots, m.required)),
-        ),
         ("server.body_budget", os.body_budget != ns.body_budget),
         (
             "server.body_budget_wait",
@@ -284,6 +290,10 @@ pub fn diff(old: &Config, new: &Config) -> Report {
         if changed {
             r.needs_restart.push(name.to_string());
         }
+    }
+    if old.auth.mtls != new.auth.mtls {
+        r.changes
+            .push("auth.mtls changed (client certificates: for new TLS handshakes)".to_string());
     }
     if os.timeouts != ns.timeouts {
         r.changes

@@ -98,6 +98,8 @@ fn chat(model: &str) -> serde_json::Value {
 
 struct Setup {
     gw: Gateway,
+    /// The config after `listen` and `admin`, as given to the gateway.
+    body: String,
     tls: SocketAddr,
     server_ca: Pki,
     clients: Pki,
@@ -129,7 +131,7 @@ permit (principal == Skygate::AdminToken::"admin", action == Skygate::Action::"a
 "#,
     )
     .unwrap();
-    let gw = Gateway::start(&format!(
+    let body = format!(
         "server: {{ threads: 2, grace_period: 5s, tls: {{ listen: \"{tls}\", cert: \"{}\", key: \"{}\" }} }}\n\
          auth:\n  api_keys:\n    - {{ key: {CLIENT_KEY}, principal: tester }}\n  mtls:\n    ca: [ \"{}\" ]\n{mtls_extra}    principals:\n      \"{SPIFFE}\": {{ tenant: team, groups: [services] }}\n\
          backends:\n  s: {{ kind: openai, url: \"{}/v1\" }}\n\
@@ -140,9 +142,11 @@ permit (principal == Skygate::AdminToken::"admin", action == Skygate::Action::"a
         clients.ca.display(),
         sim.url,
         policies.display()
-    ));
+    );
+    let gw = Gateway::start(&body);
     Setup {
         gw,
+        body,
         tls,
         server_ca,
         clients,
@@ -262,5 +266,37 @@ fn a_required_certificate_is_checked_at_the_handshake() {
     );
     let good = client_cert(&s.clients, Some(SPIFFE), None, (2020, 2100));
     let r = tls_call(s.tls, &s.server_ca, Some(&good), &[], &chat("svc")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn a_reload_changes_the_client_cas_for_new_handshakes() {
+    let s = setup();
+    let good = client_cert(&s.clients, Some(SPIFFE), None, (2020, 2100));
+    let r = tls_call(s.tls, &s.server_ca, Some(&good), &[], &chat("svc")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The CA is replaced (a compromised one dropped): its certificates are
+    // refused from the next handshake on, without a restart.
+    let new_ca = Pki::new();
+    s.gw.rewrite_config(&s.body.replace(
+        &s.clients.ca.display().to_string(),
+        &new_ca.ca.display().to_string(),
+    ));
+    let r = s.gw.admin("POST", "/admin/reload", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("auth.mtls changed"), "{}", r.text());
+    assert!(
+        !r.text().contains("needs_restart\":[\"auth"),
+        "{}",
+        r.text()
+    );
+    let r = tls_call(s.tls, &s.server_ca, Some(&good), &[], &chat("svc"));
+    assert!(
+        r.is_err(),
+        "the dropped CA's certificate: {:?}",
+        r.map(|r| r.status)
+    );
+    let renewed = client_cert(&new_ca, Some(SPIFFE), None, (2020, 2100));
+    let r = tls_call(s.tls, &s.server_ca, Some(&renewed), &[], &chat("svc")).unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
 }
