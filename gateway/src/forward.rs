@@ -265,8 +265,11 @@ fn identity_for<'a>(
 ) -> Option<(&'a http::HeaderName, http::HeaderValue)> {
     let audience = b.config.identity_audience.as_deref()?;
     let signer = snap.identity.as_ref()?;
-    let principal = &ctx.identity.as_ref()?.principal;
-    Some((signer.header(), signer.token(principal, backend, audience)?))
+    let id = ctx.identity.as_ref()?;
+    Some((
+        signer.header(),
+        signer.token(&id.principal, id.method, backend, audience)?,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)] // the attempt's whole input, each distinct

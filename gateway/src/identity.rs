@@ -31,7 +31,7 @@ pub struct IdentitySigner {
     cfg: IdentityToken,
     /// `GET /identity/jwks.json`.
     pub jwks: Bytes,
-    cache: Mutex<HashMap<(usize, usize), Entry>>,
+    cache: Mutex<HashMap<(usize, skygate_config::AuthMethod, usize), Entry>>,
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -111,13 +111,14 @@ impl IdentitySigner {
     pub fn token(
         &self,
         principal: &Arc<Principal>,
+        method: skygate_config::AuthMethod,
         backend: usize,
         audience: &str,
     ) -> Option<HeaderValue> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let key = (Arc::as_ptr(principal) as usize, backend);
+        let key = (Arc::as_ptr(principal) as usize, method, backend);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = cache.get(&key) {
             if Arc::ptr_eq(&e.principal, principal) && now < e.refresh_at {
@@ -129,6 +130,10 @@ impl IdentitySigner {
             "iss": self.cfg.issuer,
             "aud": audience,
             "sub": principal.id,
+            // How the caller proved it: an API key's `app`, a token's `app`
+            // and a certificate's `app` are three callers.
+            "auth": method.as_str(),
+            "idp": principal.issuer,
             "tenant": principal.tenant,
             "groups": principal.groups,
             "iat": now,

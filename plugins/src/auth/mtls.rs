@@ -113,6 +113,9 @@ fn escape(v: &str) -> String {
 pub struct MtlsAuth {
     identity: MtlsIdentity,
     principals: BTreeMap<String, Arc<Principal>>,
+    /// Identities not in `principals`, made once each (bounded), so a
+    /// caller is the same `Arc` request after request (caches key on it).
+    seen: std::sync::Mutex<BTreeMap<String, Arc<Principal>>>,
 }
 
 impl MtlsAuth {
@@ -120,6 +123,7 @@ impl MtlsAuth {
         Self {
             identity: m.identity,
             principals: m.principals.clone(),
+            seen: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -136,12 +140,22 @@ impl MtlsAuth {
                 }
             ));
         };
-        Ok(self.principals.get(id).cloned().unwrap_or_else(|| {
-            Arc::new(Principal {
-                id: id.to_owned(),
-                ..Default::default()
-            })
-        }))
+        if let Some(p) = self.principals.get(id) {
+            return Ok(p.clone());
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = seen.get(id) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(Principal {
+            id: id.to_owned(),
+            ..Default::default()
+        });
+        if seen.len() >= 4096 {
+            seen.clear();
+        }
+        seen.insert(id.to_owned(), p.clone());
+        Ok(p)
     }
 }
 

@@ -198,6 +198,10 @@ fn backends_get_the_callers_identity_as_a_signed_token() {
         .unwrap()
         .claims;
     assert_eq!(claims["sub"], "tester");
+    assert_eq!(
+        claims["auth"], "api_key",
+        "how the caller proved it: {claims}"
+    );
     let ttl = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
     assert_eq!(ttl, 60);
 }
