@@ -300,3 +300,59 @@ fn a_reload_changes_the_client_cas_for_new_handshakes() {
     let r = tls_call(s.tls, &s.server_ca, Some(&renewed), &[], &chat("svc")).unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+#[test]
+fn policy_check_knows_certificate_callers() {
+    let s = setup();
+    let c = s.gw.config_path.to_str().unwrap();
+    let check = |args: &[&str]| {
+        let mut all = vec!["policy", "check", "--config", c];
+        all.extend_from_slice(args);
+        let out = std::process::Command::new(bin())
+            .args(&all)
+            .output()
+            .unwrap();
+        (out.status.success(), output_text(&out))
+    };
+    // The configured identity's groups come from `auth.mtls.principals`,
+    // and a service caller always has `context.mtls`, as in the gateway.
+    let (ok, text) = check(&[
+        "--type",
+        "service",
+        "--principal",
+        SPIFFE,
+        "--action",
+        "invoke",
+        "--model",
+        "svc",
+        "--expect",
+        "allow",
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("by services ("), "{text}");
+    let (ok, text) = check(&[
+        "--type",
+        "service",
+        "--principal",
+        "spiffe://corp/ns/other/sa/x",
+        "--action",
+        "invoke",
+        "--model",
+        "svc",
+        "--expect",
+        "deny",
+    ]);
+    assert!(ok, "{text}");
+    // A route is asked about its model, as the gateway asks.
+    let (ok, text) = check(&[
+        "--type",
+        "service",
+        "--principal",
+        SPIFFE,
+        "--action",
+        "invoke",
+        "--resource",
+        "route:svc",
+    ]);
+    assert!(!ok && text.contains("add --model"), "{text}");
+}
