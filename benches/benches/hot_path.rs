@@ -263,7 +263,8 @@ fn policy_benches(c: &mut Criterion) {
         c2
     };
     let chain_keyed = Chain::from_config(&keyed);
-    let run = |chain: &Chain| {
+    // One request through both phases, as the pipeline runs them.
+    let through = |chain: &Chain, req: &RequestHeader| {
         let mut r = req.clone();
         let mut ctx = RequestCtx::new();
         ctx.client_ip = Some("10.1.2.3".parse().unwrap());
@@ -275,6 +276,7 @@ fn policy_benches(c: &mut Criterion) {
         ctx.request_bytes = 1200;
         ready(chain.on_request(&r, &mut ctx))
     };
+    let run = |chain: &Chain| through(chain, &req);
     assert!(matches!(
         run(&chain_keyed),
         skygate_plugins::Decision::Continue
@@ -312,18 +314,7 @@ fn policy_benches(c: &mut Criterion) {
     jwt_req
         .insert_header("authorization", format!("Bearer {token}"))
         .unwrap();
-    let run_jwt = |chain: &Chain| {
-        let mut r = jwt_req.clone();
-        let mut ctx = RequestCtx::new();
-        ctx.client_ip = Some("10.1.2.3".parse().unwrap());
-        let d = ready(chain.on_headers(&mut r, &mut ctx));
-        assert!(matches!(d, skygate_plugins::Decision::Continue));
-        ctx.route = Some(chat);
-        ctx.route_name = Some("chat".into());
-        ctx.model = Some("m2".into());
-        ctx.request_bytes = 1200;
-        ready(chain.on_request(&r, &mut ctx))
-    };
+    let run_jwt = |chain: &Chain| through(chain, &jwt_req);
     assert!(matches!(
         run_jwt(&jwt_policy),
         skygate_plugins::Decision::Continue

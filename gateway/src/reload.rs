@@ -97,6 +97,7 @@ fn gateway_checks(config: &mut Config, file: &str, text: &str) -> Vec<skygate_co
     skygate_plugins::auth::check(config)
         .into_iter()
         .chain(policy_errors)
+        .chain(crate::tls::check(config))
         .map(|(path, message)| error_at(file, text, &path, message))
         .collect()
 }
@@ -173,12 +174,12 @@ impl State {
             let mut report = diff(&old.config, &config);
             keep_running_values(&old.config, &mut config);
             // The TLS listener's client-certificate check, built before
-            // anything changes: a CA that does not load refuses the reload.
+            // anything changes (`load` has already checked that it builds).
             let client_auth = crate::tls::client_verifier(&config).map_err(|e| {
                 skygate_config::ConfigErrors(vec![skygate_config::ConfigError {
-                    file: String::new(),
+                    file: "auth.mtls.ca".into(),
                     line: None,
-                    path: "auth.mtls".into(),
+                    path: String::new(),
                     message: e,
                 }])
             })?;

@@ -36,17 +36,25 @@ impl TlsAccept for Callbacks {
     }
 }
 
-/// The TLS settings of the HTTPS listener, or why they cannot be built.
-pub fn settings(
-    config: &Config,
-) -> Result<Option<pingora_core::listeners::tls::TlsSettings>, String> {
-    let Some(t) = &config.server.tls else {
-        return Ok(None);
-    };
+/// What only building them can tell about the TLS listener and client
+/// certificates (run by `validate`, `run` and reloads): (field path, why).
+pub fn check(config: &Config) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(t) = &config.server.tls {
+        if let Err(e) = certified_key(t) {
+            out.push(("server.tls.key".to_string(), e));
+        }
+    }
+    if let Err(e) = client_verifier(config) {
+        out.push(("auth.mtls.ca".to_string(), e));
+    }
+    out
+}
+
+/// The listener's certificate with its key, checked to go together.
+fn certified_key(t: &skygate_config::TlsListener) -> Result<sign::CertifiedKey, String> {
     pingora_core::tls::install_default_crypto_provider();
-    let provider = CryptoProvider::get_default()
-        .ok_or("server.tls: no TLS crypto provider")?
-        .clone();
+    let provider = CryptoProvider::get_default().ok_or("no TLS crypto provider")?;
     let chain: Vec<CertificateDer<'static>> = t
         .cert_chain
         .iter()
@@ -55,9 +63,19 @@ pub fn settings(
     let key = rustls_pemfile::private_key(&mut t.key_pem.expose().as_bytes())
         .ok()
         .flatten()
-        .ok_or("server.tls.key: holds no PEM private key")?;
-    let certified = sign::CertifiedKey::from_der(chain, key, &provider)
-        .map_err(|e| format!("server.tls: the key does not go with the certificate: {e}"))?;
+        .ok_or("holds no PEM private key")?;
+    sign::CertifiedKey::from_der(chain, key, provider)
+        .map_err(|e| format!("the key does not go with the certificate: {e}"))
+}
+
+/// The TLS settings of the HTTPS listener, or why they cannot be built.
+pub fn settings(
+    config: &Config,
+) -> Result<Option<pingora_core::listeners::tls::TlsSettings>, String> {
+    let Some(t) = &config.server.tls else {
+        return Ok(None);
+    };
+    let certified = certified_key(t).map_err(|e| format!("server.tls: {e}"))?;
     let callbacks: TlsAcceptCallbacks = Box::new(Callbacks);
     let mut settings = pingora_core::listeners::tls::TlsSettings::with_callbacks(callbacks)
         .map_err(|e| format!("server.tls: {e}"))?;
@@ -67,7 +85,7 @@ pub fn settings(
     // Always the swappable verifier: a reload can add, change or remove
     // the client CAs without a restart (and a removed CA is distrusted at
     // once, for new handshakes).
-    CLIENT_AUTH.set(client_verifier(config)?);
+    CLIENT_AUTH.set(client_verifier(config).map_err(|e| format!("auth.mtls.ca: {e}"))?);
     settings.set_client_cert_verifier(CLIENT_AUTH.clone());
     Ok(Some(settings))
 }
@@ -79,13 +97,13 @@ pub fn client_verifier(config: &Config) -> Result<Option<Arc<dyn ClientCertVerif
     };
     pingora_core::tls::install_default_crypto_provider();
     let provider = CryptoProvider::get_default()
-        .ok_or("auth.mtls: no TLS crypto provider")?
+        .ok_or("no TLS crypto provider")?
         .clone();
     let mut roots = RootCertStore::empty();
     for der in &m.roots {
         roots
             .add(CertificateDer::from(der.clone()))
-            .map_err(|e| format!("auth.mtls.ca: a CA certificate is not usable: {e}"))?;
+            .map_err(|e| format!("a CA certificate is not usable: {e}"))?;
     }
     let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
     let builder = if m.required {
@@ -96,7 +114,7 @@ pub fn client_verifier(config: &Config) -> Result<Option<Arc<dyn ClientCertVerif
     builder
         .build()
         .map(|v| Some(v as Arc<dyn ClientCertVerifier>))
-        .map_err(|e| format!("auth.mtls: cannot verify client certificates: {e}"))
+        .map_err(|e| format!("cannot verify client certificates: {e}"))
 }
 
 /// Installs the client-certificate verifier a reload built.

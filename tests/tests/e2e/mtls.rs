@@ -356,3 +356,63 @@ fn policy_check_knows_certificate_callers() {
     ]);
     assert!(!ok && text.contains("add --model"), "{text}");
 }
+
+#[test]
+fn hostile_bytes_on_the_tls_port_harm_nothing() {
+    use std::io::Read;
+    let s = setup();
+    // Plain HTTP to the TLS port, garbage, half a ClientHello then gone,
+    // and a peer that connects and says nothing: none gets an answer, none
+    // harms the next caller.
+    let half_hello: &[u8] = &[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    for bytes in [
+        &b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n"[..],
+        &[0xffu8; 4096][..],
+        half_hello,
+    ] {
+        let mut sock = TcpStream::connect(s.tls).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = sock.write_all(bytes);
+        let mut buf = [0u8; 256];
+        let n = sock.read(&mut buf).unwrap_or(0);
+        assert!(
+            !String::from_utf8_lossy(&buf[..n]).contains("HTTP/1.1 200"),
+            "no HTTP answer to non-TLS bytes"
+        );
+    }
+    let silent = TcpStream::connect(s.tls).unwrap();
+    let good = client_cert(&s.clients, Some(SPIFFE), None, (2020, 2100));
+    let r = tls_call(s.tls, &s.server_ca, Some(&good), &[], &chat("svc")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(silent);
+    assert_eq!(s.gw.chat("m").status, 200, "the plain listener too");
+}
+
+#[test]
+fn a_key_that_does_not_go_with_its_certificate_is_a_config_error() {
+    let pki = Pki::new();
+    let (cert, _) = pki.leaf("gateway", &["localhost"]);
+    let (_, other_key) = pki.leaf("other", &["localhost"]);
+    let config = pki.dir.path.join("skygate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:1\nadmin: {{ listen: 127.0.0.1:2 }}\nserver:\n  tls: {{ listen: 127.0.0.1:3, cert: \"{}\", key: \"{}\" }}\nbackends:\n  a: {{ kind: openai, url: http://127.0.0.1:4/v1 }}\nroutes:\n  r: {{ match: {{ path: /v1/embeddings, models: [e] }}, targets: [ {{ backend: a }} ] }}\n",
+            cert.display(),
+            other_key.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["validate", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("skygate.yaml:4: server.tls.key: the key does not go with the certificate"),
+        "{text}"
+    );
+}

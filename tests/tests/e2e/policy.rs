@@ -600,6 +600,32 @@ fn policy_check_decides_offline_like_the_gateway() {
         "{}",
         output_text(&out)
     );
+    // Malformed resources are errors, never a decision.
+    for resource in [
+        "",
+        "model",
+        "Skygate::Model::\"unterminated",
+        "Skygate::Model",
+        "model:",
+    ] {
+        let out = skygate(&[
+            "policy",
+            "check",
+            "--config",
+            c,
+            "--principal",
+            "x",
+            "--action",
+            "invoke",
+            "--resource",
+            resource,
+        ]);
+        let text = output_text(&out);
+        assert!(
+            !out.status.success() && !text.contains(": allow") && !text.contains(": deny"),
+            "{resource:?}: {text}"
+        );
+    }
     let out = skygate(&[
         "policy",
         "check",
