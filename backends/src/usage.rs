@@ -58,6 +58,98 @@ impl UsageTail {
     }
 }
 
+/// Leaves out of an SSE stream the usage-only chunk (`"choices":[]` with a
+/// `usage` object) that the gateway asked the backend for with
+/// `stream_options.include_usage` when the client did not. Events pass on
+/// whole: bytes after the last event boundary wait for the next chunk.
+#[derive(Debug, Default)]
+pub struct StripUsage {
+    pending: Vec<u8>,
+}
+
+impl StripUsage {
+    /// The complete events of `pending + chunk`, usage-only ones left out.
+    pub fn filter(&mut self, chunk: Bytes) -> Bytes {
+        let data: Bytes = if self.pending.is_empty() {
+            chunk
+        } else {
+            self.pending.extend_from_slice(&chunk);
+            Bytes::from(std::mem::take(&mut self.pending))
+        };
+        let end = match memchr::memmem::rfind(&data, b"\n\n") {
+            Some(i) => i + 2,
+            None => 0,
+        };
+        self.pending.extend_from_slice(&data[end..]);
+        let whole = data.slice(..end);
+        if memchr::memmem::find(&whole, b"\"usage\"").is_none() {
+            return whole;
+        }
+        let mut out = Vec::with_capacity(whole.len());
+        for event in whole.split_inclusive_events() {
+            if !is_usage_only(event) {
+                out.extend_from_slice(event);
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// What is left when the stream ends (an unterminated last event).
+    pub fn finish(&mut self) -> Option<Bytes> {
+        (!self.pending.is_empty()).then(|| Bytes::from(std::mem::take(&mut self.pending)))
+    }
+}
+
+trait Events {
+    fn split_inclusive_events(&self) -> EventIter<'_>;
+}
+
+impl Events for Bytes {
+    fn split_inclusive_events(&self) -> EventIter<'_> {
+        EventIter { rest: self }
+    }
+}
+
+struct EventIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for EventIter<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let end = memchr::memmem::find(self.rest, b"\n\n").map_or(self.rest.len(), |i| i + 2);
+        let (event, rest) = self.rest.split_at(end);
+        self.rest = rest;
+        Some(event)
+    }
+}
+
+/// An event whose data is a chunk with no choices and a usage object.
+fn is_usage_only(event: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Chunk {
+        choices: Option<Vec<serde::de::IgnoredAny>>,
+        usage: Option<Usage>,
+    }
+    let Some(at) = memchr::memmem::find(event, b"data:") else {
+        return false;
+    };
+    let payload = trim_start(&event[at + 5..]);
+    match serde_json::from_slice::<Chunk>(payload.trim_ascii_end()) {
+        Ok(c) => c.usage.is_some() && c.choices.is_none_or(|v| v.is_empty()),
+        Err(_) => false,
+    }
+}
+
+/// `data:` events in a chunk of an SSE stream (a cut stream's settle
+/// counts one token per event).
+pub fn count_events(chunk: &[u8]) -> u64 {
+    memchr::memmem::find_iter(chunk, b"data:").count() as u64
+}
+
 fn trim_start(b: &[u8]) -> &[u8] {
     let n = b.iter().take_while(|c| c.is_ascii_whitespace()).count();
     &b[n..]
@@ -86,6 +178,33 @@ mod tests {
         ));
         s.push(&Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}\n\ndata: [DONE]\n\n"));
         assert_eq!(s.usage().and_then(|u| u.total_tokens), Some(7));
+    }
+
+    #[test]
+    fn strips_only_the_usage_chunk_across_chunk_boundaries() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n",
+            "data: [DONE]\n\n"
+        )
+        .as_bytes();
+        let want = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+            "data: [DONE]\n\n"
+        )
+        .as_bytes();
+        // Every way of cutting the stream in two gives the same output.
+        for cut in 0..stream.len() {
+            let mut f = StripUsage::default();
+            let mut out = Vec::new();
+            out.extend_from_slice(&f.filter(Bytes::copy_from_slice(&stream[..cut])));
+            out.extend_from_slice(&f.filter(Bytes::copy_from_slice(&stream[cut..])));
+            if let Some(rest) = f.finish() {
+                out.extend_from_slice(&rest);
+            }
+            assert_eq!(out, want, "cut at {cut}");
+        }
+        assert_eq!(count_events(stream), 3);
     }
 
     #[test]

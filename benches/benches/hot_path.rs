@@ -65,9 +65,9 @@ fn chat_body(content_len: usize) -> Vec<u8> {
 fn benches(c: &mut Criterion) {
     let config = skygate_config::load_str(CONFIG, "bench.yaml", &|_| None).unwrap();
     let registry = Registry::new();
-    let snap = Snapshot::build(config.clone(), &registry);
+    let snap = Snapshot::build(config.clone(), &registry, &Default::default());
     let table = RouteTable::new(&config.routes);
-    let chain = Chain::from_config(&config);
+    let chain = Chain::from_config(&config, &Default::default());
 
     let small = chat_body(800);
     let big = chat_body(1 << 20);
@@ -249,7 +249,7 @@ fn policy_benches(c: &mut Criterion) {
 
     // The whole chain: hygiene + API key (on_headers), then the policy
     // (on_request), as a request sees them.
-    let chain = Chain::from_config(&config);
+    let chain = Chain::from_config(&config, &Default::default());
     let mut req = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
     req.insert_header("authorization", "Bearer sk-bench-key-0001")
         .unwrap();
@@ -262,7 +262,7 @@ fn policy_benches(c: &mut Criterion) {
         k.principal = std::sync::Arc::new(principal.clone());
         c2
     };
-    let chain_keyed = Chain::from_config(&keyed);
+    let chain_keyed = Chain::from_config(&keyed, &Default::default());
     // One request through both phases, as the pipeline runs them.
     let through = |chain: &Chain, req: &RequestHeader| {
         let mut r = req.clone();
@@ -274,7 +274,13 @@ fn policy_benches(c: &mut Criterion) {
         ctx.route_name = Some("chat".into());
         ctx.model = Some("m2".into());
         ctx.request_bytes = 1200;
-        ready(chain.on_request(&r, &mut ctx))
+        ready(chain.on_request(
+            skygate_plugins::Incoming {
+                header: &r,
+                body: b"",
+            },
+            &mut ctx,
+        ))
     };
     let run = |chain: &Chain| through(chain, &req);
     assert!(matches!(
@@ -288,8 +294,10 @@ fn policy_benches(c: &mut Criterion) {
     c.bench_function("chain/auth+policy_50(permit)", |b| {
         b.iter(|| run(&chain_keyed))
     });
-    let plain =
-        Chain::from_config(&skygate_config::load_str(CONFIG, "bench.yaml", &|_| None).unwrap());
+    let plain = Chain::from_config(
+        &skygate_config::load_str(CONFIG, "bench.yaml", &|_| None).unwrap(),
+        &Default::default(),
+    );
     c.bench_function("chain/auth_only(same request)", |b| b.iter(|| run(&plain)));
 
     // A JWT from the demo issuer instead of the API key: verified once,
@@ -300,9 +308,9 @@ fn policy_benches(c: &mut Criterion) {
         &format!("auth:\n  jwt:\n    - {{ issuer: skygate-demo, audiences: [skygate], algorithms: [RS256], jwks: {{ file: \"{jwks}\" }}, claims: {{ subject: sub, tenant: tenant, groups: groups }} }}\n"),
     );
     let mut jwt_config = skygate_config::load_str(&with_jwt, "bench.yaml", &|_| None).unwrap();
-    let jwt_plain = Chain::from_config(&jwt_config);
+    let jwt_plain = Chain::from_config(&jwt_config, &Default::default());
     jwt_config.policy = Some(policy.clone());
-    let jwt_policy = Chain::from_config(&jwt_config);
+    let jwt_policy = Chain::from_config(&jwt_config, &Default::default());
     let token = skygate::demo::demo_token(
         "alice",
         "t7",
@@ -327,5 +335,78 @@ fn policy_benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_path, benches, policy_benches);
+/// Local rate limits: the check of one request against two limits (a
+/// request rate and a token rate, the token one settled afterwards), over
+/// 10 000 principals, against the same request with no limit configured.
+fn ratelimit_benches(c: &mut Criterion) {
+    let limited = format!(
+        "{CONFIG}limits:\n  - {{ name: rpm, requests_per_minute: 1000000000 }}\n  - {{ name: tpm, tokens_per_minute: 1000000000000 }}\n"
+    );
+    let config = skygate_config::load_str(&limited, "bench.yaml", &|_| None).unwrap();
+    let limits =
+        skygate_plugins::ratelimit::RateLimits::from_config(&config, &Default::default()).unwrap();
+    let principals: Vec<std::sync::Arc<skygate_config::Principal>> = (0..10_000)
+        .map(|i| {
+            std::sync::Arc::new(skygate_config::Principal {
+                id: format!("user-{i}"),
+                issuer: None,
+                tenant: None,
+                groups: vec![],
+                attributes: Default::default(),
+            })
+        })
+        .collect();
+    let req = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+    let body = chat_body(800);
+    let mut i = 0usize;
+    let mut one = |settle: bool| {
+        use skygate_plugins::Plugin;
+        i = (i + 1) % principals.len();
+        let mut ctx = RequestCtx::new();
+        ctx.route = Some(0);
+        ctx.model = Some("m2".into());
+        ctx.max_tokens = Some(256);
+        ctx.identity = Some(skygate_plugins::Identity {
+            principal: principals[i].clone(),
+            method: skygate_plugins::AuthMethod::ApiKey,
+        });
+        let incoming = skygate_plugins::Incoming {
+            header: &req,
+            body: &body,
+        };
+        let d = ready(limits.on_request(incoming, &mut ctx));
+        debug_assert!(matches!(d, skygate_plugins::Decision::Continue));
+        if settle {
+            ctx.status = 200;
+            ctx.first_byte = Some(Instant::now());
+            ctx.prompt_tokens = Some(200);
+            ctx.completion_tokens = Some(100);
+            limits.on_complete(&mut ctx);
+        }
+        ctx
+    };
+    c.bench_function("ratelimit/local_2_limits(check)", |b| b.iter(|| one(false)));
+    c.bench_function("ratelimit/local_2_limits(check+settle)", |b| {
+        b.iter(|| one(true))
+    });
+    // The same context building, no limit: the baseline to subtract.
+    let plain = skygate_config::load_str(CONFIG, "bench.yaml", &|_| None).unwrap();
+    assert!(
+        skygate_plugins::ratelimit::RateLimits::from_config(&plain, &Default::default()).is_none()
+    );
+    c.bench_function("ratelimit/none(context only)", |b| {
+        b.iter(|| {
+            let mut ctx = RequestCtx::new();
+            ctx.route = Some(0);
+            ctx.model = Some("m2".into());
+            ctx.identity = Some(skygate_plugins::Identity {
+                principal: principals[1].clone(),
+                method: skygate_plugins::AuthMethod::ApiKey,
+            });
+            ctx
+        })
+    });
+}
+
+criterion_group!(hot_path, benches, policy_benches, ratelimit_benches);
 criterion_main!(hot_path);

@@ -35,7 +35,12 @@ pub enum ErrorKind {
     ModelNotFound,
     MethodNotAllowed,
     BodyTooLarge,
+    /// A request-rate or concurrency limit (OpenAI's `type: requests`).
     RateLimited,
+    /// A token limit (OpenAI's `type: tokens`).
+    TokensLimited,
+    /// A `fail_closed` limit while its Redis is down.
+    LimitsUnavailable,
     UpstreamUnreachable,
     UpstreamFailed,
     UpstreamTimeout,
@@ -60,9 +65,9 @@ impl ErrorKind {
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
             Self::BodyTooLarge => 413,
-            Self::RateLimited => 429,
+            Self::RateLimited | Self::TokensLimited => 429,
             Self::UpstreamUnreachable | Self::UpstreamFailed => 502,
-            Self::Unavailable | Self::Overloaded => 503,
+            Self::Unavailable | Self::Overloaded | Self::LimitsUnavailable => 503,
             Self::UpstreamTimeout => 504,
             Self::Internal => 500,
         }
@@ -82,11 +87,13 @@ impl ErrorKind {
             | Self::RequestTimeout => "invalid_request_error",
             Self::Unauthenticated | Self::InvalidAdminToken => "authentication_error",
             Self::Forbidden => "permission_error",
-            Self::RateLimited => "rate_limit_error",
+            // As OpenAI says which limit was hit.
+            Self::RateLimited => "requests",
+            Self::TokensLimited => "tokens",
             Self::UpstreamUnreachable | Self::UpstreamFailed | Self::UpstreamTimeout => {
                 "upstream_error"
             }
-            Self::Unavailable | Self::Overloaded => "service_unavailable",
+            Self::Unavailable | Self::Overloaded | Self::LimitsUnavailable => "service_unavailable",
             Self::Internal => "server_error",
         }
     }
@@ -105,7 +112,8 @@ impl ErrorKind {
             Self::ModelNotFound => "model_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::BodyTooLarge => "request_too_large",
-            Self::RateLimited => "rate_limit_exceeded",
+            Self::RateLimited | Self::TokensLimited => "rate_limit_exceeded",
+            Self::LimitsUnavailable => "rate_limit_unavailable",
             Self::UpstreamUnreachable => "backend_unreachable",
             Self::UpstreamFailed => "backend_error",
             Self::UpstreamTimeout => "backend_timeout",
@@ -121,7 +129,9 @@ impl ErrorKind {
             Self::UpstreamUnreachable | Self::UpstreamFailed | Self::UpstreamTimeout => {
                 Fault::Upstream
             }
-            Self::Unavailable | Self::Overloaded | Self::Internal => Fault::Internal,
+            Self::Unavailable | Self::Overloaded | Self::LimitsUnavailable | Self::Internal => {
+                Fault::Internal
+            }
             _ => Fault::Client,
         }
     }

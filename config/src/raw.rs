@@ -49,11 +49,14 @@ pub struct RawConfig {
     pub backends: BTreeMap<String, RawBackend>,
     pub routes: BTreeMap<String, RawRoute>,
     pub policy: Option<RawPolicy>,
+    pub state: Option<RawState>,
+    /// `None` where an entry failed to parse (already reported).
+    pub limits: Vec<Option<RawRateLimit>>,
 }
 
 /// The top-level keys the file may have (documented in config/README.md).
 pub const TOP_LEVEL_KEYS: &[&str] = &[
-    "listen", "server", "admin", "auth", "backends", "routes", "policy",
+    "listen", "server", "admin", "auth", "backends", "routes", "policy", "state", "limits",
 ];
 
 pub use crate::section::admin::RawAdmin;
@@ -61,6 +64,7 @@ pub use crate::section::auth::{RawApiKey, RawAuth};
 pub use crate::section::backend::{
     RawBackend, RawBreaker, RawHealthCheck, RawLimits, RawPool, RawTimeouts, RawTls,
 };
+pub use crate::section::limits::{RawLimitMatch, RawRateLimit, RawState};
 pub use crate::section::policy::RawPolicy;
 pub use crate::section::route::{RawBudget, RawMatch, RawRetries, RawRoute, RawTarget};
 pub use crate::section::server::{RawServer, RawServerTimeouts};

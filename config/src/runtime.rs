@@ -19,6 +19,10 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Cedar policies; `None`: no authorization beyond authentication.
     pub policy: Option<Policy>,
+    /// Where shared run-time state (rate limits) lives.
+    pub state: StateConf,
+    /// Rate limits and quotas: entries of `limits:`, then the routes' own.
+    pub limits: Vec<RateLimit>,
     /// Things that work but should not be so in production (e.g. a
     /// plaintext API key): `validate` prints them, `run` logs them.
     pub warnings: Vec<crate::ConfigError>,
@@ -601,6 +605,9 @@ pub struct Route {
     pub retries: Retries,
     /// The authentication methods this route accepts; `None`: any configured.
     pub auth: Option<Vec<AuthMethod>>,
+    /// Output tokens a token limit reserves when the request sets no
+    /// `max_tokens` (settled to the real usage afterwards).
+    pub output_tokens_estimate: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -717,3 +724,149 @@ pub const MAX_WEIGHT: u32 = 10_000;
 
 /// Default bound on a request body: 8 MiB.
 pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// `state:`: where shared run-time state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConf {
+    /// `None`: everything in memory.
+    pub redis: Option<RedisState>,
+    /// Gateway replicas sharing the limits (`fail_open`'s local share).
+    pub replicas: u32,
+}
+
+impl Default for StateConf {
+    fn default() -> Self {
+        Self {
+            redis: None,
+            replicas: 1,
+        }
+    }
+}
+
+/// A Redis node or cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisState {
+    pub nodes: Vec<String>,
+    pub cluster: bool,
+    pub timeout: std::time::Duration,
+    pub prefix: String,
+}
+
+/// One rate limit or quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub name: String,
+    pub matcher: LimitMatch,
+    /// What one counter is kept per; empty never (default `[principal]`).
+    pub per: Vec<Per>,
+    /// Each unit is a limit of its own; all must pass.
+    pub rates: Vec<(RateUnit, u64)>,
+    /// Requests in flight at once, per partition.
+    pub concurrency: Option<u32>,
+    pub store: LimitStore,
+    pub on_failure: FailurePolicy,
+}
+
+/// Which requests a limit applies to (an empty list matches everything).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LimitMatch {
+    /// Indices into [`Config::routes`].
+    pub routes: Vec<usize>,
+    pub models: Vec<String>,
+    pub principals: Vec<String>,
+    pub tenants: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+/// A dimension a limit keeps separate counters by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Per {
+    /// The authenticated caller (the client's address when there is none).
+    Principal,
+    Tenant,
+    Route,
+    Model,
+    ClientIp,
+    /// One counter for everyone the limit matches.
+    Global,
+}
+
+impl Per {
+    pub const ALLOWED: &'static str = "principal (or key), tenant, route, model, client_ip, global";
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "principal" | "key" => Self::Principal,
+            "tenant" => Self::Tenant,
+            "route" => Self::Route,
+            "model" => Self::Model,
+            "client_ip" => Self::ClientIp,
+            "global" => Self::Global,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Principal => "principal",
+            Self::Tenant => "tenant",
+            Self::Route => "route",
+            Self::Model => "model",
+            Self::ClientIp => "client_ip",
+            Self::Global => "global",
+        }
+    }
+}
+
+/// A limit's unit and period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateUnit {
+    RequestsPerSecond,
+    RequestsPerMinute,
+    RequestsPerHour,
+    TokensPerMinute,
+    TokensPerDay,
+}
+
+impl RateUnit {
+    pub fn period(self) -> std::time::Duration {
+        std::time::Duration::from_secs(match self {
+            Self::RequestsPerSecond => 1,
+            Self::RequestsPerMinute | Self::TokensPerMinute => 60,
+            Self::RequestsPerHour => 3600,
+            Self::TokensPerDay => 86_400,
+        })
+    }
+
+    pub fn tokens(self) -> bool {
+        matches!(self, Self::TokensPerMinute | Self::TokensPerDay)
+    }
+
+    /// As written in the config (and in keys, metrics and errors).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RequestsPerSecond => "requests_per_second",
+            Self::RequestsPerMinute => "requests_per_minute",
+            Self::RequestsPerHour => "requests_per_hour",
+            Self::TokensPerMinute => "tokens_per_minute",
+            Self::TokensPerDay => "tokens_per_day",
+        }
+    }
+}
+
+/// Where a limit's counters live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitStore {
+    Local,
+    /// Shared by every replica through `state.redis`.
+    Redis,
+}
+
+/// What a Redis-backed limit does while Redis is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Limit locally, at `limit ÷ state.replicas`.
+    Open,
+    /// Refuse (503).
+    Closed,
+}

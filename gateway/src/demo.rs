@@ -111,7 +111,11 @@ pub fn start_clouds() -> Result<HashMap<String, String>, String> {
 }
 
 /// Runs the demo until stopped.
-pub fn run(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> Result<(), String> {
+pub fn run(
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    redis: Option<String>,
+) -> Result<(), String> {
     let urls = start_clouds()?;
     let mut env = urls.clone();
     env.insert(
@@ -122,9 +126,14 @@ pub fn run(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> Resu
         "DEMO_POLICY_FILE".into(),
         write_demo_file("policy", "cedar", DEMO_POLICY)?,
     );
+    let text: &'static str = match redis {
+        None => DEMO_YAML,
+        // Once per process: the demo's config with a `state:` section.
+        Some(url) => Box::leak(with_redis(&url).into_boxed_str()),
+    };
     let source = crate::reload::Source::Embedded {
         name: "config/demo.yaml",
-        text: DEMO_YAML,
+        text,
         env,
         listen,
         admin_listen,
@@ -132,6 +141,16 @@ pub fn run(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> Resu
     let config = source.load().map_err(|e| e.to_string())?;
     eprintln!("{}", banner(config.listen, config.admin.listen, &urls));
     crate::server::run(config, source)
+}
+
+/// The demo config with its limits in Redis at `url` (a URL that is not
+/// one fails validation with the usual message).
+fn with_redis(url: &str) -> String {
+    // Quoted as a YAML string, so no URL can add keys of its own.
+    format!(
+        "{DEMO_YAML}state: {{ redis: {} }}\n",
+        serde_json::Value::String(url.to_string())
+    )
 }
 
 fn banner(listen: SocketAddr, admin: SocketAddr, urls: &HashMap<String, String>) -> String {
@@ -160,6 +179,12 @@ Try:
     -H 'Content-Type: application/json' -d '{{"model":"demo-embed","input":"hello"}}'
   curl -s http://{listen}/v1/functions/anomaly-score -H 'Authorization: Bearer sk-skygate-demo' --data-binary @/etc/hostname
   curl -s http://{admin}/metrics -H 'Authorization: Bearer skygate-demo-admin' | grep skygate_
+
+Rate limits: sk-skygate-demo-limited may make 5 chat requests a minute; the sixth gets 429
+(watch the x-ratelimit-* headers count down):
+  for i in 1 2 3 4 5 6; do curl -s -o /dev/null -D - http://{listen}/v1/chat/completions \
+    -H 'Authorization: Bearer sk-skygate-demo-limited' -H 'Content-Type: application/json' \
+    -d '{{"model":"demo-chat","messages":[{{"role":"user","content":"hi"}}]}}' | grep -iE '^HTTP|remaining-requests|retry-after'; done
 
 Sign in with a JWT from the demo issuer (its key is demo-only). Policies
 (policies/demo.cedar) let contractors chat but not embed; tenant acme stays off gcp:
@@ -219,6 +244,22 @@ mod tests {
             assert!(b.breaker.enabled);
         }
         assert!(c.routes.iter().any(|r| r.models == ["demo-embed"]));
+        let limited = c.limits.iter().find(|l| l.name == "demo-limited").unwrap();
+        assert_eq!(
+            limited.rates,
+            [(skygate_config::RateUnit::RequestsPerMinute, 5)]
+        );
+        assert_eq!(limited.store, skygate_config::LimitStore::Local);
+        let shared = skygate_config::load_str(
+            &super::with_redis("redis://127.0.0.1:6399"),
+            "config/demo.yaml",
+            &env,
+        )
+        .unwrap();
+        assert!(shared
+            .limits
+            .iter()
+            .all(|l| l.store == skygate_config::LimitStore::Redis));
         let (errors, warnings) = skygate_plugins::policy::check(&c);
         assert!(
             errors.is_empty() && warnings.is_empty(),

@@ -13,9 +13,10 @@ use pingora_proxy::Session;
 use skygate_backends::routing::retry::{backoff, parse_retry_after};
 use skygate_backends::routing::state::{Attempt, Outcome};
 use skygate_backends::routing::{self, Chosen, NoTarget};
+use skygate_backends::usage::StripUsage;
 use skygate_backends::{Adapter, BackendRt, Call, PeerSlot, UpstreamResponse, UsageTail};
 use skygate_config::{ApiError, ErrorKind, Fault, Retry, RetryOn, Route};
-use skygate_plugins::{RequestCtx, Try};
+use skygate_plugins::{Chain, RequestCtx, Try};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Serves a routed request from a backend. `Err` only when the response was
@@ -45,7 +46,7 @@ pub async fn forward(
             started = picked_at;
             c
         }
-        Err(e) => return respond::error(session, ctx, &e).await,
+        Err(e) => return respond::error(session, ctx, &snap.chain, &e).await,
     };
     loop {
         let Chosen { backend, attempt } = next;
@@ -91,7 +92,8 @@ pub async fn forward(
                         let mut attempt = attempt;
                         attempt.answered(elapsed, now);
                         ctx.first_byte = Some(now);
-                        return stream(state, b, &slot, session, ctx, resp, attempt).await;
+                        return stream(state, &snap.chain, b, &slot, session, ctx, resp, attempt)
+                            .await;
                     }
                 }
             }
@@ -160,10 +162,11 @@ pub async fn forward(
         // No retry: the client gets this failure as it is.
         return match failed {
             Failed::Response(resp) => {
-                let (_, written) = write_response(state, b, &slot, session, ctx, *resp).await;
+                let (_, written) =
+                    write_response(state, &snap.chain, b, &slot, session, ctx, *resp).await;
                 written.map(|()| true)
             }
-            Failed::Error(e) => respond::error(session, ctx, &e).await,
+            Failed::Error(e) => respond::error(session, ctx, &snap.chain, &e).await,
         };
     }
 }
@@ -312,8 +315,10 @@ async fn send(
 /// Streams a successful response to the client. The attempt was judged a
 /// success when its header arrived; it keeps its bulkhead slot until the
 /// body ends, and a failure mid-body still counts against the breaker.
+#[allow(clippy::too_many_arguments)] // the response's whole context, each distinct
 async fn stream(
     state: &State,
+    chain: &Chain,
     b: &BackendRt,
     slot: &PeerSlot,
     session: &mut Session,
@@ -321,7 +326,7 @@ async fn stream(
     resp: UpstreamResponse,
     attempt: Attempt<'_>,
 ) -> pingora_error::Result<bool> {
-    let (end, written) = write_response(state, b, slot, session, ctx, resp).await;
+    let (end, written) = write_response(state, chain, b, slot, session, ctx, resp).await;
     if let BodyEnd::UpstreamFailed = end {
         let failed = Outcome::Failure {
             elapsed: Duration::ZERO,
@@ -344,6 +349,7 @@ enum BodyEnd {
 /// Writes a backend's response to the client, header then body.
 async fn write_response(
     state: &State,
+    chain: &Chain,
     b: &BackendRt,
     slot: &PeerSlot,
     session: &mut Session,
@@ -358,17 +364,24 @@ async fn write_response(
             ErrorKind::UpstreamFailed,
             format!("backend `{}` sent no response header", b.config.name),
         );
-        let written = respond::error(session, ctx, &e).await.map(|_| ());
+        let written = respond::error(session, ctx, chain, &e).await.map(|_| ());
         return (BodyEnd::UpstreamFailed, written);
     };
     b.adapter.response_header(&mut header);
-    frame_for_client(&mut header, session);
     let sse = header
         .headers
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    // The usage chunk the gateway asked for is left out of the client's
+    // stream, so the body's length is no longer the backend's.
+    let mut strip = (ctx.strip_usage_chunk && sse).then(StripUsage::default);
+    if strip.is_some() {
+        header.remove_header(&http::header::CONTENT_LENGTH);
+    }
+    let count_events = sse && ctx.limits.is_some();
+    frame_for_client(&mut header, session);
     ctx.status = header.status.as_u16();
-    let prepared = respond::common_headers(&mut header, ctx)
+    let prepared = respond::common_headers(&mut header, ctx, chain)
         .and_then(|()| header.insert_header("x-skygate-backend", &*b.name));
     if let Err(e) = prepared {
         return (BodyEnd::ClientGone, Err(e));
@@ -384,6 +397,16 @@ async fn write_response(
             Ok(Some(chunk)) => {
                 let chunk = b.adapter.response_chunk(chunk);
                 tail.push(&chunk);
+                let chunk = match &mut strip {
+                    Some(f) => f.filter(chunk),
+                    None => chunk,
+                };
+                if count_events {
+                    ctx.stream_events += skygate_backends::usage::count_events(&chunk);
+                }
+                if chunk.is_empty() {
+                    continue;
+                }
                 ctx.response_bytes += chunk.len() as u64;
                 if let Err(e) = session.write_response_body(Some(chunk), false).await {
                     ctx.error = Some("client_closed");
@@ -391,6 +414,13 @@ async fn write_response(
                 }
             }
             Ok(None) => {
+                if let Some(rest) = strip.as_mut().and_then(StripUsage::finish) {
+                    ctx.response_bytes += rest.len() as u64;
+                    if let Err(e) = session.write_response_body(Some(rest), false).await {
+                        ctx.error = Some("client_closed");
+                        return (BodyEnd::ClientGone, Err(e));
+                    }
+                }
                 // Pool the connection before the client sees the end, so
                 // its next request finds it there.
                 if let Ok(r) = slot {

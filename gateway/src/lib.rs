@@ -53,6 +53,9 @@ pub struct State {
     pub generation: tokio::sync::watch::Sender<u64>,
     /// Bytes of request bodies held in memory, server-wide (`budget.rs`).
     pub budget: budget::BodyBudget,
+    /// Rate-limit counters (in memory) and the Redis connection: outlive
+    /// every snapshot, so a reload keeps what each caller has used.
+    pub shared: skygate_plugins::Shared,
 }
 
 impl State {
@@ -60,7 +63,9 @@ impl State {
         let registry = Registry::new();
         let budget =
             budget::BodyBudget::new(config.server.body_budget, config.server.body_budget_wait);
-        let snapshot = Snapshot::build(config, &registry);
+        let shared = skygate_plugins::Shared::default();
+        shared.redis.configure(redis_config(&config));
+        let snapshot = Snapshot::build(config, &registry, &shared);
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,
@@ -72,6 +77,7 @@ impl State {
             admin_lock: Mutex::new(()),
             generation: tokio::sync::watch::Sender::new(0),
             budget,
+            shared,
         }
     }
 
@@ -101,6 +107,20 @@ impl State {
             m.in_flight.dec();
         }
     }
+}
+
+/// Where `config` puts Redis (`state.redis`), for the shared connection.
+pub fn redis_config(config: &Config) -> Option<skygate_state::redis::RedisConfig> {
+    config
+        .state
+        .redis
+        .as_ref()
+        .map(|r| skygate_state::redis::RedisConfig {
+            nodes: r.nodes.clone(),
+            cluster: r.cluster,
+            timeout: r.timeout,
+            prefix: r.prefix.clone(),
+        })
 }
 
 /// The client's `x-request-id` when it is well formed (1–128 of

@@ -37,6 +37,10 @@ enum Command {
         /// Admin listener (default 127.0.0.1:9090).
         #[arg(long)]
         admin_listen: Option<SocketAddr>,
+        /// Keep the demo's rate limits in this Redis (`redis://HOST:PORT`),
+        /// shared by every demo process started with the same URL.
+        #[arg(long)]
+        redis: Option<String>,
     },
     /// Check a config file; print every error (file:line: field: problem).
     Validate {
@@ -235,7 +239,8 @@ fn main() -> ExitCode {
         Command::Demo {
             listen,
             admin_listen,
-        } => skygate::demo::run(listen, admin_listen),
+            redis,
+        } => skygate::demo::run(listen, admin_listen, redis),
         Command::Validate { config } => match (skygate::reload::Source::File {
             path: config.clone(),
             listen: None,

@@ -30,6 +30,10 @@ pub struct Metrics {
     policy_decisions: IntCounterVec,
     policy_backends_denied: prometheus::IntCounter,
     audit_log_dropped: prometheus::IntCounter,
+    ratelimit: IntCounterVec,
+    redis_up: IntGauge,
+    redis_down: prometheus::IntCounter,
+    redis_errors: prometheus::IntCounter,
 }
 
 const BUCKETS: &[f64] = &[
@@ -142,6 +146,29 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "skygate_audit_log_dropped_total",
         "Audit log lines dropped because the writer fell behind",
     )?;
+    let ratelimit = IntCounterVec::new(
+        Opts::new(
+            "skygate_ratelimit_decisions_total",
+            "Requests some rate limit applied to, by outcome: allowed, limited_requests, limited_tokens, limited_concurrency, fail_open (decided locally while Redis was down), fail_closed (503 while Redis was down)",
+        ),
+        &["outcome"],
+    )?;
+    let redis_up = IntGauge::new(
+        "skygate_redis_up",
+        "1 while the shared Redis (state.redis) is connected",
+    )?;
+    let redis_down = prometheus::IntCounter::new(
+        "skygate_redis_down_total",
+        "Times the shared Redis went away (or could not be reached at start)",
+    )?;
+    let redis_errors = prometheus::IntCounter::new(
+        "skygate_redis_errors_total",
+        "Redis calls that failed or timed out",
+    )?;
+    registry.register(Box::new(ratelimit.clone()))?;
+    registry.register(Box::new(redis_up.clone()))?;
+    registry.register(Box::new(redis_down.clone()))?;
+    registry.register(Box::new(redis_errors.clone()))?;
     registry.register(Box::new(policy_decisions.clone()))?;
     registry.register(Box::new(policy_backends_denied.clone()))?;
     registry.register(Box::new(audit_log_dropped.clone()))?;
@@ -170,6 +197,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         in_flight,
         tokens,
         access_log_dropped,
+        ratelimit,
+        redis_up,
+        redis_down,
+        redis_errors,
         health_checks,
         breaker_state,
         breaker_opens,
@@ -257,6 +288,29 @@ fn mirror(m: &Metrics, registry: &skygate_backends::routing::state::Registry) {
             .inc_by(COUNTERS.backend_deny.load(Relaxed));
         m.audit_log_dropped.reset();
         m.audit_log_dropped.inc_by(audit::DROPPED.load(Relaxed));
+    }
+    {
+        use skygate_plugins::ratelimit::COUNTERS as C;
+        use skygate_state::redis::COUNTERS as R;
+        use std::sync::atomic::Ordering::Relaxed;
+        m.ratelimit.reset();
+        for (outcome, n) in [
+            ("allowed", &C.allowed),
+            ("limited_requests", &C.limited_requests),
+            ("limited_tokens", &C.limited_tokens),
+            ("limited_concurrency", &C.limited_concurrency),
+            ("fail_open", &C.fail_open),
+            ("fail_closed", &C.fail_closed),
+        ] {
+            m.ratelimit
+                .with_label_values(&[outcome])
+                .inc_by(n.load(Relaxed));
+        }
+        m.redis_up.set(i64::from(R.up.load(Relaxed)));
+        m.redis_down.reset();
+        m.redis_down.inc_by(R.down_events.load(Relaxed));
+        m.redis_errors.reset();
+        m.redis_errors.inc_by(R.errors.load(Relaxed));
     }
     for r in registry.routes() {
         m.retries.with_label_values(&[r.name()]).inc_by(r.retries());

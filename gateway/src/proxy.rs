@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
 use pingora_proxy::{ProxyHttp, Session};
-use skygate_plugins::{Decision, RequestCtx};
+use skygate_plugins::{Decision, Incoming, RequestCtx};
 use std::any::Any;
 use std::sync::Arc;
 
@@ -66,17 +66,33 @@ impl ProxyHttp for Gateway {
             .cloned();
 
         // 1. Header-only plugins: hygiene, authentication.
-        if let Decision::Respond(e) = snap.chain.on_headers(session.req_header_mut(), ctx).await {
-            return respond::error(session, ctx, &e).await;
+        let chain = &snap.chain;
+        if let Decision::Respond(e) = chain.on_headers(session.req_header_mut(), ctx).await {
+            return respond::error(session, ctx, chain, &e).await;
         }
         // 2. Route by path, read and bound the body, route by model.
-        let parsed = match request::parse(session, ctx, snap, &self.state.budget).await {
+        let mut parsed = match request::parse(session, ctx, snap, &self.state.budget).await {
             Ok(p) => p,
-            Err(e) => return respond::error(session, ctx, &e).await,
+            Err(e) => return respond::error(session, ctx, chain, &e).await,
         };
         // 3. Plugins that need the route and model: policy, limits, cache.
-        if let Decision::Respond(e) = snap.chain.on_request(session.req_header(), ctx).await {
-            return respond::error(session, ctx, &e).await;
+        let incoming = match &parsed {
+            Parsed::Call(r) => Incoming {
+                header: session.req_header(),
+                body: &r.body,
+            },
+            Parsed::ListModels => Incoming::header_only(session.req_header()),
+        };
+        match chain.on_request(incoming, ctx).await {
+            Decision::Continue => {}
+            Decision::Respond(e) => return respond::error(session, ctx, chain, &e).await,
+            Decision::Answer(r) => return respond::local(session, ctx, chain, r).await,
+        }
+        // A token limit settles a stream by its usage: ask the backend for it.
+        if let Parsed::Call(routed) = &mut parsed {
+            if ctx.want_stream_usage {
+                request::ask_stream_usage(routed, ctx);
+            }
         }
         // 4. Answer: locally, or from a backend.
         match parsed {
@@ -86,7 +102,7 @@ impl ProxyHttp for Gateway {
                     Some(names) => crate::runtime::models_list(names.iter().map(String::as_str)),
                     None => snap.models_body.clone(),
                 };
-                respond::json(session, ctx, 200, body).await
+                respond::json(session, ctx, chain, 200, body).await
             }
             Parsed::Call(routed) => forward::forward(&self.state, snap, session, ctx, routed).await,
         }
@@ -110,17 +126,21 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let access_log = match &ctx.snap {
+        let Ctx { req: ctx, snap } = ctx;
+        let access_log = match &snap {
             Some(snap) => snap.config.server.access_log,
             None => self.state.snapshot().config.server.access_log,
         } == skygate_config::AccessLog::Stdout;
-        let ctx = &mut ctx.req;
         if let Some(e) = e {
             if ctx.status == 0 {
                 // Nothing was answered: the client went away (nginx's 499).
                 ctx.status = 499;
             }
             log::debug!("request {} ended with {e}", ctx.request_id);
+        }
+        // Settle token reservations, free in-flight slots.
+        if let Some(snap) = snap {
+            snap.chain.on_complete(ctx);
         }
         let client = if access_log {
             session.client_addr().map(|a| a.to_string())

@@ -184,7 +184,8 @@ impl State {
                 }])
             })?;
             let access_log = config.server.access_log;
-            let new = Snapshot::build(config, &self.registry);
+            self.shared.redis.configure(crate::redis_config(&config));
+            let new = Snapshot::build(config, &self.registry, &self.shared);
             carry_weights(&new, &mut report);
             let backends: HashSet<&str> = new
                 .config

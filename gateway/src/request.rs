@@ -177,6 +177,31 @@ pub async fn parse(
     }
 }
 
+/// Asks the backend for the stream's usage (`stream_options.include_usage`)
+/// when the client did not; the client's stream then leaves that chunk out
+/// (`ctx.strip_usage_chunk`). A body that is not a JSON object is left as is.
+pub fn ask_stream_usage(routed: &mut Routed, ctx: &mut RequestCtx) {
+    let Ok(serde_json::Value::Object(mut body)) =
+        serde_json::from_slice::<serde_json::Value>(&routed.body)
+    else {
+        return;
+    };
+    let options = body
+        .entry("stream_options")
+        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    let Some(options) = options.as_object_mut() else {
+        return; // not an object: the backend will say what it thinks of it
+    };
+    if options.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
+        return;
+    }
+    options.insert("include_usage".into(), serde_json::Value::Bool(true));
+    if let Ok(b) = serde_json::to_vec(&body) {
+        routed.body = Bytes::from(b);
+        ctx.strip_usage_chunk = true;
+    }
+}
+
 fn not_allowed(path: &str, allowed: &str, method: &http::Method) -> ApiError {
     ApiError::new(
         ErrorKind::MethodNotAllowed,

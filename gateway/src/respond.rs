@@ -5,10 +5,14 @@ use bytes::Bytes;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use skygate_config::{ApiError, ErrorKind};
-use skygate_plugins::RequestCtx;
+use skygate_plugins::{Chain, LocalResponse, RequestCtx};
 
-/// Headers every response gets.
-pub fn common_headers(h: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_error::Result<()> {
+/// Headers every response gets, then the plugins' (e.g. `x-ratelimit-*`).
+pub fn common_headers(
+    h: &mut ResponseHeader,
+    ctx: &RequestCtx,
+    chain: &Chain,
+) -> pingora_error::Result<()> {
     h.insert_header("x-request-id", ctx.request_id.as_str())?;
     let cache = match ctx.cache {
         skygate_plugins::CacheStatus::Hit => "hit",
@@ -20,6 +24,7 @@ pub fn common_headers(h: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_error
         "x-skygate-attempts",
         http::HeaderValue::from_static(attempts_value(ctx.attempts)),
     )?;
+    chain.on_response_header(h, ctx);
     Ok(())
 }
 
@@ -33,6 +38,7 @@ fn attempts_value(n: u32) -> &'static str {
 pub async fn json(
     session: &mut Session,
     ctx: &mut RequestCtx,
+    chain: &Chain,
     status: u16,
     body: Bytes,
 ) -> pingora_error::Result<bool> {
@@ -40,7 +46,7 @@ pub async fn json(
     let mut h = ResponseHeader::build(status, Some(6))?;
     h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    common_headers(&mut h, ctx)?;
+    common_headers(&mut h, ctx, chain)?;
     ctx.response_bytes = body.len() as u64;
     session.write_response_header(Box::new(h), false).await?;
     session.write_response_body(Some(body), true).await?;
@@ -51,6 +57,7 @@ pub async fn json(
 pub async fn error(
     session: &mut Session,
     ctx: &mut RequestCtx,
+    chain: &Chain,
     e: &ApiError,
 ) -> pingora_error::Result<bool> {
     ctx.error = Some(e.kind.code());
@@ -59,7 +66,7 @@ pub async fn error(
     let mut h = ResponseHeader::build(e.status(), Some(8))?;
     h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    common_headers(&mut h, ctx)?;
+    common_headers(&mut h, ctx, chain)?;
     if e.kind == ErrorKind::Unauthenticated {
         h.insert_header(http::header::WWW_AUTHENTICATE, "Bearer realm=\"skygate\"")?;
     }
@@ -78,5 +85,26 @@ pub async fn error(
     ctx.response_bytes = body.len() as u64;
     session.write_response_header(Box::new(h), false).await?;
     session.write_response_body(Some(body), true).await?;
+    Ok(true)
+}
+
+/// Answers with a plugin's whole response (a cache hit, say).
+pub async fn local(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    chain: &Chain,
+    r: LocalResponse,
+) -> pingora_error::Result<bool> {
+    ctx.status = r.status;
+    let mut h = ResponseHeader::build(r.status, Some(4 + r.headers.len()))?;
+    for (name, value) in r.headers {
+        h.insert_header(name, value)?;
+    }
+    h.insert_header(http::header::CONTENT_LENGTH, r.body.len().to_string())?;
+    common_headers(&mut h, ctx, chain)?;
+    ctx.response_bytes = r.body.len() as u64;
+    ctx.first_byte = Some(std::time::Instant::now());
+    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_body(Some(r.body), true).await?;
     Ok(true)
 }

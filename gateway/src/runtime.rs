@@ -118,7 +118,7 @@ impl Snapshot {
     /// route's run-time state from `registry`. A backend whose address does
     /// not resolve is kept but unavailable (a health check or a reload may
     /// resolve it later), so one bad backend never stops the gateway.
-    pub fn build(config: Config, registry: &Registry) -> Self {
+    pub fn build(config: Config, registry: &Registry, shared: &skygate_plugins::Shared) -> Self {
         let now = Instant::now();
         let backends = config
             .backends
@@ -131,7 +131,7 @@ impl Snapshot {
             .map(|r| registry.route(r, now))
             .collect();
         let routes = RouteTable::new(&config.routes);
-        let chain = Chain::from_config(&config);
+        let chain = Chain::from_config(&config, shared);
         let mut models: Vec<&str> = config
             .routes
             .iter()
@@ -202,7 +202,7 @@ routes:
 
     #[test]
     fn routes_by_path_then_model() {
-        let s = Snapshot::build(config(), &Registry::new());
+        let s = Snapshot::build(config(), &Registry::new(), &Default::default());
         let Some(PathKind::Model {
             routes,
             max_body,
@@ -224,7 +224,7 @@ routes:
 
     #[test]
     fn longest_prefix_on_segment_boundary() {
-        let s = Snapshot::build(config(), &Registry::new());
+        let s = Snapshot::build(config(), &Registry::new(), &Default::default());
         let name = |p: &str| match s.routes.lookup(p).map(Cow::into_owned) {
             Some(PathKind::Function { route, .. }) => Some(s.config.routes[route].name.clone()),
             _ => None,

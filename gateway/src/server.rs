@@ -97,8 +97,16 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
         },
     );
 
+    let redis = pingora_core::services::background::background_service(
+        "redis",
+        RedisLink {
+            redis: state.shared.redis.clone(),
+        },
+    );
+
     server.add_service(proxy);
     server.add_service(admin);
+    server.add_service(redis);
     server.add_service(health);
     server.add_service(policy_watch);
     log::info!(
@@ -202,5 +210,21 @@ impl Drain {
             log::error!("drain watcher did not start ({e}); Pingora's grace period applies");
         }
         ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Keeps the shared Redis connection up (`state.redis`), off the request
+/// path: requests never wait for a connect.
+struct RedisLink {
+    redis: std::sync::Arc<skygate_state::Redis>,
+}
+
+#[async_trait::async_trait]
+impl pingora_core::services::background::BackgroundService for RedisLink {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        tokio::select! {
+            () = self.redis.maintain() => {}
+            _ = shutdown.changed() => {}
+        }
     }
 }

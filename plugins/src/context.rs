@@ -87,6 +87,17 @@ pub struct RequestCtx {
     pub error: Option<&'static str>,
     /// Whether this request is counted in the in-flight gauge.
     pub counted: bool,
+    /// What the rate limits charged and report (rate-limit plugin); settled
+    /// on completion.
+    pub limits: Option<Box<crate::ratelimit::Held>>,
+    /// A token limit needs this stream's usage: the gateway asks the
+    /// backend for `stream_options.include_usage`.
+    pub want_stream_usage: bool,
+    /// The client did not ask for the usage chunk: it is left out of the
+    /// client's stream.
+    pub strip_usage_chunk: bool,
+    /// SSE `data:` events of the response (a cut stream settles by them).
+    pub stream_events: u64,
 }
 
 impl RequestCtx {
@@ -120,6 +131,10 @@ impl RequestCtx {
             cache: CacheStatus::Bypass,
             error: None,
             counted: false,
+            limits: None,
+            want_stream_usage: false,
+            strip_usage_chunk: false,
+            stream_events: 0,
         }
     }
 }

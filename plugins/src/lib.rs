@@ -1,16 +1,22 @@
 //! Skygate's request-path plugins: ordered trait objects built from config.
-//! Each answers [`Decision::Continue`] or [`Decision::Respond`]; the [`Chain`]
-//! stops at the first answer. Adding a plugin touches its own module and one
-//! line in [`Chain::from_config`].
+//! Each answers [`Decision::Continue`], [`Decision::Respond`] (an error) or
+//! [`Decision::Answer`] (a whole local response, e.g. a cache hit); the
+//! [`Chain`] stops at the first answer. After that, every plugin sees the
+//! response header ([`Plugin::on_response_header`], to add headers) and the
+//! finished request ([`Plugin::on_complete`]: status, usage, bytes; to settle
+//! token reservations or store a cache entry). Adding a plugin touches its
+//! own module and one line in [`Chain::from_config`].
 
 pub mod auth;
 pub mod context;
 pub mod hygiene;
 pub mod policy;
+pub mod ratelimit;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 pub use context::{CacheStatus, Identity, RequestCtx, Try};
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 pub use skygate_config::AuthMethod;
 use skygate_config::{ApiError, Config};
 use std::sync::Arc;
@@ -19,8 +25,55 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub enum Decision {
     Continue,
-    /// Answer the client now; no backend is called.
+    /// Answer the client now with an error; no backend is called.
     Respond(ApiError),
+    /// Answer the client now with this response; no backend is called.
+    Answer(LocalResponse),
+}
+
+/// A whole response a plugin answers with (the gateway adds the headers
+/// every response carries).
+#[derive(Debug, Clone)]
+pub struct LocalResponse {
+    pub status: u16,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub body: Bytes,
+}
+
+/// The request as the request hook sees it: header and whole body (the
+/// route, model, stream flag, `max_tokens` and caller are in the context).
+#[derive(Clone, Copy)]
+pub struct Incoming<'a> {
+    pub header: &'a RequestHeader,
+    /// Empty for `GET /v1/models`.
+    pub body: &'a [u8],
+}
+
+impl<'a> Incoming<'a> {
+    /// A request with no body (`GET /v1/models`, and tests).
+    pub fn header_only(header: &'a RequestHeader) -> Self {
+        Self { header, body: b"" }
+    }
+}
+
+/// Shared run-time state the plugins are built with: the in-memory store
+/// and the Redis connection, both outliving any one config.
+#[derive(Clone)]
+pub struct Shared {
+    pub local: Arc<skygate_state::Local>,
+    /// `fail_open` limits' local share while Redis is down.
+    pub fallback: Arc<skygate_state::Local>,
+    pub redis: Arc<skygate_state::Redis>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            local: Arc::new(skygate_state::Local::new(1 << 20)),
+            fallback: Arc::new(skygate_state::Local::new(1 << 18)),
+            redis: Arc::new(skygate_state::Redis::new()),
+        }
+    }
 }
 
 /// One step of the request path. Both hooks default to `Continue`.
@@ -36,9 +89,17 @@ pub trait Plugin: Send + Sync {
 
     /// Runs after the body is parsed and the route and model are known
     /// (policy, rate limits, cache lookup).
-    async fn on_request(&self, _req: &RequestHeader, _ctx: &mut RequestCtx) -> Decision {
+    async fn on_request(&self, _req: Incoming<'_>, _ctx: &mut RequestCtx) -> Decision {
         Decision::Continue
     }
+
+    /// Runs on every response header the client gets (backend, local or
+    /// error), after the gateway's own headers: add headers here.
+    fn on_response_header(&self, _resp: &mut ResponseHeader, _ctx: &RequestCtx) {}
+
+    /// Runs once the request is done (answered, failed, or the client went
+    /// away), before it is logged: status, usage and bytes are in `ctx`.
+    fn on_complete(&self, _ctx: &mut RequestCtx) {}
 }
 
 /// The ordered plugins of one runtime snapshot.
@@ -49,11 +110,13 @@ pub struct Chain {
     policy: Option<Arc<policy::Authorize>>,
     /// Policies are configured but failed to load: everything is denied.
     policy_failed: bool,
+    /// The rate-limit plugin, when limits are configured (metrics read it).
+    ratelimit: Option<Arc<ratelimit::RateLimits>>,
 }
 
 impl Chain {
-    /// The chain for `config`, in pipeline order.
-    pub fn from_config(config: &Config) -> Self {
+    /// The chain for `config`, in pipeline order, on `shared` state.
+    pub fn from_config(config: &Config, shared: &Shared) -> Self {
         let mut plugins: Vec<Arc<dyn Plugin>> = vec![Arc::new(hygiene::Hygiene::new(
             &config.auth.trusted_proxies,
             &config.auth.identity_headers,
@@ -80,10 +143,15 @@ impl Chain {
                 policy_failed = true;
             }
         }
+        let ratelimit = ratelimit::RateLimits::from_config(config, shared).map(Arc::new);
+        if let Some(r) = &ratelimit {
+            plugins.push(r.clone());
+        }
         Self {
             plugins,
             policy,
             policy_failed,
+            ratelimit,
         }
     }
 
@@ -92,7 +160,13 @@ impl Chain {
             plugins,
             policy: None,
             policy_failed: false,
+            ratelimit: None,
         }
+    }
+
+    /// The rate-limit plugin, when limits are configured.
+    pub fn ratelimit(&self) -> Option<&ratelimit::RateLimits> {
+        self.ratelimit.as_deref()
     }
 
     /// The policy plugin, when `policy:` is configured.
@@ -115,13 +189,26 @@ impl Chain {
         Decision::Continue
     }
 
-    pub async fn on_request(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Decision {
+    pub async fn on_request(&self, req: Incoming<'_>, ctx: &mut RequestCtx) -> Decision {
         for p in &self.plugins {
-            if let Decision::Respond(r) = p.on_request(req, ctx).await {
-                return Decision::Respond(r);
+            match p.on_request(req, ctx).await {
+                Decision::Continue => {}
+                answer => return answer,
             }
         }
         Decision::Continue
+    }
+
+    pub fn on_response_header(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
+        for p in &self.plugins {
+            p.on_response_header(resp, ctx);
+        }
+    }
+
+    pub fn on_complete(&self, ctx: &mut RequestCtx) {
+        for p in &self.plugins {
+            p.on_complete(ctx);
+        }
     }
 }
 
@@ -136,7 +223,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "deny"
         }
-        async fn on_request(&self, _req: &RequestHeader, _ctx: &mut RequestCtx) -> Decision {
+        async fn on_request(&self, _req: Incoming<'_>, _ctx: &mut RequestCtx) -> Decision {
             Decision::Respond(ApiError::new(ErrorKind::Forbidden, "no"))
         }
     }
@@ -147,7 +234,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "count"
         }
-        async fn on_request(&self, _req: &RequestHeader, _ctx: &mut RequestCtx) -> Decision {
+        async fn on_request(&self, _req: Incoming<'_>, _ctx: &mut RequestCtx) -> Decision {
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Decision::Continue
         }
@@ -158,7 +245,9 @@ mod tests {
         let count = Arc::new(Count(0.into()));
         let chain = Chain::new(vec![count.clone(), Arc::new(Deny), count.clone()]);
         let req = RequestHeader::build("GET", b"/", None).unwrap();
-        let d = chain.on_request(&req, &mut RequestCtx::new()).await;
+        let d = chain
+            .on_request(Incoming::header_only(&req), &mut RequestCtx::new())
+            .await;
         assert!(matches!(d, Decision::Respond(e) if e.status() == 403));
         assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
     }

@@ -80,4 +80,36 @@ except openai.PermissionDeniedError as e:
 ids = [m.id for m in contractor.models.list()]
 assert ids == ["demo-chat"], ids
 
+# The demo's rate-limited key: five chat requests a minute; the sixth is a
+# RateLimitError (429) that says which limit, with a retry-after.
+limited = OpenAI(base_url=base_url, api_key="sk-skygate-demo-limited", max_retries=0)
+for i in range(5):
+    raw = limited.chat.completions.with_raw_response.create(
+        model="demo-chat", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.headers["x-ratelimit-limit-requests"] == "5", raw.headers
+    assert raw.headers["x-ratelimit-remaining-requests"] == str(4 - i), raw.headers
+    assert raw.parse().choices[0].message.content
+try:
+    limited.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "hi"}])
+    raise AssertionError("expected RateLimitError")
+except openai.RateLimitError as e:
+    assert e.status_code == 429, e
+    assert e.code == "rate_limit_exceeded" and e.type == "requests", e
+    assert "demo-limited" in e.message, e.message
+    assert 1 <= int(e.response.headers["retry-after"]) <= 12, e.response.headers
+    assert e.response.headers["x-ratelimit-remaining-requests"] == "0", e.response.headers
+
+# A streamed answer under a token limit: the gateway asks the backend for
+# the usage chunk, and leaves it out of a stream that did not ask for it.
+chunks = list(client.chat.completions.create(
+    model="demo-chat", stream=True, messages=[{"role": "user", "content": "hi"}]
+))
+assert chunks and all(c.usage is None for c in chunks), chunks[-1]
+chunks = list(client.chat.completions.create(
+    model="demo-chat", stream=True, stream_options={"include_usage": True},
+    messages=[{"role": "user", "content": "hi"}]
+))
+assert chunks[-1].usage and chunks[-1].usage.total_tokens > 0, chunks[-1]
+
 print("openai sdk: ok")

@@ -160,7 +160,11 @@ impl Cx<'_> {
         }
         let mut routes: Vec<Route> = Vec::new();
         let had_routes = !raw.route_names.is_empty();
-        for (name, r) in raw.routes {
+        let mut route_limits = Vec::new();
+        for (name, mut r) in raw.routes {
+            if let Some(l) = r.limits.take() {
+                route_limits.push((name.clone(), l));
+            }
             if let Some(r) = self.route(&name, r, &backends, &backend_index, &raw.backend_names) {
                 routes.push(r);
             }
@@ -207,7 +211,11 @@ impl Cx<'_> {
             );
         }
         let policy = raw.policy.and_then(|p| self.policy(p));
+        let state = self.state(raw.state);
+        let limits = self.rate_limits(raw.limits, route_limits, &routes, &state);
         Some(Config {
+            state,
+            limits,
             listen: listen?,
             policy,
             server,

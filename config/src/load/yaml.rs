@@ -42,6 +42,18 @@ impl Cx<'_> {
                 "admin" => raw.admin = self.de(v, &p),
                 "auth" => raw.auth = self.de(v, &p),
                 "policy" => raw.policy = self.de(v, &p),
+                "state" => raw.state = self.de(v, &p),
+                "limits" => {
+                    if let serde_norway::Value::Sequence(items) = v {
+                        for (i, item) in items.into_iter().enumerate() {
+                            let ip = path_of(&p, &[Seg::Index(i)]);
+                            // A failed entry stays as `None`, so later indices stay right.
+                            raw.limits.push(self.de(item, &ip));
+                        }
+                    } else {
+                        self.err(&p, "expected a list of limits");
+                    }
+                }
                 "backends" => {
                     if let Value::Mapping(m) = &v {
                         raw.backend_names = m

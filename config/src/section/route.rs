@@ -28,6 +28,11 @@ pub struct RawRoute {
     /// The authentication methods accepted (default: any configured).
     pub auth: Option<Vec<String>>,
     pub max_body: Option<Text>,
+    /// A rate limit on this route (shorthand for an entry of `limits:`).
+    pub limits: Option<crate::raw::RawRateLimit>,
+    /// Output tokens a token limit reserves when a request sets no
+    /// `max_tokens` (default 1024; 0 on embeddings routes).
+    pub output_tokens_estimate: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,6 +271,16 @@ impl Cx<'_> {
                 DEFAULT_MAX_BODY
             }
         };
+        let output_tokens_estimate = self.int_in(
+            r.output_tokens_estimate,
+            if operation == Operation::Embeddings {
+                0
+            } else {
+                1024
+            },
+            (0, crate::section::limits::MAX_AMOUNT),
+            &path_of(&p, &[key("output_tokens_estimate")]),
+        );
         let auth = r.auth.map(|list| {
             let mut methods = Vec::new();
             for (i, m) in list.iter().enumerate() {
@@ -298,6 +313,7 @@ impl Cx<'_> {
             strategy,
             retries,
             auth,
+            output_tokens_estimate,
         })
     }
 

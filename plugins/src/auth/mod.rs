@@ -168,7 +168,7 @@ impl Plugin for Authenticate {
         }
     }
 
-    async fn on_request(&self, _req: &RequestHeader, ctx: &mut RequestCtx) -> Decision {
+    async fn on_request(&self, _req: crate::Incoming<'_>, ctx: &mut RequestCtx) -> Decision {
         let (Some(route), Some(id)) = (ctx.route, ctx.identity.as_ref()) else {
             return Decision::Continue;
         };
@@ -306,11 +306,13 @@ mod tests {
         let (_, mut ctx) = run(Some(("authorization", "Bearer sk-good-key"))).await;
         ctx.route = Some(0); // route `r`: jwt only
         assert!(
-            matches!(p.on_request(&req, &mut ctx).await, Decision::Respond(ref e) if e.status() == 401 && e.message.contains("use jwt"))
+            matches!(p.on_request(crate::Incoming::header_only(&req), &mut ctx)
+                .await, Decision::Respond(ref e) if e.status() == 401 && e.message.contains("use jwt"))
         );
         ctx.route = Some(1); // route `s`: any
         assert!(matches!(
-            p.on_request(&req, &mut ctx).await,
+            p.on_request(crate::Incoming::header_only(&req), &mut ctx)
+                .await,
             Decision::Continue
         ));
     }

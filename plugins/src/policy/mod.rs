@@ -22,7 +22,6 @@ mod slice;
 use crate::{Decision, Plugin, RequestCtx};
 use async_trait::async_trait;
 use engine::{Action, Engine, Facts, Kind, Subject};
-use pingora_http::RequestHeader;
 use serde::Serialize;
 use skygate_config::{ApiError, AuditLog, Config, ErrorKind, PolicyMode};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -317,7 +316,7 @@ impl Plugin for Authorize {
         "policy"
     }
 
-    async fn on_request(&self, _req: &RequestHeader, ctx: &mut RequestCtx) -> Decision {
+    async fn on_request(&self, _req: crate::Incoming<'_>, ctx: &mut RequestCtx) -> Decision {
         let Some(identity) = ctx.identity.as_ref() else {
             // Authentication runs first and answers 401 without a caller;
             // a route open to anyone has no principal to permit.
@@ -423,7 +422,7 @@ impl Plugin for DenyAll {
         "policy"
     }
 
-    async fn on_request(&self, _req: &RequestHeader, _ctx: &mut RequestCtx) -> Decision {
+    async fn on_request(&self, _req: crate::Incoming<'_>, _ctx: &mut RequestCtx) -> Decision {
         COUNTERS.deny.fetch_add(1, Ordering::Relaxed);
         Decision::Respond(ApiError::new(
             ErrorKind::Forbidden,

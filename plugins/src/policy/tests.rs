@@ -384,7 +384,8 @@ forbid (principal, action == Skygate::Action::"use_backend", resource) when { re
 
     let mut ctx = ctx_for(app.clone(), AuthMethod::ApiKey, Some(0), Some("m1"));
     assert!(matches!(
-        p.on_request(&req, &mut ctx).await,
+        p.on_request(crate::Incoming::header_only(&req), &mut ctx)
+            .await,
         Decision::Continue
     ));
     assert_eq!(
@@ -394,7 +395,10 @@ forbid (principal, action == Skygate::Action::"use_backend", resource) when { re
     );
 
     let mut ctx = ctx_for(app.clone(), AuthMethod::ApiKey, Some(0), Some("m2"));
-    match p.on_request(&req, &mut ctx).await {
+    match p
+        .on_request(crate::Incoming::header_only(&req), &mut ctx)
+        .await
+    {
         Decision::Respond(e) => {
             assert_eq!(e.status(), 403);
             assert!(
@@ -403,7 +407,7 @@ forbid (principal, action == Skygate::Action::"use_backend", resource) when { re
                 e.message
             );
         }
-        Decision::Continue => panic!("m2 is not permitted"),
+        Decision::Continue | Decision::Answer(_) => panic!("m2 is not permitted"),
     }
 
     // Every target forbidden: a 403 that says so.
@@ -412,25 +416,32 @@ forbid (principal, action == Skygate::Action::"use_backend", resource) when { re
         PolicyMode::Enforce,
     );
     let mut ctx = ctx_for(app.clone(), AuthMethod::ApiKey, Some(0), Some("m1"));
-    match p2.on_request(&req, &mut ctx).await {
+    match p2
+        .on_request(crate::Incoming::header_only(&req), &mut ctx)
+        .await
+    {
         Decision::Respond(e) => assert!(
             e.message.contains("none of the backends of route `chat`"),
             "{}",
             e.message
         ),
-        Decision::Continue => panic!("no backend is allowed"),
+        Decision::Continue | Decision::Answer(_) => panic!("no backend is allowed"),
     }
 
     // Shadow: the same denial lets the request through, untouched.
     let shadow = plugin(text, PolicyMode::Shadow);
     let mut ctx = ctx_for(app.clone(), AuthMethod::ApiKey, Some(0), Some("m2"));
     assert!(matches!(
-        shadow.on_request(&req, &mut ctx).await,
+        shadow
+            .on_request(crate::Incoming::header_only(&req), &mut ctx)
+            .await,
         Decision::Continue
     ));
     let mut ctx = ctx_for(app.clone(), AuthMethod::ApiKey, Some(0), Some("m1"));
     assert!(matches!(
-        shadow.on_request(&req, &mut ctx).await,
+        shadow
+            .on_request(crate::Incoming::header_only(&req), &mut ctx)
+            .await,
         Decision::Continue
     ));
     assert!(ctx.forbidden_backends.is_empty(), "shadow never narrows");
@@ -439,7 +450,8 @@ forbid (principal, action == Skygate::Action::"use_backend", resource) when { re
     let mut ctx = ctx_for(app.clone(), AuthMethod::ApiKey, None, None);
     ctx.list_models = true;
     assert!(matches!(
-        p.on_request(&req, &mut ctx).await,
+        p.on_request(crate::Incoming::header_only(&req), &mut ctx)
+            .await,
         Decision::Continue
     ));
     assert_eq!(ctx.visible_models, Some(vec!["m1".to_string()]));
@@ -448,7 +460,7 @@ forbid (principal, action == Skygate::Action::"use_backend", resource) when { re
     let mut ctx = RequestCtx::new();
     ctx.route = Some(0);
     assert!(
-        matches!(p.on_request(&req, &mut ctx).await, Decision::Respond(e) if e.status() == 403)
+        matches!(p.on_request(crate::Incoming::header_only(&req), &mut ctx).await, Decision::Respond(e) if e.status() == 403)
     );
 }
 
@@ -587,7 +599,8 @@ async fn an_absurd_max_tokens_does_not_wrap_past_a_token_limit() {
     ctx.request_bytes = 400;
     ctx.max_tokens = Some(500);
     assert!(matches!(
-        p.on_request(&req, &mut ctx).await,
+        p.on_request(crate::Incoming::header_only(&req), &mut ctx)
+            .await,
         Decision::Continue
     ));
     for huge in [u64::MAX, u64::MAX - 50, i64::MAX as u64 + 1] {
@@ -595,7 +608,7 @@ async fn an_absurd_max_tokens_does_not_wrap_past_a_token_limit() {
         ctx.request_bytes = 400;
         ctx.max_tokens = Some(huge);
         assert!(
-            matches!(p.on_request(&req, &mut ctx).await, Decision::Respond(e) if e.status() == 403),
+            matches!(p.on_request(crate::Incoming::header_only(&req), &mut ctx).await, Decision::Respond(e) if e.status() == 403),
             "max_tokens {huge} got through"
         );
     }
@@ -610,7 +623,7 @@ async fn a_policy_that_fails_to_load_fails_closed() {
         "p.cedar",
         "permit (principal, action, resource",
     )]));
-    let chain = crate::Chain::from_config(&c);
+    let chain = crate::Chain::from_config(&c, &Default::default());
     assert!(chain.policy_failed());
     assert!(chain.policy().is_none());
     let req = pingora_http::RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
@@ -620,13 +633,15 @@ async fn a_policy_that_fails_to_load_fails_closed() {
         Some(0),
         Some("m1"),
     );
-    let d = chain.on_request(&req, &mut ctx).await;
+    let d = chain
+        .on_request(crate::Incoming::header_only(&req), &mut ctx)
+        .await;
     assert!(matches!(d, Decision::Respond(e) if e.status() == 403));
     c.policy = Some(policy(&[(
         "p.cedar",
         "permit (principal, action, resource);",
     )]));
-    assert!(!crate::Chain::from_config(&c).policy_failed());
+    assert!(!crate::Chain::from_config(&c, &Default::default()).policy_failed());
 }
 
 /// Slicing hands Cedar only the policies whose scope can match; every

@@ -651,3 +651,120 @@ pub fn sse_data(body: &[u8]) -> Vec<String> {
         .filter_map(|l| l.strip_prefix("data: ").map(str::to_string))
         .collect()
 }
+
+/// A real `redis-server` on a free loopback port, nothing kept on disk;
+/// killed when dropped. `kill` and `restart` (same port) play an outage.
+pub struct RedisServer {
+    proc: Option<Proc>,
+    pub port: u16,
+    pub url: String,
+    extra: Vec<String>,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// With extra `redis-server` flags (e.g. for a cluster node).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        for _ in 0..5 {
+            let port = free_addr().port();
+            let mut r = RedisServer {
+                proc: None,
+                port,
+                url: format!("redis://127.0.0.1:{port}"),
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                dir: TempDir::new(),
+            };
+            if r.spawn() {
+                return r;
+            }
+        }
+        panic!("could not start redis-server on a free port");
+    }
+
+    fn spawn(&mut self) -> bool {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir.path)
+            .args(&self.extra);
+        let mut proc = Proc::spawn(cmd);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if self.try_cli(&["PING"]).is_some_and(|o| o.trim() == "PONG") {
+                self.proc = Some(proc);
+                return true;
+            }
+            if proc.wait_exit(Duration::from_millis(20)).is_some() {
+                return false; // port taken meanwhile
+            }
+        }
+        panic!("redis-server did not start: {}", proc.stdout());
+    }
+
+    /// Stops the server (as a crash would: SIGKILL).
+    pub fn kill(&mut self) {
+        self.proc = None;
+    }
+
+    /// Starts it again on the same port (empty: nothing was kept).
+    pub fn restart(&mut self) {
+        assert!(self.spawn(), "redis-server did not come back on its port");
+    }
+
+    fn try_cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A `redis-cli` command's output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.try_cli(args).expect("redis-cli")
+    }
+}
+
+/// A three-node Redis Cluster (no replicas), made as an operator would:
+/// `redis-server --cluster-enabled yes`, then `redis-cli --cluster create`.
+pub fn redis_cluster() -> Vec<RedisServer> {
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|_| {
+            RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+        })
+        .collect();
+    let mut cmd = Command::new("redis-cli");
+    cmd.arg("--cluster").arg("create");
+    for n in &nodes {
+        cmd.arg(format!("127.0.0.1:{}", n.port));
+    }
+    let out = cmd
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        eventually(Duration::from_secs(20), || nodes
+            .iter()
+            .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))),
+        "the cluster did not settle"
+    );
+    nodes
+}
+
+/// A metric's value in `/metrics` text (the first line that starts with
+/// `name` and its labels, e.g. `skygate_redis_up`).
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

@@ -15,6 +15,7 @@ mod edges;
 mod errors;
 mod failover;
 mod jwt;
+mod limits;
 mod mtls;
 mod observability;
 mod operations;

@@ -1,0 +1,194 @@
+//! GCRA (the generic cell rate algorithm) with a cost per request: one
+//! number per key, the theoretical arrival time (TAT). A limit of `L` per
+//! period `P` lets `L` through at once, then one every `P / L`; a request of
+//! cost `c` moves the TAT by `c × P / L`. The same arithmetic runs in
+//! [`crate::local`] and, as a Lua script, in Redis, so a replica that falls
+//! back to local limiting behaves as the shared limit did.
+//!
+//! Costs are whole units (a request, a token). Reserving tokens and settling
+//! them later is an [`adjust`]: a refund moves the TAT back (never before
+//! now: a bucket is never more than full), a debt moves it forward without
+//! any check (the next requests wait it off).
+
+/// A limit of `amount` units per `period_us` microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub amount: u64,
+    pub period_us: u64,
+}
+
+impl Rate {
+    /// Microseconds `cost` units take up: `cost × period ÷ amount`, rounded
+    /// up (at least 1 for a cost above 0). Computed whole, not per unit, so a
+    /// large token cost is exact even where one token is under 1 µs.
+    pub fn cost_us(self, cost: u64) -> u64 {
+        if cost == 0 {
+            return 0;
+        }
+        let amount = u128::from(self.amount.max(1));
+        let us = (u128::from(cost) * u128::from(self.period_us)).div_ceil(amount);
+        u64::try_from(us).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Whole units that fit in `us` microseconds.
+    pub fn units_in(self, us: u64) -> u64 {
+        let n = u128::from(us) * u128::from(self.amount) / u128::from(self.period_us.max(1));
+        u64::try_from(n).unwrap_or(u64::MAX)
+    }
+
+    /// This rate shared by `n` (`fail_open`'s local share: `amount ÷ n`,
+    /// at least one unit per period).
+    pub fn share(self, n: u32) -> Rate {
+        Rate {
+            amount: (self.amount / u64::from(n.max(1))).max(1),
+            period_us: self.period_us,
+        }
+    }
+}
+
+/// The answer for one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// Units that would pass now, after this request (if it passed).
+    pub remaining: u64,
+    /// Microseconds until the key is back to a full `amount`.
+    pub reset_us: u64,
+    /// When denied: microseconds until this request's cost would pass.
+    pub retry_after_us: u64,
+}
+
+/// Checks and (when allowed) consumes `cost` units at `now`. Returns the
+/// verdict and the TAT to store (unchanged when denied). A cost larger than
+/// the whole `amount` is charged as `amount`: it passes when the key is full,
+/// instead of never.
+pub fn check(tat: u64, now: u64, rate: Rate, cost: u64) -> (Verdict, u64) {
+    let tolerance = rate.period_us;
+    let cost = cost.min(rate.amount);
+    let base = tat.max(now);
+    let new = base.saturating_add(rate.cost_us(cost));
+    let used_after = new - now;
+    if used_after > tolerance {
+        let used = base - now;
+        return (
+            Verdict {
+                allowed: false,
+                remaining: rate.units_in(tolerance.saturating_sub(used)),
+                reset_us: used,
+                retry_after_us: used_after - tolerance,
+            },
+            tat,
+        );
+    }
+    (
+        Verdict {
+            allowed: true,
+            remaining: rate.units_in(tolerance - used_after),
+            reset_us: used_after,
+            retry_after_us: 0,
+        },
+        new,
+    )
+}
+
+/// The key's state after `delta` units more (a debt) or fewer (a refund),
+/// unchecked; a refund stops at a full key.
+pub fn adjust(tat: u64, now: u64, rate: Rate, delta: i64) -> u64 {
+    let base = tat.max(now);
+    let us = rate.cost_us(delta.unsigned_abs());
+    if delta >= 0 {
+        base.saturating_add(us)
+    } else {
+        base.saturating_sub(us).max(now)
+    }
+}
+
+/// What [`check`] would say of a request of cost 0: the key's state for the
+/// `x-ratelimit-*` headers.
+pub fn peek(tat: u64, now: u64, rate: Rate) -> Verdict {
+    check(tat, now, rate, 0).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: u64 = 60_000_000;
+
+    #[test]
+    fn burst_then_steady() {
+        let r = Rate {
+            amount: 5,
+            period_us: MIN,
+        };
+        let mut tat = 0;
+        let now = 1_000_000_000;
+        for left in (0..5).rev() {
+            let (v, t) = check(tat, now, r, 1);
+            assert!(v.allowed);
+            assert_eq!(v.remaining, left);
+            tat = t;
+        }
+        let (v, t) = check(tat, now, r, 1);
+        assert!(!v.allowed);
+        assert_eq!(t, tat, "a denial changes nothing");
+        assert_eq!(v.retry_after_us, 12_000_000);
+        assert_eq!(v.reset_us, MIN);
+        // One emission interval later, exactly one more passes.
+        let (v, t) = check(tat, now + 12_000_000, r, 1);
+        assert!(v.allowed && v.remaining == 0);
+        assert!(!check(t, now + 12_000_000, r, 1).0.allowed);
+    }
+
+    #[test]
+    fn costs_refunds_and_debts() {
+        let r = Rate {
+            amount: 1000,
+            period_us: MIN,
+        };
+        let now = 5 * MIN;
+        let (v, tat) = check(0, now, r, 600);
+        assert!(v.allowed && v.remaining == 400);
+        assert!(!check(tat, now, r, 500).0.allowed);
+        // Settled at 100: 500 come back.
+        let tat = adjust(tat, now, r, -500);
+        assert_eq!(peek(tat, now, r).remaining, 900);
+        // A refund never makes a key more than full.
+        assert_eq!(adjust(tat, now, r, -1_000_000), now);
+        // A debt past the limit: nothing passes until it is paid off.
+        let tat = adjust(tat, now, r, 1500);
+        let v = check(tat, now, r, 1).0;
+        assert!(!v.allowed && v.remaining == 0);
+        assert_eq!(v.retry_after_us, 600 * 60_000 + 60_000);
+        // A cost above the whole amount passes on a full key.
+        assert!(check(0, now, r, 10_000).0.allowed);
+        assert!(!check(now + 1, now, r, 10_000).0.allowed);
+    }
+
+    #[test]
+    fn shares_and_absurd_values() {
+        let r = Rate {
+            amount: 10,
+            period_us: MIN,
+        };
+        assert_eq!(r.share(3).amount, 3);
+        assert_eq!(r.share(100).amount, 1);
+        let huge = Rate {
+            amount: u64::MAX,
+            period_us: 1,
+        };
+        assert_eq!(huge.cost_us(1), 1);
+        // A big token limit is exact: 7M a minute is not 7.5M.
+        let tpm = Rate {
+            amount: 7_000_000,
+            period_us: MIN,
+        };
+        let (v, t) = check(0, 0, tpm, 7_000_000);
+        assert!(v.allowed && v.remaining == 0);
+        assert!(!check(t, 0, tpm, 1).0.allowed);
+        assert!(check(t, MIN / 7 + 1, tpm, 1_000_000).0.allowed);
+        let (v, _) = check(u64::MAX - 5, u64::MAX - 10, huge, u64::MAX);
+        assert!(!v.allowed);
+        assert_eq!(adjust(u64::MAX, 0, huge, i64::MAX), u64::MAX);
+    }
+}
