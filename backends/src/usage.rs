@@ -61,35 +61,49 @@ impl UsageTail {
 /// Leaves out of an SSE stream the usage-only chunk (`"choices":[]` with a
 /// `usage` object) that the gateway asked the backend for with
 /// `stream_options.include_usage` when the client did not. Events pass on
-/// whole: bytes after the last event boundary wait for the next chunk.
+/// whole: bytes after the last event boundary (`\n\n` or `\r\n\r\n`) wait
+/// for the next chunk. An event longer than [`MAX_EVENT`] turns the filter
+/// off (everything passes from then on), so nothing is held without bound.
 #[derive(Debug, Default)]
 pub struct StripUsage {
     pending: Vec<u8>,
+    off: bool,
 }
+
+/// The longest incomplete event held back.
+pub const MAX_EVENT: usize = 64 * 1024;
 
 impl StripUsage {
     /// The complete events of `pending + chunk`, usage-only ones left out.
     pub fn filter(&mut self, chunk: Bytes) -> Bytes {
+        if self.off {
+            return chunk;
+        }
         let data: Bytes = if self.pending.is_empty() {
             chunk
         } else {
             self.pending.extend_from_slice(&chunk);
             Bytes::from(std::mem::take(&mut self.pending))
         };
-        let end = match memchr::memmem::rfind(&data, b"\n\n") {
-            Some(i) => i + 2,
-            None => 0,
-        };
+        let end = last_boundary(&data);
+        if data.len() - end > MAX_EVENT {
+            self.off = true;
+            return data;
+        }
         self.pending.extend_from_slice(&data[end..]);
         let whole = data.slice(..end);
         if memchr::memmem::find(&whole, b"\"usage\"").is_none() {
             return whole;
         }
         let mut out = Vec::with_capacity(whole.len());
-        for event in whole.split_inclusive_events() {
+        let mut rest: &[u8] = &whole;
+        while !rest.is_empty() {
+            let end = first_boundary(rest).unwrap_or(rest.len());
+            let (event, tail) = rest.split_at(end);
             if !is_usage_only(event) {
                 out.extend_from_slice(event);
             }
+            rest = tail;
         }
         Bytes::from(out)
     }
@@ -100,31 +114,21 @@ impl StripUsage {
     }
 }
 
-trait Events {
-    fn split_inclusive_events(&self) -> EventIter<'_>;
-}
-
-impl Events for Bytes {
-    fn split_inclusive_events(&self) -> EventIter<'_> {
-        EventIter { rest: self }
+/// Where the first event of `b` ends (after its blank line), if it does.
+fn first_boundary(b: &[u8]) -> Option<usize> {
+    let lf = memchr::memmem::find(b, b"\n\n").map(|i| i + 2);
+    let crlf = memchr::memmem::find(b, b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(c)) => Some(a.min(c)),
+        (a, c) => a.or(c),
     }
 }
 
-struct EventIter<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Iterator for EventIter<'a> {
-    type Item = &'a [u8];
-    fn next(&mut self) -> Option<&'a [u8]> {
-        if self.rest.is_empty() {
-            return None;
-        }
-        let end = memchr::memmem::find(self.rest, b"\n\n").map_or(self.rest.len(), |i| i + 2);
-        let (event, rest) = self.rest.split_at(end);
-        self.rest = rest;
-        Some(event)
-    }
+/// Where the last complete event of `b` ends (0: none is complete).
+fn last_boundary(b: &[u8]) -> usize {
+    let lf = memchr::memmem::rfind(b, b"\n\n").map_or(0, |i| i + 2);
+    let crlf = memchr::memmem::rfind(b, b"\r\n\r\n").map_or(0, |i| i + 4);
+    lf.max(crlf)
 }
 
 /// An event whose data is a chunk with no choices and a usage object.
@@ -205,6 +209,25 @@ mod tests {
             assert_eq!(out, want, "cut at {cut}");
         }
         assert_eq!(count_events(stream), 3);
+    }
+
+    #[test]
+    fn crlf_events_and_endless_events() {
+        let mut f = StripUsage::default();
+        let out = f.filter(Bytes::from_static(
+            b"data: {\"choices\":[{}]}\r\n\r\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\r\n\r\ndata: [DONE]\r\n\r\n",
+        ));
+        assert_eq!(
+            &out[..],
+            b"data: {\"choices\":[{}]}\r\n\r\ndata: [DONE]\r\n\r\n"
+        );
+        // An event that never ends is not held forever.
+        let mut f = StripUsage::default();
+        let mut passed = 0;
+        for _ in 0..100 {
+            passed += f.filter(Bytes::from(vec![b'x'; 4096])).len();
+        }
+        assert!(passed >= 100 * 4096 - MAX_EVENT, "{passed}");
     }
 
     #[test]

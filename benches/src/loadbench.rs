@@ -316,6 +316,63 @@ fn main() {
     );
     wait_port(policy_addr);
 
+    // The same, with rate limits: two in memory; two and five in Redis
+    // (started here when `redis-server` is installed). Request limits are
+    // far above the load so nothing is refused; token limits settle.
+    let variant = |extra: &str| {
+        let addr = free_addr();
+        let conf = dir.join(format!("limits-{}.yaml", addr.port()));
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&gw_addr.to_string(), &addr.to_string())
+            .replace(&gw_admin.to_string(), &free_addr().to_string())
+            + extra;
+        std::fs::write(&conf, text).unwrap();
+        let p = Proc(
+            Command::new(&bin)
+                .args(["run", "--config"])
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_port(addr);
+        (addr, p)
+    };
+    const TWO: &str = "  - { name: rpm, requests_per_minute: 1000000000 }\n  - { name: tpm, per: global, tokens_per_minute: 1000000000000 }\n";
+    const FIVE: &str = "  - { name: rps, requests_per_second: 1000000 }\n  - { name: rph, per: global, requests_per_hour: 1000000000000 }\n  - { name: concurrent, concurrency: 1000 }\n";
+    let limits_local = variant(&format!(
+        "limits:\n{}",
+        TWO.replace(" }", ", store: local }")
+    ));
+    let redis_port = free_addr().port();
+    let redis = which("redis-server").then(|| {
+        let p = Proc(
+            Command::new("redis-server")
+                .args([
+                    "--port",
+                    &redis_port.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_port(SocketAddr::from(([127, 0, 0, 1], redis_port)));
+        p
+    });
+    let state = format!("state: {{ redis: \"redis://127.0.0.1:{redis_port}\" }}\n");
+    let limits_redis = redis
+        .as_ref()
+        .map(|_| variant(&format!("{state}limits:\n{TWO}")));
+    let limits_redis5 = redis
+        .as_ref()
+        .map(|_| variant(&format!("{state}limits:\n{TWO}{FIVE}")));
+
     // The same config on another skygate binary, for a before/after ratio.
     let before = args.before.as_ref().map(|path| {
         let addr = free_addr();
@@ -407,7 +464,18 @@ fn main() {
         ("direct", sim_addr, vec![]),
         ("skygate", gw_addr, vec![gw_pid]),
         ("skygate+policy", policy_addr, vec![with_policy.0.id()]),
+        (
+            "skygate+limits(local,2)",
+            limits_local.0,
+            vec![limits_local.1 .0.id()],
+        ),
     ];
+    if let Some((addr, p)) = &limits_redis {
+        targets.push(("skygate+limits(redis,2)", *addr, vec![p.0.id()]));
+    }
+    if let Some((addr, p)) = &limits_redis5 {
+        targets.push(("skygate+limits(redis,5)", *addr, vec![p.0.id()]));
+    }
     if let Some((addr, p)) = &before {
         targets.push(("skygate-before", *addr, vec![p.0.id()]));
     }
@@ -434,6 +502,29 @@ fn main() {
         ));
     }
     let rss_load = rss_mib(gw_pid);
+    // Round trips to Redis per request: Redis' own count of socket reads
+    // (`total_reads_processed`) over one connection's sequential requests,
+    // for 2 and 5 limits (the token settle after each answer is one more).
+    let redis_reads = |addr: SocketAddr| {
+        let reads = || -> f64 {
+            let out = Command::new("redis-cli")
+                .args(["-p", &redis_port.to_string(), "INFO", "stats"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("total_reads_processed:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        let r0 = reads();
+        let run = wrk(&script, &url(addr), 1, 3);
+        // The settles are spawned after each answer: let the last land.
+        std::thread::sleep(Duration::from_millis(200));
+        (reads() - r0) / run.requests
+    };
+    let reads2 = limits_redis.as_ref().map(|(a, _)| redis_reads(*a));
+    let reads5 = limits_redis5.as_ref().map(|(a, _)| redis_reads(*a));
     let ttfb_direct = sse_first_byte_us(sim_addr, 200);
     let ttfb_gw = sse_first_byte_us(gw_addr, 200);
 
@@ -492,6 +583,37 @@ fn main() {
             p.2 / sky.2
         );
     }
+    if let Some(l) = get("skygate+limits(local,2)") {
+        println!(
+            "| Skygate with 2 local limits: CPU per request added | {:.1} µs ({:.2}×) |",
+            l.2 - sky.2,
+            l.2 / sky.2
+        );
+    }
+    for (name, reads) in [
+        ("skygate+limits(redis,2)", reads2),
+        ("skygate+limits(redis,5)", reads5),
+    ] {
+        if let (Some(r), Some(l)) = (get(name), get("skygate+limits(local,2)")) {
+            println!(
+                "| {name}: throughput / local limits | {:.2} |",
+                r.1.rps / l.1.rps
+            );
+            println!(
+                "| {name}: throughput / no limits | {:.2} |",
+                r.1.rps / sky.1.rps
+            );
+            println!(
+                "| {name}: added p50 at 1 connection over local limits | {:.0} µs |",
+                r.4.p50_us - l.4.p50_us
+            );
+        }
+        if let Some(reads) = reads {
+            println!(
+                "| {name}: Redis socket reads per request (check + token settle) | {reads:.2} |"
+            );
+        }
+    }
     if let Some(b) = get("skygate-before") {
         println!(
             "| Skygate CPU per request / skygate-before (same run) | {:.3} |",
@@ -514,6 +636,10 @@ fn main() {
     println!("| Skygate RSS idle / after load | {rss_idle:.1} MiB / {rss_load:.1} MiB |");
     drop(before);
     drop(with_policy);
+    drop(limits_local);
+    drop(limits_redis);
+    drop(limits_redis5);
+    drop(redis);
     drop(baseline);
     if let Some(n) = &nginx {
         // Workers outlive a SIGKILLed master (and hold our stdout open).
@@ -528,6 +654,12 @@ fn main() {
         outage(&bin, &dir, &script, &args);
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Whether `cmd` is on the PATH.
+fn which(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
 }
 
 /// Starts a simulator; returns its address and process.

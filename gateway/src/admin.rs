@@ -126,6 +126,10 @@ impl ServeHttp for Admin {
                     json(503, json!({"status": "draining"}))
                 } else if !self.proxy_accepting().await {
                     json(503, json!({"status": "starting"}))
+                } else if !self.state.shared.redis.is_settled() {
+                    // `state.redis` not tried yet: limits would all take
+                    // their failure policy.
+                    json(503, json!({"status": "connecting to redis"}))
                 } else {
                     json(200, json!({"status": "ready"}))
                 };

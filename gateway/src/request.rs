@@ -188,7 +188,11 @@ pub fn ask_stream_usage(routed: &mut Routed, ctx: &mut RequestCtx) {
     };
     let options = body
         .entry("stream_options")
-        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        .or_insert(serde_json::Value::Null);
+    if options.is_null() {
+        // `null` is the API's "not set".
+        *options = serde_json::Value::Object(Default::default());
+    }
     let Some(options) = options.as_object_mut() else {
         return; // not an object: the backend will say what it thinks of it
     };

@@ -224,6 +224,7 @@ impl pingora_core::services::background::BackgroundService for RedisLink {
     async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
         tokio::select! {
             () = self.redis.maintain() => {}
+            () = self.redis.send_settles() => {}
             _ = shutdown.changed() => {}
         }
     }

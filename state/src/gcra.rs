@@ -30,6 +30,14 @@ impl Rate {
         u64::try_from(us).unwrap_or(u64::MAX).max(1)
     }
 
+    /// Microseconds `units` give back, rounded down (a refund never gives
+    /// back more than was charged).
+    pub fn refund_us(self, units: u64) -> u64 {
+        let amount = u128::from(self.amount.max(1));
+        let us = u128::from(units) * u128::from(self.period_us) / amount;
+        u64::try_from(us).unwrap_or(u64::MAX)
+    }
+
     /// Whole units that fit in `us` microseconds.
     pub fn units_in(self, us: u64) -> u64 {
         let n = u128::from(us) * u128::from(self.amount) / u128::from(self.period_us.max(1));
@@ -92,14 +100,17 @@ pub fn check(tat: u64, now: u64, rate: Rate, cost: u64) -> (Verdict, u64) {
 }
 
 /// The key's state after `delta` units more (a debt) or fewer (a refund),
-/// unchecked; a refund stops at a full key.
+/// unchecked; a refund stops at a full key, a debt at one more period's
+/// worth (so one absurd usage report cannot lock a key for years).
 pub fn adjust(tat: u64, now: u64, rate: Rate, delta: i64) -> u64 {
     let base = tat.max(now);
-    let us = rate.cost_us(delta.unsigned_abs());
     if delta >= 0 {
-        base.saturating_add(us)
+        let cap = now.saturating_add(rate.period_us.saturating_mul(2));
+        base.saturating_add(rate.cost_us(delta.unsigned_abs()))
+            .min(cap.max(base))
     } else {
-        base.saturating_sub(us).max(now)
+        base.saturating_sub(rate.refund_us(delta.unsigned_abs()))
+            .max(now)
     }
 }
 
@@ -155,6 +166,8 @@ mod tests {
         assert_eq!(peek(tat, now, r).remaining, 900);
         // A refund never makes a key more than full.
         assert_eq!(adjust(tat, now, r, -1_000_000), now);
+        // A debt is capped at one period past a full charge.
+        assert_eq!(adjust(now, now, r, i64::MAX), now + 2 * MIN);
         // A debt past the limit: nothing passes until it is paid off.
         let tat = adjust(tat, now, r, 1500);
         let v = check(tat, now, r, 1).0;

@@ -4,20 +4,28 @@
 //!
 //! - A request never waits for a connect: when Redis is down its call fails
 //!   at once ([`RedisError::Down`]) and the caller follows its failure policy.
-//! - Every call is bounded by `timeout`; a timeout or I/O error marks Redis
-//!   down, and the loop reconnects (probing once a second) and marks it up.
+//! - Every call is bounded by `timeout`. An I/O error, or three timeouts in
+//!   a row, mark Redis down (one slow call does not); the loop reconnects at
+//!   once, then once a second, and marks it up.
+//! - Settles (refunds, debts, freed in-flight slots) that cannot be sent are
+//!   queued (bounded) and sent when Redis is back.
 //! - Going down and coming back are logged once each and counted
 //!   ([`COUNTERS`], `skygate_redis_up`).
-//! - A request's calls go out together on the one connection (pipelined:
-//!   one round trip whatever their number); each is one script on one key,
-//!   so they run on a Redis Cluster too (keys are hash-tagged).
+//! - A request's check is one script call on a single node, all or nothing
+//!   whatever the number of limits; on a cluster, one call per key (keys
+//!   are hash-tagged, each its own slot), all in flight together on the one
+//!   connection, so still one round trip.
+//! - Settles (refunds, debts, freed in-flight slots) go in the background,
+//!   batched over a few milliseconds and merged per key: one call for many
+//!   requests.
 
 use crate::gcra::{Rate, Verdict};
 use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::{RedisResult, Script, ScriptInvocation};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -126,8 +134,23 @@ impl Acquired {
 /// (a replica that died mid-request).
 pub const SLOT_LEASE: Duration = Duration::from_secs(15 * 60);
 
-static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("gcra.lua")));
-static SLOT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("slot.lua")));
+/// Settles waiting for Redis to come back, at most.
+const MAX_PENDING: usize = 10_000;
+
+/// Timeouts in a row that mark Redis down.
+const TIMEOUTS_DOWN: u32 = 3;
+
+/// A settle to send: key adjustments, slots to free, the request's member.
+type Settle = (Vec<(RedisAsk, i64)>, Vec<String>, String);
+
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("acquire.lua")));
+static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("settle.lua")));
+
+/// How long settles gather before they are sent.
+const SETTLE_GATHER: Duration = Duration::from_millis(2);
+
+/// Keys in one settle call at most (a script blocks Redis while it runs).
+const SETTLE_KEYS: usize = 512;
 
 /// The Redis handle: configured (or not) by the config, reconfigured on
 /// reload, connected by [`Redis::maintain`].
@@ -139,6 +162,15 @@ pub struct Redis {
     wake: tokio::sync::Notify,
     /// The timeout of calls, in microseconds (read on every call).
     timeout_us: AtomicU64,
+    timeouts_in_a_row: AtomicU32,
+    /// Settles that could not be sent, oldest first.
+    pending: Mutex<VecDeque<Settle>>,
+    /// The first connect attempt of the current config has finished (won
+    /// or failed): until then requests would all take the failure policy.
+    settled: AtomicBool,
+    /// Wakes the settle sender.
+    settle_wake: tokio::sync::Notify,
+    cluster: AtomicBool,
 }
 
 impl Default for Redis {
@@ -155,7 +187,19 @@ impl Redis {
             generation: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
             timeout_us: AtomicU64::new(100_000),
+            timeouts_in_a_row: AtomicU32::new(0),
+            pending: Mutex::new(VecDeque::new()),
+            settled: AtomicBool::new(true),
+            settle_wake: tokio::sync::Notify::new(),
+            cluster: AtomicBool::new(false),
         }
+    }
+
+    /// Not configured, or the first connect attempt is over: readiness
+    /// waits for this, so a starting gateway does not answer its first
+    /// requests by the failure policy while Redis is simply not asked yet.
+    pub fn is_settled(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
     }
 
     /// Sets (or clears) where Redis is; a change drops the connection and
@@ -168,6 +212,12 @@ impl Redis {
         if let Some(conf) = &config {
             self.timeout_us
                 .store(conf.timeout.as_micros() as u64, Ordering::Relaxed);
+            self.cluster.store(conf.cluster, Ordering::Relaxed);
+        }
+        if c.is_none() && config.is_some() {
+            // A first Redis: not ready until it has been tried (a changed
+            // URL on reload keeps readiness as it is).
+            self.settled.store(false, Ordering::Release);
         }
         *c = config;
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -204,15 +254,95 @@ impl Redis {
         self.conn.load_full().ok_or(RedisError::Down)
     }
 
-    /// A call failed: count it; an I/O error or timeout marks Redis down.
+    /// A call failed: count it; an I/O error, or the third timeout in a
+    /// row, marks Redis down.
     fn failed(&self, e: RedisError) -> RedisError {
         COUNTERS.errors.fetch_add(1, Ordering::Relaxed);
-        if matches!(e, RedisError::Timeout)
-            || matches!(&e, RedisError::Failed(m) if m.starts_with("io:"))
-        {
+        let down = match &e {
+            RedisError::Timeout => {
+                self.timeouts_in_a_row.fetch_add(1, Ordering::AcqRel) + 1 >= TIMEOUTS_DOWN
+            }
+            RedisError::Failed(m) => m.starts_with("io:"),
+            RedisError::Down => false,
+        };
+        if down {
             self.mark_down(&e.to_string());
         }
         e
+    }
+
+    fn answered(&self) {
+        if self.timeouts_in_a_row.load(Ordering::Relaxed) != 0 {
+            self.timeouts_in_a_row.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Keeps a settle to send (the oldest is dropped when the queue is
+    /// full: its slots lapse with their lease).
+    fn queue(&self, s: Settle) {
+        let mut q = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= MAX_PENDING {
+            q.pop_front();
+        }
+        q.push_back(s);
+    }
+
+    /// Sends the queued settles, merged per key, until none is left or a
+    /// call fails (then what it held goes back to the queue).
+    async fn flush(&self, conn: &Conn) {
+        loop {
+            let batch: Vec<Settle> = {
+                let mut q = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                let n = q.len().min(1024);
+                q.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            let calls = settle_calls(&batch, self.cluster.load(Ordering::Relaxed));
+            let sent = tokio::time::timeout(
+                self.timeout() * 4,
+                futures_util::future::join_all(calls.iter().map(|c| c.send(conn))),
+            )
+            .await;
+            let ok = match sent {
+                Ok(results) => match results.into_iter().find_map(Result::err) {
+                    None => true,
+                    Some(e) => {
+                        self.failed(to_error(&e));
+                        false
+                    }
+                },
+                Err(_) => {
+                    self.failed(RedisError::Timeout);
+                    false
+                }
+            };
+            if ok {
+                self.answered();
+            } else {
+                // Sent again when Redis answers (a refund or debt sent twice
+                // is one a partial failure may have applied: rare, bounded).
+                let mut q = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                for s in batch.into_iter().rev() {
+                    q.push_front(s);
+                }
+                q.truncate(MAX_PENDING);
+                return;
+            }
+        }
+    }
+
+    /// Sends settles as they come, a few milliseconds' worth at a time.
+    /// Runs beside [`Redis::maintain`] for the life of the process.
+    pub async fn send_settles(&self) {
+        loop {
+            self.settle_wake.notified().await;
+            tokio::time::sleep(SETTLE_GATHER).await;
+            if let Ok(conn) = self.conn() {
+                self.flush(&conn).await;
+            }
+        }
     }
 
     fn mark_down(&self, why: &str) {
@@ -248,12 +378,17 @@ impl Redis {
                         if self.generation.load(Ordering::Acquire) != generation {
                             continue;
                         }
-                        self.conn.store(Some(Arc::new(c)));
+                        let c = Arc::new(c);
+                        self.conn.store(Some(c.clone()));
+                        self.timeouts_in_a_row.store(0, Ordering::Relaxed);
+                        self.settled.store(true, Ordering::Release);
                         COUNTERS.up.store(true, Ordering::Relaxed);
                         log::info!("redis is up at {}", config.nodes.join(", "));
                         logged_failure = false;
+                        self.flush(&c).await;
                     }
                     Err(e) => {
+                        self.settled.store(true, Ordering::Release);
                         if !logged_failure {
                             if COUNTERS.down_events.load(Ordering::Relaxed) == 0 {
                                 COUNTERS.down_events.fetch_add(1, Ordering::Relaxed);
@@ -273,7 +408,7 @@ impl Redis {
                     )
                     .await;
                     match ping {
-                        Ok(Ok(_)) => {}
+                        Ok(Ok(_)) => self.flush(&c).await,
                         Ok(Err(e)) => self.mark_down(&e.to_string()),
                         Err(_) => self.mark_down("PING timed out"),
                     }
@@ -286,81 +421,82 @@ impl Redis {
         }
     }
 
-    /// Checks every ask and takes every slot, all in one round trip; when
-    /// any is refused, what was charged is given back (in the background:
-    /// the refusal does not wait for it).
+    /// Checks every ask and takes every slot in one round trip: one atomic
+    /// script on a single node; on a cluster one per key, and when any
+    /// refuses, what the others charged is given back in the background.
     pub async fn acquire(
-        &self,
+        self: &Arc<Self>,
         asks: &[RedisAsk],
         slots: &[RedisSlot],
         member: &str,
     ) -> Result<Acquired, RedisError> {
         let conn = self.conn()?;
-        let gcra: Vec<ScriptInvocation<'_>> = asks
-            .iter()
-            .map(|a| {
-                let mut inv = GCRA.prepare_invoke();
-                inv.key(&a.key)
-                    .arg(a.rate.amount)
-                    .arg(a.rate.period_us)
-                    .arg(a.cost)
-                    .arg("c");
-                inv
-            })
-            .collect();
-        let slot: Vec<ScriptInvocation<'_>> = slots
-            .iter()
-            .map(|s| {
-                let mut inv = SLOT.prepare_invoke();
-                inv.key(&s.key)
-                    .arg(s.limit)
-                    .arg(member)
-                    .arg(SLOT_LEASE.as_millis() as u64);
-                inv
-            })
-            .collect();
-        let calls = async {
-            let (v, s) = futures_util::future::join(
-                futures_util::future::join_all(gcra.iter().map(|i| conn.invoke::<Vec<u64>>(i))),
-                futures_util::future::join_all(slot.iter().map(|i| conn.invoke::<Vec<u64>>(i))),
-            )
-            .await;
-            (v, s)
+        let cluster = self.cluster.load(Ordering::Relaxed);
+        let invocations: Vec<ScriptInvocation<'_>> = if cluster {
+            asks.iter()
+                .map(|a| acquire_invocation(std::slice::from_ref(a), &[], member))
+                .chain(
+                    slots
+                        .iter()
+                        .map(|s| acquire_invocation(&[], std::slice::from_ref(s), member)),
+                )
+                .collect()
+        } else {
+            vec![acquire_invocation(asks, slots, member)]
         };
-        let (v, s) = tokio::time::timeout(self.timeout(), calls)
-            .await
-            .map_err(|_| self.failed(RedisError::Timeout))?;
-        let mut out = Acquired::default();
-        let mut error = None;
-        for r in v {
+        let calls =
+            futures_util::future::join_all(invocations.iter().map(|i| conn.invoke::<Vec<u64>>(i)));
+        // On a failure, slots this request may have taken are freed (in the
+        // background); charges stay: erring to fewer admissions.
+        let free_slots = || {
+            if !slots.is_empty() {
+                let keys = slots.iter().map(|s| s.key.clone()).collect();
+                self.settle(Vec::new(), keys, member.to_string());
+            }
+        };
+        let Ok(replies) = tokio::time::timeout(self.timeout(), calls).await else {
+            free_slots();
+            return Err(self.failed(RedisError::Timeout));
+        };
+        let mut flat = Vec::with_capacity(asks.len() * 4 + slots.len() * 2);
+        for r in replies {
             match r {
-                Ok(r) if r.len() == 4 => out.verdicts.push(Verdict {
+                Ok(v) => flat.extend(v),
+                Err(e) => {
+                    free_slots();
+                    return Err(self.failed(to_error(&e)));
+                }
+            }
+        }
+        if flat.len() != asks.len() * 4 + slots.len() * 2 {
+            free_slots();
+            return Err(self.failed(RedisError::Failed("unexpected script reply".into())));
+        }
+        self.answered();
+        let (v, s) = flat.split_at(asks.len() * 4);
+        let out = Acquired {
+            verdicts: v
+                .chunks_exact(4)
+                .map(|r| Verdict {
                     allowed: r[0] == 1,
                     remaining: r[1],
                     reset_us: r[2],
                     retry_after_us: r[3],
-                }),
-                Ok(_) => error = Some(RedisError::Failed("unexpected script reply".into())),
-                Err(e) => error = Some(to_error(&e)),
-            }
-        }
-        for r in s {
-            match r {
-                Ok(r) if r.len() == 2 => out.slots.push((r[0] == 1).then_some(r[1] as u32)),
-                Ok(_) => error = Some(RedisError::Failed("unexpected script reply".into())),
-                Err(e) => error = Some(to_error(&e)),
-            }
-        }
-        if let Some(e) = error {
-            // Whatever was charged stays charged: erring to fewer admissions.
-            return Err(self.failed(e));
-        }
-        if !out.allowed() {
+                })
+                .collect(),
+            slots: s
+                .chunks_exact(2)
+                .map(|r| (r[0] == 1).then_some(r[1].min(u64::from(u32::MAX)) as u32))
+                .collect(),
+        };
+        // A single node's script wrote nothing when anything refused; a
+        // cluster's calls each decided alone: give back what passed.
+        if cluster && !out.allowed() {
             let back: Vec<(RedisAsk, i64)> = asks
                 .iter()
                 .zip(&out.verdicts)
-                .filter(|(_, v)| v.allowed)
-                .map(|(a, _)| (a.clone(), -(a.cost as i64)))
+                .filter(|(a, v)| v.allowed && a.cost > 0)
+                .map(|(a, _)| (a.clone(), -i64::try_from(a.cost).unwrap_or(i64::MAX)))
                 .collect();
             let freed: Vec<String> = slots
                 .iter()
@@ -368,47 +504,37 @@ impl Redis {
                 .filter(|(_, s)| s.is_some())
                 .map(|(s, _)| s.key.clone())
                 .collect();
-            if !back.is_empty() || !freed.is_empty() {
-                let conn = conn.clone();
-                let member = member.to_string();
-                let timeout = self.timeout();
-                tokio::spawn(async move {
-                    let _ =
-                        tokio::time::timeout(timeout, settle(&conn, &back, &freed, &member)).await;
-                });
-            }
+            self.settle(back, freed, member.to_string());
         }
         Ok(out)
     }
 
-    /// Settles a finished request: moves each key by its delta (refund or
-    /// debt) and frees its slots. Bounded by the timeout; a failure is
-    /// counted and otherwise dropped (a slot's lease frees it anyway).
-    pub async fn settle(&self, adjust: &[(RedisAsk, i64)], slots: &[String], member: &str) {
-        let Ok(conn) = self.conn() else {
-            COUNTERS.errors.fetch_add(1, Ordering::Relaxed);
+    /// Settles a finished request, in the background: moves each key by
+    /// its delta (refund or debt) and frees its slots. Settles gather for a
+    /// few milliseconds and go merged; while Redis is down they wait
+    /// (bounded) and go when it is back.
+    pub fn settle(&self, adjust: Vec<(RedisAsk, i64)>, slots: Vec<String>, member: String) {
+        let adjust: Vec<(RedisAsk, i64)> = adjust.into_iter().filter(|(_, d)| *d != 0).collect();
+        if adjust.is_empty() && slots.is_empty() {
             return;
-        };
-        match tokio::time::timeout(self.timeout(), settle(&conn, adjust, slots, member)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                self.failed(e);
-            }
-            Err(_) => {
-                self.failed(RedisError::Timeout);
-            }
         }
+        self.queue((adjust, slots, member));
+        self.settle_wake.notify_one();
+    }
+
+    /// Settles waiting to be sent (for tests and metrics).
+    pub fn pending(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// A key's state without charging it (for tests and the admin API).
     pub async fn peek(&self, ask: &RedisAsk) -> Result<Verdict, RedisError> {
         let conn = self.conn()?;
-        let mut inv = GCRA.prepare_invoke();
-        inv.key(&ask.key)
-            .arg(ask.rate.amount)
-            .arg(ask.rate.period_us)
-            .arg(0)
-            .arg("c");
+        let probe = RedisAsk {
+            cost: 0,
+            ..ask.clone()
+        };
+        let inv = acquire_invocation(std::slice::from_ref(&probe), &[], "");
         let r: Vec<u64> = tokio::time::timeout(self.timeout(), conn.invoke(&inv))
             .await
             .map_err(|_| self.failed(RedisError::Timeout))?
@@ -425,42 +551,109 @@ impl Redis {
     }
 }
 
-async fn settle(
-    conn: &Conn,
-    adjust: &[(RedisAsk, i64)],
-    slots: &[String],
+fn acquire_invocation<'a>(
+    asks: &[RedisAsk],
+    slots: &[RedisSlot],
     member: &str,
-) -> Result<(), RedisError> {
-    let invs: Vec<ScriptInvocation<'_>> = adjust
-        .iter()
-        .filter(|(_, d)| *d != 0)
-        .map(|(a, d)| {
-            let mut inv = GCRA.prepare_invoke();
-            inv.key(&a.key)
-                .arg(a.rate.amount)
-                .arg(a.rate.period_us)
-                .arg(*d)
-                .arg("a");
-            inv
-        })
-        .collect();
-    let cmds: Vec<redis::Cmd> = slots
-        .iter()
-        .map(|k| {
-            let mut c = redis::cmd("ZREM");
-            c.arg(k).arg(member);
-            c
-        })
-        .collect();
-    let (a, b) = futures_util::future::join(
-        futures_util::future::join_all(invs.iter().map(|i| conn.invoke::<redis::Value>(i))),
-        futures_util::future::join_all(cmds.iter().map(|c| conn.query::<redis::Value>(c))),
-    )
-    .await;
-    for r in a.into_iter().chain(b) {
-        r.map_err(|e| to_error(&e))?;
+) -> ScriptInvocation<'a> {
+    let mut inv = ACQUIRE.prepare_invoke();
+    for a in asks {
+        inv.key(&a.key);
     }
-    Ok(())
+    for s in slots {
+        inv.key(&s.key);
+    }
+    inv.arg(asks.len())
+        .arg(member)
+        .arg(SLOT_LEASE.as_millis() as u64);
+    for a in asks {
+        inv.arg(a.rate.amount).arg(a.rate.period_us).arg(a.cost);
+    }
+    for s in slots {
+        inv.arg(s.limit);
+    }
+    inv
+}
+
+/// One call of a batch of settles.
+enum SettleCall {
+    Script(ScriptInvocation<'static>),
+    Zrem(redis::Cmd),
+}
+
+impl SettleCall {
+    async fn send(&self, conn: &Conn) -> RedisResult<redis::Value> {
+        match self {
+            Self::Script(inv) => conn.invoke(inv).await,
+            Self::Zrem(cmd) => conn.query(cmd).await,
+        }
+    }
+}
+
+/// A batch of settles as calls: deltas summed per key (and rate), slots
+/// freed; on a single node in chunks of [`SETTLE_KEYS`] keys per script, on
+/// a cluster one call per key.
+fn settle_calls(batch: &[Settle], cluster: bool) -> Vec<SettleCall> {
+    let mut sums: std::collections::HashMap<(&str, u64, u64), i64> = Default::default();
+    let mut order: Vec<(&str, u64, u64)> = Vec::new();
+    let mut frees: Vec<(&str, &str)> = Vec::new();
+    for (adjust, slots, member) in batch {
+        for (a, d) in adjust {
+            let k = (a.key.as_str(), a.rate.amount, a.rate.period_us);
+            let sum = sums.entry(k).or_insert_with(|| {
+                order.push(k);
+                0
+            });
+            *sum = sum.saturating_add(*d);
+        }
+        for s in slots {
+            frees.push((s.as_str(), member.as_str()));
+        }
+    }
+    let adjusts: Vec<((&str, u64, u64), i64)> = order
+        .into_iter()
+        .map(|k| (k, sums[&k]))
+        .filter(|(_, d)| *d != 0)
+        .collect();
+    let script = |adj: &[((&str, u64, u64), i64)], free: &[(&str, &str)]| {
+        let mut inv = SETTLE.prepare_invoke();
+        for ((key, ..), _) in adj {
+            inv.key(*key);
+        }
+        for (key, _) in free {
+            inv.key(*key);
+        }
+        inv.arg(adj.len());
+        for ((_, amount, period), d) in adj {
+            inv.arg(*amount).arg(*period).arg(*d);
+        }
+        for (_, member) in free {
+            inv.arg(*member);
+        }
+        SettleCall::Script(inv)
+    };
+    if cluster {
+        let mut calls: Vec<SettleCall> = adjusts
+            .iter()
+            .map(|a| script(std::slice::from_ref(a), &[]))
+            .collect();
+        calls.extend(frees.iter().map(|(key, member)| {
+            let mut c = redis::cmd("ZREM");
+            c.arg(*key).arg(*member);
+            SettleCall::Zrem(c)
+        }));
+        return calls;
+    }
+    let mut calls = Vec::new();
+    let (mut a, mut f) = (&adjusts[..], &frees[..]);
+    while !a.is_empty() || !f.is_empty() {
+        let na = a.len().min(SETTLE_KEYS);
+        let nf = f.len().min(SETTLE_KEYS - na);
+        calls.push(script(&a[..na], &f[..nf]));
+        a = &a[na..];
+        f = &f[nf..];
+    }
+    calls
 }
 
 fn to_error(e: &redis::RedisError) -> RedisError {

@@ -185,6 +185,13 @@ impl Cx<'_> {
             if !self.name_ok(&name, &path_of(&p, &[key("name")])) {
                 continue;
             }
+            if name.starts_with("route.") {
+                self.err(
+                    &path_of(&p, &[key("name")]),
+                    "names starting with `route.` belong to the routes' own limits (routes.NAME.limits)",
+                );
+                continue;
+            }
             if seen.contains(&name) {
                 self.err(
                     &path_of(&p, &[key("name")]),
@@ -305,6 +312,14 @@ impl Cx<'_> {
             );
         }
         let m = r.matcher;
+        for (i, model) in m.models.iter().enumerate() {
+            if !routes.iter().any(|x| x.models.contains(model)) {
+                self.err(
+                    &path_of(p, &[key("match"), key("models"), Seg::Index(i)]),
+                    format!("no route serves the model `{}`", crate::clip(model)),
+                );
+            }
+        }
         let mut route_ix = Vec::new();
         for (i, name) in m.routes.iter().enumerate() {
             match routes.iter().position(|x| &x.name == name) {
@@ -341,6 +356,12 @@ impl Cx<'_> {
                 LimitStore::Local
             }
         };
+        if store == LimitStore::Local && r.on_redis_failure.is_some() {
+            self.warn(
+                &at("on_redis_failure"),
+                "this limit is counted in memory (`store: local`, or no `state.redis`): it never asks Redis",
+            );
+        }
         let on_failure = match r.on_redis_failure.as_deref() {
             None | Some("fail_open") => FailurePolicy::Open,
             Some("fail_closed") => FailurePolicy::Closed,
@@ -414,13 +435,14 @@ limits:
     concurrency: 8
     store: local
   - {{ name: daily, per: global, tokens_per_day: 5000000, on_redis_failure: fail_closed }}
+  - {{ name: mem, store: local, on_redis_failure: fail_closed, requests_per_second: 9 }}
 "
             ),
             "f.yaml",
             &|_| None,
         )
         .unwrap();
-        assert_eq!(c.limits.len(), 2);
+        assert_eq!(c.limits.len(), 3);
         assert_eq!(c.state.replicas, 3);
         let l = &c.limits[0];
         assert_eq!(l.matcher.routes, vec![0]);
@@ -429,6 +451,15 @@ limits:
         assert_eq!(l.store, crate::LimitStore::Local);
         assert_eq!(c.limits[1].store, crate::LimitStore::Redis);
         assert_eq!(c.limits[1].on_failure, crate::FailurePolicy::Closed);
+        // A failure policy on a limit that never asks Redis is a warning.
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.path == "limits[2].on_redis_failure"
+                    && w.message.contains("never asks Redis")),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]
@@ -444,6 +475,8 @@ limits:
   - { name: a, requests_per_minute: 1 }
   - { requests_per_minute: 1 }
   - { name: f, per: [global, tenant], tokens_per_day: 99999999999999 }
+  - { name: route.x, requests_per_minute: 1 }
+  - { name: g, match: { models: [nope] }, requests_per_minute: 1 }
 ",
         );
         let want = [
@@ -456,6 +489,8 @@ limits:
             "limits[6].name: missing",
             "limits[7].tokens_per_day: must be between",
             "limits[7].per: `global` is one counter",
+            "limits[8].name: names starting with `route.`",
+            "limits[9].match.models[0]: no route serves the model `nope`",
         ];
         for w in want {
             assert!(e.iter().any(|x| x.starts_with(w)), "{w} not in {e:#?}");
@@ -464,6 +499,12 @@ limits:
         assert!(
             e.iter()
                 .any(|x| x.starts_with("state.redis_cluster: set `redis` or")),
+            "{e:?}"
+        );
+        let e = errors("state: { redis: 'redis://x:1', timeout: 0ms }\n");
+        assert!(
+            e.iter()
+                .any(|x| x.starts_with("state.timeout: must be greater than zero")),
             "{e:?}"
         );
         let e = errors("state: { redis: 'localhost:6379', timeout: 1h, replicas: 0 }\n");

@@ -55,8 +55,16 @@ pub(super) fn partition<'a>(
     Some(out)
 }
 
+/// The caller's address; an IPv6 one as its /64 (one host gets a /64, so
+/// counting each address would give it 2^64 counters).
 fn ip(ctx: &RequestCtx) -> Option<std::net::IpAddr> {
-    ctx.client_ip.or(ctx.peer)
+    Some(match ctx.client_ip.or(ctx.peer)? {
+        std::net::IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            std::net::IpAddr::V6(prefix.into())
+        }
+        v4 => v4,
+    })
 }
 
 /// The Redis key of a counter: `{prefix}:rl:{name:unit:part...}`, the whole

@@ -56,6 +56,9 @@ pub struct RateLimits {
     by_route: Vec<Vec<usize>>,
     /// For each route: the output tokens reserved without `max_tokens`.
     output_estimate: Vec<u64>,
+    /// For each route: whether its body is an OpenAI request (else a
+    /// function's bytes, which say nothing of tokens).
+    openai: Vec<bool>,
     route_names: Vec<String>,
     shared: Shared,
     replicas: u32,
@@ -197,6 +200,11 @@ impl RateLimits {
                 .routes
                 .iter()
                 .map(|r| r.output_tokens_estimate)
+                .collect(),
+            openai: config
+                .routes
+                .iter()
+                .map(|r| r.operation != skygate_config::Operation::Function)
                 .collect(),
             route_names: config.routes.iter().map(|r| r.name.clone()).collect(),
             shared: shared.clone(),
@@ -584,7 +592,11 @@ impl Plugin for RateLimits {
         let Some(route) = ctx.route else {
             return Decision::Continue;
         };
-        let input = (req.body.len() as u64).div_ceil(4);
+        let input = if self.openai.get(route).copied().unwrap_or(false) {
+            (req.body.len() as u64).div_ceil(4)
+        } else {
+            0
+        };
         let output = ctx
             .max_tokens
             .unwrap_or_else(|| self.output_estimate.get(route).copied().unwrap_or(0));
@@ -673,7 +685,9 @@ impl Plugin for RateLimits {
         let mut redis_adjust = Vec::new();
         for c in charges {
             let delta = match (c.tokens, used) {
-                (true, Some(u)) => u as i64 - c.cost as i64,
+                (true, Some(u)) => {
+                    i64::try_from(u).unwrap_or(i64::MAX) - i64::try_from(c.cost).unwrap_or(0)
+                }
                 _ => 0,
             };
             if delta == 0 {
@@ -702,16 +716,13 @@ impl Plugin for RateLimits {
         if redis_adjust.is_empty() && redis_slots.is_empty() {
             return;
         }
-        let redis = self.shared.redis.clone();
         // Settling never holds up the connection's next request.
-        tokio::spawn(async move {
-            redis.settle(&redis_adjust, &redis_slots, &member).await;
-        });
+        self.shared.redis.settle(redis_adjust, redis_slots, member);
     }
 }
 
 /// The tokens a finished request used: the backend's usage when it gave
-/// one; nothing when no answer came or the answer was an error; for a
+/// one; nothing when no backend answered, or its answer was an error; for a
 /// stream cut short, the input estimate plus one token per event sent.
 /// `None` (keep the reservation) for a whole answer without usage.
 fn used_tokens(ctx: &RequestCtx, input_estimate: u64) -> Option<u64> {
@@ -720,10 +731,12 @@ fn used_tokens(ctx: &RequestCtx, input_estimate: u64) -> Option<u64> {
         (None, Some(c)) => return Some(input_estimate.saturating_add(c)),
         (None, None) => {}
     }
-    if ctx.first_byte.is_none() || ctx.status >= 400 || ctx.status == 0 {
+    // No backend was asked (a local answer), none answered, or it refused.
+    if ctx.attempts == 0 || ctx.first_byte.is_none() || ctx.status >= 400 || ctx.status == 0 {
         return Some(0);
     }
-    if ctx.stream {
+    // A stream cut short: what was sent.
+    if ctx.stream && ctx.error.is_some() {
         return Some(input_estimate.saturating_add(ctx.stream_events));
     }
     None

@@ -160,14 +160,40 @@ async fn failed_and_cut_requests_settle_what_was_produced() {
     assert!(c.want_stream_usage);
     assert_eq!(c.limits.as_ref().unwrap().tokens.unwrap().remaining, 9000);
     c.status = 200;
+    c.attempts = 1;
     c.first_byte = Some(std::time::Instant::now());
     c.stream_events = 7;
+    c.error = Some("backend_error");
     l.on_complete(&mut c);
     let mut c = ctx("a", None, "m");
     c.max_tokens = Some(0);
     ask(&l, &mut c, b"").await.unwrap();
     let left = c.limits.as_ref().unwrap().tokens.unwrap().remaining;
     assert!((10000 - 7..10000).contains(&left), "{left}");
+
+    // A whole stream without usage keeps its reservation; a local answer
+    // (no backend asked) gives it all back.
+    let mut c = ctx("b", None, "m");
+    c.max_tokens = Some(100);
+    c.stream = true;
+    ask(&l, &mut c, b"").await.unwrap();
+    c.status = 200;
+    c.attempts = 1;
+    c.first_byte = Some(std::time::Instant::now());
+    l.on_complete(&mut c);
+    let mut c = ctx("b", None, "m");
+    c.max_tokens = Some(100);
+    ask(&l, &mut c, b"").await.unwrap();
+    let left = c.limits.as_ref().unwrap().tokens.unwrap().remaining;
+    assert!((10000 - 200..10000 - 190).contains(&left), "{left}");
+    c.status = 200;
+    c.first_byte = Some(std::time::Instant::now());
+    l.on_complete(&mut c);
+    let mut c = ctx("b", None, "m");
+    c.max_tokens = Some(0);
+    ask(&l, &mut c, b"").await.unwrap();
+    let left = c.limits.as_ref().unwrap().tokens.unwrap().remaining;
+    assert!((10000 - 100..10000 - 90).contains(&left), "{left}");
 }
 
 #[tokio::test]

@@ -711,6 +711,16 @@ impl RedisServer {
         self.proc = None;
     }
 
+    /// Freezes it (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.proc.as_ref().expect("running").signal("STOP");
+    }
+
+    /// Thaws a paused server.
+    pub fn resume(&self) {
+        self.proc.as_ref().expect("running").signal("CONT");
+    }
+
     /// Starts it again on the same port (empty: nothing was kept).
     pub fn restart(&mut self) {
         assert!(self.spawn(), "redis-server did not come back on its port");

@@ -426,3 +426,116 @@ fn limits_run_on_a_redis_cluster() {
     assert_eq!(r.status, 200);
     assert_eq!(num(&r, "x-ratelimit-remaining-requests"), 29);
 }
+
+/// `skygate demo --redis URL`: two demo processes on one Redis share the
+/// limited key's 5 requests a minute.
+#[test]
+fn demo_processes_share_the_limited_key_through_redis() {
+    let redis = RedisServer::start();
+    let demo = |redis: &str| {
+        let (listen, admin) = (free_addr(), free_addr());
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args([
+            "demo",
+            "--listen",
+            &listen.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+            "--redis",
+            redis,
+        ]);
+        let p = Proc::spawn_cmd(cmd);
+        let metrics = || {
+            try_call(
+                admin,
+                "GET",
+                "/metrics",
+                &[("authorization", "Bearer skygate-demo-admin")],
+                b"",
+            )
+            .map(|r| r.text())
+            .unwrap_or_default()
+        };
+        assert!(
+            eventually(Duration::from_secs(20), || metric(
+                &metrics(),
+                "skygate_redis_up"
+            ) == Some(1.0)),
+            "demo not up on redis: {}",
+            p.stderr()
+        );
+        (listen, p)
+    };
+    let (a, _pa) = demo(&redis.url);
+    let (b, _pb) = demo(&redis.url);
+    let ask = |addr| {
+        chat_as(
+            addr,
+            "sk-skygate-demo-limited",
+            &json!({"model": "demo-chat", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+    };
+    for (i, addr) in [a, b, a, b, a].into_iter().enumerate() {
+        let r = ask(addr);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(num(&r, "x-ratelimit-remaining-requests"), 4 - i as u64);
+    }
+    ask(b).assert_error(429, "rate_limit_exceeded");
+    ask(a).assert_error(429, "rate_limit_exceeded");
+    // A bad URL is a config error, said before anything starts.
+    let out = std::process::Command::new(bin())
+        .args(["demo", "--redis", "localhost:6379"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        output_text(&out).contains("is not a Redis URL"),
+        "{}",
+        output_text(&out)
+    );
+}
+
+/// A request that ends while Redis does not answer cannot free its
+/// in-flight slot then; the release waits and goes when Redis is back, so
+/// the caller is not locked out for the slot's 15-minute lease.
+#[test]
+fn slots_held_through_a_redis_stall_are_freed_when_it_is_back() {
+    let redis = RedisServer::start();
+    let sim = Sim::start("s", &["--token-delay-ms", "40"]);
+    let gw = Arc::new(Gateway::start(&config(
+        &sim,
+        &format!(
+            "state: {{ redis: \"{}\" }}\nlimits:\n  - {{ name: one-at-a-time, concurrency: 1 }}\n",
+            redis.url
+        ),
+    )));
+    assert!(redis_becomes(&gw, 1.0));
+    let streaming = {
+        let gw = gw.clone();
+        std::thread::spawn(move || {
+            let mut s = hi();
+            s["stream"] = json!(true);
+            gw.post("/v1/chat/completions", &s)
+        })
+    };
+    // The slot is taken: a second request waits its turn.
+    std::thread::sleep(Duration::from_millis(200));
+    let r = gw.chat("m");
+    r.assert_error(429, "rate_limit_exceeded");
+    assert!(r.text().contains("concurrency limit"), "{}", r.text());
+    // Redis freezes while the stream ends: its slot cannot be freed now.
+    redis.pause();
+    assert_eq!(streaming.join().unwrap().status, 200);
+    assert!(redis_becomes(&gw, 0.0), "a frozen redis is not noticed");
+    redis.resume();
+    assert!(redis_becomes(&gw, 1.0));
+    // The queued release went out on reconnect.
+    assert!(
+        eventually(Duration::from_secs(3), || gw.chat("m").status == 200),
+        "the slot stayed taken"
+    );
+    assert!(eventually(Duration::from_secs(3), || redis
+        .cli(&["ZCARD", "skygate:rl:{one-at-a-time:concurrency:tester}"])
+        .trim()
+        == "0"));
+}
