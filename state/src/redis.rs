@@ -146,6 +146,14 @@ type Settle = (Vec<(RedisAsk, i64)>, Vec<String>, String);
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("acquire.lua")));
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("settle.lua")));
 
+thread_local! {
+    /// A request thread's own Redis connection: (the `Redis` it belongs to,
+    /// its epoch, the connection once made).
+    #[allow(clippy::type_complexity)]
+    static THREAD_CONN: std::cell::RefCell<Option<(usize, u64, Arc<std::sync::OnceLock<Arc<Conn>>>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// How long settles gather before they are sent.
 const SETTLE_GATHER: Duration = Duration::from_millis(2);
 
@@ -170,6 +178,9 @@ pub struct Redis {
     settled: AtomicBool,
     /// Wakes the settle sender.
     settle_wake: tokio::sync::Notify,
+    /// Bumped whenever the shared connection changes: each request thread's
+    /// own connection ([`Redis::request_conn`]) is made again after it.
+    epoch: AtomicU64,
     cluster: AtomicBool,
 }
 
@@ -191,6 +202,7 @@ impl Redis {
             pending: Mutex::new(VecDeque::new()),
             settled: AtomicBool::new(true),
             settle_wake: tokio::sync::Notify::new(),
+            epoch: AtomicU64::new(0),
             cluster: AtomicBool::new(false),
         }
     }
@@ -221,6 +233,7 @@ impl Redis {
         }
         *c = config;
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.conn.store(None);
         COUNTERS.up.store(false, Ordering::Relaxed);
         self.wake.notify_one();
@@ -252,6 +265,38 @@ impl Redis {
 
     fn conn(&self) -> Result<Arc<Conn>, RedisError> {
         self.conn.load_full().ok_or(RedisError::Down)
+    }
+
+    /// The connection for a request: this thread's own once it is made
+    /// (made in the background on the request's runtime, so its driver
+    /// task runs where the request does and a call does not cross threads
+    /// twice), the shared one until then. Only while Redis is up.
+    fn request_conn(&self) -> Result<Arc<Conn>, RedisError> {
+        let shared = self.conn()?;
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let me = self as *const Self as usize;
+        let mine = THREAD_CONN.with(|c| {
+            let mut c = c.borrow_mut();
+            match &*c {
+                Some((owner, e, slot)) if *owner == me && *e == epoch => slot.get().cloned(),
+                _ => {
+                    // First call on this thread (or since Redis came back):
+                    // connect in the background, use the shared one now.
+                    let slot = Arc::new(std::sync::OnceLock::new());
+                    *c = Some((me, epoch, slot.clone()));
+                    let config = self.config.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    if let (Some(config), Ok(rt)) = (config, tokio::runtime::Handle::try_current()) {
+                        rt.spawn(async move {
+                            if let Ok(conn) = connect(&config).await {
+                                let _ = slot.set(Arc::new(conn));
+                            }
+                        });
+                    }
+                    None
+                }
+            }
+        });
+        Ok(mine.unwrap_or(shared))
     }
 
     /// A call failed: count it; an I/O error, or the third timeout in a
@@ -347,6 +392,7 @@ impl Redis {
 
     fn mark_down(&self, why: &str) {
         if self.conn.swap(None).is_some() {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
             COUNTERS.up.store(false, Ordering::Relaxed);
             COUNTERS.down_events.fetch_add(1, Ordering::Relaxed);
             log::warn!(
@@ -380,6 +426,7 @@ impl Redis {
                         }
                         let c = Arc::new(c);
                         self.conn.store(Some(c.clone()));
+                        self.epoch.fetch_add(1, Ordering::AcqRel);
                         self.timeouts_in_a_row.store(0, Ordering::Relaxed);
                         self.settled.store(true, Ordering::Release);
                         COUNTERS.up.store(true, Ordering::Relaxed);
@@ -430,7 +477,7 @@ impl Redis {
         slots: &[RedisSlot],
         member: &str,
     ) -> Result<Acquired, RedisError> {
-        let conn = self.conn()?;
+        let conn = self.request_conn()?;
         let cluster = self.cluster.load(Ordering::Relaxed);
         let invocations: Vec<ScriptInvocation<'_>> = if cluster {
             asks.iter()
