@@ -1,6 +1,8 @@
 //! The Redis connection shared by every replica's limits (and later the L2
 //! cache and prewarm leases): one multiplexed connection (or a cluster
-//! connection) kept up by a background loop, never by a request.
+//! connection) kept up by a background loop, never by a request, and one
+//! more per request thread, made in the background on that thread's runtime
+//! once Redis is up (so a request's call does not hop to another thread).
 //!
 //! - A request never waits for a connect: when Redis is down its call fails
 //!   at once ([`RedisError::Down`]) and the caller follows its failure policy.
