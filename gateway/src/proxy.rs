@@ -91,7 +91,9 @@ impl ProxyHttp for Gateway {
         // A token limit settles a stream by its usage: ask the backend for it.
         if let Parsed::Call(routed) = &mut parsed {
             if ctx.want_stream_usage {
-                request::ask_stream_usage(routed, ctx);
+                if let Err(e) = request::ask_stream_usage(routed, ctx) {
+                    return respond::error(session, ctx, chain, &e).await;
+                }
             }
         }
         // 4. Answer: locally, or from a backend.

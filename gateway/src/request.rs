@@ -179,12 +179,14 @@ pub async fn parse(
 
 /// Asks the backend for the stream's usage (`stream_options.include_usage`)
 /// when the client did not; the client's stream then leaves that chunk out
-/// (`ctx.strip_usage_chunk`). A body that is not a JSON object is left as is.
-pub fn ask_stream_usage(routed: &mut Routed, ctx: &mut RequestCtx) {
+/// (`ctx.strip_usage_chunk`). A `stream_options` that is not an object (or
+/// `null`) is refused, as OpenAI does: left alone, it would keep the usage
+/// from a token limit.
+pub fn ask_stream_usage(routed: &mut Routed, ctx: &mut RequestCtx) -> Result<(), ApiError> {
     let Ok(serde_json::Value::Object(mut body)) =
         serde_json::from_slice::<serde_json::Value>(&routed.body)
     else {
-        return;
+        return Ok(()); // `peek` parsed it as an object already
     };
     let options = body
         .entry("stream_options")
@@ -194,16 +196,20 @@ pub fn ask_stream_usage(routed: &mut Routed, ctx: &mut RequestCtx) {
         *options = serde_json::Value::Object(Default::default());
     }
     let Some(options) = options.as_object_mut() else {
-        return; // not an object: the backend will say what it thinks of it
+        return Err(ApiError::new(
+            ErrorKind::InvalidRequest,
+            "`stream_options` must be an object, e.g. {\"include_usage\": true}",
+        ));
     };
     if options.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
-        return;
+        return Ok(());
     }
     options.insert("include_usage".into(), serde_json::Value::Bool(true));
     if let Ok(b) = serde_json::to_vec(&body) {
         routed.body = Bytes::from(b);
         ctx.strip_usage_chunk = true;
     }
+    Ok(())
 }
 
 fn not_allowed(path: &str, allowed: &str, method: &http::Method) -> ApiError {

@@ -16,6 +16,22 @@ local now_ms = math.floor(now / 1000)
 local n = tonumber(ARGV[1])
 local member = ARGV[2]
 local lease = tonumber(ARGV[3])
+-- A key that is not what this script keeps (another type, or a value no
+-- limit could have written) is dropped and counted from full: a stray
+-- write must neither break a limit nor lock a caller out for good.
+local function tat_of(key, period)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' and v.err then
+    redis.call('DEL', key)
+    return now
+  end
+  local tat = tonumber(v)
+  if tat == nil or tat ~= tat or tat > now + 2 * period then
+    if v then redis.call('DEL', key) end
+    return now
+  end
+  return tat
+end
 local out = {}
 local writes = {}
 local ok = true
@@ -23,7 +39,7 @@ for i = 1, n do
   local amount = tonumber(ARGV[3 + 3 * i - 2])
   local period = tonumber(ARGV[3 + 3 * i - 1])
   local cost = math.min(tonumber(ARGV[3 + 3 * i]), amount)
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now) or now
+  local tat = tat_of(KEYS[i], period)
   local base = math.max(tat, now)
   local new = base
   if cost > 0 then new = base + math.max(1, math.ceil(cost * period / amount)) end
@@ -43,7 +59,8 @@ local m = #KEYS - n
 for j = 1, m do
   local key = KEYS[n + j]
   local limit = tonumber(ARGV[3 + 3 * n + j])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms)
+  local swept = redis.pcall('ZREMRANGEBYSCORE', key, '-inf', now_ms)
+  if type(swept) == 'table' and swept.err then redis.call('DEL', key) end
   local held = redis.call('ZCARD', key)
   if held >= limit then
     ok = false

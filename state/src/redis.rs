@@ -180,6 +180,8 @@ pub struct Redis {
     settled: AtomicBool,
     /// Wakes the settle sender.
     settle_wake: tokio::sync::Notify,
+    /// When a script error was last logged (seconds on the clock).
+    error_logged: AtomicU64,
     /// Bumped whenever the shared connection changes: each request thread's
     /// own connection ([`Redis::request_conn`]) is made again after it.
     epoch: AtomicU64,
@@ -205,6 +207,7 @@ impl Redis {
             settled: AtomicBool::new(true),
             settle_wake: tokio::sync::Notify::new(),
             epoch: AtomicU64::new(0),
+            error_logged: AtomicU64::new(0),
             cluster: AtomicBool::new(false),
         }
     }
@@ -286,8 +289,13 @@ impl Redis {
                     // connect in the background, use the shared one now.
                     let slot = Arc::new(std::sync::OnceLock::new());
                     *c = Some((me, epoch, slot.clone()));
-                    let config = self.config.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    if let (Some(config), Ok(rt)) = (config, tokio::runtime::Handle::try_current()) {
+                    let config = self
+                        .config
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
+                    if let (Some(config), Ok(rt)) = (config, tokio::runtime::Handle::try_current())
+                    {
                         rt.spawn(async move {
                             if let Ok(conn) = connect(&config).await {
                                 let _ = slot.set(Arc::new(conn));
@@ -305,6 +313,22 @@ impl Redis {
     /// row, marks Redis down.
     fn failed(&self, e: RedisError) -> RedisError {
         COUNTERS.errors.fetch_add(1, Ordering::Relaxed);
+        if matches!(&e, RedisError::Failed(m) if !m.starts_with("io:")) {
+            // A script error (a key of the wrong type, a read-only replica,
+            // out of memory): said, at most every 10 s.
+            let now = crate::clock::now_us() / 1_000_000;
+            let last = self.error_logged.load(Ordering::Relaxed);
+            if (last == 0 || now >= last + 10)
+                && self
+                    .error_logged
+                    .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                log::warn!(
+                    "redis call failed ({e}); the limits involved follow their failure policy"
+                );
+            }
+        }
         let down = match &e {
             RedisError::Timeout => {
                 self.timeouts_in_a_row.fetch_add(1, Ordering::AcqRel) + 1 >= TIMEOUTS_DOWN
@@ -747,5 +771,12 @@ async fn connect(config: &RedisConfig) -> Result<Conn, String> {
     .await
     .map_err(|_| "connecting timed out".to_string())?
     .map_err(|e| e.to_string())?;
-    Ok(Conn::Single(c))
+    let conn = Conn::Single(c);
+    // An open socket is not an answering Redis (one paused, or loading):
+    // up only once it answers.
+    tokio::time::timeout(t, conn.query::<String>(&redis::cmd("PING")))
+        .await
+        .map_err(|_| "PING timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(conn)
 }

@@ -11,7 +11,10 @@ for i = 1, n do
   local amount = tonumber(ARGV[1 + 3 * i - 2])
   local period = tonumber(ARGV[1 + 3 * i - 1])
   local delta = tonumber(ARGV[1 + 3 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now) or now
+  local v = redis.pcall('GET', KEYS[i])
+  local tat = now
+  if type(v) ~= 'table' then tat = tonumber(v) or now end
+  if tat ~= tat or tat > now + 2 * period then tat = now end
   local base = math.max(tat, now)
   local v
   if delta >= 0 then
@@ -26,6 +29,6 @@ for i = 1, n do
   end
 end
 for j = n + 1, #KEYS do
-  redis.call('ZREM', KEYS[j], ARGV[1 + 3 * n + (j - n)])
+  redis.pcall('ZREM', KEYS[j], ARGV[1 + 3 * n + (j - n)])
 end
 return #KEYS

@@ -206,6 +206,19 @@ fn tokens_are_reserved_then_settled_with_the_real_usage() {
         "{left}"
     );
 
+    // A `stream_options` that is not an object would keep the usage away:
+    // refused, as OpenAI does.
+    for bad in [json!(5), json!("x"), json!([])] {
+        let mut b = s.clone();
+        b["stream_options"] = bad;
+        gw.post("/v1/chat/completions", &b)
+            .assert_error(400, "invalid_request");
+    }
+    // `null` is "not set".
+    let mut b = s.clone();
+    b["stream_options"] = Value::Null;
+    assert_eq!(gw.post("/v1/chat/completions", &b).status, 200);
+
     // Streamed, asking for usage: the client gets its usage chunk.
     s["stream_options"] = json!({"include_usage": true});
     let r5 = gw.post("/v1/chat/completions", &s);
@@ -279,6 +292,37 @@ fn three_replicas_share_one_limit_through_redis() {
         statuses.iter().all(|&s| s == 200 || s == 429),
         "{statuses:?}"
     );
+    // A stray write to a counter's key (another type, an absurd value)
+    // neither breaks the limit nor locks the caller out: the key is
+    // counted from full and rewritten, with a TTL.
+    for (i, stray) in [
+        &[
+            "HSET",
+            "skygate:rl:{shared:requests_per_hour:other}",
+            "a",
+            "b",
+        ][..],
+        &[
+            "SET",
+            "skygate:rl:{shared:requests_per_hour:other}",
+            "99999999999999999999",
+        ][..],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        redis.cli(&["DEL", "skygate:rl:{shared:requests_per_hour:other}"]);
+        redis.cli(stray);
+        let r = chat_as(gws[0].addr, OTHER_KEY, &hi());
+        assert_eq!(r.status, 200, "stray {i}: {}", r.text());
+        assert_eq!(num(&r, "x-ratelimit-remaining-requests"), limit as u64 - 1);
+        let ttl: i64 = redis
+            .cli(&["PTTL", "skygate:rl:{shared:requests_per_hour:other}"])
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(ttl > 0, "stray {i}: {ttl}");
+    }
     // The counter is one Redis key, namespaced, hash-tagged, with a TTL.
     let keys = redis.cli(&["KEYS", "skygate:rl:*"]);
     assert!(
@@ -527,6 +571,18 @@ fn slots_held_through_a_redis_stall_are_freed_when_it_is_back() {
     redis.pause();
     assert_eq!(streaming.join().unwrap().status, 200);
     assert!(redis_becomes(&gw, 0.0), "a frozen redis is not noticed");
+    // Frozen, its port still accepts: it is not taken for up again (one
+    // "went away", not a flapping series).
+    std::thread::sleep(Duration::from_millis(2500));
+    let downs = |gw: &Gateway| {
+        metric(
+            &gw.admin("GET", "/metrics", "").text(),
+            "skygate_redis_down_total",
+        )
+        .unwrap()
+    };
+    assert_eq!(downs(&gw), 1.0, "{}", gw.proc.stderr());
+    assert_eq!(gw.proc.stderr().matches("redis went away").count(), 1);
     redis.resume();
     assert!(redis_becomes(&gw, 1.0));
     // The queued release went out on reconnect.
