@@ -236,6 +236,9 @@ impl Redis {
             // URL on reload keeps readiness as it is).
             self.settled.store(false, Ordering::Release);
         }
+        if config.is_none() {
+            self.settled.store(true, Ordering::Release);
+        }
         *c = config;
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.epoch.fetch_add(1, Ordering::AcqRel);
@@ -276,7 +279,7 @@ impl Redis {
     /// (made in the background on the request's runtime, so its driver
     /// task runs where the request does and a call does not cross threads
     /// twice), the shared one until then. Only while Redis is up.
-    fn request_conn(&self) -> Result<Arc<Conn>, RedisError> {
+    fn request_conn(&self) -> Result<(Arc<Conn>, bool), RedisError> {
         let shared = self.conn()?;
         let epoch = self.epoch.load(Ordering::Acquire);
         let me = self as *const Self as usize;
@@ -306,7 +309,16 @@ impl Redis {
                 }
             }
         });
-        Ok(mine.unwrap_or(shared))
+        Ok(match mine {
+            Some(c) => (c, true),
+            None => (shared, false),
+        })
+    }
+
+    /// This thread's own connection failed: forget it (the next request
+    /// makes another); Redis itself is judged by the shared connection.
+    fn drop_thread_conn(&self) {
+        THREAD_CONN.with(|c| *c.borrow_mut() = None);
     }
 
     /// A call failed: count it; an I/O error, or the third timeout in a
@@ -358,48 +370,47 @@ impl Redis {
         q.push_back(s);
     }
 
-    /// Sends the queued settles, merged per key, until none is left or a
-    /// call fails (then what it held goes back to the queue).
+    /// Sends the settles queued when it starts, merged per key. A batch
+    /// whose call failed or timed out may have been applied in part, so its
+    /// refunds and debts are dropped (never applied twice) and only its slot
+    /// frees, which are safe to repeat, go back to the queue.
     async fn flush(&self, conn: &Conn) {
-        loop {
+        let mut left = self.pending();
+        while left > 0 {
             let batch: Vec<Settle> = {
                 let mut q = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                let n = q.len().min(1024);
+                let n = q.len().min(1024).min(left);
                 q.drain(..n).collect()
             };
             if batch.is_empty() {
                 return;
             }
+            left -= batch.len();
             let calls = settle_calls(&batch, self.cluster.load(Ordering::Relaxed));
             let sent = tokio::time::timeout(
                 self.timeout() * 4,
                 futures_util::future::join_all(calls.iter().map(|c| c.send(conn))),
             )
             .await;
-            let ok = match sent {
-                Ok(results) => match results.into_iter().find_map(Result::err) {
-                    None => true,
-                    Some(e) => {
-                        self.failed(to_error(&e));
-                        false
-                    }
-                },
-                Err(_) => {
-                    self.failed(RedisError::Timeout);
-                    false
-                }
+            let failure = match sent {
+                Ok(results) => results
+                    .into_iter()
+                    .find_map(Result::err)
+                    .map(|e| to_error(&e)),
+                Err(_) => Some(RedisError::Timeout),
             };
-            if ok {
-                self.answered();
-            } else {
-                // Sent again when Redis answers (a refund or debt sent twice
-                // is one a partial failure may have applied: rare, bounded).
-                let mut q = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                for s in batch.into_iter().rev() {
-                    q.push_front(s);
+            match failure {
+                None => self.answered(),
+                Some(e) => {
+                    self.failed(e);
+                    let mut q = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                    for (_, slots, member) in batch.into_iter().rev() {
+                        if !slots.is_empty() && q.len() < MAX_PENDING {
+                            q.push_front((Vec::new(), slots, member));
+                        }
+                    }
+                    return;
                 }
-                q.truncate(MAX_PENDING);
-                return;
             }
         }
     }
@@ -503,7 +514,7 @@ impl Redis {
         slots: &[RedisSlot],
         member: &str,
     ) -> Result<Acquired, RedisError> {
-        let conn = self.request_conn()?;
+        let (conn, own) = self.request_conn()?;
         let cluster = self.cluster.load(Ordering::Relaxed);
         let invocations: Vec<ScriptInvocation<'_>> = if cluster {
             asks.iter()
@@ -521,15 +532,43 @@ impl Redis {
             futures_util::future::join_all(invocations.iter().map(|i| conn.invoke::<Vec<u64>>(i)));
         // On a failure, slots this request may have taken are freed (in the
         // background); charges stay: erring to fewer admissions.
+        // Sent on the connection the check used, so it runs after any late
+        // ZADD of that check (queued for later if it cannot be sent).
         let free_slots = || {
             if !slots.is_empty() {
-                let keys = slots.iter().map(|s| s.key.clone()).collect();
-                self.settle(Vec::new(), keys, member.to_string());
+                let frees: Settle = (
+                    Vec::new(),
+                    slots.iter().map(|s| s.key.clone()).collect(),
+                    member.to_string(),
+                );
+                let (this, conn) = (self.clone(), conn.clone());
+                tokio::spawn(async move {
+                    let calls = settle_calls(std::slice::from_ref(&frees), cluster);
+                    let sent = tokio::time::timeout(
+                        this.timeout() * 4,
+                        futures_util::future::join_all(calls.iter().map(|c| c.send(&conn))),
+                    )
+                    .await;
+                    if !matches!(sent, Ok(r) if r.iter().all(Result::is_ok)) {
+                        this.queue(frees);
+                    }
+                });
+            }
+        };
+        // A failure on this thread's own connection drops that connection
+        // only; one on the shared connection counts against Redis.
+        let fail = |e: RedisError| {
+            if own {
+                COUNTERS.errors.fetch_add(1, Ordering::Relaxed);
+                self.drop_thread_conn();
+                e
+            } else {
+                self.failed(e)
             }
         };
         let Ok(replies) = tokio::time::timeout(self.timeout(), calls).await else {
             free_slots();
-            return Err(self.failed(RedisError::Timeout));
+            return Err(fail(RedisError::Timeout));
         };
         let mut flat = Vec::with_capacity(asks.len() * 4 + slots.len() * 2);
         for r in replies {
@@ -537,13 +576,13 @@ impl Redis {
                 Ok(v) => flat.extend(v),
                 Err(e) => {
                     free_slots();
-                    return Err(self.failed(to_error(&e)));
+                    return Err(fail(to_error(&e)));
                 }
             }
         }
         if flat.len() != asks.len() * 4 + slots.len() * 2 {
             free_slots();
-            return Err(self.failed(RedisError::Failed("unexpected script reply".into())));
+            return Err(fail(RedisError::Failed("unexpected script reply".into())));
         }
         self.answered();
         let (v, s) = flat.split_at(asks.len() * 4);
@@ -730,7 +769,15 @@ fn settle_calls(batch: &[Settle], cluster: bool) -> Vec<SettleCall> {
 }
 
 fn to_error(e: &redis::RedisError) -> RedisError {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+    // READONLY, MASTERDOWN, LOADING ... (a failover behind one address):
+    // the connection must be made again, as after an I/O error.
+    let reconnect = matches!(
+        e.retry_method(),
+        redis::RetryMethod::Reconnect
+            | redis::RetryMethod::ReconnectFromInitialConnections
+            | redis::RetryMethod::WaitAndRetry
+    );
+    if reconnect || e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
         RedisError::Failed(format!("io: {e}"))
     } else {
         RedisError::Failed(e.to_string())
