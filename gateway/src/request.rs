@@ -37,6 +37,7 @@ struct Peek {
     stream: Option<bool>,
     max_tokens: Option<serde_json::Value>,
     max_completion_tokens: Option<serde_json::Value>,
+    n: Option<serde_json::Value>,
 }
 
 /// What routing needs from an OpenAI request body.
@@ -46,6 +47,8 @@ pub struct Peeked {
     pub stream: bool,
     /// `max_completion_tokens`, else `max_tokens`, when a whole number.
     pub max_tokens: Option<u64>,
+    /// `n`, the choices asked for (1 unless a whole number ≥ 1).
+    pub choices: u64,
 }
 
 /// Reads `model` and `stream` from a JSON body (400 when it is not JSON or
@@ -81,10 +84,16 @@ pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
         .as_ref()
         .and_then(serde_json::Value::as_u64)
         .or_else(|| p.max_tokens.as_ref().and_then(serde_json::Value::as_u64));
+    let choices =
+        p.n.as_ref()
+            .and_then(serde_json::Value::as_u64)
+            .filter(|&n| n >= 1)
+            .unwrap_or(1);
     Ok(Peeked {
         model,
         stream: p.stream.unwrap_or(false),
         max_tokens,
+        choices,
     })
 }
 
@@ -145,9 +154,11 @@ pub async fn parse(
                 model,
                 stream,
                 max_tokens,
+                choices,
             } = peek(&body)?;
             ctx.stream = stream;
             ctx.max_tokens = max_tokens;
+            ctx.choices = choices;
             let Some(&route) = routes.get(&model) else {
                 let e = ApiError::new(
                     ErrorKind::ModelNotFound,
@@ -442,8 +453,13 @@ mod tests {
                 model: "m".into(),
                 stream: true,
                 max_tokens: None,
+                choices: 1,
             }
         );
+        let n = |b: &[u8]| peek(b).unwrap().choices;
+        assert_eq!(n(br#"{"model":"m","n":3}"#), 3);
+        assert_eq!(n(br#"{"model":"m","n":0}"#), 1);
+        assert_eq!(n(br#"{"model":"m","n":"2"}"#), 1);
         assert!(!peek(br#"{"model":"m"}"#).unwrap().stream);
         let p = |b: &[u8]| peek(b).unwrap().max_tokens;
         assert_eq!(p(br#"{"model":"m","max_tokens":100}"#), Some(100));

@@ -61,6 +61,8 @@ pub struct RequestCtx {
     pub stream: bool,
     /// `max_completion_tokens` (or `max_tokens`) from the body.
     pub max_tokens: Option<u64>,
+    /// `n` from the body: choices asked for (1 by default).
+    pub choices: u64,
     /// `GET /v1/models`: answered by the gateway, filtered by policy.
     pub list_models: bool,
     /// The models the caller may see (policy); `None`: all.
@@ -115,6 +117,7 @@ impl RequestCtx {
             model: None,
             stream: false,
             max_tokens: None,
+            choices: 1,
             list_models: false,
             visible_models: None,
             forbidden_backends: Vec::new(),

@@ -597,9 +597,11 @@ impl Plugin for RateLimits {
         } else {
             0
         };
+        // Each of the `n` choices may take the whole output allowance.
         let output = ctx
             .max_tokens
-            .unwrap_or_else(|| self.output_estimate.get(route).copied().unwrap_or(0));
+            .unwrap_or_else(|| self.output_estimate.get(route).copied().unwrap_or(0))
+            .saturating_mul(ctx.choices.max(1));
         let plan = self.plan(route, ctx, input.saturating_add(output));
         if plan.local.is_empty()
             && plan.local_slots.is_empty()

@@ -113,6 +113,13 @@ async fn tokens_reserve_then_settle_refunds_and_debts() {
     ask(&l, &mut c, body).await.unwrap();
     let t = c.limits.as_ref().unwrap().tokens.unwrap();
     assert_eq!(t.remaining, 10000 - input - 500);
+    // `n` choices reserve n times the output (here on another tenant).
+    let mut n3 = ctx("a", Some("other"), "m");
+    n3.max_tokens = Some(500);
+    n3.choices = 3;
+    ask(&l, &mut n3, body).await.unwrap();
+    let t3 = n3.limits.as_ref().unwrap().tokens.unwrap();
+    assert_eq!(t3.remaining, 10000 - input - 1500);
     // The backend used 30: 470 + the input estimate's excess come back.
     c.status = 200;
     c.first_byte = Some(std::time::Instant::now());
