@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Skygate's whole test suite on a fresh machine: installs what is
-# missing (cmake for pingora's zlib-ng build, redis-server for the state
-# tests, a Python venv with the official `openai` SDK), builds the gateway
+# missing (cmake for pingora's zlib-ng build, redis-server and redis-cli for
+# the rate-limit tests, which start their own servers and a cluster, a Python venv with the official `openai` SDK), builds the gateway
 # once, then runs every unit and end-to-end test.
 #
 #   scripts/test.sh            # everything
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 . scripts/prereqs.sh
-install_missing cmake:cmake redis-server:redis-server python3:python3 python3-venv:python3-venv
+install_missing cmake:cmake redis-server:redis-server redis-cli:redis-tools python3:python3 python3-venv:python3-venv
 
 venv="$root/target/venv-sdk"
 if ! "$venv/bin/python" -c 'import openai' >/dev/null 2>&1; then

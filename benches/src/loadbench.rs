@@ -271,75 +271,29 @@ fn main() {
         ),
     )
     .unwrap();
-    let gw = Proc(
-        Command::new(&bin)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(gw_addr);
+    let gw = run_skygate(&bin, &config, gw_addr);
 
     // The same, with zero trust on: the key's principal in tenant t7 and
     // group g1, a 50-policy Cedar set, one audit line per request to a file.
-    let policy_addr = free_addr();
     let policy_file = dir.join("bench.cedar");
     std::fs::write(&policy_file, skygate_benches::fifty_policies()).unwrap();
-    let policy_conf = dir.join("policy.yaml");
-    std::fs::write(
-        &policy_conf,
-        std::fs::read_to_string(&config)
-            .unwrap()
-            .replace(&gw_addr.to_string(), &policy_addr.to_string())
-            .replace(&gw_admin.to_string(), &free_addr().to_string())
-            .replace(
-                "principal: bench }",
-                "principal: bench, tenant: t7, groups: [g1] }",
-            )
-            + &format!(
-                "policy:\n  files: [ \"{}\" ]\n  audit_log: \"{}\"\n",
-                policy_file.display(),
-                dir.join("audit.jsonl").display()
-            ),
-    )
-    .unwrap();
-    let with_policy = Proc(
-        Command::new(&bin)
-            .args(["run", "--config"])
-            .arg(&policy_conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(policy_addr);
+    let base = std::fs::read_to_string(&config).unwrap();
+    let listeners = (gw_addr, gw_admin);
+    let (policy_addr, with_policy) = start_copy(&bin, &dir, &base, listeners, |text| {
+        text.replace(
+            "principal: bench }",
+            "principal: bench, tenant: t7, groups: [g1] }",
+        ) + &format!(
+            "policy:\n  files: [ \"{}\" ]\n  audit_log: \"{}\"\n",
+            policy_file.display(),
+            dir.join("audit.jsonl").display()
+        )
+    });
 
     // The same, with rate limits: two in memory; two and five in Redis
     // (started here when `redis-server` is installed). Request limits are
     // far above the load so nothing is refused; token limits settle.
-    let variant = |extra: &str| {
-        let addr = free_addr();
-        let conf = dir.join(format!("limits-{}.yaml", addr.port()));
-        let text = std::fs::read_to_string(&config)
-            .unwrap()
-            .replace(&gw_addr.to_string(), &addr.to_string())
-            .replace(&gw_admin.to_string(), &free_addr().to_string())
-            + extra;
-        std::fs::write(&conf, text).unwrap();
-        let p = Proc(
-            Command::new(&bin)
-                .args(["run", "--config"])
-                .arg(&conf)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        wait_port(addr);
-        (addr, p)
-    };
+    let variant = |extra: &str| start_copy(&bin, &dir, &base, listeners, |text| text + extra);
     const TWO: &str = "  - { name: rpm, requests_per_minute: 1000000000 }\n  - { name: tpm, per: global, tokens_per_minute: 1000000000000 }\n";
     const FIVE: &str = "  - { name: rps, requests_per_second: 1000000 }\n  - { name: rph, per: global, requests_per_hour: 1000000000000 }\n  - { name: concurrent, concurrency: 1000 }\n";
     let limits_local = variant(&format!(
@@ -374,26 +328,10 @@ fn main() {
         .map(|_| variant(&format!("{state}limits:\n{TWO}{FIVE}")));
 
     // The same config on another skygate binary, for a before/after ratio.
-    let before = args.before.as_ref().map(|path| {
-        let addr = free_addr();
-        let conf = dir.join("before.yaml");
-        let text = std::fs::read_to_string(&config)
-            .unwrap()
-            .replace(&gw_addr.to_string(), &addr.to_string())
-            .replace(&gw_admin.to_string(), &free_addr().to_string());
-        std::fs::write(&conf, text).unwrap();
-        let p = Proc(
-            Command::new(path)
-                .args(["run", "--config"])
-                .arg(&conf)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        wait_port(addr);
-        (addr, p)
-    });
+    let before = args
+        .before
+        .as_ref()
+        .map(|path| start_copy(path, &dir, &base, listeners, |text| text));
 
     // nginx, plain reverse proxy with upstream keepalive.
     let nginx_addr = free_addr();
@@ -656,6 +594,39 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `bin run --config conf`, quiet, once it listens on `addr`.
+fn run_skygate(bin: &Path, conf: &Path, addr: SocketAddr) -> Proc {
+    let p = Proc(
+        Command::new(bin)
+            .args(["run", "--config"])
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(addr);
+    p
+}
+
+/// Another gateway on `base` (the main config, whose listeners are
+/// `listeners`), moved to fresh listeners and changed by `edit`.
+fn start_copy(
+    bin: &Path,
+    dir: &Path,
+    base: &str,
+    (addr, admin): (SocketAddr, SocketAddr),
+    edit: impl FnOnce(String) -> String,
+) -> (SocketAddr, Proc) {
+    let new = free_addr();
+    let text = base
+        .replace(&addr.to_string(), &new.to_string())
+        .replace(&admin.to_string(), &free_addr().to_string());
+    let conf = dir.join(format!("skygate-{}.yaml", new.port()));
+    std::fs::write(&conf, edit(text)).unwrap();
+    (new, run_skygate(bin, &conf, new))
+}
+
 /// Whether `cmd` is on the PATH.
 fn which(cmd: &str) -> bool {
     std::env::var_os("PATH")
@@ -726,16 +697,7 @@ fn outage(bin: &Path, dir: &Path, script: &Path, args: &Args) {
             ),
         )
         .unwrap();
-        let gw = Proc(
-            Command::new(bin)
-                .args(["run", "--config"])
-                .arg(&config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        wait_port(gw_addr);
+        let gw = run_skygate(bin, &config, gw_addr);
         let url = format!("http://{gw_addr}/v1/chat/completions");
         wrk(script, &url, args.connections, 2);
         let mut sims = sims;

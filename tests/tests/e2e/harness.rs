@@ -354,6 +354,12 @@ impl Gateway {
         call(self.admin, "GET", path, &headers, b"")
     }
 
+    /// A metric's value now (`name` with its labels, e.g.
+    /// `skygate_redis_up` or `skygate_requests_total{...}`).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        metric(&self.admin("GET", "/metrics", "").text(), name)
+    }
+
     /// Access-log lines (JSON objects) so far, waiting briefly for `n` of them.
     pub fn access_log(&self, n: usize) -> Vec<Value> {
         let start = Instant::now();
@@ -768,6 +774,50 @@ pub fn redis_cluster() -> Vec<RedisServer> {
         "the cluster did not settle"
     );
     nodes
+}
+
+/// `skygate demo` on free ports, once `/readyz` says ready.
+pub struct Demo {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Demo {
+    /// With `extra` flags after the listeners (e.g. `--redis URL`).
+    pub fn start(extra: &[&str]) -> Demo {
+        let (addr, admin) = (free_addr(), free_addr());
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "demo",
+            "--listen",
+            &addr.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+        ])
+        .args(extra);
+        let proc = Proc::spawn(cmd);
+        let ready = || try_call(admin, "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200);
+        assert!(
+            eventually(Duration::from_secs(20), ready),
+            "demo not ready: {}",
+            proc.stderr()
+        );
+        Demo { proc, addr, admin }
+    }
+
+    /// A metric's value (the demo's admin token).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let r = try_call(
+            self.admin,
+            "GET",
+            "/metrics",
+            &[("authorization", "Bearer skygate-demo-admin")],
+            b"",
+        )
+        .ok()?;
+        metric(&r.text(), name)
+    }
 }
 
 /// A metric's value in `/metrics` text (the first line that starts with

@@ -37,7 +37,7 @@ fn chat_as(addr: std::net::SocketAddr, key: &str, body: &Value) -> Resp {
 /// Waits (up to 10 s) for the gateway's `skygate_redis_up` to read `v`.
 fn redis_becomes(gw: &Gateway, v: f64) -> bool {
     eventually(Duration::from_secs(10), || {
-        metric(&gw.admin("GET", "/metrics", "").text(), "skygate_redis_up") == Some(v)
+        gw.metric("skygate_redis_up") == Some(v)
     })
 }
 
@@ -477,38 +477,15 @@ fn limits_run_on_a_redis_cluster() {
 fn demo_processes_share_the_limited_key_through_redis() {
     let redis = RedisServer::start();
     let demo = |redis: &str| {
-        let (listen, admin) = (free_addr(), free_addr());
-        let mut cmd = std::process::Command::new(bin());
-        cmd.args([
-            "demo",
-            "--listen",
-            &listen.to_string(),
-            "--admin-listen",
-            &admin.to_string(),
-            "--redis",
-            redis,
-        ]);
-        let p = Proc::spawn_cmd(cmd);
-        let metrics = || {
-            try_call(
-                admin,
-                "GET",
-                "/metrics",
-                &[("authorization", "Bearer skygate-demo-admin")],
-                b"",
-            )
-            .map(|r| r.text())
-            .unwrap_or_default()
-        };
+        let d = Demo::start(&["--redis", redis]);
         assert!(
-            eventually(Duration::from_secs(20), || metric(
-                &metrics(),
-                "skygate_redis_up"
-            ) == Some(1.0)),
+            eventually(Duration::from_secs(10), || d.metric("skygate_redis_up")
+                == Some(1.0)),
             "demo not up on redis: {}",
-            p.stderr()
+            d.proc.stderr()
         );
-        (listen, p)
+        let addr = d.addr;
+        (addr, d)
     };
     let (a, _pa) = demo(&redis.url);
     let (b, _pb) = demo(&redis.url);
@@ -574,13 +551,7 @@ fn slots_held_through_a_redis_stall_are_freed_when_it_is_back() {
     // Frozen, its port still accepts: it is not taken for up again (one
     // "went away", not a flapping series).
     std::thread::sleep(Duration::from_millis(2500));
-    let downs = |gw: &Gateway| {
-        metric(
-            &gw.admin("GET", "/metrics", "").text(),
-            "skygate_redis_down_total",
-        )
-        .unwrap()
-    };
+    let downs = |gw: &Gateway| gw.metric("skygate_redis_down_total").unwrap();
     assert_eq!(downs(&gw), 1.0, "{}", gw.proc.stderr());
     assert_eq!(gw.proc.stderr().matches("redis went away").count(), 1);
     redis.resume();

@@ -123,13 +123,8 @@ fn embed(gw: &Gateway, key: &str) -> Resp {
     )
 }
 
-fn metric(gw: &Gateway, line_start: &str) -> u64 {
-    let text = gw.admin("GET", "/metrics", "").text();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+fn metric(gw: &Gateway, name: &str) -> u64 {
+    gw.metric(name).unwrap_or(0.0) as u64
 }
 
 #[test]

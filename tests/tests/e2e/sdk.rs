@@ -8,7 +8,6 @@
 
 use crate::harness::*;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 #[test]
 fn demo_works_with_the_openai_python_sdk() {
@@ -18,29 +17,8 @@ fn demo_works_with_the_openai_python_sdk() {
         probe.as_ref().is_ok_and(|o| o.status.success()),
         "`{python}` cannot import openai: run the suite with scripts/test.sh, which installs it in a venv"
     );
-    let (listen, admin) = (free_addr(), free_addr());
-    let mut cmd = Command::new(bin());
-    cmd.args([
-        "demo",
-        "--listen",
-        &listen.to_string(),
-        "--admin-listen",
-        &admin.to_string(),
-    ]);
-    let demo = Proc::spawn_cmd(cmd);
-    let start = Instant::now();
-    while try_call(admin, "GET", "/readyz", &[], b"")
-        .ok()
-        .map(|r| r.status)
-        != Some(200)
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "demo not ready: {}",
-            demo.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let d = Demo::start(&[]);
+    let (listen, demo) = (d.addr, &d.proc);
     assert!(
         demo.stderr().contains("sk-skygate-demo"),
         "the demo prints what to try"
