@@ -827,3 +827,187 @@ async fn connect(config: &RedisConfig) -> Result<Conn, String> {
         .map_err(|e| e.to_string())?;
     Ok(conn)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The Lua scripts against the Rust arithmetic they copy, on a real
+    //! `redis-server` started here on a free port.
+    use super::*;
+    use crate::Local;
+
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn redis_server() -> (Server, u16) {
+        for _ in 0..10 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap_or(0);
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn();
+            let Ok(mut child) = child else {
+                panic!("redis-server is not installed: run the suite with scripts/test.sh")
+            };
+            for _ in 0..200 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return (Server(child), port);
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break; // port taken meanwhile
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+        }
+        panic!("could not start redis-server")
+    }
+
+    async fn connected(port: u16) -> Arc<Redis> {
+        let r = Arc::new(Redis::new());
+        r.configure(Some(RedisConfig {
+            nodes: vec![format!("redis://127.0.0.1:{port}")],
+            cluster: false,
+            timeout: Duration::from_secs(1),
+            prefix: "t".into(),
+        }));
+        tokio::spawn({
+            let r = r.clone();
+            async move { r.maintain().await }
+        });
+        tokio::spawn({
+            let r = r.clone();
+            async move { r.send_settles().await }
+        });
+        for _ in 0..500 {
+            if r.is_up() {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("redis never up")
+    }
+
+    /// The same charges, refunds and debts give the same verdicts in
+    /// Redis as in memory (a day's rate: nothing refills in between).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lua_and_rust_agree() {
+        let (_server, port) = redis_server();
+        let redis = connected(port).await;
+        let rate = Rate {
+            amount: 1000,
+            period_us: 86_400_000_000,
+        };
+        let local = Local::new(1024);
+        let ask = |cost| RedisAsk {
+            key: "t:rl:{agree}".into(),
+            rate,
+            cost,
+        };
+        // (cost, then a settle delta)
+        let steps: [(u64, i64); 7] = [
+            (300, 0),
+            (300, -200),
+            (500, 0),
+            (400, 0),
+            (1, 700),
+            (50, -5000),
+            (5000, 0),
+        ];
+        for (i, (cost, delta)) in steps.into_iter().enumerate() {
+            let now = crate::clock::now_us();
+            let want = local.check(&crate::Ask { key: 1, rate, cost }, now);
+            let got = redis.acquire(&[ask(cost)], &[], "m").await.unwrap();
+            let got = got.verdicts[0];
+            assert_eq!(
+                (got.allowed, got.remaining),
+                (want.allowed, want.remaining),
+                "step {i}"
+            );
+            // Times agree to the clocks' drift over the test.
+            assert!(got.reset_us.abs_diff(want.reset_us) < 50_000, "step {i}");
+            assert!(
+                got.retry_after_us.abs_diff(want.retry_after_us) < 50_000,
+                "step {i}"
+            );
+            if delta != 0 {
+                local.adjust(1, rate, delta, crate::clock::now_us());
+                redis.settle(vec![(ask(0), delta)], Vec::new(), String::new());
+                for _ in 0..200 {
+                    if redis.pending() == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let peek = redis.peek(&ask(0)).await.unwrap();
+            let local_peek = local.peek(1, rate, crate::clock::now_us());
+            assert_eq!(peek.remaining, local_peek.remaining, "after step {i}");
+        }
+        // A debt is capped at one period past full, in both.
+        redis.settle(vec![(ask(0), i64::MAX)], Vec::new(), String::new());
+        local.adjust(1, rate, i64::MAX, crate::clock::now_us());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (r, l) = (
+            redis.peek(&ask(0)).await.unwrap(),
+            local.peek(1, rate, crate::clock::now_us()),
+        );
+        assert!(!r.allowed && !l.allowed);
+        assert!(r.retry_after_us.abs_diff(l.retry_after_us) < 100_000);
+        assert!(r.retry_after_us <= rate.period_us + 1000);
+    }
+
+    /// Slots in Redis: taken up to the limit, all or nothing with the
+    /// counters, freed by a settle.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slots_all_or_nothing() {
+        let (_server, port) = redis_server();
+        let redis = connected(port).await;
+        let rate = Rate {
+            amount: 1,
+            period_us: 60_000_000,
+        };
+        let slot = RedisSlot {
+            key: "t:rl:{slot}".into(),
+            limit: 1,
+        };
+        let ask = RedisAsk {
+            key: "t:rl:{one}".into(),
+            rate,
+            cost: 1,
+        };
+        let a = redis
+            .acquire(&[], std::slice::from_ref(&slot), "a")
+            .await
+            .unwrap();
+        assert_eq!(a.slots, vec![Some(0)]);
+        // Slot full: the counter next to it is not charged either.
+        let b = redis
+            .acquire(std::slice::from_ref(&ask), std::slice::from_ref(&slot), "b")
+            .await
+            .unwrap();
+        assert!(!b.allowed() && b.verdicts[0].allowed && b.slots[0].is_none());
+        assert_eq!(redis.peek(&ask).await.unwrap().remaining, 1);
+        redis.settle(Vec::new(), vec![slot.key.clone()], "a".into());
+        for _ in 0..200 {
+            let c = redis
+                .acquire(std::slice::from_ref(&ask), std::slice::from_ref(&slot), "c")
+                .await
+                .unwrap();
+            if c.allowed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the freed slot was never free");
+    }
+}

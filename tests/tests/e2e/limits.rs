@@ -81,6 +81,9 @@ fn five_a_minute_then_an_openai_shaped_429_with_honest_headers() {
     let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((11..=12).contains(&after), "{after}");
     assert_eq!(num(&r, "x-ratelimit-remaining-requests"), 0);
+    // A reload keeps what each caller has used.
+    assert_eq!(gw.admin("POST", "/admin/reload", "").status, 200);
+    gw.chat("m").assert_error(429, "rate_limit_exceeded");
     // Counted per principal: another key still passes.
     assert_eq!(chat_as(gw.addr, OTHER_KEY, &hi()).status, 200);
     // The refused request never reached the backend.
@@ -91,7 +94,7 @@ fn five_a_minute_then_an_openai_shaped_429_with_honest_headers() {
             &m,
             "skygate_ratelimit_decisions_total{outcome=\"limited_requests\"}"
         ),
-        Some(1.0)
+        Some(2.0)
     );
 }
 
@@ -250,6 +253,16 @@ fn a_token_limit_refuses_what_it_cannot_cover() {
     assert_eq!(r.json()["error"]["type"], "tokens");
     assert!(r.header("retry-after").is_some());
     assert!(num(&r, "x-ratelimit-remaining-tokens") < 1990);
+    // Absurd asks are charged as the whole limit, never wrap to small ones.
+    for absurd in [
+        json!({"model": "m", "max_tokens": u64::MAX, "messages": []}),
+        json!({"model": "m", "max_tokens": 10, "n": 4_000_000_000u64, "messages": []}),
+        json!({"model": "m", "max_completion_tokens": 1e300, "max_tokens": 1990, "messages": []}),
+    ] {
+        let r = gw.post("/v1/chat/completions", &absurd);
+        r.assert_error(429, "rate_limit_exceeded");
+        assert_eq!(r.json()["error"]["type"], "tokens", "{absurd}");
+    }
 }
 
 /// Three gateways on one Redis, each sent as much as it takes: together
@@ -565,4 +578,140 @@ fn slots_held_through_a_redis_stall_are_freed_when_it_is_back() {
         .cli(&["ZCARD", "skygate:rl:{one-at-a-time:concurrency:tester}"])
         .trim()
         == "0"));
+}
+
+const THIRD_KEY: &str = "sk-test-third-key";
+
+/// Partitions and matches through the binary: a per-model counter, a
+/// per-address counter, and a group's shared counter, each apart.
+#[test]
+fn partitions_and_matches_keep_counters_apart() {
+    let sim = Sim::start("s", &[]);
+    let cfg = config(
+        &sim,
+        "limits:
+  - { name: per-model, match: { principals: [other] }, per: model, requests_per_hour: 1 }
+  - { name: by-address, match: { principals: [tester] }, per: client_ip, requests_per_hour: 2 }
+  - { name: research, match: { groups: [research] }, per: global, requests_per_hour: 1 }
+",
+    )
+    .replace("models: [m]", "models: [m, n]")
+    .replace(
+        "principal: other, tenant: acme }",
+        &format!("principal: other, tenant: acme }}\n    - {{ key: {THIRD_KEY}, principal: third, groups: [research] }}"),
+    );
+    let gw = Gateway::start(&cfg);
+    let model = |m: &str| json!({"model": m, "messages": [{"role": "user", "content": "hi"}]});
+    // One per model for `other`.
+    assert_eq!(chat_as(gw.addr, OTHER_KEY, &model("m")).status, 200);
+    chat_as(gw.addr, OTHER_KEY, &model("m")).assert_error(429, "rate_limit_exceeded");
+    assert_eq!(chat_as(gw.addr, OTHER_KEY, &model("n")).status, 200);
+    chat_as(gw.addr, OTHER_KEY, &model("n")).assert_error(429, "rate_limit_exceeded");
+    // Two from this address for `tester`, whatever the model.
+    assert_eq!(chat_as(gw.addr, CLIENT_KEY, &model("m")).status, 200);
+    assert_eq!(chat_as(gw.addr, CLIENT_KEY, &model("n")).status, 200);
+    let r = chat_as(gw.addr, CLIENT_KEY, &model("m"));
+    r.assert_error(429, "rate_limit_exceeded");
+    assert!(r.text().contains("`by-address`"), "{}", r.text());
+    // The research group shares one.
+    assert_eq!(chat_as(gw.addr, THIRD_KEY, &model("m")).status, 200);
+    let r = chat_as(gw.addr, THIRD_KEY, &model("n"));
+    r.assert_error(429, "rate_limit_exceeded");
+    assert!(r.text().contains("`research`"), "{}", r.text());
+}
+
+/// A local in-flight limit: a second request waits its turn; a client that
+/// vanishes mid-stream frees its slot.
+#[test]
+fn a_local_concurrency_limit_frees_slots_however_requests_end() {
+    use std::io::{Read, Write};
+    let sim = Sim::start("s", &["--token-delay-ms", "50"]);
+    let gw = Arc::new(Gateway::start(&config(
+        &sim,
+        "limits:\n  - { name: one-at-a-time, concurrency: 1 }\n",
+    )));
+    let mut s = hi();
+    s["stream"] = json!(true);
+    let streaming = {
+        let (gw, s) = (gw.clone(), s.clone());
+        std::thread::spawn(move || gw.post("/v1/chat/completions", &s))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let r = gw.chat("m");
+    r.assert_error(429, "rate_limit_exceeded");
+    assert!(r.text().contains("concurrency limit"), "{}", r.text());
+    assert_eq!(streaming.join().unwrap().status, 200);
+    assert_eq!(gw.chat("m").status, 200);
+    // A client that reads the first bytes of a stream and goes away.
+    let body = s.to_string();
+    let mut c = std::net::TcpStream::connect(gw.addr).unwrap();
+    write!(
+        c,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 64];
+    assert!(c.read(&mut first).unwrap() > 0);
+    drop(c);
+    assert!(
+        eventually(Duration::from_secs(5), || gw.chat("m").status == 200),
+        "the vanished client's slot stayed taken"
+    );
+}
+
+/// Redis down when the gateway starts: it gets ready (after one try), and
+/// each limit follows its policy at once.
+#[test]
+fn redis_down_at_start_each_limit_follows_its_policy() {
+    let sim = Sim::start("s", &[]);
+    let dead = free_addr();
+    let gw = Gateway::start(&config(
+        &sim,
+        &format!(
+            "state: {{ redis: \"redis://{dead}\" }}\nlimits:\n  - {{ name: open, match: {{ principals: [tester] }}, requests_per_hour: 100 }}\n  - {{ name: closed, match: {{ principals: [other] }}, requests_per_hour: 100, on_redis_failure: fail_closed }}\n"
+        ),
+    ));
+    assert_eq!(gw.metric("skygate_redis_up"), Some(0.0));
+    assert_eq!(gw.chat("m").status, 200);
+    let r = chat_as(gw.addr, OTHER_KEY, &hi());
+    r.assert_error(503, "rate_limit_unavailable");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(
+        gw.proc.stderr().contains("is not reachable"),
+        "{}",
+        gw.proc.stderr()
+    );
+}
+
+/// A stream the backend cuts half-way is charged what was sent: the input
+/// estimate and one token per event.
+#[test]
+fn a_cut_stream_settles_what_was_produced() {
+    let sim = Sim::start("s", &["--cut-rate", "1.0"]);
+    let gw = Gateway::start(&config(
+        &sim,
+        "limits:\n  - { name: daily, per: principal, tokens_per_day: 100000 }\n",
+    ));
+    let mut s = json!({"model": "m", "stream": true, "max_tokens": 5000, "messages": [{"role": "user", "content": "hi"}]});
+    let r = gw.post("/v1/chat/completions", &s);
+    assert_eq!(r.status, 200);
+    let events = sse_data(&r.body);
+    let sent = events
+        .iter()
+        .filter(|e| e.contains("chat.completion.chunk"))
+        .count() as u64;
+    assert!(
+        sent > 0 && r.text().contains("event: error"),
+        "{}",
+        r.text()
+    );
+    let input = (s.to_string().len() as u64).div_ceil(4);
+    s["max_tokens"] = json!(0);
+    s["stream"] = json!(false);
+    let next = gw.post("/v1/chat/completions", &s);
+    let reserved = (s.to_string().len() as u64).div_ceil(4);
+    let left = num(&next, "x-ratelimit-remaining-tokens");
+    let want = 100_000 - input - sent - reserved;
+    assert!(left.abs_diff(want) <= 2, "{left} vs {want}");
 }
