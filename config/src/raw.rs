@@ -52,11 +52,12 @@ pub struct RawConfig {
     pub state: Option<RawState>,
     /// `None` where an entry failed to parse (already reported).
     pub limits: Vec<Option<RawRateLimit>>,
+    pub cache: Option<RawCache>,
 }
 
 /// The top-level keys the file may have (documented in config/README.md).
 pub const TOP_LEVEL_KEYS: &[&str] = &[
-    "listen", "server", "admin", "auth", "backends", "routes", "policy", "state", "limits",
+    "listen", "server", "admin", "auth", "backends", "routes", "policy", "state", "limits", "cache",
 ];
 
 pub use crate::section::admin::RawAdmin;
@@ -64,6 +65,7 @@ pub use crate::section::auth::{RawApiKey, RawAuth};
 pub use crate::section::backend::{
     RawBackend, RawBreaker, RawHealthCheck, RawLimits, RawPool, RawTimeouts, RawTls,
 };
+pub use crate::section::cache::{RawCache, RawRouteCache};
 pub use crate::section::limits::{RawLimitMatch, RawRateLimit, RawState};
 pub use crate::section::policy::RawPolicy;
 pub use crate::section::route::{RawBudget, RawMatch, RawRetries, RawRoute, RawTarget};

@@ -23,6 +23,8 @@ pub struct Config {
     pub state: StateConf,
     /// Rate limits and quotas: entries of `limits:`, then the routes' own.
     pub limits: Vec<RateLimit>,
+    /// The response cache's tiers (each route says whether it caches).
+    pub cache: CacheConf,
     /// Things that work but should not be so in production (e.g. a
     /// plaintext API key): `validate` prints them, `run` logs them.
     pub warnings: Vec<crate::ConfigError>,
@@ -608,6 +610,8 @@ pub struct Route {
     /// Output tokens a token limit reserves when the request sets no
     /// `max_tokens` (settled to the real usage afterwards).
     pub output_tokens_estimate: u64,
+    /// Response caching; `None`: off.
+    pub cache: Option<RouteCache>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -724,6 +728,76 @@ pub const MAX_WEIGHT: u32 = 10_000;
 
 /// Default bound on a request body: 8 MiB.
 pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// `cache:`: the response cache's tiers, shared by every route that caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConf {
+    /// Bound on the in-memory tier, in bytes (entries and their keys).
+    pub memory: u64,
+    /// Entries are kept in the `state` Redis too, shared by every replica.
+    pub redis: bool,
+    /// Entries larger than this are compressed (zstd) in Redis.
+    pub compress_above: u64,
+    /// How long identical misses wait for the first one's answer.
+    pub wait: Duration,
+}
+
+impl Default for CacheConf {
+    fn default() -> Self {
+        Self {
+            memory: 128 << 20,
+            redis: false,
+            compress_above: 1024,
+            wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `routes.NAME.cache`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCache {
+    pub ttl: Duration,
+    /// Larger answers are not stored.
+    pub max_entry_bytes: usize,
+    pub scope: CacheScope,
+    /// Hits count against request limits (tokens are never charged).
+    pub charge_hits: bool,
+}
+
+impl Default for RouteCache {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(300),
+            max_entry_bytes: 1 << 20,
+            scope: CacheScope::Tenant,
+            charge_hits: true,
+        }
+    }
+}
+
+/// Who shares a route's cache entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheScope {
+    /// Callers of one tenant (a caller without a tenant: only itself).
+    Tenant,
+    /// Each caller alone.
+    Principal,
+    /// Every caller of the route.
+    Global,
+}
+
+impl CacheScope {
+    pub const ALLOWED: &'static str = "tenant, principal, global";
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tenant" => Some(Self::Tenant),
+            "principal" => Some(Self::Principal),
+            "global" => Some(Self::Global),
+            _ => None,
+        }
+    }
+}
 
 /// `state:`: where shared run-time state lives.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,6 +9,8 @@
 //! - `GET /admin/backends`: health, breaker, in-flight, latency, weights
 //! - `POST /admin/backends/{name}/drain`, `/undrain`
 //! - `POST /admin/reload`: read the config again (as SIGHUP)
+//! - `DELETE /admin/cache[?route=NAME][&tenant=NAME]`: drop cached answers
+//!   (all, a route's, a tenant's), in memory and in Redis
 //!
 //! Every change is logged with what changed.
 
@@ -178,7 +180,7 @@ impl ServeHttp for Admin {
             ("GET", ["metrics"]) => reply(
                 200,
                 "text/plain; version=0.0.4",
-                crate::metrics::render(&self.state.registry),
+                crate::metrics::render(&self.state.registry, &self.state.shared.cache),
             ),
             ("GET", ["admin", "routes"]) => {
                 let snap = self.state.snapshot();
@@ -213,6 +215,10 @@ impl ServeHttp for Admin {
                 self.blocking(move |a| a.drain(&name, drain)).await
             }
             ("POST", ["admin", "reload"]) => self.reload().await,
+            ("DELETE", ["admin", "cache"]) => {
+                let query = session.req_header().uri.query().unwrap_or("").to_string();
+                self.purge_cache(&query).await
+            }
             (_, known) if allowed(known).is_some() => {
                 let allow = allowed(known).unwrap_or("");
                 let mut r = error(&ApiError::new(
@@ -241,8 +247,34 @@ fn allowed(segs: &[&str]) -> Option<&'static str> {
         ["metrics"] | ["admin", "routes"] | ["admin", "backends"] => Some("GET"),
         ["admin", "routes", _, "weights"] => Some("PUT, DELETE"),
         ["admin", "backends", _, "drain" | "undrain"] | ["admin", "reload"] => Some("POST"),
+        ["admin", "cache"] => Some("DELETE"),
         _ => None,
     }
+}
+
+/// A query value, `%XX` and `+` decoded; `None` when not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
@@ -270,6 +302,77 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
 }
 
 impl Admin {
+    /// `DELETE /admin/cache?route=&tenant=`: drops the matching entries
+    /// from memory, then from Redis (page by page, never blocking it long).
+    async fn purge_cache(&self, query: &str) -> Response<Vec<u8>> {
+        let mut route = None;
+        let mut tenant = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = match percent_decode(v) {
+                Some(v) if !v.is_empty() => v,
+                _ => {
+                    return error(&ApiError::new(
+                        ErrorKind::InvalidRequest,
+                        format!("`{}` needs a value", clip(k)),
+                    ))
+                }
+            };
+            match k {
+                "route" => route = Some(v),
+                "tenant" => tenant = Some(v),
+                _ => {
+                    return error(&ApiError::new(
+                        ErrorKind::InvalidRequest,
+                        format!(
+                            "unknown parameter `{}`: use `route` and/or `tenant`",
+                            clip(k)
+                        ),
+                    ))
+                }
+            }
+        }
+        let snap = self.state.snapshot();
+        if let Some(r) = &route {
+            if let Err(e) = Self::route_index(&snap, r) {
+                return error(&e);
+            }
+        }
+        let cache = &self.state.shared.cache;
+        let memory = cache.purge(route.as_deref(), tenant.as_deref());
+        let redis = if snap.config.cache.redis && snap.config.state.redis.is_some() {
+            let redis = &self.state.shared.redis;
+            let pattern = skygate_plugins::cache::store::redis_pattern(
+                &redis.prefix(),
+                route.as_deref(),
+                tenant.as_deref(),
+            );
+            match redis.delete_matching(&pattern).await {
+                Ok(n) => json!(n),
+                Err(e) => {
+                    return error_with(
+                        &ApiError::new(
+                            ErrorKind::Unavailable,
+                            format!("the in-memory entries are gone, but Redis' are not: {e}"),
+                        ),
+                        Some(("deleted_memory", json!(memory))),
+                    )
+                }
+            }
+        } else {
+            Value::Null
+        };
+        log::info!(
+            "admin: cache purged (route {}, tenant {}): {memory} in memory, {redis} in redis",
+            route.as_deref().unwrap_or("*"),
+            tenant.as_deref().map_or("*".into(), clip),
+        );
+        json(
+            200,
+            json!({ "route": route, "tenant": tenant, "deleted": { "memory": memory, "redis": redis } }),
+        )
+    }
+
     /// Runs a change off the admin listener's one thread: changes wait for
     /// a reload in progress (which may be resolving names), and health,
     /// readiness and metrics must keep answering meanwhile.

@@ -186,6 +186,9 @@ Rate limits: sk-skygate-demo-limited may make 5 chat requests a minute; the sixt
     -H 'Authorization: Bearer sk-skygate-demo-limited' -H 'Content-Type: application/json' \
     -d '{{"model":"demo-chat","messages":[{{"role":"user","content":"hi"}}]}}' | grep -iE '^HTTP|remaining-requests|retry-after'; done
 
+Cache: the chat route answers identical requests of one tenant from the cache for 5 minutes
+(run the first chat request twice: x-skygate-cache goes from miss to hit; docs/cache.md).
+
 Sign in with a JWT from the demo issuer (its key is demo-only). Policies
 (policies/demo.cedar) let contractors chat but not embed; tenant acme stays off gcp:
   TOKEN=$(skygate demo-token --sub alice --tenant acme --group contractors)
@@ -235,6 +238,10 @@ mod tests {
         assert_eq!(chat.models, ["demo-chat"]);
         assert_eq!(chat.targets.len(), 3);
         assert_eq!(chat.retries.max_attempts, 3);
+        assert_eq!(
+            chat.cache.as_ref().map(|c| c.ttl),
+            Some(std::time::Duration::from_secs(300))
+        );
         for b in c
             .backends
             .iter()

@@ -368,6 +368,9 @@ async fn write_response(
         return (BodyEnd::UpstreamFailed, written);
     };
     b.adapter.response_header(&mut header);
+    if let Some(f) = ctx.cache_fill.as_mut() {
+        f.response_header(&header);
+    }
     let sse = header
         .headers
         .get(http::header::CONTENT_TYPE)
@@ -397,6 +400,10 @@ async fn write_response(
             Ok(Some(chunk)) => {
                 let chunk = b.adapter.response_chunk(chunk);
                 tail.push(&chunk);
+                // Captured as the backend sent it (with its usage chunk).
+                if let Some(f) = ctx.cache_fill.as_mut() {
+                    f.push(&chunk);
+                }
                 let chunk = match &mut strip {
                     Some(f) => f.filter(chunk),
                     None => chunk,
@@ -414,6 +421,9 @@ async fn write_response(
                 }
             }
             Ok(None) => {
+                if let Some(f) = ctx.cache_fill.as_mut() {
+                    f.complete();
+                }
                 if let Some(rest) = strip.as_mut().and_then(StripUsage::finish) {
                     ctx.response_bytes += rest.len() as u64;
                     if let Err(e) = session.write_response_body(Some(rest), false).await {

@@ -34,6 +34,13 @@ pub struct Metrics {
     redis_up: IntGauge,
     redis_down: prometheus::IntCounter,
     redis_errors: prometheus::IntCounter,
+    cache_lookups: IntCounterVec,
+    cache_route: IntCounterVec,
+    cache_bytes: IntGauge,
+    cache_entries: IntGauge,
+    cache_memory_limit: IntGauge,
+    cache_evictions: IntCounterVec,
+    cache_redis_failures: IntCounterVec,
 }
 
 const BUCKETS: &[f64] = &[
@@ -165,6 +172,57 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "skygate_redis_errors_total",
         "Redis calls that failed or timed out",
     )?;
+    let cache_lookups = IntCounterVec::new(
+        Opts::new(
+            "skygate_cache_lookups_total",
+            "Requests to caching routes, by route and result: hit, miss, bypass (no-cache, no-store)",
+        ),
+        &["route", "result"],
+    )?;
+    let cache_route = IntCounterVec::new(
+        Opts::new(
+            "skygate_cache_events_total",
+            "Cache events by route: redis_hit (a hit found in Redis), wait (a miss that waited for an identical one), store (an answer stored), cached_tokens (tokens of answers served from the cache)",
+        ),
+        &["route", "event"],
+    )?;
+    let cache_bytes = IntGauge::new(
+        "skygate_cache_bytes",
+        "Bytes held by the in-memory cache tier (entries and their overhead)",
+    )?;
+    let cache_entries = IntGauge::new(
+        "skygate_cache_entries",
+        "Entries in the in-memory cache tier",
+    )?;
+    let cache_memory_limit = IntGauge::new(
+        "skygate_cache_memory_limit_bytes",
+        "The in-memory cache tier's bound (cache.memory)",
+    )?;
+    let cache_evictions = IntCounterVec::new(
+        Opts::new(
+            "skygate_cache_evictions_total",
+            "Entries leaving the in-memory tier, by cause: size (the bound), expired, invalidated (DELETE /admin/cache)",
+        ),
+        &["cause"],
+    )?;
+    let cache_redis_failures = IntCounterVec::new(
+        Opts::new(
+            "skygate_cache_redis_failures_total",
+            "Cache work Redis could not do, by kind: read (failed or timed out: a miss), bad_value (did not decode: a miss), write_dropped (Redis down or the write queue full)",
+        ),
+        &["kind"],
+    )?;
+    for c in [
+        &cache_lookups,
+        &cache_route,
+        &cache_evictions,
+        &cache_redis_failures,
+    ] {
+        registry.register(Box::new(c.clone()))?;
+    }
+    for g in [&cache_bytes, &cache_entries, &cache_memory_limit] {
+        registry.register(Box::new(g.clone()))?;
+    }
     registry.register(Box::new(ratelimit.clone()))?;
     registry.register(Box::new(redis_up.clone()))?;
     registry.register(Box::new(redis_down.clone()))?;
@@ -213,6 +271,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         policy_decisions,
         policy_backends_denied,
         audit_log_dropped,
+        cache_lookups,
+        cache_route,
+        cache_bytes,
+        cache_entries,
+        cache_memory_limit,
+        cache_evictions,
+        cache_redis_failures,
     })
 }
 
@@ -235,7 +300,11 @@ pub fn get() -> Option<&'static Metrics> {
 /// Sets the gauges and counters that mirror run-time state (breakers,
 /// health, in-flight, retries) from the registry, for one scrape. Backends
 /// and routes removed by a reload disappear from the output.
-fn mirror(m: &Metrics, registry: &skygate_backends::routing::state::Registry) {
+fn mirror(
+    m: &Metrics,
+    registry: &skygate_backends::routing::state::Registry,
+    cache: &skygate_plugins::cache::Store,
+) {
     use skygate_backends::routing::health::Health;
     let now = Instant::now();
     for v in [
@@ -312,6 +381,62 @@ fn mirror(m: &Metrics, registry: &skygate_backends::routing::state::Registry) {
         m.redis_errors.reset();
         m.redis_errors.inc_by(R.errors.load(Relaxed));
     }
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        m.cache_lookups.reset();
+        m.cache_route.reset();
+        for (route, c) in cache.all_route_counters() {
+            for (result, n) in [
+                ("hit", &c.hits),
+                ("miss", &c.misses),
+                ("bypass", &c.bypasses),
+            ] {
+                m.cache_lookups
+                    .with_label_values(&[route.as_str(), result])
+                    .inc_by(n.load(Relaxed));
+            }
+            for (event, n) in [
+                ("redis_hit", &c.redis_hits),
+                ("wait", &c.waits),
+                ("store", &c.stores),
+                ("cached_tokens", &c.tokens),
+            ] {
+                m.cache_route
+                    .with_label_values(&[route.as_str(), event])
+                    .inc_by(n.load(Relaxed));
+            }
+        }
+        let (bytes, entries) = cache.usage();
+        m.cache_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        m.cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        m.cache_memory_limit
+            .set(i64::try_from(cache.conf().memory).unwrap_or(i64::MAX));
+        let k = &cache.counters;
+        m.cache_evictions.reset();
+        for (cause, n) in [
+            ("size", &k.evicted_size),
+            ("expired", &k.expired),
+            ("invalidated", &k.invalidated),
+        ] {
+            m.cache_evictions
+                .with_label_values(&[cause])
+                .inc_by(n.load(Relaxed));
+        }
+        m.cache_redis_failures.reset();
+        for (kind, n) in [
+            ("read", &k.redis_errors),
+            ("bad_value", &k.redis_bad_values),
+            (
+                "write_dropped",
+                &skygate_state::redis::COUNTERS.puts_dropped,
+            ),
+        ] {
+            m.cache_redis_failures
+                .with_label_values(&[kind])
+                .inc_by(n.load(Relaxed));
+        }
+    }
     for r in registry.routes() {
         m.retries.with_label_values(&[r.name()]).inc_by(r.retries());
         m.retry_budget_exhausted
@@ -321,10 +446,13 @@ fn mirror(m: &Metrics, registry: &skygate_backends::routing::state::Registry) {
 }
 
 /// The Prometheus text exposition, with the run-time state of `registry`.
-pub fn render(registry: &skygate_backends::routing::state::Registry) -> Vec<u8> {
+pub fn render(
+    registry: &skygate_backends::routing::state::Registry,
+    cache: &skygate_plugins::cache::Store,
+) -> Vec<u8> {
     let mut out = Vec::new();
     if let Some(m) = get() {
-        mirror(m, registry);
+        mirror(m, registry, cache);
         if let Err(e) = TextEncoder::new().encode(&m.registry.gather(), &mut out) {
             log::error!("encoding metrics: {e}");
         }
@@ -340,6 +468,7 @@ mod tests {
         m.requests.with_label_values(&["chat", "a", "200"]).inc();
         let text = String::from_utf8(super::render(
             &skygate_backends::routing::state::Registry::new(),
+            &skygate_plugins::cache::Store::new(&skygate_config::CacheConf::default()),
         ))
         .unwrap();
         assert!(

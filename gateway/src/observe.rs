@@ -71,6 +71,8 @@ pub fn record(ctx: &RequestCtx, method: &str, path: &str, client: Option<&str>, 
         "response_bytes": ctx.response_bytes,
         "prompt_tokens": ctx.prompt_tokens,
         "completion_tokens": ctx.completion_tokens,
+        "cache": ctx.cache.as_str(),
+        "cached_tokens": ctx.cached_tokens,
     });
     match serde_json::to_vec(&line) {
         Ok(bytes) => crate::access_log::write(bytes),

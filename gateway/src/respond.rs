@@ -14,12 +14,10 @@ pub fn common_headers(
     chain: &Chain,
 ) -> pingora_error::Result<()> {
     h.insert_header("x-request-id", ctx.request_id.as_str())?;
-    let cache = match ctx.cache {
-        skygate_plugins::CacheStatus::Hit => "hit",
-        skygate_plugins::CacheStatus::Miss => "miss",
-        skygate_plugins::CacheStatus::Bypass => "bypass",
-    };
-    h.insert_header("x-skygate-cache", cache)?;
+    h.insert_header(
+        "x-skygate-cache",
+        http::HeaderValue::from_static(ctx.cache.as_str()),
+    )?;
     h.insert_header(
         "x-skygate-attempts",
         http::HeaderValue::from_static(attempts_value(ctx.attempts)),

@@ -14,13 +14,25 @@ pub struct Identity {
     pub method: AuthMethod,
 }
 
-/// Where the response came from, for `x-skygate-cache` (cache plugin to come).
+/// Where the response came from, for `x-skygate-cache`: `bypass` when the
+/// route does not cache or the request said `no-cache`/`no-store`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CacheStatus {
     #[default]
     Bypass,
     Hit,
     Miss,
+}
+
+impl CacheStatus {
+    /// As `x-skygate-cache` and the access log say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Bypass => "bypass",
+        }
+    }
 }
 
 /// One upstream attempt, as the access log lists it.
@@ -100,6 +112,13 @@ pub struct RequestCtx {
     pub strip_usage_chunk: bool,
     /// SSE `data:` events of the response (a cut stream settles by them).
     pub stream_events: u64,
+    /// A cache miss's answer, captured to be stored (cache plugin).
+    pub cache_fill: Option<Box<crate::cache::Fill>>,
+    /// A cache hit: the tokens of the answer it served.
+    pub cached_tokens: Option<u64>,
+    /// A cache hit on a route whose hits do not count against request
+    /// limits: the rate-limit plugin gives the request back.
+    pub cache_hit_free: bool,
 }
 
 impl RequestCtx {
@@ -138,6 +157,9 @@ impl RequestCtx {
             want_stream_usage: false,
             strip_usage_chunk: false,
             stream_events: 0,
+            cache_fill: None,
+            cached_tokens: None,
+            cache_hit_free: false,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! own module and one line in [`Chain::from_config`].
 
 pub mod auth;
+pub mod cache;
 pub mod context;
 pub mod hygiene;
 pub mod policy;
@@ -64,11 +65,14 @@ pub struct Shared {
     /// `fail_open` limits' local share while Redis is down.
     pub fallback: Arc<skygate_state::Local>,
     pub redis: Arc<skygate_state::Redis>,
+    /// The response cache's tiers and counters.
+    pub cache: Arc<cache::Store>,
 }
 
 impl Default for Shared {
     fn default() -> Self {
         Self {
+            cache: cache::Store::new(&skygate_config::CacheConf::default()),
             local: Arc::new(skygate_state::Local::new(1 << 20)),
             fallback: Arc::new(skygate_state::Local::new(1 << 18)),
             redis: Arc::new(skygate_state::Redis::new()),
@@ -146,6 +150,10 @@ impl Chain {
         let ratelimit = ratelimit::RateLimits::from_config(config, shared).map(Arc::new);
         if let Some(r) = &ratelimit {
             plugins.push(r.clone());
+        }
+        // Last: a hit has passed authentication, policy and request limits.
+        if let Some(c) = cache::Cache::from_config(config, shared) {
+            plugins.push(Arc::new(c));
         }
         Self {
             plugins,

@@ -71,12 +71,15 @@ pub struct Counters {
     pub down_events: AtomicU64,
     /// Calls that failed or timed out.
     pub errors: AtomicU64,
+    /// Values ([`Redis::put`]) dropped: Redis down, or the queue full.
+    pub puts_dropped: AtomicU64,
 }
 
 pub static COUNTERS: Counters = Counters {
     up: AtomicBool::new(false),
     down_events: AtomicU64::new(0),
     errors: AtomicU64::new(0),
+    puts_dropped: AtomicU64::new(0),
 };
 
 #[derive(Clone)]
@@ -186,7 +189,19 @@ pub struct Redis {
     /// own connection ([`Redis::request_conn`]) is made again after it.
     epoch: AtomicU64,
     cluster: AtomicBool,
+    /// Values waiting to be written ([`Redis::put`]), and their bytes.
+    puts: Mutex<(VecDeque<Put>, usize)>,
 }
+
+/// A value to write, with its time to live in milliseconds.
+type Put = (String, Vec<u8>, u64);
+
+/// Bytes of values waiting to be written, at most: beyond, new ones are
+/// dropped (a cache entry is worth less than the memory to hold it).
+const MAX_PUT_BYTES: usize = 32 << 20;
+
+/// Values written in one round trip at most.
+const PUT_BATCH: usize = 256;
 
 impl Default for Redis {
     fn default() -> Self {
@@ -209,6 +224,7 @@ impl Redis {
             epoch: AtomicU64::new(0),
             error_logged: AtomicU64::new(0),
             cluster: AtomicBool::new(false),
+            puts: Mutex::new((VecDeque::new(), 0)),
         }
     }
 
@@ -423,6 +439,236 @@ impl Redis {
             tokio::time::sleep(SETTLE_GATHER).await;
             if let Ok(conn) = self.conn() {
                 self.flush(&conn).await;
+                self.write_puts(&conn).await;
+            }
+        }
+    }
+
+    /// Reads a value (the L2 cache's): `None` when there is none. Bounded
+    /// by the call timeout; fails at once while Redis is down.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RedisError> {
+        let (conn, own) = self.request_conn()?;
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        match tokio::time::timeout(self.timeout(), conn.query::<Option<Vec<u8>>>(&cmd)).await {
+            Ok(Ok(v)) => {
+                self.answered();
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                if own {
+                    self.drop_thread_conn();
+                }
+                Err(self.failed(to_error(&e)))
+            }
+            Err(_) => Err(self.failed(RedisError::Timeout)),
+        }
+    }
+
+    /// Writes a value with a time to live, in the background: batched with
+    /// others, never waited for. While Redis is down, or when the bytes
+    /// waiting pass a bound, the value is dropped and counted.
+    pub fn put(&self, key: String, value: Vec<u8>, ttl: Duration) {
+        if self.conn.load().is_none() {
+            COUNTERS.puts_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        {
+            let mut q = self.puts.lock().unwrap_or_else(|p| p.into_inner());
+            let size = key.len() + value.len();
+            if q.1 + size > MAX_PUT_BYTES {
+                COUNTERS.puts_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            q.1 += size;
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            q.0.push_back((key, value, ms));
+        }
+        self.settle_wake.notify_one();
+    }
+
+    /// Values waiting to be written (for tests).
+    pub fn puts_pending(&self) -> usize {
+        self.puts.lock().unwrap_or_else(|p| p.into_inner()).0.len()
+    }
+
+    /// Writes the values waiting, a batch per round trip (one pipeline on a
+    /// single node; on a cluster, calls in flight together). A failed
+    /// batch is dropped and counted, not retried: entries come again.
+    async fn write_puts(&self, conn: &Conn) {
+        loop {
+            let batch: Vec<Put> = {
+                let mut q = self.puts.lock().unwrap_or_else(|p| p.into_inner());
+                let n = q.0.len().min(PUT_BATCH);
+                let batch: Vec<Put> = q.0.drain(..n).collect();
+                q.1 -= batch
+                    .iter()
+                    .map(|(k, v, _)| k.len() + v.len())
+                    .sum::<usize>();
+                batch
+            };
+            if batch.is_empty() {
+                return;
+            }
+            let n = batch.len() as u64;
+            let set = |(k, v, ms): &Put| {
+                let mut c = redis::cmd("SET");
+                c.arg(k).arg(v.as_slice()).arg("PX").arg(*ms);
+                c
+            };
+            let sent = match conn {
+                Conn::Single(c) => {
+                    let mut pipe = redis::pipe();
+                    for p in &batch {
+                        pipe.add_command(set(p)).ignore();
+                    }
+                    tokio::time::timeout(self.timeout() * 4, pipe.query_async::<()>(&mut c.clone()))
+                        .await
+                        .map(|r| r.map_err(|e| to_error(&e)))
+                }
+                Conn::Cluster(_) => {
+                    let cmds: Vec<redis::Cmd> = batch.iter().map(set).collect();
+                    tokio::time::timeout(
+                        self.timeout() * 4,
+                        futures_util::future::join_all(cmds.iter().map(|c| conn.query::<()>(c))),
+                    )
+                    .await
+                    .map(|all| {
+                        all.into_iter()
+                            .find_map(Result::err)
+                            .map_or(Ok(()), |e| Err(to_error(&e)))
+                    })
+                }
+            };
+            match sent {
+                Ok(Ok(())) => self.answered(),
+                Ok(Err(e)) => {
+                    COUNTERS.puts_dropped.fetch_add(n, Ordering::Relaxed);
+                    self.failed(e);
+                    return;
+                }
+                Err(_) => {
+                    COUNTERS.puts_dropped.fetch_add(n, Ordering::Relaxed);
+                    self.failed(RedisError::Timeout);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A call bounded by `t`, its failure counted.
+    async fn bounded<T>(
+        &self,
+        t: Duration,
+        f: impl std::future::Future<Output = RedisResult<T>>,
+    ) -> Result<T, RedisError> {
+        match tokio::time::timeout(t, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.failed(to_error(&e))),
+            Err(_) => Err(self.failed(RedisError::Timeout)),
+        }
+    }
+
+    /// Deletes every key matching a `SCAN` pattern, a page at a time (on a
+    /// cluster, on every primary). Returns the keys deleted. For the admin
+    /// API: it may take a while on a large keyspace, never blocking Redis
+    /// for long (each page is one `SCAN` and one `UNLINK`).
+    pub async fn delete_matching(&self, pattern: &str) -> Result<u64, RedisError> {
+        let conn = self.conn()?;
+        let t = self.timeout().max(Duration::from_secs(1));
+        let mut deleted = 0u64;
+        match &*conn {
+            Conn::Single(c) => {
+                let mut cursor = 0u64;
+                loop {
+                    let mut scan = redis::cmd("SCAN");
+                    scan.arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000);
+                    let (next, keys): (u64, Vec<String>) =
+                        self.bounded(t, scan.query_async(&mut c.clone())).await?;
+                    if !keys.is_empty() {
+                        let mut unlink = redis::cmd("UNLINK");
+                        unlink.arg(&keys);
+                        let n: u64 = self.bounded(t, unlink.query_async(&mut c.clone())).await?;
+                        deleted += n;
+                    }
+                    if next == 0 {
+                        return Ok(deleted);
+                    }
+                    cursor = next;
+                }
+            }
+            Conn::Cluster(c) => {
+                use redis::cluster_routing::{
+                    MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo,
+                };
+                // Each primary: its address and its cursor; the first page
+                // goes to all of them at once and says who they are.
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(0).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
+                let first: redis::Value = self
+                    .bounded(
+                        t,
+                        c.clone().route_command(
+                            scan,
+                            RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
+                        ),
+                    )
+                    .await?;
+                let mut pages: Vec<(String, redis::Value)> = match first {
+                    redis::Value::Map(m) => m
+                        .into_iter()
+                        .filter_map(|(a, v)| {
+                            redis::from_redis_value::<String>(a).ok().map(|a| (a, v))
+                        })
+                        .collect(),
+                    other => {
+                        return Err(RedisError::Failed(format!(
+                            "unexpected SCAN reply from the cluster: {other:?}"
+                        )))
+                    }
+                };
+                while let Some((addr, page)) = pages.pop() {
+                    let (next, keys): (u64, Vec<String>) = redis::from_redis_value(page)
+                        .map_err(|e| RedisError::Failed(format!("SCAN reply: {e}")))?;
+                    for k in &keys {
+                        let mut unlink = redis::cmd("UNLINK");
+                        unlink.arg(k);
+                        let n: u64 = self.bounded(t, conn.query(&unlink)).await?;
+                        deleted += n;
+                    }
+                    if next != 0 {
+                        let Some((host, port)) = addr
+                            .rsplit_once(':')
+                            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                        else {
+                            return Err(RedisError::Failed(format!("node address `{addr}`")));
+                        };
+                        let mut scan = redis::cmd("SCAN");
+                        scan.arg(next)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(1000);
+                        let page: redis::Value = self
+                            .bounded(
+                                t,
+                                c.clone().route_command(
+                                    scan,
+                                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                                        host,
+                                        port,
+                                    }),
+                                ),
+                            )
+                            .await?;
+                        pages.push((addr, page));
+                    }
+                }
+                Ok(deleted)
             }
         }
     }

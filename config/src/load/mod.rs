@@ -213,7 +213,9 @@ impl Cx<'_> {
         let policy = raw.policy.and_then(|p| self.policy(p));
         let state = self.state(raw.state);
         let limits = self.rate_limits(raw.limits, route_limits, &routes, &state);
+        let cache = self.cache(raw.cache, &state);
         Some(Config {
+            cache,
             state,
             limits,
             listen: listen?,

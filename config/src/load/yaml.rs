@@ -43,6 +43,7 @@ impl Cx<'_> {
                 "auth" => raw.auth = self.de(v, &p),
                 "policy" => raw.policy = self.de(v, &p),
                 "state" => raw.state = self.de(v, &p),
+                "cache" => raw.cache = self.de(v, &p),
                 "limits" => {
                     if let serde_norway::Value::Sequence(items) = v {
                         for (i, item) in items.into_iter().enumerate() {

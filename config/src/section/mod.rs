@@ -4,6 +4,7 @@
 pub(crate) mod admin;
 pub(crate) mod auth;
 pub(crate) mod backend;
+pub(crate) mod cache;
 pub(crate) mod limits;
 pub(crate) mod policy;
 pub(crate) mod route;

@@ -33,6 +33,8 @@ pub struct RawRoute {
     /// Output tokens a token limit reserves when a request sets no
     /// `max_tokens` (default 1024; 0 on embeddings routes).
     pub output_tokens_estimate: Option<u64>,
+    /// Response caching for this route.
+    pub cache: Option<crate::raw::RawRouteCache>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,7 +305,9 @@ impl Cx<'_> {
             }
             methods
         });
+        let cache = self.route_cache(r.cache, operation, &p);
         Some(Route {
+            cache,
             name: name.to_string(),
             path,
             operation,

@@ -690,6 +690,9 @@ impl Plugin for RateLimits {
                 (true, Some(u)) => {
                     i64::try_from(u).unwrap_or(i64::MAX) - i64::try_from(c.cost).unwrap_or(0)
                 }
+                // A cache hit on a route whose hits are free
+                // (`cache.charge_hits: false`): the request is given back.
+                (false, _) if ctx.cache_hit_free => -i64::try_from(c.cost).unwrap_or(i64::MAX),
                 _ => 0,
             };
             if delta == 0 {

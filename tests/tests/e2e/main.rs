@@ -10,6 +10,7 @@ mod harness;
 mod admin;
 mod auth;
 mod bodies;
+mod cache;
 mod config;
 mod edges;
 mod errors;

@@ -1,0 +1,372 @@
+//! The cache's storage, outliving every config snapshot: the in-memory
+//! tier (moka: bounded by bytes, per-entry expiry, TinyLFU admission), the
+//! misses in flight (one backend call per key; the others wait for it),
+//! the Redis tier's keys, and the counters `/metrics` reads.
+
+use super::entry::{now_ms, Entry};
+use super::key::Key;
+use arc_swap::ArcSwap;
+use moka::notification::RemovalCause;
+use skygate_config::CacheConf;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+type L1 = moka::sync::Cache<u128, Arc<Entry>>;
+
+/// One route's counters (kept by name across reloads).
+#[derive(Debug, Default)]
+pub struct RouteCounters {
+    pub hits: AtomicU64,
+    /// Hits found in Redis (also counted in `hits`).
+    pub redis_hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub bypasses: AtomicU64,
+    /// Misses that waited for an identical one in flight.
+    pub waits: AtomicU64,
+    pub stores: AtomicU64,
+    /// Tokens of the answers served from the cache.
+    pub tokens: AtomicU64,
+}
+
+/// Process-wide counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub evicted_size: AtomicU64,
+    pub expired: AtomicU64,
+    pub invalidated: AtomicU64,
+    /// Redis reads that failed (down, timed out): served as misses.
+    pub redis_errors: AtomicU64,
+    /// Redis values that did not decode: served as misses.
+    pub redis_bad_values: AtomicU64,
+}
+
+pub struct Store {
+    l1: ArcSwap<L1>,
+    memory: AtomicU64,
+    flights: Mutex<HashMap<u128, watch::Receiver<()>>>,
+    routes: Mutex<HashMap<String, Arc<RouteCounters>>>,
+    pub counters: Arc<Counters>,
+    /// Tiers' settings of the current config.
+    conf: ArcSwap<CacheConf>,
+}
+
+/// Leads a miss: while it lives, identical misses wait; dropped (the
+/// request done, stored or not), it wakes them.
+pub struct Flight {
+    store: Arc<Store>,
+    key: u128,
+    /// Dropped with the flight: waiters' `changed()` returns.
+    _done: watch::Sender<()>,
+    rx: watch::Receiver<()>,
+}
+
+impl std::fmt::Debug for Flight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Flight({:032x})", self.key)
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let mut f = self.store.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if f.get(&self.key).is_some_and(|r| r.same_channel(&self.rx)) {
+            f.remove(&self.key);
+        }
+    }
+}
+
+/// A miss's place in line.
+pub enum Joined {
+    Lead(Flight),
+    /// Another identical miss is in flight: wait for it.
+    Wait(watch::Receiver<()>),
+}
+
+impl Store {
+    pub fn new(conf: &CacheConf) -> Arc<Self> {
+        let counters = Arc::new(Counters::default());
+        Arc::new(Self {
+            l1: ArcSwap::from_pointee(build_l1(conf.memory, counters.clone())),
+            memory: AtomicU64::new(conf.memory),
+            flights: Mutex::new(HashMap::new()),
+            routes: Mutex::new(HashMap::new()),
+            counters,
+            conf: ArcSwap::from_pointee(conf.clone()),
+        })
+    }
+
+    /// Takes a new config's settings. A changed memory bound starts an
+    /// empty in-memory tier (moka's bound is fixed at build).
+    pub fn configure(&self, conf: &CacheConf) {
+        if self.memory.swap(conf.memory, Ordering::AcqRel) != conf.memory {
+            log::info!(
+                "cache: memory bound is now {} bytes; the in-memory tier starts empty",
+                conf.memory
+            );
+            self.l1
+                .store(Arc::new(build_l1(conf.memory, self.counters.clone())));
+        }
+        self.conf.store(Arc::new(conf.clone()));
+    }
+
+    pub fn conf(&self) -> Arc<CacheConf> {
+        self.conf.load_full()
+    }
+
+    /// A route's counters, made on first use and kept across reloads.
+    pub fn route_counters(&self, route: &str) -> Arc<RouteCounters> {
+        let mut m = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(route.to_string()).or_default().clone()
+    }
+
+    /// Every route's counters, by name (for `/metrics`).
+    pub fn all_route_counters(&self) -> Vec<(String, Arc<RouteCounters>)> {
+        let m = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = m.iter().map(|(k, c)| (k.clone(), c.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// A live entry (an expired one is gone from moka's view already).
+    pub fn get(&self, key: Key) -> Option<Arc<Entry>> {
+        self.l1.load().get(&key.0)
+    }
+
+    pub fn insert(&self, key: Key, entry: Arc<Entry>) {
+        self.l1.load().insert(key.0, entry);
+    }
+
+    /// Joins the misses in flight for `key`: leads when none is.
+    pub fn join(self: &Arc<Self>, key: Key) -> Joined {
+        let mut f = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rx) = f.get(&key.0) {
+            // A leader whose sender is gone has finished: lead anew.
+            if rx.has_changed().is_ok() {
+                return Joined::Wait(rx.clone());
+            }
+        }
+        let (tx, rx) = watch::channel(());
+        f.insert(key.0, rx.clone());
+        Joined::Lead(Flight {
+            store: self.clone(),
+            key: key.0,
+            _done: tx,
+            rx,
+        })
+    }
+
+    /// Bytes and entries of the in-memory tier (after its pending upkeep).
+    pub fn usage(&self) -> (u64, u64) {
+        let l1 = self.l1.load();
+        l1.run_pending_tasks();
+        (l1.weighted_size(), l1.entry_count())
+    }
+
+    /// Removes the in-memory entries of a route and/or tenant (`None`:
+    /// any); returns how many.
+    pub fn purge(&self, route: Option<&str>, tenant: Option<&str>) -> u64 {
+        let l1 = self.l1.load();
+        let doomed: Vec<u128> = l1
+            .iter()
+            .filter(|(_, e)| {
+                route.is_none_or(|r| &*e.route == r)
+                    && tenant.is_none_or(|t| e.tenant.as_deref() == Some(t))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &doomed {
+            l1.invalidate(k);
+        }
+        doomed.len() as u64
+    }
+}
+
+/// Waits for an identical miss in flight to finish, at most `wait`.
+pub async fn wait_for(mut rx: watch::Receiver<()>, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    tokio::time::timeout_at(deadline.into(), rx.changed())
+        .await
+        .is_ok()
+}
+
+struct Expiry;
+
+impl moka::Expiry<u128, Arc<Entry>> for Expiry {
+    fn expire_after_create(
+        &self,
+        _key: &u128,
+        value: &Arc<Entry>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.left(now_ms()))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &u128,
+        value: &Arc<Entry>,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.left(now_ms()))
+    }
+}
+
+fn build_l1(memory: u64, counters: Arc<Counters>) -> L1 {
+    moka::sync::Cache::builder()
+        .max_capacity(memory)
+        .weigher(|_k: &u128, v: &Arc<Entry>| v.weight())
+        .expire_after(Expiry)
+        .eviction_listener(move |_k, _v, cause| {
+            let c = match cause {
+                RemovalCause::Size => &counters.evicted_size,
+                RemovalCause::Expired => &counters.expired,
+                RemovalCause::Explicit => &counters.invalidated,
+                RemovalCause::Replaced => return,
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+        })
+        .build()
+}
+
+/// The Redis key of an entry: readable by route and tenant (so
+/// `DELETE /admin/cache` can match them), then the request's hash.
+pub fn redis_key(prefix: &str, route: &str, tenant: Option<&str>, key: Key) -> String {
+    format!(
+        "{prefix}:cache:{route}:{}:{}",
+        tenant.map_or_else(|| "-".to_string(), escape),
+        key.hex()
+    )
+}
+
+/// The `SCAN` pattern of a route's and/or tenant's entries.
+pub fn redis_pattern(prefix: &str, route: Option<&str>, tenant: Option<&str>) -> String {
+    format!(
+        "{prefix}:cache:{}:{}:*",
+        route.map_or_else(|| "*".to_string(), escape),
+        tenant.map_or_else(|| "*".to_string(), escape)
+    )
+}
+
+/// A tenant (or route) name in a key: `%`-escaped where it could be read
+/// as a separator or a `SCAN` pattern (`:`, `*`, `?`, `[`, `]`, `\`, `%`,
+/// `-` alone stands for "no tenant"), and any control or non-ASCII byte.
+fn escape(s: &str) -> String {
+    if s == "-" {
+        return "%2D".into();
+    }
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_graphic() && !b":*?[]\\%".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn entry(route: &str, tenant: Option<&str>, len: usize, ttl: Duration) -> Arc<Entry> {
+        Arc::new(Entry::new(
+            Bytes::from(vec![b' '; len]),
+            false,
+            route.into(),
+            tenant.map(Into::into),
+            now_ms(),
+            ttl,
+        ))
+    }
+
+    #[test]
+    fn bounded_by_bytes() {
+        let store = Store::new(&CacheConf {
+            memory: 1 << 20,
+            ..CacheConf::default()
+        });
+        for i in 0..10_000u128 {
+            store.insert(Key(i), entry("r", None, 1000, Duration::from_secs(60)));
+        }
+        let (bytes, entries) = store.usage();
+        assert!(bytes <= 1 << 20, "{bytes}");
+        assert!(entries < 10_000 && entries > 100, "{entries}");
+        assert!(store.counters.evicted_size.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn entries_expire_by_their_own_ttl() {
+        let store = Store::new(&CacheConf::default());
+        store.insert(Key(1), entry("r", None, 10, Duration::from_millis(50)));
+        store.insert(Key(2), entry("r", None, 10, Duration::from_secs(60)));
+        assert!(store.get(Key(1)).is_some());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(store.get(Key(1)).is_none());
+        assert!(store.get(Key(2)).is_some());
+    }
+
+    #[test]
+    fn purge_by_route_and_tenant() {
+        let store = Store::new(&CacheConf::default());
+        let ttl = Duration::from_secs(60);
+        store.insert(Key(1), entry("chat", Some("a"), 10, ttl));
+        store.insert(Key(2), entry("chat", Some("b"), 10, ttl));
+        store.insert(Key(3), entry("emb", Some("a"), 10, ttl));
+        store.insert(Key(4), entry("emb", None, 10, ttl));
+        assert_eq!(store.purge(Some("chat"), Some("a")), 1);
+        assert!(store.get(Key(1)).is_none());
+        assert_eq!(store.purge(None, Some("a")), 1);
+        assert_eq!(store.purge(Some("emb"), None), 1);
+        assert_eq!(store.purge(None, None), 1);
+        assert!(store.get(Key(2)).is_none());
+    }
+
+    #[tokio::test]
+    async fn one_leads_the_others_wait() {
+        let store = Store::new(&CacheConf::default());
+        let lead = match store.join(Key(9)) {
+            Joined::Lead(f) => f,
+            Joined::Wait(_) => panic!("first must lead"),
+        };
+        let Joined::Wait(rx) = store.join(Key(9)) else {
+            panic!("second must wait")
+        };
+        let waiter = tokio::spawn(wait_for(rx, Duration::from_secs(5)));
+        drop(lead);
+        assert!(waiter.await.unwrap(), "woken when the leader is done");
+        // The flight is gone: the next one leads.
+        assert!(matches!(store.join(Key(9)), Joined::Lead(_)));
+        // A bounded wait gives up.
+        let _lead = store.join(Key(10));
+        let Joined::Wait(rx) = store.join(Key(10)) else {
+            panic!("must wait")
+        };
+        assert!(!wait_for(rx, Duration::from_millis(20)).await);
+    }
+
+    #[test]
+    fn redis_keys_keep_tenants_apart() {
+        let k = Key(0xab);
+        assert_eq!(
+            redis_key("sg", "chat", Some("acme"), k),
+            format!("sg:cache:chat:acme:{}", k.hex())
+        );
+        assert_eq!(
+            redis_key("sg", "chat", None, k),
+            format!("sg:cache:chat:-:{}", k.hex())
+        );
+        // A tenant cannot pose as a pattern or a separator, or as "none".
+        assert_eq!(
+            redis_key("sg", "chat", Some("a:*b"), k),
+            format!("sg:cache:chat:a%3A%2Ab:{}", k.hex())
+        );
+        assert_eq!(redis_pattern("sg", None, Some("-")), "sg:cache:*:%2D:*");
+        assert_eq!(redis_pattern("sg", Some("chat"), None), "sg:cache:chat:*:*");
+    }
+}

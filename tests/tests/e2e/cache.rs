@@ -1,0 +1,547 @@
+//! Response caching, end to end: miss then hit (with `age`), canonical keys,
+//! `no-cache` / `no-store`, errors and partial streams never stored,
+//! tenants kept apart, one backend call for a hundred identical misses,
+//! streams cached and replayed both ways, hits shared by two replicas
+//! through a real `redis-server` (and Redis killed mid-test), purges, hits
+//! against request limits, and the demo.
+//!
+//! The simulator gives every answer a fresh random `id`, so an answer with
+//! the `id` of an earlier one came from the cache.
+
+use crate::harness::*;
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::Duration;
+
+const ACME2: &str = "sk-test-acme-two";
+const BETA: &str = "sk-test-beta-key";
+
+/// Three callers: `tester` and `acme2` (tenant acme), `beta` (tenant
+/// beta); route `chat` (model `m`) caching with `cache`; `extra` after.
+fn config(sim: &Sim, cache: &str, extra: &str) -> String {
+    format!(
+        "auth:\n  api_keys:\n    - {{ key: {CLIENT_KEY}, principal: tester, tenant: acme }}\n    - {{ key: {ACME2}, principal: acme2, tenant: acme }}\n    - {{ key: {BETA}, principal: beta, tenant: beta }}\nbackends:\n  s: {{ kind: openai, url: \"{}/v1\" }}\nroutes:\n  chat:\n    match: {{ path: /v1/chat/completions, models: [m] }}\n    targets: [ {{ backend: s }} ]\n    cache: {cache}\n{extra}",
+        sim.url
+    )
+}
+
+fn ask(addr: std::net::SocketAddr, key: &str, body: &str, headers: &[(&str, &str)]) -> Resp {
+    let auth = format!("Bearer {key}");
+    let mut h = vec![
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    h.extend_from_slice(headers);
+    call(addr, "POST", "/v1/chat/completions", &h, body.as_bytes())
+}
+
+fn hello(text: &str) -> String {
+    json!({"model": "m", "messages": [{"role": "user", "content": text}]}).to_string()
+}
+
+fn cache_of(r: &Resp) -> &str {
+    r.header("x-skygate-cache").unwrap_or("(none)")
+}
+
+fn id(r: &Resp) -> String {
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
+fn sim_requests(sim: &Sim) -> u64 {
+    sim.stats()["requests"].as_u64().unwrap()
+}
+
+/// The content and `[DONE]` of an SSE answer (every event is JSON but the last).
+fn stream_content(r: &Resp) -> (String, Vec<Value>) {
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream"),
+        "{:?}",
+        r.headers
+    );
+    let data = sse_data(&r.body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("each event is JSON"))
+        .collect();
+    let mut content = String::new();
+    for c in &chunks {
+        assert_eq!(c["object"], "chat.completion.chunk", "{c}");
+        for choice in c["choices"].as_array().unwrap() {
+            content.push_str(choice["delta"]["content"].as_str().unwrap_or(""));
+        }
+    }
+    (content, chunks)
+}
+
+#[test]
+fn miss_then_hit_canonical_keys_and_cache_control() {
+    let sim = Sim::start("s", &[]);
+    let gw = Gateway::start(&config(&sim, "{ ttl: 1m }", ""));
+    let body = hello("what is a cold start?");
+    let first = ask(gw.addr, CLIENT_KEY, &body, &[]);
+    assert_eq!(cache_of(&first), "miss");
+    let original = id(&first);
+    let hit = ask(gw.addr, CLIENT_KEY, &body, &[]);
+    assert_eq!(cache_of(&hit), "hit");
+    assert_eq!(id(&hit), original);
+    assert_eq!(hit.header("age"), Some("0"));
+    assert_eq!(hit.header("x-skygate-attempts"), Some("0"));
+    assert_eq!(hit.body, first.body, "the stored answer, byte for byte");
+    assert_eq!(sim_requests(&sim), 1);
+    // Key order, whitespace, escapes and fields that do not change the
+    // answer (`user`, `metadata`, `stream_options`) still hit.
+    let respelled = r#"{ "messages" : [ { "content": "what is a cold start\u003f", "role": "user" } ],
+        "user": "someone-else", "metadata": {"trace": "1"}, "model": "m" }"#;
+    let r = ask(gw.addr, CLIENT_KEY, respelled, &[]);
+    assert_eq!((cache_of(&r), id(&r)), ("hit", original.clone()));
+    // A different question misses.
+    let other = ask(gw.addr, CLIENT_KEY, &hello("and a warm one?"), &[]);
+    assert_eq!(cache_of(&other), "miss");
+    assert_eq!(sim_requests(&sim), 2);
+
+    // no-cache: asks the backend and refreshes the entry.
+    let fresh = ask(gw.addr, CLIENT_KEY, &body, &[("cache-control", "no-cache")]);
+    assert_eq!(cache_of(&fresh), "bypass");
+    let refreshed = id(&fresh);
+    assert_ne!(refreshed, original);
+    let r = ask(gw.addr, CLIENT_KEY, &body, &[]);
+    assert_eq!((cache_of(&r), id(&r)), ("hit", refreshed.clone()));
+    // no-store: asks the backend and keeps nothing.
+    let unstored = ask(gw.addr, CLIENT_KEY, &body, &[("cache-control", "no-store")]);
+    assert_eq!(cache_of(&unstored), "bypass");
+    assert_ne!(id(&unstored), refreshed);
+    let r = ask(gw.addr, CLIENT_KEY, &body, &[]);
+    assert_eq!((cache_of(&r), id(&r)), ("hit", refreshed));
+    assert_eq!(sim_requests(&sim), 4);
+
+    // Errors are never stored.
+    sim.set(json!({"error_rate": 1.0}));
+    let failing = hello("this one fails first");
+    let r = ask(gw.addr, CLIENT_KEY, &failing, &[]);
+    assert_eq!(r.status, 500, "{}", r.text());
+    sim.set(json!({"error_rate": 0.0}));
+    let r = ask(gw.addr, CLIENT_KEY, &failing, &[]);
+    assert_eq!((r.status, cache_of(&r)), (200, "miss"));
+
+    // Metrics by route, and the access log.
+    let hits = gw.metric("skygate_cache_lookups_total{result=\"hit\",route=\"chat\"}");
+    assert_eq!(hits, Some(4.0));
+    let misses = gw.metric("skygate_cache_lookups_total{result=\"miss\",route=\"chat\"}");
+    assert_eq!(misses, Some(4.0));
+    assert!(gw.metric("skygate_cache_bytes").unwrap() > 0.0);
+    assert_eq!(gw.metric("skygate_cache_entries"), Some(3.0));
+    let log = gw.access_log(10);
+    let hit_line = log
+        .iter()
+        .find(|l| l["cache"] == "hit")
+        .expect("a hit logged");
+    let total = first.json()["usage"]["total_tokens"].clone();
+    assert_eq!(hit_line["cached_tokens"], total, "{hit_line}");
+    assert_eq!(hit_line["attempts"], 0);
+    assert!(hit_line["prompt_tokens"].is_null(), "a hit used no tokens");
+}
+
+#[test]
+fn ttl_and_max_entry_bytes() {
+    let sim = Sim::start("s", &[]);
+    let gw = Gateway::start(&config(&sim, "{ ttl: 1s }", ""));
+    let body = hello("short-lived");
+    assert_eq!(cache_of(&ask(gw.addr, CLIENT_KEY, &body, &[])), "miss");
+    assert_eq!(cache_of(&ask(gw.addr, CLIENT_KEY, &body, &[])), "hit");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(cache_of(&ask(gw.addr, CLIENT_KEY, &body, &[])), "miss");
+    // An answer larger than max_entry_bytes is not stored.
+    let small = Gateway::start(&config(&sim, "{ ttl: 1m, max_entry_bytes: 100 }", ""));
+    for _ in 0..2 {
+        assert_eq!(cache_of(&ask(small.addr, CLIENT_KEY, &body, &[])), "miss");
+    }
+}
+
+#[test]
+fn tenants_never_share_and_purges_pick_what_they_name() {
+    let sim = Sim::start("s", &[]);
+    let gw = Gateway::start(&config(
+        &sim,
+        "{ ttl: 1m }",
+        "  shared:\n    match: { path: /v1/embeddings, models: [e] }\n    targets: [ { backend: s } ]\n    cache: { ttl: 1m, scope: global }\n",
+    ));
+    let body = hello("tenant data");
+    let a = id(&ask(gw.addr, CLIENT_KEY, &body, &[]));
+    // Same tenant, another caller: shared.
+    let r = ask(gw.addr, ACME2, &body, &[]);
+    assert_eq!((cache_of(&r), id(&r)), ("hit", a.clone()));
+    // Another tenant: its own entry.
+    let r = ask(gw.addr, BETA, &body, &[]);
+    assert_eq!(cache_of(&r), "miss");
+    let b = id(&r);
+    assert_ne!(a, b);
+    assert_eq!(id(&ask(gw.addr, BETA, &body, &[])), b);
+    // A `global` route shares across tenants.
+    let emb = json!({"model": "e", "input": "hello"}).to_string();
+    let embed = |key: &str| {
+        call(
+            gw.addr,
+            "POST",
+            "/v1/embeddings",
+            &[
+                ("authorization", &format!("Bearer {key}")),
+                ("content-type", "application/json"),
+            ],
+            emb.as_bytes(),
+        )
+    };
+    assert_eq!(cache_of(&embed(CLIENT_KEY)), "miss");
+    assert_eq!(cache_of(&embed(BETA)), "hit");
+
+    // Purge one tenant: the other keeps its entry.
+    let r = gw.admin("DELETE", "/admin/cache?tenant=acme", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["deleted"]["memory"], 1, "{}", r.text());
+    assert_eq!(cache_of(&ask(gw.addr, CLIENT_KEY, &body, &[])), "miss");
+    assert_eq!(cache_of(&ask(gw.addr, BETA, &body, &[])), "hit");
+    // Purge one route.
+    let r = gw.admin("DELETE", "/admin/cache?route=shared", "");
+    assert_eq!(r.json()["deleted"]["memory"], 1, "{}", r.text());
+    assert_eq!(cache_of(&embed(BETA)), "miss");
+    assert_eq!(cache_of(&ask(gw.addr, BETA, &body, &[])), "hit");
+    // Everything.
+    let r = gw.admin("DELETE", "/admin/cache", "");
+    assert_eq!(r.json()["deleted"]["memory"], 3, "{}", r.text());
+    assert_eq!(cache_of(&ask(gw.addr, BETA, &body, &[])), "miss");
+    // Bad purges are refused, clearly.
+    let r = gw.admin("DELETE", "/admin/cache?route=nope", "");
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].clone()),
+        (404, json!("not_found"))
+    );
+    let r = gw.admin("DELETE", "/admin/cache?colour=red", "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("`route` and/or `tenant`"), "{}", r.text());
+    // The admin API wants its token.
+    let r = call(gw.admin, "DELETE", "/admin/cache", &[], b"");
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn a_hundred_identical_misses_make_one_backend_call() {
+    let sim = Sim::start("s", &["--latency-ms", "300"]);
+    let gw = Gateway::start(&config(&sim, "{ ttl: 1m }", ""));
+    let body = hello("everyone asks this at once");
+    let addr = gw.addr;
+    let threads: Vec<_> = (0..100)
+        .map(|_| {
+            let body = body.clone();
+            std::thread::spawn(move || ask(addr, CLIENT_KEY, &body, &[]))
+        })
+        .collect();
+    let answers: Vec<Resp> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(sim_requests(&sim), 1, "one backend call for all of them");
+    let ids: std::collections::HashSet<String> = answers.iter().map(id).collect();
+    assert_eq!(ids.len(), 1, "every caller got the one answer");
+    let misses = answers.iter().filter(|r| cache_of(r) == "miss").count();
+    assert_eq!(misses, 1);
+    let waits = gw.metric("skygate_cache_events_total{event=\"wait\",route=\"chat\"}");
+    assert!(waits.unwrap() >= 1.0, "{waits:?}");
+}
+
+#[test]
+fn a_failed_leader_lets_the_waiters_ask_themselves() {
+    // The first call fails (500, not stored): those waiting on it go to
+    // the backend themselves instead of failing or waiting forever.
+    let sim = Sim::start("s", &["--latency-ms", "300", "--error-rate", "1"]);
+    let gw = Gateway::start(&config(
+        &sim,
+        "{ ttl: 1m }",
+        "    retries: { max_attempts: 1 }\n",
+    ));
+    let body = hello("the first one fails");
+    let addr = gw.addr;
+    let leader = {
+        let body = body.clone();
+        std::thread::spawn(move || ask(addr, CLIENT_KEY, &body, &[]))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    sim.set(json!({"error_rate": 0.0}));
+    let waiter = ask(addr, CLIENT_KEY, &body, &[]);
+    assert_eq!(leader.join().unwrap().status, 500);
+    assert_eq!((waiter.status, cache_of(&waiter)), (200, "miss"));
+    assert_eq!(sim_requests(&sim), 2);
+    assert_eq!(cache_of(&ask(addr, CLIENT_KEY, &body, &[])), "hit");
+}
+
+#[test]
+fn streams_are_stored_whole_and_replayed_both_ways() {
+    let sim = Sim::start("s", &["--token-delay-ms", "2"]);
+    let gw = Gateway::start(&config(&sim, "{ ttl: 1m }", ""));
+    let streamed = json!({"model": "m", "stream": true,
+        "messages": [{"role": "user", "content": "stream me"}]})
+    .to_string();
+    let first = ask(gw.addr, CLIENT_KEY, &streamed, &[]);
+    assert_eq!(cache_of(&first), "miss");
+    let (content, chunks) = stream_content(&first);
+    assert!(!content.is_empty());
+    // The gateway asked for the usage (to store it) but the client did not.
+    assert!(chunks
+        .iter()
+        .all(|c| c.get("usage").is_none_or(Value::is_null)));
+    let id0 = chunks[0]["id"].clone();
+    // Replayed as a stream: same content, same id, valid SSE.
+    let again = ask(gw.addr, CLIENT_KEY, &streamed, &[]);
+    assert_eq!(cache_of(&again), "hit");
+    let (replayed, chunks) = stream_content(&again);
+    assert_eq!(replayed, content);
+    assert!(chunks.iter().all(|c| c["id"] == id0));
+    assert!(chunks.iter().all(|c| c.get("usage").is_none()));
+    // With the usage chunk, when asked.
+    let with_usage =
+        json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "stream me"}]})
+        .to_string();
+    let r = ask(gw.addr, CLIENT_KEY, &with_usage, &[]);
+    let (_, chunks) = stream_content(&r);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens"], 16, "{chunks:?}");
+    // As JSON to a request without `stream`.
+    let plain = ask(gw.addr, CLIENT_KEY, &hello("stream me"), &[]);
+    assert_eq!(cache_of(&plain), "hit");
+    let v = plain.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["id"], id0);
+    assert_eq!(v["choices"][0]["message"]["content"], content.as_str());
+    assert_eq!(&v["usage"], usage, "the stream's usage was kept");
+    assert_eq!(sim_requests(&sim), 1);
+
+    // A non-stream answer served to a stream request as SSE.
+    let json_first = ask(gw.addr, CLIENT_KEY, &hello("json first"), &[]);
+    let text = json_first.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let as_stream = json!({"model": "m", "stream": true,
+        "messages": [{"role": "user", "content": "json first"}]})
+    .to_string();
+    let r = ask(gw.addr, CLIENT_KEY, &as_stream, &[]);
+    assert_eq!(cache_of(&r), "hit");
+    assert_eq!(stream_content(&r).0, text);
+    assert_eq!(sim_requests(&sim), 2);
+
+    // A stream cut half-way is never stored.
+    sim.set(json!({"cut_rate": 1.0}));
+    let cut = json!({"model": "m", "stream": true,
+        "messages": [{"role": "user", "content": "cut me"}]})
+    .to_string();
+    let r = ask(gw.addr, CLIENT_KEY, &cut, &[]);
+    assert_eq!(cache_of(&r), "miss");
+    sim.set(json!({"cut_rate": 0.0}));
+    let r = ask(gw.addr, CLIENT_KEY, &cut, &[]);
+    assert_eq!(cache_of(&r), "miss", "the cut stream was not kept");
+    stream_content(&r);
+    assert_eq!(cache_of(&ask(gw.addr, CLIENT_KEY, &cut, &[])), "hit");
+}
+
+#[test]
+fn hits_count_against_request_limits_unless_free() {
+    let sim = Sim::start("s", &[]);
+    let limits =
+        "limits:\n  - { name: three, match: { routes: [chat] }, requests_per_minute: 3 }\n";
+    let gw = Gateway::start(&config(&sim, "{ ttl: 1m }", limits));
+    let body = hello("limited");
+    for _ in 0..3 {
+        assert_eq!(ask(gw.addr, CLIENT_KEY, &body, &[]).status, 200);
+    }
+    ask(gw.addr, CLIENT_KEY, &body, &[]).assert_error(429, "rate_limit_exceeded");
+    let free = Gateway::start(&config(&sim, "{ ttl: 1m, charge_hits: false }", limits));
+    for _ in 0..6 {
+        let r = ask(free.addr, CLIENT_KEY, &body, &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+/// Two replicas on one Redis: a hit made by one is found by the other; a
+/// value that does not decode is a miss; with Redis killed both keep
+/// answering from memory.
+#[test]
+fn replicas_share_hits_through_redis_and_survive_it() {
+    let mut redis = RedisServer::start();
+    let sim = Sim::start("s", &[]);
+    let state = format!("state: {{ redis: {}, key_prefix: sgtest }}\n", redis.url);
+    let a = Gateway::start(&config(&sim, "{ ttl: 1m }", &state));
+    let b = Gateway::start(&config(&sim, "{ ttl: 1m }", &state));
+    let body = hello("shared between replicas");
+    let first = ask(a.addr, CLIENT_KEY, &body, &[]);
+    assert_eq!(cache_of(&first), "miss");
+    let keys = |r: &RedisServer| r.cli(&["--raw", "KEYS", "sgtest:cache:*"]);
+    assert!(
+        eventually(Duration::from_secs(5), || keys(&redis)
+            .contains("sgtest:cache:chat:acme:")),
+        "the entry reaches Redis: {}",
+        keys(&redis)
+    );
+    let r = ask(b.addr, CLIENT_KEY, &body, &[]);
+    assert_eq!((cache_of(&r), id(&r)), ("hit", id(&first)));
+    assert_eq!(r.body, first.body);
+    assert_eq!(sim_requests(&sim), 1);
+    assert_eq!(
+        b.metric("skygate_cache_events_total{event=\"redis_hit\",route=\"chat\"}"),
+        Some(1.0)
+    );
+
+    // A value that does not decode is a miss (and counted), never an error.
+    let junk = hello("junk in redis");
+    assert_eq!(cache_of(&ask(a.addr, CLIENT_KEY, &junk, &[])), "miss");
+    assert!(eventually(Duration::from_secs(5), || keys(&redis)
+        .lines()
+        .count()
+        == 2));
+    // Overwrite the values with junk: b has only the first question in
+    // memory, so it looks the second up in Redis.
+    for k in keys(&redis).lines() {
+        redis.cli(&["SET", k, "SGC1 not really"]);
+    }
+    let r = ask(b.addr, CLIENT_KEY, &junk, &[]);
+    assert_eq!((r.status, cache_of(&r)), (200, "miss"));
+    assert_eq!(
+        b.metric("skygate_cache_redis_failures_total{kind=\"bad_value\"}"),
+        Some(1.0)
+    );
+
+    // b stored its own answer again (in the background).
+    let junk_values = |r: &RedisServer| {
+        keys(r)
+            .lines()
+            .filter(|k| r.cli(&["GET", k]).contains("not really"))
+            .count()
+    };
+    assert!(eventually(Duration::from_secs(5), || junk_values(&redis) == 1));
+
+    // A purge reaches Redis.
+    let r = a.admin("DELETE", "/admin/cache?route=chat", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["deleted"]["redis"].as_u64().unwrap() >= 1,
+        "{}",
+        r.text()
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || keys(&redis).trim().is_empty()),
+        "{}",
+        keys(&redis)
+    );
+
+    // Redis killed: both replicas answer, from memory once they have it.
+    redis.kill();
+    let down = hello("while redis is down");
+    for gw in [&a, &b] {
+        let r = ask(gw.addr, CLIENT_KEY, &down, &[]);
+        assert_eq!((r.status, cache_of(&r)), (200, "miss"), "{}", r.text());
+        let r = ask(gw.addr, CLIENT_KEY, &down, &[]);
+        assert_eq!((r.status, cache_of(&r)), (200, "hit"));
+    }
+    assert!(eventually(Duration::from_secs(10), || {
+        a.metric("skygate_redis_up") == Some(0.0)
+    }));
+    let failures = a
+        .metric("skygate_cache_redis_failures_total{kind=\"read\"}")
+        .unwrap()
+        + a.metric("skygate_cache_redis_failures_total{kind=\"write_dropped\"}")
+            .unwrap();
+    assert!(failures >= 1.0, "the outage is in the metrics");
+    // The purge says Redis' entries could not be reached.
+    let r = a.admin("DELETE", "/admin/cache", "");
+    assert_eq!(r.status, 503, "{}", r.text());
+    // Redis back: sharing resumes.
+    redis.restart();
+    assert!(eventually(Duration::from_secs(10), || {
+        a.metric("skygate_redis_up") == Some(1.0) && b.metric("skygate_redis_up") == Some(1.0)
+    }));
+    let back = hello("redis is back");
+    let first = ask(a.addr, CLIENT_KEY, &back, &[]);
+    assert!(eventually(Duration::from_secs(5), || keys(&redis)
+        .lines()
+        .count()
+        == 1));
+    let r = ask(b.addr, CLIENT_KEY, &back, &[]);
+    assert_eq!((cache_of(&r), id(&r)), ("hit", id(&first)));
+}
+
+#[test]
+fn the_demo_caches_chat_per_tenant() {
+    let d = Demo::start(&[]);
+    let body =
+        json!({"model": "demo-chat", "messages": [{"role": "user", "content": "demo question"}]})
+            .to_string();
+    let r = ask(d.addr, "sk-skygate-demo", &body, &[]);
+    assert_eq!(cache_of(&r), "miss");
+    let first = id(&r);
+    let r = ask(d.addr, "sk-skygate-demo", &body, &[]);
+    assert_eq!((cache_of(&r), id(&r)), ("hit", first.clone()));
+    // A demo JWT of tenant acme: its own entry.
+    let token = Command::new(bin())
+        .args(["demo-token", "--sub", "carol", "--tenant", "acme"])
+        .output()
+        .unwrap();
+    assert!(token.status.success(), "{}", output_text(&token));
+    let token = String::from_utf8(token.stdout).unwrap();
+    let r = ask(d.addr, token.trim(), &body, &[]);
+    assert_eq!((r.status, cache_of(&r)), (200, "miss"), "{}", r.text());
+    assert_ne!(id(&r), first);
+}
+
+/// On a Redis Cluster: a hit shared by two replicas, and a purge that
+/// reaches every primary.
+#[test]
+fn replicas_share_hits_on_a_redis_cluster() {
+    let nodes = redis_cluster();
+    let sim = Sim::start("s", &[]);
+    let seeds: Vec<String> = nodes.iter().map(|n| format!("\"{}\"", n.url)).collect();
+    let state = format!("state: {{ redis_cluster: [{}] }}\n", seeds.join(", "));
+    let a = Gateway::start(&config(&sim, "{ ttl: 1m }", &state));
+    let b = Gateway::start(&config(&sim, "{ ttl: 1m }", &state));
+    for g in [&a, &b] {
+        assert!(eventually(Duration::from_secs(10), || g
+            .metric("skygate_redis_up")
+            == Some(1.0)));
+    }
+    let entries = || -> usize {
+        nodes
+            .iter()
+            .map(|n| {
+                n.cli(&["--raw", "KEYS", "skygate:cache:*"])
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .count()
+            })
+            .sum()
+    };
+    // Enough questions that their keys land on more than one primary.
+    let firsts: Vec<String> = (0..12)
+        .map(|i| id(&ask(a.addr, CLIENT_KEY, &hello(&format!("q{i}")), &[])))
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(5), || entries() == 12),
+        "{}",
+        entries()
+    );
+    let holding = nodes
+        .iter()
+        .filter(|n| {
+            !n.cli(&["--raw", "KEYS", "skygate:cache:*"])
+                .trim()
+                .is_empty()
+        })
+        .count();
+    assert!(holding >= 2, "keys spread over the primaries");
+    for (i, first) in firsts.iter().enumerate() {
+        let r = ask(b.addr, CLIENT_KEY, &hello(&format!("q{i}")), &[]);
+        assert_eq!((cache_of(&r), &id(&r)), ("hit", first));
+    }
+    let r = b.admin("DELETE", "/admin/cache?tenant=acme", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["deleted"]["redis"], 12, "{}", r.text());
+    assert_eq!(entries(), 0);
+}
