@@ -408,5 +408,95 @@ fn ratelimit_benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_path, benches, policy_benches, ratelimit_benches);
+/// The cache plugin on a hit (key + lookup + answer built), as JSON and
+/// replayed as SSE, and on a miss (key + lookup + leading the flight).
+fn cache_benches(c: &mut Criterion) {
+    use skygate_plugins::{Decision, Incoming, Plugin};
+    let cached = CONFIG.replace(
+        "targets: [ { backend: a } ] }\n  three",
+        "targets: [ { backend: a } ], cache: { ttl: 1h } }\n  three",
+    );
+    let config = skygate_config::load_str(&cached, "bench.yaml", &|_| None).unwrap();
+    let shared = skygate_plugins::Shared::default();
+    let cache = skygate_plugins::cache::Cache::from_config(&config, &shared).unwrap();
+    let principal = std::sync::Arc::new(skygate_config::Principal {
+        id: "a".into(),
+        issuer: None,
+        tenant: Some("acme".into()),
+        groups: vec![],
+        attributes: Default::default(),
+    });
+    let req = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+    let ctx_for = |stream: bool| {
+        let mut ctx = RequestCtx::new();
+        ctx.route = Some(0);
+        ctx.model = Some("m2".into());
+        ctx.stream = stream;
+        ctx.identity = Some(skygate_plugins::Identity {
+            principal: principal.clone(),
+            method: skygate_plugins::AuthMethod::ApiKey,
+        });
+        ctx
+    };
+    let body = chat_body(800);
+    // Store one answer the way a miss does.
+    let mut ctx = ctx_for(true);
+    let d = ready(cache.on_request(
+        Incoming {
+            header: &req,
+            body: &body,
+        },
+        &mut ctx,
+    ));
+    assert!(matches!(d, Decision::Continue));
+    let mut h = pingora_http::ResponseHeader::build(200, None).unwrap();
+    h.insert_header("content-type", "application/json").unwrap();
+    let fill = ctx.cache_fill.as_mut().unwrap();
+    fill.response_header(&h);
+    fill.push(br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m2","choices":[{"index":0,"message":{"role":"assistant","content":"serverless models warm up behind one gateway today serverless models warm up behind one gateway today"},"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":16,"total_tokens":30}}"#);
+    fill.complete();
+    ctx.status = 200;
+    cache.on_complete(&mut ctx);
+    for (name, stream) in [("cache/hit(json)", false), ("cache/hit(sse replay)", true)] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let mut ctx = ctx_for(stream);
+                let d = ready(cache.on_request(
+                    Incoming {
+                        header: &req,
+                        body: &body,
+                    },
+                    &mut ctx,
+                ));
+                assert!(matches!(d, Decision::Answer(_)));
+                ctx
+            })
+        });
+    }
+    let mut i = 0u64;
+    c.bench_function("cache/miss(key+lookup+lead)", |b| {
+        b.iter(|| {
+            i += 1;
+            let other = chat_body(800 + (i % 1000) as usize);
+            let mut ctx = ctx_for(false);
+            let d = ready(cache.on_request(
+                Incoming {
+                    header: &req,
+                    body: &other,
+                },
+                &mut ctx,
+            ));
+            assert!(matches!(d, Decision::Continue));
+            ctx
+        })
+    });
+}
+
+criterion_group!(
+    hot_path,
+    benches,
+    policy_benches,
+    ratelimit_benches,
+    cache_benches
+);
 criterion_main!(hot_path);

@@ -327,6 +327,15 @@ fn main() {
         .as_ref()
         .map(|_| variant(&format!("{state}limits:\n{TWO}{FIVE}")));
 
+    // The same, with the route cached: every measured request is a hit
+    // (the warm-up run stores the one answer).
+    let cache_hit = start_copy(&bin, &dir, &base, listeners, |text| {
+        text.replace(
+            "targets: [ { backend: sim } ] }",
+            "targets: [ { backend: sim } ], cache: { ttl: 1h } }",
+        )
+    });
+
     // The same config on another skygate binary, for a before/after ratio.
     let before = args
         .before
@@ -408,6 +417,7 @@ fn main() {
             vec![limits_local.1 .0.id()],
         ),
     ];
+    targets.push(("skygate+cache(hit)", cache_hit.0, vec![cache_hit.1 .0.id()]));
     if let Some((addr, p)) = &limits_redis {
         targets.push(("skygate+limits(redis,2)", *addr, vec![p.0.id()]));
     }
@@ -528,6 +538,24 @@ fn main() {
             l.2 / sky.2
         );
     }
+    if let Some(h) = get("skygate+cache(hit)") {
+        println!(
+            "| cache hits: throughput / proxied (Skygate) | {:.2} |",
+            h.1.rps / sky.1.rps
+        );
+        println!(
+            "| cache hits: throughput / direct (the simulator alone) | {:.2} |",
+            h.1.rps / direct.1.rps
+        );
+        println!(
+            "| cache hits: CPU per request / proxied | {:.1} µs / {:.1} µs |",
+            h.2, sky.2
+        );
+        println!(
+            "| cache hits: p50 at 1 connection / direct | {:.0} µs / {:.0} µs |",
+            h.4.p50_us, direct.4.p50_us
+        );
+    }
     for (name, reads) in [
         ("skygate+limits(redis,2)", reads2),
         ("skygate+limits(redis,5)", reads5),
@@ -575,6 +603,7 @@ fn main() {
     drop(before);
     drop(with_policy);
     drop(limits_local);
+    drop(cache_hit);
     drop(limits_redis);
     drop(limits_redis5);
     drop(redis);

@@ -50,6 +50,8 @@ pub enum ErrorKind {
     Overloaded,
     /// The client stalled while sending its body.
     RequestTimeout,
+    /// `Cache-Control: only-if-cached` and no cached answer (RFC 9111: 504).
+    NotCached,
     Internal,
 }
 
@@ -68,7 +70,7 @@ impl ErrorKind {
             Self::RateLimited | Self::TokensLimited => 429,
             Self::UpstreamUnreachable | Self::UpstreamFailed => 502,
             Self::Unavailable | Self::Overloaded | Self::LimitsUnavailable => 503,
-            Self::UpstreamTimeout => 504,
+            Self::UpstreamTimeout | Self::NotCached => 504,
             Self::Internal => 500,
         }
     }
@@ -84,7 +86,8 @@ impl ErrorKind {
             | Self::ModelNotFound
             | Self::MethodNotAllowed
             | Self::BodyTooLarge
-            | Self::RequestTimeout => "invalid_request_error",
+            | Self::RequestTimeout
+            | Self::NotCached => "invalid_request_error",
             Self::Unauthenticated | Self::InvalidAdminToken => "authentication_error",
             Self::Forbidden => "permission_error",
             // As OpenAI says which limit was hit.
@@ -120,6 +123,7 @@ impl ErrorKind {
             Self::Unavailable => "unavailable",
             Self::Overloaded => "overloaded",
             Self::RequestTimeout => "request_timeout",
+            Self::NotCached => "not_cached",
             Self::Internal => "internal_error",
         }
     }

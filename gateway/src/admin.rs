@@ -260,8 +260,11 @@ fn percent_decode(s: &str) -> Option<String> {
     while i < b.len() {
         match b[i] {
             b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                let hex = b.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
                 i += 3;
             }
             b'+' => {
@@ -311,16 +314,22 @@ impl Admin {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let v = match percent_decode(v) {
                 Some(v) if !v.is_empty() => v,
-                _ => {
+                Some(_) => {
                     return error(&ApiError::new(
                         ErrorKind::InvalidRequest,
                         format!("`{}` needs a value", clip(k)),
                     ))
                 }
+                None => {
+                    return error(&ApiError::new(
+                        ErrorKind::InvalidRequest,
+                        format!("`{}` is not percent-encoded UTF-8", clip(k)),
+                    ))
+                }
             };
-            match k {
-                "route" => route = Some(v),
-                "tenant" => tenant = Some(v),
+            let slot = match k {
+                "route" => &mut route,
+                "tenant" => &mut tenant,
                 _ => {
                     return error(&ApiError::new(
                         ErrorKind::InvalidRequest,
@@ -330,6 +339,12 @@ impl Admin {
                         ),
                     ))
                 }
+            };
+            if slot.replace(v).is_some() {
+                return error(&ApiError::new(
+                    ErrorKind::InvalidRequest,
+                    format!("`{k}` is given twice: purge one at a time"),
+                ));
             }
         }
         let snap = self.state.snapshot();
@@ -338,8 +353,10 @@ impl Admin {
                 return error(&e);
             }
         }
+        // Memory before and after Redis: a miss that read Redis meanwhile
+        // may have put an entry back.
         let cache = &self.state.shared.cache;
-        let memory = cache.purge(route.as_deref(), tenant.as_deref());
+        let mut memory = cache.purge(route.as_deref(), tenant.as_deref());
         let redis = if snap.config.cache.redis && snap.config.state.redis.is_some() {
             let redis = &self.state.shared.redis;
             let pattern = skygate_plugins::cache::store::redis_pattern(
@@ -362,6 +379,7 @@ impl Admin {
         } else {
             Value::Null
         };
+        memory += cache.purge(route.as_deref(), tenant.as_deref());
         log::info!(
             "admin: cache purged (route {}, tenant {}): {memory} in memory, {redis} in redis",
             route.as_deref().unwrap_or("*"),

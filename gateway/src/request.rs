@@ -38,6 +38,7 @@ struct Peek {
     max_tokens: Option<serde_json::Value>,
     max_completion_tokens: Option<serde_json::Value>,
     n: Option<serde_json::Value>,
+    stream_options: Option<serde_json::Value>,
 }
 
 /// What routing needs from an OpenAI request body.
@@ -84,6 +85,15 @@ pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
         .as_ref()
         .and_then(serde_json::Value::as_u64)
         .or_else(|| p.max_tokens.as_ref().and_then(serde_json::Value::as_u64));
+    // Refused whatever the cache holds or the limits need (OpenAI does too).
+    let stream = p.stream.unwrap_or(false);
+    if stream
+        && p.stream_options
+            .as_ref()
+            .is_some_and(|o| !o.is_object() && !o.is_null())
+    {
+        return Err(bad_stream_options());
+    }
     let choices =
         p.n.as_ref()
             .and_then(serde_json::Value::as_u64)
@@ -91,7 +101,7 @@ pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
             .unwrap_or(1);
     Ok(Peeked {
         model,
-        stream: p.stream.unwrap_or(false),
+        stream,
         max_tokens,
         choices,
     })
@@ -190,37 +200,80 @@ pub async fn parse(
 
 /// Asks the backend for the stream's usage (`stream_options.include_usage`)
 /// when the client did not; the client's stream then leaves that chunk out
-/// (`ctx.strip_usage_chunk`). A `stream_options` that is not an object (or
-/// `null`) is refused, as OpenAI does: left alone, it would keep the usage
-/// from a token limit.
+/// (`ctx.strip_usage_chunk`). Only `stream_options` is rewritten: every
+/// other member goes to the backend as the client wrote it (a number too
+/// large for a float keeps its digits). Chat completions only. A
+/// `stream_options` that is not an object was refused by [`peek`].
 pub fn ask_stream_usage(routed: &mut Routed, ctx: &mut RequestCtx) -> Result<(), ApiError> {
-    let Ok(serde_json::Value::Object(mut body)) =
-        serde_json::from_slice::<serde_json::Value>(&routed.body)
-    else {
-        return Ok(()); // `peek` parsed it as an object already
-    };
-    let options = body
-        .entry("stream_options")
-        .or_insert(serde_json::Value::Null);
-    if options.is_null() {
-        // `null` is the API's "not set".
-        *options = serde_json::Value::Object(Default::default());
-    }
-    let Some(options) = options.as_object_mut() else {
-        return Err(ApiError::new(
-            ErrorKind::InvalidRequest,
-            "`stream_options` must be an object, e.g. {\"include_usage\": true}",
-        ));
-    };
-    if options.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
+    if routed.operation != Operation::ChatCompletions {
         return Ok(());
     }
-    options.insert("include_usage".into(), serde_json::Value::Bool(true));
-    if let Ok(b) = serde_json::to_vec(&body) {
-        routed.body = Bytes::from(b);
-        ctx.strip_usage_chunk = true;
+    let Ok(RawMembers(mut members)) = serde_json::from_slice::<RawMembers<'_>>(&routed.body) else {
+        return Ok(()); // `peek` parsed it as an object already
+    };
+    let mut options = serde_json::Map::new();
+    let at = members.iter().position(|(k, _)| k == "stream_options");
+    if let Some(i) = at {
+        match serde_json::from_str::<serde_json::Value>(members[i].1.get()) {
+            Ok(serde_json::Value::Null) => {}
+            Ok(serde_json::Value::Object(o)) => options = o,
+            _ => return Err(bad_stream_options()),
+        }
+        if options.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
+            return Ok(());
+        }
+        members.remove(i);
     }
+    options.insert("include_usage".into(), serde_json::Value::Bool(true));
+    let options = serde_json::Value::Object(options).to_string();
+    let mut out = Vec::with_capacity(routed.body.len() + options.len() + 20);
+    out.extend_from_slice(b"{\"stream_options\":");
+    out.extend_from_slice(options.as_bytes());
+    for (k, v) in &members {
+        out.push(b',');
+        if serde_json::to_writer(&mut out, k).is_err() {
+            return Ok(());
+        }
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
+    }
+    out.push(b'}');
+    routed.body = Bytes::from(out);
+    ctx.strip_usage_chunk = true;
     Ok(())
+}
+
+fn bad_stream_options() -> ApiError {
+    ApiError::new(
+        ErrorKind::InvalidRequest,
+        "`stream_options` must be an object, e.g. {\"include_usage\": true}",
+    )
+}
+
+/// A JSON object's members in order, each value as its raw text.
+struct RawMembers<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de> Deserialize<'de> for RawMembers<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawMembers<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::new();
+                while let Some(e) = a.next_entry::<String, &'de serde_json::value::RawValue>()? {
+                    v.push(e);
+                }
+                Ok(RawMembers(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 fn not_allowed(path: &str, allowed: &str, method: &http::Method) -> ApiError {
@@ -483,5 +536,55 @@ mod tests {
             peek(br#"{"model":3}"#).unwrap_err().kind,
             ErrorKind::InvalidRequest
         );
+        let junk = br#"{"model":"m","stream":true,"stream_options":"junk"}"#;
+        assert_eq!(peek(junk).unwrap_err().kind, ErrorKind::InvalidRequest);
+        assert!(peek(br#"{"model":"m","stream_options":"junk"}"#).is_ok());
+    }
+
+    #[test]
+    fn stream_usage_is_asked_without_touching_the_rest() {
+        let routed = |body: &str, operation| Routed {
+            route: 0,
+            operation,
+            path_suffix: String::new(),
+            body: Bytes::from(body.to_string()),
+            reservation: crate::budget::BodyBudget::new(1 << 20, std::time::Duration::ZERO)
+                .reservation(),
+        };
+        let body = r#"{"model":"m","stream":true,"seed":18446744073709551617,"max_tokens":1e2,"messages":[{"role":"user","content":"hi"}]}"#;
+        let mut r = routed(body, Operation::ChatCompletions);
+        let mut ctx = RequestCtx::new();
+        ask_stream_usage(&mut r, &mut ctx).unwrap();
+        let out = std::str::from_utf8(&r.body).unwrap();
+        assert!(
+            out.starts_with(r#"{"stream_options":{"include_usage":true},"model":"m""#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#""seed":18446744073709551617,"max_tokens":1e2,"#),
+            "{out}"
+        );
+        assert!(ctx.strip_usage_chunk);
+        // Existing options are kept; asked already: unchanged.
+        let mut r = routed(
+            r#"{"model":"m","stream_options":{"x":1}}"#,
+            Operation::ChatCompletions,
+        );
+        ask_stream_usage(&mut r, &mut RequestCtx::new()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            v["stream_options"],
+            serde_json::json!({"x": 1, "include_usage": true})
+        );
+        let asked = r#"{"model":"m","stream_options":{"include_usage":true}}"#;
+        let mut r = routed(asked, Operation::ChatCompletions);
+        let mut ctx = RequestCtx::new();
+        ask_stream_usage(&mut r, &mut ctx).unwrap();
+        assert_eq!(&r.body[..], asked.as_bytes());
+        assert!(!ctx.strip_usage_chunk);
+        // Embeddings never get it.
+        let mut r = routed(r#"{"model":"e","stream":true}"#, Operation::Embeddings);
+        ask_stream_usage(&mut r, &mut RequestCtx::new()).unwrap();
+        assert_eq!(&r.body[..], br#"{"model":"e","stream":true}"#);
     }
 }

@@ -119,6 +119,9 @@ pub struct RequestCtx {
     /// A cache hit on a route whose hits do not count against request
     /// limits: the rate-limit plugin gives the request back.
     pub cache_hit_free: bool,
+    /// A whole answer found before the plugins after it ran (a cache hit
+    /// found before the rate limits): sent once they all let it through.
+    pub pending_answer: Option<crate::LocalResponse>,
 }
 
 impl RequestCtx {
@@ -160,6 +163,7 @@ impl RequestCtx {
             cache_fill: None,
             cached_tokens: None,
             cache_hit_free: false,
+            pending_answer: None,
         }
     }
 }

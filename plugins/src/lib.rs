@@ -147,13 +147,16 @@ impl Chain {
                 policy_failed = true;
             }
         }
+        // After authentication and policy: a hit only reaches a caller
+        // allowed to call the route. Before the rate limits: they let a hit
+        // through request limits (it counts) without token limits (it
+        // costs none); the hit is sent once they have passed it.
+        if let Some(c) = cache::Cache::from_config(config, shared) {
+            plugins.push(Arc::new(c));
+        }
         let ratelimit = ratelimit::RateLimits::from_config(config, shared).map(Arc::new);
         if let Some(r) = &ratelimit {
             plugins.push(r.clone());
-        }
-        // Last: a hit has passed authentication, policy and request limits.
-        if let Some(c) = cache::Cache::from_config(config, shared) {
-            plugins.push(Arc::new(c));
         }
         Self {
             plugins,
@@ -201,10 +204,24 @@ impl Chain {
         for p in &self.plugins {
             match p.on_request(req, ctx).await {
                 Decision::Continue => {}
+                Decision::Respond(e) => {
+                    // A later plugin refused: what an earlier one found (a
+                    // cache hit) is not what the client gets, and nothing
+                    // is stored (waiters on this miss go now).
+                    ctx.pending_answer = None;
+                    ctx.cache_fill = None;
+                    ctx.cache = CacheStatus::Bypass;
+                    ctx.cached_tokens = None;
+                    ctx.cache_hit_free = false;
+                    return Decision::Respond(e);
+                }
                 answer => return answer,
             }
         }
-        Decision::Continue
+        match ctx.pending_answer.take() {
+            Some(r) => Decision::Answer(r),
+            None => Decision::Continue,
+        }
     }
 
     pub fn on_response_header(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {

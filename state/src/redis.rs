@@ -193,15 +193,24 @@ pub struct Redis {
     puts: Mutex<(VecDeque<Put>, usize)>,
 }
 
-/// A value to write, with its time to live in milliseconds.
-type Put = (String, Vec<u8>, u64);
+/// A value to write: its key, how to make it (run by the writer, off the
+/// request path: compression happens there), its size as counted against
+/// the queue's bound, and its time to live in milliseconds.
+struct Put {
+    key: String,
+    value: Box<dyn FnOnce() -> Vec<u8> + Send>,
+    size: usize,
+    ttl_ms: u64,
+}
 
 /// Bytes of values waiting to be written, at most: beyond, new ones are
 /// dropped (a cache entry is worth less than the memory to hold it).
 const MAX_PUT_BYTES: usize = 32 << 20;
 
-/// Values written in one round trip at most.
+/// Values written in one round trip at most, and their bytes: one batch
+/// never holds the shared connection (and the settles behind it) for long.
 const PUT_BATCH: usize = 256;
+const PUT_BATCH_BYTES: usize = 1 << 20;
 
 impl Default for Redis {
     fn default() -> Self {
@@ -466,23 +475,35 @@ impl Redis {
     }
 
     /// Writes a value with a time to live, in the background: batched with
-    /// others, never waited for. While Redis is down, or when the bytes
-    /// waiting pass a bound, the value is dropped and counted.
-    pub fn put(&self, key: String, value: Vec<u8>, ttl: Duration) {
+    /// others, never waited for; `value` is called by the writer (so its
+    /// encoding costs the request nothing), `size` is what it will weigh.
+    /// While Redis is down, or when the bytes waiting pass a bound, the
+    /// value is dropped and counted.
+    pub fn put(
+        &self,
+        key: String,
+        size: usize,
+        ttl: Duration,
+        value: impl FnOnce() -> Vec<u8> + Send + 'static,
+    ) {
         if self.conn.load().is_none() {
             COUNTERS.puts_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         {
             let mut q = self.puts.lock().unwrap_or_else(|p| p.into_inner());
-            let size = key.len() + value.len();
+            let size = key.len() + size;
             if q.1 + size > MAX_PUT_BYTES {
                 COUNTERS.puts_dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             q.1 += size;
-            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-            q.0.push_back((key, value, ms));
+            q.0.push_back(Put {
+                key,
+                value: Box::new(value),
+                size,
+                ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
+            });
         }
         self.settle_wake.notify_one();
     }
@@ -492,26 +513,40 @@ impl Redis {
         self.puts.lock().unwrap_or_else(|p| p.into_inner()).0.len()
     }
 
-    /// Writes the values waiting, a batch per round trip (one pipeline on a
-    /// single node; on a cluster, calls in flight together). A failed
-    /// batch is dropped and counted, not retried: entries come again.
+    /// Writes the values waiting when it starts (later ones wait for the
+    /// next wake-up, so settles are never starved), a batch per round trip
+    /// (one pipeline on a single node; on a cluster, calls in flight
+    /// together). A failed batch is dropped and counted, not retried:
+    /// entries come again. A slow write does not count towards marking
+    /// Redis down (only an I/O error does): a cache value must not put the
+    /// limits on their failure policy.
     async fn write_puts(&self, conn: &Conn) {
-        loop {
+        let mut left = self.puts.lock().unwrap_or_else(|p| p.into_inner()).0.len();
+        while left > 0 {
             let batch: Vec<Put> = {
                 let mut q = self.puts.lock().unwrap_or_else(|p| p.into_inner());
-                let n = q.0.len().min(PUT_BATCH);
+                let (mut n, mut bytes) = (0, 0);
+                while let Some(p) = q.0.get(n) {
+                    if n >= PUT_BATCH.min(left) || (n > 0 && bytes + p.size > PUT_BATCH_BYTES) {
+                        break;
+                    }
+                    bytes += p.size;
+                    n += 1;
+                }
                 let batch: Vec<Put> = q.0.drain(..n).collect();
-                q.1 -= batch
-                    .iter()
-                    .map(|(k, v, _)| k.len() + v.len())
-                    .sum::<usize>();
+                q.1 -= bytes;
                 batch
             };
             if batch.is_empty() {
                 return;
             }
+            left -= batch.len();
             let n = batch.len() as u64;
-            let set = |(k, v, ms): &Put| {
+            let batch: Vec<(String, Vec<u8>, u64)> = batch
+                .into_iter()
+                .map(|p| (p.key, (p.value)(), p.ttl_ms))
+                .collect();
+            let set = |(k, v, ms): &(String, Vec<u8>, u64)| {
                 let mut c = redis::cmd("SET");
                 c.arg(k).arg(v.as_slice()).arg("PX").arg(*ms);
                 c
@@ -541,15 +576,19 @@ impl Redis {
                 }
             };
             match sent {
-                Ok(Ok(())) => self.answered(),
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     COUNTERS.puts_dropped.fetch_add(n, Ordering::Relaxed);
-                    self.failed(e);
+                    if matches!(&e, RedisError::Failed(m) if m.starts_with("io:")) {
+                        self.failed(e);
+                    } else {
+                        COUNTERS.errors.fetch_add(1, Ordering::Relaxed);
+                    }
                     return;
                 }
                 Err(_) => {
                     COUNTERS.puts_dropped.fetch_add(n, Ordering::Relaxed);
-                    self.failed(RedisError::Timeout);
+                    COUNTERS.errors.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
             }

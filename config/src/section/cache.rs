@@ -43,8 +43,9 @@ pub struct RawRouteCache {
 
 /// The longest `ttl` accepted.
 const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-/// The largest `max_entry_bytes` accepted.
-const MAX_ENTRY: usize = 64 << 20;
+/// The largest `max_entry_bytes` accepted (the Redis writer holds at most
+/// 32MiB of values waiting).
+const MAX_ENTRY: usize = 16 << 20;
 
 impl Cx<'_> {
     pub(crate) fn cache(&mut self, r: Option<RawCache>, state: &StateConf) -> CacheConf {
@@ -96,10 +97,14 @@ impl Cx<'_> {
     }
 
     /// A route's `cache:`; `None` when caching is off for it.
+    /// `identity`: a target backend is sent the caller's identity (its
+    /// answers may differ per caller: entries are the caller's own unless
+    /// the scope is set).
     pub(crate) fn route_cache(
         &mut self,
         r: Option<RawRouteCache>,
         operation: Operation,
+        identity: bool,
         p: &[Seg],
     ) -> Option<RouteCache> {
         let r = r?;
@@ -124,6 +129,7 @@ impl Cx<'_> {
             &at("max_entry_bytes"),
         ) as usize;
         let scope = match r.scope.as_deref() {
+            None if identity => CacheScope::Principal,
             None => d.scope,
             Some(s) => CacheScope::parse(s).unwrap_or_else(|| {
                 self.err(
@@ -137,6 +143,12 @@ impl Cx<'_> {
                 d.scope
             }),
         };
+        if identity && scope != CacheScope::Principal {
+            self.warn(
+                &at("scope"),
+                "a target backend gets the caller's identity (`identity`): if its answers differ per caller, use `scope: principal` (the default here when `scope` is not set)",
+            );
+        }
         if !r.enabled.unwrap_or(true) {
             return None;
         }
@@ -250,6 +262,50 @@ routes:
             e.contains("routes.fn.cache: only chat completions and embeddings"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn identity_backends_default_to_principal_scope() {
+        use base64::Engine;
+        use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let dir = std::env::temp_dir().join(format!("skygate-cache-id-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("id.pem");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
+        std::fs::write(
+            &key,
+            format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n"),
+        )
+        .unwrap();
+        let text = |cache: &str| {
+            BASE.replace(
+                "url: http://127.0.0.1:9 }",
+                "url: http://127.0.0.1:9, identity: true }",
+            ) + &format!(
+                "    cache: {cache}\nauth:\n  identity_token: {{ key_file: \"{}\", algorithm: ES256 }}\n",
+                key.display()
+            )
+        };
+        let c = load(&text("{ ttl: 1m }")).unwrap();
+        assert_eq!(
+            c.routes[0].cache.as_ref().unwrap().scope,
+            crate::CacheScope::Principal
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // Asked for explicitly: kept, with a warning.
+        let c = load(&text("{ ttl: 1m, scope: tenant }")).unwrap();
+        assert_eq!(
+            c.routes[0].cache.as_ref().unwrap().scope,
+            crate::CacheScope::Tenant
+        );
+        let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        assert!(
+            w.iter().any(|w| w.contains("routes.chat.cache.scope")),
+            "{w:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -305,7 +305,12 @@ impl Cx<'_> {
             }
             methods
         });
-        let cache = self.route_cache(r.cache, operation, &p);
+        let identity = targets.iter().any(|t| {
+            backends
+                .get(t.backend)
+                .is_some_and(|b| b.identity_audience.is_some())
+        });
+        let cache = self.route_cache(r.cache, operation, identity, &p);
         Some(Route {
             cache,
             name: name.to_string(),

@@ -190,6 +190,14 @@ struct Choice {
 /// logprobs, or a delta field this version does not know how to add up.
 pub fn assemble(sse: &[u8]) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(sse).ok()?;
+    // Events may be framed with CRLF (or CR) as well as LF.
+    let normalised;
+    let text = if text.contains('\r') {
+        normalised = text.replace("\r\n", "\n").replace('\r', "\n");
+        normalised.as_str()
+    } else {
+        text
+    };
     let mut head = Map::new();
     let mut usage = Value::Null;
     let mut choices: Vec<(u64, Choice)> = Vec::new();
@@ -217,7 +225,7 @@ pub fn assemble(sse: &[u8]) -> Option<Vec<u8>> {
         let Value::Object(mut chunk) = serde_json::from_str::<Value>(&data).ok()? else {
             return None;
         };
-        if chunk.contains_key("error") {
+        if chunk.contains_key("error") || chunk.get("object").is_some_and(|o| o == "error") {
             return None;
         }
         for k in HEAD {
@@ -279,7 +287,8 @@ pub fn assemble(sse: &[u8]) -> Option<Vec<u8>> {
             }
         }
     }
-    if !done || choices.is_empty() {
+    // Whole: every choice says why it finished.
+    if !done || choices.is_empty() || choices.iter().any(|(_, c)| c.finish_reason.is_null()) {
         return None;
     }
     choices.sort_by_key(|(i, _)| *i);
@@ -491,6 +500,13 @@ mod tests {
     }
 
     #[test]
+    fn crlf_framing_is_sse_too() {
+        let crlf = STREAM.replace('\n', "\r\n");
+        assert_eq!(assemble(crlf.as_bytes()), assemble(STREAM.as_bytes()));
+        assert!(assemble(crlf.as_bytes()).is_some());
+    }
+
+    #[test]
     fn tool_calls_add_up() {
         let s = concat!(
             "data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get\",\"arguments\":\"\"}}]}}]}\n\n",
@@ -523,6 +539,15 @@ mod tests {
         // A delta field this version cannot add up.
         let odd = STREAM.replace("{\"content\":\"lo\"}", "{\"audio\":{\"data\":\"AAA\"}}");
         assert!(assemble(odd.as_bytes()).is_none());
+        // A choice that never finished (a server that ends a failed stream
+        // with [DONE] anyway), or an error object.
+        let unfinished = STREAM.replace("\"finish_reason\":\"stop\"", "\"finish_reason\":null");
+        assert!(assemble(unfinished.as_bytes()).is_none());
+        let vllm = STREAM.replace(
+            "data: [DONE]",
+            "data: {\"object\":\"error\",\"message\":\"x\"}\n\ndata: [DONE]",
+        );
+        assert!(assemble(vllm.as_bytes()).is_none());
         // Logprobs.
         let lp = STREAM.replace(
             "\"finish_reason\":\"stop\"",

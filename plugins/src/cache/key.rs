@@ -3,7 +3,6 @@
 //! insignificant whitespace gone), leaving out the fields that do not
 //! change the answer.
 
-use serde_json::Value;
 use std::io::Write;
 
 /// Top-level body fields that do not change the answer: who the end user
@@ -16,9 +15,9 @@ pub struct Parts<'a> {
     pub route: &'a str,
     /// Who shares the entry (`ScopeKey::as_str`).
     pub scope: &'a str,
-    /// Backends a policy keeps this caller away from (sorted): an answer
-    /// one of them gave must not reach it.
-    pub forbidden: &'a [usize],
+    /// Backends a policy keeps this caller away from, by name (sorted):
+    /// an answer one of them gave must not reach it.
+    pub forbidden: &'a [&'a str],
 }
 
 /// A request's key: 128 bits of SHA-256 (the in-memory key) and its hex
@@ -40,18 +39,19 @@ pub struct Framing {
 }
 
 /// The key of a JSON request body, or `None` when the body is not a JSON
-/// object (such a request was refused before the cache anyway).
+/// object, or has an object with a key twice (a backend might read the
+/// other one than we did: such a request is not cached).
 pub fn key(parts: &Parts<'_>, body: &[u8]) -> Option<(Key, Framing)> {
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
+    let Ok(Canon::Obj(mut fields)) = serde_json::from_slice::<Canon>(body) else {
         return None;
     };
     let framing = Framing {
-        include_usage: map
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        include_usage: fields.iter().any(|(k, v)| {
+            k == "stream_options"
+                && matches!(v, Canon::Obj(o) if o.iter().any(|(k, v)| k == "include_usage" && matches!(v, Canon::Bool(true))))
+        }),
     };
+    fields.retain(|(k, _)| !IGNORED.contains(&k.as_str()));
     let mut buf = Vec::with_capacity(body.len() + 64);
     buf.extend_from_slice(b"skygate-cache-v1\0");
     buf.extend_from_slice(parts.route.as_bytes());
@@ -59,62 +59,132 @@ pub fn key(parts: &Parts<'_>, body: &[u8]) -> Option<(Key, Framing)> {
     buf.extend_from_slice(parts.scope.as_bytes());
     buf.push(0);
     for b in parts.forbidden {
-        let _ = write!(buf, "{b},");
+        buf.extend_from_slice(b.as_bytes());
+        buf.push(b',');
     }
     buf.push(0);
-    let mut fields: Vec<(&String, &Value)> = map
-        .iter()
-        .filter(|(k, _)| !IGNORED.contains(&k.as_str()))
-        .collect();
-    fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    buf.push(b'{');
-    for (i, (k, v)) in fields.into_iter().enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        write_string(&mut buf, k);
-        buf.push(b':');
-        write_canonical(&mut buf, v);
+    if !write_object(&mut buf, fields) {
+        return None;
     }
-    buf.push(b'}');
     let digest = ring::digest::digest(&ring::digest::SHA256, &buf);
     let mut first = [0u8; 16];
     first.copy_from_slice(&digest.as_ref()[..16]);
     Some((Key(u128::from_be_bytes(first)), framing))
 }
 
-/// JSON with object keys sorted and no whitespace.
-fn write_canonical(buf: &mut Vec<u8>, v: &Value) {
-    match v {
-        Value::Object(map) => {
-            let mut fields: Vec<(&String, &Value)> = map.iter().collect();
-            fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            buf.push(b'{');
-            for (i, (k, v)) in fields.into_iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                write_string(buf, k);
-                buf.push(b':');
-                write_canonical(buf, v);
+/// A JSON value as parsed, objects keeping every key in order (duplicates
+/// too, to be refused): what the canonical form is written from.
+enum Canon {
+    Null,
+    Bool(bool),
+    Num(serde_json::Number),
+    Str(String),
+    Arr(Vec<Canon>),
+    Obj(Vec<(String, Canon)>),
+}
+
+impl<'de> serde::Deserialize<'de> for Canon {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Canon;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("JSON")
             }
-            buf.push(b'}');
+            fn visit_unit<E>(self) -> Result<Canon, E> {
+                Ok(Canon::Null)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Canon, E> {
+                Ok(Canon::Bool(b))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Canon, E> {
+                Ok(Canon::Num(n.into()))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Canon, E> {
+                Ok(Canon::Num(n.into()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Canon, E> {
+                // An integer beyond 2^53 came as a float: two different
+                // ones may round to the same (a backend may read them
+                // exactly), so such a request is not cached.
+                if n.fract() == 0.0 && n.abs() >= 9_007_199_254_740_992.0 {
+                    return Err(E::custom("an integer too large to key exactly"));
+                }
+                serde_json::Number::from_f64(n)
+                    .map(Canon::Num)
+                    .ok_or_else(|| E::custom("not a JSON number"))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Canon, E> {
+                Ok(Canon::Str(s.to_string()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Canon, E> {
+                Ok(Canon::Str(s))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Canon, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = a.next_element()? {
+                    v.push(x);
+                }
+                Ok(Canon::Arr(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Canon, A::Error> {
+                let mut v = Vec::new();
+                while let Some((k, x)) = a.next_entry::<String, Canon>()? {
+                    v.push((k, x));
+                }
+                Ok(Canon::Obj(v))
+            }
         }
-        Value::Array(items) => {
+        d.deserialize_any(V)
+    }
+}
+
+/// An object, keys sorted; `false` when a key appears twice.
+fn write_object(buf: &mut Vec<u8>, mut fields: Vec<(String, Canon)>) -> bool {
+    fields.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if fields.windows(2).any(|w| w[0].0 == w[1].0) {
+        return false;
+    }
+    buf.push(b'{');
+    for (i, (k, v)) in fields.into_iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        write_string(buf, &k);
+        buf.push(b':');
+        if !write_canonical(buf, v) {
+            return false;
+        }
+    }
+    buf.push(b'}');
+    true
+}
+
+/// JSON with object keys sorted and no whitespace; `false` on a
+/// duplicate key anywhere.
+fn write_canonical(buf: &mut Vec<u8>, v: Canon) -> bool {
+    match v {
+        Canon::Obj(fields) => return write_object(buf, fields),
+        Canon::Arr(items) => {
             buf.push(b'[');
-            for (i, v) in items.iter().enumerate() {
+            for (i, v) in items.into_iter().enumerate() {
                 if i > 0 {
                     buf.push(b',');
                 }
-                write_canonical(buf, v);
+                if !write_canonical(buf, v) {
+                    return false;
+                }
             }
             buf.push(b']');
         }
-        Value::String(s) => write_string(buf, s),
-        other => {
-            let _ = serde_json::to_writer(&mut *buf, other);
+        Canon::Str(s) => write_string(buf, &s),
+        Canon::Num(n) => {
+            let _ = write!(buf, "{n}");
         }
+        Canon::Bool(b) => buf.extend_from_slice(if b { b"true" } else { b"false" }),
+        Canon::Null => buf.extend_from_slice(b"null"),
     }
+    true
 }
 
 /// A string as JSON (one escaping for every spelling of the same text).
@@ -161,7 +231,7 @@ mod tests {
             assert_ne!(base, k(other), "{other}");
         }
         let body = br#"{"model":"m"}"#;
-        let at = |route, scope, forbidden: &[usize]| {
+        let at = |route, scope, forbidden: &[&str]| {
             key(
                 &Parts {
                     route,
@@ -176,7 +246,7 @@ mod tests {
         let one = at("chat", "t:a", &[]);
         assert_ne!(one, at("chat", "t:b", &[]));
         assert_ne!(one, at("chat2", "t:a", &[]));
-        assert_ne!(one, at("chat", "t:a", &[1]));
+        assert_ne!(one, at("chat", "t:a", &["gcp"]));
         // Parts are separated: moving a byte from one to the next differs.
         assert_ne!(at("ab", "c", &[]), at("a", "bc", &[]));
     }
@@ -192,5 +262,22 @@ mod tests {
         assert!(f.include_usage);
         assert!(key(&parts, b"[1,2]").is_none());
         assert!(key(&parts, b"not json").is_none());
+    }
+
+    #[test]
+    fn duplicate_keys_are_not_cached() {
+        let parts = Parts {
+            route: "r",
+            scope: "g",
+            forbidden: &[],
+        };
+        let twice = br#"{"model":"m","messages":[{"role":"user","content":"a","content":"b"}]}"#;
+        assert!(key(&parts, twice).is_none());
+        assert!(key(&parts, br#"{"model":"m","model":"n"}"#).is_none());
+        // Integers too large for a float to tell apart are not keyed.
+        assert!(key(&parts, br#"{"seed":18446744073709551617}"#).is_none());
+        assert!(key(&parts, br#"{"seed":18446744073709551615}"#).is_some());
+        // The same key in two different objects is fine.
+        assert!(key(&parts, br#"{"a":{"x":1},"b":{"x":1}}"#).is_some());
     }
 }

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use entry::{now_ms, Entry};
 use key::{Key, Parts};
 use pingora_http::ResponseHeader;
-use skygate_config::{CacheScope, Config, Operation, RouteCache};
+use skygate_config::{ApiError, CacheScope, Config, ErrorKind, Operation, RouteCache};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use store::{Flight, Joined};
@@ -39,6 +39,9 @@ pub struct Cache {
     /// The Redis tier is on (and `state` has a Redis).
     l2: bool,
     prefix: String,
+    /// Backend names by config index (a policy's forbidden backends go
+    /// into the key by name: indices change with the config).
+    backends: Vec<Arc<str>>,
 }
 
 struct RouteRt {
@@ -52,15 +55,21 @@ struct RouteRt {
 #[derive(Debug)]
 pub struct Fill {
     key: Key,
-    route: usize,
     tenant: Option<Arc<str>>,
     /// Leads the identical misses (they wake when this is dropped).
     _flight: Option<Flight>,
     buf: Vec<u8>,
+    /// Bound on the answer stored (`max_entry_bytes`).
     limit: usize,
     sse: bool,
     state: FillState,
 }
+
+/// A stream is captured up to this many times `max_entry_bytes` (its SSE
+/// framing is several times the completion it adds up to), and at most
+/// [`MAX_STREAM_CAPTURE`].
+const STREAM_CAPTURE_FACTOR: usize = 8;
+const MAX_STREAM_CAPTURE: usize = 64 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FillState {
@@ -98,7 +107,15 @@ impl Fill {
         if self.state != FillState::Open {
             return;
         }
-        if self.buf.len() + chunk.len() > self.limit {
+        let cap = if self.sse {
+            self.limit
+                .saturating_mul(STREAM_CAPTURE_FACTOR)
+                .min(MAX_STREAM_CAPTURE)
+                .max(self.limit)
+        } else {
+            self.limit
+        };
+        if self.buf.len() + chunk.len() > cap {
             self.drop_capture();
             return;
         }
@@ -112,9 +129,38 @@ impl Fill {
         }
     }
 
+    /// Nothing will be stored: the misses waiting on this one are let go
+    /// now (they ask a backend themselves) rather than at the end.
     fn drop_capture(&mut self) {
         self.state = FillState::Dropped;
         self.buf = Vec::new();
+        self._flight = None;
+    }
+
+    /// The answer to store, when it is a whole one: JSON with its
+    /// `choices` (chat) or `data` (embeddings) and no `error`; a stream
+    /// assembled into its completion. At most `limit` bytes.
+    fn answer(self, chat: bool) -> Option<Vec<u8>> {
+        let body = if self.sse {
+            if !chat {
+                return None;
+            }
+            entry::assemble(&self.buf)?
+        } else {
+            #[derive(serde::Deserialize)]
+            struct Whole {
+                error: Option<serde::de::IgnoredAny>,
+                choices: Option<Vec<serde::de::IgnoredAny>>,
+                data: Option<Vec<serde::de::IgnoredAny>>,
+            }
+            let w: Whole = serde_json::from_slice(&self.buf).ok()?;
+            let items = if chat { w.choices } else { w.data };
+            if w.error.is_some() || items.is_none_or(|i| i.is_empty()) {
+                return None;
+            }
+            self.buf
+        };
+        (body.len() <= self.limit).then_some(body)
     }
 }
 
@@ -148,30 +194,42 @@ impl Cache {
             redis: shared.redis.clone(),
             l2: config.cache.redis && config.state.redis.is_some(),
             prefix,
+            backends: config
+                .backends
+                .iter()
+                .map(|b| b.name.as_str().into())
+                .collect(),
         })
     }
 
+    /// Answers from `e`, once the plugins after this one (the rate
+    /// limits) let it through (`ctx.pending_answer`); `false` when a
+    /// stream cannot carry it. Counted as a hit in `on_complete`, when it
+    /// was sent.
     fn hit(
         &self,
         rt: &RouteRt,
         ctx: &mut RequestCtx,
         e: &Entry,
         framing: &key::Framing,
-    ) -> Option<Decision> {
+        max_age: Option<u64>,
+    ) -> bool {
+        let age = e.age(now_ms());
+        if max_age.is_some_and(|m| age > m) {
+            return false;
+        }
         let (body, ctype) = if ctx.stream && rt.chat {
-            (e.sse(framing.include_usage)?, "text/event-stream")
+            match e.sse(framing.include_usage) {
+                Some(sse) => (sse, "text/event-stream"),
+                None => return false,
+            }
         } else {
             (e.body.clone(), "application/json")
         };
         ctx.cache = CacheStatus::Hit;
         ctx.cached_tokens = e.tokens;
         ctx.cache_hit_free = !rt.conf.charge_hits;
-        rt.counters.hits.fetch_add(1, Relaxed);
-        if let Some(t) = e.tokens {
-            rt.counters.tokens.fetch_add(t, Relaxed);
-        }
-        let age = e.age(now_ms());
-        Some(Decision::Answer(LocalResponse {
+        ctx.pending_answer = Some(LocalResponse {
             status: 200,
             headers: vec![
                 (
@@ -181,7 +239,8 @@ impl Cache {
                 (http::header::AGE, http::HeaderValue::from(age)),
             ],
             body,
-        }))
+        });
+        true
     }
 
     /// Looks in Redis (the leader of a miss only); a value found fills
@@ -228,8 +287,21 @@ fn scope(conf: &RouteCache, ctx: &RequestCtx) -> (String, Option<Arc<str>>) {
         return ("anonymous".into(), None);
     };
     let p = &id.principal;
-    let tenant: Option<Arc<str>> = p.tenant.as_deref().map(Into::into);
-    let principal = || format!("p:{}\0{}", p.issuer.as_deref().unwrap_or(""), p.id);
+    let tenant: Option<Arc<str>> = p
+        .tenant
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(Into::into);
+    // An API key's `app`, a certificate's `app` and each issuer's `app` are
+    // different callers.
+    let principal = || {
+        format!(
+            "p:{}:{}\0{}",
+            id.method.as_str(),
+            p.issuer.as_deref().unwrap_or(""),
+            p.id
+        )
+    };
     let s = match conf.scope {
         // Nobody's own: not filed under the storer's tenant.
         CacheScope::Global => return ("global".into(), None),
@@ -242,22 +314,92 @@ fn scope(conf: &RouteCache, ctx: &RequestCtx) -> (String, Option<Arc<str>>) {
     (s, tenant)
 }
 
-/// `Cache-Control` of the request: (`no-cache`, `no-store`).
-fn request_directives(h: &pingora_http::RequestHeader) -> (bool, bool) {
-    let mut out = (false, false);
+/// What the request's `Cache-Control` asks of the cache (RFC 9111
+/// request directives; `Pragma: no-cache` counts when there is no
+/// `Cache-Control`).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Directives {
+    /// Do not answer from the cache; store the answer (refresh).
+    no_cache: bool,
+    /// Neither look nor store.
+    no_store: bool,
+    /// An entry older than this many seconds is not served (and is
+    /// refreshed).
+    max_age: Option<u64>,
+    /// Answer from the cache or not at all (504).
+    only_if_cached: bool,
+}
+
+fn request_directives(h: &pingora_http::RequestHeader) -> Directives {
+    let mut d = Directives::default();
+    let mut any = false;
     for v in h.headers.get_all(http::header::CACHE_CONTROL) {
-        out.0 |= has_directive(v.as_bytes(), "no-cache");
-        out.1 |= has_directive(v.as_bytes(), "no-store");
+        any = true;
+        for (name, value) in directives(v.as_bytes()) {
+            match name.to_ascii_lowercase().as_slice() {
+                b"no-cache" => d.no_cache = true,
+                b"no-store" => d.no_store = true,
+                b"only-if-cached" => d.only_if_cached = true,
+                b"max-age" => {
+                    // The smallest, when given twice; a bad value: zero.
+                    let n = std::str::from_utf8(value.unwrap_or_default())
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    d.max_age = Some(d.max_age.map_or(n, |m| m.min(n)));
+                }
+                _ => {}
+            }
+        }
     }
-    out
+    if !any {
+        for v in h.headers.get_all(http::header::PRAGMA) {
+            d.no_cache |=
+                directives(v.as_bytes()).any(|(n, _)| n.eq_ignore_ascii_case(b"no-cache"));
+        }
+    }
+    d
+}
+
+/// A header's `name[=value]` directives, split on commas outside quoted
+/// strings; a value loses its quotes.
+fn directives(v: &[u8]) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, &b) in v.iter().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                parts.push(&v[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&v[start..]);
+    parts.into_iter().filter_map(|d| {
+        let d = d.trim_ascii();
+        if d.is_empty() {
+            return None;
+        }
+        Some(match d.iter().position(|&b| b == b'=') {
+            Some(eq) => {
+                let value = d[eq + 1..].trim_ascii();
+                let value = value
+                    .strip_prefix(b"\"")
+                    .and_then(|v| v.strip_suffix(b"\""))
+                    .unwrap_or(value);
+                (d[..eq].trim_ascii(), Some(value))
+            }
+            None => (d, None),
+        })
+    })
 }
 
 fn has_directive(value: &[u8], name: &str) -> bool {
-    value.split(|&b| b == b',').any(|d| {
-        let d = d.trim_ascii();
-        let d = d.split(|&b| b == b'=').next().unwrap_or(d);
-        d.eq_ignore_ascii_case(name.as_bytes())
-    })
+    directives(value).any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 #[async_trait]
@@ -274,14 +416,17 @@ impl Plugin for Cache {
         else {
             return Decision::Continue;
         };
-        let route = ctx.route.unwrap_or_default();
-        let (no_cache, no_store) = request_directives(req.header);
+        let asked = request_directives(req.header);
+        let (no_cache, no_store) = (asked.no_cache, asked.no_store);
         if no_store {
-            rt.counters.bypasses.fetch_add(1, Relaxed);
             return Decision::Continue;
         }
         let (scope, tenant) = scope(&rt.conf, ctx);
-        let mut forbidden = ctx.forbidden_backends.clone();
+        let mut forbidden: Vec<&str> = ctx
+            .forbidden_backends
+            .iter()
+            .filter_map(|&b| self.backends.get(b).map(|n| &**n))
+            .collect();
         forbidden.sort_unstable();
         let parts = Parts {
             route: &rt.name,
@@ -289,22 +434,21 @@ impl Plugin for Cache {
             forbidden: &forbidden,
         };
         let Some((key, framing)) = key::key(&parts, req.body) else {
-            rt.counters.bypasses.fetch_add(1, Relaxed);
             return Decision::Continue;
         };
         let mut flight = None;
         if !no_cache {
             if let Some(e) = self.store.get(key) {
-                if let Some(d) = self.hit(rt, ctx, &e, &framing) {
-                    return d;
+                if self.hit(rt, ctx, &e, &framing, asked.max_age) {
+                    return Decision::Continue;
                 }
             }
             match self.store.join(key) {
                 Joined::Lead(f) => {
                     if let Some(e) = self.look_in_redis(rt, key, tenant.as_ref()).await {
-                        if let Some(d) = self.hit(rt, ctx, &e, &framing) {
+                        if self.hit(rt, ctx, &e, &framing, asked.max_age) {
                             rt.counters.redis_hits.fetch_add(1, Relaxed);
-                            return d;
+                            return Decision::Continue;
                         }
                     }
                     flight = Some(f);
@@ -314,8 +458,8 @@ impl Plugin for Cache {
                     let wait = self.store.conf().wait;
                     store::wait_for(rx, wait).await;
                     if let Some(e) = self.store.get(key) {
-                        if let Some(d) = self.hit(rt, ctx, &e, &framing) {
-                            return d;
+                        if self.hit(rt, ctx, &e, &framing, asked.max_age) {
+                            return Decision::Continue;
                         }
                     }
                     // The first one stored nothing (or took too long): ask
@@ -323,18 +467,20 @@ impl Plugin for Cache {
                 }
             }
             ctx.cache = CacheStatus::Miss;
-            rt.counters.misses.fetch_add(1, Relaxed);
-        } else {
-            rt.counters.bypasses.fetch_add(1, Relaxed);
+        }
+        if asked.only_if_cached {
+            return Decision::Respond(ApiError::new(
+                ErrorKind::NotCached,
+                "no cached answer for this request (Cache-Control: only-if-cached)",
+            ));
         }
         // A stream's entry should carry its usage: ask the backend for it
         // (the client's stream leaves it out unless it asked too).
-        if ctx.stream {
+        if ctx.stream && rt.chat {
             ctx.want_stream_usage = true;
         }
         ctx.cache_fill = Some(Box::new(Fill {
             key,
-            route,
             tenant,
             _flight: flight,
             buf: Vec::new(),
@@ -346,46 +492,56 @@ impl Plugin for Cache {
     }
 
     fn on_complete(&self, ctx: &mut RequestCtx) {
+        // Counted as the client's `x-skygate-cache` says, once it is sent.
+        let Some(rt) = ctx
+            .route
+            .and_then(|r| self.routes.get(r))
+            .and_then(Option::as_ref)
+        else {
+            return;
+        };
+        let c = &rt.counters;
+        match ctx.cache {
+            CacheStatus::Hit => {
+                c.hits.fetch_add(1, Relaxed);
+                c.tokens.fetch_add(ctx.cached_tokens.unwrap_or(0), Relaxed);
+            }
+            CacheStatus::Miss => {
+                c.misses.fetch_add(1, Relaxed);
+            }
+            CacheStatus::Bypass => {
+                c.bypasses.fetch_add(1, Relaxed);
+            }
+        }
         let Some(fill) = ctx.cache_fill.take() else {
             return;
         };
-        // Dropped at the end of this call: waiters wake after the store.
-        let fill = *fill;
+        let mut fill = *fill;
         if fill.state != FillState::Complete || ctx.status != 200 || ctx.error.is_some() {
             return;
         }
-        let Some(rt) = self.routes.get(fill.route).and_then(Option::as_ref) else {
+        // Dropped when stored: the waiters wake to find the entry.
+        let (key, tenant, _flight) = (fill.key, fill.tenant.clone(), fill._flight.take());
+        let Some(body) = fill.answer(rt.chat) else {
             return;
-        };
-        let body = if fill.sse {
-            if !rt.chat {
-                return;
-            }
-            match entry::assemble(&fill.buf) {
-                Some(b) => b,
-                None => return,
-            }
-        } else {
-            if serde_json::from_slice::<serde::de::IgnoredAny>(&fill.buf).is_err() {
-                return;
-            }
-            fill.buf
         };
         let e = Arc::new(Entry::new(
             Bytes::from(body),
             rt.chat,
             rt.name.clone(),
-            fill.tenant.clone(),
+            tenant.clone(),
             now_ms(),
             rt.conf.ttl,
         ));
         if self.l2 {
-            let rkey = store::redis_key(&self.prefix, &rt.name, fill.tenant.as_deref(), fill.key);
-            let conf = self.store.conf();
-            self.redis
-                .put(rkey, e.encode(conf.compress_above), rt.conf.ttl);
+            let rkey = store::redis_key(&self.prefix, &rt.name, tenant.as_deref(), key);
+            let compress_above = self.store.conf().compress_above;
+            let stored = e.clone();
+            self.redis.put(rkey, e.body.len(), rt.conf.ttl, move || {
+                stored.encode(compress_above)
+            });
         }
-        self.store.insert(fill.key, e);
+        self.store.insert(key, e);
         rt.counters.stores.fetch_add(1, Relaxed);
     }
 }
@@ -393,6 +549,95 @@ impl Plugin for Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fill(body: &str, sse: bool, limit: usize, flight: Option<Flight>) -> Fill {
+        Fill {
+            key: Key(1),
+            tenant: None,
+            _flight: flight,
+            buf: body.as_bytes().to_vec(),
+            limit,
+            sse,
+            state: FillState::Complete,
+        }
+    }
+
+    #[test]
+    fn only_whole_answers_are_kept() {
+        let chat = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}]}"#;
+        assert!(fill(chat, false, 1000, None).answer(true).is_some());
+        // A 200 that carries an error, or no choices, is not an answer.
+        let err = r#"{"error":{"message":"x"},"choices":[{"index":0}]}"#;
+        assert!(fill(err, false, 1000, None).answer(true).is_none());
+        assert!(fill(r#"{"choices":[]}"#, false, 1000, None)
+            .answer(true)
+            .is_none());
+        assert!(fill("not json", false, 1000, None).answer(true).is_none());
+        // Embeddings need their `data`.
+        let emb = r#"{"object":"list","data":[{"embedding":[0.1]}]}"#;
+        assert!(fill(emb, false, 1000, None).answer(false).is_some());
+        assert!(fill(chat, false, 1000, None).answer(false).is_none());
+        // Larger than max_entry_bytes.
+        assert!(fill(chat, false, 10, None).answer(true).is_none());
+        // A stream is judged by what it adds up to, not its framing.
+        let sse = concat!(
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"hi\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n"
+        );
+        let assembled = entry::assemble(sse.as_bytes()).unwrap().len();
+        assert!(assembled < sse.len());
+        assert!(fill(sse, true, assembled, None).answer(true).is_some());
+        assert!(fill(sse, true, assembled - 1, None).answer(true).is_none());
+        assert!(fill(sse, true, 1000, None).answer(false).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_will_store_nothing_lets_the_waiters_go_at_once() {
+        let store = Store::new(&skygate_config::CacheConf::default());
+        let Joined::Lead(lead) = store.join(Key(5)) else {
+            panic!("first leads")
+        };
+        let Joined::Wait(rx) = store.join(Key(5)) else {
+            panic!("second waits")
+        };
+        let mut f = fill("", false, 1000, Some(lead));
+        f.state = FillState::Open;
+        let h = ResponseHeader::build(500, None).unwrap();
+        f.response_header(&h);
+        assert!(store::wait_for(rx, std::time::Duration::from_millis(200)).await);
+        drop(f);
+    }
+
+    #[test]
+    fn request_cache_control() {
+        let d = |headers: &[(&str, &str)]| {
+            let mut h = pingora_http::RequestHeader::build("POST", b"/", None).unwrap();
+            for (k, v) in headers {
+                h.append_header(k.to_string(), *v).unwrap();
+            }
+            request_directives(&h)
+        };
+        assert_eq!(d(&[]), Directives::default());
+        assert!(d(&[("cache-control", "No-Cache")]).no_cache);
+        let two = d(&[("cache-control", "no-cache"), ("cache-control", "no-store")]);
+        assert!(two.no_cache && two.no_store);
+        assert_eq!(d(&[("cache-control", "max-age=0")]).max_age, Some(0));
+        assert_eq!(
+            d(&[("cache-control", "max-age=\"30\", max-age=10")]).max_age,
+            Some(10)
+        );
+        assert_eq!(d(&[("cache-control", "max-age=junk")]).max_age, Some(0));
+        assert!(d(&[("cache-control", "only-if-cached")]).only_if_cached);
+        // A comma inside a quoted value does not start a directive.
+        assert_eq!(
+            d(&[("cache-control", "foo=\"a,no-store,b\"")]),
+            Directives::default()
+        );
+        // Pragma counts only without Cache-Control.
+        assert!(d(&[("pragma", "no-cache")]).no_cache);
+        assert!(!d(&[("pragma", "no-cache"), ("cache-control", "max-age=5")]).no_cache);
+    }
 
     #[test]
     fn directives() {

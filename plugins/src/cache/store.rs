@@ -236,7 +236,8 @@ fn build_l1(memory: u64, counters: Arc<Counters>) -> L1 {
 /// `DELETE /admin/cache` can match them), then the request's hash.
 pub fn redis_key(prefix: &str, route: &str, tenant: Option<&str>, key: Key) -> String {
     format!(
-        "{prefix}:cache:{route}:{}:{}",
+        "{prefix}:cache:{}:{}:{}",
+        escape(route),
         tenant.map_or_else(|| "-".to_string(), escape),
         key.hex()
     )
@@ -368,5 +369,8 @@ mod tests {
         );
         assert_eq!(redis_pattern("sg", None, Some("-")), "sg:cache:*:%2D:*");
         assert_eq!(redis_pattern("sg", Some("chat"), None), "sg:cache:chat:*:*");
+        // A route named `-` is spelled the same in keys and patterns.
+        assert!(redis_key("sg", "-", None, k).starts_with("sg:cache:%2D:-:"));
+        assert_eq!(redis_pattern("sg", Some("-"), None), "sg:cache:%2D:*:*");
     }
 }

@@ -249,6 +249,9 @@ impl RateLimits {
                 key_parts.extend(parts.iter().map(|p| p.as_ref()));
                 let key = key_hash(&key_parts);
                 match rate {
+                    // A cache hit costs no tokens: token limits do not
+                    // refuse it (request limits and concurrency do).
+                    Some((unit, _)) if unit.tokens() && ctx.cache == crate::CacheStatus::Hit => {}
                     Some((unit, rate)) => {
                         let cost = if unit.tokens() { estimate } else { 1 }.min(rate.amount);
                         if redis {

@@ -129,12 +129,23 @@ fn miss_then_hit_canonical_keys_and_cache_control() {
     assert_eq!((r.status, cache_of(&r)), (200, "miss"));
 
     // Metrics by route, and the access log.
-    let hits = gw.metric("skygate_cache_lookups_total{result=\"hit\",route=\"chat\"}");
-    assert_eq!(hits, Some(4.0));
-    let misses = gw.metric("skygate_cache_lookups_total{result=\"miss\",route=\"chat\"}");
-    assert_eq!(misses, Some(4.0));
+    // (Counted once each request is done, just after its answer.)
+    let counted =
+        |name: &str, v: f64| eventually(Duration::from_secs(5), || gw.metric(name) == Some(v));
+    assert!(counted(
+        "skygate_cache_lookups_total{result=\"hit\",route=\"chat\"}",
+        4.0
+    ));
+    assert!(counted(
+        "skygate_cache_lookups_total{result=\"miss\",route=\"chat\"}",
+        4.0
+    ));
+    assert!(counted(
+        "skygate_cache_lookups_total{result=\"bypass\",route=\"chat\"}",
+        2.0
+    ));
+    assert!(counted("skygate_cache_entries", 3.0));
     assert!(gw.metric("skygate_cache_bytes").unwrap() > 0.0);
-    assert_eq!(gw.metric("skygate_cache_entries"), Some(3.0));
     let log = gw.access_log(10);
     let hit_line = log
         .iter()
@@ -144,6 +155,54 @@ fn miss_then_hit_canonical_keys_and_cache_control() {
     assert_eq!(hit_line["cached_tokens"], total, "{hit_line}");
     assert_eq!(hit_line["attempts"], 0);
     assert!(hit_line["prompt_tokens"].is_null(), "a hit used no tokens");
+
+    // RFC 9111 request directives: max-age (an older entry is refreshed),
+    // only-if-cached (504 on a miss), and HTTP/1.0's Pragma.
+    let aged = hello("how old is this?");
+    let first = id(&ask(gw.addr, CLIENT_KEY, &aged, &[]));
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = ask(
+        gw.addr,
+        CLIENT_KEY,
+        &aged,
+        &[("cache-control", "max-age=60")],
+    );
+    assert_eq!(
+        (cache_of(&r), id(&r), r.header("age")),
+        ("hit", first.clone(), Some("1"))
+    );
+    let r = ask(
+        gw.addr,
+        CLIENT_KEY,
+        &aged,
+        &[("cache-control", "max-age=0")],
+    );
+    assert_eq!(cache_of(&r), "miss");
+    let refreshed = id(&r);
+    assert_ne!(refreshed, first);
+    assert_eq!(id(&ask(gw.addr, CLIENT_KEY, &aged, &[])), refreshed);
+    let r = ask(gw.addr, CLIENT_KEY, &aged, &[("pragma", "no-cache")]);
+    assert_eq!(cache_of(&r), "bypass");
+    let r = ask(
+        gw.addr,
+        CLIENT_KEY,
+        &aged,
+        &[("cache-control", "only-if-cached")],
+    );
+    assert_eq!(cache_of(&r), "hit");
+    let before = sim_requests(&sim);
+    let r = ask(
+        gw.addr,
+        CLIENT_KEY,
+        &hello("never asked"),
+        &[("cache-control", "only-if-cached")],
+    );
+    r.assert_error(504, "not_cached");
+    assert_eq!(
+        sim_requests(&sim),
+        before,
+        "only-if-cached never asks a backend"
+    );
 }
 
 #[test]
@@ -223,6 +282,10 @@ fn tenants_never_share_and_purges_pick_what_they_name() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("`route` and/or `tenant`"), "{}", r.text());
     // The admin API wants its token.
+    let r = gw.admin("DELETE", "/admin/cache?tenant=a&tenant=b", "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = gw.admin("DELETE", "/admin/cache?tenant=%ZZ", "");
+    assert!(r.text().contains("percent-encoded"), "{}", r.text());
     let r = call(gw.admin, "DELETE", "/admin/cache", &[], b"");
     assert_eq!(r.status, 401);
 }
@@ -360,6 +423,18 @@ fn hits_count_against_request_limits_unless_free() {
         let r = ask(free.addr, CLIENT_KEY, &body, &[]);
         assert_eq!(r.status, 200, "{}", r.text());
     }
+    // A hit costs no tokens, so a token limit never refuses one: the first
+    // answer takes most of 100 tokens a minute; its repeats still pass,
+    // while a new question is refused.
+    let tokens = "limits:\n  - { name: tpm, match: { routes: [chat] }, tokens_per_minute: 100 }\n";
+    let gw = Gateway::start(&config(&sim, "{ ttl: 1m }", tokens));
+    assert_eq!(cache_of(&ask(gw.addr, CLIENT_KEY, &body, &[])), "miss");
+    for _ in 0..3 {
+        let r = ask(gw.addr, CLIENT_KEY, &body, &[]);
+        assert_eq!((r.status, cache_of(&r)), (200, "hit"), "{}", r.text());
+    }
+    let r = ask(gw.addr, CLIENT_KEY, &hello("a new question"), &[]);
+    r.assert_error(429, "rate_limit_exceeded");
 }
 
 /// Two replicas on one Redis: a hit made by one is found by the other; a
@@ -376,6 +451,8 @@ fn replicas_share_hits_through_redis_and_survive_it() {
     let first = ask(a.addr, CLIENT_KEY, &body, &[]);
     assert_eq!(cache_of(&first), "miss");
     let keys = |r: &RedisServer| r.cli(&["--raw", "KEYS", "sgtest:cache:*"]);
+    // `redis-cli --raw` prints an empty line for no keys.
+    let count = |r: &RedisServer| keys(r).lines().filter(|l| !l.is_empty()).count();
     assert!(
         eventually(Duration::from_secs(5), || keys(&redis)
             .contains("sgtest:cache:chat:acme:")),
@@ -394,13 +471,10 @@ fn replicas_share_hits_through_redis_and_survive_it() {
     // A value that does not decode is a miss (and counted), never an error.
     let junk = hello("junk in redis");
     assert_eq!(cache_of(&ask(a.addr, CLIENT_KEY, &junk, &[])), "miss");
-    assert!(eventually(Duration::from_secs(5), || keys(&redis)
-        .lines()
-        .count()
-        == 2));
+    assert!(eventually(Duration::from_secs(5), || count(&redis) == 2));
     // Overwrite the values with junk: b has only the first question in
     // memory, so it looks the second up in Redis.
-    for k in keys(&redis).lines() {
+    for k in keys(&redis).lines().filter(|k| !k.is_empty()) {
         redis.cli(&["SET", k, "SGC1 not really"]);
     }
     let r = ask(b.addr, CLIENT_KEY, &junk, &[]);
@@ -461,10 +535,7 @@ fn replicas_share_hits_through_redis_and_survive_it() {
     }));
     let back = hello("redis is back");
     let first = ask(a.addr, CLIENT_KEY, &back, &[]);
-    assert!(eventually(Duration::from_secs(5), || keys(&redis)
-        .lines()
-        .count()
-        == 1));
+    assert!(eventually(Duration::from_secs(5), || count(&redis) == 1));
     let r = ask(b.addr, CLIENT_KEY, &back, &[]);
     assert_eq!((cache_of(&r), id(&r)), ("hit", id(&first)));
 }
