@@ -364,6 +364,8 @@ impl Admin {
                 route.as_deref(),
                 tenant.as_deref(),
             );
+            // A write queued before the purge must not bring an entry back.
+            redis.drop_puts(&pattern);
             match redis.delete_matching(&pattern).await {
                 Ok(n) => json!(n),
                 Err(e) => {

@@ -201,8 +201,9 @@ pub async fn parse(
 /// Asks the backend for the stream's usage (`stream_options.include_usage`)
 /// when the client did not; the client's stream then leaves that chunk out
 /// (`ctx.strip_usage_chunk`). Only `stream_options` is rewritten: every
-/// other member goes to the backend as the client wrote it (a number too
-/// large for a float keeps its digits). Chat completions only. A
+/// other member, and each of the client's own options, goes to the backend
+/// as the client wrote it (a number too large for a float keeps its
+/// digits); the body grows by at most 40 bytes. Chat completions only. A
 /// `stream_options` that is not an object was refused by [`peek`].
 pub fn ask_stream_usage(routed: &mut Routed, ctx: &mut RequestCtx) -> Result<(), ApiError> {
     if routed.operation != Operation::ChatCompletions {
@@ -211,24 +212,42 @@ pub fn ask_stream_usage(routed: &mut Routed, ctx: &mut RequestCtx) -> Result<(),
     let Ok(RawMembers(mut members)) = serde_json::from_slice::<RawMembers<'_>>(&routed.body) else {
         return Ok(()); // `peek` parsed it as an object already
     };
-    let mut options = serde_json::Map::new();
+    // The options the client set, as it wrote them, less `include_usage`.
+    let mut options: Vec<(String, &serde_json::value::RawValue)> = Vec::new();
     let at = members.iter().position(|(k, _)| k == "stream_options");
     if let Some(i) = at {
-        match serde_json::from_str::<serde_json::Value>(members[i].1.get()) {
-            Ok(serde_json::Value::Null) => {}
-            Ok(serde_json::Value::Object(o)) => options = o,
-            _ => return Err(bad_stream_options()),
-        }
-        if options.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
-            return Ok(());
+        let raw = members[i].1.get();
+        if raw != "null" {
+            let Ok(RawMembers(o)) = serde_json::from_str::<RawMembers<'_>>(raw) else {
+                return Err(bad_stream_options());
+            };
+            if o.iter()
+                .any(|(k, v)| k == "include_usage" && v.get() == "true")
+            {
+                return Ok(());
+            }
+            options = o
+                .into_iter()
+                .filter(|(k, _)| k != "include_usage")
+                .collect();
         }
         members.remove(i);
     }
-    options.insert("include_usage".into(), serde_json::Value::Bool(true));
-    let options = serde_json::Value::Object(options).to_string();
+    let mut opts = Vec::with_capacity(64);
+    opts.push(b'{');
+    for (k, v) in &options {
+        if serde_json::to_writer(&mut opts, k).is_err() {
+            return Ok(());
+        }
+        opts.push(b':');
+        opts.extend_from_slice(v.get().as_bytes());
+        opts.push(b',');
+    }
+    opts.extend_from_slice(b"\"include_usage\":true}");
+    let options = opts;
     let mut out = Vec::with_capacity(routed.body.len() + options.len() + 20);
     out.extend_from_slice(b"{\"stream_options\":");
-    out.extend_from_slice(options.as_bytes());
+    out.extend_from_slice(&options);
     for (k, v) in &members {
         out.push(b',');
         if serde_json::to_writer(&mut out, k).is_err() {

@@ -112,6 +112,9 @@ pub struct RequestCtx {
     pub strip_usage_chunk: bool,
     /// SSE `data:` events of the response (a cut stream settles by them).
     pub stream_events: u64,
+    /// A miss of the cache's in-memory tier, for its step after the rate
+    /// limits.
+    pub cache_lookup: Option<Box<crate::cache::Lookup>>,
     /// A cache miss's answer, captured to be stored (cache plugin).
     pub cache_fill: Option<Box<crate::cache::Fill>>,
     /// A cache hit: the tokens of the answer it served.
@@ -160,6 +163,7 @@ impl RequestCtx {
             want_stream_usage: false,
             strip_usage_chunk: false,
             stream_events: 0,
+            cache_lookup: None,
             cache_fill: None,
             cached_tokens: None,
             cache_hit_free: false,

@@ -148,15 +148,21 @@ impl Chain {
             }
         }
         // After authentication and policy: a hit only reaches a caller
-        // allowed to call the route. Before the rate limits: they let a hit
-        // through request limits (it counts) without token limits (it
-        // costs none); the hit is sent once they have passed it.
-        if let Some(c) = cache::Cache::from_config(config, shared) {
-            plugins.push(Arc::new(c));
+        // allowed to call the route. The in-memory lookup before the rate
+        // limits: they let a hit through request limits (it counts)
+        // without token limits (it costs none), and it is sent once they
+        // have passed it. The rest (the misses in flight, Redis, the
+        // capture) after them: a request they refuse never leads or waits.
+        let cache = cache::Cache::from_config(config, shared).map(Arc::new);
+        if let Some(c) = &cache {
+            plugins.push(c.clone());
         }
         let ratelimit = ratelimit::RateLimits::from_config(config, shared).map(Arc::new);
         if let Some(r) = &ratelimit {
             plugins.push(r.clone());
+        }
+        if let Some(c) = cache {
+            plugins.push(Arc::new(cache::CacheFill(c)));
         }
         Self {
             plugins,
@@ -209,6 +215,7 @@ impl Chain {
                     // cache hit) is not what the client gets, and nothing
                     // is stored (waiters on this miss go now).
                     ctx.pending_answer = None;
+                    ctx.cache_lookup = None;
                     ctx.cache_fill = None;
                     ctx.cache = CacheStatus::Bypass;
                     ctx.cached_tokens = None;

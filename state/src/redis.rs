@@ -508,6 +508,24 @@ impl Redis {
         self.settle_wake.notify_one();
     }
 
+    /// Drops the values waiting to be written whose key matches a `SCAN`
+    /// pattern (only `*` wildcards): a purge must not be undone by a write
+    /// queued before it. Returns how many.
+    pub fn drop_puts(&self, pattern: &str) -> usize {
+        let mut q = self.puts.lock().unwrap_or_else(|p| p.into_inner());
+        let before = q.0.len();
+        let mut freed = 0;
+        q.0.retain(|p| {
+            let keep = !glob(pattern, &p.key);
+            if !keep {
+                freed += p.size;
+            }
+            keep
+        });
+        q.1 -= freed;
+        before - q.0.len()
+    }
+
     /// Values waiting to be written (for tests).
     pub fn puts_pending(&self) -> usize {
         self.puts.lock().unwrap_or_else(|p| p.into_inner()).0.len()
@@ -542,10 +560,26 @@ impl Redis {
             }
             left -= batch.len();
             let n = batch.len() as u64;
-            let batch: Vec<(String, Vec<u8>, u64)> = batch
-                .into_iter()
-                .map(|p| (p.key, (p.value)(), p.ttl_ms))
-                .collect();
+            // Encoding (compression) of a large batch runs on a blocking
+            // thread, so the settles behind it are not held up.
+            let bytes: usize = batch.iter().map(|p| p.size).sum();
+            let encode = move || -> Vec<(String, Vec<u8>, u64)> {
+                batch
+                    .into_iter()
+                    .map(|p| (p.key, (p.value)(), p.ttl_ms))
+                    .collect()
+            };
+            let batch = if bytes > 64 << 10 {
+                match tokio::task::spawn_blocking(encode).await {
+                    Ok(b) => b,
+                    Err(_) => {
+                        COUNTERS.puts_dropped.fetch_add(n, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+            } else {
+                encode()
+            };
             let set = |(k, v, ms): &(String, Vec<u8>, u64)| {
                 let mut c = redis::cmd("SET");
                 c.arg(k).arg(v.as_slice()).arg("PX").arg(*ms);
@@ -1053,6 +1087,26 @@ fn settle_calls(batch: &[Settle], cluster: bool) -> Vec<SettleCall> {
     calls
 }
 
+/// Whether `text` matches `pattern`, whose only wildcard is `*`.
+fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty(); // no `*`: the whole text
+    };
+    for p in middle {
+        match rest.find(p) {
+            Some(at) => rest = &rest[at + p.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 fn to_error(e: &redis::RedisError) -> RedisError {
     // READONLY, MASTERDOWN, LOADING ... (a failover behind one address):
     // the connection must be made again, as after an I/O error.
@@ -1183,6 +1237,22 @@ mod tests {
 
     /// The same charges, refunds and debts give the same verdicts in
     /// Redis as in memory (a day's rate: nothing refills in between).
+    #[test]
+    fn glob_matches_like_scan() {
+        for (p, t, m) in [
+            ("sg:cache:*:*:*", "sg:cache:chat:acme:ab", true),
+            ("sg:cache:chat:*:*", "sg:cache:chat:acme:ab", true),
+            ("sg:cache:chat:*:*", "sg:cache:emb:acme:ab", false),
+            ("sg:cache:*:acme:*", "sg:cache:chat:acme:ab", true),
+            ("sg:cache:*:acme:*", "sg:cache:chat:acme2:ab", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+            ("a*a", "a", false),
+        ] {
+            assert_eq!(glob(p, t), m, "{p} {t}");
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn lua_and_rust_agree() {
         let (_server, port) = redis_server();

@@ -1,8 +1,10 @@
 //! Response caching: exact-match on the canonical request, scoped per
 //! tenant by default, in memory (moka) and optionally in Redis shared by
-//! every replica. It runs after authentication, policy and rate limits, so
-//! a cached answer only reaches callers allowed to call the route, and a
-//! hit counts against request limits (not token limits).
+//! every replica. It runs after authentication and policy, so a cached
+//! answer only reaches callers allowed to call the route, in two steps
+//! around the rate limits: [`Cache`] before them (the key and the
+//! in-memory tier: a hit counts against request limits, not token
+//! limits), [`CacheFill`] after them (the misses they let through).
 //!
 //! - A hit answers locally: the JSON as stored, or for a stream request
 //!   the same content as SSE ([`entry::Entry::sse`]).
@@ -57,7 +59,7 @@ pub struct Fill {
     key: Key,
     tenant: Option<Arc<str>>,
     /// Leads the identical misses (they wake when this is dropped).
-    _flight: Option<Flight>,
+    flight: Option<Flight>,
     buf: Vec<u8>,
     /// Bound on the answer stored (`max_entry_bytes`).
     limit: usize,
@@ -134,7 +136,9 @@ impl Fill {
     fn drop_capture(&mut self) {
         self.state = FillState::Dropped;
         self.buf = Vec::new();
-        self._flight = None;
+        if let Some(f) = self.flight.take() {
+            f.go_ahead();
+        }
     }
 
     /// The answer to store, when it is a whole one: JSON with its
@@ -402,12 +406,26 @@ fn has_directive(value: &[u8], name: &str) -> bool {
     directives(value).any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
 }
 
+/// What the lookup before the rate limits learned, for the one after them.
+#[derive(Debug)]
+pub struct Lookup {
+    key: Key,
+    framing: key::Framing,
+    tenant: Option<Arc<str>>,
+    asked: Directives,
+}
+
 #[async_trait]
 impl Plugin for Cache {
     fn name(&self) -> &'static str {
         "cache"
     }
 
+    /// Before the rate limits: the key, and the in-memory tier. A hit is
+    /// parked in `ctx.pending_answer` (sent once the limits pass it, which
+    /// skip token limits for it); a miss goes on to [`CacheFill`] after
+    /// the limits, so a request they refuse never leads, waits or reads
+    /// Redis.
     async fn on_request(&self, req: Incoming<'_>, ctx: &mut RequestCtx) -> Decision {
         let Some(rt) = ctx
             .route
@@ -417,8 +435,7 @@ impl Plugin for Cache {
             return Decision::Continue;
         };
         let asked = request_directives(req.header);
-        let (no_cache, no_store) = (asked.no_cache, asked.no_store);
-        if no_store {
+        if asked.no_store {
             return Decision::Continue;
         }
         let (scope, tenant) = scope(&rt.conf, ctx);
@@ -436,57 +453,18 @@ impl Plugin for Cache {
         let Some((key, framing)) = key::key(&parts, req.body) else {
             return Decision::Continue;
         };
-        let mut flight = None;
-        if !no_cache {
+        if !asked.no_cache {
             if let Some(e) = self.store.get(key) {
                 if self.hit(rt, ctx, &e, &framing, asked.max_age) {
                     return Decision::Continue;
                 }
             }
-            match self.store.join(key) {
-                Joined::Lead(f) => {
-                    if let Some(e) = self.look_in_redis(rt, key, tenant.as_ref()).await {
-                        if self.hit(rt, ctx, &e, &framing, asked.max_age) {
-                            rt.counters.redis_hits.fetch_add(1, Relaxed);
-                            return Decision::Continue;
-                        }
-                    }
-                    flight = Some(f);
-                }
-                Joined::Wait(rx) => {
-                    rt.counters.waits.fetch_add(1, Relaxed);
-                    let wait = self.store.conf().wait;
-                    store::wait_for(rx, wait).await;
-                    if let Some(e) = self.store.get(key) {
-                        if self.hit(rt, ctx, &e, &framing, asked.max_age) {
-                            return Decision::Continue;
-                        }
-                    }
-                    // The first one stored nothing (or took too long): ask
-                    // a backend, and store what it says.
-                }
-            }
-            ctx.cache = CacheStatus::Miss;
         }
-        if asked.only_if_cached {
-            return Decision::Respond(ApiError::new(
-                ErrorKind::NotCached,
-                "no cached answer for this request (Cache-Control: only-if-cached)",
-            ));
-        }
-        // A stream's entry should carry its usage: ask the backend for it
-        // (the client's stream leaves it out unless it asked too).
-        if ctx.stream && rt.chat {
-            ctx.want_stream_usage = true;
-        }
-        ctx.cache_fill = Some(Box::new(Fill {
+        ctx.cache_lookup = Some(Box::new(Lookup {
             key,
+            framing,
             tenant,
-            _flight: flight,
-            buf: Vec::new(),
-            limit: rt.conf.max_entry_bytes,
-            sse: false,
-            state: FillState::Open,
+            asked,
         }));
         Decision::Continue
     }
@@ -521,7 +499,7 @@ impl Plugin for Cache {
             return;
         }
         // Dropped when stored: the waiters wake to find the entry.
-        let (key, tenant, _flight) = (fill.key, fill.tenant.clone(), fill._flight.take());
+        let (key, tenant, _flight) = (fill.key, fill.tenant.clone(), fill.flight.take());
         let Some(body) = fill.answer(rt.chat) else {
             return;
         };
@@ -546,6 +524,104 @@ impl Plugin for Cache {
     }
 }
 
+/// The cache's second step, after the rate limits: a miss of the
+/// in-memory tier joins the identical misses in flight (one leads: it looks
+/// in Redis, then asks a backend; the others wait for its answer, bounded
+/// by `cache.wait`, and lead in turn if it stored nothing), and the miss's
+/// answer is captured to be stored ([`Fill`]).
+pub struct CacheFill(pub Arc<Cache>);
+
+#[async_trait]
+impl Plugin for CacheFill {
+    fn name(&self) -> &'static str {
+        "cache-fill"
+    }
+
+    async fn on_request(&self, _req: Incoming<'_>, ctx: &mut RequestCtx) -> Decision {
+        let Some(lookup) = ctx.cache_lookup.take() else {
+            return Decision::Continue;
+        };
+        let cache = &self.0;
+        let Some(rt) = ctx
+            .route
+            .and_then(|r| cache.routes.get(r))
+            .and_then(Option::as_ref)
+        else {
+            return Decision::Continue;
+        };
+        let Lookup {
+            key,
+            framing,
+            tenant,
+            asked,
+        } = *lookup;
+        let mut flight = None;
+        if asked.only_if_cached {
+            // Looked at, never waited for or led.
+            if !asked.no_cache {
+                if let Some(e) = cache.look_in_redis(rt, key, tenant.as_ref()).await {
+                    if cache.hit(rt, ctx, &e, &framing, asked.max_age) {
+                        return Decision::Continue;
+                    }
+                }
+            }
+            return Decision::Respond(ApiError::new(
+                ErrorKind::NotCached,
+                "no cached answer for this request (Cache-Control: only-if-cached)",
+            ));
+        }
+        if !asked.no_cache {
+            let deadline = std::time::Instant::now() + cache.store.conf().wait;
+            loop {
+                match cache.store.join(key) {
+                    Joined::Lead(f) => {
+                        if let Some(e) = cache.look_in_redis(rt, key, tenant.as_ref()).await {
+                            if cache.hit(rt, ctx, &e, &framing, asked.max_age) {
+                                rt.counters.redis_hits.fetch_add(1, Relaxed);
+                                return Decision::Continue;
+                            }
+                        }
+                        flight = Some(f);
+                        break;
+                    }
+                    Joined::Wait(rx) => {
+                        rt.counters.waits.fetch_add(1, Relaxed);
+                        let woken = store::wait_for(rx, deadline).await;
+                        if let Some(e) = cache.store.get(key) {
+                            if cache.hit(rt, ctx, &e, &framing, asked.max_age) {
+                                return Decision::Continue;
+                            }
+                        }
+                        // Its answer is not one to store, or it took too
+                        // long: ask a backend (and store what it says).
+                        // Else it was refused or its client left: lead, or
+                        // wait for whoever leads now.
+                        if woken != store::Woken::Done {
+                            break;
+                        }
+                    }
+                }
+            }
+            ctx.cache = CacheStatus::Miss;
+        }
+        // A stream's entry should carry its usage: ask the backend for it
+        // (the client's stream leaves it out unless it asked too).
+        if ctx.stream && rt.chat {
+            ctx.want_stream_usage = true;
+        }
+        ctx.cache_fill = Some(Box::new(Fill {
+            key,
+            tenant,
+            flight,
+            buf: Vec::new(),
+            limit: rt.conf.max_entry_bytes,
+            sse: false,
+            state: FillState::Open,
+        }));
+        Decision::Continue
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,7 +630,7 @@ mod tests {
         Fill {
             key: Key(1),
             tenant: None,
-            _flight: flight,
+            flight,
             buf: body.as_bytes().to_vec(),
             limit,
             sse,
@@ -605,7 +681,8 @@ mod tests {
         f.state = FillState::Open;
         let h = ResponseHeader::build(500, None).unwrap();
         f.response_header(&h);
-        assert!(store::wait_for(rx, std::time::Duration::from_millis(200)).await);
+        let soon = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        assert_eq!(store::wait_for(rx, soon).await, store::Woken::GoAhead);
         drop(f);
     }
 

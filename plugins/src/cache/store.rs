@@ -46,21 +46,30 @@ pub struct Counters {
 pub struct Store {
     l1: ArcSwap<L1>,
     memory: AtomicU64,
-    flights: Mutex<HashMap<u128, watch::Receiver<()>>>,
+    flights: Mutex<HashMap<u128, watch::Receiver<bool>>>,
     routes: Mutex<HashMap<String, Arc<RouteCounters>>>,
     pub counters: Arc<Counters>,
     /// Tiers' settings of the current config.
     conf: ArcSwap<CacheConf>,
 }
 
-/// Leads a miss: while it lives, identical misses wait; dropped (the
-/// request done, stored or not), it wakes them.
+/// Leads a miss: while it lives, identical misses wait. Dropped, it wakes
+/// them: they find the answer stored, or another of them leads (this one
+/// was refused, or its client went away); [`Flight::go_ahead`] instead
+/// tells them its answer will not be stored (each asks a backend).
 pub struct Flight {
     store: Arc<Store>,
     key: u128,
     /// Dropped with the flight: waiters' `changed()` returns.
-    _done: watch::Sender<()>,
-    rx: watch::Receiver<()>,
+    done: watch::Sender<bool>,
+    rx: watch::Receiver<bool>,
+}
+
+impl Flight {
+    /// This answer will not be stored: the waiters ask a backend now.
+    pub fn go_ahead(self) {
+        let _ = self.done.send(true);
+    }
 }
 
 impl std::fmt::Debug for Flight {
@@ -82,7 +91,7 @@ impl Drop for Flight {
 pub enum Joined {
     Lead(Flight),
     /// Another identical miss is in flight: wait for it.
-    Wait(watch::Receiver<()>),
+    Wait(watch::Receiver<bool>),
 }
 
 impl Store {
@@ -148,12 +157,12 @@ impl Store {
                 return Joined::Wait(rx.clone());
             }
         }
-        let (tx, rx) = watch::channel(());
+        let (tx, rx) = watch::channel(false);
         f.insert(key.0, rx.clone());
         Joined::Lead(Flight {
             store: self.clone(),
             key: key.0,
-            _done: tx,
+            done: tx,
             rx,
         })
     }
@@ -184,12 +193,24 @@ impl Store {
     }
 }
 
-/// Waits for an identical miss in flight to finish, at most `wait`.
-pub async fn wait_for(mut rx: watch::Receiver<()>, wait: Duration) -> bool {
-    let deadline = Instant::now() + wait;
-    tokio::time::timeout_at(deadline.into(), rx.changed())
-        .await
-        .is_ok()
+/// How a wait for an identical miss in flight ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woken {
+    /// The leader is done: look again (and lead, if nothing was stored).
+    Done,
+    /// The leader's answer will not be stored: ask a backend.
+    GoAhead,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// Waits for an identical miss in flight to finish, until `deadline`.
+pub async fn wait_for(mut rx: watch::Receiver<bool>, deadline: Instant) -> Woken {
+    match tokio::time::timeout_at(deadline.into(), rx.changed()).await {
+        Err(_) => Woken::TimedOut,
+        Ok(Ok(())) if *rx.borrow() => Woken::GoAhead,
+        Ok(_) => Woken::Done,
+    }
 }
 
 struct Expiry;
@@ -338,9 +359,14 @@ mod tests {
         let Joined::Wait(rx) = store.join(Key(9)) else {
             panic!("second must wait")
         };
-        let waiter = tokio::spawn(wait_for(rx, Duration::from_secs(5)));
+        let soon = || Instant::now() + Duration::from_secs(5);
+        let waiter = tokio::spawn(wait_for(rx, soon()));
         drop(lead);
-        assert!(waiter.await.unwrap(), "woken when the leader is done");
+        assert_eq!(
+            waiter.await.unwrap(),
+            Woken::Done,
+            "woken when the leader is done"
+        );
         // The flight is gone: the next one leads.
         assert!(matches!(store.join(Key(9)), Joined::Lead(_)));
         // A bounded wait gives up.
@@ -348,7 +374,18 @@ mod tests {
         let Joined::Wait(rx) = store.join(Key(10)) else {
             panic!("must wait")
         };
-        assert!(!wait_for(rx, Duration::from_millis(20)).await);
+        let brief = Instant::now() + Duration::from_millis(20);
+        assert_eq!(wait_for(rx, brief).await, Woken::TimedOut);
+        // A leader whose answer will not be stored says so.
+        let Joined::Lead(lead) = store.join(Key(11)) else {
+            panic!("must lead")
+        };
+        let Joined::Wait(rx) = store.join(Key(11)) else {
+            panic!("must wait")
+        };
+        lead.go_ahead();
+        assert_eq!(wait_for(rx, soon()).await, Woken::GoAhead);
+        assert!(matches!(store.join(Key(11)), Joined::Lead(_)));
     }
 
     #[test]

@@ -639,7 +639,7 @@ impl Plugin for RateLimits {
                 COUNTERS.allowed.fetch_add(1, Relaxed);
                 // A stream's usage comes only when asked for: a token limit
                 // needs it to settle.
-                ctx.want_stream_usage = tokens && ctx.stream;
+                ctx.want_stream_usage |= tokens && ctx.stream;
                 Decision::Continue
             }
             Err(e) => {
