@@ -32,13 +32,15 @@ pub struct Routed {
 
 /// The few fields of an OpenAI request body the gateway needs; serde skips the rest.
 #[derive(Deserialize)]
-struct Peek {
+struct Peek<'a> {
     model: Option<serde_json::Value>,
     stream: Option<bool>,
     max_tokens: Option<serde_json::Value>,
     max_completion_tokens: Option<serde_json::Value>,
     n: Option<serde_json::Value>,
-    stream_options: Option<serde_json::Value>,
+    /// Only its kind is looked at (any number in it stays unparsed).
+    #[serde(borrow)]
+    stream_options: Option<&'a serde_json::value::RawValue>,
 }
 
 /// What routing needs from an OpenAI request body.
@@ -89,8 +91,7 @@ pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
     let stream = p.stream.unwrap_or(false);
     if stream
         && p.stream_options
-            .as_ref()
-            .is_some_and(|o| !o.is_object() && !o.is_null())
+            .is_some_and(|o| !o.get().starts_with('{') && o.get() != "null")
     {
         return Err(bad_stream_options());
     }
@@ -201,9 +202,10 @@ pub async fn parse(
 /// Asks the backend for the stream's usage (`stream_options.include_usage`)
 /// when the client did not; the client's stream then leaves that chunk out
 /// (`ctx.strip_usage_chunk`). Only `stream_options` is rewritten: every
-/// other member, and each of the client's own options, goes to the backend
-/// as the client wrote it (a number too large for a float keeps its
-/// digits); the body grows by at most 40 bytes. Chat completions only. A
+/// member's value, and each of the client's own options, goes to the
+/// backend as the client wrote it (a number too large for a float keeps its
+/// digits; whitespace between members goes, and `stream_options` comes
+/// first); the body grows by at most 40 bytes. Chat completions only. A
 /// `stream_options` that is not an object was refused by [`peek`].
 pub fn ask_stream_usage(routed: &mut Routed, ctx: &mut RequestCtx) -> Result<(), ApiError> {
     if routed.operation != Operation::ChatCompletions {
@@ -558,6 +560,9 @@ mod tests {
         let junk = br#"{"model":"m","stream":true,"stream_options":"junk"}"#;
         assert_eq!(peek(junk).unwrap_err().kind, ErrorKind::InvalidRequest);
         assert!(peek(br#"{"model":"m","stream_options":"junk"}"#).is_ok());
+        // A number too large for a float inside stream_options is not read.
+        let huge = br#"{"model":"m","stream":true,"stream_options":{"x":1e999999}}"#;
+        assert!(peek(huge).is_ok());
     }
 
     #[test]

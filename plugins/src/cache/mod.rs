@@ -254,6 +254,7 @@ impl Cache {
         rt: &RouteRt,
         key: Key,
         tenant: Option<&Arc<str>>,
+        since: std::time::Instant,
     ) -> Option<Arc<Entry>> {
         if !self.l2 {
             return None;
@@ -275,13 +276,26 @@ impl Cache {
             self.store.counters.redis_bad_values.fetch_add(1, Relaxed);
             return None;
         };
-        if e.left(now_ms()).is_zero() {
+        // Expired, or read before a purge that has run since (the purge
+        // may have emptied memory before this read's value lands there).
+        if e.left(now_ms()).is_zero()
+            || self
+                .store
+                .purged_since(since, &rt.name, tenant.map(|t| &**t))
+        {
             return None;
         }
         let e = Arc::new(e);
         self.store.insert(key, e.clone());
         Some(e)
     }
+}
+
+fn not_cached() -> ApiError {
+    ApiError::new(
+        ErrorKind::NotCached,
+        "no cached answer for this request (Cache-Control: only-if-cached)",
+    )
 }
 
 /// The scope part of the key, and the tenant the entry is filed under.
@@ -436,6 +450,9 @@ impl Plugin for Cache {
         };
         let asked = request_directives(req.header);
         if asked.no_store {
+            if asked.only_if_cached {
+                return Decision::Respond(not_cached());
+            }
             return Decision::Continue;
         }
         let (scope, tenant) = scope(&rt.conf, ctx);
@@ -496,12 +513,29 @@ impl Plugin for Cache {
         };
         let mut fill = *fill;
         if fill.state != FillState::Complete || ctx.status != 200 || ctx.error.is_some() {
+            // No whole answer (the client left, the stream was cut): the
+            // flight is dropped, and a waiter leads in its place.
             return;
         }
-        // Dropped when stored: the waiters wake to find the entry.
-        let (key, tenant, _flight) = (fill.key, fill.tenant.clone(), fill.flight.take());
-        let Some(body) = fill.answer(rt.chat) else {
-            return;
+        let (key, tenant) = (fill.key, fill.tenant.clone());
+        let flight = fill.flight.take();
+        // A whole answer that is not one to store (an error in a 200,
+        // logprobs, too large once assembled), or one a purge since this
+        // request began has ruled out: the waiters ask a backend now.
+        let body = match fill.answer(rt.chat) {
+            Some(b)
+                if !self
+                    .store
+                    .purged_since(ctx.start, &rt.name, tenant.as_deref()) =>
+            {
+                b
+            }
+            _ => {
+                if let Some(f) = flight {
+                    f.go_ahead();
+                }
+                return;
+            }
         };
         let e = Arc::new(Entry::new(
             Bytes::from(body),
@@ -521,6 +555,8 @@ impl Plugin for Cache {
         }
         self.store.insert(key, e);
         rt.counters.stores.fetch_add(1, Relaxed);
+        // Dropped once stored: the waiters wake to find the entry.
+        drop(flight);
     }
 }
 
@@ -559,23 +595,27 @@ impl Plugin for CacheFill {
         if asked.only_if_cached {
             // Looked at, never waited for or led.
             if !asked.no_cache {
-                if let Some(e) = cache.look_in_redis(rt, key, tenant.as_ref()).await {
+                let found = cache
+                    .look_in_redis(rt, key, tenant.as_ref(), ctx.start)
+                    .await;
+                if let Some(e) = found {
                     if cache.hit(rt, ctx, &e, &framing, asked.max_age) {
+                        rt.counters.redis_hits.fetch_add(1, Relaxed);
                         return Decision::Continue;
                     }
                 }
             }
-            return Decision::Respond(ApiError::new(
-                ErrorKind::NotCached,
-                "no cached answer for this request (Cache-Control: only-if-cached)",
-            ));
+            return Decision::Respond(not_cached());
         }
         if !asked.no_cache {
             let deadline = std::time::Instant::now() + cache.store.conf().wait;
             loop {
                 match cache.store.join(key) {
                     Joined::Lead(f) => {
-                        if let Some(e) = cache.look_in_redis(rt, key, tenant.as_ref()).await {
+                        let found = cache
+                            .look_in_redis(rt, key, tenant.as_ref(), ctx.start)
+                            .await;
+                        if let Some(e) = found {
                             if cache.hit(rt, ctx, &e, &framing, asked.max_age) {
                                 rt.counters.redis_hits.fetch_add(1, Relaxed);
                                 return Decision::Continue;

@@ -51,7 +51,18 @@ pub struct Store {
     pub counters: Arc<Counters>,
     /// Tiers' settings of the current config.
     conf: ArcSwap<CacheConf>,
+    /// Recent purges (route, tenant, when), newest last: an answer to a
+    /// request that began before a matching purge is not stored.
+    purges: Mutex<std::collections::VecDeque<Purge>>,
 }
+
+/// A purge: its route and tenant (`None`: any), and when it ran.
+type Purge = (Option<String>, Option<String>, Instant);
+
+/// Purges remembered at most, and for how long (the longest a request
+/// may run: a backend's `timeouts.total` is at most this by default).
+const PURGES_KEPT: usize = 256;
+const PURGE_MEMORY: Duration = Duration::from_secs(15 * 60);
 
 /// Leads a miss: while it lives, identical misses wait. Dropped, it wakes
 /// them: they find the answer stored, or another of them leads (this one
@@ -104,6 +115,7 @@ impl Store {
             routes: Mutex::new(HashMap::new()),
             counters,
             conf: ArcSwap::from_pointee(conf.clone()),
+            purges: Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -177,6 +189,17 @@ impl Store {
     /// Removes the in-memory entries of a route and/or tenant (`None`:
     /// any); returns how many.
     pub fn purge(&self, route: Option<&str>, tenant: Option<&str>) -> u64 {
+        {
+            let now = Instant::now();
+            let mut p = self.purges.lock().unwrap_or_else(|p| p.into_inner());
+            while p.len() >= PURGES_KEPT
+                || p.front()
+                    .is_some_and(|(_, _, at)| now.duration_since(*at) > PURGE_MEMORY)
+            {
+                p.pop_front();
+            }
+            p.push_back((route.map(String::from), tenant.map(String::from), now));
+        }
         let l1 = self.l1.load();
         let doomed: Vec<u128> = l1
             .iter()
@@ -202,6 +225,21 @@ pub enum Woken {
     GoAhead,
     /// The deadline passed first.
     TimedOut,
+}
+
+impl Store {
+    /// Whether a purge matching this route and tenant ran after `since`
+    /// (a request's start): its answer must not be stored.
+    pub fn purged_since(&self, since: Instant, route: &str, tenant: Option<&str>) -> bool {
+        let p = self.purges.lock().unwrap_or_else(|p| p.into_inner());
+        p.iter()
+            .rev()
+            .take_while(|(_, _, at)| *at >= since)
+            .any(|(r, t, _)| {
+                r.as_deref().is_none_or(|r| r == route)
+                    && t.as_deref().is_none_or(|t| Some(t) == tenant)
+            })
+    }
 }
 
 /// Waits for an identical miss in flight to finish, until `deadline`.
@@ -347,6 +385,20 @@ mod tests {
         assert_eq!(store.purge(Some("emb"), None), 1);
         assert_eq!(store.purge(None, None), 1);
         assert!(store.get(Key(2)).is_none());
+        // Requests that began before a matching purge do not store.
+        let before = Instant::now() - Duration::from_secs(1);
+        store.purge(Some("chat"), Some("a"));
+        assert!(store.purged_since(before, "chat", Some("a")));
+        assert!(
+            store.purged_since(before, "emb", None),
+            "the purge of everything"
+        );
+        let after = Instant::now();
+        assert!(!store.purged_since(after, "chat", Some("a")));
+        let store = Store::new(&CacheConf::default());
+        store.purge(Some("chat"), Some("a"));
+        assert!(!store.purged_since(before, "chat", Some("b")));
+        assert!(!store.purged_since(before, "emb", Some("a")));
     }
 
     #[tokio::test]
