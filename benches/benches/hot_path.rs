@@ -418,7 +418,9 @@ fn cache_benches(c: &mut Criterion) {
     );
     let config = skygate_config::load_str(&cached, "bench.yaml", &|_| None).unwrap();
     let shared = skygate_plugins::Shared::default();
-    let cache = skygate_plugins::cache::Cache::from_config(&config, &shared).unwrap();
+    let cache =
+        std::sync::Arc::new(skygate_plugins::cache::Cache::from_config(&config, &shared).unwrap());
+    let fill_step = skygate_plugins::cache::CacheFill(cache.clone());
     let principal = std::sync::Arc::new(skygate_config::Principal {
         id: "a".into(),
         issuer: None,
@@ -441,13 +443,13 @@ fn cache_benches(c: &mut Criterion) {
     let body = chat_body(800);
     // Store one answer the way a miss does.
     let mut ctx = ctx_for(true);
-    let d = ready(cache.on_request(
-        Incoming {
-            header: &req,
-            body: &body,
-        },
-        &mut ctx,
-    ));
+    let incoming = Incoming {
+        header: &req,
+        body: &body,
+    };
+    let d = ready(cache.on_request(incoming, &mut ctx));
+    assert!(matches!(d, Decision::Continue));
+    let d = ready(fill_step.on_request(incoming, &mut ctx));
     assert!(matches!(d, Decision::Continue));
     let mut h = pingora_http::ResponseHeader::build(200, None).unwrap();
     h.insert_header("content-type", "application/json").unwrap();
@@ -468,7 +470,7 @@ fn cache_benches(c: &mut Criterion) {
                     },
                     &mut ctx,
                 ));
-                assert!(matches!(d, Decision::Answer(_)));
+                assert!(matches!(d, Decision::Continue) && ctx.pending_answer.is_some());
                 ctx
             })
         });
@@ -477,16 +479,16 @@ fn cache_benches(c: &mut Criterion) {
     c.bench_function("cache/miss(key+lookup+lead)", |b| {
         b.iter(|| {
             i += 1;
-            let other = chat_body(800 + (i % 1000) as usize);
+            let other = chat_body(801 + (i % 1000) as usize);
             let mut ctx = ctx_for(false);
-            let d = ready(cache.on_request(
-                Incoming {
-                    header: &req,
-                    body: &other,
-                },
-                &mut ctx,
-            ));
+            let incoming = Incoming {
+                header: &req,
+                body: &other,
+            };
+            let d = ready(cache.on_request(incoming, &mut ctx));
             assert!(matches!(d, Decision::Continue));
+            let d = ready(fill_step.on_request(incoming, &mut ctx));
+            assert!(matches!(d, Decision::Continue) && ctx.cache_fill.is_some());
             ctx
         })
     });
