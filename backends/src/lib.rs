@@ -1,11 +1,13 @@
 //! Skygate's backends: adapters per backend kind ([`adapter`]), the upstream
-//! client on pingora-core's connectors ([`upstream`]), routing and the
+//! client on pingora-core's connectors ([`upstream`]), request signing
+//! ([`sign`]: AWS SigV4), routing and the
 //! run-time state behind it ([`routing`]), token usage extraction
 //! ([`usage`]) and the serverless backend simulator ([`sim`]).
 
 pub mod adapter;
 pub mod backend;
 pub mod routing;
+pub mod sign;
 pub mod sim;
 pub mod upstream;
 pub mod usage;

@@ -1,0 +1,4 @@
+//! Request signing for the backends whose clouds want it: AWS Signature
+//! Version 4 ([`sigv4`]).
+
+pub mod sigv4;
