@@ -11,6 +11,7 @@ pub mod raw;
 pub mod runtime;
 mod secret;
 mod section;
+mod text;
 
 pub use api_error::{clip, ApiError, ErrorKind, Fault, Retry, ECHO_LIMIT};
 pub use error::{ConfigError, ConfigErrors};
@@ -18,3 +19,4 @@ pub use load::{load_file, load_str, load_str_in, parse_duration, parse_size, MAX
 pub use runtime::*;
 pub use secret::{bearer_token, parse_sha256_hex, pem_der, sha256, to_hex, Secret};
 pub use section::policy::expand_files;
+pub use text::percent_decode;

@@ -252,32 +252,20 @@ fn allowed(segs: &[&str]) -> Option<&'static str> {
     }
 }
 
-/// A query value, `%XX` and `+` decoded; `None` when not UTF-8.
+/// A query value, `%XX` and `+` decoded; `None` when a `%` starts no
+/// escape, or the bytes are not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = b.get(i + 1..i + 3)?;
-                if !hex.iter().all(u8::is_ascii_hexdigit) {
-                    return None;
-                }
-                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
+    let bad = b.iter().enumerate().any(|(i, &c)| {
+        c == b'%'
+            && !b
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if bad {
+        return None;
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(skygate_config::percent_decode(&s.replace('+', " "))).ok()
 }
 
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {

@@ -340,7 +340,7 @@ pub fn resolve_dot_segments(suffix: &str) -> Result<String, ApiError> {
     let mut ends_in_dot = false;
     // The suffix is empty or starts with `/`: skip what precedes that slash.
     for segment in suffix.split('/').skip(1) {
-        let decoded = percent_decode(segment);
+        let decoded = skygate_config::percent_decode(segment);
         ends_in_dot = is_dot_segment(&decoded);
         match decoded.as_slice() {
             b"." => {}
@@ -374,29 +374,6 @@ pub fn resolve_dot_segments(suffix: &str) -> Result<String, ApiError> {
 
 fn is_dot_segment(s: &[u8]) -> bool {
     s == b"." || s == b".."
-}
-
-/// `%XX` escapes decoded; anything else (a stray `%` too) kept as is.
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' {
-            if let (Some(h), Some(l)) = (
-                b.get(i + 1).copied().and_then(hex),
-                b.get(i + 2).copied().and_then(hex),
-            ) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
 }
 
 /// Reads the whole body within the route's `limit` and the server's body

@@ -16,7 +16,7 @@
 //! (and AWS's own documented IAM example).
 
 use ring::{digest, hmac};
-use skygate_config::to_hex;
+use skygate_config::{percent_decode, to_hex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// AWS credentials: a key pair, and a session token when temporary.
@@ -204,31 +204,6 @@ fn encode_into(out: &mut String, bytes: &[u8], path: bool) {
             out.push(HEX[usize::from(b & 15)] as char);
         }
     }
-}
-
-/// `%XX` decoded (a `%` not followed by two hex digits stays as it is).
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (c, ..) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 /// A header value trimmed, inner runs of spaces collapsed to one.
