@@ -344,6 +344,9 @@ impl Admin {
         // Memory before and after Redis: a miss that read Redis meanwhile
         // may have put an entry back.
         let cache = &self.state.shared.cache;
+        // From now on, answers to requests that began before this purge are
+        // not stored (in memory, nor in Redis by the writer).
+        cache.record_purge(route.as_deref(), tenant.as_deref());
         let mut memory = cache.purge(route.as_deref(), tenant.as_deref());
         let redis = if snap.config.cache.redis && snap.config.state.redis.is_some() {
             let redis = &self.state.shared.redis;
@@ -354,7 +357,15 @@ impl Admin {
             );
             // A write queued before the purge must not bring an entry back.
             redis.drop_puts(&pattern);
-            match redis.delete_matching(&pattern).await {
+            let deleted = match redis.delete_matching(&pattern).await {
+                // Once more, after writes already on the wire have landed.
+                Ok(n) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    redis.delete_matching(&pattern).await.map(|m| n + m)
+                }
+                e => e,
+            };
+            match deleted {
                 Ok(n) => json!(n),
                 Err(e) => {
                     return error_with(

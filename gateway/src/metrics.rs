@@ -175,7 +175,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let cache_lookups = IntCounterVec::new(
         Opts::new(
             "skygate_cache_lookups_total",
-            "Requests to caching routes, by route and result: hit, miss, bypass (no-cache, no-store)",
+            "Requests to caching routes, by route and result, as x-skygate-cache said: hit, miss, bypass (no-cache, no-store, or refused before an answer)",
         ),
         &["route", "result"],
     )?;

@@ -191,6 +191,7 @@ pub struct Redis {
     cluster: AtomicBool,
     /// Values waiting to be written ([`Redis::put`]), and their bytes.
     puts: Mutex<(VecDeque<Put>, usize)>,
+    put_purges: Mutex<PutPurges>,
 }
 
 /// A value to write: its key, how to make it (run by the writer, off the
@@ -201,6 +202,30 @@ struct Put {
     value: Box<dyn FnOnce() -> Vec<u8> + Send>,
     size: usize,
     ttl_ms: u64,
+    /// When the request that made it began: a purge since then drops it.
+    since: std::time::Instant,
+}
+
+/// Purges of written values ([`Redis::drop_puts`]): their patterns and
+/// times, and a floor (purges let go of count as purges of everything).
+#[derive(Default)]
+struct PutPurges {
+    recent: VecDeque<(String, std::time::Instant)>,
+    floor: Option<std::time::Instant>,
+}
+
+impl PutPurges {
+    /// Whether a value made by a request that began at `since` has been
+    /// purged since.
+    fn covers(&self, since: std::time::Instant, key: &str) -> bool {
+        self.floor.is_some_and(|f| f >= since)
+            || self
+                .recent
+                .iter()
+                .rev()
+                .take_while(|(_, at)| *at >= since)
+                .any(|(p, _)| glob(p, key))
+    }
 }
 
 /// Bytes of values waiting to be written, at most: beyond, new ones are
@@ -234,6 +259,7 @@ impl Redis {
             error_logged: AtomicU64::new(0),
             cluster: AtomicBool::new(false),
             puts: Mutex::new((VecDeque::new(), 0)),
+            put_purges: Mutex::new(PutPurges::default()),
         }
     }
 
@@ -484,6 +510,7 @@ impl Redis {
         key: String,
         size: usize,
         ttl: Duration,
+        since: std::time::Instant,
         value: impl FnOnce() -> Vec<u8> + Send + 'static,
     ) {
         if self.conn.load().is_none() {
@@ -503,6 +530,7 @@ impl Redis {
                 value: Box::new(value),
                 size,
                 ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
+                since,
             });
         }
         self.settle_wake.notify_one();
@@ -512,6 +540,22 @@ impl Redis {
     /// pattern (only `*` wildcards): a purge must not be undone by a write
     /// queued before it. Returns how many.
     pub fn drop_puts(&self, pattern: &str) -> usize {
+        {
+            // Remembered, so values made by requests that began before
+            // this are dropped by the writer too, even if queued later.
+            let now = std::time::Instant::now();
+            let mut p = self.put_purges.lock().unwrap_or_else(|p| p.into_inner());
+            while p.recent.len() >= 256
+                || p.recent
+                    .front()
+                    .is_some_and(|(_, at)| now.duration_since(*at) > Duration::from_secs(900))
+            {
+                if let Some((_, at)) = p.recent.pop_front() {
+                    p.floor = Some(p.floor.map_or(at, |f| f.max(at)));
+                }
+            }
+            p.recent.push_back((pattern.to_string(), now));
+        }
         let mut q = self.puts.lock().unwrap_or_else(|p| p.into_inner());
         let before = q.0.len();
         let mut freed = 0;
@@ -563,10 +607,10 @@ impl Redis {
             // Encoding (compression) of a large batch runs on a blocking
             // thread, so the settles behind it are not held up.
             let bytes: usize = batch.iter().map(|p| p.size).sum();
-            let encode = move || -> Vec<(String, Vec<u8>, u64)> {
+            let encode = move || -> Vec<(String, Vec<u8>, u64, std::time::Instant)> {
                 batch
                     .into_iter()
-                    .map(|p| (p.key, (p.value)(), p.ttl_ms))
+                    .map(|p| (p.key, (p.value)(), p.ttl_ms, p.since))
                     .collect()
             };
             let batch = if bytes > 64 << 10 {
@@ -580,6 +624,19 @@ impl Redis {
             } else {
                 encode()
             };
+            // Right before sending: a purge since the value's request began
+            // drops it (a purge cannot be undone by a write in the queue).
+            let batch: Vec<(String, Vec<u8>, u64)> = {
+                let p = self.put_purges.lock().unwrap_or_else(|p| p.into_inner());
+                batch
+                    .into_iter()
+                    .filter(|(k, _, _, since)| !p.covers(*since, k))
+                    .map(|(k, v, ms, _)| (k, v, ms))
+                    .collect()
+            };
+            if batch.is_empty() {
+                continue;
+            }
             let set = |(k, v, ms): &(String, Vec<u8>, u64)| {
                 let mut c = redis::cmd("SET");
                 c.arg(k).arg(v.as_slice()).arg("PX").arg(*ms);
@@ -1237,6 +1294,17 @@ mod tests {
 
     /// The same charges, refunds and debts give the same verdicts in
     /// Redis as in memory (a day's rate: nothing refills in between).
+    #[test]
+    fn purges_cover_values_made_before_them() {
+        let r = Redis::new();
+        let t0 = std::time::Instant::now();
+        assert_eq!(r.drop_puts("sg:cache:chat:*:*"), 0);
+        let p = r.put_purges.lock().unwrap();
+        assert!(p.covers(t0, "sg:cache:chat:acme:ab"));
+        assert!(!p.covers(t0, "sg:cache:emb:acme:ab"));
+        assert!(!p.covers(std::time::Instant::now(), "sg:cache:chat:acme:ab"));
+    }
+
     #[test]
     fn glob_matches_like_scan() {
         for (p, t, m) in [

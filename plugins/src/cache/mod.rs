@@ -549,9 +549,10 @@ impl Plugin for Cache {
             let rkey = store::redis_key(&self.prefix, &rt.name, tenant.as_deref(), key);
             let compress_above = self.store.conf().compress_above;
             let stored = e.clone();
-            self.redis.put(rkey, e.body.len(), rt.conf.ttl, move || {
-                stored.encode(compress_above)
-            });
+            self.redis
+                .put(rkey, e.body.len(), rt.conf.ttl, ctx.start, move || {
+                    stored.encode(compress_above)
+                });
         }
         self.store.insert(key, e);
         rt.counters.stores.fetch_add(1, Relaxed);
@@ -609,6 +610,7 @@ impl Plugin for CacheFill {
         }
         if !asked.no_cache {
             let deadline = std::time::Instant::now() + cache.store.conf().wait;
+            let mut waited = false;
             loop {
                 match cache.store.join(key) {
                     Joined::Lead(f) => {
@@ -625,7 +627,10 @@ impl Plugin for CacheFill {
                         break;
                     }
                     Joined::Wait(rx) => {
-                        rt.counters.waits.fetch_add(1, Relaxed);
+                        if !waited {
+                            rt.counters.waits.fetch_add(1, Relaxed);
+                            waited = true;
+                        }
                         let woken = store::wait_for(rx, deadline).await;
                         if let Some(e) = cache.store.get(key) {
                             if cache.hit(rt, ctx, &e, &framing, asked.max_age) {

@@ -53,7 +53,16 @@ pub struct Store {
     conf: ArcSwap<CacheConf>,
     /// Recent purges (route, tenant, when), newest last: an answer to a
     /// request that began before a matching purge is not stored.
-    purges: Mutex<std::collections::VecDeque<Purge>>,
+    purges: Mutex<Purges>,
+}
+
+/// Recent purges, and a floor: every purge that was let go of (too many,
+/// or too old to list) counts as a purge of everything at its time, so
+/// forgetting one can only keep more answers out, never let one in.
+#[derive(Default)]
+struct Purges {
+    recent: std::collections::VecDeque<Purge>,
+    floor: Option<Instant>,
 }
 
 /// A purge: its route and tenant (`None`: any), and when it ran.
@@ -115,7 +124,7 @@ impl Store {
             routes: Mutex::new(HashMap::new()),
             counters,
             conf: ArcSwap::from_pointee(conf.clone()),
-            purges: Mutex::new(std::collections::VecDeque::new()),
+            purges: Mutex::new(Purges::default()),
         })
     }
 
@@ -189,17 +198,6 @@ impl Store {
     /// Removes the in-memory entries of a route and/or tenant (`None`:
     /// any); returns how many.
     pub fn purge(&self, route: Option<&str>, tenant: Option<&str>) -> u64 {
-        {
-            let now = Instant::now();
-            let mut p = self.purges.lock().unwrap_or_else(|p| p.into_inner());
-            while p.len() >= PURGES_KEPT
-                || p.front()
-                    .is_some_and(|(_, _, at)| now.duration_since(*at) > PURGE_MEMORY)
-            {
-                p.pop_front();
-            }
-            p.push_back((route.map(String::from), tenant.map(String::from), now));
-        }
         let l1 = self.l1.load();
         let doomed: Vec<u128> = l1
             .iter()
@@ -228,11 +226,33 @@ pub enum Woken {
 }
 
 impl Store {
+    /// Notes a purge: answers to requests that began before it, for its
+    /// route and tenant, are not stored ([`Store::purged_since`]).
+    pub fn record_purge(&self, route: Option<&str>, tenant: Option<&str>) {
+        let now = Instant::now();
+        let mut p = self.purges.lock().unwrap_or_else(|p| p.into_inner());
+        while p.recent.len() >= PURGES_KEPT
+            || p.recent
+                .front()
+                .is_some_and(|(_, _, at)| now.duration_since(*at) > PURGE_MEMORY)
+        {
+            if let Some((_, _, at)) = p.recent.pop_front() {
+                p.floor = Some(p.floor.map_or(at, |f| f.max(at)));
+            }
+        }
+        p.recent
+            .push_back((route.map(String::from), tenant.map(String::from), now));
+    }
+
     /// Whether a purge matching this route and tenant ran after `since`
     /// (a request's start): its answer must not be stored.
     pub fn purged_since(&self, since: Instant, route: &str, tenant: Option<&str>) -> bool {
         let p = self.purges.lock().unwrap_or_else(|p| p.into_inner());
-        p.iter()
+        if p.floor.is_some_and(|f| f >= since) {
+            return true;
+        }
+        p.recent
+            .iter()
             .rev()
             .take_while(|(_, _, at)| *at >= since)
             .any(|(r, t, _)| {
@@ -387,8 +407,10 @@ mod tests {
         assert!(store.get(Key(2)).is_none());
         // Requests that began before a matching purge do not store.
         let before = Instant::now() - Duration::from_secs(1);
-        store.purge(Some("chat"), Some("a"));
+        store.record_purge(Some("chat"), Some("a"));
         assert!(store.purged_since(before, "chat", Some("a")));
+        assert!(!store.purged_since(before, "emb", None));
+        store.record_purge(None, None);
         assert!(
             store.purged_since(before, "emb", None),
             "the purge of everything"
@@ -396,9 +418,18 @@ mod tests {
         let after = Instant::now();
         assert!(!store.purged_since(after, "chat", Some("a")));
         let store = Store::new(&CacheConf::default());
-        store.purge(Some("chat"), Some("a"));
+        store.record_purge(Some("chat"), Some("a"));
         assert!(!store.purged_since(before, "chat", Some("b")));
         assert!(!store.purged_since(before, "emb", Some("a")));
+        // Purges let go of (past the list's bound) still keep answers out.
+        for i in 0..PURGES_KEPT + 5 {
+            store.record_purge(Some("other"), Some(&format!("t{i}")));
+        }
+        assert!(store.purged_since(before, "chat", Some("a")));
+        assert!(
+            store.purged_since(before, "emb", Some("b")),
+            "as a purge of everything"
+        );
     }
 
     #[tokio::test]
