@@ -347,7 +347,19 @@ impl Admin {
         // From now on, answers to requests that began before this purge are
         // not stored (in memory, nor in Redis by the writer).
         cache.record_purge(route.as_deref(), tenant.as_deref());
-        let mut memory = cache.purge(route.as_deref(), tenant.as_deref());
+        // Walking a large in-memory tier takes a while: off the admin
+        // listener's thread, so health and metrics keep answering.
+        let purge_memory = || {
+            let (cache, route, tenant) = (cache.clone(), route.clone(), tenant.clone());
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    cache.purge(route.as_deref(), tenant.as_deref())
+                })
+                .await
+                .unwrap_or(0)
+            }
+        };
+        let mut memory = purge_memory().await;
         let redis = if snap.config.cache.redis && snap.config.state.redis.is_some() {
             let redis = &self.state.shared.redis;
             let pattern = skygate_plugins::cache::store::redis_pattern(
@@ -380,7 +392,7 @@ impl Admin {
         } else {
             Value::Null
         };
-        memory += cache.purge(route.as_deref(), tenant.as_deref());
+        memory += purge_memory().await;
         log::info!(
             "admin: cache purged (route {}, tenant {}): {memory} in memory, {redis} in redis",
             route.as_deref().unwrap_or("*"),

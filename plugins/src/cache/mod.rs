@@ -247,6 +247,27 @@ impl Cache {
         true
     }
 
+    /// A hit found in Redis (and counted as such); `false` when there is
+    /// none, or it cannot be served to this request.
+    async fn redis_hit(
+        &self,
+        rt: &RouteRt,
+        ctx: &mut RequestCtx,
+        key: Key,
+        tenant: Option<&Arc<str>>,
+        framing: &key::Framing,
+        asked: &Directives,
+    ) -> bool {
+        let Some(e) = self.look_in_redis(rt, key, tenant, ctx.start).await else {
+            return false;
+        };
+        let served = self.hit(rt, ctx, &e, framing, asked.max_age);
+        if served {
+            rt.counters.redis_hits.fetch_add(1, Relaxed);
+        }
+        served
+    }
+
     /// Looks in Redis (the leader of a miss only); a value found fills
     /// the in-memory tier.
     async fn look_in_redis(
@@ -595,16 +616,12 @@ impl Plugin for CacheFill {
         let mut flight = None;
         if asked.only_if_cached {
             // Looked at, never waited for or led.
-            if !asked.no_cache {
-                let found = cache
-                    .look_in_redis(rt, key, tenant.as_ref(), ctx.start)
-                    .await;
-                if let Some(e) = found {
-                    if cache.hit(rt, ctx, &e, &framing, asked.max_age) {
-                        rt.counters.redis_hits.fetch_add(1, Relaxed);
-                        return Decision::Continue;
-                    }
-                }
+            if !asked.no_cache
+                && cache
+                    .redis_hit(rt, ctx, key, tenant.as_ref(), &framing, &asked)
+                    .await
+            {
+                return Decision::Continue;
             }
             return Decision::Respond(not_cached());
         }
@@ -614,14 +631,11 @@ impl Plugin for CacheFill {
             loop {
                 match cache.store.join(key) {
                     Joined::Lead(f) => {
-                        let found = cache
-                            .look_in_redis(rt, key, tenant.as_ref(), ctx.start)
-                            .await;
-                        if let Some(e) = found {
-                            if cache.hit(rt, ctx, &e, &framing, asked.max_age) {
-                                rt.counters.redis_hits.fetch_add(1, Relaxed);
-                                return Decision::Continue;
-                            }
+                        if cache
+                            .redis_hit(rt, ctx, key, tenant.as_ref(), &framing, &asked)
+                            .await
+                        {
+                            return Decision::Continue;
                         }
                         flight = Some(f);
                         break;

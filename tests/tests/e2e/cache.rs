@@ -616,3 +616,58 @@ fn replicas_share_hits_on_a_redis_cluster() {
     assert_eq!(r.json()["deleted"]["redis"], 12, "{}", r.text());
     assert_eq!(entries(), 0);
 }
+
+/// The leader of a stream miss vanishes mid-stream (raw socket, closed
+/// after the first bytes): the identical requests waiting on it still get
+/// whole answers (one of them leads in its place), the backend is asked
+/// once more for all of them, and the cut stream is never what the cache
+/// serves.
+#[test]
+fn a_leader_that_vanishes_mid_stream_hands_the_lead_on() {
+    use std::io::{Read, Write};
+    let sim = Sim::start("s", &["--token-delay-ms", "30"]);
+    let gw = Gateway::start(&config(&sim, "{ ttl: 1m }", ""));
+    let body = json!({"model": "m", "stream": true,
+        "messages": [{"role": "user", "content": "who leads now?"}]})
+    .to_string();
+    let mut leader = std::net::TcpStream::connect(gw.addr).unwrap();
+    write!(
+        leader,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 64];
+    assert!(
+        leader.read(&mut first).unwrap() > 0,
+        "the leader's stream began"
+    );
+    let addr = gw.addr;
+    let waiters: Vec<_> = (0..5)
+        .map(|_| {
+            let body = body.clone();
+            std::thread::spawn(move || ask(addr, CLIENT_KEY, &body, &[]))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(leader);
+    let answers: Vec<Resp> = waiters.into_iter().map(|t| t.join().unwrap()).collect();
+    let whole = stream_content(&answers[0]).0;
+    assert!(!whole.is_empty());
+    for r in &answers {
+        assert_eq!(
+            stream_content(r).0,
+            whole,
+            "every waiter got the whole answer"
+        );
+    }
+    let calls = sim_requests(&sim);
+    assert_eq!(
+        calls, 2,
+        "the vanished leader's call, and one for all waiters"
+    );
+    // What the cache now serves is the whole answer, never the cut one.
+    let r = ask(gw.addr, CLIENT_KEY, &body, &[]);
+    assert_eq!(cache_of(&r), "hit");
+    assert_eq!(stream_content(&r).0, whole);
+}
