@@ -6,10 +6,15 @@
 //! client expects. It runs once per attempt, so a fallback to a backend of
 //! another kind gets its own rewrite.
 
+use crate::kinds::aws::{AwsChain, AwsSigner};
+use crate::kinds::bedrock::BedrockAdapter;
+use crate::kinds::lambda::LambdaAdapter;
+use crate::kinds::Reply;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
-use skygate_config::{ApiError, Backend, BackendKind, ErrorKind, Operation};
+use skygate_config::{ApiError, Backend, BackendKind, ErrorKind, Operation, Platform};
+use std::sync::Arc;
 
 /// The client's request, as every adapter sees it.
 #[derive(Debug)]
@@ -29,13 +34,27 @@ pub struct Call<'a> {
     pub forwarded_for: Option<&'a HeaderValue>,
     /// The caller's identity as a signed token, for backends that asked.
     pub identity: Option<(&'a HeaderName, HeaderValue)>,
+    /// The request asked for an SSE stream (`stream: true`).
+    pub stream: bool,
 }
 
 /// What goes to the backend for one attempt.
-#[derive(Debug)]
 pub struct Prepared {
     pub header: RequestHeader,
     pub body: Bytes,
+    /// For kinds that answer in their own format: how their answer becomes
+    /// the client's. `None`: the answer passes through.
+    pub reply: Option<Box<dyn Reply>>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("header", &self.header)
+            .field("body", &self.body.len())
+            .field("reply", &self.reply.is_some())
+            .finish()
+    }
 }
 
 /// What an adapter does.
@@ -88,7 +107,7 @@ fn strip_response_headers(resp: &mut ResponseHeader) {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         ErrorKind::Internal,
         format!("building the backend request: {e}"),
@@ -97,11 +116,12 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 /// The request header every adapter starts from: method, path, host, the
 /// allowed client headers, the request id and the body length.
-fn base_header(
+pub(crate) fn base_header(
     backend: &Backend,
     method: &http::Method,
     path: &str,
     call: &Call<'_>,
+    body_len: usize,
 ) -> Result<RequestHeader, ApiError> {
     let mut h = RequestHeader::build(method.clone(), path.as_bytes(), Some(8)).map_err(internal)?;
     h.insert_header(header::HOST, backend.url.authority())
@@ -121,7 +141,7 @@ fn base_header(
         h.insert_header((*name).clone(), value.clone())
             .map_err(internal)?;
     }
-    h.insert_header(header::CONTENT_LENGTH, call.body.len().to_string())
+    h.insert_header(header::CONTENT_LENGTH, body_len.to_string())
         .map_err(internal)?;
     insert_backend_key(&mut h, backend)?;
     Ok(h)
@@ -178,10 +198,11 @@ impl Adapter for OpenAiAdapter {
             backend.url.base_path,
             call.operation.upstream_suffix()
         );
-        let header = base_header(backend, &http::Method::POST, &path, call)?;
+        let header = base_header(backend, &http::Method::POST, &path, call, call.body.len())?;
         Ok(Prepared {
             header,
             body: call.body.clone(),
+            reply: None,
         })
     }
 }
@@ -199,7 +220,7 @@ impl Adapter for FunctionAdapter {
         } else {
             path
         };
-        let mut header = base_header(backend, call.method, &path, call)?;
+        let mut header = base_header(backend, call.method, &path, call, call.body.len())?;
         for name in FUNCTION_CLIENT_HEADERS {
             if let Some(v) = call.client.headers.get(name) {
                 header
@@ -210,7 +231,20 @@ impl Adapter for FunctionAdapter {
         Ok(Prepared {
             header,
             body: call.body.clone(),
+            reply: None,
         })
+    }
+}
+
+impl Adapter for LambdaAdapter {
+    fn prepare(&self, backend: &Backend, call: &Call<'_>) -> Result<Prepared, ApiError> {
+        LambdaAdapter::prepare(self, backend, call)
+    }
+}
+
+impl Adapter for BedrockAdapter {
+    fn prepare(&self, backend: &Backend, call: &Call<'_>) -> Result<Prepared, ApiError> {
+        BedrockAdapter::prepare(self, backend, call)
     }
 }
 
@@ -219,13 +253,37 @@ impl Adapter for FunctionAdapter {
 pub enum BackendAdapter {
     OpenAi(OpenAiAdapter),
     HttpFunction(FunctionAdapter),
+    Lambda(LambdaAdapter),
+    Bedrock(BedrockAdapter),
 }
 
 impl BackendAdapter {
-    pub fn for_kind(kind: BackendKind) -> Self {
-        match kind {
-            BackendKind::OpenAi => Self::OpenAi(OpenAiAdapter),
-            BackendKind::HttpFunction => Self::HttpFunction(FunctionAdapter),
+    /// The adapter of a backend's kind. The AWS kinds sign with the
+    /// backend's own keys, else with `aws` (the process's chain).
+    pub fn build(backend: &Backend, aws: &Arc<AwsChain>) -> Self {
+        let signer = |service| {
+            backend
+                .aws
+                .as_ref()
+                .map(|conf| AwsSigner::new(conf, aws, service))
+        };
+        match (&backend.platform, backend.kind) {
+            (Platform::Lambda(conf), BackendKind::AwsLambda) => match signer("lambda") {
+                Some(signer) => Self::Lambda(LambdaAdapter {
+                    conf: conf.clone(),
+                    signer,
+                }),
+                None => Self::HttpFunction(FunctionAdapter),
+            },
+            (Platform::Bedrock { model_id }, BackendKind::Bedrock) => match signer("bedrock") {
+                Some(signer) => Self::Bedrock(BedrockAdapter {
+                    model_id: model_id.clone(),
+                    signer,
+                }),
+                None => Self::OpenAi(OpenAiAdapter),
+            },
+            (_, BackendKind::HttpFunction) => Self::HttpFunction(FunctionAdapter),
+            _ => Self::OpenAi(OpenAiAdapter),
         }
     }
 
@@ -233,6 +291,8 @@ impl BackendAdapter {
         match self {
             Self::OpenAi(a) => a,
             Self::HttpFunction(a) => a,
+            Self::Lambda(a) => a,
+            Self::Bedrock(a) => a,
         }
     }
 }
@@ -279,6 +339,8 @@ mod tests {
             health_check: None,
             identity_audience: None,
             classification: None,
+            aws: None,
+            platform: Platform::Plain,
         }
     }
 
@@ -305,13 +367,17 @@ mod tests {
             body: &body,
             forwarded_for: None,
             identity: None,
+            stream: false,
         };
-        let p = BackendAdapter::for_kind(BackendKind::OpenAi)
-            .prepare(
-                &backend(BackendKind::OpenAi, Some("sk-backend"), "authorization"),
-                &call,
-            )
-            .unwrap();
+        let p = BackendAdapter::build(
+            &backend(BackendKind::OpenAi, None, "authorization"),
+            &Arc::new(AwsChain::new(Box::new(|_| None))),
+        )
+        .prepare(
+            &backend(BackendKind::OpenAi, Some("sk-backend"), "authorization"),
+            &call,
+        )
+        .unwrap();
         assert_eq!(p.header.uri.path(), "/v1/chat/completions");
         assert_eq!(p.header.headers["authorization"], "Bearer sk-backend");
         assert_eq!(p.header.headers["host"], "127.0.0.1:9001");
@@ -334,6 +400,7 @@ mod tests {
             body: &body,
             forwarded_for: None,
             identity: None,
+            stream: false,
         };
         let p = OpenAiAdapter
             .prepare(
@@ -363,6 +430,7 @@ mod tests {
             body: &body,
             forwarded_for: None,
             identity: None,
+            stream: false,
         };
         let p = FunctionAdapter
             .prepare(
@@ -389,6 +457,7 @@ mod tests {
             body: &body,
             forwarded_for: None,
             identity: None,
+            stream: false,
         };
         let p = FunctionAdapter
             .prepare(

@@ -38,7 +38,7 @@ impl BackendRt {
             config: config.clone(),
             name: Arc::from(config.name.as_str()),
             peer: ArcSwap::from_pointee(peer),
-            adapter: BackendAdapter::for_kind(config.kind),
+            adapter: BackendAdapter::build(config, registry.aws()),
             state: registry.backend(config, now),
         }
     }

@@ -6,6 +6,8 @@
 
 pub mod adapter;
 pub mod backend;
+pub mod fetch;
+pub mod kinds;
 pub mod routing;
 pub mod sign;
 pub mod sim;

@@ -22,6 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::adapter::Prepared;
+use crate::kinds::{ReadAs, Reply, WHOLE_LIMIT};
+use bytes::BytesMut;
 
 /// A backend's resolved address and the peer built for it.
 pub struct Resolved {
@@ -112,7 +114,8 @@ impl Upstream {
         // if it ever did, there is no total deadline rather than a panic.
         let deadline = start.checked_add(backend.timeouts.total);
         for _ in 0..MAX_SENDS {
-            let prepared = prepare()?;
+            let mut prepared = prepare()?;
+            let reply = prepared.reply.take();
             let (mut session, reused) = self
                 .connector
                 .get_http_session(peer)
@@ -148,14 +151,22 @@ impl Upstream {
                     // refuses to serialize it), and an HTTP/2 client's session
                     // ignores the version anyway.
                     header.set_version(http::Version::HTTP_11);
-                    return Ok(UpstreamResponse {
+                    let resp = UpstreamResponse {
                         session: Some(session),
                         header: Some(header),
                         deadline,
                         idle: backend.timeouts.idle,
                         done: false,
                         backend: backend.name.clone(),
-                    });
+                        reply: None,
+                        pending: None,
+                        ended: false,
+                        cold_start: false,
+                    };
+                    return match reply {
+                        None => Ok(resp),
+                        Some(reply) => resp.shape(reply).await,
+                    };
                 }
                 Ok(Err(e)) => {
                     let err = exchange_error(backend, &e, reused);
@@ -208,9 +219,60 @@ pub struct UpstreamResponse {
     idle: Duration,
     done: bool,
     backend: String,
+    /// A platform stream being translated chunk by chunk.
+    reply: Option<Box<dyn Reply>>,
+    /// A body the gateway built from the platform's whole answer.
+    pending: Option<Bytes>,
+    /// The translated stream's end was delivered.
+    ended: bool,
+    cold_start: bool,
 }
 
 impl UpstreamResponse {
+    /// Turns a platform's answer into the client's (see [`Reply`]): a whole
+    /// answer is read now (within the attempt, so a mapped 429 or 5xx is
+    /// retried like any other), a stream is translated as it is read.
+    async fn shape(mut self, mut reply: Box<dyn Reply>) -> Result<Self, ApiError> {
+        let Some(header) = self.header.take() else {
+            return Ok(self);
+        };
+        match reply.read(&header) {
+            ReadAs::Whole => {
+                let mut body = BytesMut::new();
+                while let Some(chunk) = self.next_raw().await? {
+                    if body.len() + chunk.len() > WHOLE_LIMIT {
+                        return Err(ApiError::new(
+                            ErrorKind::UpstreamFailed,
+                            format!(
+                                "backend `{}` answered more than {WHOLE_LIMIT} bytes",
+                                self.backend
+                            ),
+                        ));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                let synth = reply.whole(&header, body.freeze())?;
+                self.header = Some(synth.header()?);
+                self.pending = Some(synth.body);
+                self.cold_start = reply.cold_start();
+            }
+            ReadAs::Stream => {
+                let mut header = header;
+                reply.stream_header(&mut header)?;
+                self.header = Some(header);
+                self.cold_start = reply.cold_start();
+                self.reply = Some(reply);
+            }
+        }
+        Ok(self)
+    }
+
+    /// Whether the platform said this call started a new instance (known
+    /// from the header, or for a stream by its end).
+    pub fn cold_start(&self) -> bool {
+        self.cold_start || self.reply.as_ref().is_some_and(|r| r.cold_start())
+    }
+
     /// The response header, taken once (to be rewritten and sent on).
     pub fn take_header(&mut self) -> Option<ResponseHeader> {
         self.header.take()
@@ -225,6 +287,42 @@ impl UpstreamResponse {
     /// for longer than the idle timeout, past the total deadline, or cuts the
     /// connection.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ApiError> {
+        if let Some(body) = self.pending.take() {
+            return Ok(Some(body));
+        }
+        let Some(mut reply) = self.reply.take() else {
+            return self.next_raw().await;
+        };
+        let result = self.translate(reply.as_mut()).await;
+        self.reply = Some(reply);
+        result
+    }
+
+    /// The next translated chunk of a platform's stream.
+    async fn translate(&mut self, reply: &mut dyn Reply) -> Result<Option<Bytes>, ApiError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let mut out = BytesMut::new();
+        loop {
+            match self.next_raw().await? {
+                Some(chunk) => {
+                    reply.chunk(&chunk, &mut out)?;
+                    if !out.is_empty() {
+                        return Ok(Some(out.freeze()));
+                    }
+                }
+                None => {
+                    self.ended = true;
+                    reply.end(&mut out)?;
+                    return Ok((!out.is_empty()).then(|| out.freeze()));
+                }
+            }
+        }
+    }
+
+    /// The next chunk of the backend's own body.
+    async fn next_raw(&mut self) -> Result<Option<Bytes>, ApiError> {
         if self.done {
             return Ok(None);
         }

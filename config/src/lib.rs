@@ -11,6 +11,7 @@ pub mod raw;
 pub mod runtime;
 mod secret;
 mod section;
+pub mod sse;
 mod text;
 
 pub use api_error::{clip, ApiError, ErrorKind, Fault, Retry, ECHO_LIMIT};

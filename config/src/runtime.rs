@@ -383,15 +383,21 @@ pub enum BackendKind {
     OpenAi,
     /// A generic serverless function endpoint: bodies pass through.
     HttpFunction,
+    /// AWS Lambda's Invoke API (SigV4 service `lambda`).
+    AwsLambda,
+    /// Amazon Bedrock's Converse API (SigV4 service `bedrock`).
+    Bedrock,
 }
 
 impl BackendKind {
-    pub const ALLOWED: &'static str = "openai, http_function";
+    pub const ALLOWED: &'static str = "openai, http_function, aws_lambda, bedrock";
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "openai" => Some(Self::OpenAi),
             "http_function" => Some(Self::HttpFunction),
+            "aws_lambda" => Some(Self::AwsLambda),
+            "bedrock" => Some(Self::Bedrock),
             _ => None,
         }
     }
@@ -400,8 +406,90 @@ impl BackendKind {
         match self {
             Self::OpenAi => "openai",
             Self::HttpFunction => "http_function",
+            Self::AwsLambda => "aws_lambda",
+            Self::Bedrock => "bedrock",
         }
     }
+
+    /// Whether a backend of this kind can serve a route of `op`.
+    pub fn serves(self, op: Operation) -> bool {
+        match self {
+            Self::OpenAi => matches!(op, Operation::ChatCompletions | Operation::Embeddings),
+            Self::HttpFunction => op == Operation::Function,
+            // A function answers whatever its event asks.
+            Self::AwsLambda => true,
+            // Converse is chat only.
+            Self::Bedrock => op == Operation::ChatCompletions,
+        }
+    }
+
+    /// The kinds signed with AWS SigV4 (they take `region` and AWS credentials).
+    pub fn is_aws(self) -> bool {
+        matches!(self, Self::AwsLambda | Self::Bedrock)
+    }
+}
+
+/// AWS credentials written in the config (usually as `${ENV}`); without
+/// them, an AWS backend uses the standard chain.
+#[derive(Clone, PartialEq)]
+pub struct AwsKeys {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
+}
+
+impl std::fmt::Debug for AwsKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsKeys")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an AWS backend signs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsConf {
+    /// The signing region (`region:`).
+    pub region: String,
+    /// From the config; `None`: the process's credential chain.
+    pub keys: Option<AwsKeys>,
+}
+
+/// How a Lambda function's event and answer are shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LambdaPayload {
+    /// The client's body is the event; the function's payload is the answer.
+    Raw,
+    /// API Gateway / function URL event format 2.0 in, `{statusCode,
+    /// headers, body, isBase64Encoded}` out.
+    HttpEvent,
+}
+
+/// `aws_lambda` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LambdaConf {
+    /// A function name, or its (partial or full) ARN.
+    pub function: String,
+    /// A version or alias (`?Qualifier=`).
+    pub qualifier: Option<String>,
+    pub payload: LambdaPayload,
+    /// Streamed chat requests use InvokeWithResponseStream (the function
+    /// must be configured for response streaming).
+    pub response_stream: bool,
+    /// Ask for the log tail (`X-Amz-Log-Type: Tail`) to see cold starts.
+    pub log_tail: bool,
+}
+
+/// What a kind needs beyond its URL and credentials.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Platform {
+    /// `openai`, `http_function`.
+    Plain,
+    Lambda(LambdaConf),
+    /// `bedrock`: the model id every call names (e.g. `amazon.nova-micro-v1:0`).
+    Bedrock {
+        model_id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -430,6 +518,10 @@ pub struct Backend {
     /// The data classification of what this backend may receive (for
     /// policies, e.g. `public`, `internal`, `restricted`).
     pub classification: Option<String>,
+    /// The AWS kinds' region and credentials.
+    pub aws: Option<AwsConf>,
+    /// Kind-specific settings.
+    pub platform: Platform,
 }
 
 /// When a backend's circuit opens, how long it stays open, and how long a

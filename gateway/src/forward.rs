@@ -295,6 +295,7 @@ async fn send(
         body: &routed.body,
         forwarded_for: ctx.forwarded_for.as_ref(),
         identity: identity_for(snap, b, backend, ctx),
+        stream: ctx.stream,
     };
     let peer = match slot {
         Ok(r) => &r.peer,
@@ -421,6 +422,7 @@ async fn write_response(
                 }
             }
             Ok(None) => {
+                note_cold_start(b, ctx, &resp);
                 if let Some(f) = ctx.cache_fill.as_mut() {
                     f.complete();
                 }
@@ -446,6 +448,7 @@ async fn write_response(
                 break BodyEnd::Complete;
             }
             Err(e) => {
+                note_cold_start(b, ctx, &resp);
                 upstream_error(&b.config.name, &e);
                 ctx.error = Some(e.kind.code());
                 if let Some(t) = ctx.served.as_mut() {
@@ -477,6 +480,18 @@ async fn write_response(
         ctx.completion_tokens = u.completion_tokens;
     }
     (end, Ok(()))
+}
+
+/// Records a cold start the backend's platform reported for this answer.
+fn note_cold_start(b: &BackendRt, ctx: &mut RequestCtx, resp: &UpstreamResponse) {
+    if !resp.cold_start() {
+        return;
+    }
+    ctx.cold_start = true;
+    b.state.record_cold_start(SystemTime::now());
+    if let Some(m) = crate::metrics::get() {
+        m.cold_starts.with_label_values(&[&b.name]).inc();
+    }
 }
 
 /// A response with neither `content-length` nor chunked framing (an HTTP/2

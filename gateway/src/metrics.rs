@@ -14,6 +14,8 @@ pub struct Metrics {
     pub duration: HistogramVec,
     pub ttfb: HistogramVec,
     pub upstream_errors: IntCounterVec,
+    /// Cold starts backends' platforms reported (Lambda's `Init Duration`).
+    pub cold_starts: IntCounterVec,
     pub in_flight: IntGauge,
     pub tokens: IntCounterVec,
     pub access_log_dropped: prometheus::IntCounter,
@@ -79,6 +81,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "Failed backend attempts, by backend and error code",
         ),
         &["backend", "code"],
+    )?;
+    let cold_starts = IntCounterVec::new(
+        Opts::new(
+            "skygate_backend_cold_starts_total",
+            "Cold starts reported by backends' platforms (Lambda's log tail), by backend",
+        ),
+        &["backend"],
     )?;
     let in_flight = IntGauge::new("skygate_requests_in_flight", "Requests being served now")?;
     let tokens = IntCounterVec::new(
@@ -243,6 +252,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(duration.clone()))?;
     registry.register(Box::new(ttfb.clone()))?;
     registry.register(Box::new(upstream_errors.clone()))?;
+    registry.register(Box::new(cold_starts.clone()))?;
     registry.register(Box::new(in_flight.clone()))?;
     registry.register(Box::new(tokens.clone()))?;
     registry.register(Box::new(access_log_dropped.clone()))?;
@@ -252,6 +262,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         duration,
         ttfb,
         upstream_errors,
+        cold_starts,
         in_flight,
         tokens,
         access_log_dropped,

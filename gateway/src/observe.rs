@@ -73,6 +73,7 @@ pub fn record(ctx: &RequestCtx, method: &str, path: &str, client: Option<&str>, 
         "completion_tokens": ctx.completion_tokens,
         "cache": ctx.cache.as_str(),
         "cached_tokens": ctx.cached_tokens,
+        "cold_start": ctx.cold_start,
     });
     match serde_json::to_vec(&line) {
         Ok(bytes) => crate::access_log::write(bytes),

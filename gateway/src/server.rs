@@ -104,8 +104,16 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
         },
     );
 
+    let credentials = pingora_core::services::background::background_service(
+        "cloud credentials",
+        Credentials {
+            aws: state.registry.aws().clone(),
+        },
+    );
+
     server.add_service(proxy);
     server.add_service(admin);
+    server.add_service(credentials);
     server.add_service(redis);
     server.add_service(health);
     server.add_service(policy_watch);
@@ -225,6 +233,22 @@ impl pingora_core::services::background::BackgroundService for RedisLink {
         tokio::select! {
             () = self.redis.maintain() => {}
             () = self.redis.send_settles() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Keeps cloud credentials fresh (AWS's standard chain), off the request
+/// path: requests read the current ones and never fetch.
+struct Credentials {
+    aws: std::sync::Arc<skygate_backends::kinds::aws::AwsChain>,
+}
+
+#[async_trait::async_trait]
+impl pingora_core::services::background::BackgroundService for Credentials {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        tokio::select! {
+            () = self.aws.maintain() => {}
             _ = shutdown.changed() => {}
         }
     }

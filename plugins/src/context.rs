@@ -112,6 +112,8 @@ pub struct RequestCtx {
     pub strip_usage_chunk: bool,
     /// SSE `data:` events of the response (a cut stream settles by them).
     pub stream_events: u64,
+    /// The backend's platform reported a cold start for this request.
+    pub cold_start: bool,
     /// A miss of the cache's in-memory tier, for its step after the rate
     /// limits.
     pub cache_lookup: Option<Box<crate::cache::Lookup>>,
@@ -163,6 +165,7 @@ impl RequestCtx {
             want_stream_usage: false,
             strip_usage_chunk: false,
             stream_events: 0,
+            cold_start: false,
             cache_lookup: None,
             cache_fill: None,
             cached_tokens: None,

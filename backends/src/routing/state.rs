@@ -130,6 +130,10 @@ pub struct BackendState {
     /// When the last active probe started (probes restart on every reload;
     /// this keeps them `interval` apart across restarts).
     last_probe: Mutex<Option<Instant>>,
+    /// Cold starts the platform reported (Lambda's `Init Duration`).
+    cold_starts: AtomicU64,
+    /// When the last one was seen.
+    last_cold_start: Mutex<Option<std::time::SystemTime>>,
 }
 
 /// What an attempt's outcome was, for the breaker and the latency estimate.
@@ -157,7 +161,23 @@ impl BackendState {
             signal,
             probes_failed: AtomicU64::new(0),
             last_probe: Mutex::new(None),
+            cold_starts: AtomicU64::new(0),
+            last_cold_start: Mutex::new(None),
         }
+    }
+
+    /// Records a cold start the platform reported.
+    pub fn record_cold_start(&self, at: std::time::SystemTime) {
+        self.cold_starts.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.last_cold_start) = Some(at);
+    }
+
+    /// Cold starts reported so far, and when the last one was.
+    pub fn cold_starts(&self) -> (u64, Option<std::time::SystemTime>) {
+        (
+            self.cold_starts.load(Ordering::Relaxed),
+            *lock(&self.last_cold_start),
+        )
     }
 
     /// How long to wait before the next probe so that probes stay
@@ -580,6 +600,9 @@ pub struct Registry {
     backends: Mutex<HashMap<String, (Arc<BackendState>, Backend)>>,
     routes: Mutex<HashMap<String, (Arc<RouteState>, Route)>>,
     signal: Arc<Signal>,
+    /// The process's AWS credential chain, for AWS backends without keys
+    /// of their own (kept fresh by a background service).
+    aws: Arc<crate::kinds::aws::AwsChain>,
 }
 
 impl Default for Registry {
@@ -594,7 +617,13 @@ impl Registry {
             backends: Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
             signal: Arc::new(Signal::default()),
+            aws: Arc::new(crate::kinds::aws::AwsChain::from_process()),
         }
+    }
+
+    /// The process's AWS credential chain.
+    pub fn aws(&self) -> &Arc<crate::kinds::aws::AwsChain> {
+        &self.aws
     }
 
     /// The state of backend `cfg.name`, created if new, else adjusted to a

@@ -217,7 +217,7 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 /// `20150830T123600Z` and `20150830` (UTC).
-fn timestamps(t: SystemTime) -> (String, String) {
+pub fn timestamps(t: SystemTime) -> (String, String) {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
@@ -229,6 +229,142 @@ fn timestamps(t: SystemTime) -> (String, String) {
         rem % 60
     );
     (stamp, date)
+}
+
+/// Checks a request's SigV4 signature (the simulator's side, as AWS does):
+/// the `authorization` header's scope and signed headers, the signature
+/// recomputed with the secret that `secret_for` gives for its access key,
+/// and `x-amz-date` within 15 minutes of `now`. `headers` are the request's
+/// own (any case).
+pub fn verify(
+    req: &Request<'_>,
+    service: &str,
+    now: SystemTime,
+    secret_for: impl Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    let find = |name: &str| {
+        req.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+            .collect::<Vec<_>>()
+    };
+    let auth = find("authorization");
+    let auth = auth.first().ok_or("no authorization header")?;
+    let rest = auth
+        .strip_prefix("AWS4-HMAC-SHA256 ")
+        .ok_or("not an AWS4-HMAC-SHA256 authorization")?;
+    let mut credential = None;
+    let mut signed = None;
+    let mut signature = None;
+    for part in rest.split(',') {
+        let (k, v) = part
+            .trim()
+            .split_once('=')
+            .ok_or("a malformed authorization")?;
+        match k {
+            "Credential" => credential = Some(v),
+            "SignedHeaders" => signed = Some(v),
+            "Signature" => signature = Some(v),
+            _ => return Err(format!("unknown authorization part `{k}`")),
+        }
+    }
+    let (credential, signed, signature) = match (credential, signed, signature) {
+        (Some(c), Some(s), Some(g)) => (c, s, g),
+        _ => return Err("the authorization lacks Credential, SignedHeaders or Signature".into()),
+    };
+    let parts: Vec<&str> = credential.split('/').collect();
+    let [key_id, date, region, svc, "aws4_request"] = parts[..] else {
+        return Err(format!("a malformed credential scope `{credential}`"));
+    };
+    if svc != service {
+        return Err(format!("signed for service `{svc}`, not `{service}`"));
+    }
+    let secret = secret_for(key_id).ok_or_else(|| format!("unknown access key `{key_id}`"))?;
+    let amz_date = find("x-amz-date");
+    let amz_date = amz_date.first().ok_or("no x-amz-date header")?;
+    let when = parse_amz_date(amz_date).ok_or("a malformed x-amz-date")?;
+    let skew = match now.duration_since(when) {
+        Ok(d) => d,
+        Err(e) => e.duration(),
+    };
+    if skew.as_secs() > 900 || !amz_date.starts_with(date) {
+        return Err("the signature's time is more than 15 minutes off".into());
+    }
+    let names: Vec<&str> = signed.split(';').collect();
+    if !names.contains(&"host") {
+        return Err("`host` is not signed".into());
+    }
+    let merged: Vec<(String, String)> = names
+        .iter()
+        .map(|n| {
+            let values: Vec<String> = find(n).iter().map(|v| trim_value(v)).collect();
+            (n.to_string(), values.join(","))
+        })
+        .collect();
+    let canonical = canonical_request(req, &merged, signed);
+    let credential_scope = format!("{date}/{region}/{svc}/aws4_request");
+    let string_to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{credential_scope}\n{}",
+        to_hex(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
+    );
+    let mut key = hmac_sha256(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    for part in [region, svc, "aws4_request"] {
+        key = hmac_sha256(&key, part.as_bytes());
+    }
+    let expected = to_hex(&hmac_sha256(&key, string_to_sign.as_bytes()));
+    if !skygate_config::Secret::new(expected).ct_eq(signature.as_bytes()) {
+        return Err("the signature does not match".into());
+    }
+    Ok(())
+}
+
+/// `20150830T123600Z` as a time.
+fn parse_amz_date(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    parse_iso8601(&format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &s[0..4],
+        &s[4..6],
+        &s[6..8],
+        &s[9..11],
+        &s[11..13],
+        &s[13..15]
+    ))
+}
+
+/// An RFC 3339 UTC time as AWS writes expirations (`2019-11-09T13:34:41Z`,
+/// fractions of a second allowed and dropped).
+pub fn parse_iso8601(s: &str) -> Option<SystemTime> {
+    let s = s.trim();
+    let (date, time) = s.split_once('T')?;
+    let time = time.strip_suffix('Z')?;
+    let time = time.split('.').next()?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':').map(|p| p.parse::<u64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, m as u32, day as u32);
+    let secs = u64::try_from(days).ok()? * 86_400 + hh * 3600 + mm * 60 + ss;
+    Some(UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
+/// (year, month, day) to days since 1970-01-01: Howard Hinnant's
+/// `days_from_civil`.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Days since 1970-01-01 to (year, month, day): Howard Hinnant's
@@ -432,5 +568,59 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(t.session_token.as_deref(), Some("tok"));
+    }
+
+    #[test]
+    fn verify_accepts_own_signatures_and_refuses_tampering() {
+        let creds = creds(Some("tok"));
+        let body = b"{\"a\":1}";
+        let t = example_time();
+        let req = Request {
+            method: "POST",
+            host: "lambda.us-east-1.amazonaws.com",
+            path: "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A1%3Afunction%3Af/invocations",
+            query: Some("Qualifier=live"),
+            headers: &[("content-type", "application/json")],
+            body,
+        };
+        let scope = Scope {
+            region: "us-east-1",
+            service: "lambda",
+            time: t,
+        };
+        let added = sign(&req, &creds, scope);
+        let mut all: Vec<(&str, &str)> = vec![
+            ("Host", "lambda.us-east-1.amazonaws.com"),
+            ("Content-Type", "application/json"),
+        ];
+        all.extend(added.iter().map(|(k, v)| (*k, v.as_str())));
+        let signed = Request {
+            headers: &all,
+            ..req
+        };
+        let secret = |k: &str| (k == creds.access_key_id).then(|| creds.secret_access_key.clone());
+        assert_eq!(verify(&signed, "lambda", t, secret), Ok(()));
+        assert!(verify(&signed, "bedrock", t, secret).is_err());
+        assert!(verify(&signed, "lambda", t + Duration::from_secs(3600), secret).is_err());
+        let other = Request {
+            body: b"{\"a\":2}",
+            ..signed
+        };
+        assert_eq!(
+            verify(&other, "lambda", t, secret),
+            Err("the signature does not match".into())
+        );
+        assert!(verify(&signed, "lambda", t, |_| None).is_err());
+    }
+
+    #[test]
+    fn iso8601_round_trips() {
+        let t = parse_iso8601("2015-08-30T12:36:00Z").unwrap();
+        assert_eq!(t, example_time());
+        assert_eq!(parse_iso8601("2015-08-30T12:36:00.123Z"), Some(t));
+        assert_eq!(timestamps(t).0, "20150830T123600Z");
+        assert_eq!(parse_amz_date("20150830T123600Z"), Some(t));
+        assert_eq!(parse_iso8601("2015-13-30T12:36:00Z"), None);
+        assert_eq!(parse_iso8601("yesterday"), None);
     }
 }

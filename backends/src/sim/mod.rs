@@ -17,10 +17,12 @@
 mod h2s;
 mod http1;
 pub mod model;
+pub mod platforms;
 
 use bytes::BytesMut;
 use http1::{Sink, H1};
 use model::{Placement, Pool, SimSettings};
+pub use platforms::Platform;
 use serde_json::json;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -92,6 +94,19 @@ pub struct SimArgs {
     /// With TLS: offer only HTTP/1.1 by ALPN (default: HTTP/2 and HTTP/1.1).
     #[arg(long)]
     pub http1_only: bool,
+    /// The API it speaks: the OpenAI API, or a platform's own (checking
+    /// its auth and answering in its format).
+    #[arg(long, value_enum, default_value = "openai")]
+    pub platform: Platform,
+    /// AWS platforms: the access key whose SigV4 signatures are accepted
+    /// (with --aws-secret-access-key; default: the simulator's own pair).
+    #[arg(long, requires = "aws_secret_access_key")]
+    pub aws_access_key_id: Option<String>,
+    #[arg(long, requires = "aws_access_key_id")]
+    pub aws_secret_access_key: Option<String>,
+    /// Keys issued by the simulated STS expire after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub sts_lifetime_s: u64,
 }
 
 impl SimArgs {
@@ -110,6 +125,11 @@ impl SimArgs {
             cut_rate: self.cut_rate,
             throttle_rate: self.throttle_rate,
             retry_after_s: self.retry_after_s,
+            aws_keys: match (&self.aws_access_key_id, &self.aws_secret_access_key) {
+                (Some(id), Some(secret)) => [(id.clone(), secret.clone())].into_iter().collect(),
+                _ => SimSettings::default().aws_keys,
+            },
+            sts_lifetime_s: self.sts_lifetime_s,
             ..SimSettings::default()
         }
     }
@@ -125,6 +145,10 @@ struct Stats {
     peak_in_flight: AtomicU64,
     throttled: AtomicU64,
     errors: AtomicU64,
+    /// Platform calls refused for their credentials.
+    auth_failures: AtomicU64,
+    /// Keys issued by the simulated STS.
+    sts_calls: AtomicU64,
 }
 
 /// One simulated backend.
@@ -135,6 +159,9 @@ pub struct Sim {
     stats: Stats,
     recent: Mutex<VecDeque<serde_json::Value>>,
     tls: Option<TlsAcceptor>,
+    platform: Platform,
+    /// Keys the simulated STS issued: id → (secret, valid until).
+    issued: Mutex<std::collections::HashMap<String, (String, SystemTime)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -161,7 +188,24 @@ impl Sim {
             stats: Stats::default(),
             recent: Mutex::new(VecDeque::new()),
             tls,
+            platform: Platform::Openai,
+            issued: Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// The same simulator speaking `platform`.
+    pub fn on_platform(self: Arc<Self>, platform: Platform) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut sim) => {
+                sim.platform = platform;
+                Arc::new(sim)
+            }
+            Err(shared) => shared,
+        }
+    }
+
+    pub fn platform(&self) -> Platform {
+        self.platform
     }
 
     pub fn name(&self) -> &str {
@@ -238,20 +282,23 @@ impl Sim {
         let json: Option<serde_json::Value> = serde_json::from_slice(&req.body).ok();
         self.record(&req, json.as_ref());
         let settings = lock(&self.settings).clone();
+        if req.method == "POST"
+            && req.path == "/"
+            && memchr::memmem::find(&req.body, b"Action=AssumeRoleWithWebIdentity").is_some()
+        {
+            let a = self.sts(&req, &settings);
+            stream.full(a.status, &a.headers, &a.body).await?;
+            return Ok(true);
+        }
+        if let Some(a) = self.check_auth(&req, &settings) {
+            stream.full(a.status, &a.headers, &a.body).await?;
+            return Ok(true);
+        }
         let placement = lock(&self.pool).place(&settings, Instant::now());
         let Placement::Run { id, wait, cold } = placement else {
             self.stats.throttled.fetch_add(1, Ordering::Relaxed);
-            let body = json!({"error": {"message": "too many requests: every instance is busy", "type": "rate_limit_error", "code": "throttled"}});
-            stream
-                .full(
-                    429,
-                    &[
-                        ("content-type", "application/json".into()),
-                        ("retry-after", "1".into()),
-                    ],
-                    body.to_string().as_bytes(),
-                )
-                .await?;
+            let a = self.throttled(&settings);
+            stream.full(a.status, &a.headers, &a.body).await?;
             return Ok(true);
         };
         if cold {
@@ -288,6 +335,15 @@ impl Sim {
         if rand::random::<f64>() < s.hang_rate {
             // Never answer; the connection stays open until the client gives up.
             std::future::pending::<()>().await;
+        }
+        if self.platform != Platform::Openai {
+            if rand::random::<f64>() < s.throttle_rate {
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                let a = self.throttled(s);
+                stream.full(a.status, &a.headers, &a.body).await?;
+                return Ok(true);
+            }
+            return self.platform_answer(stream, req, s, instance, cold).await;
         }
         if rand::random::<f64>() < s.error_rate {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -445,6 +501,11 @@ impl Sim {
             "path": req.path,
             "headers": req.headers.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
             "body_bytes": req.body.len(),
+            // Small bodies whole (tests check what a platform received).
+            "body_b64": (req.body.len() <= 8192).then(|| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(&req.body)
+            }),
             "version": req.version,
             "model": json.and_then(|j| j.get("model")).cloned(),
         });
@@ -487,6 +548,9 @@ impl Sim {
                     "cold_starts": self.stats.cold_starts.load(Ordering::Relaxed),
                     "throttled": self.stats.throttled.load(Ordering::Relaxed),
                     "errors": self.stats.errors.load(Ordering::Relaxed),
+                    "platform": self.platform.as_str(),
+                    "auth_failures": self.stats.auth_failures.load(Ordering::Relaxed),
+                    "sts_calls": self.stats.sts_calls.load(Ordering::Relaxed),
                     "in_flight": self.stats.in_flight.load(Ordering::Relaxed),
                     "peak_in_flight": self.stats.peak_in_flight.load(Ordering::Relaxed),
                     "instances": lock(&self.pool).instances(),
@@ -629,10 +693,15 @@ pub fn run_cli(args: &SimArgs) -> std::io::Result<()> {
         let sim = match tls {
             Some(acceptor) => Sim::with_tls(args.name.clone(), args.settings(), acceptor),
             None => Sim::new(args.name.clone(), args.settings()),
-        };
+        }
+        .on_platform(args.platform);
         let listener = TcpListener::bind(&args.listen).await?;
         let local = listener.local_addr()?;
-        println!("skygate sim `{}` listening on {local}", args.name);
+        println!(
+            "skygate sim `{}` ({}) listening on {local}",
+            args.name,
+            args.platform.as_str()
+        );
         use std::io::Write;
         let _ = std::io::stdout().flush();
         tokio::select! {

@@ -40,7 +40,20 @@ pub struct SimSettings {
     pub throttle_rate: f64,
     /// The `retry-after` (seconds) of those 429s.
     pub retry_after_s: u64,
+    /// Platform modes: answer every call with this platform error (an AWS
+    /// exception name such as `ModelNotReadyException`, or `function` for a
+    /// Lambda function error).
+    pub fail_with: Option<String>,
+    /// Platform modes: the AWS access keys (id → secret) whose SigV4
+    /// signatures are accepted, besides keys STS issued.
+    pub aws_keys: std::collections::BTreeMap<String, String>,
+    /// How long keys issued by the simulated STS stay valid, in seconds.
+    pub sts_lifetime_s: u64,
 }
+
+/// The simulator's default AWS key pair (simulator only: never a real key).
+pub const SIM_ACCESS_KEY_ID: &str = "AKIDSKYGATESIM";
+pub const SIM_SECRET_ACCESS_KEY: &str = "skygate-sim-secret-access-key";
 
 impl Default for SimSettings {
     fn default() -> Self {
@@ -59,6 +72,14 @@ impl Default for SimSettings {
             cut_rate: 0.0,
             throttle_rate: 0.0,
             retry_after_s: 1,
+            fail_with: None,
+            aws_keys: [(
+                SIM_ACCESS_KEY_ID.to_string(),
+                SIM_SECRET_ACCESS_KEY.to_string(),
+            )]
+            .into_iter()
+            .collect(),
+            sts_lifetime_s: 3600,
         }
     }
 }

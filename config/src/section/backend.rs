@@ -5,7 +5,10 @@
 use crate::load::{key, parse_endpoint, path_of, read_ca_file, Cx};
 use crate::locate::Seg;
 use crate::raw::Text;
-use crate::runtime::{Backend, BackendKind, BackendLimits, BreakerConfig, HealthCheck, Timeouts};
+use crate::runtime::{
+    AwsConf, AwsKeys, Backend, BackendKind, BackendLimits, BreakerConfig, Endpoint, HealthCheck,
+    LambdaConf, LambdaPayload, Platform, Timeouts,
+};
 use crate::Secret;
 use serde::Deserialize;
 use std::time::Duration;
@@ -14,7 +17,10 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
     pub kind: String,
-    pub url: String,
+    /// Where the backend is. The AWS kinds derive it from `region` unless
+    /// `endpoint` overrides it; `url` is the same field's older name.
+    pub url: Option<String>,
+    pub endpoint: Option<String>,
     pub api_key: Option<String>,
     pub api_key_header: Option<String>,
     pub cloud: Option<String>,
@@ -30,6 +36,25 @@ pub struct RawBackend {
     pub identity: Option<RawIdentity>,
     /// The data classification this backend may receive (for policies).
     pub classification: Option<String>,
+    /// AWS kinds: credentials from the config (else the standard chain).
+    pub credentials: Option<RawAwsKeys>,
+    /// `bedrock`: the model id (e.g. `amazon.nova-micro-v1:0`).
+    pub model_id: Option<String>,
+    /// `aws_lambda`: the function's name or ARN, its version or alias, the
+    /// payload shape, response streaming and the log tail.
+    pub function: Option<String>,
+    pub qualifier: Option<String>,
+    pub payload: Option<String>,
+    pub response_stream: Option<bool>,
+    pub log_tail: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAwsKeys {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
 }
 
 /// `identity: true`, or `identity: { audience: ... }`.
@@ -105,7 +130,7 @@ pub struct RawHealthCheck {
 }
 
 impl Cx<'_> {
-    pub(crate) fn backend(&mut self, name: &str, b: RawBackend) -> Option<Backend> {
+    pub(crate) fn backend(&mut self, name: &str, mut b: RawBackend) -> Option<Backend> {
         let p = vec![key("backends"), key(name)];
         let named = self.name_ok(name, &p);
         let kind = BackendKind::parse(&b.kind);
@@ -119,12 +144,14 @@ impl Cx<'_> {
                 ),
             );
         }
-        let url = match parse_endpoint(&b.url) {
-            Ok(u) => Some(u),
-            Err(msg) => {
-                self.err(&path_of(&p, &[key("url")]), msg);
-                None
-            }
+        let aws = match kind {
+            Some(k) if k.is_aws() => self.aws(&mut b, &p),
+            _ => None,
+        };
+        let url = self.backend_url(kind, &mut b, aws.as_ref(), &p);
+        let platform = match kind {
+            Some(k) => self.platform(k, &mut b, &p),
+            None => None,
         };
         let header_name = b.api_key_header.as_deref().unwrap_or("authorization");
         let api_key_header = match http::HeaderName::from_bytes(header_name.as_bytes()) {
@@ -220,7 +247,215 @@ impl Cx<'_> {
                 Some(RawIdentity::On(true)) => Some(name.to_string()),
                 Some(RawIdentity::Audience { audience }) => Some(audience),
             },
+            aws,
+            platform: platform?,
         })
+    }
+
+    /// `url` or `endpoint` (one of them); for the AWS kinds, by default the
+    /// service's regional endpoint.
+    fn backend_url(
+        &mut self,
+        kind: Option<BackendKind>,
+        b: &mut RawBackend,
+        aws: Option<&AwsConf>,
+        p: &[Seg],
+    ) -> Option<Endpoint> {
+        let (field, given) = match (b.url.take(), b.endpoint.take()) {
+            (Some(_), Some(_)) => {
+                self.err(
+                    &path_of(p, &[key("endpoint")]),
+                    "set with `url`: they are the same setting, keep one",
+                );
+                return None;
+            }
+            (Some(u), None) => ("url", Some(u)),
+            (None, e) => ("endpoint", e),
+        };
+        let text = match (given, kind) {
+            (Some(u), _) => u,
+            (None, Some(BackendKind::AwsLambda)) => {
+                format!("https://lambda.{}.amazonaws.com", aws?.region)
+            }
+            (None, Some(BackendKind::Bedrock)) => {
+                format!("https://bedrock-runtime.{}.amazonaws.com", aws?.region)
+            }
+            (None, _) => {
+                self.err(
+                    &path_of(p, &[key("url")]),
+                    "missing: where the backend is, e.g. https://models.example.com/v1",
+                );
+                return None;
+            }
+        };
+        match parse_endpoint(&text) {
+            Ok(u) => Some(u),
+            Err(msg) => {
+                self.err(&path_of(p, &[key(field)]), msg);
+                None
+            }
+        }
+    }
+
+    /// `region` and `credentials` of an AWS kind.
+    fn aws(&mut self, b: &mut RawBackend, p: &[Seg]) -> Option<AwsConf> {
+        let region = match b.region.clone() {
+            Some(r)
+                if !r.is_empty()
+                    && r.len() <= 64
+                    && r.bytes()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-') =>
+            {
+                r
+            }
+            Some(r) => {
+                self.err(
+                    &path_of(p, &[key("region")]),
+                    format!("`{r}` is not an AWS region: e.g. us-east-1"),
+                );
+                return None;
+            }
+            None => {
+                self.err(
+                    &path_of(p, &[key("region")]),
+                    "missing: the AWS region to call and sign for, e.g. us-east-1",
+                );
+                return None;
+            }
+        };
+        let keys = b.credentials.take().and_then(|c| {
+            let cp = path_of(p, &[key("credentials")]);
+            if c.access_key_id.trim().is_empty() || c.secret_access_key.trim().is_empty() {
+                self.err(
+                    &cp,
+                    "`access_key_id` and `secret_access_key` must not be empty (drop `credentials` to use the standard chain)",
+                );
+                return None;
+            }
+            Some(AwsKeys {
+                access_key_id: c.access_key_id,
+                secret_access_key: Secret::new(c.secret_access_key),
+                session_token: c.session_token.filter(|t| !t.is_empty()).map(Secret::new),
+            })
+        });
+        Some(AwsConf { region, keys })
+    }
+
+    /// Kind-specific settings; each is refused on a kind that does not take it.
+    fn platform(&mut self, kind: BackendKind, b: &mut RawBackend, p: &[Seg]) -> Option<Platform> {
+        let mut ok = true;
+        let only = |s: &mut Self, set: bool, field: &str, kinds: &str, ok: &mut bool| {
+            if set {
+                s.err(
+                    &path_of(p, &[key(field)]),
+                    format!(
+                        "not a setting of a `{}` backend (only {kinds})",
+                        kind.as_str()
+                    ),
+                );
+                *ok = false;
+            }
+        };
+        if !kind.is_aws() {
+            only(
+                self,
+                b.credentials.is_some(),
+                "credentials",
+                "aws_lambda and bedrock",
+                &mut ok,
+            );
+        }
+        if kind != BackendKind::Bedrock {
+            only(self, b.model_id.is_some(), "model_id", "bedrock", &mut ok);
+        }
+        if kind != BackendKind::AwsLambda {
+            for (set, field) in [
+                (b.function.is_some(), "function"),
+                (b.qualifier.is_some(), "qualifier"),
+                (b.payload.is_some(), "payload"),
+                (b.response_stream.is_some(), "response_stream"),
+                (b.log_tail.is_some(), "log_tail"),
+            ] {
+                only(self, set, field, "aws_lambda", &mut ok);
+            }
+        }
+        let platform = match kind {
+            BackendKind::OpenAi | BackendKind::HttpFunction => Platform::Plain,
+            BackendKind::Bedrock => {
+                let id = b.model_id.take().unwrap_or_default();
+                if id.is_empty() || id.len() > 2048 || !id.bytes().all(|c| c.is_ascii_graphic()) {
+                    self.err(
+                        &path_of(p, &[key("model_id")]),
+                        format!(
+                            "{}: the Bedrock model id or inference profile, e.g. amazon.nova-micro-v1:0",
+                            if id.is_empty() { "missing".to_string() } else { format!("`{id}` is not a model id") }
+                        ),
+                    );
+                    return None;
+                }
+                Platform::Bedrock { model_id: id }
+            }
+            BackendKind::AwsLambda => {
+                let function = b.function.take().unwrap_or_default();
+                let valid = |s: &str, max: usize, extra: &[u8]| {
+                    !s.is_empty()
+                        && s.len() <= max
+                        && s.bytes()
+                            .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+                };
+                if !valid(&function, 170, b"-_:") {
+                    self.err(
+                        &path_of(p, &[key("function")]),
+                        if function.is_empty() {
+                            "missing: the function's name or ARN, e.g. my-function".to_string()
+                        } else {
+                            format!("`{function}` is not a function name or ARN (letters, digits, `-`, `_`, `:`)")
+                        },
+                    );
+                    ok = false;
+                }
+                let qualifier = b.qualifier.take();
+                if let Some(q) = &qualifier {
+                    if !valid(q, 128, b"-_$") {
+                        self.err(
+                            &path_of(p, &[key("qualifier")]),
+                            format!(
+                                "`{q}` is not a version or alias (letters, digits, `-`, `_`, `$`)"
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+                let payload = match b.payload.as_deref() {
+                    None | Some("raw") => LambdaPayload::Raw,
+                    Some("http_event") => LambdaPayload::HttpEvent,
+                    Some(other) => {
+                        self.err(
+                            &path_of(p, &[key("payload")]),
+                            format!("`{other}` is not a payload shape: use raw or http_event"),
+                        );
+                        ok = false;
+                        LambdaPayload::Raw
+                    }
+                };
+                let response_stream = b.response_stream.unwrap_or(false);
+                if response_stream && payload == LambdaPayload::HttpEvent {
+                    self.err(
+                        &path_of(p, &[key("response_stream")]),
+                        "needs `payload: raw` (a streamed answer has no statusCode envelope)",
+                    );
+                    ok = false;
+                }
+                Platform::Lambda(LambdaConf {
+                    function,
+                    qualifier,
+                    payload,
+                    response_stream,
+                    log_tail: b.log_tail.unwrap_or(false),
+                })
+            }
+        };
+        ok.then_some(platform)
     }
 
     fn breaker(&mut self, r: RawBreaker, p: &[Seg]) -> BreakerConfig {
@@ -405,6 +640,90 @@ mod tests {
             "backends.a.limits.max_in_flight: must be between 0 and 1000000",
         ] {
             assert!(errs.contains(needle), "missing {needle}: {errs}");
+        }
+    }
+
+    fn platform_config(backend: &str) -> String {
+        format!("listen: 127.0.0.1:1\nadmin: {{ listen: 127.0.0.1:2 }}\nbackends:\n  a: {backend}\nroutes:\n  r: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: a }} ] }}\n")
+    }
+
+    #[test]
+    fn aws_kinds_take_region_endpoint_and_their_own_fields() {
+        use crate::{BackendKind, LambdaPayload, Platform};
+        let c = load_str(
+            &platform_config(
+                "{ kind: bedrock, region: us-east-1, model_id: \"amazon.nova-micro-v1:0\" }",
+            ),
+            "b.yaml",
+            &|_| None,
+        )
+        .unwrap();
+        let b = &c.backends[0];
+        assert_eq!(b.kind, BackendKind::Bedrock);
+        assert_eq!(b.url.host, "bedrock-runtime.us-east-1.amazonaws.com");
+        assert!(b.url.tls);
+        assert_eq!(b.aws.as_ref().unwrap().region, "us-east-1");
+        assert!(b.aws.as_ref().unwrap().keys.is_none());
+        assert_eq!(
+            b.platform,
+            Platform::Bedrock {
+                model_id: "amazon.nova-micro-v1:0".into()
+            }
+        );
+        let c = load_str(
+            &platform_config("{ kind: aws_lambda, region: eu-west-1, endpoint: \"http://127.0.0.1:9/x\", function: f, qualifier: live, payload: http_event, log_tail: true, credentials: { access_key_id: AK, secret_access_key: SK } }"),
+            "b.yaml",
+            &|_| None,
+        )
+        .unwrap();
+        let b = &c.backends[0];
+        assert_eq!(
+            (b.url.host.as_str(), b.url.port, b.url.base_path.as_str()),
+            ("127.0.0.1", 9, "/x")
+        );
+        let Platform::Lambda(l) = &b.platform else {
+            panic!()
+        };
+        assert_eq!(l.payload, LambdaPayload::HttpEvent);
+        assert_eq!(l.qualifier.as_deref(), Some("live"));
+        assert!(l.log_tail && !l.response_stream);
+        assert_eq!(
+            b.aws
+                .as_ref()
+                .unwrap()
+                .keys
+                .as_ref()
+                .unwrap()
+                .secret_access_key
+                .expose(),
+            "SK"
+        );
+        assert!(
+            !format!("{b:?}").contains("SK\""),
+            "the secret never prints"
+        );
+    }
+
+    #[test]
+    fn bad_platform_settings_say_where_and_why() {
+        for (backend, needle) in [
+            ("{ kind: bedrock, model_id: m }", "backends.a.region: missing"),
+            ("{ kind: bedrock, region: US_EAST, model_id: m }", "backends.a.region: `US_EAST` is not an AWS region"),
+            ("{ kind: bedrock, region: us-east-1 }", "backends.a.model_id: missing"),
+            ("{ kind: aws_lambda, region: us-east-1 }", "backends.a.function: missing"),
+            ("{ kind: aws_lambda, region: us-east-1, function: \"a b\" }", "backends.a.function: `a b` is not a function name"),
+            ("{ kind: aws_lambda, region: us-east-1, function: f, payload: xml }", "backends.a.payload: `xml` is not a payload shape"),
+            ("{ kind: aws_lambda, region: us-east-1, function: f, payload: http_event, response_stream: true }", "backends.a.response_stream: needs `payload: raw`"),
+            ("{ kind: openai, url: \"http://a/v1\", model_id: m }", "backends.a.model_id: not a setting of a `openai` backend"),
+            ("{ kind: bedrock, region: us-east-1, model_id: m, function: f }", "backends.a.function: not a setting of a `bedrock` backend"),
+            ("{ kind: openai, url: \"http://a/v1\", endpoint: \"http://b/v1\" }", "backends.a.endpoint: set with `url`"),
+            ("{ kind: openai }", "backends.a.url: missing"),
+            ("{ kind: bedrock, region: us-east-1, model_id: m, credentials: { access_key_id: \"\", secret_access_key: s } }", "backends.a.credentials: `access_key_id` and `secret_access_key` must not be empty"),
+        ] {
+            let errs = load_str(&platform_config(backend), "b.yaml", &|_| None)
+                .unwrap_err()
+                .to_string();
+            assert!(errs.contains(needle), "{backend}: missing {needle}: {errs}");
         }
     }
 }

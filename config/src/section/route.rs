@@ -6,8 +6,8 @@ use crate::load::{key, path_of, Cx};
 use crate::locate::Seg;
 use crate::raw::Text;
 use crate::runtime::{
-    AuthMethod, Backend, BackendKind, Operation, PathMatch, Retries, RetryBudget, RetryOn, Route,
-    Strategy, Target, DEFAULT_MAX_BODY, MAX_WEIGHT,
+    AuthMethod, Backend, Operation, PathMatch, Retries, RetryBudget, RetryOn, Route, Strategy,
+    Target, DEFAULT_MAX_BODY, MAX_WEIGHT,
 };
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -195,15 +195,7 @@ impl Cx<'_> {
                 continue;
             };
             let kind = backends[bi].kind;
-            let fits = matches!(
-                (operation, kind),
-                (Operation::Function, BackendKind::HttpFunction)
-                    | (
-                        Operation::ChatCompletions | Operation::Embeddings,
-                        BackendKind::OpenAi
-                    )
-            );
-            if !fits {
+            if !kind.serves(operation) {
                 self.err(
                     &bp,
                     format!(

@@ -20,6 +20,7 @@ mod limits;
 mod mtls;
 mod observability;
 mod operations;
+mod platforms;
 mod policy;
 mod routing;
 mod sdk;

@@ -1,0 +1,251 @@
+//! The serverless kinds that answer in their own format: AWS Lambda and
+//! Bedrock (signed with SigV4, credentials from [`aws`]). Each builds its
+//! request in `prepare` and hands back a [`Reply`] that turns the platform's
+//! answer into the client's: whole (a JSON envelope, an error) or chunk by
+//! chunk (an event stream becoming SSE).
+
+pub mod aws;
+pub mod bedrock;
+pub mod eventstream;
+pub mod lambda;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use pingora_http::ResponseHeader;
+use skygate_config::{ApiError, ErrorKind};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The most bytes of a platform's answer read whole (an envelope to open or
+/// a body to translate). Lambda's synchronous payload limit is 6 MB.
+pub const WHOLE_LIMIT: usize = 32 << 20;
+
+/// How a platform's body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAs {
+    /// All of it, then [`Reply::whole`].
+    Whole,
+    /// Chunk by chunk through [`Reply::chunk`].
+    Stream,
+}
+
+/// Turns one attempt's platform answer into the client's. Built by the
+/// adapter's `prepare`, so it knows what the client asked (a stream, the
+/// model name, usage).
+pub trait Reply: Send + Sync {
+    /// Sees the platform's header; says how to read its body.
+    fn read(&mut self, header: &ResponseHeader) -> ReadAs;
+
+    /// The client's whole response from the platform's whole body. A
+    /// platform error becomes an OpenAI-shaped error response with the
+    /// status a client expects (so a 429 or 5xx is retried like any other);
+    /// `Err` is an answer that cannot be read at all.
+    fn whole(&mut self, header: &ResponseHeader, body: Bytes) -> Result<Synth, ApiError>;
+
+    /// The client's response header of a streamed answer.
+    fn stream_header(&mut self, header: &mut ResponseHeader) -> Result<(), ApiError>;
+
+    /// One chunk of the platform's stream in, the client's bytes appended to
+    /// `out`. `Err` ends the stream (the client gets an error event).
+    fn chunk(&mut self, chunk: &[u8], out: &mut BytesMut) -> Result<(), ApiError>;
+
+    /// The platform's stream ended: the last bytes, or why it is not whole.
+    fn end(&mut self, out: &mut BytesMut) -> Result<(), ApiError>;
+
+    /// Whether the platform reported that this call started a new instance.
+    fn cold_start(&self) -> bool {
+        false
+    }
+}
+
+/// A response built by the gateway from a platform's answer.
+#[derive(Debug)]
+pub struct Synth {
+    pub status: u16,
+    pub content_type: Option<HeaderValue>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+impl Synth {
+    pub fn json(status: u16, body: impl Into<Bytes>) -> Self {
+        Self {
+            status,
+            content_type: Some(HeaderValue::from_static("application/json")),
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// An OpenAI-shaped error: `{"error":{"message","type","param","code"}}`.
+    pub fn error(status: u16, kind: &str, code: &str, message: &str) -> Self {
+        let body = serde_json::json!({
+            "error": {"message": message, "type": kind, "param": null, "code": code}
+        });
+        Self::json(status, body.to_string())
+    }
+
+    /// With `retry-after` (seconds), for 429 and 503.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.headers
+            .push((header::RETRY_AFTER, HeaderValue::from(secs)));
+        self
+    }
+
+    /// The response header the client gets.
+    pub fn header(&self) -> Result<ResponseHeader, ApiError> {
+        let mut h = ResponseHeader::build(self.status, Some(4)).map_err(bad_header)?;
+        for (k, v) in &self.headers {
+            h.append_header(k.clone(), v.clone()).map_err(bad_header)?;
+        }
+        if let Some(ct) = &self.content_type {
+            h.insert_header(header::CONTENT_TYPE, ct.clone())
+                .map_err(bad_header)?;
+        }
+        h.insert_header(header::CONTENT_LENGTH, self.body.len())
+            .map_err(bad_header)?;
+        Ok(h)
+    }
+}
+
+fn bad_header(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorKind::UpstreamFailed,
+        format!("the backend's answer does not make a response header: {e}"),
+    )
+}
+
+/// A platform answer that does not read as the platform's format.
+pub fn malformed(backend: &str, what: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorKind::UpstreamFailed,
+        format!("backend `{backend}` sent an answer Skygate cannot read: {what}"),
+    )
+}
+
+/// A streamed response header: SSE, no length, no caching by intermediaries.
+pub fn sse_header(header: &mut ResponseHeader) -> Result<(), ApiError> {
+    let keep: Vec<HeaderName> = header
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-amzn-requestid"))
+        .cloned()
+        .collect();
+    let mut fresh = ResponseHeader::build(200, Some(4)).map_err(bad_header)?;
+    for k in keep {
+        if let Some(v) = header.headers.get(&k) {
+            fresh.insert_header(k, v.clone()).map_err(bad_header)?;
+        }
+    }
+    fresh
+        .insert_header(header::CONTENT_TYPE, "text/event-stream")
+        .map_err(bad_header)?;
+    fresh
+        .insert_header(header::CACHE_CONTROL, "no-cache")
+        .map_err(bad_header)?;
+    *header = fresh;
+    Ok(())
+}
+
+/// An AWS service's own error (`x-amzn-errortype`, or the body's `__type`
+/// or `Type`, and its `message`) as the client's error.
+pub fn aws_service_error(
+    backend: &str,
+    service: &str,
+    header: &ResponseHeader,
+    body: &[u8],
+) -> Synth {
+    let status = header.status.as_u16();
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let kind = header
+        .headers
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .map(|t| t.split(':').next().unwrap_or(t).to_string())
+        .or_else(|| {
+            v.get("Type")
+                .and_then(|t| t.as_str())
+                .filter(|t| *t != "User")
+                .map(str::to_string)
+        })
+        .or_else(|| {
+            v.get("__type")
+                .and_then(|t| t.as_str())
+                .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
+        })
+        .unwrap_or_else(|| format!("status {status}"));
+    let message = v
+        .get("message")
+        .or_else(|| v.get("Message"))
+        .and_then(|m| m.as_str())
+        .unwrap_or("");
+    let text = format!("backend `{backend}` ({service}): {kind}: {message}");
+    aws_error(status, &kind, &text, header)
+}
+
+/// The status and OpenAI type a client expects for an AWS service error.
+pub fn aws_error(status: u16, kind: &str, text: &str, header: &ResponseHeader) -> Synth {
+    let retry_after = header
+        .headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let lower = kind.to_ascii_lowercase();
+    if lower.contains("throttl")
+        || lower.contains("toomanyrequests")
+        || lower.contains("quotaexceeded")
+        || status == 429 && !lower.contains("notready")
+    {
+        return Synth::error(429, "rate_limit_error", "throttled", text)
+            .retry_after(retry_after.unwrap_or(1));
+    }
+    if lower.contains("notready")
+        || lower.contains("serviceunavailable")
+        || lower.contains("resourceconflict")
+        || lower.contains("resourcenotready")
+    {
+        return Synth::error(503, "service_unavailable", "backend_not_ready", text)
+            .retry_after(retry_after.unwrap_or(1));
+    }
+    if lower.contains("timeout") {
+        return Synth::error(504, "upstream_error", "backend_timeout", text);
+    }
+    if lower.contains("validation")
+        || lower.contains("invalidrequestcontent")
+        || lower.contains("unsupportedmediatype")
+    {
+        return Synth::error(400, "invalid_request_error", "invalid_request", text);
+    }
+    if lower.contains("toolarge") || status == 413 {
+        return Synth::error(413, "invalid_request_error", "request_too_large", text);
+    }
+    if matches!(status, 401 | 403)
+        || lower.contains("accessdenied")
+        || lower.contains("signature")
+        || lower.contains("unrecognizedclient")
+        || lower.contains("expiredtoken")
+    {
+        return Synth::error(502, "upstream_error", "backend_auth_failed", text);
+    }
+    Synth::error(502, "upstream_error", "backend_error", text)
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Percent-encodes one URL path segment the way the AWS SDKs do (every
+/// byte but unreserved ones), so a `:` in an ARN or model id is `%3A`.
+pub fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,623 @@
+//! The simulator's platforms: besides the OpenAI API, it answers as AWS
+//! Lambda (Invoke, InvokeWithResponseStream) and Amazon Bedrock (Converse,
+//! ConverseStream), checking SigV4 as AWS does and answering in each
+//! platform's own format: its envelopes, its errors and throttles, its
+//! event-stream framing. It also plays STS (`AssumeRoleWithWebIdentity`),
+//! issuing short-lived keys it then accepts, so credential rotation runs
+//! against it.
+
+use super::http1::{Request, Sink};
+use super::model::SimSettings;
+use super::{chat_response, lock, now_secs, token, Completion, Sim};
+use crate::kinds::eventstream::{encode, encode_event};
+use crate::sign::sigv4;
+use base64::Engine;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// What the simulator speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Platform {
+    /// The OpenAI API (and generic function endpoints).
+    #[default]
+    Openai,
+    /// AWS Lambda's Invoke API.
+    AwsLambda,
+    /// Amazon Bedrock's Converse API.
+    Bedrock,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Openai => "openai",
+            Self::AwsLambda => "aws-lambda",
+            Self::Bedrock => "bedrock",
+        }
+    }
+
+    fn service(self) -> Option<&'static str> {
+        match self {
+            Self::Openai => None,
+            Self::AwsLambda => Some("lambda"),
+            Self::Bedrock => Some("bedrock"),
+        }
+    }
+}
+
+/// A platform answer, before it is written.
+pub(super) struct Answer {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+fn aws_error(status: u16, kind: &str, message: &str) -> Answer {
+    Answer {
+        status,
+        headers: vec![
+            ("content-type", "application/json".into()),
+            (
+                "x-amzn-errortype",
+                format!("{kind}:http://internal.amazon.com/coral/"),
+            ),
+            ("x-amzn-requestid", request_id()),
+        ],
+        body: json!({ "message": message }).to_string().into_bytes(),
+    }
+}
+
+fn request_id() -> String {
+    format!("{:08x}-sim", rand::random::<u32>())
+}
+
+/// Lambda's log tail: a `REPORT` line, with `Init Duration` on a cold start.
+fn log_tail(cold: bool, id: &str) -> String {
+    let init = if cold {
+        "\tInit Duration: 412.31 ms"
+    } else {
+        ""
+    };
+    B64.encode(format!(
+        "START RequestId: {id} Version: $LATEST\nEND RequestId: {id}\nREPORT RequestId: {id}\tDuration: 3.10 ms\tBilled Duration: 4 ms\tMemory Size: 1024 MB\tMax Memory Used: 88 MB{init}\n"
+    ))
+}
+
+impl Sim {
+    /// The secret of an access key the simulated AWS accepts: one of
+    /// `aws_keys`, or one STS issued that has not expired.
+    fn aws_secret(&self, s: &SimSettings, key: &str) -> Option<String> {
+        if let Some(secret) = s.aws_keys.get(key) {
+            return Some(secret.clone());
+        }
+        let issued = lock(&self.issued);
+        issued
+            .get(key)
+            .filter(|(_, until)| *until > SystemTime::now())
+            .map(|(secret, _)| secret.clone())
+    }
+
+    /// Checks a platform request's credentials; the platform's refusal if
+    /// they do not pass.
+    pub(super) fn check_auth(&self, req: &Request, s: &SimSettings) -> Option<Answer> {
+        let service = self.platform.service()?;
+        let (path, query) = match req.path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (req.path.as_str(), None),
+        };
+        let headers: Vec<(&str, &str)> = req
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let host = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+            .map_or("", |(_, v)| *v);
+        let signed = sigv4::Request {
+            method: &req.method,
+            host,
+            path,
+            query,
+            headers: &headers,
+            body: &req.body,
+        };
+        match sigv4::verify(&signed, service, SystemTime::now(), |k| {
+            self.aws_secret(s, k)
+        }) {
+            Ok(()) => None,
+            Err(why) => {
+                self.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                let kind = if why.starts_with("unknown access key") {
+                    "UnrecognizedClientException"
+                } else {
+                    "InvalidSignatureException"
+                };
+                Some(aws_error(403, kind, &format!("The request signature we calculated does not match the signature you provided ({why})")))
+            }
+        }
+    }
+
+    /// The platform's throttling answer.
+    pub(super) fn throttled(&self, s: &SimSettings) -> Answer {
+        match self.platform {
+            Platform::Openai => Answer {
+                status: 429,
+                headers: vec![
+                    ("content-type", "application/json".into()),
+                    ("retry-after", s.retry_after_s.to_string()),
+                ],
+                body: json!({"error": {"message": "too many requests: every instance is busy", "type": "rate_limit_error", "code": "throttled"}}).to_string().into_bytes(),
+            },
+            Platform::AwsLambda => {
+                let mut a = aws_error(429, "TooManyRequestsException", "Rate Exceeded.");
+                a.body = json!({"Reason": "ConcurrentInvocationLimitExceeded", "Type": "User", "message": "Rate Exceeded."}).to_string().into_bytes();
+                a
+            }
+            Platform::Bedrock => aws_error(
+                429,
+                "ThrottlingException",
+                "Too many requests, please wait before trying again.",
+            ),
+        }
+    }
+
+    /// STS `AssumeRoleWithWebIdentity`: fresh keys for `sts_lifetime_s`.
+    pub(super) fn sts(&self, req: &Request, s: &SimSettings) -> Answer {
+        let form = String::from_utf8_lossy(&req.body);
+        let field = |name: &str| {
+            form.split('&')
+                .find_map(|p| p.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+                .map(|v| String::from_utf8_lossy(&skygate_config::percent_decode(v)).into_owned())
+        };
+        self.stats.sts_calls.fetch_add(1, Ordering::Relaxed);
+        let token = field("WebIdentityToken").unwrap_or_default();
+        if token.is_empty() || field("RoleArn").is_none() {
+            return Answer {
+                status: 400,
+                headers: vec![("content-type", "text/xml".into())],
+                body: b"<ErrorResponse><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code><Message>No web identity token</Message></Error></ErrorResponse>".to_vec(),
+            };
+        }
+        let n = self.stats.sts_calls.load(Ordering::Relaxed);
+        let key = format!("ASIASIM{n:08}");
+        let secret = format!("sim-secret-{:016x}", rand::random::<u64>());
+        let until = SystemTime::now() + Duration::from_secs(s.sts_lifetime_s);
+        lock(&self.issued).insert(key.clone(), (secret.clone(), until));
+        let expiration = {
+            let secs = until
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            iso8601(secs)
+        };
+        let xml = format!(
+            "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>{key}</AccessKeyId><SecretAccessKey>{secret}</SecretAccessKey><SessionToken>sim-session-{n}</SessionToken><Expiration>{expiration}</Expiration></Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>"
+        );
+        Answer {
+            status: 200,
+            headers: vec![("content-type", "text/xml".into())],
+            body: xml.into_bytes(),
+        }
+    }
+
+    /// One platform call (auth and placement already passed).
+    pub(super) async fn platform_answer<K: Sink>(
+        &self,
+        stream: &mut K,
+        req: &Request,
+        s: &SimSettings,
+        instance: u64,
+        cold: bool,
+    ) -> std::io::Result<bool> {
+        let mut sim_headers = vec![
+            ("x-sim-backend", self.name.clone()),
+            ("x-sim-instance", format!("{}-{instance}", self.name)),
+            ("x-sim-cold-start", cold.to_string()),
+            ("x-amzn-requestid", request_id()),
+        ];
+        let path = req.path.split('?').next().unwrap_or("");
+        let answer = match self.platform {
+            Platform::AwsLambda => {
+                let streamed = path.ends_with("/response-streaming-invocations");
+                if !(path.starts_with("/2015-03-31/functions/") && path.ends_with("/invocations")
+                    || streamed)
+                    || req.method != "POST"
+                {
+                    aws_error(404, "UnknownOperationException", "Unknown operation")
+                } else if streamed {
+                    return self.lambda_stream(stream, req, s, sim_headers, cold).await;
+                } else {
+                    self.lambda_invoke(req, s, cold)
+                }
+            }
+            Platform::Bedrock => {
+                let converse = path.starts_with("/model/") && path.ends_with("/converse");
+                let converse_stream =
+                    path.starts_with("/model/") && path.ends_with("/converse-stream");
+                if req.method != "POST" || !(converse || converse_stream) {
+                    aws_error(404, "UnknownOperationException", "Unknown operation")
+                } else if let Some(a) = bedrock_invalid(req, s) {
+                    a
+                } else if converse_stream {
+                    return self.bedrock_stream(stream, req, s, sim_headers).await;
+                } else {
+                    self.bedrock_converse(req, s).await
+                }
+            }
+            Platform::Openai => aws_error(500, "InternalFailure", "not a platform simulator"),
+        };
+        if answer.status >= 500 {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        sim_headers.extend(answer.headers);
+        stream
+            .full(answer.status, &sim_headers, &answer.body)
+            .await?;
+        Ok(true)
+    }
+
+    /// The simulated function: an OpenAI chat request gets a completion,
+    /// anything else the generic function answer.
+    fn function_result(&self, event: &Value, s: &SimSettings, raw_len: usize) -> Value {
+        if event.get("messages").is_some() {
+            let model = event.get("model").and_then(Value::as_str).unwrap_or("sim");
+            let c = completion(event, s, model, raw_len);
+            return chat_response(&self.name, &c);
+        }
+        json!({"backend": self.name, "bytes": raw_len})
+    }
+
+    fn lambda_invoke(&self, req: &Request, s: &SimSettings, cold: bool) -> Answer {
+        let Ok(event) = serde_json::from_slice::<Value>(&req.body) else {
+            return aws_error(
+                400,
+                "InvalidRequestContentException",
+                "Could not parse request body into json",
+            );
+        };
+        let mut headers = vec![
+            ("content-type", "application/json".to_string()),
+            ("x-amz-executed-version", "$LATEST".to_string()),
+        ];
+        let tail = req
+            .headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("x-amz-log-type") && v == "Tail");
+        if tail {
+            headers.push(("x-amz-log-result", log_tail(cold, "sim")));
+        }
+        let fail =
+            s.fail_with.as_deref() == Some("function") || rand::random::<f64>() < s.error_rate;
+        if fail {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            headers.push(("x-amz-function-error", "Unhandled".into()));
+            return Answer {
+                status: 200,
+                headers,
+                body: json!({"errorMessage": "simulated failure in the handler", "errorType": "RuntimeError", "stackTrace": []}).to_string().into_bytes(),
+            };
+        }
+        if let Some(kind) = s.fail_with.as_deref() {
+            return aws_error(500, kind, "simulated platform failure");
+        }
+        let http_event = event.get("version").and_then(Value::as_str) == Some("2.0")
+            && event.get("requestContext").is_some();
+        let body = if http_event {
+            let inner = event.get("body").and_then(Value::as_str).unwrap_or("");
+            let raw = if event.get("isBase64Encoded").and_then(Value::as_bool) == Some(true) {
+                B64.decode(inner).unwrap_or_default()
+            } else {
+                inner.as_bytes().to_vec()
+            };
+            let parsed: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+            let mut result = self.function_result(&parsed, s, raw.len());
+            if parsed.get("messages").is_none() {
+                result["path"] = event.get("rawPath").cloned().unwrap_or(Value::Null);
+                result["method"] = event
+                    .pointer("/requestContext/http/method")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                result["base64"] = event.get("isBase64Encoded").cloned().unwrap_or(Value::Null);
+            }
+            json!({
+                "statusCode": 200,
+                "headers": {"content-type": "application/json", "x-function": "sim"},
+                "body": result.to_string(),
+                "isBase64Encoded": false,
+            })
+        } else {
+            self.function_result(&event, s, req.body.len())
+        };
+        Answer {
+            status: 200,
+            headers,
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    async fn lambda_stream<K: Sink>(
+        &self,
+        stream: &mut K,
+        req: &Request,
+        s: &SimSettings,
+        mut headers: Vec<(&'static str, String)>,
+        cold: bool,
+    ) -> std::io::Result<bool> {
+        let Ok(event) = serde_json::from_slice::<Value>(&req.body) else {
+            let a = aws_error(
+                400,
+                "InvalidRequestContentException",
+                "Could not parse request body into json",
+            );
+            headers.extend(a.headers);
+            stream.full(a.status, &headers, &a.body).await?;
+            return Ok(true);
+        };
+        headers.push(("content-type", "application/vnd.amazon.eventstream".into()));
+        headers.push(("x-amz-executed-version", "$LATEST".into()));
+        stream.stream_head(200, &headers).await?;
+        let model = event.get("model").and_then(Value::as_str).unwrap_or("sim");
+        let c = completion(&event, s, model, req.body.len());
+        let fail_at = (s.fail_with.as_deref() == Some("function")
+            || rand::random::<f64>() < s.cut_rate)
+            .then_some(c.tokens / 2);
+        for piece in sse_chunks(&c, &format!("chatcmpl-{}", rand::random::<u32>())) {
+            if let Some(at) = fail_at {
+                if piece.index == at {
+                    let done = json!({"ErrorCode": "Function.ResponseStreamingError", "ErrorDetails": "simulated failure mid-stream", "LogResult": log_tail(cold, "sim")});
+                    stream
+                        .chunk(&encode_event("InvokeComplete", done.to_string().as_bytes()))
+                        .await?;
+                    stream.end().await?;
+                    return Ok(true);
+                }
+            }
+            if s.token_delay_ms > 0 && piece.index > 0 {
+                tokio::time::sleep(Duration::from_millis(s.token_delay_ms)).await;
+            }
+            stream
+                .chunk(&encode_event("PayloadChunk", piece.text.as_bytes()))
+                .await?;
+        }
+        let done = json!({"LogResult": log_tail(cold, "sim")});
+        stream
+            .chunk(&encode_event("InvokeComplete", done.to_string().as_bytes()))
+            .await?;
+        stream.end().await?;
+        Ok(true)
+    }
+
+    async fn bedrock_converse(&self, req: &Request, s: &SimSettings) -> Answer {
+        if let Some(kind) = s.fail_with.as_deref() {
+            return bedrock_failure(kind);
+        }
+        if rand::random::<f64>() < s.error_rate {
+            return aws_error(500, "InternalServerException", "simulated model failure");
+        }
+        if s.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(s.latency_ms)).await;
+        }
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let n = max_tokens(&body, s);
+        let text: String = (0..n).map(token).collect();
+        let input = (req.body.len() / 4).max(1) as u64;
+        let stop = if n < s.tokens {
+            "max_tokens"
+        } else {
+            "end_turn"
+        };
+        Answer {
+            status: 200,
+            headers: vec![("content-type", "application/json".into())],
+            body: json!({
+                "output": {"message": {"role": "assistant", "content": [{"text": text.trim_end()}]}},
+                "stopReason": stop,
+                "usage": {"inputTokens": input, "outputTokens": n, "totalTokens": input + u64::from(n)},
+                "metrics": {"latencyMs": s.latency_ms},
+            })
+            .to_string()
+            .into_bytes(),
+        }
+    }
+
+    async fn bedrock_stream<K: Sink>(
+        &self,
+        stream: &mut K,
+        req: &Request,
+        s: &SimSettings,
+        mut headers: Vec<(&'static str, String)>,
+    ) -> std::io::Result<bool> {
+        if let Some(kind) = s.fail_with.as_deref() {
+            let a = bedrock_failure(kind);
+            headers.extend(a.headers);
+            stream.full(a.status, &headers, &a.body).await?;
+            return Ok(true);
+        }
+        headers.push(("content-type", "application/vnd.amazon.eventstream".into()));
+        stream.stream_head(200, &headers).await?;
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let n = max_tokens(&body, s);
+        let cut_at = (rand::random::<f64>() < s.cut_rate).then_some(n / 2);
+        stream
+            .chunk(&encode_event("messageStart", br#"{"role":"assistant"}"#))
+            .await?;
+        for i in 0..n {
+            if s.token_delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(s.token_delay_ms)).await;
+            }
+            if cut_at == Some(i) {
+                let e = encode(
+                    &[
+                        (":message-type", "exception"),
+                        (":exception-type", "modelStreamErrorException"),
+                        (":content-type", "application/json"),
+                    ],
+                    br#"{"message":"simulated model failure mid-stream"}"#,
+                );
+                stream.chunk(&e).await?;
+                stream.end().await?;
+                return Ok(true);
+            }
+            let delta = json!({"contentBlockIndex": 0, "delta": {"text": token(i)}});
+            stream
+                .chunk(&encode_event(
+                    "contentBlockDelta",
+                    delta.to_string().as_bytes(),
+                ))
+                .await?;
+        }
+        stream
+            .chunk(&encode_event(
+                "contentBlockStop",
+                br#"{"contentBlockIndex":0}"#,
+            ))
+            .await?;
+        let stop = if n < s.tokens {
+            "max_tokens"
+        } else {
+            "end_turn"
+        };
+        stream
+            .chunk(&encode_event(
+                "messageStop",
+                json!({"stopReason": stop}).to_string().as_bytes(),
+            ))
+            .await?;
+        let input = (req.body.len() / 4).max(1) as u64;
+        let meta = json!({"usage": {"inputTokens": input, "outputTokens": n, "totalTokens": input + u64::from(n)}, "metrics": {"latencyMs": 1}});
+        stream
+            .chunk(&encode_event("metadata", meta.to_string().as_bytes()))
+            .await?;
+        stream.end().await?;
+        Ok(true)
+    }
+}
+
+/// A Bedrock error by its exception name, with the status Bedrock uses.
+fn bedrock_failure(kind: &str) -> Answer {
+    let status = match kind {
+        "ThrottlingException" | "ModelNotReadyException" | "ServiceQuotaExceededException" => 429,
+        "ValidationException" => 400,
+        "AccessDeniedException" => 403,
+        "ResourceNotFoundException" => 404,
+        "ModelTimeoutException" => 408,
+        "ModelErrorException" => 424,
+        "ServiceUnavailableException" => 503,
+        _ => 500,
+    };
+    aws_error(status, kind, "simulated Bedrock error")
+}
+
+/// Converse's validation: messages that alternate, starting with a user's,
+/// each with text blocks.
+fn bedrock_invalid(req: &Request, s: &SimSettings) -> Option<Answer> {
+    let _ = s;
+    let invalid = |m: &str| Some(aws_error(400, "ValidationException", m));
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        return invalid("Malformed input request: not JSON");
+    };
+    let Some(messages) = body.get("messages").and_then(Value::as_array) else {
+        return invalid("Malformed input request: messages is required");
+    };
+    let mut last = "";
+    for (i, m) in messages.iter().enumerate() {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        if (i == 0 && role != "user") || role == last || !matches!(role, "user" | "assistant") {
+            return invalid("A conversation must start with a user message and alternate user and assistant turns.");
+        }
+        last = role;
+        let ok = m.get("content").and_then(Value::as_array).is_some_and(|c| {
+            !c.is_empty()
+                && c.iter()
+                    .all(|b| b.get("text").is_some_and(Value::is_string))
+        });
+        if !ok {
+            return invalid("Malformed input request: each message needs text content blocks");
+        }
+    }
+    None
+}
+
+fn max_tokens(body: &Value, s: &SimSettings) -> u32 {
+    body.pointer("/inferenceConfig/maxTokens")
+        .and_then(Value::as_u64)
+        .map_or(s.tokens, |m| (m as u32).min(s.tokens))
+}
+
+fn completion<'a>(
+    event: &Value,
+    s: &SimSettings,
+    model: &'a str,
+    raw_len: usize,
+) -> Completion<'a> {
+    let n = event
+        .get("max_tokens")
+        .or_else(|| event.get("max_completion_tokens"))
+        .and_then(Value::as_u64)
+        .map_or(s.tokens, |m| (m as u32).min(s.tokens));
+    Completion {
+        model,
+        tokens: n,
+        prompt_tokens: (raw_len / 4).max(1) as u64,
+        include_usage: event
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    }
+}
+
+struct Piece {
+    index: u32,
+    text: String,
+}
+
+/// The SSE events of a streamed completion, as a function would write them.
+fn sse_chunks(c: &Completion<'_>, id: &str) -> Vec<Piece> {
+    let created = now_secs();
+    let chunk = |delta: Value, finish: Option<&str>| {
+        let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": c.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {v}\n\n")
+    };
+    let mut out = vec![Piece {
+        index: 0,
+        text: chunk(json!({"role": "assistant", "content": ""}), None),
+    }];
+    for i in 0..c.tokens {
+        out.push(Piece {
+            index: i + 1,
+            text: chunk(json!({"content": token(i)}), None),
+        });
+    }
+    let mut last = chunk(json!({}), Some("stop"));
+    if c.include_usage {
+        let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": c.model, "choices": [],
+            "usage": {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.tokens, "total_tokens": c.prompt_tokens + u64::from(c.tokens)}});
+        last.push_str(&format!("data: {v}\n\n"));
+    }
+    last.push_str("data: [DONE]\n\n");
+    out.push(Piece {
+        index: c.tokens + 1,
+        text: last,
+    });
+    out
+}
+
+/// Seconds since the epoch as `2015-08-30T12:36:00Z`.
+fn iso8601(secs: u64) -> String {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+    let (stamp, _) = sigv4::timestamps(t);
+    // 20150830T123600Z → 2015-08-30T12:36:00Z
+    format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    )
+}

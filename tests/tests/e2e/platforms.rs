@@ -1,0 +1,463 @@
+//! Serverless platforms behind the OpenAI API: Bedrock (Converse,
+//! ConverseStream) and AWS Lambda (Invoke raw and `http_event`,
+//! InvokeWithResponseStream), each against `skygate sim --platform ...`,
+//! which checks SigV4 as AWS does and answers in the platform's format.
+
+use crate::harness::*;
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::Duration;
+
+const KEYS: &str = "credentials: { access_key_id: AKIDSKYGATESIM, secret_access_key: skygate-sim-secret-access-key }";
+
+fn bedrock(url: &str, extra: &str) -> String {
+    format!("{{ kind: bedrock, region: us-east-1, endpoint: \"{url}\", model_id: \"amazon.nova-micro-v1:0\", {KEYS}{extra} }}")
+}
+
+fn lambda(url: &str, extra: &str) -> String {
+    format!("{{ kind: aws_lambda, region: eu-west-1, endpoint: \"{url}\", function: \"arn:aws:lambda:eu-west-1:123456789012:function:chat\", qualifier: live, {KEYS}{extra} }}")
+}
+
+fn chat_route(name: &str, model: &str, backend: &str) -> String {
+    format!("  {name}: {{ match: {{ path: /v1/chat/completions, models: [{model}] }}, targets: [ {{ backend: {backend} }} ] }}\n")
+}
+
+/// A chat request Converse can take (Bedrock refuses an empty conversation).
+fn ask(g: &Gateway, model: &str) -> Resp {
+    g.post(
+        "/v1/chat/completions",
+        &json!({"model": model, "messages": [{"role": "user", "content": "hello"}]}),
+    )
+}
+
+fn python() -> String {
+    let python = std::env::var("SKYGATE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python)
+        .args(["-c", "import openai, botocore"])
+        .output();
+    assert!(
+        probe.as_ref().is_ok_and(|o| o.status.success()),
+        "`{python}` cannot import openai and botocore: run the suite with scripts/test.sh, which installs them in a venv"
+    );
+    python
+}
+
+#[test]
+fn bedrock_and_lambda_serve_the_openai_sdk() {
+    let br = Sim::start("br", &["--platform", "bedrock"]);
+    let lam = Sim::start("lam", &["--platform", "aws-lambda"]);
+    let config = format!(
+        "{auth}backends:\n  br: {b}\n  lam: {l}\n  lams: {ls}\nroutes:\n{r1}{r2}{r3}",
+        auth = auth_section(),
+        b = bedrock(&br.url, ""),
+        l = lambda(&lam.url, ""),
+        ls = lambda(&lam.url, ", response_stream: true"),
+        r1 = chat_route("nova", "nova", "br"),
+        r2 = chat_route("fn", "fn", "lam"),
+        r3 = chat_route("fns", "fns", "lams"),
+    );
+    let g = Gateway::start(&config);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/openai_platforms.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(format!("http://{}/v1", g.addr))
+        .arg(CLIENT_KEY)
+        .arg("nova,fn,fns")
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n--- gateway:\n{}",
+        g.proc.stderr()
+    );
+    assert!(text.contains("platforms sdk: ok"), "{text}");
+
+    // Bedrock got Converse calls, on the model id's path (its `:` sent as
+    // %3A), signed for `bedrock` in the backend's region.
+    let reqs = br.requests();
+    let paths: Vec<&str> = reqs.iter().filter_map(|r| r["path"].as_str()).collect();
+    assert!(
+        paths.contains(&"/model/amazon.nova-micro-v1%3A0/converse"),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"/model/amazon.nova-micro-v1%3A0/converse-stream"),
+        "{paths:?}"
+    );
+    let auth = header_of(&reqs[0], "authorization");
+    assert!(auth.contains("/us-east-1/bedrock/aws4_request"), "{auth}");
+    assert_eq!(br.stats()["auth_failures"], 0);
+    // The Converse body is the translation, not the client's JSON.
+    let body = body_of(&reqs[0]);
+    assert_eq!(body["system"], json!([{"text": "be brief"}]), "{body}");
+    assert_eq!(body["inferenceConfig"]["maxTokens"], 4);
+    // Lambda: Invoke for `fn` (and for `fns` when not streaming),
+    // InvokeWithResponseStream for `fns` streams; the qualifier in the query.
+    let paths: Vec<String> = lam
+        .requests()
+        .iter()
+        .filter_map(|r| r["path"].as_str().map(str::to_string))
+        .collect();
+    let arn = "arn%3Aaws%3Alambda%3Aeu-west-1%3A123456789012%3Afunction%3Achat";
+    assert!(
+        paths.contains(&format!(
+            "/2015-03-31/functions/{arn}/invocations?Qualifier=live"
+        )),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&format!(
+            "/2021-11-15/functions/{arn}/response-streaming-invocations?Qualifier=live"
+        )),
+        "{paths:?}"
+    );
+    assert_eq!(lam.stats()["auth_failures"], 0);
+}
+
+fn header_of(req: &Value, name: &str) -> String {
+    req["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+        .map(|h| h[1].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+fn body_of(req: &Value) -> Value {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(req["body_b64"].as_str().unwrap())
+        .unwrap();
+    serde_json::from_slice(&raw).unwrap()
+}
+
+/// Bedrock's errors reach clients as the OpenAI status and type they expect,
+/// and a stream that fails mid-way ends with an error event.
+#[test]
+fn bedrock_errors_map_to_openai_errors() {
+    let br = Sim::start("br", &["--platform", "bedrock"]);
+    let config = format!(
+        "{auth}backends:\n  br: {b}\nroutes:\n{r}",
+        auth = auth_section(),
+        b = bedrock(&br.url, ", breaker: { enabled: false }"),
+        r = chat_route("nova", "nova", "br"),
+    );
+    let g = Gateway::start(&config);
+    // Throttling last: a 429 holds the backend for its retry-after.
+    for (kind, status, code) in [
+        ("ValidationException", 400, "invalid_request"),
+        ("AccessDeniedException", 502, "backend_auth_failed"),
+        ("ModelTimeoutException", 504, "backend_timeout"),
+        ("InternalServerException", 502, "backend_error"),
+        ("ModelNotReadyException", 503, "backend_not_ready"),
+    ] {
+        br.set(json!({ "fail_with": kind }));
+        let r = ask(&g, "nova");
+        r.assert_error(status, code);
+        assert!(r.text().contains(kind), "{}", r.text());
+    }
+    br.set(json!({ "fail_with": "ThrottlingException" }));
+    let r = ask(&g, "nova");
+    r.assert_error(429, "throttled");
+    assert!(r.header("retry-after").is_some());
+    // A request Converse cannot express is refused before any call.
+    br.set(json!({ "fail_with": null }));
+    std::thread::sleep(Duration::from_millis(1100));
+    let before = br.stats()["requests"].as_u64().unwrap();
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "nova", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}]}),
+    );
+    r.assert_error(400, "invalid_request");
+    assert!(r.text().contains("tools"), "{}", r.text());
+    assert_eq!(br.stats()["requests"].as_u64().unwrap(), before);
+    // Mid-stream: the model fails after its first tokens.
+    br.set(json!({ "cut_rate": 1.0 }));
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "nova", "messages": [{"role": "user", "content": "x"}], "stream": true}),
+    );
+    assert_eq!(r.status, 200);
+    let events = sse_data(&r.body);
+    assert!(events.len() > 2, "{events:?}");
+    let last = r.text();
+    assert!(
+        last.trim_end().ends_with('}')
+            && last.contains("event: error")
+            && last.contains("modelStreamErrorException"),
+        "{last}"
+    );
+    assert!(!last.contains("[DONE]"));
+}
+
+/// Lambda: function errors are 502s naming the function's error type (never
+/// a 200), `http_event` carries binary bodies both ways, the log tail shows
+/// cold starts, and a streamed function that fails ends with an error event.
+#[test]
+fn lambda_payloads_errors_and_cold_starts() {
+    let lam = Sim::start(
+        "lam",
+        &["--platform", "aws-lambda", "--cold-start-ms", "20"],
+    );
+    let config = format!(
+        "{auth}backends:\n  lam: {l}\n  lams: {ls}\n  img: {{ kind: aws_lambda, region: eu-west-1, endpoint: \"{url}\", function: image-recognition, payload: http_event, {KEYS} }}\nroutes:\n{r1}{r2}  img: {{ match: {{ path_prefix: /v1/functions/image-recognition }}, targets: [ {{ backend: img }} ] }}\n",
+        auth = auth_section(),
+        l = lambda(&lam.url, ", log_tail: true, breaker: { enabled: false }"),
+        ls = lambda(&lam.url, ", response_stream: true"),
+        url = lam.url,
+        r1 = chat_route("fn", "fn", "lam"),
+        r2 = chat_route("fns", "fns", "lams"),
+    );
+    let g = Gateway::start(&config);
+    // The first call starts an instance: the log tail says so.
+    let r = ask(&g, "fn");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "chat.completion");
+    let r = ask(&g, "fn");
+    assert_eq!(r.status, 200);
+    let log = g.access_log(2);
+    let cold: Vec<bool> = log
+        .iter()
+        .map(|l| l["cold_start"].as_bool().unwrap())
+        .collect();
+    assert_eq!(cold, [true, false], "{log:?}");
+    assert_eq!(
+        g.metric("skygate_backend_cold_starts_total{backend=\"lam\"}"),
+        Some(1.0)
+    );
+    assert!(header_of(&lam.requests()[0], "x-amz-log-type") == "Tail");
+    // The log tail is the gateway's, not the client's.
+    assert!(r.header("x-amz-log-result").is_none());
+
+    // http_event: a binary body goes base64 in the event and the function's
+    // statusCode, headers and body come back.
+    let png = [0x89u8, b'P', b'N', b'G', 0, 1, 2, 0xff];
+    let r = g.call(
+        "POST",
+        "/v1/functions/image-recognition/v2?threshold=0.5",
+        &[
+            ("authorization", &format!("Bearer {CLIENT_KEY}")),
+            ("content-type", "image/png"),
+        ],
+        &png,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-function"), Some("sim"));
+    let v = r.json();
+    assert_eq!(v["bytes"], 8);
+    assert_eq!(v["base64"], true);
+    assert_eq!(v["path"], "/v1/functions/image-recognition/v2");
+    let event = body_of(lam.requests().last().unwrap());
+    assert_eq!(event["version"], "2.0");
+    assert_eq!(event["rawQueryString"], "threshold=0.5");
+    assert_eq!(event["headers"]["content-type"], "image/png");
+    assert!(event["headers"].get("authorization").is_none(), "{event}");
+
+    // A function error: 502 with the function's error type.
+    lam.set(json!({ "fail_with": "function" }));
+    let r = ask(&g, "fn");
+    r.assert_error(502, "RuntimeError");
+    assert!(
+        r.text().contains("simulated failure in the handler"),
+        "{}",
+        r.text()
+    );
+    // The same failure mid-stream: the stream ends with an error event.
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "fns", "messages": [{"role": "user", "content": "x"}], "stream": true}),
+    );
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.contains("\"content\""), "{text}");
+    assert!(
+        text.contains("event: error") && text.contains("Function.ResponseStreamingError"),
+        "{text}"
+    );
+    assert!(!text.contains("[DONE]"));
+    // Lambda's own throttling is a 429.
+    lam.set(json!({ "fail_with": null, "throttle_rate": 1.0 }));
+    ask(&g, "fn").assert_error(429, "throttled");
+}
+
+/// Wrong keys are refused by the platform (a 502 for the client, never the
+/// platform's words about signatures as a 200), and a request Skygate
+/// signed verifies under botocore's own SigV4 signer.
+#[test]
+fn signatures_verify_at_the_platform_and_under_botocore() {
+    let br = Sim::start("br", &["--platform", "bedrock"]);
+    let config = format!(
+        "{auth}backends:\n  br: {b}\n  bad: {{ kind: bedrock, region: us-east-1, endpoint: \"{url}\", model_id: m, credentials: {{ access_key_id: AKIDSKYGATESIM, secret_access_key: wrong }} }}\nroutes:\n{r1}{r2}",
+        auth = auth_section(),
+        b = bedrock(&br.url, ""),
+        url = br.url,
+        r1 = chat_route("nova", "nova", "br"),
+        r2 = chat_route("bad", "bad", "bad"),
+    );
+    let g = Gateway::start(&config);
+    ask(&g, "bad").assert_error(502, "backend_auth_failed");
+    assert!(br.stats()["auth_failures"].as_u64().unwrap() >= 1);
+    br.set(json!({"cut_rate": 0.0}));
+    let r = ask(&g, "nova");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let req = br.requests().last().unwrap().clone();
+    let headers: Value = req["headers"].clone();
+    let script = r#"
+import base64, datetime, json, sys
+from unittest import mock
+import botocore.auth, botocore.awsrequest, botocore.credentials
+req = json.loads(sys.argv[1])
+headers = {k: v for k, v in req["headers"]}
+get = lambda n: next(v for k, v in headers.items() if k.lower() == n)
+auth, amz_date = get("authorization"), get("x-amz-date")
+signed = auth.split("SignedHeaders=")[1].split(",")[0].split(";")
+host = get("host")
+body = base64.b64decode(req["body_b64"])
+url = "http://" + host + req["path"]
+r = botocore.awsrequest.AWSRequest(method=req["method"], url=url, data=body,
+    headers={k: v for k, v in headers.items() if k.lower() in signed and k.lower() not in ("x-amz-date", "authorization")})
+creds = botocore.credentials.Credentials("AKIDSKYGATESIM", "skygate-sim-secret-access-key")
+when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+with mock.patch("botocore.auth.get_current_datetime", return_value=when):
+    botocore.auth.SigV4Auth(creds, "bedrock", "us-east-1").add_auth(r)
+ours = auth.split("Signature=")[1]
+theirs = r.headers["Authorization"].split("Signature=")[1]
+print("ours", ours, "botocore", theirs)
+sys.exit(0 if ours == theirs else 1)
+"#;
+    let out = Command::new(python())
+        .args(["-c", script])
+        .arg(json!({"headers": headers, "method": req["method"], "path": req["path"], "body_b64": req["body_b64"]}).to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "botocore disagrees: {}",
+        output_text(&out)
+    );
+}
+
+/// An OpenAI primary that is down, a Bedrock fallback: the request is
+/// rewritten for the fallback's kind and served there.
+#[test]
+fn openai_primary_falls_back_to_bedrock() {
+    let br = Sim::start("br", &["--platform", "bedrock"]);
+    let dead = free_addr();
+    let config = format!(
+        "{auth}backends:\n  oa: {{ kind: openai, url: \"http://{dead}/v1\" }}\n  br: {b}\nroutes:\n  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: oa, priority: 0 }}, {{ backend: br, priority: 1 }} ], retries: {{ max_attempts: 2 }} }}\n",
+        auth = auth_section(),
+        b = bedrock(&br.url, ""),
+    );
+    let g = Gateway::start(&config);
+    let r = ask(&g, "m");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-skygate-backend"), Some("br"));
+    assert_eq!(r.json()["object"], "chat.completion");
+    let log = g.access_log(1);
+    let tries = log[0]["tries"].as_array().unwrap();
+    assert_eq!(tries.len(), 2, "{log:?}");
+    assert_eq!(tries[0]["backend"], "oa");
+    assert_eq!(tries[1]["backend"], "br");
+}
+
+/// Credentials from a web identity (as on EKS): exchanged at STS (the
+/// simulator plays it), refreshed before they expire, in the background:
+/// requests keep succeeding across rotations, signed with new keys.
+#[test]
+fn web_identity_credentials_rotate_without_a_restart() {
+    let br = Sim::start("br", &["--platform", "bedrock", "--sts-lifetime-s", "4"]);
+    let dir = TempDir::new();
+    let token = dir.path.join("token");
+    std::fs::write(&token, "eyJ-test-web-identity-token").unwrap();
+    let config = format!(
+        "{auth}backends:\n  br: {{ kind: bedrock, region: us-east-1, endpoint: \"{url}\", model_id: m }}\nroutes:\n{r}",
+        auth = auth_section(),
+        url = br.url,
+        r = chat_route("nova", "nova", "br"),
+    );
+    let home = dir.path.to_string_lossy().to_string();
+    let token = token.to_string_lossy().to_string();
+    let g = Gateway::start_with_env(
+        &config,
+        &[
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+            ("HOME", &home),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", &token),
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/skygate"),
+            ("AWS_ENDPOINT_URL_STS", &br.url),
+        ],
+    );
+    assert!(eventually(Duration::from_secs(5), || ask(&g, "nova")
+        .status
+        == 200));
+    let mut keys = std::collections::BTreeSet::new();
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(6) {
+        let r = ask(&g, "nova");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let auth = header_of(br.requests().last().unwrap(), "authorization");
+        let key = auth
+            .split("Credential=")
+            .nth(1)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        assert!(key.starts_with("ASIASIM"), "{auth}");
+        assert!(!header_of(br.requests().last().unwrap(), "x-amz-security-token").is_empty());
+        keys.insert(key);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(keys.len() >= 2, "no rotation in 6 s of 4 s keys: {keys:?}");
+    assert_eq!(br.stats()["auth_failures"], 0);
+    // Never logged.
+    assert!(!g.proc.stderr().contains("sim-secret-"));
+}
+
+/// The shared credentials file is re-read when it changes: a rotated key
+/// pair is used without a restart.
+#[test]
+fn shared_credentials_file_rotates() {
+    let lam = Sim::start("lam", &["--platform", "aws-lambda"]);
+    let dir = TempDir::new();
+    let file = dir.path.join("credentials");
+    std::fs::write(
+        &file,
+        "[default]\naws_access_key_id = AKIDSKYGATESIM\naws_secret_access_key = skygate-sim-secret-access-key\n",
+    )
+    .unwrap();
+    let config = format!(
+        "{auth}backends:\n  lam: {{ kind: aws_lambda, region: us-east-1, endpoint: \"{url}\", function: chat, breaker: {{ enabled: false }} }}\nroutes:\n{r}",
+        auth = auth_section(),
+        url = lam.url,
+        r = chat_route("fn", "fn", "lam"),
+    );
+    let path = file.to_string_lossy().to_string();
+    let g = Gateway::start_with_env(
+        &config,
+        &[
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+            ("AWS_SHARED_CREDENTIALS_FILE", &path),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    assert_eq!(ask(&g, "fn").status, 200);
+    // Rotate: the platform accepts only the new pair; the file is rewritten.
+    lam.set(json!({"aws_keys": {"AKIDROTATED": "rotated-secret"}}));
+    ask(&g, "fn").assert_error(502, "backend_auth_failed");
+    std::fs::write(
+        &file,
+        "[default]\naws_access_key_id = AKIDROTATED\naws_secret_access_key = rotated-secret\n",
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(8), || ask(&g, "fn").status == 200),
+        "{}",
+        g.proc.stderr()
+    );
+}
