@@ -7,8 +7,12 @@
 //! another kind gets its own rewrite.
 
 use crate::kinds::aws::{AwsChain, AwsSigner};
+use crate::kinds::azure::{AzureFunctionsAdapter, AzureOpenaiAdapter, EntraChain};
 use crate::kinds::bedrock::BedrockAdapter;
 use crate::kinds::lambda::LambdaAdapter;
+use crate::kinds::lambda_url::LambdaUrlAdapter;
+use crate::kinds::openwhisk::OpenwhiskAdapter;
+use crate::kinds::sagemaker::SagemakerAdapter;
 use crate::kinds::Reply;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -36,6 +40,8 @@ pub struct Call<'a> {
     pub identity: Option<(&'a HeaderName, HeaderValue)>,
     /// The request asked for an SSE stream (`stream: true`).
     pub stream: bool,
+    /// The model the client asked for (OpenAI operations).
+    pub model: Option<&'a str>,
 }
 
 /// What goes to the backend for one attempt.
@@ -147,8 +153,16 @@ pub(crate) fn base_header(
     Ok(h)
 }
 
-/// The backend's own credential, in its configured header.
+/// The backend's own credential, in its configured header (kinds that put
+/// it elsewhere, in a query or as basic auth, do so themselves).
 fn insert_backend_key(h: &mut RequestHeader, backend: &Backend) -> Result<(), ApiError> {
+    let elsewhere = matches!(
+        backend.platform,
+        Platform::Openwhisk(_) | Platform::AzureFunctions { key_in_query: true }
+    );
+    if elsewhere {
+        return Ok(());
+    }
     if let Some(key) = &backend.api_key {
         let value = if backend.api_key_header == header::AUTHORIZATION {
             HeaderValue::from_str(&format!("Bearer {}", key.expose()))
@@ -248,42 +262,116 @@ impl Adapter for BedrockAdapter {
     }
 }
 
+impl Adapter for LambdaUrlAdapter {
+    fn prepare(&self, backend: &Backend, call: &Call<'_>) -> Result<Prepared, ApiError> {
+        LambdaUrlAdapter::prepare(self, backend, call)
+    }
+}
+
+impl Adapter for SagemakerAdapter {
+    fn prepare(&self, backend: &Backend, call: &Call<'_>) -> Result<Prepared, ApiError> {
+        SagemakerAdapter::prepare(self, backend, call)
+    }
+}
+
+impl Adapter for AzureOpenaiAdapter {
+    fn prepare(&self, backend: &Backend, call: &Call<'_>) -> Result<Prepared, ApiError> {
+        AzureOpenaiAdapter::prepare(self, backend, call)
+    }
+}
+
+impl Adapter for AzureFunctionsAdapter {
+    fn prepare(&self, backend: &Backend, call: &Call<'_>) -> Result<Prepared, ApiError> {
+        AzureFunctionsAdapter::prepare(self, backend, call)
+    }
+}
+
+impl Adapter for OpenwhiskAdapter {
+    fn prepare(&self, backend: &Backend, call: &Call<'_>) -> Result<Prepared, ApiError> {
+        OpenwhiskAdapter::prepare(self, backend, call)
+    }
+}
+
+/// The process's cloud credential chains, shared by every backend that
+/// has no credentials of its own, and kept fresh in the background.
+#[derive(Debug)]
+pub struct Clouds {
+    pub aws: Arc<AwsChain>,
+    pub entra: Arc<EntraChain>,
+}
+
+impl Clouds {
+    pub fn from_process() -> Self {
+        Self {
+            aws: Arc::new(AwsChain::from_process()),
+            entra: Arc::new(EntraChain::from_process()),
+        }
+    }
+}
+
 /// Every backend kind's adapter.
 #[derive(Debug)]
 pub enum BackendAdapter {
     OpenAi(OpenAiAdapter),
     HttpFunction(FunctionAdapter),
     Lambda(LambdaAdapter),
+    LambdaUrl(LambdaUrlAdapter),
     Bedrock(BedrockAdapter),
+    Sagemaker(SagemakerAdapter),
+    AzureOpenai(AzureOpenaiAdapter),
+    AzureFunctions(AzureFunctionsAdapter),
+    Openwhisk(OpenwhiskAdapter),
 }
 
 impl BackendAdapter {
     /// The adapter of a backend's kind. The AWS kinds sign with the
-    /// backend's own keys, else with `aws` (the process's chain).
-    pub fn build(backend: &Backend, aws: &Arc<AwsChain>) -> Self {
+    /// backend's own keys, else with the process's AWS chain; `auth: entra`
+    /// takes tokens from the process's Entra ID chain.
+    pub fn build(backend: &Backend, clouds: &Clouds) -> Self {
         let signer = |service| {
             backend
                 .aws
                 .as_ref()
-                .map(|conf| AwsSigner::new(conf, aws, service))
+                .map(|conf| AwsSigner::new(conf, &clouds.aws, service))
         };
-        match (&backend.platform, backend.kind) {
-            (Platform::Lambda(conf), BackendKind::AwsLambda) => match signer("lambda") {
+        match &backend.platform {
+            Platform::Lambda(conf) => match signer("lambda") {
                 Some(signer) => Self::Lambda(LambdaAdapter {
                     conf: conf.clone(),
                     signer,
                 }),
                 None => Self::HttpFunction(FunctionAdapter),
             },
-            (Platform::Bedrock { model_id }, BackendKind::Bedrock) => match signer("bedrock") {
+            Platform::LambdaUrl { iam } => Self::LambdaUrl(LambdaUrlAdapter {
+                signer: if *iam { signer("lambda") } else { None },
+            }),
+            Platform::Bedrock { model_id } => match signer("bedrock") {
                 Some(signer) => Self::Bedrock(BedrockAdapter {
                     model_id: model_id.clone(),
                     signer,
                 }),
                 None => Self::OpenAi(OpenAiAdapter),
             },
-            (_, BackendKind::HttpFunction) => Self::HttpFunction(FunctionAdapter),
-            _ => Self::OpenAi(OpenAiAdapter),
+            Platform::Sagemaker(conf) => match signer("sagemaker") {
+                Some(signer) => Self::Sagemaker(SagemakerAdapter {
+                    conf: conf.clone(),
+                    signer,
+                }),
+                None => Self::OpenAi(OpenAiAdapter),
+            },
+            Platform::AzureOpenai(conf) => {
+                Self::AzureOpenai(AzureOpenaiAdapter::new(conf, &clouds.entra))
+            }
+            Platform::AzureFunctions { key_in_query } => {
+                Self::AzureFunctions(AzureFunctionsAdapter {
+                    key_in_query: *key_in_query,
+                })
+            }
+            Platform::Openwhisk(conf) => Self::Openwhisk(OpenwhiskAdapter { conf: conf.clone() }),
+            Platform::Plain if backend.kind == BackendKind::HttpFunction => {
+                Self::HttpFunction(FunctionAdapter)
+            }
+            Platform::Plain => Self::OpenAi(OpenAiAdapter),
         }
     }
 
@@ -292,7 +380,12 @@ impl BackendAdapter {
             Self::OpenAi(a) => a,
             Self::HttpFunction(a) => a,
             Self::Lambda(a) => a,
+            Self::LambdaUrl(a) => a,
             Self::Bedrock(a) => a,
+            Self::Sagemaker(a) => a,
+            Self::AzureOpenai(a) => a,
+            Self::AzureFunctions(a) => a,
+            Self::Openwhisk(a) => a,
         }
     }
 }
@@ -368,10 +461,15 @@ mod tests {
             forwarded_for: None,
             identity: None,
             stream: false,
+            model: None,
+        };
+        let clouds = Clouds {
+            aws: Arc::new(AwsChain::new(Box::new(|_| None))),
+            entra: Arc::new(EntraChain::new(Box::new(|_| None))),
         };
         let p = BackendAdapter::build(
             &backend(BackendKind::OpenAi, None, "authorization"),
-            &Arc::new(AwsChain::new(Box::new(|_| None))),
+            &clouds,
         )
         .prepare(
             &backend(BackendKind::OpenAi, Some("sk-backend"), "authorization"),
@@ -401,6 +499,7 @@ mod tests {
             forwarded_for: None,
             identity: None,
             stream: false,
+            model: None,
         };
         let p = OpenAiAdapter
             .prepare(
@@ -431,6 +530,7 @@ mod tests {
             forwarded_for: None,
             identity: None,
             stream: false,
+            model: None,
         };
         let p = FunctionAdapter
             .prepare(
@@ -458,6 +558,7 @@ mod tests {
             forwarded_for: None,
             identity: None,
             stream: false,
+            model: None,
         };
         let p = FunctionAdapter
             .prepare(

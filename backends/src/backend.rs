@@ -38,7 +38,7 @@ impl BackendRt {
             config: config.clone(),
             name: Arc::from(config.name.as_str()),
             peer: ArcSwap::from_pointee(peer),
-            adapter: BackendAdapter::build(config, registry.aws()),
+            adapter: BackendAdapter::build(config, registry.clouds()),
             state: registry.backend(config, now),
         }
     }

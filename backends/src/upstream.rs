@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::adapter::Prepared;
-use crate::kinds::{ReadAs, Reply, WHOLE_LIMIT};
+use crate::kinds::{ReadAs, Reply, ERROR_LIMIT, WHOLE_LIMIT};
 use bytes::BytesMut;
 
 /// A backend's resolved address and the peer built for it.
@@ -161,6 +161,7 @@ impl Upstream {
                         reply: None,
                         pending: None,
                         ended: false,
+                        failed: None,
                         cold_start: false,
                     };
                     return match reply {
@@ -225,6 +226,8 @@ pub struct UpstreamResponse {
     pending: Option<Bytes>,
     /// The translated stream's end was delivered.
     ended: bool,
+    /// A translation error kept until the output before it was delivered.
+    failed: Option<ApiError>,
     cold_start: bool,
 }
 
@@ -236,11 +239,36 @@ impl UpstreamResponse {
         let Some(header) = self.header.take() else {
             return Ok(self);
         };
+        // Nothing has reached the client yet: a failure while reading is
+        // the backend's, and may be retried on another target.
+        let retryable = |e: ApiError| {
+            let class = if e.kind == ErrorKind::UpstreamTimeout {
+                Retry::Timeout
+            } else {
+                Retry::ServerError
+            };
+            e.retryable(class)
+        };
         match reply.read(&header) {
+            ReadAs::Pass => self.header = Some(header),
             ReadAs::Whole => {
+                // An error body is read up to a small bound (the rest is
+                // dropped with the connection); an answer up to WHOLE_LIMIT.
+                let limit = if header.status.is_success() {
+                    WHOLE_LIMIT
+                } else {
+                    ERROR_LIMIT
+                };
                 let mut body = BytesMut::new();
-                while let Some(chunk) = self.next_raw().await? {
-                    if body.len() + chunk.len() > WHOLE_LIMIT {
+                while let Some(chunk) = self.next_raw().await.map_err(retryable)? {
+                    if body.len() + chunk.len() > limit {
+                        if !header.status.is_success() {
+                            let room = limit - body.len();
+                            body.extend_from_slice(&chunk[..room.min(chunk.len())]);
+                            // Not read to its end: never pooled.
+                            self.session = None;
+                            break;
+                        }
                         return Err(ApiError::new(
                             ErrorKind::UpstreamFailed,
                             format!(
@@ -251,16 +279,33 @@ impl UpstreamResponse {
                     }
                     body.extend_from_slice(&chunk);
                 }
-                let synth = reply.whole(&header, body.freeze())?;
-                self.header = Some(synth.header()?);
-                self.pending = Some(synth.body);
                 self.cold_start = reply.cold_start();
+                let mut synth = reply.whole(&header, body.freeze())?;
+                if matches!(synth.status, 204 | 304) {
+                    synth.body = Bytes::new();
+                }
+                let mut h = synth.header()?;
+                if matches!(synth.status, 204 | 304) {
+                    h.remove_header(&http::header::CONTENT_LENGTH);
+                }
+                self.header = Some(h);
+                self.pending = Some(synth.body);
             }
             ReadAs::Stream => {
                 let mut header = header;
                 reply.stream_header(&mut header)?;
-                self.header = Some(header);
+                // Read up to the first bytes for the client: a platform
+                // that fails before them (throttled, a crash at start) is a
+                // failed attempt, retried like any other, never a 200 with
+                // nothing but an error in it.
+                let first = self.translate(reply.as_mut()).await;
                 self.cold_start = reply.cold_start();
+                let first = first.map_err(|e| match e.retry {
+                    Some(_) => e,
+                    None => retryable(e),
+                })?;
+                self.pending = first;
+                self.header = Some(header);
                 self.reply = Some(reply);
             }
         }
@@ -298,25 +343,35 @@ impl UpstreamResponse {
         result
     }
 
-    /// The next translated chunk of a platform's stream.
+    /// The next translated chunk of a platform's stream. An error that
+    /// arrives with output (in the same read) is kept for the next call, so
+    /// the client gets every byte before the error event.
     async fn translate(&mut self, reply: &mut dyn Reply) -> Result<Option<Bytes>, ApiError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         if self.ended {
             return Ok(None);
         }
         let mut out = BytesMut::new();
         loop {
-            match self.next_raw().await? {
-                Some(chunk) => {
-                    reply.chunk(&chunk, &mut out)?;
-                    if !out.is_empty() {
-                        return Ok(Some(out.freeze()));
-                    }
-                }
-                None => {
+            let step = match self.next_raw().await {
+                Ok(Some(chunk)) => reply.chunk(&chunk, &mut out),
+                Ok(None) => {
                     self.ended = true;
-                    reply.end(&mut out)?;
-                    return Ok((!out.is_empty()).then(|| out.freeze()));
+                    reply.end(&mut out)
                 }
+                Err(e) => Err(e),
+            };
+            match step {
+                Err(e) if out.is_empty() => return Err(e),
+                Err(e) => {
+                    self.failed = Some(e);
+                    return Ok(Some(out.freeze()));
+                }
+                Ok(()) if !out.is_empty() => return Ok(Some(out.freeze())),
+                Ok(()) if self.ended => return Ok(None),
+                Ok(()) => {}
             }
         }
     }

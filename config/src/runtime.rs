@@ -385,21 +385,37 @@ pub enum BackendKind {
     HttpFunction,
     /// AWS Lambda's Invoke API (SigV4 service `lambda`).
     AwsLambda,
+    /// A Lambda function URL (`auth: none | iam`).
+    AwsLambdaUrl,
     /// Amazon Bedrock's Converse API (SigV4 service `bedrock`).
     Bedrock,
+    /// A SageMaker (serverless) inference endpoint (SigV4 service `sagemaker`).
+    Sagemaker,
+    /// Azure OpenAI: deployment paths or the v1 API; `api-key` or Entra ID.
+    AzureOpenai,
+    /// Azure Functions HTTP triggers, with a function key.
+    AzureFunctions,
+    /// Apache OpenWhisk / IBM Cloud Functions actions.
+    Openwhisk,
 }
 
 impl BackendKind {
-    pub const ALLOWED: &'static str = "openai, http_function, aws_lambda, bedrock";
+    pub const ALLOWED: &'static str = "openai, http_function, aws_lambda, aws_lambda_url, bedrock, sagemaker, azure_openai, azure_functions, openwhisk";
+
+    const ALL: [Self; 9] = [
+        Self::OpenAi,
+        Self::HttpFunction,
+        Self::AwsLambda,
+        Self::AwsLambdaUrl,
+        Self::Bedrock,
+        Self::Sagemaker,
+        Self::AzureOpenai,
+        Self::AzureFunctions,
+        Self::Openwhisk,
+    ];
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "openai" => Some(Self::OpenAi),
-            "http_function" => Some(Self::HttpFunction),
-            "aws_lambda" => Some(Self::AwsLambda),
-            "bedrock" => Some(Self::Bedrock),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -407,17 +423,25 @@ impl BackendKind {
             Self::OpenAi => "openai",
             Self::HttpFunction => "http_function",
             Self::AwsLambda => "aws_lambda",
+            Self::AwsLambdaUrl => "aws_lambda_url",
             Self::Bedrock => "bedrock",
+            Self::Sagemaker => "sagemaker",
+            Self::AzureOpenai => "azure_openai",
+            Self::AzureFunctions => "azure_functions",
+            Self::Openwhisk => "openwhisk",
         }
     }
 
     /// Whether a backend of this kind can serve a route of `op`.
     pub fn serves(self, op: Operation) -> bool {
         match self {
-            Self::OpenAi => matches!(op, Operation::ChatCompletions | Operation::Embeddings),
-            Self::HttpFunction => op == Operation::Function,
-            // A function answers whatever its event asks.
-            Self::AwsLambda => true,
+            Self::OpenAi | Self::AzureOpenai => {
+                matches!(op, Operation::ChatCompletions | Operation::Embeddings)
+            }
+            Self::HttpFunction | Self::AzureFunctions => op == Operation::Function,
+            // Functions answer whatever their event asks; a function URL, an
+            // endpoint's container or an action may speak OpenAI or not.
+            Self::AwsLambda | Self::AwsLambdaUrl | Self::Sagemaker | Self::Openwhisk => true,
             // Converse is chat only.
             Self::Bedrock => op == Operation::ChatCompletions,
         }
@@ -425,7 +449,10 @@ impl BackendKind {
 
     /// The kinds signed with AWS SigV4 (they take `region` and AWS credentials).
     pub fn is_aws(self) -> bool {
-        matches!(self, Self::AwsLambda | Self::Bedrock)
+        matches!(
+            self,
+            Self::AwsLambda | Self::AwsLambdaUrl | Self::Bedrock | Self::Sagemaker
+        )
     }
 }
 
@@ -486,10 +513,56 @@ pub enum Platform {
     /// `openai`, `http_function`.
     Plain,
     Lambda(LambdaConf),
+    /// `aws_lambda_url`: SigV4-signed (`auth: iam`) or not (`auth: none`).
+    LambdaUrl {
+        iam: bool,
+    },
     /// `bedrock`: the model id every call names (e.g. `amazon.nova-micro-v1:0`).
     Bedrock {
         model_id: String,
     },
+    Sagemaker(SagemakerConf),
+    AzureOpenai(AzureOpenaiConf),
+    /// `azure_functions`: the function key goes in `code=` instead of
+    /// `x-functions-key` when `key_in_query`.
+    AzureFunctions {
+        key_in_query: bool,
+    },
+    Openwhisk(OpenwhiskConf),
+}
+
+/// `sagemaker` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SagemakerConf {
+    pub endpoint_name: String,
+    /// `X-Amzn-SageMaker-Target-Variant`.
+    pub target_variant: Option<String>,
+    /// Streamed requests use InvokeEndpointWithResponseStream.
+    pub response_stream: bool,
+}
+
+/// `azure_openai` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AzureOpenaiConf {
+    /// `?api-version=` of deployment paths.
+    pub api_version: String,
+    /// Model name → deployment; a model not listed is its own deployment.
+    pub deployments: std::collections::BTreeMap<String, String>,
+    /// The v1 API (`/openai/v1/...`, the deployment in the body's `model`)
+    /// instead of deployment paths.
+    pub v1: bool,
+    /// Microsoft Entra ID bearer tokens instead of `api-key`.
+    pub entra: bool,
+}
+
+/// `openwhisk` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenwhiskConf {
+    pub namespace: String,
+    /// `action` or `package/action`.
+    pub action: String,
+    /// A web action (`/api/v1/web/...`): raw HTTP, no basic auth.
+    pub web: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

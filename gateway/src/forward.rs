@@ -107,7 +107,9 @@ pub async fn forward(
             // Skygate's own failure (building the request): not the backend's.
             Failed::Error(e) if e.kind.fault() != Fault::Upstream => drop(attempt),
             Failed::Error(_) => attempt.finish(outcome, now),
-            Failed::Response(_) => {
+            Failed::Response(resp) => {
+                // A failed cold start (an init that crashed) still counts.
+                note_cold_start(b, ctx, resp);
                 let code = if class == Some(Retry::Throttled) {
                     "http_429"
                 } else {
@@ -296,6 +298,7 @@ async fn send(
         forwarded_for: ctx.forwarded_for.as_ref(),
         identity: identity_for(snap, b, backend, ctx),
         stream: ctx.stream,
+        model: ctx.model.as_deref(),
     };
     let peer = match slot {
         Ok(r) => &r.peer,

@@ -48,7 +48,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run one simulated serverless model backend.
-    Sim(skygate_backends::sim::SimArgs),
+    Sim(Box<skygate_backends::sim::SimArgs>),
     /// Mint a JWT from the demo issuer (`skygate demo` trusts it; its key is public: demos only).
     DemoToken {
         #[arg(long, default_value = "alice")]

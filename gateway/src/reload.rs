@@ -453,6 +453,8 @@ fn backend_fields(o: &Backend, n: &Backend) -> Vec<&'static str> {
     check("breaker", o.breaker != n.breaker);
     check("limits", o.limits != n.limits);
     check("health_check", o.health_check != n.health_check);
+    check("aws", o.aws != n.aws);
+    check("platform settings", o.platform != n.platform);
     f
 }
 

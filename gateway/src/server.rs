@@ -107,7 +107,8 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
     let credentials = pingora_core::services::background::background_service(
         "cloud credentials",
         Credentials {
-            aws: state.registry.aws().clone(),
+            aws: state.registry.clouds().aws.clone(),
+            entra: state.registry.clouds().entra.clone(),
         },
     );
 
@@ -242,6 +243,7 @@ impl pingora_core::services::background::BackgroundService for RedisLink {
 /// path: requests read the current ones and never fetch.
 struct Credentials {
     aws: std::sync::Arc<skygate_backends::kinds::aws::AwsChain>,
+    entra: std::sync::Arc<skygate_backends::kinds::azure::EntraChain>,
 }
 
 #[async_trait::async_trait]
@@ -249,6 +251,7 @@ impl pingora_core::services::background::BackgroundService for Credentials {
     async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
         tokio::select! {
             () = self.aws.maintain() => {}
+            () = self.entra.maintain() => {}
             _ = shutdown.changed() => {}
         }
     }

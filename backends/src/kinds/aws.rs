@@ -20,11 +20,11 @@
 //! they are valid and is retried with backoff. Secrets never reach a log.
 
 use super::super::fetch::Fetcher;
+use super::renew::{renew_time, Renewal};
 use crate::sign::sigv4::{parse_iso8601, Credentials};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -38,30 +38,33 @@ pub struct Held {
 }
 
 impl Held {
-    /// When temporary credentials are renewed: five minutes before they
-    /// expire, or halfway through a shorter life.
     fn renew_at(&self, fetched: SystemTime) -> Option<SystemTime> {
-        let expires = self.expires?;
-        let life = expires.duration_since(fetched).unwrap_or_default();
-        Some(expires - (life / 2).min(Duration::from_secs(300)))
+        Some(renew_time(fetched, self.expires?))
     }
 }
 
 type Env = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
+/// What tells a changed file: its modification time and length (a file
+/// truncated and rewritten within one mtime tick still changes length).
+type Fingerprint = Option<(SystemTime, u64)>;
+
+const ENVIRONMENT: &str = "the environment";
+const SHARED_FILE: &str = "the shared credentials file";
+
+/// How long credentials from a network source without a readable
+/// expiration are kept before they are fetched again.
+const UNKNOWN_LIFETIME: Duration = Duration::from_secs(900);
+
 /// The process's AWS credential chain.
 pub struct AwsChain {
     current: ArcSwapOption<Held>,
-    /// When the current temporary credentials should be renewed.
-    renew_at: Mutex<Option<SystemTime>>,
-    wanted: AtomicBool,
-    wake: tokio::sync::Notify,
+    renewal: Renewal,
     env: Env,
     fetcher: Fetcher,
-    /// The shared file last read, and its modification time.
-    file_seen: Mutex<Option<(PathBuf, SystemTime)>>,
-    /// Set after "no credentials" was logged, so it is logged once.
-    warned: AtomicBool,
+    /// The shared file's fingerprint (modification time, length) when it
+    /// was last looked at; `None` inside: it was absent.
+    file_seen: Mutex<Option<Fingerprint>>,
 }
 
 impl std::fmt::Debug for AwsChain {
@@ -74,8 +77,6 @@ impl std::fmt::Debug for AwsChain {
 
 /// How often the shared file is checked for a change.
 const FILE_POLL: Duration = Duration::from_secs(2);
-/// How often the chain is walked again when nothing answered.
-const NOTHING_POLL: Duration = Duration::from_secs(30);
 /// Endpoint calls (STS, metadata) give up after this.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -88,13 +89,10 @@ impl AwsChain {
     pub fn new(env: Env) -> Self {
         Self {
             current: ArcSwapOption::empty(),
-            renew_at: Mutex::new(None),
-            wanted: AtomicBool::new(false),
-            wake: tokio::sync::Notify::new(),
+            renewal: Renewal::new("AWS credentials"),
             env,
             fetcher: Fetcher::default(),
             file_seen: Mutex::new(None),
-            warned: AtomicBool::new(false),
         }
     }
 
@@ -111,13 +109,11 @@ impl AwsChain {
     /// need no network (environment, shared file) are read at once, so the
     /// first request finds credentials; the rest follow in the background.
     pub fn want(&self) {
-        if self.wanted.swap(true, Ordering::AcqRel) {
-            return;
+        if self.renewal.want() {
+            if let Some(held) = self.local() {
+                self.store(held);
+            }
         }
-        if let Some(held) = self.local() {
-            self.store(held);
-        }
-        self.wake.notify_one();
     }
 
     fn var(&self, name: &str) -> Option<String> {
@@ -130,10 +126,7 @@ impl AwsChain {
         if changed {
             log::info!("AWS credentials from {}", held.source);
         }
-        self.warned.store(false, Ordering::Relaxed);
-        if let Ok(mut at) = self.renew_at.lock() {
-            *at = held.renew_at(SystemTime::now());
-        }
+        self.renewal.renewed(held.renew_at(SystemTime::now()));
         self.current.store(Some(Arc::new(held)));
     }
 
@@ -143,7 +136,7 @@ impl AwsChain {
             return Some(Held {
                 creds,
                 expires: None,
-                source: "the environment",
+                source: ENVIRONMENT,
             });
         }
         if self.var("AWS_WEB_IDENTITY_TOKEN_FILE").is_some() {
@@ -161,90 +154,86 @@ impl AwsChain {
             })
     }
 
+    fn fingerprint(&self) -> Fingerprint {
+        let m = std::fs::metadata(self.shared_file_path()?).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    }
+
+    /// The shared file's credentials; the file's fingerprint is noted
+    /// whatever it holds, so a half-written file is read again once it
+    /// changes.
     fn shared_file(&self) -> Option<Held> {
-        let path = self.shared_file_path()?;
-        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
-        let text = std::fs::read_to_string(&path).ok()?;
-        let profile = self.var("AWS_PROFILE").unwrap_or_else(|| "default".into());
-        let creds = parse_credentials_file(&text, &profile);
-        if let Ok(mut seen) = self.file_seen.lock() {
-            *seen = Some((path, modified));
+        let seen = self.fingerprint();
+        if let Ok(mut s) = self.file_seen.lock() {
+            *s = Some(seen);
         }
+        let text = std::fs::read_to_string(self.shared_file_path()?).ok()?;
+        let profile = self.var("AWS_PROFILE").unwrap_or_else(|| "default".into());
         Some(Held {
-            creds: creds?,
+            creds: parse_credentials_file(&text, &profile)?,
             expires: None,
-            source: "the shared credentials file",
+            source: SHARED_FILE,
         })
     }
 
+    /// Whether the shared file changed (appeared, went, was rewritten)
+    /// since it was last looked at, when the chain reads it at all (the
+    /// environment and a web identity come before it).
     fn file_changed(&self) -> bool {
-        let Ok(seen) = self.file_seen.lock() else {
-            return true;
-        };
-        match &*seen {
-            Some((path, at)) => std::fs::metadata(path)
-                .and_then(|m| m.modified())
-                .map_or(true, |m| m != *at),
-            None => true,
+        let before_it = Credentials::from_env(|k| self.var(k)).is_some()
+            || self.var("AWS_WEB_IDENTITY_TOKEN_FILE").is_some();
+        if before_it {
+            return false;
         }
+        let now = self.fingerprint();
+        self.file_seen
+            .lock()
+            .map_or(true, |seen| *seen != Some(now))
     }
 
     /// Keeps the credentials fresh until the process ends.
     pub async fn maintain(&self) {
-        let mut failures = 0u32;
-        loop {
-            if !self.wanted.load(Ordering::Acquire) {
-                self.wake.notified().await;
-                continue;
-            }
-            let wait = match self.refresh().await {
-                Ok(next) => {
-                    failures = 0;
-                    next
-                }
-                Err(why) => {
-                    failures = failures.saturating_add(1);
-                    let backoff = Duration::from_secs(1 << failures.min(6)).min(NOTHING_POLL);
-                    if !self.warned.swap(true, Ordering::Relaxed) {
-                        log::warn!("AWS credentials: {why}; trying again in {backoff:?}");
-                    }
-                    backoff
-                }
-            };
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.wake.notified() => {}
-            }
-        }
+        self.renewal.maintain(|| self.refresh()).await;
     }
 
     /// Walks the chain once (skipping what is still fresh); the time until
     /// the next look.
     pub async fn refresh(&self) -> Result<Duration, String> {
         let now = SystemTime::now();
-        if let Some(held) = self.current.load_full() {
-            let renew = self.renew_at.lock().ok().and_then(|at| *at);
-            match renew {
+        // A changed shared file is looked at whatever answered before (a
+        // rotation, or a file that was half written when last read).
+        if let (Some(held), false) = (self.current.load_full(), self.file_changed()) {
+            match self.renewal.renew_at() {
                 Some(at) if at > now => {
-                    return Ok(at
-                        .duration_since(now)
-                        .unwrap_or_default()
-                        .max(Duration::from_millis(100)))
+                    let left = at.duration_since(now).unwrap_or_default();
+                    return Ok(left.clamp(Duration::from_millis(100), FILE_POLL));
                 }
                 Some(_) => {}
-                None if held.source == "the environment" => return Ok(Duration::from_secs(300)),
-                None if !self.file_changed() => return Ok(FILE_POLL),
-                None => {}
+                None if held.source == ENVIRONMENT => return Ok(Duration::from_secs(300)),
+                None => return Ok(FILE_POLL),
             }
         }
         if let Some(held) = self.local() {
-            let poll = if held.source == "the environment" {
+            let poll = if held.source == ENVIRONMENT {
                 Duration::from_secs(300)
             } else {
                 FILE_POLL
             };
             self.store(held);
             return Ok(poll);
+        }
+        if self
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|h| h.source == SHARED_FILE)
+        {
+            // The file changed but holds no usable keys (half written, or the
+            // profile is gone): keep the last keys and look again soon,
+            // rather than switch identity to a network source.
+            if self.fingerprint().is_some() {
+                return Ok(FILE_POLL);
+            }
         }
         let held = if let Some(token_file) = self.var("AWS_WEB_IDENTITY_TOKEN_FILE") {
             self.web_identity(&token_file).await?
@@ -260,12 +249,15 @@ impl AwsChain {
                 format!("none found in the environment, a web identity, the shared file or a container; the instance metadata service: {e}")
             })?
         };
+        let mut held = held;
+        held.expires = held.expires.or(Some(now + UNKNOWN_LIFETIME));
+        // Credentials that are due at once (already near or past expiry, a
+        // skewed clock) are fetched again after a short pause, not at once.
         let next = held
             .renew_at(now)
             .and_then(|at| at.duration_since(now).ok())
-            .map_or(Duration::from_secs(300), |d| {
-                d.max(Duration::from_millis(100))
-            });
+            .unwrap_or(Duration::from_secs(5))
+            .clamp(Duration::from_millis(100), FILE_POLL);
         self.store(held);
         Ok(next)
     }

@@ -20,7 +20,8 @@
 use super::aws::AwsSigner;
 use super::eventstream::Frames;
 use super::{
-    aws_service_error, malformed, path_segment, sse_header, unix_now, ReadAs, Reply, Synth,
+    aws_service_error, event_message, malformed, path_segment, sse_header, stream_exception,
+    unix_now, ReadAs, Reply, Synth,
 };
 use crate::adapter::{base_header, internal, Call, Prepared};
 use bytes::{Bytes, BytesMut};
@@ -35,8 +36,11 @@ pub struct BedrockAdapter {
     pub signer: AwsSigner,
 }
 
+/// A request Converse cannot express: a 400, unless another target of the
+/// route (another kind) can serve it (retried there, as nothing was sent).
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::InvalidRequest, message.into())
+        .retryable(skygate_config::Retry::Connect)
 }
 
 /// The text of an OpenAI message's `content`: a string, or text parts.
@@ -77,7 +81,11 @@ pub fn converse_request(body: &[u8]) -> Result<(Value, RequestFacts), ApiError> 
             }
         }
     }
-    if req.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+    if req
+        .get("n")
+        .and_then(Value::as_f64)
+        .is_some_and(|n| n > 1.0)
+    {
         return Err(invalid("`n` above 1 is not supported by Bedrock backends"));
     }
     let messages = req
@@ -114,11 +122,8 @@ pub fn converse_request(body: &[u8]) -> Result<(Value, RequestFacts), ApiError> 
         ));
     }
     let mut inference = serde_json::Map::new();
-    if let Some(n) = req
-        .get("max_completion_tokens")
-        .or_else(|| req.get("max_tokens"))
-        .filter(|v| !v.is_null())
-    {
+    let present = |k: &str| req.get(k).filter(|v| !v.is_null());
+    if let Some(n) = present("max_completion_tokens").or_else(|| present("max_tokens")) {
         inference.insert(
             "maxTokens".into(),
             json!(n
@@ -338,23 +343,11 @@ impl Reply for BedrockReply {
             .map_err(|e| malformed(&self.backend, e))?
         {
             if event.message_type != "event" {
-                let message = event
-                    .error_message
-                    .clone()
-                    .or_else(|| {
-                        serde_json::from_slice::<Value>(&event.payload)
-                            .ok()
-                            .and_then(|v| {
-                                v.get("message").and_then(Value::as_str).map(str::to_string)
-                            })
-                    })
-                    .unwrap_or_default();
-                return Err(ApiError::new(
-                    ErrorKind::UpstreamFailed,
-                    format!(
-                        "backend `{}` (Bedrock) failed mid-stream: {}: {message}",
-                        self.backend, event.name
-                    ),
+                return Err(stream_exception(
+                    &self.backend,
+                    "Bedrock",
+                    &event.name,
+                    &event_message(&event),
                 ));
             }
             let v: Value = serde_json::from_slice(&event.payload).unwrap_or_default();

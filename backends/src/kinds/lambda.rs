@@ -16,7 +16,10 @@
 
 use super::aws::AwsSigner;
 use super::eventstream::Frames;
-use super::{aws_service_error, malformed, path_segment, sse_header, ReadAs, Reply, Synth};
+use super::{
+    aws_service_error, event_message, malformed, path_segment, stream_exception, stream_header,
+    ReadAs, Replay, Reply, Synth,
+};
 use crate::adapter::{base_header, internal, Call, Prepared};
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
@@ -65,12 +68,11 @@ impl LambdaAdapter {
                 .map_err(internal)?;
         }
         self.signer.sign(&backend.name, &mut h, &body, false)?;
-        let sse = call.stream && call.operation == Operation::ChatCompletions;
         let reply = LambdaReply {
             backend: backend.name.clone(),
             payload: self.conf.payload,
-            sse,
-            include_usage: sse && include_usage(call.body),
+            sse: call.stream && call.operation == Operation::ChatCompletions,
+            replay: Replay::for_call(call),
             frames: None,
             complete: false,
             cold: false,
@@ -170,8 +172,8 @@ struct LambdaReply {
     payload: LambdaPayload,
     /// The client asked for an SSE stream (chat, `stream: true`).
     sse: bool,
-    /// ... with `stream_options.include_usage`.
-    include_usage: bool,
+    /// A whole completion is replayed as SSE to a stream request.
+    replay: Option<Replay>,
     /// Set when the answer is an event stream (InvokeWithResponseStream).
     frames: Option<Frames>,
     complete: bool,
@@ -321,34 +323,14 @@ impl Reply for LambdaReply {
         };
         // A buffered function asked for a stream: its whole completion is
         // replayed as SSE, so the client's stream still works.
-        let json = synth
-            .content_type
-            .as_ref()
-            .is_some_and(|c| c.as_bytes().starts_with(b"application/json"));
-        if self.sse && synth.status == 200 && json {
-            if let Some(sse) =
-                skygate_config::sse::completion_to_sse(&synth.body, self.include_usage)
-            {
-                synth.body = Bytes::from(sse);
-                synth.content_type = Some(HeaderValue::from_static("text/event-stream"));
-                synth
-                    .headers
-                    .push((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")));
-            }
+        if let Some(r) = self.replay {
+            r.apply(&mut synth);
         }
         Ok(synth)
     }
 
     fn stream_header(&mut self, header: &mut ResponseHeader) -> Result<(), ApiError> {
-        if self.sse {
-            return sse_header(header);
-        }
-        let mut fresh = ResponseHeader::build(200, Some(2)).map_err(internal)?;
-        fresh
-            .insert_header(header::CONTENT_TYPE, "application/octet-stream")
-            .map_err(internal)?;
-        *header = fresh;
-        Ok(())
+        stream_header(self.sse, header)
     }
 
     fn chunk(&mut self, chunk: &[u8], out: &mut BytesMut) -> Result<(), ApiError> {
@@ -382,36 +364,16 @@ impl Reply for LambdaReply {
                         .filter(|c| !c.is_empty());
                     if let Some(code) = code {
                         let details = v.get("ErrorDetails").and_then(|d| d.as_str()).unwrap_or("");
-                        return Err(ApiError::new(
-                            ErrorKind::UpstreamFailed,
-                            format!(
-                                "backend `{}`: the function failed mid-stream ({code}): {details}",
-                                self.backend
-                            ),
-                        ));
+                        return Err(stream_exception(&self.backend, "AWS Lambda", code, details));
                     }
                 }
                 ("event", _) => {}
                 (_, name) => {
-                    let message = event
-                        .error_message
-                        .clone()
-                        .or_else(|| {
-                            serde_json::from_slice::<serde_json::Value>(&event.payload)
-                                .ok()
-                                .and_then(|v| {
-                                    v.get("message")
-                                        .and_then(|m| m.as_str())
-                                        .map(str::to_string)
-                                })
-                        })
-                        .unwrap_or_default();
-                    return Err(ApiError::new(
-                        ErrorKind::UpstreamFailed,
-                        format!(
-                            "backend `{}` failed mid-stream ({name}): {message}",
-                            self.backend
-                        ),
+                    return Err(stream_exception(
+                        &self.backend,
+                        "AWS Lambda",
+                        name,
+                        &event_message(&event),
                     ));
                 }
             }
@@ -437,20 +399,4 @@ impl Reply for LambdaReply {
     fn cold_start(&self) -> bool {
         self.cold
     }
-}
-
-/// `stream_options.include_usage` of a chat request.
-fn include_usage(body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Opts {
-        include_usage: Option<bool>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Req {
-        stream_options: Option<Opts>,
-    }
-    serde_json::from_slice::<Req>(body)
-        .ok()
-        .and_then(|r| r.stream_options?.include_usage)
-        .unwrap_or(false)
 }

@@ -5,19 +5,29 @@
 //! chunk (an event stream becoming SSE).
 
 pub mod aws;
+pub mod azure;
 pub mod bedrock;
 pub mod eventstream;
 pub mod lambda;
+pub mod lambda_url;
+pub mod openwhisk;
+pub mod renew;
+pub mod sagemaker;
 
+use crate::adapter::Call;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use pingora_http::ResponseHeader;
-use skygate_config::{ApiError, ErrorKind};
+use skygate_config::{ApiError, ErrorKind, Operation, Retry};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The most bytes of a platform's answer read whole (an envelope to open or
-/// a body to translate). Lambda's synchronous payload limit is 6 MB.
-pub const WHOLE_LIMIT: usize = 32 << 20;
+/// a body to translate). Lambda's synchronous payload limit is 6 MB (8 MB
+/// as base64 in an `http_event` envelope); Bedrock's answers are far smaller.
+pub const WHOLE_LIMIT: usize = 16 << 20;
+
+/// The most bytes of a platform's error body read (the rest is dropped).
+pub const ERROR_LIMIT: usize = 64 << 10;
 
 /// How a platform's body is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +36,9 @@ pub enum ReadAs {
     Whole,
     /// Chunk by chunk through [`Reply::chunk`].
     Stream,
+    /// Untouched: the answer is already the client's (an OpenAI-compatible
+    /// platform's success).
+    Pass,
 }
 
 /// Turns one attempt's platform answer into the client's. Built by the
@@ -173,12 +186,33 @@ pub fn aws_service_error(
                 .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
         })
         .unwrap_or_else(|| format!("status {status}"));
+    let kind = skygate_config::clip(&kind).into_owned();
     let message = v
         .get("message")
         .or_else(|| v.get("Message"))
         .and_then(|m| m.as_str())
         .unwrap_or("");
-    let text = format!("backend `{backend}` ({service}): {kind}: {message}");
+    let lower = kind.to_ascii_lowercase();
+    let auth = matches!(status, 401 | 403)
+        || [
+            "accessdenied",
+            "signature",
+            "unrecognizedclient",
+            "expiredtoken",
+        ]
+        .iter()
+        .any(|k| lower.contains(k));
+    // A refusal of the gateway's own credentials may name its account and
+    // role: the client gets the exception's name, the log the rest.
+    let text = if auth {
+        log::debug!("backend `{backend}` ({service}): {kind}: {message}");
+        format!("backend `{backend}` ({service}) refused the gateway's credentials ({kind})")
+    } else {
+        format!(
+            "backend `{backend}` ({service}): {kind}: {}",
+            skygate_config::clip(message)
+        )
+    };
     aws_error(status, &kind, &text, header)
 }
 
@@ -227,6 +261,237 @@ pub fn aws_error(status: u16, kind: &str, text: &str, header: &ResponseHeader) -
         return Synth::error(502, "upstream_error", "backend_auth_failed", text);
     }
     Synth::error(502, "upstream_error", "backend_error", text)
+}
+
+/// A platform that answers successes as the client expects them and only
+/// needs its failures mapped (its own error bodies, auth failures that are
+/// the gateway's fault, not the client's).
+pub struct MapErrors {
+    pub backend: String,
+    /// The client's error for the platform's failure; `None` passes it on.
+    pub map: fn(&str, &ResponseHeader, &[u8]) -> Option<Synth>,
+    /// The client asked for a stream: a whole JSON completion is replayed
+    /// as SSE.
+    pub replay: Option<Replay>,
+}
+
+impl MapErrors {
+    pub fn new(
+        backend: &str,
+        call: &Call<'_>,
+        map: fn(&str, &ResponseHeader, &[u8]) -> Option<Synth>,
+    ) -> Self {
+        Self {
+            backend: backend.to_string(),
+            map,
+            replay: Replay::for_call(call),
+        }
+    }
+}
+
+/// A stream request that may get a whole answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Replay {
+    pub include_usage: bool,
+}
+
+impl Replay {
+    /// `Some` for a chat request with `stream: true`.
+    pub fn for_call(call: &Call<'_>) -> Option<Self> {
+        (call.stream && call.operation == Operation::ChatCompletions).then(|| Self {
+            include_usage: include_usage(call.body),
+        })
+    }
+
+    /// A whole 200 JSON completion as the SSE stream the client asked for.
+    pub fn apply(self, synth: &mut Synth) {
+        let json = synth
+            .content_type
+            .as_ref()
+            .is_some_and(|c| c.as_bytes().starts_with(b"application/json"));
+        if synth.status != 200 || !json {
+            return;
+        }
+        if let Some(sse) = skygate_config::sse::completion_to_sse(&synth.body, self.include_usage) {
+            synth.body = Bytes::from(sse);
+            synth.content_type = Some(HeaderValue::from_static("text/event-stream"));
+            synth
+                .headers
+                .push((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")));
+        }
+    }
+}
+
+/// Whether a header says JSON.
+pub fn is_json(header: &ResponseHeader) -> bool {
+    header
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|c| c.as_bytes().starts_with(b"application/json"))
+}
+
+/// `stream_options.include_usage` of a chat request.
+pub fn include_usage(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Opts {
+        include_usage: Option<bool>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Req {
+        stream_options: Option<Opts>,
+    }
+    serde_json::from_slice::<Req>(body)
+        .ok()
+        .and_then(|r| r.stream_options?.include_usage)
+        .unwrap_or(false)
+}
+
+impl Reply for MapErrors {
+    fn read(&mut self, header: &ResponseHeader) -> ReadAs {
+        // A 202 is an asynchronous platform's "not done yet": its mapping
+        // decides. A JSON answer to a stream request is replayed as SSE.
+        let status = header.status.as_u16();
+        let replay = self.replay.is_some() && status == 200 && is_json(header);
+        if header.status.is_success() && status != 202 && !replay {
+            ReadAs::Pass
+        } else {
+            ReadAs::Whole
+        }
+    }
+
+    fn whole(&mut self, header: &ResponseHeader, body: Bytes) -> Result<Synth, ApiError> {
+        if let Some(s) = (self.map)(&self.backend, header, &body) {
+            return Ok(s);
+        }
+        let mut s = Synth {
+            status: header.status.as_u16(),
+            content_type: header.headers.get(header::CONTENT_TYPE).cloned(),
+            headers: Vec::new(),
+            body,
+        };
+        if let Some(v) = header.headers.get(header::RETRY_AFTER) {
+            s.headers.push((header::RETRY_AFTER, v.clone()));
+        }
+        if let Some(r) = self.replay {
+            r.apply(&mut s);
+        }
+        Ok(s)
+    }
+
+    fn stream_header(&mut self, _header: &mut ResponseHeader) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    fn chunk(&mut self, chunk: &[u8], out: &mut BytesMut) -> Result<(), ApiError> {
+        out.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn end(&mut self, _out: &mut BytesMut) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+/// The common mapping of an HTTP platform's failure: the backend's
+/// credentials refused (401, 403) is a 502 (the client's own are fine);
+/// throttling a 429 with `retry-after`; a 5xx a 502 in OpenAI's shape.
+/// Other statuses pass on.
+pub fn map_http_failure(
+    backend: &str,
+    service: &str,
+    header: &ResponseHeader,
+    body: &[u8],
+) -> Option<Synth> {
+    let status = header.status.as_u16();
+    let detail = error_detail(body);
+    let text = format!("backend `{backend}` ({service}) answered {status}{detail}");
+    let retry_after = header
+        .headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match status {
+        401 | 403 => Some(Synth::error(
+            502,
+            "upstream_error",
+            "backend_auth_failed",
+            &text,
+        )),
+        429 => Some(
+            Synth::error(429, "rate_limit_error", "throttled", &text)
+                .retry_after(retry_after.unwrap_or(1)),
+        ),
+        500..=599 => Some(Synth::error(502, "upstream_error", "backend_error", &text)),
+        _ => None,
+    }
+}
+
+/// `: message` from a platform's JSON error body, when it has one.
+fn error_detail(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let m = v
+        .pointer("/error/message")
+        .or_else(|| v.get("error"))
+        .or_else(|| v.get("message"))
+        .or_else(|| v.get("Message"))
+        .and_then(|m| m.as_str());
+    match m {
+        Some(m) => format!(": {}", skygate_config::clip(m)),
+        None => String::new(),
+    }
+}
+
+/// An error event in a platform's stream (an exception, a failed
+/// invocation), with the kind and retry class its name implies: before the
+/// first byte reaches the client the attempt fails with it (a throttled
+/// start is retried like a 429); after, it becomes the stream's error event.
+pub fn stream_exception(backend: &str, service: &str, name: &str, message: &str) -> ApiError {
+    let text = format!(
+        "backend `{backend}` ({service}) failed in its stream ({name}): {}",
+        skygate_config::clip(message)
+    );
+    let lower = name.to_ascii_lowercase();
+    if lower.contains("throttl") || lower.contains("toomanyrequests") {
+        ApiError::new(ErrorKind::RateLimited, text)
+            .retryable(Retry::Throttled)
+            .with_retry_after(std::time::Duration::from_secs(1))
+    } else if lower.contains("notready") || lower.contains("unavailable") {
+        ApiError::new(ErrorKind::Unavailable, text).retryable(Retry::ServerError)
+    } else if lower.contains("validation") {
+        ApiError::new(ErrorKind::InvalidRequest, text)
+    } else {
+        ApiError::new(ErrorKind::UpstreamFailed, text).retryable(Retry::ServerError)
+    }
+}
+
+/// The message of an exception event: its `:error-message` header, or
+/// its JSON payload's `message` / `Message`.
+pub fn event_message(event: &eventstream::Event) -> String {
+    event
+        .error_message
+        .clone()
+        .or_else(|| {
+            let v: serde_json::Value = serde_json::from_slice(&event.payload).ok()?;
+            v.get("message")
+                .or_else(|| v.get("Message"))
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+/// The client's header of a platform's byte stream: SSE for a chat
+/// stream, else opaque bytes.
+pub fn stream_header(sse: bool, header: &mut ResponseHeader) -> Result<(), ApiError> {
+    if sse {
+        return sse_header(header);
+    }
+    let mut fresh = ResponseHeader::build(200, Some(2)).map_err(bad_header)?;
+    fresh
+        .insert_header(header::CONTENT_TYPE, "application/octet-stream")
+        .map_err(bad_header)?;
+    *header = fresh;
+    Ok(())
 }
 
 /// Seconds since the Unix epoch.

@@ -600,9 +600,9 @@ pub struct Registry {
     backends: Mutex<HashMap<String, (Arc<BackendState>, Backend)>>,
     routes: Mutex<HashMap<String, (Arc<RouteState>, Route)>>,
     signal: Arc<Signal>,
-    /// The process's AWS credential chain, for AWS backends without keys
-    /// of their own (kept fresh by a background service).
-    aws: Arc<crate::kinds::aws::AwsChain>,
+    /// The process's cloud credential chains, for backends without keys of
+    /// their own (kept fresh by a background service).
+    clouds: crate::adapter::Clouds,
 }
 
 impl Default for Registry {
@@ -617,13 +617,13 @@ impl Registry {
             backends: Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
             signal: Arc::new(Signal::default()),
-            aws: Arc::new(crate::kinds::aws::AwsChain::from_process()),
+            clouds: crate::adapter::Clouds::from_process(),
         }
     }
 
-    /// The process's AWS credential chain.
-    pub fn aws(&self) -> &Arc<crate::kinds::aws::AwsChain> {
-        &self.aws
+    /// The process's cloud credential chains.
+    pub fn clouds(&self) -> &crate::adapter::Clouds {
+        &self.clouds
     }
 
     /// The state of backend `cfg.name`, created if new, else adjusted to a

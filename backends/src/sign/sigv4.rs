@@ -322,7 +322,7 @@ pub fn verify(
 /// `20150830T123600Z` as a time.
 fn parse_amz_date(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+    if !s.is_ascii() || b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return None;
     }
     parse_iso8601(&format!(
@@ -347,7 +347,13 @@ pub fn parse_iso8601(s: &str) -> Option<SystemTime> {
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
     let mut t = time.split(':').map(|p| p.parse::<u64>().ok());
     let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+    if !(1970..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || hh > 23
+        || mm > 59
+        || ss > 60
+    {
         return None;
     }
     let days = days_from_civil(y, m as u32, day as u32);
@@ -622,5 +628,7 @@ mod tests {
         assert_eq!(parse_amz_date("20150830T123600Z"), Some(t));
         assert_eq!(parse_iso8601("2015-13-30T12:36:00Z"), None);
         assert_eq!(parse_iso8601("yesterday"), None);
+        assert_eq!(parse_iso8601("999999999999-01-01T00:00:00Z"), None);
+        assert_eq!(parse_amz_date("201\u{e9}830T123600Z"), None);
     }
 }

@@ -104,9 +104,17 @@ pub struct SimArgs {
     pub aws_access_key_id: Option<String>,
     #[arg(long, requires = "aws_access_key_id")]
     pub aws_secret_access_key: Option<String>,
-    /// Keys issued by the simulated STS expire after this many seconds.
+    /// Keys issued by the simulated STS (and Entra ID tokens) expire after
+    /// this many seconds.
     #[arg(long, default_value_t = 3600)]
     pub sts_lifetime_s: u64,
+    /// Azure and OpenWhisk platforms: a key to accept (repeatable; default
+    /// `sim-platform-key` and, for OpenWhisk, `sim-uuid:sim-platform-key`).
+    #[arg(long = "platform-key")]
+    pub platform_keys: Vec<String>,
+    /// `aws-lambda-url`: the function URL's auth type, `iam` or `none`.
+    #[arg(long, default_value = "iam")]
+    pub url_auth: String,
 }
 
 impl SimArgs {
@@ -130,6 +138,12 @@ impl SimArgs {
                 _ => SimSettings::default().aws_keys,
             },
             sts_lifetime_s: self.sts_lifetime_s,
+            platform_keys: if self.platform_keys.is_empty() {
+                SimSettings::default().platform_keys
+            } else {
+                self.platform_keys.iter().cloned().collect()
+            },
+            url_auth: self.url_auth.clone(),
             ..SimSettings::default()
         }
     }
@@ -290,6 +304,11 @@ impl Sim {
             stream.full(a.status, &a.headers, &a.body).await?;
             return Ok(true);
         }
+        if req.method == "POST" && req.path.ends_with("/oauth2/v2.0/token") {
+            let a = self.entra_token(&req, &settings);
+            stream.full(a.status, &a.headers, &a.body).await?;
+            return Ok(true);
+        }
         if let Some(a) = self.check_auth(&req, &settings) {
             stream.full(a.status, &a.headers, &a.body).await?;
             return Ok(true);
@@ -336,7 +355,7 @@ impl Sim {
             // Never answer; the connection stays open until the client gives up.
             std::future::pending::<()>().await;
         }
-        if self.platform != Platform::Openai {
+        if !self.platform.answers_openai() {
             if rand::random::<f64>() < s.throttle_rate {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
                 let a = self.throttled(s);
@@ -344,6 +363,12 @@ impl Sim {
                 return Ok(true);
             }
             return self.platform_answer(stream, req, s, instance, cold).await;
+        }
+        if self.platform == Platform::AzureOpenai && rand::random::<f64>() < s.throttle_rate {
+            self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+            let a = self.throttled(s);
+            stream.full(a.status, &a.headers, &a.body).await?;
+            return Ok(true);
         }
         if rand::random::<f64>() < s.error_rate {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);

@@ -47,9 +47,20 @@ pub struct SimSettings {
     /// Platform modes: the AWS access keys (id → secret) whose SigV4
     /// signatures are accepted, besides keys STS issued.
     pub aws_keys: std::collections::BTreeMap<String, String>,
-    /// How long keys issued by the simulated STS stay valid, in seconds.
+    /// How long keys issued by the simulated STS (and Entra ID tokens)
+    /// stay valid, in seconds.
     pub sts_lifetime_s: u64,
+    /// Keys the Azure and OpenWhisk platforms accept: an Azure `api-key`, a
+    /// function key, an Entra client secret, an OpenWhisk `uuid:key`.
+    pub platform_keys: std::collections::BTreeSet<String>,
+    /// `aws-lambda-url`: `iam` (SigV4 required) or `none`.
+    pub url_auth: String,
 }
+
+/// The key the simulated Azure and OpenWhisk platforms accept by default.
+pub const SIM_PLATFORM_KEY: &str = "sim-platform-key";
+/// The simulated OpenWhisk namespace's default `uuid:key`.
+pub const SIM_OPENWHISK_KEY: &str = "sim-uuid:sim-platform-key";
 
 /// The simulator's default AWS key pair (simulator only: never a real key).
 pub const SIM_ACCESS_KEY_ID: &str = "AKIDSKYGATESIM";
@@ -80,6 +91,10 @@ impl Default for SimSettings {
             .into_iter()
             .collect(),
             sts_lifetime_s: 3600,
+            platform_keys: [SIM_PLATFORM_KEY.to_string(), SIM_OPENWHISK_KEY.to_string()]
+                .into_iter()
+                .collect(),
+            url_auth: "iam".into(),
         }
     }
 }

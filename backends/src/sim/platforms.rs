@@ -26,8 +26,18 @@ pub enum Platform {
     Openai,
     /// AWS Lambda's Invoke API.
     AwsLambda,
+    /// A Lambda function URL (IAM auth unless `url_auth: none`).
+    AwsLambdaUrl,
     /// Amazon Bedrock's Converse API.
     Bedrock,
+    /// SageMaker InvokeEndpoint (an OpenAI-compatible container).
+    Sagemaker,
+    /// Azure OpenAI (deployment paths and v1; `api-key` or Entra ID tokens).
+    AzureOpenai,
+    /// Azure Functions HTTP triggers (function keys).
+    AzureFunctions,
+    /// Apache OpenWhisk actions and web actions.
+    Openwhisk,
 }
 
 impl Platform {
@@ -35,16 +45,28 @@ impl Platform {
         match self {
             Self::Openai => "openai",
             Self::AwsLambda => "aws-lambda",
+            Self::AwsLambdaUrl => "aws-lambda-url",
             Self::Bedrock => "bedrock",
+            Self::Sagemaker => "sagemaker",
+            Self::AzureOpenai => "azure-openai",
+            Self::AzureFunctions => "azure-functions",
+            Self::Openwhisk => "openwhisk",
         }
     }
 
     fn service(self) -> Option<&'static str> {
         match self {
-            Self::Openai => None,
-            Self::AwsLambda => Some("lambda"),
+            Self::AwsLambda | Self::AwsLambdaUrl => Some("lambda"),
             Self::Bedrock => Some("bedrock"),
+            Self::Sagemaker => Some("sagemaker"),
+            _ => None,
         }
+    }
+
+    /// The platforms that answer in the OpenAI API once their own checks
+    /// (auth, paths) pass.
+    pub fn answers_openai(self) -> bool {
+        matches!(self, Self::Openai | Self::AzureOpenai)
     }
 }
 
@@ -103,7 +125,21 @@ impl Sim {
     /// Checks a platform request's credentials; the platform's refusal if
     /// they do not pass.
     pub(super) fn check_auth(&self, req: &Request, s: &SimSettings) -> Option<Answer> {
+        match self.platform {
+            Platform::AzureOpenai => return self.azure_openai_check(req, s),
+            Platform::AzureFunctions => return azure_functions_check(req, s),
+            Platform::Openwhisk => return openwhisk_check(req, s),
+            Platform::AwsLambdaUrl if s.url_auth == "none" => return None,
+            _ => {}
+        }
         let service = self.platform.service()?;
+        if self.platform == Platform::AwsLambdaUrl {
+            let sent = header(req, "x-amz-content-sha256");
+            if sent != sigv4::payload_hash(&req.body) {
+                self.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                return Some(url_error(403, "AccessDeniedException", "Forbidden"));
+            }
+        }
         let (path, query) = match req.path.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (req.path.as_str(), None),
@@ -136,6 +172,9 @@ impl Sim {
                 } else {
                     "InvalidSignatureException"
                 };
+                if self.platform == Platform::AwsLambdaUrl {
+                    return Some(url_error(403, "AccessDeniedException", "Forbidden"));
+                }
                 Some(aws_error(403, kind, &format!("The request signature we calculated does not match the signature you provided ({why})")))
             }
         }
@@ -157,12 +196,108 @@ impl Sim {
                 a.body = json!({"Reason": "ConcurrentInvocationLimitExceeded", "Type": "User", "message": "Rate Exceeded."}).to_string().into_bytes();
                 a
             }
-            Platform::Bedrock => aws_error(
+            Platform::Bedrock | Platform::Sagemaker => aws_error(
                 429,
                 "ThrottlingException",
                 "Too many requests, please wait before trying again.",
             ),
+            Platform::AwsLambdaUrl => url_error(429, "TooManyRequestsException", "Rate Exceeded."),
+            Platform::AzureOpenai => Answer {
+                status: 429,
+                headers: vec![
+                    ("content-type", "application/json".into()),
+                    ("retry-after", s.retry_after_s.to_string()),
+                ],
+                body: json!({"error": {"code": "429", "message": format!("Requests to the ChatCompletions_Create Operation have exceeded token rate limit of your current pricing tier. Please retry after {} second.", s.retry_after_s)}}).to_string().into_bytes(),
+            },
+            Platform::AzureFunctions => Answer {
+                status: 429,
+                headers: vec![("retry-after", s.retry_after_s.to_string())],
+                body: Vec::new(),
+            },
+            Platform::Openwhisk => Answer {
+                status: 429,
+                headers: vec![("content-type", "application/json".into())],
+                body: json!({"error": "Too many requests in the last minute (count: 61, allowed: 60).", "code": "sim"}).to_string().into_bytes(),
+            },
         }
+    }
+
+    /// Entra ID's token endpoint (`POST /{tenant}/oauth2/v2.0/token`):
+    /// client credentials in, a bearer token Azure OpenAI then accepts.
+    pub(super) fn entra_token(&self, req: &Request, s: &SimSettings) -> Answer {
+        let form = String::from_utf8_lossy(&req.body);
+        let field = |name: &str| {
+            form.split('&')
+                .find_map(|p| p.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+                .map(|v| String::from_utf8_lossy(&skygate_config::percent_decode(v)).into_owned())
+        };
+        self.stats.sts_calls.fetch_add(1, Ordering::Relaxed);
+        let secret_ok = field("client_secret").is_some_and(|c| s.platform_keys.contains(&c));
+        let assertion_ok = field("client_assertion").is_some_and(|a| !a.is_empty());
+        if field("client_id").is_none() || !(secret_ok || assertion_ok) {
+            return Answer {
+                status: 401,
+                headers: vec![("content-type", "application/json".into())],
+                body: json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."}).to_string().into_bytes(),
+            };
+        }
+        let n = self.stats.sts_calls.load(Ordering::Relaxed);
+        let token = format!("sim-entra-{n}-{:08x}", rand::random::<u32>());
+        let until = SystemTime::now() + Duration::from_secs(s.sts_lifetime_s);
+        lock(&self.issued).insert(format!("Bearer {token}"), (String::new(), until));
+        Answer {
+            status: 200,
+            headers: vec![("content-type", "application/json".into())],
+            body: json!({"token_type": "Bearer", "expires_in": s.sts_lifetime_s, "access_token": token}).to_string().into_bytes(),
+        }
+    }
+
+    fn azure_openai_check(&self, req: &Request, s: &SimSettings) -> Option<Answer> {
+        let key = header(req, "api-key");
+        let bearer = header(req, "authorization");
+        let issued = lock(&self.issued)
+            .get(&bearer)
+            .is_some_and(|(_, until)| *until > SystemTime::now());
+        if !(s.platform_keys.contains(&key) || issued) {
+            self.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            return Some(Answer {
+                status: 401,
+                headers: vec![("content-type", "application/json".into())],
+                body: json!({"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource."}}).to_string().into_bytes(),
+            });
+        }
+        let (path, query) = req.path.split_once('?').unwrap_or((&req.path, ""));
+        let deployment_path = path
+            .strip_prefix("/openai/deployments/")
+            .and_then(|r| r.split_once('/'))
+            .is_some_and(|(d, op)| {
+                !d.is_empty() && matches!(op, "chat/completions" | "embeddings")
+            })
+            && query
+                .split('&')
+                .any(|p| p.starts_with("api-version=") && p.len() > 12);
+        let v1_path = matches!(
+            path,
+            "/openai/v1/chat/completions" | "/openai/v1/embeddings"
+        );
+        if !(deployment_path || v1_path) {
+            return Some(Answer {
+                status: 404,
+                headers: vec![("content-type", "application/json".into())],
+                body: json!({"error": {"code": "404", "message": "Resource not found"}})
+                    .to_string()
+                    .into_bytes(),
+            });
+        }
+        if s.fail_with.as_deref() == Some("content_filter") {
+            return Some(Answer {
+                status: 400,
+                headers: vec![("content-type", "application/json".into())],
+                body: json!({"error": {"message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy.", "type": null, "param": "prompt", "code": "content_filter", "status": 400}}).to_string().into_bytes(),
+            });
+        }
+        None
     }
 
     /// STS `AssumeRoleWithWebIdentity`: fresh keys for `sts_lifetime_s`.
@@ -247,7 +382,61 @@ impl Sim {
                     self.bedrock_converse(req, s).await
                 }
             }
-            Platform::Openai => aws_error(500, "InternalFailure", "not a platform simulator"),
+            Platform::AwsLambdaUrl => {
+                if s.fail_with.as_deref() == Some("function")
+                    || rand::random::<f64>() < s.error_rate
+                {
+                    url_error(502, "ServiceException", "Internal Server Error")
+                } else if path.ends_with("/chat/completions") {
+                    return self.openai_chat(stream, req, s, sim_headers).await;
+                } else {
+                    self.generic(req, s)
+                }
+            }
+            Platform::Sagemaker => {
+                let streamed = path.ends_with("/invocations-response-stream");
+                let ok_path =
+                    path.starts_with("/endpoints/") && (path.ends_with("/invocations") || streamed);
+                if req.method != "POST" || !ok_path {
+                    aws_error(404, "UnknownOperationException", "Unknown operation")
+                } else if let Some(kind) = s.fail_with.as_deref() {
+                    sagemaker_failure(kind)
+                } else if rand::random::<f64>() < s.error_rate {
+                    sagemaker_failure("ModelError")
+                } else if streamed {
+                    return self.sagemaker_stream(stream, req, s, sim_headers).await;
+                } else {
+                    let event: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                    Answer {
+                        status: 200,
+                        headers: vec![
+                            ("content-type", "application/json".into()),
+                            ("x-amzn-invoked-production-variant", "AllTraffic".into()),
+                        ],
+                        body: self
+                            .function_result(&event, s, req.body.len())
+                            .to_string()
+                            .into_bytes(),
+                    }
+                }
+            }
+            Platform::AzureFunctions => {
+                if s.fail_with.as_deref() == Some("function")
+                    || rand::random::<f64>() < s.error_rate
+                {
+                    Answer {
+                        status: 500,
+                        headers: Vec::new(),
+                        body: Vec::new(),
+                    }
+                } else {
+                    self.generic(req, s)
+                }
+            }
+            Platform::Openwhisk => self.openwhisk(req, s),
+            Platform::Openai | Platform::AzureOpenai => {
+                aws_error(500, "InternalFailure", "answered as the OpenAI API")
+            }
         };
         if answer.status >= 500 {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -367,10 +556,12 @@ impl Sim {
         for piece in sse_chunks(&c, &format!("chatcmpl-{}", rand::random::<u32>())) {
             if let Some(at) = fail_at {
                 if piece.index == at {
+                    // The last payload and the failure in one write, as a
+                    // busy network delivers them: both must reach the client.
                     let done = json!({"ErrorCode": "Function.ResponseStreamingError", "ErrorDetails": "simulated failure mid-stream", "LogResult": log_tail(cold, "sim")});
-                    stream
-                        .chunk(&encode_event("InvokeComplete", done.to_string().as_bytes()))
-                        .await?;
+                    let mut both = encode_event("PayloadChunk", piece.text.as_bytes());
+                    both.extend(encode_event("InvokeComplete", done.to_string().as_bytes()));
+                    stream.chunk(&both).await?;
                     stream.end().await?;
                     return Ok(true);
                 }
@@ -430,7 +621,12 @@ impl Sim {
         s: &SimSettings,
         mut headers: Vec<(&'static str, String)>,
     ) -> std::io::Result<bool> {
-        if let Some(kind) = s.fail_with.as_deref() {
+        // `stream:NAME`: the stream starts, then fails with NAME at once.
+        let fail_at_start = s
+            .fail_with
+            .as_deref()
+            .and_then(|f| f.strip_prefix("stream:"));
+        if let (Some(kind), None) = (s.fail_with.as_deref(), fail_at_start) {
             let a = bedrock_failure(kind);
             headers.extend(a.headers);
             stream.full(a.status, &headers, &a.body).await?;
@@ -438,6 +634,19 @@ impl Sim {
         }
         headers.push(("content-type", "application/vnd.amazon.eventstream".into()));
         stream.stream_head(200, &headers).await?;
+        if let Some(kind) = fail_at_start {
+            let e = encode(
+                &[
+                    (":message-type", "exception"),
+                    (":exception-type", kind),
+                    (":content-type", "application/json"),
+                ],
+                br#"{"message":"simulated failure at the stream's start"}"#,
+            );
+            stream.chunk(&e).await?;
+            stream.end().await?;
+            return Ok(true);
+        }
         let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
         let n = max_tokens(&body, s);
         let cut_at = (rand::random::<f64>() < s.cut_rate).then_some(n / 2);
@@ -449,14 +658,17 @@ impl Sim {
                 tokio::time::sleep(Duration::from_millis(s.token_delay_ms)).await;
             }
             if cut_at == Some(i) {
-                let e = encode(
+                // This token and the failure in one write.
+                let delta = json!({"contentBlockIndex": 0, "delta": {"text": token(i)}});
+                let mut e = encode_event("contentBlockDelta", delta.to_string().as_bytes());
+                e.extend(encode(
                     &[
                         (":message-type", "exception"),
                         (":exception-type", "modelStreamErrorException"),
                         (":content-type", "application/json"),
                     ],
                     br#"{"message":"simulated model failure mid-stream"}"#,
-                );
+                ));
                 stream.chunk(&e).await?;
                 stream.end().await?;
                 return Ok(true);
@@ -494,6 +706,216 @@ impl Sim {
         stream.end().await?;
         Ok(true)
     }
+}
+
+impl Sim {
+    /// A generic function's answer (raw HTTP platforms).
+    fn generic(&self, req: &Request, s: &SimSettings) -> Answer {
+        let event: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let mut result = self.function_result(&event, s, req.body.len());
+        if event.get("messages").is_none() {
+            result["path"] = json!(req.path.split('?').next().unwrap_or(""));
+            result["method"] = json!(req.method);
+        }
+        Answer {
+            status: 200,
+            headers: vec![("content-type", "application/json".into())],
+            body: result.to_string().into_bytes(),
+        }
+    }
+
+    /// An OpenAI chat answer over plain HTTP (a function URL's function
+    /// that speaks OpenAI): JSON, or SSE when the request streams.
+    async fn openai_chat<K: Sink>(
+        &self,
+        stream: &mut K,
+        req: &Request,
+        s: &SimSettings,
+        mut headers: Vec<(&'static str, String)>,
+    ) -> std::io::Result<bool> {
+        let event: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let model = event.get("model").and_then(Value::as_str).unwrap_or("sim");
+        let c = completion(&event, s, model, req.body.len());
+        if event.get("stream").and_then(Value::as_bool) == Some(true) {
+            headers.push(("content-type", "text/event-stream".into()));
+            stream.stream_head(200, &headers).await?;
+            for piece in sse_chunks(&c, &format!("chatcmpl-{}", rand::random::<u32>())) {
+                if s.token_delay_ms > 0 && piece.index > 0 {
+                    tokio::time::sleep(Duration::from_millis(s.token_delay_ms)).await;
+                }
+                stream.chunk(piece.text.as_bytes()).await?;
+            }
+            stream.end().await?;
+            return Ok(true);
+        }
+        headers.push(("content-type", "application/json".into()));
+        stream
+            .full(
+                200,
+                &headers,
+                chat_response(&self.name, &c).to_string().as_bytes(),
+            )
+            .await?;
+        Ok(true)
+    }
+
+    async fn sagemaker_stream<K: Sink>(
+        &self,
+        stream: &mut K,
+        req: &Request,
+        s: &SimSettings,
+        mut headers: Vec<(&'static str, String)>,
+    ) -> std::io::Result<bool> {
+        let event: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let model = event.get("model").and_then(Value::as_str).unwrap_or("sim");
+        let c = completion(&event, s, model, req.body.len());
+        headers.push(("content-type", "application/vnd.amazon.eventstream".into()));
+        stream.stream_head(200, &headers).await?;
+        let cut_at = (rand::random::<f64>() < s.cut_rate).then_some(c.tokens / 2);
+        for piece in sse_chunks(&c, &format!("chatcmpl-{}", rand::random::<u32>())) {
+            if cut_at == Some(piece.index) {
+                let e = encode(
+                    &[(":message-type", "exception"), (":exception-type", "ModelStreamError"), (":content-type", "application/json")],
+                    br#"{"Message":"simulated model failure mid-stream","ErrorCode":"ModelStreamError"}"#,
+                );
+                stream.chunk(&e).await?;
+                stream.end().await?;
+                return Ok(true);
+            }
+            if s.token_delay_ms > 0 && piece.index > 0 {
+                tokio::time::sleep(Duration::from_millis(s.token_delay_ms)).await;
+            }
+            stream
+                .chunk(&encode_event("PayloadPart", piece.text.as_bytes()))
+                .await?;
+        }
+        stream.end().await?;
+        Ok(true)
+    }
+
+    fn openwhisk(&self, req: &Request, s: &SimSettings) -> Answer {
+        let path = req.path.split('?').next().unwrap_or("");
+        let json = |status: u16, v: Value| Answer {
+            status,
+            headers: vec![("content-type", "application/json".into())],
+            body: v.to_string().into_bytes(),
+        };
+        if path.starts_with("/api/v1/web/") {
+            return self.generic(req, s);
+        }
+        let action = path
+            .strip_prefix("/api/v1/namespaces/")
+            .and_then(|r| r.split_once("/actions/"))
+            .filter(|(ns, a)| !ns.is_empty() && !a.is_empty());
+        if action.is_none() || req.method != "POST" {
+            return json(
+                404,
+                json!({"error": "The requested resource does not exist.", "code": "sim"}),
+            );
+        }
+        let Ok(params) = serde_json::from_slice::<Value>(&req.body) else {
+            return json(
+                400,
+                json!({"error": "The request content was malformed.", "code": "sim"}),
+            );
+        };
+        match s.fail_with.as_deref() {
+            Some("function") => return json(502, json!({"error": "simulated action failure"})),
+            Some("timeout") => {
+                return json(
+                    202,
+                    json!({"activationId": format!("{:032x}", rand::random::<u128>())}),
+                )
+            }
+            _ => {}
+        }
+        if rand::random::<f64>() < s.error_rate {
+            return json(502, json!({"error": "simulated action failure"}));
+        }
+        json(200, self.function_result(&params, s, req.body.len()))
+    }
+}
+
+fn header(req: &Request, name: &str) -> String {
+    req.headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
+/// A function URL's own error: `{"Message": ...}`.
+fn url_error(status: u16, kind: &str, message: &str) -> Answer {
+    Answer {
+        status,
+        headers: vec![
+            ("content-type", "application/json".into()),
+            ("x-amzn-errortype", kind.into()),
+        ],
+        body: json!({ "Message": message }).to_string().into_bytes(),
+    }
+}
+
+fn azure_functions_check(req: &Request, s: &SimSettings) -> Option<Answer> {
+    let key = header(req, "x-functions-key");
+    let code = req
+        .path
+        .split_once('?')
+        .and_then(|(_, q)| q.split('&').find_map(|p| p.strip_prefix("code=")))
+        .map(|c| String::from_utf8_lossy(&skygate_config::percent_decode(c)).into_owned())
+        .unwrap_or_default();
+    if s.platform_keys.contains(&key) || s.platform_keys.contains(&code) {
+        return None;
+    }
+    Some(Answer {
+        status: 401,
+        headers: Vec::new(),
+        body: Vec::new(),
+    })
+}
+
+fn openwhisk_check(req: &Request, s: &SimSettings) -> Option<Answer> {
+    if req.path.starts_with("/api/v1/web/") {
+        return None;
+    }
+    let auth = header(req, "authorization");
+    let ok = auth
+        .strip_prefix("Basic ")
+        .and_then(|b| B64.decode(b.trim()).ok())
+        .is_some_and(|d| {
+            s.platform_keys
+                .contains(&String::from_utf8_lossy(&d).into_owned())
+        });
+    if ok {
+        return None;
+    }
+    Some(Answer {
+        status: 401,
+        headers: vec![("content-type", "application/json".into())],
+        body: json!({"error": "The supplied authentication is invalid", "code": "sim"})
+            .to_string()
+            .into_bytes(),
+    })
+}
+
+/// A SageMaker error by its exception name.
+fn sagemaker_failure(kind: &str) -> Answer {
+    if kind == "ModelError" {
+        let mut a = aws_error(
+            424,
+            "ModelError",
+            "Received server error (500) from primary with message \"simulated model failure\".",
+        );
+        a.body = json!({"ErrorCode": "CLIENT_ERROR_FROM_MODEL", "OriginalStatusCode": 500, "OriginalMessage": "simulated model failure", "message": "Received server error (500) from primary with message \"simulated model failure\"."}).to_string().into_bytes();
+        return a;
+    }
+    let status = match kind {
+        "ValidationError" => 400,
+        "ModelNotReadyException" => 429,
+        "ServiceUnavailable" => 503,
+        _ => 500,
+    };
+    aws_error(status, kind, "simulated SageMaker error")
 }
 
 /// A Bedrock error by its exception name, with the status Bedrock uses.

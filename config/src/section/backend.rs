@@ -6,8 +6,9 @@ use crate::load::{key, parse_endpoint, path_of, read_ca_file, Cx};
 use crate::locate::Seg;
 use crate::raw::Text;
 use crate::runtime::{
-    AwsConf, AwsKeys, Backend, BackendKind, BackendLimits, BreakerConfig, Endpoint, HealthCheck,
-    LambdaConf, LambdaPayload, Platform, Timeouts,
+    AwsConf, AwsKeys, AzureOpenaiConf, Backend, BackendKind, BackendLimits, BreakerConfig,
+    Endpoint, HealthCheck, LambdaConf, LambdaPayload, OpenwhiskConf, Platform, SagemakerConf,
+    Timeouts,
 };
 use crate::Secret;
 use serde::Deserialize;
@@ -47,6 +48,21 @@ pub struct RawBackend {
     pub payload: Option<String>,
     pub response_stream: Option<bool>,
     pub log_tail: Option<bool>,
+    /// `aws_lambda_url`: `none | iam`; `azure_openai`: `api_key | entra`.
+    pub auth: Option<String>,
+    /// `sagemaker`: the endpoint and production variant.
+    pub endpoint_name: Option<String>,
+    pub target_variant: Option<String>,
+    /// `azure_openai`: `api_version`, model → deployment, `api: deployments | v1`.
+    pub api_version: Option<String>,
+    pub deployments: Option<std::collections::BTreeMap<String, String>>,
+    pub api: Option<String>,
+    /// `azure_functions`: `key_in: header | query`.
+    pub key_in: Option<String>,
+    /// `openwhisk`: namespace, action, web action.
+    pub namespace: Option<String>,
+    pub action: Option<String>,
+    pub web: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,7 +169,11 @@ impl Cx<'_> {
             Some(k) => self.platform(k, &mut b, &p),
             None => None,
         };
-        let header_name = b.api_key_header.as_deref().unwrap_or("authorization");
+        let header_name = b.api_key_header.as_deref().unwrap_or(match kind {
+            Some(BackendKind::AzureOpenai) => "api-key",
+            Some(BackendKind::AzureFunctions) => "x-functions-key",
+            _ => "authorization",
+        });
         let api_key_header = match http::HeaderName::from_bytes(header_name.as_bytes()) {
             Ok(h) => Some(h),
             Err(_) => {
@@ -280,9 +300,23 @@ impl Cx<'_> {
             (None, Some(BackendKind::Bedrock)) => {
                 format!("https://bedrock-runtime.{}.amazonaws.com", aws?.region)
             }
+            (None, Some(BackendKind::Sagemaker)) => {
+                format!("https://runtime.sagemaker.{}.amazonaws.com", aws?.region)
+            }
             (None, _) => {
                 self.err(
-                    &path_of(p, &[key("url")]),
+                    &path_of(
+                        p,
+                        &[key(
+                            if kind.is_some_and(|k| {
+                                matches!(k, BackendKind::OpenAi | BackendKind::HttpFunction)
+                            }) {
+                                "url"
+                            } else {
+                                "endpoint"
+                            },
+                        )],
+                    ),
                     "missing: where the backend is, e.g. https://models.example.com/v1",
                 );
                 return None;
@@ -343,47 +377,96 @@ impl Cx<'_> {
 
     /// Kind-specific settings; each is refused on a kind that does not take it.
     fn platform(&mut self, kind: BackendKind, b: &mut RawBackend, p: &[Seg]) -> Option<Platform> {
+        use BackendKind as K;
         let mut ok = true;
-        let only = |s: &mut Self, set: bool, field: &str, kinds: &str, ok: &mut bool| {
-            if set {
-                s.err(
-                    &path_of(p, &[key(field)]),
-                    format!(
-                        "not a setting of a `{}` backend (only {kinds})",
-                        kind.as_str()
-                    ),
-                );
-                *ok = false;
-            }
-        };
-        if !kind.is_aws() {
-            only(
-                self,
+        let fields: [(bool, &str, &[K]); 19] = [
+            (
                 b.credentials.is_some(),
                 "credentials",
-                "aws_lambda and bedrock",
-                &mut ok,
-            );
-        }
-        if kind != BackendKind::Bedrock {
-            only(self, b.model_id.is_some(), "model_id", "bedrock", &mut ok);
-        }
-        if kind != BackendKind::AwsLambda {
-            for (set, field) in [
-                (b.function.is_some(), "function"),
-                (b.qualifier.is_some(), "qualifier"),
-                (b.payload.is_some(), "payload"),
-                (b.response_stream.is_some(), "response_stream"),
-                (b.log_tail.is_some(), "log_tail"),
+                &[K::AwsLambda, K::AwsLambdaUrl, K::Bedrock, K::Sagemaker],
+            ),
+            (b.model_id.is_some(), "model_id", &[K::Bedrock]),
+            (b.function.is_some(), "function", &[K::AwsLambda]),
+            (b.qualifier.is_some(), "qualifier", &[K::AwsLambda]),
+            (b.payload.is_some(), "payload", &[K::AwsLambda]),
+            (
+                b.response_stream.is_some(),
+                "response_stream",
+                &[K::AwsLambda, K::Sagemaker],
+            ),
+            (b.log_tail.is_some(), "log_tail", &[K::AwsLambda]),
+            (b.auth.is_some(), "auth", &[K::AwsLambdaUrl, K::AzureOpenai]),
+            (b.endpoint_name.is_some(), "endpoint_name", &[K::Sagemaker]),
+            (
+                b.target_variant.is_some(),
+                "target_variant",
+                &[K::Sagemaker],
+            ),
+            (b.api_version.is_some(), "api_version", &[K::AzureOpenai]),
+            (b.deployments.is_some(), "deployments", &[K::AzureOpenai]),
+            (b.api.is_some(), "api", &[K::AzureOpenai]),
+            (b.key_in.is_some(), "key_in", &[K::AzureFunctions]),
+            (b.namespace.is_some(), "namespace", &[K::Openwhisk]),
+            (b.action.is_some(), "action", &[K::Openwhisk]),
+            (b.web.is_some(), "web", &[K::Openwhisk]),
+            (
+                b.api_key_header.is_some(),
+                "api_key_header",
+                &[K::OpenAi, K::HttpFunction],
+            ),
+            (
+                b.api_key.is_some(),
+                "api_key",
+                &[
+                    K::OpenAi,
+                    K::HttpFunction,
+                    K::AzureOpenai,
+                    K::AzureFunctions,
+                    K::Openwhisk,
+                ],
+            ),
+        ];
+        if kind.is_aws() {
+            for (set, field, why) in [
+                (b.health_check.is_some(), "health_check", "an unsigned probe cannot call an AWS API (the breaker watches these backends; prewarm pings come with the prewarm issue)"),
+                (b.identity.is_some(), "identity", "the caller's identity token would go to AWS, which cannot use it"),
             ] {
-                only(self, set, field, "aws_lambda", &mut ok);
+                if set {
+                    self.err(&path_of(p, &[key(field)]), format!("not a setting of a `{}` backend: {why}", kind.as_str()));
+                    ok = false;
+                }
             }
         }
+        for (set, field, kinds) in fields {
+            if set && !kinds.contains(&kind) {
+                let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+                self.err(
+                    &path_of(p, &[key(field)]),
+                    format!(
+                        "not a setting of a `{}` backend (only {})",
+                        kind.as_str(),
+                        names.join(", ")
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let valid = |s: &str, max: usize, extra: &[u8]| {
+            !s.is_empty()
+                && s.len() <= max
+                && s.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+        };
         let platform = match kind {
-            BackendKind::OpenAi | BackendKind::HttpFunction => Platform::Plain,
-            BackendKind::Bedrock => {
+            K::OpenAi | K::HttpFunction => Platform::Plain,
+            K::Bedrock => {
                 let id = b.model_id.take().unwrap_or_default();
-                if id.is_empty() || id.len() > 2048 || !id.bytes().all(|c| c.is_ascii_graphic()) {
+                if id.is_empty()
+                    || id.len() > 2048
+                    || !id.bytes().all(|c| c.is_ascii_graphic())
+                    || id == "."
+                    || id == ".."
+                {
                     self.err(
                         &path_of(p, &[key("model_id")]),
                         format!(
@@ -395,14 +478,8 @@ impl Cx<'_> {
                 }
                 Platform::Bedrock { model_id: id }
             }
-            BackendKind::AwsLambda => {
+            K::AwsLambda => {
                 let function = b.function.take().unwrap_or_default();
-                let valid = |s: &str, max: usize, extra: &[u8]| {
-                    !s.is_empty()
-                        && s.len() <= max
-                        && s.bytes()
-                            .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
-                };
                 if !valid(&function, 170, b"-_:") {
                     self.err(
                         &path_of(p, &[key("function")]),
@@ -452,6 +529,181 @@ impl Cx<'_> {
                     payload,
                     response_stream,
                     log_tail: b.log_tail.unwrap_or(false),
+                })
+            }
+            K::AwsLambdaUrl => {
+                let iam = match b.auth.as_deref() {
+                    None | Some("iam") => true,
+                    Some("none") => false,
+                    Some(other) => {
+                        self.err(
+                            &path_of(p, &[key("auth")]),
+                            format!("`{other}` is not a function URL auth type: use iam or none"),
+                        );
+                        ok = false;
+                        true
+                    }
+                };
+                Platform::LambdaUrl { iam }
+            }
+            K::Sagemaker => {
+                let name = b.endpoint_name.take().unwrap_or_default();
+                if !valid(&name, 63, b"-") {
+                    self.err(
+                        &path_of(p, &[key("endpoint_name")]),
+                        if name.is_empty() {
+                            "missing: the SageMaker endpoint's name".to_string()
+                        } else {
+                            format!("`{name}` is not an endpoint name (letters, digits, `-`)")
+                        },
+                    );
+                    ok = false;
+                }
+                let target_variant = b.target_variant.take();
+                if let Some(v) = &target_variant {
+                    if !valid(v, 63, b"-") {
+                        self.err(
+                            &path_of(p, &[key("target_variant")]),
+                            format!("`{v}` is not a variant name (letters, digits, `-`)"),
+                        );
+                        ok = false;
+                    }
+                }
+                Platform::Sagemaker(SagemakerConf {
+                    endpoint_name: name,
+                    target_variant,
+                    response_stream: b.response_stream.unwrap_or(false),
+                })
+            }
+            K::AzureOpenai => {
+                let entra = match b.auth.as_deref() {
+                    None | Some("api_key") => false,
+                    Some("entra") => true,
+                    Some(other) => {
+                        self.err(
+                            &path_of(p, &[key("auth")]),
+                            format!(
+                                "`{other}` is not an Azure OpenAI auth type: use api_key or entra"
+                            ),
+                        );
+                        ok = false;
+                        false
+                    }
+                };
+                if !entra && b.api_key.is_none() {
+                    self.err(
+                        &path_of(p, &[key("api_key")]),
+                        "missing: the resource's key (sent as `api-key`), or set `auth: entra`",
+                    );
+                    ok = false;
+                }
+                if entra && b.api_key.is_some() {
+                    self.err(
+                        &path_of(p, &[key("api_key")]),
+                        "set with `auth: entra`: Entra ID tokens replace the key; keep one",
+                    );
+                    ok = false;
+                }
+                let v1 = match b.api.as_deref() {
+                    None | Some("deployments") => false,
+                    Some("v1") => true,
+                    Some(other) => {
+                        self.err(
+                            &path_of(p, &[key("api")]),
+                            format!("`{other}` is not an Azure OpenAI API: use deployments or v1"),
+                        );
+                        ok = false;
+                        false
+                    }
+                };
+                let api_version = b.api_version.take().unwrap_or_else(|| "2024-10-21".into());
+                if !valid(&api_version, 32, b"-.") {
+                    self.err(
+                        &path_of(p, &[key("api_version")]),
+                        format!("`{api_version}` is not an API version, e.g. 2024-10-21"),
+                    );
+                    ok = false;
+                }
+                let deployments = b.deployments.take().unwrap_or_default();
+                for (model, d) in &deployments {
+                    if !valid(d, 64, b"-_.") {
+                        self.err(
+                            &path_of(p, &[key("deployments"), key(model)]),
+                            format!(
+                                "`{d}` is not a deployment name (letters, digits, `-`, `_`, `.`)"
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+                Platform::AzureOpenai(AzureOpenaiConf {
+                    api_version,
+                    deployments,
+                    v1,
+                    entra,
+                })
+            }
+            K::AzureFunctions => {
+                let key_in_query = match b.key_in.as_deref() {
+                    None | Some("header") => false,
+                    Some("query") => true,
+                    Some(other) => {
+                        self.err(
+                            &path_of(p, &[key("key_in")]),
+                            format!(
+                                "`{other}` is not where a function key goes: use header or query"
+                            ),
+                        );
+                        ok = false;
+                        false
+                    }
+                };
+                Platform::AzureFunctions { key_in_query }
+            }
+            K::Openwhisk => {
+                let web = b.web.unwrap_or(false);
+                let namespace = b.namespace.take().unwrap_or_else(|| "_".into());
+                if !valid(&namespace, 256, b"-_@.") {
+                    self.err(
+                        &path_of(p, &[key("namespace")]),
+                        format!("`{namespace}` is not a namespace"),
+                    );
+                    ok = false;
+                }
+                let action = b.action.take().unwrap_or_default();
+                let parts = action.split('/').count();
+                if !valid(&action, 256, b"-_@./")
+                    || parts > 2
+                    || action.split('/').any(str::is_empty)
+                {
+                    self.err(
+                        &path_of(p, &[key("action")]),
+                        if action.is_empty() {
+                            "missing: the action, e.g. chat or mypackage/chat".to_string()
+                        } else {
+                            format!("`{action}` is not an action (`action` or `package/action`)")
+                        },
+                    );
+                    ok = false;
+                }
+                if !web && b.api_key.is_none() {
+                    self.err(
+                        &path_of(p, &[key("api_key")]),
+                        "missing: the namespace's `uuid:key` for basic auth (or `web: true` for a web action)",
+                    );
+                    ok = false;
+                }
+                if !web && b.api_key.as_deref().is_some_and(|k| !k.contains(':')) {
+                    self.err(
+                        &path_of(p, &[key("api_key")]),
+                        "an OpenWhisk key is `uuid:key` (as `wsk property get --auth` prints it)",
+                    );
+                    ok = false;
+                }
+                Platform::Openwhisk(OpenwhiskConf {
+                    namespace,
+                    action,
+                    web,
                 })
             }
         };
@@ -718,6 +970,19 @@ mod tests {
             ("{ kind: bedrock, region: us-east-1, model_id: m, function: f }", "backends.a.function: not a setting of a `bedrock` backend"),
             ("{ kind: openai, url: \"http://a/v1\", endpoint: \"http://b/v1\" }", "backends.a.endpoint: set with `url`"),
             ("{ kind: openai }", "backends.a.url: missing"),
+            ("{ kind: azure_openai }", "backends.a.endpoint: missing"),
+            ("{ kind: azure_openai, endpoint: \"https://r.openai.azure.com\" }", "backends.a.api_key: missing"),
+            ("{ kind: azure_openai, endpoint: \"https://r\", auth: entra, api_key: k }", "backends.a.api_key: set with `auth: entra`"),
+            ("{ kind: azure_openai, endpoint: \"https://r\", api_key: k, api: v2 }", "backends.a.api: `v2` is not an Azure OpenAI API"),
+            ("{ kind: azure_openai, endpoint: \"https://r\", api_key: k, deployments: { m: \"a b\" } }", "backends.a.deployments.m: `a b` is not a deployment name"),
+            ("{ kind: azure_functions, endpoint: \"https://f/api\", key_in: body }", "backends.a.key_in: `body` is not where a function key goes"),
+            ("{ kind: openwhisk, endpoint: \"https://ow\", action: a }", "backends.a.api_key: missing"),
+            ("{ kind: openwhisk, endpoint: \"https://ow\", action: a, api_key: nocolon }", "backends.a.api_key: an OpenWhisk key is `uuid:key`"),
+            ("{ kind: openwhisk, endpoint: \"https://ow\", action: \"a/b/c\", web: true }", "backends.a.action: `a/b/c` is not an action"),
+            ("{ kind: sagemaker, region: us-east-1 }", "backends.a.endpoint_name: missing"),
+            ("{ kind: aws_lambda_url, region: us-east-1 }", "backends.a.endpoint: missing"),
+            ("{ kind: aws_lambda_url, region: us-east-1, endpoint: \"https://x.lambda-url.us-east-1.on.aws\", auth: sso }", "backends.a.auth: `sso` is not a function URL auth type"),
+            ("{ kind: sagemaker, region: us-east-1, endpoint_name: e, api_key: k }", "backends.a.api_key: not a setting of a `sagemaker` backend"),
             ("{ kind: bedrock, region: us-east-1, model_id: m, credentials: { access_key_id: \"\", secret_access_key: s } }", "backends.a.credentials: `access_key_id` and `secret_access_key` must not be empty"),
         ] {
             let errs = load_str(&platform_config(backend), "b.yaml", &|_| None)

@@ -180,9 +180,11 @@ fn bedrock_errors_map_to_openai_errors() {
         &json!({"model": "nova", "messages": [{"role": "user", "content": "x"}], "stream": true}),
     );
     assert_eq!(r.status, 200);
-    let events = sse_data(&r.body);
-    assert!(events.len() > 2, "{events:?}");
     let last = r.text();
+    // Every token sent before the failure reached the client, the one that
+    // came in the same read as the failure included: 16 tokens, cut at 8.
+    let tokens = last.matches("\"delta\":{\"content\"").count();
+    assert_eq!(tokens, 9, "{last}");
     assert!(
         last.trim_end().ends_with('}')
             && last.contains("event: error")
@@ -190,6 +192,15 @@ fn bedrock_errors_map_to_openai_errors() {
         "{last}"
     );
     assert!(!last.contains("[DONE]"));
+    // A stream that fails before its first token is a failed attempt (here
+    // a throttled one: 429), never a 200 holding only an error.
+    br.set(json!({ "cut_rate": 0.0, "fail_with": "stream:throttlingException" }));
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "nova", "messages": [{"role": "user", "content": "x"}], "stream": true}),
+    );
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
 }
 
 /// Lambda: function errors are 502s naming the function's error type (never
@@ -271,7 +282,13 @@ fn lambda_payloads_errors_and_cold_starts() {
     );
     assert_eq!(r.status, 200);
     let text = r.text();
-    assert!(text.contains("\"content\""), "{text}");
+    // The payload that came in the same read as the failure was delivered
+    // before the error event (token 7 of 16 is "today").
+    assert!(text.contains("\"content\":\"today \""), "{text}");
+    assert!(
+        text.find("today").unwrap() < text.find("event: error").unwrap(),
+        "{text}"
+    );
     assert!(
         text.contains("event: error") && text.contains("Function.ResponseStreamingError"),
         "{text}"
@@ -459,5 +476,278 @@ fn shared_credentials_file_rotates() {
         eventually(Duration::from_secs(8), || ask(&g, "fn").status == 200),
         "{}",
         g.proc.stderr()
+    );
+}
+
+fn route_to(name: &str, prefix: &str, backend: &str) -> String {
+    format!("  {name}: {{ match: {{ path_prefix: {prefix} }}, targets: [ {{ backend: {backend} }} ] }}\n")
+}
+
+/// Function URLs (IAM-signed), SageMaker endpoints (InvokeEndpoint and the
+/// response stream), Azure OpenAI deployments and OpenWhisk actions serve
+/// the OpenAI SDK, chat and streamed chat.
+#[test]
+fn url_sagemaker_azure_and_openwhisk_serve_the_openai_sdk() {
+    let url = Sim::start("url", &["--platform", "aws-lambda-url"]);
+    let sm = Sim::start("sm", &["--platform", "sagemaker"]);
+    let az = Sim::start("az", &["--platform", "azure-openai"]);
+    let ow = Sim::start("ow", &["--platform", "openwhisk"]);
+    let config = format!(
+        "{auth}backends:\n  url: {{ kind: aws_lambda_url, region: us-east-1, endpoint: \"{u}/v1\", {KEYS} }}\n  sm: {{ kind: sagemaker, region: us-east-1, endpoint: \"{s}\", endpoint_name: chat-llm, target_variant: blue, response_stream: true, {KEYS} }}\n  az: {{ kind: azure_openai, endpoint: \"{a}\", api_key: sim-platform-key, deployments: {{ gpt: prod-gpt-4o }} }}\n  ow: {{ kind: openwhisk, endpoint: \"{o}\", namespace: guest, action: llm/chat, api_key: \"sim-uuid:sim-platform-key\" }}\nroutes:\n{r1}{r2}{r3}{r4}",
+        auth = auth_section(),
+        u = url.url,
+        s = sm.url,
+        a = az.url,
+        o = ow.url,
+        r1 = chat_route("url", "url", "url"),
+        r2 = chat_route("sm", "sm", "sm"),
+        r3 = chat_route("az", "gpt", "az"),
+        r4 = chat_route("ow", "ow", "ow"),
+    );
+    let g = Gateway::start(&config);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/openai_platforms.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(format!("http://{}/v1", g.addr))
+        .arg(CLIENT_KEY)
+        .arg("url,sm,gpt,ow")
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n--- gateway:\n{}",
+        g.proc.stderr()
+    );
+    // What each platform received.
+    let r = url.requests();
+    assert_eq!(r[0]["path"], "/v1/chat/completions");
+    assert!(header_of(&r[0], "authorization").contains("/us-east-1/lambda/aws4_request"));
+    assert_eq!(header_of(&r[0], "x-amz-content-sha256").len(), 64);
+    let paths: Vec<String> = sm
+        .requests()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        paths.contains(&"/endpoints/chat-llm/invocations".to_string()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"/endpoints/chat-llm/invocations-response-stream".to_string()),
+        "{paths:?}"
+    );
+    assert_eq!(
+        header_of(&sm.requests()[0], "x-amzn-sagemaker-target-variant"),
+        "blue"
+    );
+    let r = az.requests();
+    assert_eq!(
+        r[0]["path"],
+        "/openai/deployments/prod-gpt-4o/chat/completions?api-version=2024-10-21"
+    );
+    assert_eq!(header_of(&r[0], "api-key"), "sim-platform-key");
+    assert!(
+        header_of(&r[0], "authorization").is_empty(),
+        "the client's key never goes upstream"
+    );
+    let r = ow.requests();
+    assert_eq!(
+        r[0]["path"],
+        "/api/v1/namespaces/guest/actions/llm/chat?blocking=true&result=true"
+    );
+    assert!(header_of(&r[0], "authorization").starts_with("Basic "));
+    for s in [&url, &sm, &az, &ow] {
+        assert_eq!(s.stats()["auth_failures"], 0);
+    }
+}
+
+/// Each platform's failures reach the client as the OpenAI error a client
+/// expects; the backend's own bad credentials are a 502, never a 401 that
+/// would blame the client's key.
+#[test]
+fn platform_failures_map_to_openai_errors() {
+    let az = Sim::start("az", &["--platform", "azure-openai"]);
+    let ow = Sim::start("ow", &["--platform", "openwhisk"]);
+    let sm = Sim::start("sm", &["--platform", "sagemaker"]);
+    let url = Sim::start("url", &["--platform", "aws-lambda-url"]);
+    let config = format!(
+        "{auth}backends:\n  az: {{ kind: azure_openai, endpoint: \"{a}\", api_key: sim-platform-key, breaker: {{ enabled: false }} }}\n  azbad: {{ kind: azure_openai, endpoint: \"{a}\", api_key: wrong }}\n  ow: {{ kind: openwhisk, endpoint: \"{o}\", action: chat, api_key: \"sim-uuid:sim-platform-key\", breaker: {{ enabled: false }} }}\n  sm: {{ kind: sagemaker, region: us-east-1, endpoint: \"{s}\", endpoint_name: e, response_stream: true, breaker: {{ enabled: false }}, {KEYS} }}\n  url: {{ kind: aws_lambda_url, region: us-east-1, endpoint: \"{u}\", breaker: {{ enabled: false }}, {KEYS} }}\nroutes:\n{r1}{r2}{r3}{r4}{r5}",
+        auth = auth_section(),
+        a = az.url,
+        o = ow.url,
+        s = sm.url,
+        u = url.url,
+        r1 = chat_route("az", "az", "az"),
+        r2 = chat_route("azbad", "azbad", "azbad"),
+        r3 = chat_route("ow", "ow", "ow"),
+        r4 = chat_route("sm", "sm", "sm"),
+        r5 = chat_route("url", "url", "url"),
+    );
+    let g = Gateway::start(&config);
+    ask(&g, "azbad").assert_error(502, "backend_auth_failed");
+    az.set(json!({"fail_with": "content_filter"}));
+    let r = ask(&g, "az");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        r.json()["error"]["code"],
+        "content_filter",
+        "Azure's own 400 passes on"
+    );
+    az.set(json!({"fail_with": null, "throttle_rate": 1.0}));
+    let r = ask(&g, "az");
+    r.assert_error(429, "throttled");
+    assert_eq!(r.header("retry-after"), Some("1"));
+
+    ow.set(json!({"fail_with": "function"}));
+    ask(&g, "ow").assert_error(502, "action_error");
+    ow.set(json!({"fail_with": "timeout"}));
+    ask(&g, "ow").assert_error(504, "backend_timeout");
+    ow.set(json!({"fail_with": null, "platform_keys": ["someone:else"]}));
+    ask(&g, "ow").assert_error(502, "backend_auth_failed");
+    sm.set(json!({"fail_with": "ModelError"}));
+    let r = ask(&g, "sm");
+    r.assert_error(502, "backend_error");
+    assert!(r.text().contains("ModelError"), "{}", r.text());
+    sm.set(json!({"fail_with": "ValidationError"}));
+    ask(&g, "sm").assert_error(400, "invalid_request");
+    sm.set(json!({"fail_with": null, "cut_rate": 1.0}));
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "sm", "messages": [{"role": "user", "content": "x"}], "stream": true}),
+    );
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(
+        text.contains("event: error") && text.contains("ModelStreamError"),
+        "{text}"
+    );
+    assert!(!text.contains("[DONE]"));
+
+    url.set(json!({"fail_with": "function"}));
+    ask(&g, "url").assert_error(502, "function_error");
+    url.set(json!({"fail_with": null, "aws_keys": {}}));
+    ask(&g, "url").assert_error(502, "backend_auth_failed");
+}
+
+/// Azure Functions: the function key in `x-functions-key`, or in `code=`;
+/// a wrong key and a crashing function are 502s.
+#[test]
+fn azure_functions_keys_and_failures() {
+    let af = Sim::start("af", &["--platform", "azure-functions"]);
+    let config = format!(
+        "{auth}backends:\n  hdr: {{ kind: azure_functions, endpoint: \"{a}/api/anomaly\", api_key: sim-platform-key }}\n  qry: {{ kind: azure_functions, endpoint: \"{a}/api/anomaly\", api_key: sim-platform-key, key_in: query }}\n  bad: {{ kind: azure_functions, endpoint: \"{a}/api/anomaly\", api_key: nope }}\nroutes:\n{r1}{r2}{r3}",
+        auth = auth_section(),
+        a = af.url,
+        r1 = route_to("hdr", "/v1/functions/h", "hdr"),
+        r2 = route_to("qry", "/v1/functions/q", "qry"),
+        r3 = route_to("bad", "/v1/functions/b", "bad"),
+    );
+    let g = Gateway::start(&config);
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let h = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let r = g.call(
+        "POST",
+        "/v1/functions/h/score?x=1",
+        &h,
+        br#"{"readings":[1,2]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["path"], "/api/anomaly/score");
+    let last = af.requests().last().unwrap().clone();
+    assert_eq!(header_of(&last, "x-functions-key"), "sim-platform-key");
+    assert_eq!(last["path"], "/api/anomaly/score?x=1");
+    let r = g.call("POST", "/v1/functions/q/score?x=1", &h, b"{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let last = af.requests().last().unwrap().clone();
+    assert_eq!(last["path"], "/api/anomaly/score?x=1&code=sim-platform-key");
+    assert!(header_of(&last, "x-functions-key").is_empty());
+    g.call("POST", "/v1/functions/b/score", &h, b"{}")
+        .assert_error(502, "backend_auth_failed");
+    af.set(json!({"fail_with": "function"}));
+    g.call("POST", "/v1/functions/h/score", &h, b"{}")
+        .assert_error(502, "backend_error");
+}
+
+/// A function URL with `auth: none` gets no signature; with `iam`, a wrong
+/// payload hash is refused by the platform.
+#[test]
+fn lambda_url_without_iam() {
+    let url = Sim::start(
+        "url",
+        &["--platform", "aws-lambda-url", "--url-auth", "none"],
+    );
+    let config = format!(
+        "{auth}backends:\n  url: {{ kind: aws_lambda_url, region: us-east-1, endpoint: \"{u}\", auth: none }}\nroutes:\n{r}",
+        auth = auth_section(),
+        u = url.url,
+        r = route_to("fn", "/v1/functions/img", "url"),
+    );
+    let g = Gateway::start(&config);
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let r = g.call(
+        "PUT",
+        "/v1/functions/img/a/b",
+        &[("authorization", &auth), ("content-type", "image/png")],
+        &[0x89, 0x50, 0, 1],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let last = url.requests().last().unwrap().clone();
+    assert_eq!(last["method"], "PUT");
+    assert_eq!(last["path"], "/a/b");
+    assert!(header_of(&last, "authorization").is_empty());
+    assert!(header_of(&last, "x-amz-content-sha256").is_empty());
+}
+
+/// `auth: entra`: Entra ID tokens from a client secret (the simulator plays
+/// the token endpoint), renewed in the background before they expire.
+#[test]
+fn entra_tokens_rotate_without_a_restart() {
+    let az = Sim::start(
+        "az",
+        &["--platform", "azure-openai", "--sts-lifetime-s", "4"],
+    );
+    let config = format!(
+        "{auth}backends:\n  az: {{ kind: azure_openai, endpoint: \"{a}\", auth: entra, api: v1, deployments: {{ gpt: prod-4o }} }}\nroutes:\n{r}",
+        auth = auth_section(),
+        a = az.url,
+        r = chat_route("az", "gpt", "az"),
+    );
+    let g = Gateway::start_with_env(
+        &config,
+        &[
+            ("AZURE_TENANT_ID", "tenant-1"),
+            ("AZURE_CLIENT_ID", "client-1"),
+            ("AZURE_CLIENT_SECRET", "sim-platform-key"),
+            ("AZURE_AUTHORITY_HOST", &az.url),
+        ],
+    );
+    assert!(eventually(Duration::from_secs(5), || ask(&g, "gpt").status == 200));
+    let mut tokens = std::collections::BTreeSet::new();
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(6) {
+        let r = ask(&g, "gpt");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let last = az.requests().last().unwrap().clone();
+        assert_eq!(last["path"], "/openai/v1/chat/completions");
+        assert_eq!(
+            body_of(&last)["model"],
+            "prod-4o",
+            "v1: the deployment goes in the body"
+        );
+        tokens.insert(header_of(&last, "authorization"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        tokens.len() >= 2,
+        "no renewal in 6 s of 4 s tokens: {tokens:?}"
+    );
+    assert_eq!(az.stats()["auth_failures"], 0);
+    assert!(
+        !g.proc.stderr().contains("sim-entra-"),
+        "tokens are never logged"
     );
 }
