@@ -9,6 +9,7 @@
 use crate::kinds::aws::{AwsChain, AwsSigner};
 use crate::kinds::azure::{AzureFunctionsAdapter, AzureOpenaiAdapter, EntraChain};
 use crate::kinds::bedrock::BedrockAdapter;
+use crate::kinds::gcp::{CloudRunAdapter, GcpChain};
 use crate::kinds::lambda::LambdaAdapter;
 use crate::kinds::lambda_url::LambdaUrlAdapter;
 use crate::kinds::openwhisk::OpenwhiskAdapter;
@@ -286,6 +287,12 @@ impl Adapter for AzureFunctionsAdapter {
     }
 }
 
+impl Adapter for CloudRunAdapter {
+    fn prepare(&self, backend: &Backend, call: &Call<'_>) -> Result<Prepared, ApiError> {
+        CloudRunAdapter::prepare(self, backend, call)
+    }
+}
+
 impl Adapter for OpenwhiskAdapter {
     fn prepare(&self, backend: &Backend, call: &Call<'_>) -> Result<Prepared, ApiError> {
         OpenwhiskAdapter::prepare(self, backend, call)
@@ -298,6 +305,7 @@ impl Adapter for OpenwhiskAdapter {
 pub struct Clouds {
     pub aws: Arc<AwsChain>,
     pub entra: Arc<EntraChain>,
+    pub gcp: Arc<GcpChain>,
 }
 
 impl Clouds {
@@ -305,6 +313,7 @@ impl Clouds {
         Self {
             aws: Arc::new(AwsChain::from_process()),
             entra: Arc::new(EntraChain::from_process()),
+            gcp: Arc::new(GcpChain::from_process()),
         }
     }
 }
@@ -321,6 +330,7 @@ pub enum BackendAdapter {
     AzureOpenai(AzureOpenaiAdapter),
     AzureFunctions(AzureFunctionsAdapter),
     Openwhisk(OpenwhiskAdapter),
+    CloudRun(CloudRunAdapter),
 }
 
 impl BackendAdapter {
@@ -368,6 +378,7 @@ impl BackendAdapter {
                 })
             }
             Platform::Openwhisk(conf) => Self::Openwhisk(OpenwhiskAdapter { conf: conf.clone() }),
+            Platform::GcpCloudRun(conf) => Self::CloudRun(CloudRunAdapter::new(conf, &clouds.gcp)),
             Platform::Plain if backend.kind == BackendKind::HttpFunction => {
                 Self::HttpFunction(FunctionAdapter)
             }
@@ -386,6 +397,7 @@ impl BackendAdapter {
             Self::AzureOpenai(a) => a,
             Self::AzureFunctions(a) => a,
             Self::Openwhisk(a) => a,
+            Self::CloudRun(a) => a,
         }
     }
 }
@@ -466,6 +478,7 @@ mod tests {
         let clouds = Clouds {
             aws: Arc::new(AwsChain::new(Box::new(|_| None))),
             entra: Arc::new(EntraChain::new(Box::new(|_| None))),
+            gcp: Arc::new(GcpChain::new(Box::new(|_| None))),
         };
         let p = BackendAdapter::build(
             &backend(BackendKind::OpenAi, None, "authorization"),

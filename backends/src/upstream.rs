@@ -136,7 +136,19 @@ impl Upstream {
                     session.write_request_body(prepared.body, true).await?;
                 }
                 session.finish_request_body().await?;
-                session.read_response_header().await
+                session.read_response_header().await?;
+                // Interim answers (100 Continue, 103 Early Hints) are not the
+                // response: skip them (a few at most) and read the final one.
+                for _ in 0..8 {
+                    let interim = session
+                        .response_header()
+                        .is_some_and(|h| h.status.is_informational() && h.status.as_u16() != 101);
+                    if !interim {
+                        break;
+                    }
+                    session.read_response_header().await?;
+                }
+                Ok::<(), Box<pingora_error::Error>>(())
             };
             match pingora_timeout::timeout(first_byte, exchange).await {
                 Ok(Ok(())) => {
@@ -162,6 +174,7 @@ impl Upstream {
                         pending: None,
                         ended: false,
                         failed: None,
+                        conclusive: false,
                         cold_start: false,
                     };
                     return match reply {
@@ -228,6 +241,8 @@ pub struct UpstreamResponse {
     ended: bool,
     /// A translation error kept until the output before it was delivered.
     failed: Option<ApiError>,
+    /// A function's own failure: final (see `Synth::conclusive`).
+    conclusive: bool,
     cold_start: bool,
 }
 
@@ -289,6 +304,7 @@ impl UpstreamResponse {
                     h.remove_header(&http::header::CONTENT_LENGTH);
                 }
                 self.header = Some(h);
+                self.conclusive = synth.conclusive;
                 self.pending = Some(synth.body);
             }
             ReadAs::Stream => {
@@ -310,6 +326,12 @@ impl UpstreamResponse {
             }
         }
         Ok(self)
+    }
+
+    /// Whether this answer is final whatever its status: a function's own
+    /// failure, never retried and no failure of the backend.
+    pub fn conclusive(&self) -> bool {
+        self.conclusive
     }
 
     /// Whether the platform said this call started a new instance (known
@@ -356,7 +378,16 @@ impl UpstreamResponse {
         let mut out = BytesMut::new();
         loop {
             let step = match self.next_raw().await {
-                Ok(Some(chunk)) => reply.chunk(&chunk, &mut out),
+                Ok(Some(chunk)) => reply.chunk(&chunk, &mut out).and_then(|()| {
+                    if !reply.finished() {
+                        return Ok(());
+                    }
+                    // The last word came: end now, whatever the connection
+                    // does (it is closed, never pooled, unread).
+                    self.ended = true;
+                    self.session = None;
+                    reply.end(&mut out)
+                }),
                 Ok(None) => {
                     self.ended = true;
                     reply.end(&mut out)

@@ -397,12 +397,15 @@ pub enum BackendKind {
     AzureFunctions,
     /// Apache OpenWhisk / IBM Cloud Functions actions.
     Openwhisk,
+    /// Google Cloud Run services and Cloud Functions (2nd gen), with
+    /// Google-signed ID tokens.
+    GcpCloudRun,
 }
 
 impl BackendKind {
-    pub const ALLOWED: &'static str = "openai, http_function, aws_lambda, aws_lambda_url, bedrock, sagemaker, azure_openai, azure_functions, openwhisk";
+    pub const ALLOWED: &'static str = "openai, http_function, aws_lambda, aws_lambda_url, bedrock, sagemaker, azure_openai, azure_functions, openwhisk, gcp_cloud_run";
 
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::OpenAi,
         Self::HttpFunction,
         Self::AwsLambda,
@@ -412,6 +415,7 @@ impl BackendKind {
         Self::AzureOpenai,
         Self::AzureFunctions,
         Self::Openwhisk,
+        Self::GcpCloudRun,
     ];
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -429,6 +433,7 @@ impl BackendKind {
             Self::AzureOpenai => "azure_openai",
             Self::AzureFunctions => "azure_functions",
             Self::Openwhisk => "openwhisk",
+            Self::GcpCloudRun => "gcp_cloud_run",
         }
     }
 
@@ -441,7 +446,11 @@ impl BackendKind {
             Self::HttpFunction | Self::AzureFunctions => op == Operation::Function,
             // Functions answer whatever their event asks; a function URL, an
             // endpoint's container or an action may speak OpenAI or not.
-            Self::AwsLambda | Self::AwsLambdaUrl | Self::Sagemaker | Self::Openwhisk => true,
+            Self::AwsLambda
+            | Self::AwsLambdaUrl
+            | Self::Sagemaker
+            | Self::Openwhisk
+            | Self::GcpCloudRun => true,
             // Converse is chat only.
             Self::Bedrock => op == Operation::ChatCompletions,
         }
@@ -529,6 +538,19 @@ pub enum Platform {
         key_in_query: bool,
     },
     Openwhisk(OpenwhiskConf),
+    GcpCloudRun(CloudRunConf),
+}
+
+/// `gcp_cloud_run` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudRunConf {
+    /// The ID token's audience: by default the endpoint's origin (the
+    /// service URL Cloud Run checks).
+    pub audience: String,
+    /// A service-account key file (read when a token is fetched, so it can
+    /// be replaced); `None`: `GOOGLE_APPLICATION_CREDENTIALS`, else the
+    /// metadata server.
+    pub credentials_file: Option<std::path::PathBuf>,
 }
 
 /// `sagemaker` settings.

@@ -65,8 +65,10 @@ pub async fn forward(
         let (failed, class, outcome) = match result {
             Ok(resp) => {
                 let status = resp.header().map_or(0, |h| h.status.as_u16());
+                // A function's own failure is its answer: served as it is.
+                let conclusive = resp.conclusive();
                 match status {
-                    429 => {
+                    429 if !conclusive => {
                         let after = resp
                             .header()
                             .and_then(|h| h.headers.get(http::header::RETRY_AFTER))
@@ -77,7 +79,7 @@ pub async fn forward(
                             Outcome::Throttled(after),
                         )
                     }
-                    500..=599 => (
+                    500..=599 if !conclusive => (
                         Failed::Response(Box::new(resp)),
                         Some(Retry::ServerError),
                         Outcome::Failure { elapsed },

@@ -109,6 +109,7 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
         Credentials {
             aws: state.registry.clouds().aws.clone(),
             entra: state.registry.clouds().entra.clone(),
+            gcp: state.registry.clouds().gcp.clone(),
         },
     );
 
@@ -244,6 +245,7 @@ impl pingora_core::services::background::BackgroundService for RedisLink {
 struct Credentials {
     aws: std::sync::Arc<skygate_backends::kinds::aws::AwsChain>,
     entra: std::sync::Arc<skygate_backends::kinds::azure::EntraChain>,
+    gcp: std::sync::Arc<skygate_backends::kinds::gcp::GcpChain>,
 }
 
 #[async_trait::async_trait]
@@ -252,6 +254,7 @@ impl pingora_core::services::background::BackgroundService for Credentials {
         tokio::select! {
             () = self.aws.maintain() => {}
             () = self.entra.maintain() => {}
+            () = self.gcp.maintain() => {}
             _ = shutdown.changed() => {}
         }
     }

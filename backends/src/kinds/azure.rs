@@ -16,7 +16,7 @@
 //! Tokens are renewed in the background, never on the request path.
 
 use super::renew::{renew_time, Renewal};
-use super::{map_http_failure, path_segment, MapErrors, Synth};
+use super::{insert_bearer, map_http_failure, path_segment, MapErrors, Synth};
 use crate::adapter::{base_header, internal, Call, Prepared};
 use crate::fetch::Fetcher;
 use arc_swap::ArcSwapOption;
@@ -329,11 +329,7 @@ impl AzureOpenaiAdapter {
                 )
                 .retryable(Retry::Connect)
             })?;
-            let mut v = http::HeaderValue::from_str(&format!("Bearer {}", token.value))
-                .map_err(|_| internal("the Entra ID token is not valid header text"))?;
-            v.set_sensitive(true);
-            h.insert_header(header::AUTHORIZATION, v)
-                .map_err(internal)?;
+            insert_bearer(&mut h, &token.value)?;
         }
         Ok(Prepared {
             header: h,

@@ -97,12 +97,21 @@ pub fn converse_request(body: &[u8]) -> Result<(Value, RequestFacts), ApiError> 
     for m in messages {
         let role = m.get("role").and_then(Value::as_str).unwrap_or("");
         let content = m.get("content").unwrap_or(&Value::Null);
+        if m.get("tool_calls").is_some_and(|t| !t.is_null())
+            || m.get("function_call").is_some_and(|t| !t.is_null())
+        {
+            return Err(invalid(
+                "a message with tool calls cannot be sent to a Bedrock backend (tool calls are not translated yet)",
+            ));
+        }
         match role {
             "system" | "developer" => system.extend(text_of(content, role)?),
             "user" | "assistant" => {
                 let blocks = text_of(content, role)?;
                 if blocks.is_empty() {
-                    continue;
+                    return Err(invalid(format!(
+                        "a `{role}` message without text content cannot be sent to a Bedrock backend"
+                    )));
                 }
                 match turns.last_mut() {
                     Some((r, b)) if r == role => b.extend(blocks),
@@ -124,12 +133,13 @@ pub fn converse_request(body: &[u8]) -> Result<(Value, RequestFacts), ApiError> 
     let mut inference = serde_json::Map::new();
     let present = |k: &str| req.get(k).filter(|v| !v.is_null());
     if let Some(n) = present("max_completion_tokens").or_else(|| present("max_tokens")) {
-        inference.insert(
-            "maxTokens".into(),
-            json!(n
-                .as_u64()
-                .ok_or_else(|| invalid("`max_tokens` must be a positive integer"))?),
-        );
+        let max = n
+            .as_u64()
+            .filter(|n| (1..=i32::MAX as u64).contains(n))
+            .ok_or_else(|| {
+                invalid("`max_tokens` must be a positive integer (at most 2147483647)")
+            })?;
+        inference.insert("maxTokens".into(), json!(max));
     }
     for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
         if let Some(v) = req.get(from).filter(|v| !v.is_null()) {
@@ -238,7 +248,7 @@ fn usage(u: Option<&Value>) -> Value {
             .unwrap_or(0)
     };
     let (input, output) = (n("inputTokens"), n("outputTokens"));
-    json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output})
+    json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input.saturating_add(output)})
 }
 
 /// Reads one Converse or ConverseStream answer.
@@ -249,6 +259,8 @@ pub struct BedrockReply {
     created: u64,
     frames: Frames,
     stopped: bool,
+    /// `metadata` (the last event) arrived.
+    finished: bool,
 }
 
 impl BedrockReply {
@@ -260,6 +272,7 @@ impl BedrockReply {
             created: unix_now(),
             frames: Frames::default(),
             stopped: false,
+            finished: false,
         }
     }
 
@@ -368,7 +381,11 @@ impl Reply for BedrockReply {
                         .unwrap_or("end_turn");
                     self.chunk_json(json!({}), Some(finish_reason(stop)), out);
                 }
-                "metadata" if self.facts.include_usage => {
+                "metadata" => {
+                    self.finished = true;
+                    if !self.facts.include_usage {
+                        continue;
+                    }
                     let u = json!({
                         "id": self.id, "object": "chat.completion.chunk", "created": self.created,
                         "model": self.facts.model, "choices": [], "usage": usage(v.get("usage")),
@@ -379,6 +396,10 @@ impl Reply for BedrockReply {
             }
         }
         Ok(())
+    }
+
+    fn finished(&self) -> bool {
+        self.finished
     }
 
     fn end(&mut self, out: &mut BytesMut) -> Result<(), ApiError> {
@@ -431,6 +452,9 @@ mod tests {
             r#"{"messages":[{"role":"tool","content":"x"}]}"#,
             r#"{"messages":"x"}"#,
             r#"{"messages":[{"role":"user","content":"x"}],"n":2}"#,
+            r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":0}"#,
+            r#"{"messages":[{"role":"user","content":"x"},{"role":"assistant","content":null,"tool_calls":[{"id":"1"}]}]}"#,
+            r#"{"messages":[{"role":"user","content":null}]}"#,
         ] {
             let e = converse_request(body.as_bytes()).unwrap_err();
             assert_eq!(e.status(), 400, "{body}: {e:?}");

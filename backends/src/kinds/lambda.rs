@@ -205,9 +205,17 @@ fn function_error(backend: &str, kind: &str, payload: &[u8]) -> Synth {
         502,
         "function_error",
         &error_type,
-        &format!("backend `{backend}`: the function failed ({error_type}): {message}"),
+        &format!(
+            "backend `{backend}`: the function failed ({error_type}): {}",
+            skygate_config::clip(message)
+        ),
     )
+    .conclusive()
 }
+
+/// The most headers, and header bytes, a function's `http_event` answer may set.
+const MAX_HEADERS: usize = 100;
+const MAX_HEADER_BYTES: usize = 64 << 10;
 
 /// Headers a function's `http_event` answer may not set for the client.
 fn hop_or_gateway(name: &str) -> bool {
@@ -258,8 +266,21 @@ fn http_answer(backend: &str, payload: Bytes) -> Result<Synth, ApiError> {
         content_type: None,
         headers: Vec::new(),
         body,
+        // The function's own answer, whatever its status.
+        conclusive: true,
     };
     if let Some(hs) = v.get("headers").and_then(|h| h.as_object()) {
+        // A function's header section is bounded as a client's would be.
+        let bytes: usize = hs
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+            .sum();
+        if hs.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+            return Err(malformed(
+                backend,
+                format!("the function set {} headers ({bytes} bytes); at most {MAX_HEADERS} and {MAX_HEADER_BYTES} bytes", hs.len()),
+            ));
+        }
         for (k, val) in hs {
             let k = k.to_ascii_lowercase();
             if hop_or_gateway(&k) {
@@ -314,6 +335,7 @@ impl Reply for LambdaReply {
             .headers
             .get("x-amz-function-error")
             .and_then(|v| v.to_str().ok())
+            .filter(|k| !k.trim().is_empty())
         {
             return Ok(function_error(&self.backend, kind, &body));
         }
@@ -398,5 +420,9 @@ impl Reply for LambdaReply {
 
     fn cold_start(&self) -> bool {
         self.cold
+    }
+
+    fn finished(&self) -> bool {
+        self.complete
     }
 }

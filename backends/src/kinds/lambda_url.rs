@@ -7,11 +7,10 @@
 //! with `x-amz-content-sha256` as function URLs require.
 
 use super::aws::AwsSigner;
-use super::{map_http_failure, MapErrors, Synth};
-use crate::adapter::{base_header, internal, Call, Prepared};
-use http::header;
+use super::{http_request, map_http_failure, MapErrors, Synth};
+use crate::adapter::{Call, Prepared};
 use pingora_http::ResponseHeader;
-use skygate_config::{ApiError, Backend, Operation};
+use skygate_config::{ApiError, Backend};
 
 #[derive(Debug)]
 pub struct LambdaUrlAdapter {
@@ -21,28 +20,7 @@ pub struct LambdaUrlAdapter {
 
 impl LambdaUrlAdapter {
     pub fn prepare(&self, backend: &Backend, call: &Call<'_>) -> Result<Prepared, ApiError> {
-        let (method, path) = match call.operation {
-            Operation::Function => (
-                call.method.clone(),
-                format!("{}{}", backend.url.base_path, call.path_suffix),
-            ),
-            op => (
-                http::Method::POST,
-                format!("{}{}", backend.url.base_path, op.upstream_suffix()),
-            ),
-        };
-        let path = if path.is_empty() || path.starts_with('?') {
-            format!("/{path}")
-        } else {
-            path
-        };
-        let mut h = base_header(backend, &method, &path, call, call.body.len())?;
-        if call.operation == Operation::Function {
-            if let Some(v) = call.client.headers.get(header::CONTENT_ENCODING) {
-                h.insert_header(header::CONTENT_ENCODING, v.clone())
-                    .map_err(internal)?;
-            }
-        }
+        let mut h = http_request(backend, call)?;
         if let Some(signer) = &self.signer {
             signer.sign(&backend.name, &mut h, call.body, true)?;
         }
@@ -69,7 +47,7 @@ fn map_failure(backend: &str, header: &ResponseHeader, body: &[u8]) -> Option<Sy
             "function_error",
             "function_error",
             &format!("backend `{backend}` (Lambda function URL): the function failed or answered in a shape the URL cannot return"),
-        ));
+        ).conclusive());
     }
     if status == 413 {
         return Some(Synth::error(

@@ -8,6 +8,7 @@ pub mod aws;
 pub mod azure;
 pub mod bedrock;
 pub mod eventstream;
+pub mod gcp;
 pub mod lambda;
 pub mod lambda_url;
 pub mod openwhisk;
@@ -68,6 +69,13 @@ pub trait Reply: Send + Sync {
     fn cold_start(&self) -> bool {
         false
     }
+
+    /// Whether the platform's stream has said its last word (Lambda's
+    /// `InvokeComplete`, Bedrock's `metadata`): the stream ends then, even
+    /// if the platform keeps the connection open.
+    fn finished(&self) -> bool {
+        false
+    }
 }
 
 /// A response built by the gateway from a platform's answer.
@@ -77,6 +85,11 @@ pub struct Synth {
     pub content_type: Option<HeaderValue>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
+    /// The platform worked and the failure is the function's own (it
+    /// raised, its action failed): the answer is final, never retried (the
+    /// function may have had effects) and no failure of the backend for its
+    /// breaker (one client's bad input must not shut the route).
+    pub conclusive: bool,
 }
 
 impl Synth {
@@ -86,7 +99,14 @@ impl Synth {
             content_type: Some(HeaderValue::from_static("application/json")),
             headers: Vec::new(),
             body: body.into(),
+            conclusive: false,
         }
+    }
+
+    /// Marks a function's own failure (see [`Synth::conclusive`]).
+    pub fn conclusive(mut self) -> Self {
+        self.conclusive = true;
+        self
     }
 
     /// An OpenAI-shaped error: `{"error":{"message","type","param","code"}}`.
@@ -368,6 +388,7 @@ impl Reply for MapErrors {
             content_type: header.headers.get(header::CONTENT_TYPE).cloned(),
             headers: Vec::new(),
             body,
+            conclusive: false,
         };
         if let Some(v) = header.headers.get(header::RETRY_AFTER) {
             s.headers.push((header::RETRY_AFTER, v.clone()));
@@ -491,6 +512,47 @@ pub fn stream_header(sse: bool, header: &mut ResponseHeader) -> Result<(), ApiEr
         .insert_header(header::CONTENT_TYPE, "application/octet-stream")
         .map_err(bad_header)?;
     *header = fresh;
+    Ok(())
+}
+
+/// The request to a platform that is plain HTTP (a function URL, a Cloud
+/// Run service): chat and embeddings to `{url}/chat/completions` and
+/// `{url}/embeddings`, function routes to `{url}{rest of the path}` with
+/// the client's method and content encoding.
+pub fn http_request(
+    backend: &skygate_config::Backend,
+    call: &Call<'_>,
+) -> Result<pingora_http::RequestHeader, ApiError> {
+    let (method, mut path) = match call.operation {
+        Operation::Function => (
+            call.method.clone(),
+            format!("{}{}", backend.url.base_path, call.path_suffix),
+        ),
+        op => (
+            http::Method::POST,
+            format!("{}{}", backend.url.base_path, op.upstream_suffix()),
+        ),
+    };
+    if path.is_empty() || path.starts_with('?') {
+        path.insert(0, '/');
+    }
+    let mut h = crate::adapter::base_header(backend, &method, &path, call, call.body.len())?;
+    if call.operation == Operation::Function {
+        if let Some(v) = call.client.headers.get(header::CONTENT_ENCODING) {
+            h.insert_header(header::CONTENT_ENCODING, v.clone())
+                .map_err(crate::adapter::internal)?;
+        }
+    }
+    Ok(h)
+}
+
+/// `Authorization: Bearer <token>`, marked sensitive.
+pub fn insert_bearer(h: &mut pingora_http::RequestHeader, token: &str) -> Result<(), ApiError> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| crate::adapter::internal("a bearer token is not valid header text"))?;
+    v.set_sensitive(true);
+    h.insert_header(header::AUTHORIZATION, v)
+        .map_err(crate::adapter::internal)?;
     Ok(())
 }
 

@@ -104,7 +104,7 @@ fn map_failure(backend: &str, header: &ResponseHeader, body: &[u8]) -> Option<Sy
                 "upstream_error",
                 "backend_timeout",
                 &format!("backend `{backend}` (OpenWhisk): the action is still running (activation {id})"),
-            ))
+            ).conclusive())
         }
         502 => {
             let error = match v.get("error") {

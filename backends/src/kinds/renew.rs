@@ -49,6 +49,11 @@ impl Renewal {
         first
     }
 
+    /// Wakes the renewal loop (a new credential to fetch).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// New credentials arrived; renew them at `at` (`None`: long-lived).
     pub fn renewed(&self, at: Option<SystemTime>) {
         self.warned.store(false, Ordering::Relaxed);

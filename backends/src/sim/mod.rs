@@ -115,6 +115,14 @@ pub struct SimArgs {
     /// `aws-lambda-url`: the function URL's auth type, `iam` or `none`.
     #[arg(long, default_value = "iam")]
     pub url_auth: String,
+    /// `gcp-cloud-run`: a service-account key file whose signed token
+    /// requests the simulated Google token endpoint (`POST /token`) accepts.
+    #[arg(long)]
+    pub gcp_sa_key: Option<PathBuf>,
+    /// `gcp-cloud-run`: the ID-token audience the service accepts (default:
+    /// its own URL, `http://{listen address}`).
+    #[arg(long)]
+    pub gcp_audience: Option<String>,
 }
 
 impl SimArgs {
@@ -144,6 +152,8 @@ impl SimArgs {
                 self.platform_keys.iter().cloned().collect()
             },
             url_auth: self.url_auth.clone(),
+            gcp_sa_key: self.gcp_sa_key.clone(),
+            gcp_audience: self.gcp_audience.clone(),
             ..SimSettings::default()
         }
     }
@@ -176,6 +186,10 @@ pub struct Sim {
     platform: Platform,
     /// Keys the simulated STS issued: id → (secret, valid until).
     issued: Mutex<std::collections::HashMap<String, (String, SystemTime)>>,
+    /// The simulated Google's ID-token signing key (made at start).
+    gcp: Option<platforms::GcpSim>,
+    /// `http://{listen address}`, once serving: a Cloud Run service's URL.
+    self_url: std::sync::OnceLock<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -204,6 +218,8 @@ impl Sim {
             tls,
             platform: Platform::Openai,
             issued: Mutex::new(std::collections::HashMap::new()),
+            gcp: platforms::GcpSim::generate(),
+            self_url: std::sync::OnceLock::new(),
         })
     }
 
@@ -228,6 +244,9 @@ impl Sim {
 
     /// Accepts connections until the listener fails.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        if let Ok(addr) = listener.local_addr() {
+            let _ = self.self_url.set(format!("http://{addr}"));
+        }
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
@@ -301,6 +320,10 @@ impl Sim {
             && memchr::memmem::find(&req.body, b"Action=AssumeRoleWithWebIdentity").is_some()
         {
             let a = self.sts(&req, &settings);
+            stream.full(a.status, &a.headers, &a.body).await?;
+            return Ok(true);
+        }
+        if let Some(a) = self.gcp_identity(&req, &settings) {
             stream.full(a.status, &a.headers, &a.body).await?;
             return Ok(true);
         }

@@ -55,6 +55,14 @@ pub struct SimSettings {
     pub platform_keys: std::collections::BTreeSet<String>,
     /// `aws-lambda-url`: `iam` (SigV4 required) or `none`.
     pub url_auth: String,
+    /// `gcp-cloud-run`: the service-account key file whose token requests
+    /// the simulated Google accepts.
+    pub gcp_sa_key: Option<std::path::PathBuf>,
+    /// `gcp-cloud-run`: the audience the service accepts (default: its URL).
+    pub gcp_audience: Option<String>,
+    /// Platform event streams: hold the connection open this long after the
+    /// last event before ending the response (as a slow platform may).
+    pub linger_ms: u64,
 }
 
 /// The key the simulated Azure and OpenWhisk platforms accept by default.
@@ -95,6 +103,9 @@ impl Default for SimSettings {
                 .into_iter()
                 .collect(),
             url_auth: "iam".into(),
+            gcp_sa_key: None,
+            gcp_audience: None,
+            linger_ms: 0,
         }
     }
 }

@@ -38,6 +38,9 @@ pub enum Platform {
     AzureFunctions,
     /// Apache OpenWhisk actions and web actions.
     Openwhisk,
+    /// A Cloud Run service requiring Google-signed ID tokens (the
+    /// simulator also plays Google's token endpoint and metadata server).
+    GcpCloudRun,
 }
 
 impl Platform {
@@ -51,6 +54,7 @@ impl Platform {
             Self::AzureOpenai => "azure-openai",
             Self::AzureFunctions => "azure-functions",
             Self::Openwhisk => "openwhisk",
+            Self::GcpCloudRun => "gcp-cloud-run",
         }
     }
 
@@ -129,6 +133,7 @@ impl Sim {
             Platform::AzureOpenai => return self.azure_openai_check(req, s),
             Platform::AzureFunctions => return azure_functions_check(req, s),
             Platform::Openwhisk => return openwhisk_check(req, s),
+            Platform::GcpCloudRun => return self.cloud_run_check(req, s),
             Platform::AwsLambdaUrl if s.url_auth == "none" => return None,
             _ => {}
         }
@@ -214,6 +219,11 @@ impl Sim {
                 status: 429,
                 headers: vec![("retry-after", s.retry_after_s.to_string())],
                 body: Vec::new(),
+            },
+            Platform::GcpCloudRun => Answer {
+                status: 429,
+                headers: vec![("content-type", "text/html".into())],
+                body: b"<html><body>Rate exceeded.</body></html>".to_vec(),
             },
             Platform::Openwhisk => Answer {
                 status: 429,
@@ -434,6 +444,21 @@ impl Sim {
                 }
             }
             Platform::Openwhisk => self.openwhisk(req, s),
+            Platform::GcpCloudRun => {
+                if s.fail_with.as_deref() == Some("function")
+                    || rand::random::<f64>() < s.error_rate
+                {
+                    Answer {
+                        status: 500,
+                        headers: vec![("content-type", "text/plain".into())],
+                        body: b"Internal Server Error".to_vec(),
+                    }
+                } else if path.ends_with("/chat/completions") {
+                    return self.openai_chat(stream, req, s, sim_headers).await;
+                } else {
+                    self.generic(req, s)
+                }
+            }
             Platform::Openai | Platform::AzureOpenai => {
                 aws_error(500, "InternalFailure", "answered as the OpenAI API")
             }
@@ -577,6 +602,7 @@ impl Sim {
         stream
             .chunk(&encode_event("InvokeComplete", done.to_string().as_bytes()))
             .await?;
+        linger(s).await;
         stream.end().await?;
         Ok(true)
     }
@@ -703,6 +729,7 @@ impl Sim {
         stream
             .chunk(&encode_event("metadata", meta.to_string().as_bytes()))
             .await?;
+        linger(s).await;
         stream.end().await?;
         Ok(true)
     }
@@ -836,12 +863,191 @@ impl Sim {
     }
 }
 
+/// Holds a finished event stream open for `linger_ms`.
+async fn linger(s: &SimSettings) {
+    if s.linger_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(s.linger_ms)).await;
+    }
+}
+
 fn header(req: &Request, name: &str) -> String {
     req.headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.clone())
         .unwrap_or_default()
+}
+
+/// The simulated Google: an ES256 key made at start signs the ID tokens it
+/// issues (from its token endpoint and metadata server) and checks the
+/// ones Cloud Run receives. (Google signs with RS256; the gateway never
+/// verifies ID tokens, only carries them.)
+pub struct GcpSim {
+    encoding: jsonwebtoken::EncodingKey,
+    decoding: jsonwebtoken::DecodingKey,
+}
+
+impl GcpSim {
+    pub fn generate() -> Option<Self> {
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).ok()?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .ok()?;
+        Some(Self {
+            encoding: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()),
+            decoding: jsonwebtoken::DecodingKey::from_ec_der(pair.public_key().as_ref()),
+        })
+    }
+
+    fn issue(&self, audience: &str, subject: &str, lifetime: u64) -> Option<String> {
+        let now = now_secs();
+        let claims = json!({
+            "iss": "https://accounts.google.com", "aud": audience, "sub": subject,
+            "email": subject, "iat": now, "exp": now + lifetime,
+        });
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+            &claims,
+            &self.encoding,
+        )
+        .ok()
+    }
+}
+
+/// The public key of a service-account key file, to check its assertions.
+fn sa_public_key(path: &std::path::Path) -> Option<(jsonwebtoken::DecodingKey, String)> {
+    let v: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let pem = v.get("private_key")?.as_str()?;
+    let email = v.get("client_email")?.as_str()?.to_string();
+    let der = rustls_pemfile::pkcs8_private_keys(&mut pem.as_bytes())
+        .next()?
+        .ok()?
+        .secret_pkcs8_der()
+        .to_vec();
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(&der).ok()?;
+    Some((
+        jsonwebtoken::DecodingKey::from_rsa_der(pair.public().as_ref()),
+        email,
+    ))
+}
+
+impl Sim {
+    /// Google's side of ID tokens: the token endpoint (`POST /token`, a
+    /// service account's signed assertion in) and the metadata server's
+    /// identity endpoint. `None`: not such a request.
+    pub(super) fn gcp_identity(&self, req: &Request, s: &SimSettings) -> Option<Answer> {
+        if self.platform != Platform::GcpCloudRun {
+            return None;
+        }
+        let gcp = self.gcp.as_ref()?;
+        let (path, query) = req.path.split_once('?').unwrap_or((&req.path, ""));
+        let json_answer = |status: u16, v: Value| Answer {
+            status,
+            headers: vec![("content-type", "application/json".into())],
+            body: v.to_string().into_bytes(),
+        };
+        if req.method == "POST" && path == "/token" {
+            self.stats.sts_calls.fetch_add(1, Ordering::Relaxed);
+            let form = String::from_utf8_lossy(&req.body);
+            let assertion = form
+                .split('&')
+                .find_map(|p| p.strip_prefix("assertion="))
+                .unwrap_or("");
+            let refuse = |why: &str| {
+                json_answer(
+                    400,
+                    json!({"error": "invalid_grant", "error_description": why}),
+                )
+            };
+            let Some((key, email)) = s.gcp_sa_key.as_deref().and_then(sa_public_key) else {
+                return Some(refuse(
+                    "no service account is known to this simulator (--gcp-sa-key)",
+                ));
+            };
+            let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+            v.validate_aud = false;
+            v.set_required_spec_claims(&["exp", "iss"]);
+            let claims = match jsonwebtoken::decode::<Value>(assertion, &key, &v) {
+                Ok(d) => d.claims,
+                Err(e) => return Some(refuse(&format!("Invalid JWT Signature: {e}"))),
+            };
+            if claims.get("iss").and_then(Value::as_str) != Some(email.as_str()) {
+                return Some(refuse(
+                    "the assertion is not from the known service account",
+                ));
+            }
+            let Some(aud) = claims.get("target_audience").and_then(Value::as_str) else {
+                return Some(refuse(
+                    "no target_audience: this simulator only issues ID tokens",
+                ));
+            };
+            let token = gcp.issue(aud, &email, s.sts_lifetime_s)?;
+            return Some(json_answer(200, json!({ "id_token": token })));
+        }
+        if req.method == "GET"
+            && path == "/computeMetadata/v1/instance/service-accounts/default/identity"
+        {
+            if header(req, "metadata-flavor") != "Google" {
+                return Some(json_answer(
+                    403,
+                    json!({"error": "Missing Metadata-Flavor:Google header."}),
+                ));
+            }
+            self.stats.sts_calls.fetch_add(1, Ordering::Relaxed);
+            let aud = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("audience="))
+                .map(|a| String::from_utf8_lossy(&skygate_config::percent_decode(a)).into_owned())
+                .unwrap_or_default();
+            if aud.is_empty() {
+                return Some(json_answer(400, json!({"error": "audience is required"})));
+            }
+            let token = gcp.issue(
+                &aud,
+                "default@skygate-sim.iam.gserviceaccount.com",
+                s.sts_lifetime_s,
+            )?;
+            return Some(Answer {
+                status: 200,
+                headers: vec![("content-type", "text/plain".into())],
+                body: token.into_bytes(),
+            });
+        }
+        None
+    }
+
+    /// Cloud Run's check: a Bearer ID token it signed, unexpired, for this
+    /// service's audience.
+    fn cloud_run_check(&self, req: &Request, s: &SimSettings) -> Option<Answer> {
+        let deny = |status: u16| {
+            self.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            Some(Answer {
+                status,
+                headers: vec![("content-type", "text/html".into())],
+                body: b"<html><body>Error: Unauthorized. Your client does not have permission to the requested URL.</body></html>".to_vec(),
+            })
+        };
+        let Some(gcp) = self.gcp.as_ref() else {
+            return deny(500);
+        };
+        let auth = header(req, "authorization");
+        let Some(token) = auth.strip_prefix("Bearer ") else {
+            return deny(401);
+        };
+        let audience = s
+            .gcp_audience
+            .clone()
+            .or_else(|| self.self_url.get().cloned())
+            .unwrap_or_default();
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        v.set_audience(&[audience]);
+        v.leeway = 0;
+        match jsonwebtoken::decode::<Value>(token, &gcp.decoding, &v) {
+            Ok(_) => None,
+            Err(_) => deny(401),
+        }
+    }
 }
 
 /// A function URL's own error: `{"Message": ...}`.

@@ -7,8 +7,8 @@ use crate::locate::Seg;
 use crate::raw::Text;
 use crate::runtime::{
     AwsConf, AwsKeys, AzureOpenaiConf, Backend, BackendKind, BackendLimits, BreakerConfig,
-    Endpoint, HealthCheck, LambdaConf, LambdaPayload, OpenwhiskConf, Platform, SagemakerConf,
-    Timeouts,
+    CloudRunConf, Endpoint, HealthCheck, LambdaConf, LambdaPayload, OpenwhiskConf, Platform,
+    SagemakerConf, Timeouts,
 };
 use crate::Secret;
 use serde::Deserialize;
@@ -63,6 +63,9 @@ pub struct RawBackend {
     pub namespace: Option<String>,
     pub action: Option<String>,
     pub web: Option<bool>,
+    /// `gcp_cloud_run`: the ID token's audience and a service-account key file.
+    pub audience: Option<String>,
+    pub credentials_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,7 +169,7 @@ impl Cx<'_> {
         };
         let url = self.backend_url(kind, &mut b, aws.as_ref(), &p);
         let platform = match kind {
-            Some(k) => self.platform(k, &mut b, &p),
+            Some(k) => self.platform(k, &mut b, url.as_ref(), &p),
             None => None,
         };
         let header_name = b.api_key_header.as_deref().unwrap_or(match kind {
@@ -376,10 +379,22 @@ impl Cx<'_> {
     }
 
     /// Kind-specific settings; each is refused on a kind that does not take it.
-    fn platform(&mut self, kind: BackendKind, b: &mut RawBackend, p: &[Seg]) -> Option<Platform> {
+    fn platform(
+        &mut self,
+        kind: BackendKind,
+        b: &mut RawBackend,
+        url: Option<&Endpoint>,
+        p: &[Seg],
+    ) -> Option<Platform> {
         use BackendKind as K;
         let mut ok = true;
-        let fields: [(bool, &str, &[K]); 19] = [
+        let fields: [(bool, &str, &[K]); 21] = [
+            (b.audience.is_some(), "audience", &[K::GcpCloudRun]),
+            (
+                b.credentials_file.is_some(),
+                "credentials_file",
+                &[K::GcpCloudRun],
+            ),
             (
                 b.credentials.is_some(),
                 "credentials",
@@ -659,6 +674,35 @@ impl Cx<'_> {
                     }
                 };
                 Platform::AzureFunctions { key_in_query }
+            }
+            K::GcpCloudRun => {
+                let audience = match (b.audience.take(), url) {
+                    (Some(a), _) if !a.trim().is_empty() => a,
+                    (Some(_), _) => {
+                        self.err(&path_of(p, &[key("audience")]), "must not be empty");
+                        return None;
+                    }
+                    (None, Some(u)) => format!(
+                        "{}://{}",
+                        if u.tls { "https" } else { "http" },
+                        u.authority()
+                    ),
+                    (None, None) => return None,
+                };
+                let credentials_file = b.credentials_file.take().map(|f| self.base.join(f));
+                if let Some(f) = &credentials_file {
+                    if let Err(e) = std::fs::metadata(f) {
+                        self.err(
+                            &path_of(p, &[key("credentials_file")]),
+                            format!("`{}`: {e}", f.display()),
+                        );
+                        ok = false;
+                    }
+                }
+                Platform::GcpCloudRun(CloudRunConf {
+                    audience,
+                    credentials_file,
+                })
             }
             K::Openwhisk => {
                 let web = b.web.unwrap_or(false);

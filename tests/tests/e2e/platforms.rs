@@ -751,3 +751,225 @@ fn entra_tokens_rotate_without_a_restart() {
         "tokens are never logged"
     );
 }
+
+/// The test service account (tests/fixtures), its `token_uri` pointed at
+/// the simulator playing Google.
+fn service_account(dir: &TempDir, token_uri: &str) -> String {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/gcp-service-account.json");
+    let mut sa: Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    sa["token_uri"] = json!(token_uri);
+    let path = dir.path.join("sa.json");
+    std::fs::write(&path, sa.to_string()).unwrap();
+    path.to_string_lossy().to_string()
+}
+
+/// Cloud Run with a service-account key: an RS256 assertion exchanged for a
+/// Google-signed ID token whose audience is the service URL, renewed in the
+/// background; chat, a stream and a function route all carry it.
+#[test]
+fn cloud_run_with_a_service_account_key() {
+    let dir = TempDir::new();
+    // The simulator reads the key's public half when a token is asked for,
+    // so the file can name its token endpoint once its address is known.
+    let sa_path = dir.path.join("sa.json").to_string_lossy().to_string();
+    let run = Sim::start(
+        "run",
+        &[
+            "--platform",
+            "gcp-cloud-run",
+            "--gcp-sa-key",
+            &sa_path,
+            "--sts-lifetime-s",
+            "4",
+        ],
+    );
+    let sa = service_account(&dir, &format!("{}/token", run.url));
+    let config = format!(
+        "{auth}backends:\n  run: {{ kind: gcp_cloud_run, endpoint: \"{u}/v1\", credentials_file: \"{sa}\" }}\n  bad: {{ kind: gcp_cloud_run, endpoint: \"{u}/v1\", credentials_file: \"{sa}\", audience: \"https://someone-else.a.run.app\" }}\nroutes:\n{r1}{r2}{r3}",
+        auth = auth_section(),
+        u = run.url,
+        r1 = chat_route("run", "run", "run"),
+        r2 = chat_route("bad", "bad", "bad"),
+        r3 = route_to("fn", "/v1/functions/score", "run"),
+    );
+    let g = Gateway::start_with_env(&config, &[("GOOGLE_APPLICATION_CREDENTIALS", "")]);
+    assert!(
+        eventually(Duration::from_secs(5), || ask(&g, "run").status == 200),
+        "{}",
+        g.proc.stderr()
+    );
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "run", "messages": [{"role": "user", "content": "x"}], "stream": true}),
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.text().ends_with("data: [DONE]\n\n"), "{}", r.text());
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let r = g.call(
+        "POST",
+        "/v1/functions/score/batch",
+        &[("authorization", &auth)],
+        b"{}",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(run.requests().last().unwrap()["path"], "/v1/batch");
+    // A token for another audience is refused by the service: a 502.
+    ask(&g, "bad").assert_error(502, "backend_auth_failed");
+    let failures = run.stats()["auth_failures"].as_u64().unwrap();
+    assert!(failures >= 1);
+    // Renewed before they expire: no request fails across renewals.
+    let mut tokens = std::collections::BTreeSet::new();
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(6) {
+        assert_eq!(ask(&g, "run").status, 200);
+        tokens.insert(header_of(run.requests().last().unwrap(), "authorization"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(tokens.len() >= 2, "no renewal in 6 s of 4 s tokens");
+    assert_eq!(run.stats()["auth_failures"].as_u64().unwrap(), failures);
+    assert!(!g.proc.stderr().contains("BEGIN PRIVATE KEY"));
+}
+
+/// On Google's runtimes the metadata server mints the ID tokens.
+#[test]
+fn cloud_run_with_the_metadata_server() {
+    let run = Sim::start("run", &["--platform", "gcp-cloud-run"]);
+    let config = format!(
+        "{auth}backends:\n  run: {{ kind: gcp_cloud_run, endpoint: \"{u}/v1\" }}\nroutes:\n{r}",
+        auth = auth_section(),
+        u = run.url,
+        r = chat_route("run", "run", "run"),
+    );
+    let host = run.addr.to_string();
+    let g = Gateway::start_with_env(
+        &config,
+        &[
+            ("GOOGLE_APPLICATION_CREDENTIALS", ""),
+            ("GCE_METADATA_HOST", &host),
+        ],
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || ask(&g, "run").status == 200),
+        "{}",
+        g.proc.stderr()
+    );
+    let paths: Vec<String> = run
+        .requests()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        paths.iter().any(|p| p.starts_with(
+            "/computeMetadata/v1/instance/service-accounts/default/identity?audience=http"
+        )),
+        "{paths:?}"
+    );
+    assert_eq!(run.stats()["auth_failures"], 0);
+}
+
+/// A finished event stream ends the client's stream at once, even when
+/// the platform holds the connection open afterwards.
+#[test]
+fn a_finished_stream_ends_without_waiting_for_the_connection() {
+    let br = Sim::start("br", &["--platform", "bedrock"]);
+    let lam = Sim::start("lam", &["--platform", "aws-lambda"]);
+    br.set(json!({"linger_ms": 5000}));
+    lam.set(json!({"linger_ms": 5000}));
+    let config = format!(
+        "{auth}backends:\n  br: {b}\n  lam: {l}\nroutes:\n{r1}{r2}",
+        auth = auth_section(),
+        b = bedrock(&br.url, ", timeouts: { idle: 2s }"),
+        l = lambda(&lam.url, ", response_stream: true, timeouts: { idle: 2s }"),
+        r1 = chat_route("nova", "nova", "br"),
+        r2 = chat_route("fns", "fns", "lam"),
+    );
+    let g = Gateway::start(&config);
+    for model in ["nova", "fns"] {
+        let start = std::time::Instant::now();
+        let r = g.post(
+            "/v1/chat/completions",
+            &json!({"model": model, "messages": [{"role": "user", "content": "x"}], "stream": true}),
+        );
+        assert_eq!(r.status, 200);
+        assert!(
+            r.text().ends_with("data: [DONE]\n\n"),
+            "{model}: {}",
+            r.text()
+        );
+        assert!(!r.text().contains("event: error"), "{}", r.text());
+        assert!(
+            start.elapsed() < Duration::from_millis(1500),
+            "{model} waited for the connection"
+        );
+    }
+}
+
+/// A function's own failure is its answer: not retried on another target
+/// (the function may have had effects), and no failure of the platform for
+/// the breaker: a client whose input crashes the function cannot shut the
+/// route for everyone.
+#[test]
+fn function_errors_are_final_and_spare_the_breaker() {
+    let lam = Sim::start("lam", &["--platform", "aws-lambda"]);
+    let config = format!(
+        "{auth}backends:\n  a: {a}\n  b: {b}\nroutes:\n  fn: {{ match: {{ path: /v1/chat/completions, models: [fn] }}, targets: [ {{ backend: a }}, {{ backend: b }} ], retries: {{ max_attempts: 3 }} }}\n",
+        auth = auth_section(),
+        a = lambda(&lam.url, ", breaker: { consecutive_failures: 3 }"),
+        b = lambda(&lam.url, ", breaker: { consecutive_failures: 3 }"),
+    );
+    let g = Gateway::start(&config);
+    lam.set(json!({"fail_with": "function"}));
+    let before = lam.stats()["requests"].as_u64().unwrap();
+    for _ in 0..8 {
+        let r = ask(&g, "fn");
+        r.assert_error(502, "RuntimeError");
+        assert_eq!(r.header("x-skygate-attempts"), Some("1"));
+    }
+    assert_eq!(
+        lam.stats()["requests"].as_u64().unwrap() - before,
+        8,
+        "one invocation each"
+    );
+    lam.set(json!({"fail_with": null}));
+    assert_eq!(ask(&g, "fn").status, 200, "no breaker opened");
+    assert_eq!(g.backend_status("a")["breaker"]["state"], "closed");
+    assert_eq!(g.backend_status("a")["breaker"]["opens"], 0);
+}
+
+/// A backend's interim answers (`103 Early Hints`, `100 Continue`) are
+/// skipped: the client gets the final response.
+#[test]
+fn interim_responses_are_skipped() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { return };
+            let mut buf = [0u8; 65536];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let Ok(n) = c.read(&mut buf) else { break };
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            let body = r#"{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
+            let answer = format!(
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </x>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = c.write_all(answer.as_bytes());
+        }
+    });
+    let g = Gateway::start(&one_backend(&format!("http://{addr}"), ""));
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "hi");
+    assert!(r.header("link").is_none());
+}
