@@ -2,7 +2,7 @@
 //! (`aws-us-east-1`, `azure-eastus`, `gcp-us-central1`, each with a small cold
 //! start), and the gateway in front of them on the embedded `config/demo.yaml`.
 
-use skygate_backends::sim::{model::SimSettings, Sim};
+use skygate_backends::sim::{model::SimSettings, Platform, Sim};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -55,11 +55,29 @@ pub fn demo_token(
     jsonwebtoken::encode(&header, &claims, &key).map_err(|e| format!("signing: {e}"))
 }
 
-/// The simulated clouds: (name, env var for its URL, cold start ms).
-const CLOUDS: &[(&str, &str, u64)] = &[
-    ("aws-us-east-1", "DEMO_AWS_URL", 250),
-    ("azure-eastus", "DEMO_AZURE_URL", 400),
-    ("gcp-us-central1", "DEMO_GCP_URL", 300),
+/// The simulated clouds, each speaking its platform's own API: (name, env
+/// var for its URL, cold start ms, platform).
+const CLOUDS: &[(&str, &str, u64, Platform)] = &[
+    ("aws-us-east-1", "DEMO_AWS_URL", 250, Platform::Bedrock),
+    ("azure-eastus", "DEMO_AZURE_URL", 400, Platform::AzureOpenai),
+    (
+        "gcp-us-central1",
+        "DEMO_GCP_URL",
+        300,
+        Platform::GcpCloudRun,
+    ),
+    (
+        "aws-lambda-us-east-1",
+        "DEMO_LAMBDA_URL",
+        300,
+        Platform::AwsLambda,
+    ),
+    (
+        "azure-functions-eastus",
+        "DEMO_FUNCTIONS_URL",
+        400,
+        Platform::AzureFunctions,
+    ),
 ];
 
 /// Starts the simulators and returns `${VAR}` → URL for the demo config.
@@ -81,7 +99,7 @@ pub fn start_clouds() -> Result<HashMap<String, String>, String> {
             };
             rt.block_on(async move {
                 let mut urls = HashMap::new();
-                for (name, var, cold) in CLOUDS {
+                for (name, var, cold, platform) in CLOUDS {
                     let settings = SimSettings {
                         cold_start_ms: *cold,
                         idle_timeout_ms: 30_000,
@@ -89,11 +107,15 @@ pub fn start_clouds() -> Result<HashMap<String, String>, String> {
                         token_delay_ms: 40,
                         ..SimSettings::default()
                     };
-                    match skygate_backends::sim::spawn(Sim::new(*name, settings), "127.0.0.1:0")
-                        .await
-                    {
+                    let sim = Sim::new(*name, settings).on_platform(*platform);
+                    match skygate_backends::sim::spawn(sim, "127.0.0.1:0").await {
                         Ok(addr) => {
                             urls.insert(var.to_string(), format!("http://{addr}"));
+                            // Its simulated Google mints the gateway's ID
+                            // tokens (demo-only: a key made at start).
+                            if *platform == Platform::GcpCloudRun {
+                                skygate_backends::kinds::gcp::use_metadata_server(addr.to_string());
+                            }
                         }
                         Err(e) => {
                             let _ = tx.send(Err(format!("cannot start simulator {name}: {e}")));
@@ -156,17 +178,19 @@ fn with_redis(url: &str) -> String {
 fn banner(listen: SocketAddr, admin: SocketAddr, urls: &HashMap<String, String>) -> String {
     let clouds: Vec<String> = CLOUDS
         .iter()
-        .map(|(name, var, cold)| {
+        .map(|(name, var, cold, platform)| {
             format!(
-                "  {name:<16} {}  (cold start {cold} ms)",
-                urls.get(*var).map_or("?", String::as_str)
+                "  {name:<23} {}  {:<15} (cold start {cold} ms)",
+                urls.get(*var).map_or("?", String::as_str),
+                platform.as_str(),
             )
         })
         .collect();
     format!(
         r#"
 Skygate demo: gateway on http://{listen}, admin on http://{admin}
-Simulated serverless backends:
+Simulated serverless backends, each speaking its platform's own API (SigV4 for AWS,
+api-key and function keys for Azure, Google-signed ID tokens for Cloud Run):
 {clouds}
 Demo-only credentials: API key sk-skygate-demo, admin token skygate-demo-admin.
 
@@ -177,7 +201,10 @@ Try:
     -H 'Content-Type: application/json' -d '{{"model":"demo-chat","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
   curl -s http://{listen}/v1/embeddings -H 'Authorization: Bearer sk-skygate-demo' \
     -H 'Content-Type: application/json' -d '{{"model":"demo-embed","input":"hello"}}'
-  curl -s http://{listen}/v1/functions/anomaly-score -H 'Authorization: Bearer sk-skygate-demo' --data-binary @/etc/hostname
+  curl -s http://{listen}/v1/functions/anomaly-score -H 'Authorization: Bearer sk-skygate-demo' \
+    -H 'Content-Type: application/json' -d '{{"readings":[20.1,20.3,19.9,20.0,20.2,55.0]}}'
+  printf '\x89PNG\r\n\x1a\n-demo-image' | curl -s http://{listen}/v1/functions/image-recognition \
+    -H 'Authorization: Bearer sk-skygate-demo' -H 'Content-Type: image/png' --data-binary @-
   curl -s http://{admin}/metrics -H 'Authorization: Bearer skygate-demo-admin' | grep skygate_
 
 Rate limits: sk-skygate-demo-limited may make 5 chat requests a minute; the sixth gets 429
@@ -242,14 +269,15 @@ mod tests {
             chat.cache.as_ref().map(|c| c.ttl),
             Some(std::time::Duration::from_secs(300))
         );
-        for b in c
-            .backends
-            .iter()
-            .filter(|b| b.kind == skygate_config::BackendKind::OpenAi)
-        {
-            assert!(b.health_check.is_some(), "{} is health-checked", b.name);
-            assert!(b.breaker.enabled);
-        }
+        // Each cloud speaks its own platform.
+        let kind = |name: &str| c.backends.iter().find(|b| b.name == name).unwrap().kind;
+        use skygate_config::BackendKind as K;
+        assert_eq!(kind("aws-us-east-1"), K::Bedrock);
+        assert_eq!(kind("azure-eastus"), K::AzureOpenai);
+        assert_eq!(kind("gcp-us-central1"), K::GcpCloudRun);
+        assert_eq!(kind("anomaly-fn"), K::AzureFunctions);
+        assert_eq!(kind("image-recognition"), K::AwsLambda);
+        assert!(c.backends.iter().all(|b| b.breaker.enabled));
         assert!(c.routes.iter().any(|r| r.models == ["demo-embed"]));
         let limited = c.limits.iter().find(|l| l.name == "demo-limited").unwrap();
         assert_eq!(

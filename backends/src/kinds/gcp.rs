@@ -28,6 +28,15 @@ use std::time::{Duration, SystemTime};
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A metadata server set by the process itself (`skygate demo` points the
+/// gateway at its simulated Google); wins over `GCE_METADATA_HOST`.
+static METADATA_HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Uses `host` (`host:port`) as the metadata server, for this process.
+pub fn use_metadata_server(host: String) {
+    let _ = METADATA_HOST.set(host);
+}
+
 type Env = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Where a token comes from and what it is for.
@@ -229,8 +238,10 @@ impl GcpChain {
     }
 
     async fn minted_by_metadata(&self, audience: &str) -> Result<IdToken, String> {
-        let host = self
-            .var("GCE_METADATA_HOST")
+        let host = METADATA_HOST
+            .get()
+            .cloned()
+            .or_else(|| self.var("GCE_METADATA_HOST"))
             .unwrap_or_else(|| "metadata.google.internal".into());
         let url = format!(
             "http://{host}/computeMetadata/v1/instance/service-accounts/default/identity?audience={}&format=full",

@@ -18,6 +18,7 @@ mod h2s;
 mod http1;
 pub mod model;
 pub mod platforms;
+pub mod workloads;
 
 use bytes::BytesMut;
 use http1::{Sink, H1};
@@ -464,15 +465,23 @@ impl Sim {
                 if s.latency_ms > 0 {
                     tokio::time::sleep(Duration::from_millis(s.latency_ms)).await;
                 }
-                let score = req
-                    .body
-                    .iter()
-                    .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(*b as u64))
-                    % 1000;
-                (
-                    200,
-                    json!({"backend": self.name, "path": p, "bytes": req.body.len(), "score": score as f64 / 1000.0}),
-                )
+                match workloads::answer(p, &req.body) {
+                    Some(Ok(v)) => (200, v),
+                    Some(Err(why)) => {
+                        return self.bad_request(stream, &headers, &why).await;
+                    }
+                    None => {
+                        let score = req
+                            .body
+                            .iter()
+                            .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(*b as u64))
+                            % 1000;
+                        (
+                            200,
+                            json!({"backend": self.name, "path": p, "bytes": req.body.len(), "score": score as f64 / 1000.0}),
+                        )
+                    }
+                }
             }
         };
         stream

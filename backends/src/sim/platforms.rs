@@ -526,6 +526,20 @@ impl Sim {
             } else {
                 inner.as_bytes().to_vec()
             };
+            let raw_path = event.get("rawPath").and_then(Value::as_str).unwrap_or("");
+            if let Some(a) = workload(raw_path, &raw) {
+                let envelope = json!({
+                    "statusCode": a.status,
+                    "headers": {"content-type": "application/json", "x-function": "sim"},
+                    "body": String::from_utf8_lossy(&a.body),
+                    "isBase64Encoded": false,
+                });
+                return Answer {
+                    status: 200,
+                    headers,
+                    body: envelope.to_string().into_bytes(),
+                };
+            }
             let parsed: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
             let mut result = self.function_result(&parsed, s, raw.len());
             if parsed.get("messages").is_none() {
@@ -738,6 +752,20 @@ impl Sim {
 impl Sim {
     /// A generic function's answer (raw HTTP platforms).
     fn generic(&self, req: &Request, s: &SimSettings) -> Answer {
+        let path = req.path.split('?').next().unwrap_or("");
+        if path.ends_with("/embeddings") {
+            let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            return Answer {
+                status: 200,
+                headers: vec![("content-type", "application/json".into())],
+                body: super::embeddings_response(&body, s.embedding_dim)
+                    .to_string()
+                    .into_bytes(),
+            };
+        }
+        if let Some(a) = workload(path, &req.body) {
+            return a;
+        }
         let event: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         let mut result = self.function_result(&event, s, req.body.len());
         if event.get("messages").is_none() {
@@ -861,6 +889,23 @@ impl Sim {
         }
         json(200, self.function_result(&params, s, req.body.len()))
     }
+}
+
+/// A demo workload's answer (`anomaly-score`, `image-recognition`), as the
+/// function's HTTP answer.
+fn workload(path: &str, body: &[u8]) -> Option<Answer> {
+    let (status, v) = match super::workloads::answer(path, body)? {
+        Ok(v) => (200, v),
+        Err(why) => (
+            400,
+            json!({"error": {"message": why, "type": "invalid_request_error", "code": "bad_input"}}),
+        ),
+    };
+    Some(Answer {
+        status,
+        headers: vec![("content-type", "application/json".into())],
+        body: v.to_string().into_bytes(),
+    })
 }
 
 /// Holds a finished event stream open for `linger_ms`.

@@ -256,12 +256,15 @@ fn lambda_payloads_errors_and_cold_starts() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-function"), Some("sim"));
+    // The simulated image-recognition function saw all 8 bytes of the PNG.
     let v = r.json();
     assert_eq!(v["bytes"], 8);
-    assert_eq!(v["base64"], true);
-    assert_eq!(v["path"], "/v1/functions/image-recognition/v2");
+    assert_eq!(v["format"], "png");
+    assert_eq!(v["labels"].as_array().unwrap().len(), 3);
     let event = body_of(lam.requests().last().unwrap());
     assert_eq!(event["version"], "2.0");
+    assert_eq!(event["isBase64Encoded"], true);
+    assert_eq!(event["rawPath"], "/v1/functions/image-recognition/v2");
     assert_eq!(event["rawQueryString"], "threshold=0.5");
     assert_eq!(event["headers"]["content-type"], "image/png");
     assert!(event["headers"].get("authorization").is_none(), "{event}");
@@ -972,4 +975,88 @@ fn interim_responses_are_skipped() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["choices"][0]["message"]["content"], "hi");
     assert!(r.header("link").is_none());
+}
+
+/// The demo is heterogeneous: each cloud speaks its own platform (Bedrock,
+/// Azure OpenAI, Cloud Run with ID tokens) behind one OpenAI API, and the
+/// two example workloads run on function platforms (anomaly scoring on
+/// Azure Functions, image recognition on Lambda).
+#[test]
+fn the_demo_speaks_every_cloud_and_runs_both_workloads() {
+    let d = Demo::start(&[]);
+    let key = [("authorization", "Bearer sk-skygate-demo")];
+    let admin = [("authorization", "Bearer skygate-demo-admin")];
+    for cloud in ["aws-us-east-1", "azure-eastus", "gcp-us-central1"] {
+        let weights =
+            json!({"aws-us-east-1": 0, "azure-eastus": 0, "gcp-us-central1": 0, cloud: 100});
+        let r = call(
+            d.admin,
+            "PUT",
+            "/admin/routes/chat/weights",
+            &admin,
+            weights.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        for stream in [false, true] {
+            let body = json!({"model": "demo-chat", "stream": stream, "messages": [{"role": "user", "content": format!("hi {cloud}")}]});
+            let r = call(
+                d.addr,
+                "POST",
+                "/v1/chat/completions",
+                &[
+                    key[0],
+                    ("content-type", "application/json"),
+                    ("cache-control", "no-cache"),
+                ],
+                body.to_string().as_bytes(),
+            );
+            assert_eq!(r.status, 200, "{cloud}: {}", r.text());
+            assert_eq!(r.header("x-skygate-backend"), Some(cloud));
+            if stream {
+                assert!(
+                    r.text().ends_with("data: [DONE]\n\n"),
+                    "{cloud}: {}",
+                    r.text()
+                );
+            } else {
+                assert_eq!(r.json()["model"], "demo-chat");
+            }
+        }
+    }
+    let r = call(
+        d.addr,
+        "POST",
+        "/v1/functions/anomaly-score",
+        &[key[0], ("content-type", "application/json")],
+        br#"{"readings":[20.1,20.3,19.9,20.0,20.2,55.0]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-skygate-backend"), Some("anomaly-fn"));
+    assert_eq!(r.json()["anomalies"], json!([5]));
+    let r = call(
+        d.addr,
+        "POST",
+        "/v1/functions/image-recognition",
+        &[key[0], ("content-type", "image/png")],
+        b"\x89PNG\r\n\x1a\n-demo-image",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-skygate-backend"), Some("image-recognition"));
+    let v = r.json();
+    assert_eq!(v["format"], "png");
+    assert!(
+        v["labels"][0]["confidence"].as_f64().unwrap()
+            > v["labels"][2]["confidence"].as_f64().unwrap()
+    );
+    // The banner says what each cloud speaks.
+    let banner = d.proc.stderr();
+    for platform in [
+        "bedrock",
+        "azure-openai",
+        "gcp-cloud-run",
+        "aws-lambda",
+        "azure-functions",
+    ] {
+        assert!(banner.contains(platform), "{banner}");
+    }
 }
