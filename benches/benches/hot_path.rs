@@ -494,11 +494,90 @@ fn cache_benches(c: &mut Criterion) {
     });
 }
 
+/// The platform kinds' own cost per request: building the platform's
+/// request (translation, SigV4) and reading its answer, against the
+/// OpenAI kind's plain rewrite in the same run.
+fn platform_benches(c: &mut Criterion) {
+    use bytes::{Bytes, BytesMut};
+    use skygate_backends::adapter::Clouds;
+    use skygate_backends::kinds::bedrock::{BedrockReply, RequestFacts};
+    use skygate_backends::kinds::eventstream::encode_event;
+    use skygate_backends::kinds::Reply;
+    use skygate_backends::{Adapter, BackendAdapter, Call};
+    let keys = "credentials: { access_key_id: AKIDEXAMPLE, secret_access_key: wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY }";
+    let yaml = format!(
+        "listen: 127.0.0.1:1\nadmin: {{ listen: 127.0.0.1:2 }}\nbackends:\n  oa: {{ kind: openai, url: \"http://127.0.0.1:9/v1\", api_key: k }}\n  br: {{ kind: bedrock, region: us-east-1, model_id: \"amazon.nova-micro-v1:0\", {keys} }}\n  lam: {{ kind: aws_lambda, region: us-east-1, function: chat, {keys} }}\nroutes:\n  r: {{ match: {{ path: /v1/chat/completions, models: [m2] }}, targets: [ {{ backend: oa }}, {{ backend: br }} ] }}\n  f: {{ match: {{ path_prefix: /f }}, targets: [ {{ backend: lam }} ] }}\n"
+    );
+    let config = skygate_config::load_str(&yaml, "bench.yaml", &|_| None).unwrap();
+    let clouds = Clouds::from_process();
+    let body = Bytes::from(chat_body(800));
+    let mut client = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+    client
+        .insert_header("content-type", "application/json")
+        .unwrap();
+    for (name, backend) in [
+        ("platform/prepare openai (baseline)", 0),
+        ("platform/prepare bedrock (translate+sigv4)", 1),
+        ("platform/prepare lambda (sigv4)", 2),
+    ] {
+        let b = &config.backends[backend];
+        let adapter = BackendAdapter::build(b, &clouds);
+        c.bench_function(name, |bench| {
+            bench.iter(|| {
+                let call = Call {
+                    operation: skygate_config::Operation::ChatCompletions,
+                    method: &http_post(),
+                    path_suffix: "",
+                    client: &client,
+                    request_id: "r1",
+                    body: &body,
+                    forwarded_for: None,
+                    identity: None,
+                    stream: false,
+                    model: Some("m2"),
+                };
+                black_box(adapter.prepare(b, &call).unwrap())
+            })
+        });
+    }
+    let facts = |stream| RequestFacts {
+        model: "m2".into(),
+        stream,
+        include_usage: true,
+    };
+    let ok = pingora_http::ResponseHeader::build(200, None).unwrap();
+    let answer = Bytes::from_static(br#"{"output":{"message":{"role":"assistant","content":[{"text":"serverless models warm up behind one gateway today serverless models warm up behind one gateway today"}]}},"stopReason":"end_turn","usage":{"inputTokens":210,"outputTokens":16,"totalTokens":226},"metrics":{"latencyMs":120}}"#);
+    c.bench_function("platform/bedrock answer -> chat.completion", |bench| {
+        bench.iter(|| {
+            let mut r = BedrockReply::new("br", facts(false));
+            black_box(r.whole(&ok, answer.clone()).unwrap())
+        })
+    });
+    let delta = encode_event(
+        "contentBlockDelta",
+        br#"{"contentBlockIndex":0,"delta":{"text":"serverless "}}"#,
+    );
+    c.bench_function("platform/bedrock stream event -> sse chunk", |bench| {
+        let mut r = BedrockReply::new("br", facts(true));
+        let mut out = BytesMut::with_capacity(512);
+        bench.iter(|| {
+            out.clear();
+            r.chunk(&delta, &mut out).unwrap();
+            black_box(out.len())
+        })
+    });
+}
+
+fn http_post() -> http::Method {
+    http::Method::POST
+}
+
 criterion_group!(
     hot_path,
     benches,
     policy_benches,
     ratelimit_benches,
-    cache_benches
+    cache_benches,
+    platform_benches
 );
 criterion_main!(hot_path);

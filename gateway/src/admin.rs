@@ -692,6 +692,8 @@ fn backend_view(snap: &Snapshot, b: &BackendRt) -> Value {
         }
     }
     let c = &b.config;
+    // Cold starts the platform reported (Lambda's log tail).
+    let (cold_starts, last_cold) = b.state.cold_starts();
     let scheme = if c.url.tls { "https" } else { "http" };
     let address = match b.peer.load().as_ref() {
         Ok(r) => json!(r.addr.to_string()),
@@ -717,6 +719,8 @@ fn backend_view(snap: &Snapshot, b: &BackendRt) -> Value {
         "max_in_flight": c.limits.max_in_flight,
         "latency_ms": s.latency.map(|d| d.as_secs_f64() * 1000.0),
         "available": b.peer.load().is_ok() && b.state.check(now, c).is_ok(),
+        "cold_starts": cold_starts,
+        "last_cold_start_unix_ms": last_cold.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64),
         "routes": routes,
     })
 }

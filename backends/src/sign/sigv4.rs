@@ -631,4 +631,63 @@ mod tests {
         assert_eq!(parse_iso8601("999999999999-01-01T00:00:00Z"), None);
         assert_eq!(parse_amz_date("201\u{e9}830T123600Z"), None);
     }
+
+    /// Vectors of AWS's published SigV4 test suite (aws-sig-v4-test-suite:
+    /// `get-vanilla`, `post-vanilla`, `get-vanilla-query-order-key-case`,
+    /// `get-vanilla-query-unreserved`; service `service`, us-east-1,
+    /// 2015-08-30T12:36:00Z, AKIDEXAMPLE), which botocore reproduces.
+    #[test]
+    fn awss_published_test_suite() {
+        let unreserved = "-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let unreserved_query = format!("{unreserved}={unreserved}");
+        for (name, method, query, want) in [
+            (
+                "get-vanilla",
+                "GET",
+                None,
+                "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+            ),
+            (
+                "post-vanilla",
+                "POST",
+                None,
+                "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b",
+            ),
+            (
+                "get-vanilla-query-order-key-case",
+                "GET",
+                Some("Param2=value2&Param1=value1"),
+                "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500",
+            ),
+            (
+                "get-vanilla-query-unreserved",
+                "GET",
+                Some(unreserved_query.as_str()),
+                "9c3e54bfcdf0b19771a7f523ee5669cdf59bc7cc0884027167c21bb143a40197",
+            ),
+        ] {
+            let req = Request {
+                method,
+                host: "example.amazonaws.com",
+                path: "/",
+                query,
+                headers: &[],
+                body: b"",
+            };
+            let scope = Scope {
+                region: "us-east-1",
+                service: "service",
+                time: example_time(),
+            };
+            let h = sign(&req, &creds(None), scope);
+            assert!(
+                h.last()
+                    .unwrap()
+                    .1
+                    .contains("SignedHeaders=host;x-amz-date,"),
+                "{name}"
+            );
+            assert_eq!(signature(&h), want, "{name}");
+        }
+    }
 }

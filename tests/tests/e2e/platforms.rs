@@ -238,6 +238,9 @@ fn lambda_payloads_errors_and_cold_starts() {
         g.metric("skygate_backend_cold_starts_total{backend=\"lam\"}"),
         Some(1.0)
     );
+    let status = g.backend_status("lam");
+    assert_eq!(status["cold_starts"], 1);
+    assert!(status["last_cold_start_unix_ms"].as_u64().is_some());
     assert!(header_of(&lam.requests()[0], "x-amz-log-type") == "Tail");
     // The log tail is the gateway's, not the client's.
     assert!(r.header("x-amz-log-result").is_none());
@@ -487,33 +490,44 @@ fn route_to(name: &str, prefix: &str, backend: &str) -> String {
 }
 
 /// Function URLs (IAM-signed), SageMaker endpoints (InvokeEndpoint and the
-/// response stream), Azure OpenAI deployments and OpenWhisk actions serve
-/// the OpenAI SDK, chat and streamed chat.
+/// response stream), Azure OpenAI deployments, OpenWhisk actions and a
+/// Cloud Run service (ID tokens) serve the OpenAI SDK, chat and streamed
+/// chat.
 #[test]
 fn url_sagemaker_azure_and_openwhisk_serve_the_openai_sdk() {
     let url = Sim::start("url", &["--platform", "aws-lambda-url"]);
     let sm = Sim::start("sm", &["--platform", "sagemaker"]);
     let az = Sim::start("az", &["--platform", "azure-openai"]);
     let ow = Sim::start("ow", &["--platform", "openwhisk"]);
+    let run = Sim::start("run", &["--platform", "gcp-cloud-run"]);
     let config = format!(
-        "{auth}backends:\n  url: {{ kind: aws_lambda_url, region: us-east-1, endpoint: \"{u}/v1\", {KEYS} }}\n  sm: {{ kind: sagemaker, region: us-east-1, endpoint: \"{s}\", endpoint_name: chat-llm, target_variant: blue, response_stream: true, {KEYS} }}\n  az: {{ kind: azure_openai, endpoint: \"{a}\", api_key: sim-platform-key, deployments: {{ gpt: prod-gpt-4o }} }}\n  ow: {{ kind: openwhisk, endpoint: \"{o}\", namespace: guest, action: llm/chat, api_key: \"sim-uuid:sim-platform-key\" }}\nroutes:\n{r1}{r2}{r3}{r4}",
+        "{auth}backends:\n  run: {{ kind: gcp_cloud_run, endpoint: \"{c}/v1\" }}\n  url: {{ kind: aws_lambda_url, region: us-east-1, endpoint: \"{u}/v1\", {KEYS} }}\n  sm: {{ kind: sagemaker, region: us-east-1, endpoint: \"{s}\", endpoint_name: chat-llm, target_variant: blue, response_stream: true, {KEYS} }}\n  az: {{ kind: azure_openai, endpoint: \"{a}\", api_key: sim-platform-key, deployments: {{ gpt: prod-gpt-4o }} }}\n  ow: {{ kind: openwhisk, endpoint: \"{o}\", namespace: guest, action: llm/chat, api_key: \"sim-uuid:sim-platform-key\" }}\nroutes:\n{r1}{r2}{r3}{r4}",
         auth = auth_section(),
         u = url.url,
         s = sm.url,
         a = az.url,
         o = ow.url,
+        c = run.url,
         r1 = chat_route("url", "url", "url"),
         r2 = chat_route("sm", "sm", "sm"),
         r3 = chat_route("az", "gpt", "az"),
         r4 = chat_route("ow", "ow", "ow"),
     );
-    let g = Gateway::start(&config);
+    let config = format!("{config}{}", chat_route("run", "run", "run"));
+    let metadata = run.addr.to_string();
+    let g = Gateway::start_with_env(
+        &config,
+        &[
+            ("GOOGLE_APPLICATION_CREDENTIALS", ""),
+            ("GCE_METADATA_HOST", &metadata),
+        ],
+    );
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/openai_platforms.py");
     let out = Command::new(python())
         .arg(script)
         .arg(format!("http://{}/v1", g.addr))
         .arg(CLIENT_KEY)
-        .arg("url,sm,gpt,ow")
+        .arg("url,sm,gpt,ow,run")
         .output()
         .unwrap();
     let text = output_text(&out);
@@ -560,7 +574,7 @@ fn url_sagemaker_azure_and_openwhisk_serve_the_openai_sdk() {
         "/api/v1/namespaces/guest/actions/llm/chat?blocking=true&result=true"
     );
     assert!(header_of(&r[0], "authorization").starts_with("Basic "));
-    for s in [&url, &sm, &az, &ow] {
+    for s in [&url, &sm, &az, &ow, &run] {
         assert_eq!(s.stats()["auth_failures"], 0);
     }
 }
