@@ -516,11 +516,11 @@ fn platform_benches(c: &mut Criterion) {
         .insert_header("content-type", "application/json")
         .unwrap();
     for (name, backend) in [
-        ("platform/prepare openai (baseline)", 0),
-        ("platform/prepare bedrock (translate+sigv4)", 1),
-        ("platform/prepare lambda (sigv4)", 2),
+        ("platform/prepare openai (baseline)", "oa"),
+        ("platform/prepare bedrock (translate+sigv4)", "br"),
+        ("platform/prepare lambda (sigv4)", "lam"),
     ] {
-        let b = &config.backends[backend];
+        let b = config.backends.iter().find(|b| b.name == backend).unwrap();
         let adapter = BackendAdapter::build(b, &clouds);
         c.bench_function(name, |bench| {
             bench.iter(|| {

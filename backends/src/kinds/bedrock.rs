@@ -24,11 +24,13 @@ use super::{
     unix_now, ReadAs, Reply, Synth,
 };
 use crate::adapter::{base_header, internal, Call, Prepared};
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header;
 use pingora_http::ResponseHeader;
-use serde_json::{json, Value};
+use serde_json::value::RawValue;
+
 use skygate_config::{ApiError, Backend, ErrorKind};
+use std::borrow::Cow;
 
 #[derive(Debug)]
 pub struct BedrockAdapter {
@@ -43,149 +45,278 @@ fn invalid(message: impl Into<String>) -> ApiError {
         .retryable(skygate_config::Retry::Connect)
 }
 
+/// The few fields of an OpenAI chat request the translation reads, borrowed
+/// from the body (strings without escapes are not copied); serde skips the
+/// rest.
+#[derive(serde::Deserialize)]
+struct ChatIn<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tools: Option<&'a RawValue>,
+    #[serde(borrow)]
+    functions: Option<&'a RawValue>,
+    #[serde(borrow)]
+    logprobs: Option<&'a RawValue>,
+    #[serde(borrow)]
+    response_format: Option<&'a RawValue>,
+    #[serde(borrow)]
+    n: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    temperature: Option<&'a RawValue>,
+    #[serde(borrow)]
+    top_p: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stop: Option<&'a RawValue>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(serde::Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+#[derive(serde::Deserialize)]
+struct MessageIn<'a> {
+    #[serde(borrow)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tool_calls: Option<&'a RawValue>,
+    #[serde(borrow)]
+    function_call: Option<&'a RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct PartIn<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Serialize)]
+struct TextBlock<'a> {
+    text: Cow<'a, str>,
+}
+
+#[derive(serde::Serialize)]
+struct Turn<'a> {
+    role: &'static str,
+    content: Vec<TextBlock<'a>>,
+}
+
+#[derive(serde::Serialize, Default)]
+struct Inference<'a> {
+    #[serde(rename = "maxTokens", skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(rename = "topP", skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(rename = "stopSequences", skip_serializing_if = "Option::is_none")]
+    stop_sequences: Option<Vec<Cow<'a, str>>>,
+}
+
+impl Inference<'_> {
+    fn is_empty(&self) -> bool {
+        self.max_tokens.is_none()
+            && self.temperature.is_none()
+            && self.top_p.is_none()
+            && self.stop_sequences.is_none()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ConverseOut<'a> {
+    messages: Vec<Turn<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    system: Vec<TextBlock<'a>>,
+    #[serde(
+        rename = "inferenceConfig",
+        skip_serializing_if = "Inference::is_empty"
+    )]
+    inference_config: Inference<'a>,
+}
+
+/// A field that is absent or `null`.
+fn absent(v: Option<&RawValue>) -> bool {
+    v.is_none_or(|v| v.get() == "null")
+}
+
 /// The text of an OpenAI message's `content`: a string, or text parts.
-fn text_of(content: &Value, role: &str) -> Result<Vec<Value>, ApiError> {
-    match content {
-        Value::String(s) => Ok(vec![json!({ "text": s })]),
-        Value::Null => Ok(Vec::new()),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| match (p.get("type").and_then(Value::as_str), p.get("text")) {
-                (Some("text"), Some(Value::String(t))) => Ok(json!({ "text": t })),
+fn text_of<'a>(content: Option<&'a RawValue>, role: &str) -> Result<Vec<TextBlock<'a>>, ApiError> {
+    let Some(raw) = content.filter(|c| c.get() != "null") else {
+        return Ok(Vec::new());
+    };
+    let json = raw.get();
+    if json.starts_with('"') {
+        let text: Cow<'a, str> = serde_json::from_str(json).map_err(|e| invalid(e.to_string()))?;
+        return Ok(vec![TextBlock { text }]);
+    }
+    if json.starts_with('[') {
+        let parts: Vec<PartIn<'a>> = serde_json::from_str(json).map_err(|_| {
+            invalid(format!(
+                "a `{role}` message's content parts must be objects"
+            ))
+        })?;
+        return parts
+            .into_iter()
+            .map(|p| match (p.kind.as_deref(), p.text) {
+                (Some("text"), Some(text)) => Ok(TextBlock { text }),
                 (kind, _) => Err(invalid(format!(
                     "a `{role}` message part of type `{}` cannot be sent to a Bedrock backend (only text parts are translated)",
                     kind.unwrap_or("?")
                 ))),
             })
-            .collect(),
-        _ => Err(invalid(format!("a `{role}` message's content must be a string or a list of parts"))),
+            .collect();
+    }
+    Err(invalid(format!(
+        "a `{role}` message's content must be a string or a list of parts"
+    )))
+}
+
+/// A number field (`temperature`, `top_p`): `None` when absent or null.
+fn number(v: Option<&RawValue>, name: &str) -> Result<Option<f64>, ApiError> {
+    match v.filter(|v| v.get() != "null") {
+        None => Ok(None),
+        Some(v) => v
+            .get()
+            .parse::<f64>()
+            .map(Some)
+            .map_err(|_| invalid(format!("`{name}` must be a number"))),
     }
 }
 
-/// The Converse request of an OpenAI chat request.
-pub fn converse_request(body: &[u8]) -> Result<(Value, RequestFacts), ApiError> {
-    let req: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(ErrorKind::InvalidJson, format!("the body is not JSON: {e}")))?;
-    for (field, why) in [
-        ("tools", "tool calls"),
-        ("functions", "function calls"),
-        ("logprobs", "logprobs"),
-        ("response_format", "response formats"),
+/// The Converse request (JSON) of an OpenAI chat request, and what the
+/// answer needs to know of it.
+pub fn converse_request(body: &[u8]) -> Result<(Vec<u8>, RequestFacts), ApiError> {
+    let req: ChatIn<'_> = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ErrorKind::InvalidJson,
+            format!("the body is not a chat request: {e}"),
+        )
+    })?;
+    for (field, value, why) in [
+        ("tools", req.tools, "tool calls"),
+        ("functions", req.functions, "function calls"),
+        ("logprobs", req.logprobs, "logprobs"),
+        ("response_format", req.response_format, "response formats"),
     ] {
-        match req.get(field) {
-            None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-            Some(_) => {
-                return Err(invalid(format!(
-                    "`{field}`: {why} are not translated for Bedrock backends yet"
-                )))
-            }
+        if !absent(value) && value.is_some_and(|v| !matches!(v.get(), "false" | "[]")) {
+            return Err(invalid(format!(
+                "`{field}`: {why} are not translated for Bedrock backends yet"
+            )));
         }
     }
-    if req
-        .get("n")
-        .and_then(Value::as_f64)
-        .is_some_and(|n| n > 1.0)
-    {
+    if number(req.n, "n")?.is_some_and(|n| n > 1.0) {
         return Err(invalid("`n` above 1 is not supported by Bedrock backends"));
     }
-    let messages = req
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("`messages` must be a list"))?;
+    let messages: Vec<MessageIn<'_>> = req
+        .messages
+        .filter(|m| m.get().starts_with('['))
+        .ok_or_else(|| invalid("`messages` must be a list"))
+        .and_then(|m| {
+            serde_json::from_str(m.get())
+                .map_err(|_| invalid("each message must be an object with a `role`"))
+        })?;
     let mut system = Vec::new();
-    let mut turns: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut turns: Vec<Turn<'_>> = Vec::with_capacity(messages.len());
     for m in messages {
-        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
-        let content = m.get("content").unwrap_or(&Value::Null);
-        if m.get("tool_calls").is_some_and(|t| !t.is_null())
-            || m.get("function_call").is_some_and(|t| !t.is_null())
-        {
+        let role = m.role.as_deref().unwrap_or("");
+        if !absent(m.tool_calls) || !absent(m.function_call) {
             return Err(invalid(
                 "a message with tool calls cannot be sent to a Bedrock backend (tool calls are not translated yet)",
             ));
         }
-        match role {
-            "system" | "developer" => system.extend(text_of(content, role)?),
-            "user" | "assistant" => {
-                let blocks = text_of(content, role)?;
-                if blocks.is_empty() {
-                    return Err(invalid(format!(
-                        "a `{role}` message without text content cannot be sent to a Bedrock backend"
-                    )));
-                }
-                match turns.last_mut() {
-                    Some((r, b)) if r == role => b.extend(blocks),
-                    _ => turns.push((role.to_string(), blocks)),
-                }
+        let role: &'static str = match role {
+            "system" | "developer" => {
+                system.extend(text_of(m.content, role)?);
+                continue;
             }
+            "user" => "user",
+            "assistant" => "assistant",
             other => {
                 return Err(invalid(format!(
                     "a message of role `{other}` cannot be sent to a Bedrock backend (system, developer, user and assistant can)"
                 )))
             }
+        };
+        let blocks = text_of(m.content, role)?;
+        if blocks.is_empty() {
+            return Err(invalid(format!(
+                "a `{role}` message without text content cannot be sent to a Bedrock backend"
+            )));
+        }
+        match turns.last_mut() {
+            Some(t) if t.role == role => t.content.extend(blocks),
+            _ => turns.push(Turn {
+                role,
+                content: blocks,
+            }),
         }
     }
-    if turns.first().is_none_or(|(r, _)| r != "user") {
+    if turns.first().is_none_or(|t| t.role != "user") {
         return Err(invalid(
             "Bedrock needs the conversation to start with a user message",
         ));
     }
-    let mut inference = serde_json::Map::new();
-    let present = |k: &str| req.get(k).filter(|v| !v.is_null());
-    if let Some(n) = present("max_completion_tokens").or_else(|| present("max_tokens")) {
-        let max = n
-            .as_u64()
-            .filter(|n| (1..=i32::MAX as u64).contains(n))
-            .ok_or_else(|| {
-                invalid("`max_tokens` must be a positive integer (at most 2147483647)")
-            })?;
-        inference.insert("maxTokens".into(), json!(max));
-    }
-    for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
-        if let Some(v) = req.get(from).filter(|v| !v.is_null()) {
-            inference.insert(
-                to.into(),
-                json!(v
-                    .as_f64()
-                    .ok_or_else(|| invalid(format!("`{from}` must be a number")))?),
-            );
+    let max = if absent(req.max_completion_tokens) {
+        req.max_tokens
+    } else {
+        req.max_completion_tokens
+    };
+    let max_tokens = match max.filter(|v| v.get() != "null") {
+        None => None,
+        Some(v) => Some(
+            v.get()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=i32::MAX as u64).contains(n))
+                .ok_or_else(|| {
+                    invalid("`max_tokens` must be a positive integer (at most 2147483647)")
+                })?,
+        ),
+    };
+    let stop_sequences = match req.stop.filter(|v| v.get() != "null") {
+        None => None,
+        Some(v) if v.get().starts_with('"') => {
+            Some(vec![serde_json::from_str::<Cow<'_, str>>(v.get())
+                .map_err(|e| invalid(e.to_string()))?])
         }
-    }
-    match req.get("stop") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => {
-            inference.insert("stopSequences".into(), json!([s]));
-        }
-        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
-            inference.insert("stopSequences".into(), Value::Array(a.clone()));
-        }
-        Some(_) => return Err(invalid("`stop` must be a string or a list of strings")),
-    }
-    let mut out = json!({
-        "messages": turns
-            .into_iter()
-            .map(|(role, content)| json!({"role": role, "content": content}))
-            .collect::<Vec<_>>(),
-    });
-    if !system.is_empty() {
-        out["system"] = Value::Array(system);
-    }
-    if !inference.is_empty() {
-        out["inferenceConfig"] = Value::Object(inference);
-    }
+        Some(v) => Some(
+            serde_json::from_str::<Vec<Cow<'_, str>>>(v.get())
+                .map_err(|_| invalid("`stop` must be a string or a list of strings"))?,
+        ),
+    };
+    let out = ConverseOut {
+        messages: turns,
+        system,
+        inference_config: Inference {
+            max_tokens,
+            temperature: number(req.temperature, "temperature")?,
+            top_p: number(req.top_p, "top_p")?,
+            stop_sequences,
+        },
+    };
+    let json = serde_json::to_vec(&out).map_err(internal)?;
     let facts = RequestFacts {
-        model: req
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
-        stream: req.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        model: req.model.map(Cow::into_owned).unwrap_or_default(),
+        stream: req.stream.unwrap_or(false),
         include_usage: req
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
+            .stream_options
+            .and_then(|o| o.include_usage)
             .unwrap_or(false),
     };
-    Ok((out, facts))
+    Ok((json, facts))
 }
 
 /// What the answer needs to know of the request.
@@ -199,7 +330,7 @@ pub struct RequestFacts {
 impl BedrockAdapter {
     pub fn prepare(&self, backend: &Backend, call: &Call<'_>) -> Result<Prepared, ApiError> {
         let (converse, facts) = converse_request(call.body)?;
-        let body = Bytes::from(converse.to_string());
+        let body = Bytes::from(converse);
         let path = format!(
             "{}/model/{}/{}",
             backend.url.base_path,
@@ -241,16 +372,6 @@ fn finish_reason(stop: &str) -> &'static str {
     }
 }
 
-fn usage(u: Option<&Value>) -> Value {
-    let n = |k: &str| {
-        u.and_then(|u| u.get(k))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
-    let (input, output) = (n("inputTokens"), n("outputTokens"));
-    json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input.saturating_add(output)})
-}
-
 /// Reads one Converse or ConverseStream answer.
 pub struct BedrockReply {
     backend: String,
@@ -261,28 +382,33 @@ pub struct BedrockReply {
     stopped: bool,
     /// `metadata` (the last event) arrived.
     finished: bool,
+    /// Every content chunk's start, rendered once: `data: {"id":...,
+    /// "choices":[{"index":0,"delta":`.
+    prefix: Vec<u8>,
 }
 
 impl BedrockReply {
     pub fn new(backend: &str, facts: RequestFacts) -> Self {
+        let id = format!("chatcmpl-{:016x}", rand::random::<u64>());
+        let created = unix_now();
+        let mut prefix = br#"data: {"id":""#.to_vec();
+        prefix.extend_from_slice(id.as_bytes());
+        prefix.extend_from_slice(br#"","object":"chat.completion.chunk","created":"#);
+        prefix.extend_from_slice(created.to_string().as_bytes());
+        prefix.extend_from_slice(br#","model":"#);
+        // A model name is JSON-escaped once, here.
+        let _ = serde_json::to_writer(&mut prefix, &facts.model);
+        prefix.extend_from_slice(br#","choices":[{"index":0,"delta":"#);
         Self {
             backend: backend.to_string(),
             facts,
-            id: format!("chatcmpl-{:016x}", rand::random::<u64>()),
-            created: unix_now(),
+            id,
+            created,
             frames: Frames::default(),
             stopped: false,
             finished: false,
+            prefix,
         }
-    }
-
-    fn chunk_json(&self, delta: Value, finish: Option<&str>, out: &mut BytesMut) {
-        let v = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.facts.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        });
-        sse(&v, out);
     }
 
     fn error(&self, header: &ResponseHeader, body: &[u8]) -> Synth {
@@ -290,10 +416,107 @@ impl BedrockReply {
     }
 }
 
-fn sse(v: &Value, out: &mut BytesMut) {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(v.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
+/// The parts of a Converse answer the translation reads.
+#[derive(serde::Deserialize)]
+struct AnswerIn<'a> {
+    #[serde(borrow)]
+    output: Option<OutputIn<'a>>,
+    #[serde(rename = "stopReason", borrow)]
+    stop_reason: Option<Cow<'a, str>>,
+    usage: Option<UsageIn>,
+}
+
+#[derive(serde::Deserialize)]
+struct OutputIn<'a> {
+    #[serde(borrow)]
+    message: Option<AnswerMessage<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct AnswerMessage<'a> {
+    #[serde(borrow)]
+    content: Option<Vec<BlockIn<'a>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct BlockIn<'a> {
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+/// A stream event's payload (`contentBlockDelta`, `messageStop`, `metadata`).
+#[derive(serde::Deserialize, Default)]
+struct EventIn<'a> {
+    #[serde(borrow)]
+    delta: Option<DeltaIn<'a>>,
+    #[serde(rename = "stopReason", borrow)]
+    stop_reason: Option<Cow<'a, str>>,
+    usage: Option<UsageIn>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeltaIn<'a> {
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct UsageIn {
+    #[serde(rename = "inputTokens")]
+    input: Option<u64>,
+    #[serde(rename = "outputTokens")]
+    output: Option<u64>,
+}
+
+impl UsageIn {
+    fn openai(&self) -> UsageOut {
+        let (p, c) = (self.input.unwrap_or(0), self.output.unwrap_or(0));
+        UsageOut {
+            prompt_tokens: p,
+            completion_tokens: c,
+            total_tokens: p.saturating_add(c),
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct UsageOut {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
+#[derive(serde::Serialize)]
+struct CompletionOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [ChoiceOut<'a>; 1],
+    usage: UsageOut,
+}
+
+#[derive(serde::Serialize)]
+struct ChoiceOut<'a> {
+    index: u32,
+    message: MessageOut<'a>,
+    finish_reason: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct MessageOut<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct UsageChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [(); 0],
+    usage: UsageOut,
 }
 
 impl Reply for BedrockReply {
@@ -315,33 +538,37 @@ impl Reply for BedrockReply {
                 "a JSON answer to a streamed request",
             ));
         }
-        let v: Value = serde_json::from_slice(&body)
-            .map_err(|e| malformed(&self.backend, format!("not JSON: {e}")))?;
-        let content = v
-            .pointer("/output/message/content")
-            .and_then(Value::as_array)
+        let v: AnswerIn<'_> = serde_json::from_slice(&body)
+            .map_err(|e| malformed(&self.backend, format!("not a Converse answer: {e}")))?;
+        let blocks = v
+            .output
+            .and_then(|o| o.message)
+            .and_then(|m| m.content)
             .ok_or_else(|| malformed(&self.backend, "no output.message.content"))?;
-        let text: String = content
-            .iter()
-            .filter_map(|b| b.get("text").and_then(Value::as_str))
-            .collect();
-        let stop = v
-            .get("stopReason")
-            .and_then(Value::as_str)
-            .unwrap_or("end_turn");
-        let answer = json!({
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.facts.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": finish_reason(stop),
+        let mut text = String::new();
+        for b in &blocks {
+            if let Some(t) = &b.text {
+                text.push_str(t);
+            }
+        }
+        let stop = v.stop_reason.as_deref().unwrap_or("end_turn");
+        let answer = CompletionOut {
+            id: &self.id,
+            object: "chat.completion",
+            created: self.created,
+            model: &self.facts.model,
+            choices: [ChoiceOut {
+                index: 0,
+                message: MessageOut {
+                    role: "assistant",
+                    content: &text,
+                },
+                finish_reason: finish_reason(stop),
             }],
-            "usage": usage(v.get("usage")),
-        });
-        Ok(Synth::json(200, answer.to_string()))
+            usage: v.usage.unwrap_or_default().openai(),
+        };
+        let json = serde_json::to_vec(&answer).map_err(internal)?;
+        Ok(Synth::json(200, json))
     }
 
     fn stream_header(&mut self, header: &mut ResponseHeader) -> Result<(), ApiError> {
@@ -363,34 +590,50 @@ impl Reply for BedrockReply {
                     &event_message(&event),
                 ));
             }
-            let v: Value = serde_json::from_slice(&event.payload).unwrap_or_default();
+            let v: EventIn<'_> = serde_json::from_slice(&event.payload).unwrap_or_default();
             match event.name.as_str() {
                 "messageStart" => {
-                    self.chunk_json(json!({"role": "assistant", "content": ""}), None, out)
+                    out.extend_from_slice(&self.prefix);
+                    out.extend_from_slice(
+                        br#"{"role":"assistant","content":""},"finish_reason":null}]}"#,
+                    );
+                    out.extend_from_slice(b"\n\n");
                 }
                 "contentBlockDelta" => {
-                    if let Some(t) = v.pointer("/delta/text").and_then(Value::as_str) {
-                        self.chunk_json(json!({ "content": t }), None, out);
+                    if let Some(t) = v.delta.and_then(|d| d.text) {
+                        out.extend_from_slice(&self.prefix);
+                        out.extend_from_slice(br#"{"content":"#);
+                        let mut w = (&mut *out).writer();
+                        serde_json::to_writer(&mut w, &t).map_err(internal)?;
+                        out.extend_from_slice(br#"},"finish_reason":null}]}"#);
+                        out.extend_from_slice(b"\n\n");
                     }
                 }
                 "messageStop" => {
                     self.stopped = true;
-                    let stop = v
-                        .get("stopReason")
-                        .and_then(Value::as_str)
-                        .unwrap_or("end_turn");
-                    self.chunk_json(json!({}), Some(finish_reason(stop)), out);
+                    let stop = finish_reason(v.stop_reason.as_deref().unwrap_or("end_turn"));
+                    out.extend_from_slice(&self.prefix);
+                    out.extend_from_slice(b"{},\"finish_reason\":\"");
+                    out.extend_from_slice(stop.as_bytes());
+                    out.extend_from_slice(b"\"}]}\n\n");
                 }
                 "metadata" => {
                     self.finished = true;
                     if !self.facts.include_usage {
                         continue;
                     }
-                    let u = json!({
-                        "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                        "model": self.facts.model, "choices": [], "usage": usage(v.get("usage")),
-                    });
-                    sse(&u, out);
+                    let u = UsageChunk {
+                        id: &self.id,
+                        object: "chat.completion.chunk",
+                        created: self.created,
+                        model: &self.facts.model,
+                        choices: [],
+                        usage: v.usage.unwrap_or_default().openai(),
+                    };
+                    out.extend_from_slice(b"data: ");
+                    let mut w = (&mut *out).writer();
+                    serde_json::to_writer(&mut w, &u).map_err(internal)?;
+                    out.extend_from_slice(b"\n\n");
                 }
                 _ => {}
             }
@@ -424,11 +667,13 @@ impl Reply for BedrockReply {
 mod tests {
     use super::*;
     use crate::kinds::eventstream::encode_event;
+    use serde_json::{json, Value};
 
     #[test]
     fn openai_to_converse() {
         let body = br#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"},{"role":"user","content":[{"type":"text","text":"there"}]},{"role":"assistant","content":"yes"},{"role":"user","content":"ok"}],"max_tokens":50,"temperature":0.5,"top_p":0.9,"stop":"END","stream":true,"stream_options":{"include_usage":true}}"#;
         let (c, f) = converse_request(body).unwrap();
+        let c: Value = serde_json::from_slice(&c).unwrap();
         assert_eq!(c["system"], json!([{"text": "be brief"}]));
         assert_eq!(c["messages"].as_array().unwrap().len(), 3);
         assert_eq!(

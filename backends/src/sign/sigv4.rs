@@ -120,14 +120,9 @@ pub fn sign(
         "AWS4-HMAC-SHA256\n{amz_date}\n{credential_scope}\n{}",
         to_hex(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
     );
-    let mut key = hmac_sha256(
-        format!("AWS4{}", creds.secret_access_key).as_bytes(),
-        date.as_bytes(),
-    );
-    for part in [scope.region, scope.service, "aws4_request"] {
-        key = hmac_sha256(&key, part.as_bytes());
-    }
-    let signature = to_hex(&hmac_sha256(&key, string_to_sign.as_bytes()));
+    let signature = with_signing_key(&creds.secret_access_key, &date, scope, |key| {
+        to_hex(&hmac_sha256(key, string_to_sign.as_bytes()))
+    });
     out.push((
         "authorization",
         format!(
@@ -136,6 +131,53 @@ pub fn sign(
         ),
     ));
     out
+}
+
+/// The key a day's signatures are made with: four HMACs from the secret.
+fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
+    let mut key = hmac_sha256(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    for part in [region, service, "aws4_request"] {
+        key = hmac_sha256(&key, part.as_bytes());
+    }
+    key
+}
+
+/// (date, region, service, secret, key): the last key a thread derived.
+type DerivedKey = (String, String, String, String, Vec<u8>);
+
+/// The day's signing key for `secret` and `scope`: derived once per
+/// thread, day, region, service and secret (it changes daily, so a
+/// worker derives it once a day instead of on every request).
+fn with_signing_key<T>(
+    secret: &str,
+    date: &str,
+    scope: Scope<'_>,
+    f: impl FnOnce(&[u8]) -> T,
+) -> T {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<DerivedKey>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        let hit = last.as_ref().is_some_and(|(d, r, s, k, _)| {
+            d == date && r == scope.region && s == scope.service && k == secret
+        });
+        if !hit {
+            let key = signing_key(secret, date, scope.region, scope.service);
+            *last = Some((
+                date.to_string(),
+                scope.region.to_string(),
+                scope.service.to_string(),
+                secret.to_string(),
+                key,
+            ));
+        }
+        match last.as_ref() {
+            Some((.., key)) => f(key),
+            None => f(&signing_key(secret, date, scope.region, scope.service)),
+        }
+    })
 }
 
 /// The hex SHA-256 of a body (`x-amz-content-sha256`).
@@ -308,10 +350,7 @@ pub fn verify(
         "AWS4-HMAC-SHA256\n{amz_date}\n{credential_scope}\n{}",
         to_hex(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
     );
-    let mut key = hmac_sha256(format!("AWS4{secret}").as_bytes(), date.as_bytes());
-    for part in [region, svc, "aws4_request"] {
-        key = hmac_sha256(&key, part.as_bytes());
-    }
+    let key = signing_key(&secret, date, region, svc);
     let expected = to_hex(&hmac_sha256(&key, string_to_sign.as_bytes()));
     if !skygate_config::Secret::new(expected).ct_eq(signature.as_bytes()) {
         return Err("the signature does not match".into());
