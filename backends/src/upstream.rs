@@ -148,6 +148,16 @@ impl Upstream {
                     }
                     session.read_response_header().await?;
                 }
+                // Still interim after that: not an answer a client can take.
+                if session
+                    .response_header()
+                    .is_some_and(|h| h.status.is_informational())
+                {
+                    return Err(Error::explain(
+                        ErrorType::InvalidHTTPHeader,
+                        "too many interim (1xx) answers",
+                    ));
+                }
                 Ok::<(), Box<pingora_error::Error>>(())
             };
             match pingora_timeout::timeout(first_byte, exchange).await {

@@ -45,9 +45,9 @@ fn invalid(message: impl Into<String>) -> ApiError {
         .retryable(skygate_config::Retry::Connect)
 }
 
-/// The few fields of an OpenAI chat request the translation reads, borrowed
-/// from the body (strings without escapes are not copied); serde skips the
-/// rest.
+/// The few fields of an OpenAI chat request the translation reads, into
+/// typed structs (no `serde_json::Value` tree; the values it passes on are
+/// kept as raw JSON until needed); serde skips the rest.
 #[derive(serde::Deserialize)]
 struct ChatIn<'a> {
     #[serde(borrow)]
@@ -191,8 +191,10 @@ fn number(v: Option<&RawValue>, name: &str) -> Result<Option<f64>, ApiError> {
         Some(v) => v
             .get()
             .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
             .map(Some)
-            .map_err(|_| invalid(format!("`{name}` must be a number"))),
+            .ok_or_else(|| invalid(format!("`{name}` must be a number"))),
     }
 }
 
@@ -202,7 +204,10 @@ pub fn converse_request(body: &[u8]) -> Result<(Vec<u8>, RequestFacts), ApiError
     let req: ChatIn<'_> = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             ErrorKind::InvalidJson,
-            format!("the body is not a chat request: {e}"),
+            format!(
+                "the body is not a chat request: {}",
+                skygate_config::clip(&e.to_string())
+            ),
         )
     })?;
     for (field, value, why) in [
@@ -700,6 +705,7 @@ mod tests {
             r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":0}"#,
             r#"{"messages":[{"role":"user","content":"x"},{"role":"assistant","content":null,"tool_calls":[{"id":"1"}]}]}"#,
             r#"{"messages":[{"role":"user","content":null}]}"#,
+            r#"{"messages":[{"role":"user","content":"x"}],"temperature":1e400}"#,
         ] {
             let e = converse_request(body.as_bytes()).unwrap_err();
             assert_eq!(e.status(), 400, "{body}: {e:?}");

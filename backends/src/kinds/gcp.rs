@@ -29,7 +29,9 @@ use std::time::{Duration, SystemTime};
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A metadata server set by the process itself (`skygate demo` points the
-/// gateway at its simulated Google); wins over `GCE_METADATA_HOST`.
+/// gateway at its simulated Google); wins over `GCE_METADATA_HOST` and
+/// `GOOGLE_APPLICATION_CREDENTIALS` (a developer's real key never goes to
+/// the demo's backends).
 static METADATA_HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Uses `host` (`host:port`) as the metadata server, for this process.
@@ -158,10 +160,16 @@ impl GcpChain {
     }
 
     async fn fetch(&self, (file, audience): &Key) -> Result<IdToken, String> {
-        let file = file.clone().or_else(|| {
+        // A metadata server the process chose (the demo's) wins over the
+        // environment's key file: only a backend's own file comes first.
+        let from_env = || {
+            if METADATA_HOST.get().is_some() {
+                return None;
+            }
             self.var("GOOGLE_APPLICATION_CREDENTIALS")
                 .map(PathBuf::from)
-        });
+        };
+        let file = file.clone().or_else(from_env);
         match file {
             Some(f) => self.minted_with_key(&f, audience).await,
             None => self.minted_by_metadata(audience).await,

@@ -106,21 +106,26 @@ fn map_failure(backend: &str, header: &ResponseHeader, body: &[u8]) -> Option<Sy
                 &format!("backend `{backend}` (OpenWhisk): the action is still running (activation {id})"),
             ).conclusive())
         }
-        502 => {
+        // The activation's own error (`{"error": ...}`): final, like any
+        // function's failure. Another 502 (an ingress's) is the platform's.
+        502 if v.get("error").is_some() => {
             let error = match v.get("error") {
                 Some(serde_json::Value::String(s)) => s.clone(),
                 Some(other) => other.to_string(),
                 None => "the action failed".into(),
             };
-            Some(Synth::error(
-                502,
-                "function_error",
-                "action_error",
-                &format!(
-                    "backend `{backend}` (OpenWhisk): the action failed: {}",
-                    skygate_config::clip(&error)
-                ),
-            ))
+            Some(
+                Synth::error(
+                    502,
+                    "function_error",
+                    "action_error",
+                    &format!(
+                        "backend `{backend}` (OpenWhisk): the action failed: {}",
+                        skygate_config::clip(&error)
+                    ),
+                )
+                .conclusive(),
+            )
         }
         _ => map_http_failure(backend, "OpenWhisk", header, body),
     }

@@ -421,7 +421,8 @@ fn web_identity_credentials_rotate_without_a_restart() {
     while start.elapsed() < Duration::from_secs(6) {
         let r = ask(&g, "nova");
         assert_eq!(r.status, 200, "{}", r.text());
-        let auth = header_of(br.requests().last().unwrap(), "authorization");
+        let last = last_call(&br);
+        let auth = header_of(&last, "authorization");
         let key = auth
             .split("Credential=")
             .nth(1)
@@ -431,7 +432,7 @@ fn web_identity_credentials_rotate_without_a_restart() {
             .unwrap()
             .to_string();
         assert!(key.starts_with("ASIASIM"), "{auth}");
-        assert!(!header_of(br.requests().last().unwrap(), "x-amz-security-token").is_empty());
+        assert!(!header_of(&last, "x-amz-security-token").is_empty());
         keys.insert(key);
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -748,7 +749,7 @@ fn entra_tokens_rotate_without_a_restart() {
     while start.elapsed() < Duration::from_secs(6) {
         let r = ask(&g, "gpt");
         assert_eq!(r.status, 200, "{}", r.text());
-        let last = az.requests().last().unwrap().clone();
+        let last = last_call(&az);
         assert_eq!(last["path"], "/openai/v1/chat/completions");
         assert_eq!(
             body_of(&last)["model"],
@@ -767,6 +768,23 @@ fn entra_tokens_rotate_without_a_restart() {
         !g.proc.stderr().contains("sim-entra-"),
         "tokens are never logged"
     );
+}
+
+/// The last request a simulator served as the platform, not as the token
+/// service it also plays (STS, Entra ID, Google: asked in the background,
+/// and recorded too).
+fn last_call(sim: &Sim) -> Value {
+    sim.requests()
+        .into_iter()
+        .rev()
+        .find(|r| {
+            let p = r["path"].as_str().unwrap_or("");
+            p != "/"
+                && !p.starts_with("/token")
+                && !p.starts_with("/computeMetadata")
+                && !p.contains("/oauth2/")
+        })
+        .unwrap()
 }
 
 /// The test service account (tests/fixtures), its `token_uri` pointed at
@@ -830,7 +848,7 @@ fn cloud_run_with_a_service_account_key() {
         b"{}",
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(run.requests().last().unwrap()["path"], "/v1/batch");
+    assert_eq!(last_call(&run)["path"], "/v1/batch");
     // A token for another audience is refused by the service: a 502.
     ask(&g, "bad").assert_error(502, "backend_auth_failed");
     let failures = run.stats()["auth_failures"].as_u64().unwrap();
@@ -840,7 +858,7 @@ fn cloud_run_with_a_service_account_key() {
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(6) {
         assert_eq!(ask(&g, "run").status, 200);
-        tokens.insert(header_of(run.requests().last().unwrap(), "authorization"));
+        tokens.insert(header_of(&last_call(&run), "authorization"));
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(tokens.len() >= 2, "no renewal in 6 s of 4 s tokens");
@@ -1156,4 +1174,26 @@ fn every_platform_throttle_is_a_429() {
         r.assert_error(429, "throttled");
         assert!(r.header("retry-after").is_some(), "{name}");
     }
+}
+
+/// An OpenWhisk action's own error is final too: served once, not retried
+/// on the route's other target.
+#[test]
+fn action_errors_are_final() {
+    let ow = Sim::start("ow", &["--platform", "openwhisk"]);
+    let backend = format!(
+        "{{ kind: openwhisk, endpoint: \"{}\", action: chat, api_key: \"sim-uuid:sim-platform-key\" }}",
+        ow.url
+    );
+    let config = format!(
+        "{auth}backends:\n  a: {backend}\n  b: {backend}\nroutes:\n  ow: {{ match: {{ path: /v1/chat/completions, models: [ow] }}, targets: [ {{ backend: a }}, {{ backend: b }} ], retries: {{ max_attempts: 3 }} }}\n",
+        auth = auth_section(),
+    );
+    let g = Gateway::start(&config);
+    ow.set(json!({"fail_with": "function"}));
+    let before = ow.stats()["requests"].as_u64().unwrap();
+    let r = ask(&g, "ow");
+    r.assert_error(502, "action_error");
+    assert_eq!(r.header("x-skygate-attempts"), Some("1"));
+    assert_eq!(ow.stats()["requests"].as_u64().unwrap() - before, 1);
 }
