@@ -326,6 +326,17 @@ impl UpstreamResponse {
                 // nothing but an error in it.
                 let first = self.translate(reply.as_mut()).await;
                 self.cold_start = reply.cold_start();
+                if first.is_err() {
+                    // The function's own failure: its answer, final.
+                    if let Some(synth) = reply.early_failure() {
+                        self.session = None;
+                        self.header = Some(synth.header()?);
+                        self.conclusive = synth.conclusive;
+                        self.pending = Some(synth.body);
+                        self.ended = true;
+                        return Ok(self);
+                    }
+                }
                 let first = first.map_err(|e| match e.retry {
                     Some(_) => e,
                     None => retryable(e),

@@ -73,6 +73,7 @@ impl LambdaAdapter {
             payload: self.conf.payload,
             sse: call.stream && call.operation == Operation::ChatCompletions,
             replay: Replay::for_call(call),
+            function_failure: None,
             frames: None,
             complete: false,
             cold: false,
@@ -174,6 +175,9 @@ struct LambdaReply {
     sse: bool,
     /// A whole completion is replayed as SSE to a stream request.
     replay: Option<Replay>,
+    /// The function's own failure in its stream (`InvokeComplete` with an
+    /// `ErrorCode`), as a final answer if nothing was sent yet.
+    function_failure: Option<Synth>,
     /// Set when the answer is an event stream (InvokeWithResponseStream).
     frames: Option<Frames>,
     complete: bool,
@@ -386,6 +390,21 @@ impl Reply for LambdaReply {
                         .filter(|c| !c.is_empty());
                     if let Some(code) = code {
                         let details = v.get("ErrorDetails").and_then(|d| d.as_str()).unwrap_or("");
+                        // Before any byte, the client gets it as the
+                        // buffered path would: a final 502.
+                        self.function_failure = Some(
+                            Synth::error(
+                                502,
+                                "function_error",
+                                code,
+                                &format!(
+                                    "backend `{}`: the function failed ({code}): {}",
+                                    self.backend,
+                                    skygate_config::clip(details)
+                                ),
+                            )
+                            .conclusive(),
+                        );
                         return Err(stream_exception(&self.backend, "AWS Lambda", code, details));
                     }
                 }
@@ -424,5 +443,9 @@ impl Reply for LambdaReply {
 
     fn finished(&self) -> bool {
         self.complete
+    }
+
+    fn early_failure(&mut self) -> Option<Synth> {
+        self.function_failure.take()
     }
 }

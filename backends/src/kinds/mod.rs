@@ -70,6 +70,13 @@ pub trait Reply: Send + Sync {
         false
     }
 
+    /// A stream that failed before its first byte: the function's own
+    /// failure as a final answer (not retried, no breaker failure), when
+    /// that is what it was. `None`: a platform failure, retried.
+    fn early_failure(&mut self) -> Option<Synth> {
+        None
+    }
+
     /// Whether the platform's stream has said its last word (Lambda's
     /// `InvokeComplete`, Bedrock's `metadata`): the stream ends then, even
     /// if the platform keeps the connection open.

@@ -589,6 +589,15 @@ impl Sim {
         stream.stream_head(200, &headers).await?;
         let model = event.get("model").and_then(Value::as_str).unwrap_or("sim");
         let c = completion(&event, s, model, req.body.len());
+        if s.fail_with.as_deref() == Some("function_at_start") {
+            // The handler throws before it writes anything.
+            let done = json!({"ErrorCode": "Unhandled", "ErrorDetails": "simulated failure before the first byte", "LogResult": log_tail(cold, "sim")});
+            stream
+                .chunk(&encode_event("InvokeComplete", done.to_string().as_bytes()))
+                .await?;
+            stream.end().await?;
+            return Ok(true);
+        }
         let fail_at = (s.fail_with.as_deref() == Some("function")
             || rand::random::<f64>() < s.cut_rate)
             .then_some(c.tokens / 2);

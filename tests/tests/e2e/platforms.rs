@@ -1197,3 +1197,27 @@ fn action_errors_are_final() {
     assert_eq!(r.header("x-skygate-attempts"), Some("1"));
     assert_eq!(ow.stats()["requests"].as_u64().unwrap() - before, 1);
 }
+
+/// A streamed function that fails before its first byte gets the buffered
+/// path's answer: a final 502 naming its error, served once, never retried.
+#[test]
+fn a_streamed_function_failing_at_start_is_final() {
+    let lam = Sim::start("lam", &["--platform", "aws-lambda"]);
+    let config = format!(
+        "{auth}backends:\n  a: {a}\n  b: {b}\nroutes:\n  fn: {{ match: {{ path: /v1/chat/completions, models: [fn] }}, targets: [ {{ backend: a }}, {{ backend: b }} ], retries: {{ max_attempts: 3 }} }}\n",
+        auth = auth_section(),
+        a = lambda(&lam.url, ", response_stream: true"),
+        b = lambda(&lam.url, ", response_stream: true"),
+    );
+    let g = Gateway::start(&config);
+    lam.set(json!({"fail_with": "function_at_start"}));
+    let before = lam.stats()["requests"].as_u64().unwrap();
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "fn", "messages": [{"role": "user", "content": "x"}], "stream": true}),
+    );
+    r.assert_error(502, "Unhandled");
+    assert_eq!(r.json()["error"]["type"], "function_error");
+    assert_eq!(r.header("x-skygate-attempts"), Some("1"));
+    assert_eq!(lam.stats()["requests"].as_u64().unwrap() - before, 1);
+}
