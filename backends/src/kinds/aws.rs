@@ -451,11 +451,10 @@ impl AwsSigner {
             Some(k) => k,
             None => {
                 held = self.chain.get().ok_or_else(|| {
-                    skygate_config::ApiError::new(
-                        skygate_config::ErrorKind::Unavailable,
-                        format!("backend `{backend}` has no AWS credentials yet (none in its config, and the standard chain found none)"),
+                    super::no_credentials(
+                        backend,
+                        "AWS credentials (none in its config, and the standard chain found none)",
                     )
-                    .retryable(skygate_config::Retry::Connect)
                 })?;
                 &held.creds
             }
@@ -666,5 +665,26 @@ mod tests {
         assert_eq!(chain.get().unwrap().creds.access_key_id, "AKIAF");
         assert!(!chain.file_changed());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn without_credentials_a_call_is_a_retryable_503() {
+        let chain = Arc::new(AwsChain::new(Box::new(|k| {
+            (k == "AWS_SHARED_CREDENTIALS_FILE").then(|| "/nonexistent".into())
+        })));
+        let conf = skygate_config::AwsConf {
+            region: "us-east-1".into(),
+            keys: None,
+        };
+        let signer = AwsSigner::new(&conf, &chain, "bedrock");
+        let mut h = pingora_http::RequestHeader::build("POST", b"/model/m/converse", None).unwrap();
+        let e = signer.sign("br", &mut h, b"{}", false).unwrap_err();
+        assert_eq!(e.status(), 503);
+        assert_eq!(e.retry, Some(skygate_config::Retry::Connect));
+        assert!(
+            e.message.contains("backend `br` has no AWS credentials"),
+            "{e:?}"
+        );
+        assert!(h.headers.get("authorization").is_none());
     }
 }

@@ -16,14 +16,14 @@
 //! Tokens are renewed in the background, never on the request path.
 
 use super::renew::{renew_time, Renewal};
-use super::{insert_bearer, map_http_failure, path_segment, MapErrors, Synth};
+use super::{insert_bearer, map_http_failure, no_credentials, path_segment, MapErrors, Synth};
 use crate::adapter::{base_header, internal, Call, Prepared};
 use crate::fetch::Fetcher;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::header;
 use pingora_http::ResponseHeader;
-use skygate_config::{ApiError, AzureOpenaiConf, Backend, ErrorKind, Operation, Retry};
+use skygate_config::{ApiError, AzureOpenaiConf, Backend, ErrorKind, Operation};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -322,13 +322,9 @@ impl AzureOpenaiAdapter {
         };
         let mut h = base_header(backend, &http::Method::POST, &path, call, body.len())?;
         if let Some(chain) = &self.entra {
-            let token = chain.get().ok_or_else(|| {
-                ApiError::new(
-                    ErrorKind::Unavailable,
-                    format!("backend `{}` has no Entra ID token yet", backend.name),
-                )
-                .retryable(Retry::Connect)
-            })?;
+            let token = chain
+                .get()
+                .ok_or_else(|| no_credentials(&backend.name, "Entra ID token"))?;
             insert_bearer(&mut h, &token.value)?;
         }
         Ok(Prepared {

@@ -15,12 +15,14 @@
 //! background five minutes before they expire; requests never fetch.
 
 use super::renew::{renew_time, Renewal};
-use super::{http_request, insert_bearer, map_http_failure, path_segment, MapErrors};
+use super::{
+    http_request, insert_bearer, map_http_failure, no_credentials, path_segment, MapErrors,
+};
 use crate::adapter::{Call, Prepared};
 use crate::fetch::Fetcher;
 use base64::Engine;
 use bytes::Bytes;
-use skygate_config::{ApiError, Backend, CloudRunConf, ErrorKind, Retry};
+use skygate_config::{ApiError, Backend, CloudRunConf};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -317,13 +319,7 @@ impl CloudRunAdapter {
         let token = self
             .chain
             .get(self.conf.credentials_file.as_ref(), &self.conf.audience)
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorKind::Unavailable,
-                    format!("backend `{}` has no Google ID token yet", backend.name),
-                )
-                .retryable(Retry::Connect)
-            })?;
+            .ok_or_else(|| no_credentials(&backend.name, "Google ID token"))?;
         insert_bearer(&mut h, &token.value)?;
         Ok(Prepared {
             header: h,

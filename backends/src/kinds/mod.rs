@@ -563,6 +563,16 @@ pub fn insert_bearer(h: &mut pingora_http::RequestHeader, token: &str) -> Result
     Ok(())
 }
 
+/// A backend whose credentials the background chain has not found (yet):
+/// a 503 that another target may serve (nothing was sent).
+pub fn no_credentials(backend: &str, what: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::Unavailable,
+        format!("backend `{backend}` has no {what} yet"),
+    )
+    .retryable(Retry::Connect)
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     SystemTime::now()
