@@ -446,6 +446,7 @@ mod tests {
             classification: None,
             aws: None,
             platform: Platform::Plain,
+            prewarm: Default::default(),
         }
     }
 

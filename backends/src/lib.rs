@@ -8,6 +8,7 @@ pub mod adapter;
 pub mod backend;
 pub mod fetch;
 pub mod kinds;
+pub mod prewarm;
 pub mod routing;
 pub mod sign;
 pub mod sim;

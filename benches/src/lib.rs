@@ -24,3 +24,20 @@ pub fn fifty_policies() -> String {
     p.push_str("@id(\"residency\")\nforbid (principal in Skygate::Tenant::\"eu\", action == Skygate::Action::\"use_backend\", resource)\nunless { resource.region like \"europe-*\" };\n");
     p
 }
+
+pub mod prewarm_sim;
+
+/// A child process (a simulator, a gateway) killed and reaped when dropped.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback address: bound, then released for a child to take.
+pub fn free_port() -> std::io::Result<std::net::SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
+}

@@ -617,6 +617,165 @@ pub struct Backend {
     pub aws: Option<AwsConf>,
     /// Kind-specific settings.
     pub platform: Platform,
+    /// Prewarm pings and the warmth model.
+    pub prewarm: Prewarm,
+}
+
+/// How a backend is kept warm (`backends.NAME.prewarm`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prewarm {
+    pub mode: PrewarmMode,
+    /// The platform's idle timeout: an instance idle this long is
+    /// reclaimed. `None` (the default for kinds that do not scale to zero)
+    /// keeps no warmth model: the backend is never taken for cold.
+    pub idle_timeout: Option<Duration>,
+    /// A cold start's expected length (refined by what is observed).
+    pub cold_start: Duration,
+    /// `fixed`: time between ping rounds (default: 90% of `idle_timeout`).
+    pub interval: Duration,
+    /// `fixed`: instances warmed by each round; `adaptive`: the most it
+    /// keeps warm at once.
+    pub concurrency: u32,
+    /// How long each ping should hold its instance (sent as
+    /// `x-skygate-prewarm-hold-ms`), so that k concurrent pings reach k
+    /// instances.
+    pub hold: Duration,
+    /// Requests one instance serves at once (1 on Lambda).
+    pub instance_concurrency: u32,
+    /// Instances kept warm at all times (within the schedule).
+    pub min_warm: u32,
+    /// `adaptive`: pings worth spending to avoid one cold start.
+    pub pings_per_cold_start: f64,
+    /// When pings may be sent; `None`: always.
+    pub schedule: Option<Schedule>,
+    /// Most pings a day (in the schedule's time zone, else UTC); `None`: no cap.
+    pub daily_budget: Option<u32>,
+    /// A response header that says whether the answer cold-started (e.g.
+    /// the simulator's `x-sim-cold-start: true`).
+    pub cold_header: Option<http::HeaderName>,
+    /// The ping's own request, for kinds that take one (`http_function`,
+    /// `openai`): a path and a body; `None` sends the kind's minimal call.
+    pub ping_path: Option<String>,
+    pub ping_body: Option<String>,
+}
+
+impl Default for Prewarm {
+    /// Off, with no warmth model.
+    fn default() -> Self {
+        Self {
+            mode: PrewarmMode::Off,
+            idle_timeout: None,
+            cold_start: Duration::from_secs(10),
+            interval: Duration::from_secs(540),
+            concurrency: 1,
+            hold: Duration::from_millis(75),
+            instance_concurrency: 1,
+            min_warm: 0,
+            pings_per_cold_start: 20.0,
+            schedule: None,
+            daily_budget: None,
+            cold_header: None,
+            ping_path: None,
+            ping_body: None,
+        }
+    }
+}
+
+impl Prewarm {
+    /// Whether the backend has a warmth model (a known idle timeout).
+    pub fn tracked(&self) -> bool {
+        self.idle_timeout.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrewarmMode {
+    Off,
+    Fixed,
+    Adaptive,
+}
+
+impl PrewarmMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Fixed => "fixed",
+            Self::Adaptive => "adaptive",
+        }
+    }
+}
+
+/// Windows of the week in one time zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    /// As written (`UTC`, `Europe/Berlin`, `+02:00`).
+    pub timezone_name: String,
+    pub timezone: jiff::tz::TimeZone,
+    pub windows: Vec<Window>,
+}
+
+/// Days (bit 0 = Monday) and minutes of the day `[from, to)`; `to` below
+/// `from` runs past midnight into the next day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub days: u8,
+    pub from_min: u16,
+    pub to_min: u16,
+}
+
+impl Schedule {
+    /// Windows in UTC.
+    pub fn utc(windows: Vec<Window>) -> Self {
+        Self {
+            timezone_name: "UTC".into(),
+            timezone: jiff::tz::TimeZone::UTC,
+            windows,
+        }
+    }
+
+    /// Whether `unix_ms` falls inside a window.
+    pub fn contains(&self, unix_ms: u64) -> bool {
+        let (dow, minute) = self.local(unix_ms);
+        self.windows.iter().any(|w| w.contains(dow, minute))
+    }
+
+    /// When the state (inside or outside) next changes after `unix_ms`, to
+    /// the minute; `None` if never (a week passes unchanged).
+    pub fn next_change(&self, unix_ms: u64) -> Option<u64> {
+        let inside = self.contains(unix_ms);
+        let start = unix_ms - unix_ms % 60_000 + 60_000;
+        (0..7 * 24 * 60)
+            .map(|m| start + m * 60_000)
+            .find(|&t| self.contains(t) != inside)
+    }
+
+    /// Day of week (0 = Monday) and minute of the day, in the zone.
+    fn local(&self, unix_ms: u64) -> (u8, u16) {
+        let ts = jiff::Timestamp::from_millisecond(unix_ms as i64).unwrap_or_default();
+        let dt = self.timezone.to_datetime(ts);
+        let dow = dt.weekday().to_monday_zero_offset() as u8;
+        (dow, dt.hour() as u16 * 60 + dt.minute() as u16)
+    }
+
+    /// The local day number of `unix_ms` (for daily budgets).
+    pub fn day(&self, unix_ms: u64) -> i64 {
+        let ts = jiff::Timestamp::from_millisecond(unix_ms as i64).unwrap_or_default();
+        let d = self.timezone.to_datetime(ts).date();
+        i64::from(d.year()) * 1000 + i64::from(d.day_of_year())
+    }
+}
+
+impl Window {
+    fn contains(&self, dow: u8, minute: u16) -> bool {
+        let today = self.days & (1 << dow) != 0;
+        if self.from_min < self.to_min {
+            return today && minute >= self.from_min && minute < self.to_min;
+        }
+        // Past midnight: the evening part belongs to `days`, the morning
+        // part to the day after.
+        let yesterday = self.days & (1 << ((dow + 6) % 7)) != 0;
+        (today && minute >= self.from_min) || (yesterday && minute < self.to_min)
+    }
 }
 
 /// When a backend's circuit opens, how long it stays open, and how long a
@@ -799,6 +958,20 @@ pub struct Route {
     pub output_tokens_estimate: u64,
     /// Response caching; `None`: off.
     pub cache: Option<RouteCache>,
+    /// Hedging: when the chosen target is likely cold, a warm target of the
+    /// route also gets the request after this delay; the first answer wins.
+    pub hedge_after: Option<Duration>,
+    /// When no target can take the request now but one will (throttled,
+    /// scaling, circuit open with a known end), hold it this long, this many
+    /// at once, instead of failing; `None`: fail at once.
+    pub hold: Option<Hold>,
+}
+
+/// A route's bounded queue for requests that wait for a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    pub timeout: Duration,
+    pub max_queued: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

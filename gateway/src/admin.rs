@@ -8,6 +8,7 @@
 //!   `DELETE` the same path: back to the configured weights
 //! - `GET /admin/backends`: health, breaker, in-flight, latency, weights
 //! - `POST /admin/backends/{name}/drain`, `/undrain`
+//! - `POST /admin/backends/{name}/prewarm[?instances=K]`: ping now
 //! - `POST /admin/reload`: read the config again (as SIGHUP)
 //! - `DELETE /admin/cache[?route=NAME][&tenant=NAME]`: drop cached answers
 //!   (all, a route's, a tenant's), in memory and in Redis
@@ -214,6 +215,10 @@ impl ServeHttp for Admin {
                 let (name, drain) = (name.to_string(), *action == "drain");
                 self.blocking(move |a| a.drain(&name, drain)).await
             }
+            ("POST", ["admin", "backends", name, "prewarm"]) => {
+                let query = session.req_header().uri.query().unwrap_or("").to_string();
+                self.prewarm(name, &query)
+            }
             ("POST", ["admin", "reload"]) => self.reload().await,
             ("DELETE", ["admin", "cache"]) => {
                 let query = session.req_header().uri.query().unwrap_or("").to_string();
@@ -241,12 +246,33 @@ impl ServeHttp for Admin {
     }
 }
 
+/// The backend named `name`, or a 404 that lists the known ones.
+fn known_backend<'a>(snap: &'a Snapshot, name: &str) -> Result<&'a Arc<BackendRt>, ApiError> {
+    snap.backend(name).ok_or_else(|| {
+        let known: Vec<&str> = snap
+            .backends
+            .iter()
+            .map(|b| b.config.name.as_str())
+            .collect();
+        ApiError::new(
+            ErrorKind::NotFound,
+            format!(
+                "no backend `{}`: backends are [{}]",
+                clip(name),
+                known.join(", ")
+            ),
+        )
+    })
+}
+
 /// The methods an admin path takes, if it is one.
 fn allowed(segs: &[&str]) -> Option<&'static str> {
     match segs {
         ["metrics"] | ["admin", "routes"] | ["admin", "backends"] => Some("GET"),
         ["admin", "routes", _, "weights"] => Some("PUT, DELETE"),
-        ["admin", "backends", _, "drain" | "undrain"] | ["admin", "reload"] => Some("POST"),
+        ["admin", "backends", _, "drain" | "undrain" | "prewarm"] | ["admin", "reload"] => {
+            Some("POST")
+        }
         ["admin", "cache"] => Some("DELETE"),
         _ => None,
     }
@@ -557,22 +583,68 @@ impl Admin {
         self.state.exclusive(|| self.drain_now(name, drain))
     }
 
-    fn drain_now(&self, name: &str, drain: bool) -> Response<Vec<u8>> {
+    /// Pings a backend now: `instances` of them at once (default: what the
+    /// policy wants, at least 1). Not held to the schedule or the budget.
+    fn prewarm(&self, name: &str, query: &str) -> Response<Vec<u8>> {
         let snap = self.state.snapshot();
-        let Some(b) = snap.backend(name) else {
-            let known: Vec<&str> = snap
-                .backends
-                .iter()
-                .map(|b| b.config.name.as_str())
-                .collect();
+        let b = match known_backend(&snap, name) {
+            Ok(b) => b,
+            Err(e) => return error(&e),
+        };
+        let mut k = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("instances", v)) => match v.parse::<u32>() {
+                    Ok(n) if (1..=256).contains(&n) => k = Some(n),
+                    _ => {
+                        return error(&ApiError::new(
+                            ErrorKind::InvalidRequest,
+                            format!("`instances` must be 1 to 256, not `{}`", clip(v)),
+                        ))
+                    }
+                },
+                _ => {
+                    return error(&ApiError::new(
+                        ErrorKind::InvalidRequest,
+                        format!(
+                            "unknown parameter `{}`: the only one is `instances`",
+                            clip(pair)
+                        ),
+                    ))
+                }
+            }
+        }
+        let now = skygate_backends::routing::state::unix_ms();
+        let k = k.unwrap_or_else(|| {
+            b.state
+                .warmth(now)
+                .map_or(1, |w| w.target.max(b.config.prewarm.min_warm).max(1))
+        });
+        if !b
+            .state
+            .want_pings(k, skygate_backends::prewarm::Why::OnDemand)
+        {
             return error(&ApiError::new(
-                ErrorKind::NotFound,
+                ErrorKind::InvalidRequest,
                 format!(
-                    "no backend `{}`: backends are [{}]",
-                    clip(name),
-                    known.join(", ")
+                    "backend `{}` has no warmth model: set `prewarm.idle_timeout` (kind `{}` has no known idle timeout)",
+                    b.config.name,
+                    b.config.kind.as_str()
                 ),
             ));
+        }
+        log::info!(
+            "admin: backend `{}`: {k} prewarm pings asked for",
+            b.config.name
+        );
+        json(202, json!({ "backend": b.config.name, "pings": k }))
+    }
+
+    fn drain_now(&self, name: &str, drain: bool) -> Response<Vec<u8>> {
+        let snap = self.state.snapshot();
+        let b = match known_backend(&snap, name) {
+            Ok(b) => b,
+            Err(e) => return error(&e),
         };
         let was = b.state.set_drained(drain);
         if was != drain {
@@ -721,6 +793,47 @@ fn backend_view(snap: &Snapshot, b: &BackendRt) -> Value {
         "available": b.peer.load().is_ok() && b.state.check(now, c).is_ok(),
         "cold_starts": cold_starts,
         "last_cold_start_unix_ms": last_cold.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64),
+        "warm": warm_view(b),
         "routes": routes,
+    })
+}
+
+/// The warmth model and prewarm state (`null` without a model).
+fn warm_view(b: &BackendRt) -> Value {
+    let now = skygate_backends::routing::state::unix_ms();
+    let Some(w) = b.state.warmth(now) else {
+        return Value::Null;
+    };
+    let p = &b.config.prewarm;
+    let rfc3339 = |ms: u64| {
+        jiff::Timestamp::from_millisecond(ms as i64)
+            .map(|t| t.to_string())
+            .ok()
+    };
+    json!({
+        "mode": w.mode.as_str(),
+        "warm_instances": w.warm_instances,
+        "next_cold_at": w.cold_at.first().and_then(|&t| rfc3339(t)),
+        "warm_until": w.cold_at.iter().filter_map(|&t| rfc3339(t)).collect::<Vec<_>>(),
+        "target": w.target,
+        "likely_cold": b.state.likely_cold(now),
+        "idle_timeout_ms": p.idle_timeout.map(|d| d.as_millis() as u64),
+        "cold_start_ms": w.cold_start_ms,
+        "warm_latency_ms": w.warm_latency_ms,
+        "pings": {
+            "sent": w.pings_sent,
+            "cold": w.pings_cold,
+            "failed": w.pings_failed,
+            "left_to_peer": w.peer_pings,
+            "today": w.pings_today,
+            "daily_budget": p.daily_budget,
+        },
+        "user_requests": w.user_requests,
+        "user_cold_starts": w.user_cold_starts,
+        "next_plan_at": (w.next_plan_at != skygate_backends::prewarm::NEVER).then(|| rfc3339(w.next_plan_at)).flatten(),
+        "last_reason": w.last_why.as_str(),
+        "last_ping_at": w.last_ping.and_then(|(t, _)| rfc3339(t)),
+        "last_ping_reason": w.last_ping.map(|(_, why)| why.as_str()),
+        "gaps_learned": w.gaps_learned,
     })
 }

@@ -11,7 +11,7 @@ use crate::State;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use skygate_backends::routing::retry::{backoff, parse_retry_after};
-use skygate_backends::routing::state::{Attempt, Outcome};
+use skygate_backends::routing::state::{Attempt, Outcome, RouteState};
 use skygate_backends::routing::{self, Chosen, NoTarget};
 use skygate_backends::usage::StripUsage;
 use skygate_backends::{Adapter, BackendRt, Call, PeerSlot, UpstreamResponse, UsageTail};
@@ -40,7 +40,19 @@ pub async fn forward(
     let forbidden = std::mem::take(&mut ctx.forbidden_backends);
     let allowed = |b: usize| !forbidden.contains(&b);
     let allowed: Option<routing::Allowed<'_>> = (!forbidden.is_empty()).then_some(&allowed);
-    let mut next = match first_pick(state, snap, routed.route, &tried, allowed, started).await {
+    // A request's hold (routes.*.hold) has one deadline, however often it
+    // waits.
+    let mut hold_until: Option<Instant> = None;
+    let first = first_pick(
+        state,
+        snap,
+        routed.route,
+        &tried,
+        allowed,
+        started,
+        &mut hold_until,
+    );
+    let mut next = match first.await {
         Ok((c, picked_at)) => {
             // After a wait for a bulkhead slot, the attempt starts now.
             started = picked_at;
@@ -48,16 +60,99 @@ pub async fn forward(
         }
         Err(e) => return respond::error(session, ctx, &snap.chain, &e).await,
     };
+    let mut held: Option<Held<'_>> = None;
     loop {
-        let Chosen { backend, attempt } = next;
-        let b = &snap.backends[backend];
+        let Chosen {
+            backend,
+            mut attempt,
+        } = next;
+        let mut b = &snap.backends[backend];
         tried.push(backend);
         ctx.attempts += 1;
         ctx.backend = Some(b.name.clone());
         // The peer this attempt uses, kept to pool its connection under the
         // same address even if a health check swaps the peer meanwhile.
-        let slot = b.peer.load_full();
-        let result = send(state, snap, b, backend, &slot, session, ctx, &routed).await;
+        let mut slot = b.peer.load_full();
+        // Hedging: a likely cold target gets `hedge_after` to answer before
+        // a warm one is asked too; the first usable answer wins.
+        let hedge = route.hedge_after.filter(|_| {
+            b.state.cold_aware()
+                && b.state
+                    .likely_cold(skygate_backends::routing::state::unix_ms())
+        });
+        let result = match hedge {
+            None => send(state, snap, b, backend, &slot, session, ctx, &routed).await,
+            Some(after) => {
+                let (r, hedged) = {
+                    let primary = send(state, snap, b, backend, &slot, session, ctx, &routed);
+                    tokio::pin!(primary);
+                    let early = tokio::time::timeout(after, &mut primary).await;
+                    // A hedge is an extra attempt: it needs one left, and
+                    // the retry budget's room.
+                    let alternative = match early {
+                        Ok(_) => None,
+                        Err(_) if ctx.attempts >= route.retries.max_attempts => None,
+                        Err(_) => {
+                            let now = Instant::now();
+                            routing::pick_warm(
+                                route,
+                                route_state,
+                                &snap.backends,
+                                &tried,
+                                allowed,
+                                now,
+                            )
+                            .filter(|_| route_state.try_retry(now, route))
+                        }
+                    };
+                    match (early, alternative) {
+                        (Ok(r), _) => (r, None),
+                        (Err(_), None) => (primary.await, None),
+                        (Err(_), Some(h)) => {
+                            let hb = &snap.backends[h.backend];
+                            let hslot = hb.peer.load_full();
+                            let hedge_started = Instant::now();
+                            let (r, won) = {
+                                let second =
+                                    send(state, snap, hb, h.backend, &hslot, session, ctx, &routed);
+                                tokio::pin!(second);
+                                race(&mut primary, &mut second).await
+                            };
+                            (r, Some((h, hslot, hedge_started, won)))
+                        }
+                    }
+                };
+                if let Some((h, hslot, hedge_started, won)) = hedged {
+                    let hb = &snap.backends[h.backend];
+                    ctx.attempts += 1;
+                    tried.push(h.backend);
+                    let elapsed = |t: Instant| ms(Instant::now().duration_since(t));
+                    if won {
+                        // The cold target's attempt is dropped unjudged:
+                        // cancelled, it teaches the breaker nothing.
+                        ctx.tries.push(Try {
+                            backend: b.name.clone(),
+                            outcome: "hedged",
+                            status: None,
+                            ms: elapsed(started),
+                        });
+                        drop(std::mem::replace(&mut attempt, h.attempt));
+                        b = hb;
+                        slot = hslot;
+                        started = hedge_started;
+                        ctx.backend = Some(b.name.clone());
+                    } else {
+                        ctx.tries.push(Try {
+                            backend: hb.name.clone(),
+                            outcome: "hedge_lost",
+                            status: None,
+                            ms: elapsed(hedge_started),
+                        });
+                    }
+                }
+                r
+            }
+        };
         let now = Instant::now();
         let elapsed = now.duration_since(started);
         // A usable answer streams to the client; a failure (with its retry
@@ -137,7 +232,7 @@ pub async fn forward(
             && ctx.attempts < route.retries.max_attempts
             && route_state.retry_allowed(now, route)
         {
-            let picked = routing::pick(
+            let mut picked = routing::pick(
                 route,
                 route_state,
                 &snap.backends,
@@ -146,6 +241,34 @@ pub async fn forward(
                 now,
                 &mut rand::thread_rng(),
             );
+            // No target now, but one comes back within the route's hold:
+            // wait for it rather than fail.
+            while let Err(NoTarget::Unavailable {
+                retry_after: Some(after),
+                ..
+            }) = picked
+            {
+                if held.is_none() {
+                    held = Held::take(route, route_state, &mut hold_until);
+                }
+                let Some(h) = &held else { break };
+                if !h.wait(state, after).await {
+                    break;
+                }
+                picked = routing::pick(
+                    route,
+                    route_state,
+                    &snap.backends,
+                    &tried,
+                    allowed,
+                    Instant::now(),
+                    &mut rand::thread_rng(),
+                );
+            }
+            if picked.is_ok() {
+                // Out of the hold queue: its place is for waiting requests.
+                held = None;
+            }
             if let Ok(c) = picked {
                 if route_state.try_retry(now, route) {
                     let pause = backoff(&route.retries, ctx.attempts, &mut rand::thread_rng());
@@ -172,6 +295,47 @@ pub async fn forward(
             }
             Failed::Error(e) => respond::error(session, ctx, &snap.chain, &e).await,
         };
+    }
+}
+
+/// Whether an answer can go to the client (not a 429 or a 5xx, unless the
+/// function's own final answer).
+fn usable(r: &Result<UpstreamResponse, ApiError>) -> bool {
+    match r {
+        Ok(resp) => {
+            resp.conclusive()
+                || resp
+                    .header()
+                    .is_some_and(|h| !matches!(h.status.as_u16(), 429 | 500..=599))
+        }
+        Err(_) => false,
+    }
+}
+
+/// The first usable answer of a hedged pair, and whether it was the
+/// hedge's; when neither is usable, the primary's.
+async fn race<F1, F2>(
+    primary: &mut std::pin::Pin<&mut F1>,
+    hedge: &mut std::pin::Pin<&mut F2>,
+) -> (Result<UpstreamResponse, ApiError>, bool)
+where
+    F1: std::future::Future<Output = Result<UpstreamResponse, ApiError>>,
+    F2: std::future::Future<Output = Result<UpstreamResponse, ApiError>>,
+{
+    tokio::select! {
+        r = primary.as_mut() => {
+            if usable(&r) {
+                return (r, false);
+            }
+            let h = hedge.as_mut().await;
+            if usable(&h) { (h, true) } else { (r, false) }
+        }
+        h = hedge.as_mut() => {
+            if usable(&h) {
+                return (h, true);
+            }
+            (primary.as_mut().await, false)
+        }
     }
 }
 
@@ -204,10 +368,12 @@ async fn first_pick<'a>(
     tried: &[usize],
     allowed: Option<routing::Allowed<'_>>,
     mut now: Instant,
+    hold_until: &mut Option<Instant>,
 ) -> Result<(Chosen<'a>, Instant), ApiError> {
     let route = &snap.config.routes[route_index];
     let route_state = &snap.route_states[route_index];
     let mut deadline: Option<Instant> = None;
+    let mut held: Option<Held<'_>> = None;
     loop {
         // Registered before looking, so a slot freed meanwhile still wakes us.
         let waiter = deadline.map(|_| state.registry.signal().waiter());
@@ -236,6 +402,14 @@ async fn first_pick<'a>(
                 }
             }
             Err(NoTarget::Unavailable { retry_after, why }) => {
+                if held.is_none() && retry_after.is_some() {
+                    held = Held::take(route, route_state, hold_until);
+                }
+                if let (Some(h), Some(after)) = (&held, retry_after) {
+                    if h.wait(state, after).await {
+                        continue;
+                    }
+                }
                 return Err(ApiError::new(
                     ErrorKind::Unavailable,
                     format!(
@@ -244,9 +418,46 @@ async fn first_pick<'a>(
                         why.describe()
                     ),
                 )
-                .with_retry_after(retry_after.unwrap_or(Duration::from_secs(1))))
+                .with_retry_after(retry_after.unwrap_or(Duration::from_secs(1))));
             }
         }
+    }
+}
+
+/// A place in a route's hold queue (`routes.*.hold`), for a request no
+/// target can take now but one will: throttled while it scales, a circuit
+/// open with a known end. Bounded in count and in time.
+struct Held<'a> {
+    _slot: skygate_backends::routing::state::HoldSlot<'a>,
+    until: Instant,
+}
+
+impl<'a> Held<'a> {
+    /// A place in the route's hold queue, if it has one with room. The
+    /// deadline is the request's: set at its first hold, kept by later ones.
+    fn take(
+        route: &Route,
+        route_state: &'a RouteState,
+        until: &mut Option<Instant>,
+    ) -> Option<Self> {
+        let h = route.hold?;
+        let until = *until.get_or_insert_with(|| Instant::now() + h.timeout);
+        let slot = route_state.try_hold(h.max_queued)?;
+        Some(Self { _slot: slot, until })
+    }
+
+    /// Waits until a target should be back (`after`) or a slot frees,
+    /// within the hold's deadline; `false` when the deadline is past or the
+    /// target comes back only after it.
+    async fn wait(&self, state: &State, after: Duration) -> bool {
+        let now = Instant::now();
+        let back = now.checked_add(after).unwrap_or(self.until);
+        if now >= self.until || back > self.until {
+            return false;
+        }
+        let waiter = state.registry.signal().waiter();
+        waiter.wait(back.max(now + Duration::from_millis(5))).await;
+        true
     }
 }
 
@@ -332,7 +543,19 @@ async fn stream(
     resp: UpstreamResponse,
     attempt: Attempt<'_>,
 ) -> pingora_error::Result<bool> {
+    let mut attempt = attempt;
+    let cold_header = b.config.prewarm.cold_header.as_ref().and_then(|name| {
+        resp.header()
+            .and_then(|h| h.headers.get(name))
+            .map(|v| matches!(v.as_bytes(), b"true" | b"1" | b"yes"))
+    });
     let (end, written) = write_response(state, chain, b, slot, session, ctx, resp).await;
+    // What the platform said about a cold start, for the warmth model.
+    if ctx.cold_start || cold_header == Some(true) {
+        attempt.report_cold(true);
+    } else if cold_header == Some(false) || reports_cold_starts(b) {
+        attempt.report_cold(false);
+    }
     if let BodyEnd::UpstreamFailed = end {
         let failed = Outcome::Failure {
             elapsed: Duration::ZERO,
@@ -485,6 +708,12 @@ async fn write_response(
         ctx.completion_tokens = u.completion_tokens;
     }
     (end, Ok(()))
+}
+
+/// Whether the backend's platform says when an answer cold-started (Lambda
+/// with its log tail), so no report means warm.
+fn reports_cold_starts(b: &BackendRt) -> bool {
+    matches!(&b.config.platform, skygate_config::Platform::Lambda(l) if l.log_tail)
 }
 
 /// Records a cold start the backend's platform reported for this answer.

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod metrics;
 mod observe;
 pub mod policy_check;
+pub mod prewarm;
 pub mod proxy;
 pub mod reload;
 pub mod request;

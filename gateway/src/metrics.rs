@@ -16,6 +16,10 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// Cold starts backends' platforms reported (Lambda's `Init Duration`).
     pub cold_starts: IntCounterVec,
+    pub prewarm_pings: IntCounterVec,
+    warm_instances: IntGaugeVec,
+    warm_target: IntGaugeVec,
+    next_cold_seconds: IntGaugeVec,
     pub in_flight: IntGauge,
     pub tokens: IntCounterVec,
     pub access_log_dropped: prometheus::IntCounter,
@@ -89,6 +93,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["backend"],
     )?;
+    let prewarm_pings = IntCounterVec::new(
+        Opts::new(
+            "skygate_prewarm_pings_total",
+            "Prewarm pings, by backend and result (ok, failed, peer: left to the replica holding the lease)",
+        ),
+        &["backend", "result"],
+    )?;
     let in_flight = IntGauge::new("skygate_requests_in_flight", "Requests being served now")?;
     let tokens = IntCounterVec::new(
         Opts::new(
@@ -133,6 +144,18 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "1 while a 429 sets the backend aside",
     )?;
     let backend_drained = gauge("skygate_backend_drained", "1 while drained by an operator")?;
+    let warm_instances = gauge(
+        "skygate_backend_warm_instances",
+        "Instances the warmth model holds warm (backends with a known idle timeout)",
+    )?;
+    let warm_target = gauge(
+        "skygate_backend_warm_target",
+        "Instances the prewarm policy wants warm now",
+    )?;
+    let next_cold_seconds = gauge(
+        "skygate_backend_next_cold_seconds",
+        "Seconds until the warmth model's next warm instance goes cold (-1: none warm)",
+    )?;
     let retries = IntCounterVec::new(
         Opts::new(
             "skygate_retries_total",
@@ -253,6 +276,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(ttfb.clone()))?;
     registry.register(Box::new(upstream_errors.clone()))?;
     registry.register(Box::new(cold_starts.clone()))?;
+    registry.register(Box::new(prewarm_pings.clone()))?;
+    registry.register(Box::new(warm_instances.clone()))?;
+    registry.register(Box::new(warm_target.clone()))?;
+    registry.register(Box::new(next_cold_seconds.clone()))?;
     registry.register(Box::new(in_flight.clone()))?;
     registry.register(Box::new(tokens.clone()))?;
     registry.register(Box::new(access_log_dropped.clone()))?;
@@ -263,6 +290,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ttfb,
         upstream_errors,
         cold_starts,
+        prewarm_pings,
+        warm_instances,
+        warm_target,
+        next_cold_seconds,
         in_flight,
         tokens,
         access_log_dropped,
@@ -324,9 +355,13 @@ fn mirror(
         &m.backend_in_flight,
         &m.backend_throttled,
         &m.backend_drained,
+        &m.warm_instances,
+        &m.warm_target,
+        &m.next_cold_seconds,
     ] {
         v.reset();
     }
+    let now_ms = skygate_backends::routing::state::unix_ms();
     m.breaker_opens.reset();
     m.retries.reset();
     m.retry_budget_exhausted.reset();
@@ -351,6 +386,17 @@ fn mirror(
         m.backend_drained
             .with_label_values(&l)
             .set(i64::from(s.drained));
+        if let Some(w) = b.warmth(now_ms) {
+            m.warm_instances
+                .with_label_values(&l)
+                .set(i64::from(w.warm_instances));
+            m.warm_target.with_label_values(&l).set(i64::from(w.target));
+            m.next_cold_seconds.with_label_values(&l).set(
+                w.cold_at
+                    .first()
+                    .map_or(-1, |t| (t.saturating_sub(now_ms) / 1000) as i64),
+            );
+        }
     }
     {
         use skygate_plugins::policy::{audit, COUNTERS};

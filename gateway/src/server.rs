@@ -90,6 +90,13 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
         },
     );
 
+    let prewarm = pingora_core::services::background::background_service(
+        "prewarm",
+        crate::prewarm::Prewarmer {
+            state: state.clone(),
+        },
+    );
+
     let policy_watch = pingora_core::services::background::background_service(
         "policy watch",
         crate::reload::PolicyWatch {
@@ -118,6 +125,7 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
     server.add_service(credentials);
     server.add_service(redis);
     server.add_service(health);
+    server.add_service(prewarm);
     server.add_service(policy_watch);
     log::info!(
         "skygate listening on {}{} (admin {}), {} routes, {} backends",

@@ -500,6 +500,27 @@ impl Redis {
         }
     }
 
+    /// Takes a lease, `SET key owner NX PX ttl`: `true` when this caller
+    /// got it, `false` when another holds it. Fails at once while Redis is
+    /// down (the caller decides whether to act alone).
+    pub async fn lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, RedisError> {
+        let conn = self.conn()?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key)
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        match tokio::time::timeout(self.timeout(), conn.query::<Option<String>>(&cmd)).await {
+            Ok(Ok(v)) => {
+                self.answered();
+                Ok(v.is_some())
+            }
+            Ok(Err(e)) => Err(self.failed(to_error(&e))),
+            Err(_) => Err(self.failed(RedisError::Timeout)),
+        }
+    }
+
     /// Writes a value with a time to live, in the background: batched with
     /// others, never waited for; `value` is called by the writer (so its
     /// encoding costs the request nothing), `size` is what it will weigh.

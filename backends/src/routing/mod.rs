@@ -128,8 +128,32 @@ pub fn pick<'a>(
     // Passes, in order: targets not tried yet with a positive weight, then
     // untried ones weighted 0 (a last resort), then the tried ones again: a
     // retry goes to another backend whenever there is one.
-    for (fresh_only, spare) in [(true, false), (true, true), (false, false), (false, true)] {
-        if !fresh_only && tried.is_empty() {
+    // Cold-aware: while a prewarmed target's warmth model says a request
+    // would cold-start, a first pass takes only the warm targets of each
+    // priority group (a group with only cold ones ends the pass: warmth
+    // never jumps a priority; hedging does that), and the cold ones get
+    // pinged.
+    let now_ms = route
+        .targets
+        .iter()
+        .any(|t| backends[t.backend].state.cold_aware())
+        .then(crate::routing::state::unix_ms);
+    let cold =
+        |b: &BackendRt| now_ms.is_some_and(|ms| b.state.cold_aware() && b.state.likely_cold(ms));
+    let any_cold = now_ms.is_some()
+        && route
+            .targets
+            .iter()
+            .any(|t| !tried.contains(&t.backend) && cold(&backends[t.backend]));
+    const PASSES: [(bool, bool, bool); 5] = [
+        (true, false, true),
+        (true, false, false),
+        (true, true, false),
+        (false, false, false),
+        (false, true, false),
+    ];
+    'passes: for (fresh_only, spare, warm_only) in PASSES {
+        if (!fresh_only && tried.is_empty()) || (warm_only && !any_cold) {
             continue;
         }
         let mut start = 0;
@@ -140,6 +164,7 @@ pub fn pick<'a>(
                 .position(|t| t.priority != prio)
                 .map_or(route.targets.len(), |n| start + n);
             cands.clear();
+            let mut skipped_cold = false;
             for t in &route.targets[start..end] {
                 let b = &backends[t.backend];
                 let w = match overrides.as_ref() {
@@ -153,6 +178,10 @@ pub fn pick<'a>(
                     (w, false) => w,
                 };
                 if fresh_only && tried.contains(&t.backend) {
+                    continue;
+                }
+                if warm_only && cold(b) {
+                    skipped_cold = true;
                     continue;
                 }
                 if allowed.is_some_and(|f| !f(t.backend)) {
@@ -173,13 +202,21 @@ pub fn pick<'a>(
                 let b = &backends[bi];
                 match b.state.try_acquire(now, &b.config) {
                     Ok(attempt) => {
+                        if warm_only {
+                            ping_cold(route, backends, bi, now_ms);
+                        }
                         return Ok(Chosen {
                             backend: bi,
                             attempt,
-                        })
+                        });
                     }
                     Err(u) => note(u, &b.config, &mut full, &mut soonest, &mut why),
                 }
+            }
+            if skipped_cold {
+                // Only cold targets left in this group: the next pass picks
+                // among them (the group's priority stands).
+                continue 'passes;
             }
             start = end;
         }
@@ -191,6 +228,66 @@ pub fn pick<'a>(
             why,
         },
     })
+}
+
+/// Asks for a ping of every target of the chosen one's group passed over
+/// as cold.
+fn ping_cold(route: &Route, backends: &[Arc<BackendRt>], chosen: usize, now_ms: Option<u64>) {
+    let Some(ms) = now_ms else { return };
+    let prio = route
+        .targets
+        .iter()
+        .find(|t| t.backend == chosen)
+        .map(|t| t.priority);
+    for t in &route.targets {
+        let b = &backends[t.backend];
+        if t.backend != chosen
+            && Some(t.priority) == prio
+            && b.state.cold_aware()
+            && b.state.likely_cold(ms)
+        {
+            b.state.want_pings(1, crate::prewarm::Why::ColdRoute);
+        }
+    }
+}
+
+/// A warm target for a hedge: not tried, allowed, weighted above 0,
+/// available, and not likely cold, in the route's priority order (any
+/// group).
+pub fn pick_warm<'a>(
+    route: &Route,
+    state: &RouteState,
+    backends: &'a [Arc<BackendRt>],
+    tried: &[usize],
+    allowed: Option<Allowed<'_>>,
+    now: Instant,
+) -> Option<Chosen<'a>> {
+    let ms = crate::routing::state::unix_ms();
+    let overrides = state.overrides_guard();
+    for t in &route.targets {
+        let b = &backends[t.backend];
+        let weight = overrides
+            .as_ref()
+            .and_then(|o| o.weight_of(&b.config.name))
+            .unwrap_or(t.weight);
+        // A target weighted 0 is a last resort, not a hedge.
+        if weight == 0
+            || tried.contains(&t.backend)
+            || allowed.is_some_and(|f| !f(t.backend))
+            || b.peer.load().is_err()
+            || b.state.likely_cold(ms)
+            || b.state.quick_check(&b.config).is_err()
+        {
+            continue;
+        }
+        if let Ok(attempt) = b.state.try_acquire(now, &b.config) {
+            return Some(Chosen {
+                backend: t.backend,
+                attempt,
+            });
+        }
+    }
+    None
 }
 
 fn note(

@@ -7,6 +7,7 @@ use super::breaker::{Breaker, BreakerState, Refusal, Transition, Verdict};
 use super::budget::Budget;
 use super::ewma::PeakEwma;
 use super::health::{Health, HealthTracker};
+use crate::prewarm::{Millis, Planner, Ticket, View, Why};
 use arc_swap::ArcSwapOption;
 use skygate_config::{Backend, HealthCheck, Route};
 use std::collections::{HashMap, HashSet};
@@ -134,6 +135,27 @@ pub struct BackendState {
     cold_starts: AtomicU64,
     /// When the last one was seen.
     last_cold_start: Mutex<Option<std::time::SystemTime>>,
+    /// The warmth model and prewarm policy, for backends with a known idle
+    /// timeout (`tracked`).
+    planner: Mutex<Option<Planner>>,
+    tracked: AtomicBool,
+    /// Prewarm is on (`fixed` or `adaptive`): the router may pass the
+    /// backend over while it is likely cold, and ping it.
+    prewarmed: AtomicBool,
+    /// Wakes the backend's prewarm task (an operator's ask, a reload, a
+    /// router that passed it over as cold, traffic that changed the plan).
+    prewarm_wake: Notify,
+}
+
+fn prewarmed(cfg: &Backend) -> bool {
+    cfg.prewarm.tracked() && cfg.prewarm.mode != skygate_config::PrewarmMode::Off
+}
+
+/// Unix time in ms, the prewarm planner's clock.
+pub fn unix_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
 }
 
 /// What an attempt's outcome was, for the breaker and the latency estimate.
@@ -163,7 +185,65 @@ impl BackendState {
             last_probe: Mutex::new(None),
             cold_starts: AtomicU64::new(0),
             last_cold_start: Mutex::new(None),
+            planner: Mutex::new(
+                cfg.prewarm
+                    .tracked()
+                    .then(|| Planner::new(&cfg.prewarm, unix_ms())),
+            ),
+            tracked: AtomicBool::new(cfg.prewarm.tracked()),
+            prewarmed: AtomicBool::new(prewarmed(cfg)),
+            prewarm_wake: Notify::new(),
         }
+    }
+
+    /// Whether the backend has a warmth model.
+    pub fn tracked(&self) -> bool {
+        self.tracked.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the planner, if the backend has one.
+    pub fn with_planner<R>(&self, f: impl FnOnce(&mut Planner) -> R) -> Option<R> {
+        if !self.tracked() {
+            return None;
+        }
+        lock(&self.planner).as_mut().map(f)
+    }
+
+    /// Whether a request now would likely cold-start (no warm instance with
+    /// room in the model); `false` for backends without a model.
+    pub fn likely_cold(&self, now: Millis) -> bool {
+        self.with_planner(|p| p.likely_cold(now)).unwrap_or(false)
+    }
+
+    /// Whether the router routes around this backend while it is cold (and
+    /// pings it): only with prewarm on, so that a backend passed over gets
+    /// warm again and the route's split comes back.
+    pub fn cold_aware(&self) -> bool {
+        self.prewarmed.load(Ordering::Relaxed)
+    }
+
+    /// Asks the prewarm task for `k` pings now.
+    pub fn want_pings(&self, k: u32, why: Why) -> bool {
+        let asked = self.with_planner(|p| p.want(k, why, unix_ms())).is_some();
+        if asked {
+            self.prewarm_wake.notify_one();
+        }
+        asked
+    }
+
+    /// Wakes the prewarm task to plan again.
+    pub fn wake_prewarm(&self) {
+        self.prewarm_wake.notify_one();
+    }
+
+    /// Waits until the prewarm task is woken.
+    pub async fn prewarm_woken(&self) {
+        self.prewarm_wake.notified().await
+    }
+
+    /// The warmth state, for backends with a model.
+    pub fn warmth(&self, now: Millis) -> Option<View> {
+        self.with_planner(|p| p.view(now))
     }
 
     /// Records a cold start the platform reported.
@@ -284,11 +364,21 @@ impl BackendState {
                 if let Some(t) = transition {
                     self.log(t);
                 }
+                let warm = self
+                    .with_planner(|p| p.user_start(unix_ms()))
+                    .map(|ticket| {
+                        Box::new(WarmTicket {
+                            ticket,
+                            first_byte: None,
+                            cold: None,
+                        })
+                    });
                 Ok(Attempt {
                     state: self,
                     cfg,
                     trial,
                     judged: false,
+                    warm,
                 })
             }
             Err(why) => {
@@ -367,6 +457,18 @@ impl BackendState {
     }
 
     fn reconfigure(&self, now: Instant, old: &Backend, cfg: &Backend) {
+        {
+            let mut planner = lock(&self.planner);
+            let moved = old.url != cfg.url || old.kind != cfg.kind;
+            match (planner.as_mut(), cfg.prewarm.tracked()) {
+                (Some(p), true) if !moved => p.reconfigure(&cfg.prewarm, unix_ms()),
+                (_, true) => *planner = Some(Planner::new(&cfg.prewarm, unix_ms())),
+                (_, false) => *planner = None,
+            }
+            self.tracked.store(cfg.prewarm.tracked(), Ordering::Relaxed);
+            self.prewarmed.store(prewarmed(cfg), Ordering::Relaxed);
+            self.prewarm_wake.notify_one();
+        }
         let mut inner = lock(&self.inner);
         if old.url != cfg.url || old.kind != cfg.kind {
             // Another endpoint: what was learned about the old one is moot.
@@ -414,6 +516,15 @@ pub struct Attempt<'a> {
     trial: bool,
     /// The breaker and the latency estimate have heard how it went.
     judged: bool,
+    /// Its place in the warmth model, its first byte, and what the
+    /// platform said about a cold start.
+    warm: Option<Box<WarmTicket>>,
+}
+
+struct WarmTicket {
+    ticket: Ticket,
+    first_byte: Option<Millis>,
+    cold: Option<bool>,
 }
 
 impl Attempt<'_> {
@@ -444,6 +555,9 @@ impl Attempt<'_> {
     /// slowly, must not keep a recovered backend half-open). The bulkhead
     /// slot stays taken until the attempt is finished or dropped.
     pub fn answered(&mut self, ttfb: Duration, now: Instant) {
+        if let Some(w) = self.warm.as_mut() {
+            w.first_byte = Some(unix_ms());
+        }
         if !self.judged {
             self.judge(Outcome::Success { ttfb }, now);
         }
@@ -475,6 +589,14 @@ impl Attempt<'_> {
         }
     }
 
+    /// What the platform said about a cold start of this attempt (Lambda's
+    /// log tail, the backend's `prewarm.cold_header`).
+    pub fn report_cold(&mut self, cold: bool) {
+        if let Some(w) = self.warm.as_mut() {
+            w.cold = Some(cold || w.cold == Some(true));
+        }
+    }
+
     /// Whether this attempt is a half-open breaker's trial.
     pub fn is_trial(&self) -> bool {
         self.trial
@@ -483,6 +605,24 @@ impl Attempt<'_> {
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
+        if let Some(w) = self.warm.take() {
+            let replan = self
+                .state
+                .with_planner(|p| {
+                    // Without an answer (failed, cancelled by a hedge, the
+                    // client gone before the header) it teaches nothing.
+                    if w.first_byte.is_some() {
+                        p.user_end(w.ticket, w.first_byte, unix_ms(), w.cold);
+                    } else {
+                        p.abandon(w.ticket, unix_ms());
+                    }
+                    p.mode() != skygate_config::PrewarmMode::Off && p.in_flight() == 0
+                })
+                .unwrap_or(false);
+            if replan {
+                self.state.prewarm_wake.notify_one();
+            }
+        }
         if !self.judged && self.trial {
             lock(&self.state.inner).breaker.record(
                 Verdict::Unknown,
@@ -520,9 +660,48 @@ pub struct RouteState {
     overrides: ArcSwapOption<WeightOverride>,
     retries: AtomicU64,
     budget_exhausted: AtomicU64,
+    /// Requests in the hold queue now, and those turned away because it
+    /// was full.
+    held: AtomicU32,
+    hold_refused: AtomicU64,
+}
+
+/// A place in a route's hold queue, given back when dropped.
+pub struct HoldSlot<'a> {
+    route: &'a RouteState,
+}
+
+impl Drop for HoldSlot<'_> {
+    fn drop(&mut self) {
+        self.route.held.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl RouteState {
+    /// Takes a place in the hold queue, if fewer than `max` are held.
+    pub fn try_hold(&self, max: u32) -> Option<HoldSlot<'_>> {
+        let took = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        match took {
+            Ok(_) => Some(HoldSlot { route: self }),
+            Err(_) => {
+                self.hold_refused.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Requests held now; requests turned away by a full queue so far.
+    pub fn held(&self) -> (u32, u64) {
+        (
+            self.held.load(Ordering::Acquire),
+            self.hold_refused.load(Ordering::Relaxed),
+        )
+    }
+
     fn new(cfg: &Route, now: Instant) -> Self {
         Self {
             name: cfg.name.clone(),
@@ -530,6 +709,8 @@ impl RouteState {
             overrides: ArcSwapOption::empty(),
             retries: AtomicU64::new(0),
             budget_exhausted: AtomicU64::new(0),
+            held: AtomicU32::new(0),
+            hold_refused: AtomicU64::new(0),
         }
     }
 

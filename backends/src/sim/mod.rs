@@ -174,6 +174,9 @@ struct Stats {
     auth_failures: AtomicU64,
     /// Keys issued by the simulated STS.
     sts_calls: AtomicU64,
+    /// Prewarm pings (`x-skygate-prewarm`), and those that cold-started.
+    prewarm_pings: AtomicU64,
+    prewarm_cold: AtomicU64,
 }
 
 /// One simulated backend.
@@ -191,6 +194,22 @@ pub struct Sim {
     gcp: Option<platforms::GcpSim>,
     /// `http://{listen address}`, once serving: a Cloud Run service's URL.
     self_url: std::sync::OnceLock<String>,
+}
+
+/// A prewarm ping's hold (`x-skygate-prewarm-hold-ms`, at most 60 s), if
+/// the request is one.
+fn prewarm_hold(req: &http1::Request) -> Option<Duration> {
+    let header = |n: &str| {
+        req.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.as_str())
+    };
+    header("x-skygate-prewarm")?;
+    let ms = header("x-skygate-prewarm-hold-ms")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(75);
+    Some(Duration::from_millis(ms.min(60_000)))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -349,6 +368,16 @@ impl Sim {
         }
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
+        }
+        if let Some(hold) = prewarm_hold(&req) {
+            // A prewarm ping holds its instance a moment (so concurrent pings
+            // reach distinct instances), then is answered like any request
+            // of the platform's (as a real platform would).
+            self.stats.prewarm_pings.fetch_add(1, Ordering::Relaxed);
+            if cold {
+                self.stats.prewarm_cold.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::time::sleep(hold).await;
         }
         let now_in = self.stats.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         self.stats
@@ -608,6 +637,8 @@ impl Sim {
                     "platform": self.platform.as_str(),
                     "auth_failures": self.stats.auth_failures.load(Ordering::Relaxed),
                     "sts_calls": self.stats.sts_calls.load(Ordering::Relaxed),
+                    "prewarm_pings": self.stats.prewarm_pings.load(Ordering::Relaxed),
+                    "prewarm_cold": self.stats.prewarm_cold.load(Ordering::Relaxed),
                     "in_flight": self.stats.in_flight.load(Ordering::Relaxed),
                     "peak_in_flight": self.stats.peak_in_flight.load(Ordering::Relaxed),
                     "instances": lock(&self.pool).instances(),

@@ -66,6 +66,8 @@ pub struct RawBackend {
     /// `gcp_cloud_run`: the ID token's audience and a service-account key file.
     pub audience: Option<String>,
     pub credentials_file: Option<String>,
+    /// Prewarm pings and the warmth model.
+    pub prewarm: Option<super::prewarm::RawPrewarm>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +249,7 @@ impl Cx<'_> {
             };
             self.health_check(h, default_path, &path_of(&p, &[key("health_check")]))
         });
+        let prewarm = self.prewarm(kind, b.prewarm.take(), &path_of(&p, &[key("prewarm")]));
         if !named {
             return None;
         }
@@ -272,6 +275,7 @@ impl Cx<'_> {
             },
             aws,
             platform: platform?,
+            prewarm,
         })
     }
 
@@ -443,7 +447,7 @@ impl Cx<'_> {
         ];
         if kind.is_aws() {
             for (set, field, why) in [
-                (b.health_check.is_some(), "health_check", "an unsigned probe cannot call an AWS API (the breaker watches these backends; prewarm pings come with the prewarm issue)"),
+                (b.health_check.is_some(), "health_check", "an unsigned probe cannot call an AWS API (the breaker watches these backends; `prewarm` pings them signed)"),
                 (b.identity.is_some(), "identity", "the caller's identity token would go to AWS, which cannot use it"),
             ] {
                 if set {

@@ -7,6 +7,7 @@ pub(crate) mod backend;
 pub(crate) mod cache;
 pub(crate) mod limits;
 pub(crate) mod policy;
+pub(crate) mod prewarm;
 pub(crate) mod route;
 pub(crate) mod server;
 pub(crate) mod tls;

@@ -6,8 +6,8 @@ use crate::load::{key, path_of, Cx};
 use crate::locate::Seg;
 use crate::raw::Text;
 use crate::runtime::{
-    AuthMethod, Backend, Operation, PathMatch, Retries, RetryBudget, RetryOn, Route, Strategy,
-    Target, DEFAULT_MAX_BODY, MAX_WEIGHT,
+    AuthMethod, Backend, Hold, Operation, PathMatch, Retries, RetryBudget, RetryOn, Route,
+    Strategy, Target, DEFAULT_MAX_BODY, MAX_WEIGHT,
 };
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -35,6 +35,23 @@ pub struct RawRoute {
     pub output_tokens_estimate: Option<u64>,
     /// Response caching for this route.
     pub cache: Option<crate::raw::RawRouteCache>,
+    /// Hedging to a warm target when the chosen one is likely cold.
+    pub hedge: Option<RawHedge>,
+    /// A bounded queue for requests no target can take yet.
+    pub hold: Option<RawHold>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHedge {
+    pub after: Text,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHold {
+    pub timeout: Option<Text>,
+    pub max_queued: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,6 +320,35 @@ impl Cx<'_> {
                 .is_some_and(|b| b.identity_audience.is_some())
         });
         let cache = self.route_cache(r.cache, operation, identity, &p);
+        let hedge_after = r.hedge.map(|h| {
+            let at = path_of(&p, &[key("hedge"), key("after")]);
+            let d = self.duration(Some(&h.after), Duration::from_millis(500), &at);
+            if d > Duration::from_secs(60) {
+                self.err(&at, "must be at most 60s");
+            }
+            d
+        });
+        let hold = r.hold.map(|h| {
+            let hp = path_of(&p, &[key("hold")]);
+            let timeout = self.duration(
+                h.timeout.as_ref(),
+                Duration::from_secs(10),
+                &path_of(&hp, &[key("timeout")]),
+            );
+            if timeout > Duration::from_secs(600) {
+                self.err(&path_of(&hp, &[key("timeout")]), "must be at most 10m");
+            }
+            let max_queued = self.int_in(
+                h.max_queued,
+                100,
+                (1, 100_000),
+                &path_of(&hp, &[key("max_queued")]),
+            ) as u32;
+            Hold {
+                timeout,
+                max_queued,
+            }
+        });
         Some(Route {
             cache,
             name: name.to_string(),
@@ -315,6 +361,8 @@ impl Cx<'_> {
             retries,
             auth,
             output_tokens_estimate,
+            hedge_after,
+            hold,
         })
     }
 

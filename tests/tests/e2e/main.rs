@@ -22,6 +22,7 @@ mod observability;
 mod operations;
 mod platforms;
 mod policy;
+mod prewarm;
 mod routing;
 mod sdk;
 mod security;
