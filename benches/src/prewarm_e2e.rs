@@ -15,8 +15,8 @@
 
 use clap::Parser;
 use skygate_benches::prewarm_sim::{trace, DAY};
-use std::io::{BufRead, BufReader, Read, Write};
 use skygate_benches::Kill;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};

@@ -75,11 +75,9 @@ pub async fn forward(
         let mut slot = b.peer.load_full();
         // Hedging: a likely cold target gets `hedge_after` to answer before
         // a warm one is asked too; the first usable answer wins.
-        let hedge = route.hedge_after.filter(|_| {
-            b.state.cold_aware()
-                && b.state
-                    .likely_cold(skygate_backends::routing::state::unix_ms())
-        });
+        let hedge = route
+            .hedge_after
+            .filter(|_| b.state.cold_aware() && attempt.expected_cold());
         let result = match hedge {
             None => send(state, snap, b, backend, &slot, session, ctx, &routed).await,
             Some(after) => {
@@ -94,15 +92,19 @@ pub async fn forward(
                         Err(_) if ctx.attempts >= route.retries.max_attempts => None,
                         Err(_) => {
                             let now = Instant::now();
-                            routing::pick_warm(
-                                route,
-                                route_state,
-                                &snap.backends,
-                                &tried,
-                                allowed,
-                                now,
-                            )
-                            .filter(|_| route_state.try_retry(now, route))
+                            if route_state.retry_allowed(now, route) {
+                                routing::pick_warm(
+                                    route,
+                                    route_state,
+                                    &snap.backends,
+                                    &tried,
+                                    allowed,
+                                    now,
+                                )
+                                .filter(|_| route_state.try_retry(now, route))
+                            } else {
+                                None
+                            }
                         }
                     };
                     match (early, alternative) {
@@ -407,6 +409,7 @@ async fn first_pick<'a>(
                 }
                 if let (Some(h), Some(after)) = (&held, retry_after) {
                     if h.wait(state, after).await {
+                        now = Instant::now();
                         continue;
                     }
                 }

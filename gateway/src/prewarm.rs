@@ -66,9 +66,16 @@ impl BackgroundService for Prewarmer {
     }
 }
 
+/// The most pings in one round (a platform packing many requests per
+/// instance takes many pings per instance).
+const MAX_ROUND: u32 = 1_000;
+
 async fn backend_loop(state: Arc<State>, b: Arc<BackendRt>, model: Option<String>) {
     // The lease this replica holds now (its own later pings need no other).
     let mut held: Option<(String, u64)> = None;
+    // Rounds in a row that failed or fell short: each doubles the pause
+    // before the next (1 s, 2 s, ... at most a minute).
+    let mut short_rounds = 0u32;
     loop {
         let now = unix_ms();
         let Some(plan) = b.state.with_planner(|p| p.plan(now)) else {
@@ -80,19 +87,28 @@ async fn backend_loop(state: Arc<State>, b: Arc<BackendRt>, model: Option<String
             plan.pings.min(max.saturating_sub(b.state.in_flight()))
         } else {
             plan.pings
-        };
+        }
+        .min(MAX_ROUND);
         if pings > 0 {
-            if lease(&state, &b, &plan, now, &mut held).await {
-                send_pings(&state, &b, pings, model.as_deref()).await;
+            let ok = if lease(&state, &b, &plan, now, &mut held).await {
+                send_pings(&state, &b, pings, model.as_deref()).await
             } else {
                 b.state.with_planner(|p| p.peer_pinged(pings, unix_ms()));
                 count(&b, "peer", u64::from(pings));
-            }
-            // At most a round a second, whatever the plan says next.
-            tokio::time::sleep(Duration::from_secs(1)).await;
+                pings
+            };
+            short_rounds = if ok < plan.pings {
+                short_rounds.saturating_add(1)
+            } else {
+                0
+            };
+            // At most a round a second; after rounds that failed or fell
+            // short, longer (then plan again at once).
+            let pause = Duration::from_secs(1 << short_rounds.min(6)).min(Duration::from_secs(60));
+            tokio::time::sleep(pause).await;
             continue;
         }
-        let wait = Duration::from_millis(plan.next.saturating_sub(unix_ms()).min(3_600_000));
+        let wait = Duration::from_millis(plan.next.saturating_sub(now).min(3_600_000));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = b.state.prewarm_woken() => {}
@@ -137,7 +153,17 @@ async fn lease(
             *held = Some((key, slot));
             true
         }
-        Ok(false) => false,
+        // Ours already (taken before a reload restarted this task)?
+        Ok(false) => {
+            let mine = redis
+                .get(&key)
+                .await
+                .is_ok_and(|v| v.as_deref() == Some(owner().as_bytes()));
+            if mine {
+                *held = Some((key, slot));
+            }
+            mine
+        }
         Err(e) => {
             log::debug!(
                 "backend `{}`: prewarm lease not taken ({e}); pinging alone",
@@ -156,11 +182,12 @@ fn owner() -> String {
         .clone()
 }
 
-/// Sends `k` pings at once and tells the planner how each went.
-async fn send_pings(state: &State, b: &BackendRt, k: u32, model: Option<&str>) {
+/// Sends `k` pings at once and tells the planner how each went; returns
+/// how many were answered.
+async fn send_pings(state: &State, b: &BackendRt, k: u32, model: Option<&str>) -> u32 {
     let pings = (0..k).map(|_| async {
         let Some(ticket) = b.state.with_planner(|p| p.ping_start(unix_ms())) else {
-            return;
+            return false;
         };
         // A reload aborts this task: the guard gives the ping's place back.
         let mut guard = Abandon {
@@ -173,8 +200,10 @@ async fn send_pings(state: &State, b: &BackendRt, k: u32, model: Option<&str>) {
                 .with_planner(|p| p.ping_end(ticket, unix_ms(), ok, cold));
         }
         count(b, if ok { "ok" } else { "failed" }, 1);
+        ok
     });
-    futures_util::future::join_all(pings).await;
+    let answered = futures_util::future::join_all(pings).await;
+    answered.into_iter().filter(|ok| *ok).count() as u32
 }
 
 /// Abandons a ping's ticket unless it was settled.
@@ -186,7 +215,9 @@ struct Abandon<'a> {
 impl Drop for Abandon<'_> {
     fn drop(&mut self) {
         if let Some(t) = self.ticket.take() {
-            self.b.state.with_planner(|p| p.abandon(t, unix_ms()));
+            self.b
+                .state
+                .with_planner(|p| p.abandon(t, unix_ms(), false));
         }
     }
 }

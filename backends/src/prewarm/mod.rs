@@ -85,6 +85,9 @@ pub struct Ticket {
     instance: u64,
     started: Millis,
     user: bool,
+    /// The planner that issued it (a reload may replace the planner while
+    /// requests are in flight; their tickets are then ignored).
+    epoch: u64,
     /// The model expected a cold start.
     pub expected_cold: bool,
 }
@@ -163,6 +166,7 @@ impl Params {
 /// One backend's prewarm policy and warmth model.
 #[derive(Debug, Clone)]
 pub struct Planner {
+    epoch: u64,
     p: Params,
     warmth: Warmth,
     learn: Learner,
@@ -192,8 +196,10 @@ impl Planner {
     /// A planner for `conf`, created at `now`; a prewarming mode asks for a
     /// start-up round.
     pub fn new(conf: &Prewarm, now: Millis) -> Self {
+        static EPOCHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let p = Params::of(conf);
         let mut s = Self {
+            epoch: EPOCHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             warmth: Warmth::new(conf.instance_concurrency),
             learn: Learner::default(),
             round_at: now,
@@ -274,6 +280,7 @@ impl Planner {
             instance: placed.id,
             started: now,
             user: true,
+            epoch: self.epoch,
             expected_cold: placed.cold,
         }
     }
@@ -281,13 +288,21 @@ impl Planner {
     /// A request or ping ended without an answer (cancelled, failed,
     /// dropped): it frees its place in the model and teaches nothing about
     /// warmth or latency.
-    pub fn abandon(&mut self, t: Ticket, now: Millis) {
+    ///
+    /// `cancelled`: the request was sent and then given up (a hedge won):
+    /// the platform goes on with the instance it started. Otherwise (it
+    /// failed, or got no answer) no instance is assumed to have started
+    /// for it.
+    pub fn abandon(&mut self, t: Ticket, now: Millis, cancelled: bool) {
+        if t.epoch != self.epoch {
+            return;
+        }
         if t.user {
             self.learn.end(now, self.p.idle);
         } else {
             self.pings_failed += 1;
         }
-        self.warmth.abandon(t.instance, now, !t.user);
+        self.warmth.abandon(t.instance, now, !cancelled);
     }
 
     /// A user request ended at `now` (its first byte at `first_byte`);
@@ -300,6 +315,9 @@ impl Planner {
         now: Millis,
         cold: Option<bool>,
     ) -> bool {
+        if t.epoch != self.epoch {
+            return false;
+        }
         self.learn.end(now, self.p.idle);
         let cold = self.observe(t, first_byte.unwrap_or(now), now, cold);
         if cold {
@@ -317,6 +335,7 @@ impl Planner {
             instance: placed.id,
             started: now,
             user: false,
+            epoch: self.epoch,
             expected_cold: placed.cold,
         }
     }
@@ -336,8 +355,11 @@ impl Planner {
     /// A ping ended (`ok`: the platform answered it; a failed one is
     /// abandoned).
     pub fn ping_end(&mut self, t: Ticket, now: Millis, ok: bool, cold: Option<bool>) {
+        if t.epoch != self.epoch {
+            return;
+        }
         if !ok {
-            self.abandon(t, now);
+            self.abandon(t, now, false);
             return;
         }
         if self.observe(t, now, now, cold) {
@@ -433,7 +455,7 @@ impl Planner {
             Some((k, Why::OnDemand)) => {
                 self.demand = None;
                 return Plan {
-                    pings: k,
+                    pings: self.pings_for(k).max(1),
                     next: now + 1_000,
                     why: Why::OnDemand,
                 };
@@ -441,7 +463,7 @@ impl Planner {
             Some((k, Why::ColdRoute)) if self.p.budget.is_none_or(|b| self.today < b) => {
                 self.demand = None;
                 return Plan {
-                    pings: k,
+                    pings: self.pings_for(k),
                     next: now + 1_000,
                     why: Why::ColdRoute,
                 };

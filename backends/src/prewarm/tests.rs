@@ -313,7 +313,7 @@ fn an_abandoned_request_frees_its_place_and_teaches_nothing() {
     assert!(t.expected_cold);
     // Cancelled (a hedge won) before any answer: the instance is still
     // starting, not warm, and nothing was learned about latency.
-    p.abandon(t, EPOCH + 100);
+    p.abandon(t, EPOCH + 100, true);
     let v = p.view(EPOCH + 100);
     assert_eq!((v.warm_instances, v.user_cold_starts), (0, 0));
     assert_eq!(v.warm_latency_ms, None);

@@ -371,6 +371,7 @@ impl BackendState {
                             ticket,
                             first_byte: None,
                             cold: None,
+                            failed: false,
                         })
                     });
                 Ok(Attempt {
@@ -467,7 +468,8 @@ impl BackendState {
             }
             self.tracked.store(cfg.prewarm.tracked(), Ordering::Relaxed);
             self.prewarmed.store(prewarmed(cfg), Ordering::Relaxed);
-            self.prewarm_wake.notify_one();
+            // Not woken here: the gateway restarts the backend's prewarm task
+            // with the new snapshot, which plans at once.
         }
         let mut inner = lock(&self.inner);
         if old.url != cfg.url || old.kind != cfg.kind {
@@ -525,6 +527,8 @@ struct WarmTicket {
     ticket: Ticket,
     first_byte: Option<Millis>,
     cold: Option<bool>,
+    /// It failed (5xx, 429, connect, timeout): not merely cancelled.
+    failed: bool,
 }
 
 impl Attempt<'_> {
@@ -565,6 +569,12 @@ impl Attempt<'_> {
 
     fn judge(&mut self, outcome: Outcome, now: Instant) {
         self.judged = true;
+        if let (Some(w), false) = (
+            self.warm.as_mut(),
+            matches!(outcome, Outcome::Success { .. }),
+        ) {
+            w.failed = true;
+        }
         let verdict = match outcome {
             Outcome::Success { .. } => Verdict::Success,
             Outcome::Failure { .. } => Verdict::Failure,
@@ -587,6 +597,12 @@ impl Attempt<'_> {
         if let Some(t) = transition {
             self.state.log(t);
         }
+    }
+
+    /// Whether the warmth model expected this attempt to pay a cold start
+    /// (as placed, before it went out).
+    pub fn expected_cold(&self) -> bool {
+        self.warm.as_ref().is_some_and(|w| w.ticket.expected_cold)
     }
 
     /// What the platform said about a cold start of this attempt (Lambda's
@@ -614,7 +630,7 @@ impl Drop for Attempt<'_> {
                     if w.first_byte.is_some() {
                         p.user_end(w.ticket, w.first_byte, unix_ms(), w.cold);
                     } else {
-                        p.abandon(w.ticket, unix_ms());
+                        p.abandon(w.ticket, unix_ms(), !w.failed);
                     }
                     p.mode() != skygate_config::PrewarmMode::Off && p.in_flight() == 0
                 })

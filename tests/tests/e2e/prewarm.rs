@@ -391,6 +391,21 @@ fn the_hold_queue_waits_for_a_scaling_backend_within_its_deadline_and_bound() {
     assert_eq!(r.header("x-skygate-attempts"), Some("2"));
     assert!(took >= Duration::from_millis(900), "{took:?}");
 
+    // A request that finds the backend already set aside is held from its
+    // first pick, and served once it is back.
+    let (sim, gw) = throttled(", hold: { timeout: 5s, max_queued: 5 }");
+    let gw = std::sync::Arc::new(gw);
+    let g = gw.clone();
+    let first = std::thread::spawn(move || g.post("/v1/chat/completions", &chat_body()));
+    std::thread::sleep(Duration::from_millis(300));
+    let g = gw.clone();
+    let second = std::thread::spawn(move || g.post("/v1/chat/completions", &chat_body()));
+    std::thread::sleep(Duration::from_millis(300));
+    sim.set(json!({"throttle_rate": 0.0}));
+    for r in [first.join().unwrap(), second.join().unwrap()] {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
     // The deadline holds: a backend back only after it fails the request
     // at the deadline's edge, not later.
     let (_sim, gw) = throttled(", hold: { timeout: 1500ms }");
@@ -403,4 +418,37 @@ fn the_hold_queue_waits_for_a_scaling_backend_within_its_deadline_and_bound() {
         "{took:?}"
     );
     assert_eq!(r.header("x-skygate-attempts"), Some("2"));
+}
+
+#[test]
+fn a_reload_that_turns_prewarm_on_warms_the_backend_at_once() {
+    let sim = platform("fn", 100, 60_000);
+    let body = |prewarm: &str| {
+        format!(
+            "{auth}backends:\n  s: {{ kind: openai, url: \"{}/v1\", prewarm: {prewarm} }}\nroutes:\n  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: s }} ] }}\n",
+            sim.url,
+            auth = auth_section()
+        )
+    };
+    let gw = Gateway::start(&body("{ mode: off, idle_timeout: 1m }"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ping_count(&sim), 0);
+    gw.rewrite_config(&body(
+        "{ mode: fixed, idle_timeout: 1m, interval: 50s, concurrency: 2 }",
+    ));
+    let r = gw.admin("POST", "/admin/reload", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(eventually(Duration::from_secs(5), || {
+        gw.backend_status("s")["warm"]["warm_instances"] == 2
+    }));
+    let warm = &gw.backend_status("s")["warm"];
+    assert_eq!(warm["mode"], "fixed", "{warm}");
+    assert_eq!(warm["last_ping_reason"], "start_up", "{warm}");
+    let sent = ping_count(&sim);
+    assert!(sent >= 2, "{sent}");
+    // A reload that changes nothing of it sends nothing.
+    let r = gw.admin("POST", "/admin/reload", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ping_count(&sim), sent);
 }
