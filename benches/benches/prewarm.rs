@@ -17,7 +17,7 @@ fn main() {
         w.days - w.learn_days
     );
     println!(
-        "{:<15} {:<9} {:>8} {:>10} {:>10} {:>12} {:>10} {:>8} {:>6}",
+        "{:<15} {:<9} {:>8} {:>10} {:>10} {:>12} {:>10} {:>8} {:>6} {:>10}",
         "shape",
         "policy",
         "cold %",
@@ -26,7 +26,8 @@ fn main() {
         "ping-s/day",
         "alive h/d",
         "p99 ms",
-        "429s"
+        "429s",
+        "429s@ping"
     );
     let pols = policies(&w);
     let mut sums: Vec<Vec<Score>> = vec![Vec::new(); pols.len()];

@@ -14,7 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use clap::Parser;
-use skygate_benches::prewarm_sim::{trace, DAY};
+use skygate_benches::prewarm_sim::{policies, run, trace, World, DAY};
 use skygate_benches::Kill;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -35,6 +35,9 @@ struct Args {
     /// bursty, timer-15m, timer-60m, business-hours, rare, steady.
     #[arg(long, default_value = "bursty")]
     shape: String,
+    /// Print only the virtual-time run of the same trace and setting.
+    #[arg(long)]
+    virtual_only: bool,
 }
 
 fn free_port() -> SocketAddr {
@@ -109,6 +112,26 @@ fn main() {
     );
     let (idle, cold, service) = (600_000 / c, 8_000 / c, (300 / c).max(1));
     let arrivals = trace(&args.shape, args.days, 42);
+    // The same trace and setting in virtual time (uncompressed), for the
+    // order the real run should show.
+    let world = World {
+        days: args.days,
+        learn_days: args.learn_days,
+        ..World::default()
+    };
+    for p in policies(&world) {
+        let s = run(&world, &p, &arrivals);
+        println!(
+            "VIRTUAL policy={} shape={} cold_pct={:.2} pings_per_day={:.1}",
+            p.name,
+            args.shape,
+            s.cold_pct(),
+            s.pings_per_day()
+        );
+    }
+    if args.virtual_only {
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("skygate-prewarm-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let policies: [(&str, String); 4] = [
