@@ -63,14 +63,25 @@ fn main() {
         let n = sums[pi].len() as f64;
         let mean = |f: &dyn Fn(&Score) -> f64| sums[pi].iter().map(f).sum::<f64>() / n;
         println!(
-            "SUMMARY policy={} scope=non-rare mean_cold_pct={:.2} pings_per_day={:.1} alive_hours_per_day={:.2} user_429s_while_pinging={}",
+            "SUMMARY policy={} scope=non-rare mean_cold_pct={:.2} pings_per_day={:.1} alive_hours_per_day={:.2}",
             p.name,
             mean(&|s| s.cold_pct()),
             mean(&|s| s.pings_per_day()),
             mean(&|s| s.alive_h_per_day()),
-            sums[pi].iter().map(|s| s.throttled_by_pings).sum::<u64>(),
         );
     }
+    let while_pinging: Vec<String> = pols
+        .iter()
+        .zip(&sums)
+        .map(|(p, s)| {
+            let n: u64 = s.iter().map(|s| s.throttled_by_pings).sum();
+            format!("{}={n}", p.name)
+        })
+        .collect();
+    println!(
+        "# user 429s while a ping held an instance (non-rare): {}",
+        while_pinging.join(" ")
+    );
     // The same with a cap of 10 instances (a Lambda function's reserved
     // concurrency): user 429s, and those while a ping held an instance.
     let capped = World {
