@@ -147,20 +147,11 @@ pub struct Policy {
 /// The base prewarm settings of the benchmark's backend.
 pub fn base_conf(w: &World) -> Prewarm {
     Prewarm {
-        mode: PrewarmMode::Off,
         idle_timeout: Some(Duration::from_millis(w.idle)),
         cold_start: Duration::from_millis(w.cold_start),
         interval: Duration::from_secs(540),
-        concurrency: 1,
         hold: Duration::from_millis(w.hold),
-        instance_concurrency: 1,
-        min_warm: 0,
-        pings_per_cold_start: 20.0,
-        schedule: None,
-        daily_budget: None,
-        cold_header: None,
-        ping_path: None,
-        ping_body: None,
+        ..Prewarm::default()
     }
 }
 

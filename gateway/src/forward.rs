@@ -288,7 +288,9 @@ pub async fn forward(
                 );
             }
         }
-        // No retry: the client gets this failure as it is.
+        // No retry: the client gets this failure as it is (and the hold
+        // queue its place back first).
+        drop(held);
         return match failed {
             Failed::Response(resp) => {
                 let (_, written) =

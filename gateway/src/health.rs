@@ -3,6 +3,7 @@
 //! its own (never the request pool), restarted whenever a reload swaps the
 //! snapshot. Probes are not traffic: they feed only the health status.
 
+use crate::runtime::Snapshot;
 use crate::State;
 use async_trait::async_trait;
 use pingora_core::connectors::http::Connector;
@@ -18,28 +19,44 @@ pub struct HealthChecks {
 
 #[async_trait]
 impl BackgroundService for HealthChecks {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    async fn start(&self, shutdown: ShutdownWatch) {
         let connector = Arc::new(Connector::new(None));
-        let mut generation = self.state.generation.subscribe();
-        loop {
-            let snap = self.state.snapshot();
-            let tasks: Vec<_> = snap
-                .backends
-                .iter()
-                .filter(|b| b.config.health_check.is_some())
-                .map(|b| tokio::spawn(check_loop(b.clone(), connector.clone())))
-                .collect();
-            drop(snap);
-            let stop = tokio::select! {
-                r = generation.changed() => r.is_err(),
-                _ = shutdown.changed() => true,
-            };
-            for t in &tasks {
-                t.abort();
-            }
-            if stop {
-                return;
-            }
+        per_backend(&self.state, shutdown, |_, _, b| {
+            b.config
+                .health_check
+                .is_some()
+                .then(|| tokio::spawn(check_loop(b.clone(), connector.clone())))
+        })
+        .await
+    }
+}
+
+/// Runs one task per backend (those `spawn` starts one for) and restarts
+/// them all whenever a reload swaps the snapshot, until shutdown.
+pub(crate) async fn per_backend(
+    state: &State,
+    mut shutdown: ShutdownWatch,
+    spawn: impl Fn(&Snapshot, usize, &Arc<BackendRt>) -> Option<tokio::task::JoinHandle<()>>,
+) {
+    let mut generation = state.generation.subscribe();
+    loop {
+        let snap = state.snapshot();
+        let tasks: Vec<_> = snap
+            .backends
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| spawn(&snap, i, b))
+            .collect();
+        drop(snap);
+        let stop = tokio::select! {
+            r = generation.changed() => r.is_err(),
+            _ = shutdown.changed() => true,
+        };
+        for t in &tasks {
+            t.abort();
+        }
+        if stop {
+            return;
         }
     }
 }

@@ -30,39 +30,26 @@ pub struct Prewarmer {
 
 #[async_trait]
 impl BackgroundService for Prewarmer {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut generation = self.state.generation.subscribe();
-        loop {
-            let snap = self.state.snapshot();
-            let tasks: Vec<_> = snap
-                .backends
+    async fn start(&self, shutdown: ShutdownWatch) {
+        crate::health::per_backend(&self.state, shutdown, |snap, i, b| {
+            if !b.state.tracked() {
+                return None;
+            }
+            // A model kind's ping asks for a model a route serves from it
+            // (Azure OpenAI maps it to its deployment).
+            let model = snap
+                .config
+                .routes
                 .iter()
-                .enumerate()
-                .filter(|(_, b)| b.state.tracked())
-                .map(|(i, b)| {
-                    // A model kind's ping asks for a model a route serves
-                    // from it (Azure OpenAI maps it to its deployment).
-                    let model = snap
-                        .config
-                        .routes
-                        .iter()
-                        .find(|r| r.targets.iter().any(|t| t.backend == i) && !r.models.is_empty())
-                        .map(|r| r.models[0].clone());
-                    tokio::spawn(backend_loop(self.state.clone(), b.clone(), model))
-                })
-                .collect();
-            drop(snap);
-            let stop = tokio::select! {
-                r = generation.changed() => r.is_err(),
-                _ = shutdown.changed() => true,
-            };
-            for t in &tasks {
-                t.abort();
-            }
-            if stop {
-                return;
-            }
-        }
+                .find(|r| r.targets.iter().any(|t| t.backend == i) && !r.models.is_empty())
+                .map(|r| r.models[0].clone());
+            Some(tokio::spawn(backend_loop(
+                self.state.clone(),
+                b.clone(),
+                model,
+            )))
+        })
+        .await
     }
 }
 

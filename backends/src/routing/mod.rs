@@ -167,10 +167,7 @@ pub fn pick<'a>(
             let mut skipped_cold = false;
             for t in &route.targets[start..end] {
                 let b = &backends[t.backend];
-                let w = match overrides.as_ref() {
-                    Some(o) => o.weight_of(&b.config.name).unwrap_or(t.weight),
-                    None => t.weight,
-                };
+                let w = effective_weight(overrides.as_deref(), b, t);
                 // A spare (weight 0) counts with weight 1 in the last passes.
                 let w = match (w, spare) {
                     (0, true) => 1,
@@ -230,6 +227,17 @@ pub fn pick<'a>(
     })
 }
 
+/// A target's weight now: an operator's run-time override, else the config's.
+fn effective_weight(
+    overrides: Option<&state::WeightOverride>,
+    b: &BackendRt,
+    t: &skygate_config::Target,
+) -> u32 {
+    overrides
+        .and_then(|o| o.weight_of(&b.config.name))
+        .unwrap_or(t.weight)
+}
+
 /// Asks for a ping of every target of the chosen one's group passed over
 /// as cold.
 fn ping_cold(route: &Route, backends: &[Arc<BackendRt>], chosen: usize, now_ms: Option<u64>) {
@@ -266,10 +274,7 @@ pub fn pick_warm<'a>(
     let overrides = state.overrides_guard();
     for t in &route.targets {
         let b = &backends[t.backend];
-        let weight = overrides
-            .as_ref()
-            .and_then(|o| o.weight_of(&b.config.name))
-            .unwrap_or(t.weight);
+        let weight = effective_weight(overrides.as_deref(), b, t);
         // A target weighted 0 is a last resort, not a hedge.
         if weight == 0
             || tried.contains(&t.backend)

@@ -376,6 +376,33 @@ mod tests {
     }
 
     #[test]
+    fn absurd_prewarm_hedge_and_hold_values_are_errors() {
+        let errs = load_str(
+            "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2 }\nbackends:\n  a: { kind: aws_lambda, region: us-east-1, function: f, prewarm: { idle_timeout: 0s, concurrency: 100000, daily_budget: 0, pings_per_cold_start: -1, schedule: { windows: [] }, cold_start: 1h, hold: 5m, cold_header: \"bad header\", min_warm: 999 } }\nroutes:\n  r: { match: { path: /v1/chat/completions, models: [m] }, targets: [ { backend: a } ], hedge: { after: 2m }, hold: { timeout: 1h, max_queued: 0 } }\n",
+            "b.yaml",
+            &|_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "backends.a.prewarm.idle_timeout: must be greater than zero",
+            "backends.a.prewarm.cold_start: must be at most 10m",
+            "backends.a.prewarm.concurrency: must be between 1 and 256",
+            "backends.a.prewarm.min_warm: must be between 0 and 256",
+            "backends.a.prewarm.hold: must be at most 60s",
+            "backends.a.prewarm.pings_per_cold_start: must be between 0.01 and 10000",
+            "backends.a.prewarm.daily_budget: must be between 1 and 10000000",
+            "backends.a.prewarm.cold_header: `bad header` is not a header name",
+            "backends.a.prewarm.schedule.windows: must list at least one window",
+            "routes.r.hedge.after: must be at most 60s",
+            "routes.r.hold.timeout: must be at most 10m",
+            "routes.r.hold.max_queued: must be between 1 and 100000",
+        ] {
+            assert!(errs.contains(want), "missing {want:?} in {errs}");
+        }
+    }
+
+    #[test]
     fn bad_prewarm_settings_say_where_and_why() {
         let errs = load_str(
             "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2 }\nbackends:\n  a: { kind: openai, url: http://a/v1, prewarm: { mode: adaptive } }\n  b: { kind: aws_lambda, region: us-east-1, function: f, prewarm: { mode: sometimes, interval: 11m, hold: 2m, schedule: { timezone: Mars/Olympus, windows: [\"mon 8-9\"] }, ping: { path: /warm } } }\nroutes:\n  r: { match: { path: /v1/chat/completions, models: [m] }, targets: [ { backend: a } ] }\n",

@@ -281,6 +281,17 @@ fn two_replicas_with_redis_send_one_ping_per_due_time() {
             .unwrap()
     };
     assert!(peer(&a) + peer(&b) >= 3, "{} {}", peer(&a), peer(&b));
+
+    // Redis killed: each replica pings alone; nothing stops, nothing fails.
+    let mut redis = redis;
+    redis.kill();
+    let start = ping_count(&sim);
+    std::thread::sleep(Duration::from_millis(3_200));
+    let alone = ping_count(&sim) - start;
+    assert!(alone >= 3, "{alone} pings in 3.2 s without Redis");
+    for g in [&a, &b] {
+        assert_eq!(g.post("/v1/chat/completions", &chat_body()).status, 200);
+    }
 }
 
 /// A route whose primary cold-starts in 1.5 s (instances reclaimed after
@@ -329,17 +340,32 @@ fn a_hedge_sends_a_cold_primarys_request_to_a_warm_target_after_the_delay() {
     assert_eq!(line["tries"][0]["backend"], "cold", "{line}");
     assert_eq!(line["tries"][0]["outcome"], "hedged", "{line}");
 
-    // Without a hedge, the request waits out the primary's cold start.
-    let (_cold, _warm, gw) = primary_and_fallback("");
-    let t = std::time::Instant::now();
-    let r = gw.post("/v1/chat/completions", &chat_body());
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.header("x-skygate-backend"), Some("cold"));
-    assert!(
-        t.elapsed() >= Duration::from_millis(1_400),
-        "{:?}",
-        t.elapsed()
-    );
+    // Without a hedge, or with no attempt left for one (a hedge is an
+    // attempt), the request waits out the primary's cold start.
+    for route in [
+        "",
+        ", hedge: { after: 200ms }, retries: { max_attempts: 1 }",
+    ] {
+        let (_cold, warm, gw) = primary_and_fallback(route);
+        let t = std::time::Instant::now();
+        let r = gw.post("/v1/chat/completions", &chat_body());
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-skygate-backend"), Some("cold"), "{route}");
+        assert_eq!(r.header("x-skygate-attempts"), Some("1"), "{route}");
+        assert!(
+            t.elapsed() >= Duration::from_millis(1_400),
+            "{:?}",
+            t.elapsed()
+        );
+        let asked = warm
+            .requests()
+            .iter()
+            .filter(|q| {
+                q["path"] == "/v1/chat/completions" && !q.to_string().contains("x-skygate-prewarm")
+            })
+            .count();
+        assert_eq!(asked, 0, "{route}: the fallback was asked");
+    }
 }
 
 /// One backend that answers every request 429 with `Retry-After: 1`.
