@@ -9,6 +9,7 @@ mod load;
 pub mod locate;
 pub mod raw;
 pub mod runtime;
+pub mod schema;
 mod secret;
 mod section;
 pub mod sse;

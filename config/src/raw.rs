@@ -33,6 +33,19 @@ impl<'de> Deserialize<'de> for Text {
     }
 }
 
+impl schemars::JsonSchema for Text {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Text".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["string", "number"],
+            "description": "A duration (`250ms`, `30s`, `5m`, `1h`) or a size (`512KiB`, `8MiB`), as the field says; sizes may be bare bytes; durations need their unit."
+        })
+    }
+}
+
 /// The whole file. Filled section by section by the loader so that one bad
 /// section does not hide the errors of the others.
 #[derive(Debug, Default)]

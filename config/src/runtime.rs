@@ -405,7 +405,7 @@ pub enum BackendKind {
 impl BackendKind {
     pub const ALLOWED: &'static str = "openai, http_function, aws_lambda, aws_lambda_url, bedrock, sagemaker, azure_openai, azure_functions, openwhisk, gcp_cloud_run";
 
-    const ALL: [Self; 10] = [
+    pub const ALL: [Self; 10] = [
         Self::OpenAi,
         Self::HttpFunction,
         Self::AwsLambda,
@@ -696,6 +696,8 @@ pub enum PrewarmMode {
 }
 
 impl PrewarmMode {
+    pub const ALL: [Self; 3] = [Self::Off, Self::Fixed, Self::Adaptive];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Off => "off",

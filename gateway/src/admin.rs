@@ -1,6 +1,7 @@
 //! The admin listener: health and readiness (open); metrics and the admin
 //! API (`Authorization: Bearer <admin token>`, compared in constant time):
 //!
+//! - `GET /admin/ui`: the operator status page (`admin_ui.rs`)
 //! - `GET /admin/routes`: each route's targets, configured and effective weights
 //! - `PUT /admin/routes/{route}/weights` `{"backend": weight, ...}`: shift
 //!   traffic now (only the backends named are overridden; the others keep
@@ -15,6 +16,7 @@
 //!
 //! Every change is logged with what changed.
 
+use crate::replicas;
 use crate::runtime::Snapshot;
 use crate::State;
 use async_trait::async_trait;
@@ -133,9 +135,19 @@ impl ServeHttp for Admin {
                     // `state.redis` not tried yet: limits would all take
                     // their failure policy.
                     json(503, json!({"status": "connecting to redis"}))
+                } else if !self.state.replicas.synced(&self.state) {
+                    // A restarted replica must not send traffic to a
+                    // backend the others drained.
+                    json(503, json!({"status": "reading shared admin state"}))
                 } else {
                     json(200, json!({"status": "ready"}))
                 };
+            }
+            // The status page: static, no data, no secret (admin_ui.rs).
+            ("GET" | "HEAD", ["admin", "ui", ..]) => {
+                if let Some(r) = crate::admin_ui::asset(&segs) {
+                    return r;
+                }
             }
             ("GET" | "HEAD", ["identity", "jwks.json"]) => {
                 // Public keys only: open, like an IdP's JWKS.
@@ -196,11 +208,12 @@ impl ServeHttp for Admin {
                     Err(e) => return error(&e),
                 };
                 let route = route.to_string();
-                self.blocking(move |a| a.set_weights(&route, &body)).await
+                self.shared_change(move |a| a.set_weights(&route, &body))
+                    .await
             }
             ("DELETE", ["admin", "routes", route, "weights"]) => {
                 let route = route.to_string();
-                self.blocking(move |a| a.reset_weights(&route)).await
+                self.shared_change(move |a| a.reset_weights(&route)).await
             }
             ("GET", ["admin", "backends"]) => {
                 let snap = self.state.snapshot();
@@ -213,7 +226,7 @@ impl ServeHttp for Admin {
             }
             ("POST", ["admin", "backends", name, action @ ("drain" | "undrain")]) => {
                 let (name, drain) = (name.to_string(), *action == "drain");
-                self.blocking(move |a| a.drain(&name, drain)).await
+                self.shared_change(move |a| a.drain(&name, drain)).await
             }
             ("POST", ["admin", "backends", name, "prewarm"]) => {
                 let query = session.req_header().uri.query().unwrap_or("").to_string();
@@ -433,19 +446,33 @@ impl Admin {
     /// Runs a change off the admin listener's one thread: changes wait for
     /// a reload in progress (which may be resolving names), and health,
     /// readiness and metrics must keep answering meanwhile.
-    async fn blocking(
+    /// Runs an admin change that replicas share (weights, drain), then
+    /// writes it for the others; the answer says where it went
+    /// (`shared`: `redis`, `pending` while Redis is down, `local`).
+    async fn shared_change(
         &self,
-        f: impl FnOnce(&Admin) -> Response<Vec<u8>> + Send + 'static,
+        f: impl FnOnce(&Admin) -> Result<Value, ApiError> + Send + 'static,
     ) -> Response<Vec<u8>> {
         let admin = Admin {
             state: self.state.clone(),
         };
-        match tokio::task::spawn_blocking(move || f(&admin)).await {
-            Ok(r) => r,
-            Err(e) => error(&ApiError::new(
-                ErrorKind::Internal,
-                format!("the change did not finish: {e}"),
-            )),
+        let done = tokio::task::spawn_blocking(move || f(&admin))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ApiError::new(
+                    ErrorKind::Internal,
+                    format!("the change did not finish: {e}"),
+                ))
+            });
+        match done {
+            Ok(mut v) => {
+                let shared = self.state.replicas.share(&self.state).await;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("shared".into(), json!(shared.as_str()));
+                }
+                json(200, v)
+            }
+            Err(e) => error(&e),
         }
     }
 
@@ -463,8 +490,8 @@ impl Admin {
         })
     }
 
-    fn set_weights(&self, route_name: &str, body: &[u8]) -> Response<Vec<u8>> {
-        let result = self.state.exclusive(|| {
+    fn set_weights(&self, route_name: &str, body: &[u8]) -> Result<Value, ApiError> {
+        self.state.exclusive(|| {
             let snap = self.state.snapshot();
             let ri = Self::route_index(&snap, route_name)?;
             let route = &snap.config.routes[ri];
@@ -542,7 +569,12 @@ impl Admin {
                 .filter(|(a, b)| a.1 != b.1)
                 .map(|(a, b)| format!("{} {} → {}", a.0, a.1, b.1))
                 .collect();
-            rs.set_overrides(Some(WeightOverride { by_backend }));
+            let o = WeightOverride { by_backend };
+            self.state.replicas.hold(&[(
+                replicas::weights_field(&route.name),
+                Some(replicas::weights_value(&o)),
+            )]);
+            rs.set_overrides(Some(o));
             log::info!(
                 "admin: route `{}` weights set at run time: {}",
                 route.name,
@@ -553,17 +585,16 @@ impl Admin {
                 }
             );
             Ok(route_view(&snap, ri))
-        });
-        match result {
-            Ok(v) => json(200, v),
-            Err(e) => error(&e),
-        }
+        })
     }
 
-    fn reset_weights(&self, route_name: &str) -> Response<Vec<u8>> {
-        let result = self.state.exclusive(|| {
+    fn reset_weights(&self, route_name: &str) -> Result<Value, ApiError> {
+        self.state.exclusive(|| {
             let snap = self.state.snapshot();
             let ri = Self::route_index(&snap, route_name)?;
+            self.state
+                .replicas
+                .hold(&[(replicas::weights_field(route_name), None)]);
             if snap.route_states[ri].overrides().is_some() {
                 snap.route_states[ri].set_overrides(None);
                 log::info!(
@@ -572,14 +603,10 @@ impl Admin {
                 );
             }
             Ok(route_view(&snap, ri))
-        });
-        match result {
-            Ok(v) => json(200, v),
-            Err(e) => error(&e),
-        }
+        })
     }
 
-    fn drain(&self, name: &str, drain: bool) -> Response<Vec<u8>> {
+    fn drain(&self, name: &str, drain: bool) -> Result<Value, ApiError> {
         self.state.exclusive(|| self.drain_now(name, drain))
     }
 
@@ -640,12 +667,13 @@ impl Admin {
         json(202, json!({ "backend": b.config.name, "pings": k }))
     }
 
-    fn drain_now(&self, name: &str, drain: bool) -> Response<Vec<u8>> {
+    fn drain_now(&self, name: &str, drain: bool) -> Result<Value, ApiError> {
         let snap = self.state.snapshot();
-        let b = match known_backend(&snap, name) {
-            Ok(b) => b,
-            Err(e) => return error(&e),
-        };
+        let b = known_backend(&snap, name)?;
+        self.state.replicas.hold(&[(
+            replicas::drained_field(&b.config.name),
+            drain.then(|| "1".to_string()),
+        )]);
         let was = b.state.set_drained(drain);
         if was != drain {
             if drain {
@@ -658,7 +686,7 @@ impl Admin {
                 log::info!("admin: backend `{}` undrained", b.config.name);
             }
         }
-        json(200, backend_view(&snap, b))
+        Ok(backend_view(&snap, b))
     }
 
     async fn reload(&self) -> Response<Vec<u8>> {

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod admin;
+mod admin_ui;
 pub mod budget;
 pub mod demo;
 mod edge;
@@ -16,6 +17,7 @@ pub mod policy_check;
 pub mod prewarm;
 pub mod proxy;
 pub mod reload;
+pub mod replicas;
 pub mod request;
 mod respond;
 pub mod runtime;
@@ -57,6 +59,8 @@ pub struct State {
     /// Rate-limit counters (in memory) and the Redis connection: outlive
     /// every snapshot, so a reload keeps what each caller has used.
     pub shared: skygate_plugins::Shared,
+    /// Admin changes shared with the other replicas through Redis.
+    pub replicas: replicas::Replicas,
 }
 
 impl State {
@@ -79,6 +83,7 @@ impl State {
             generation: tokio::sync::watch::Sender::new(0),
             budget,
             shared,
+            replicas: replicas::Replicas::default(),
         }
     }
 

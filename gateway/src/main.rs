@@ -47,6 +47,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print the config file's JSON Schema (for editors: see the README).
+    Schema,
     /// Run one simulated serverless model backend.
     Sim(Box<skygate_backends::sim::SimArgs>),
     /// Mint a JWT from the demo issuer (`skygate demo` trusts it; its key is public: demos only).
@@ -262,6 +264,9 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(format!("{e}\n{} error(s) in the config", e.0.len())),
         },
+        Command::Schema => serde_json::to_string_pretty(&skygate_config::schema::json_schema())
+            .map(|s| println!("{s}"))
+            .map_err(|e| format!("schema: {e}")),
         Command::Sim(args) => {
             skygate_backends::sim::run_cli(&args).map_err(|e| format!("sim: {e}"))
         }

@@ -111,6 +111,13 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
         },
     );
 
+    let admin_sync = pingora_core::services::background::background_service(
+        "shared admin state",
+        AdminSync {
+            state: state.clone(),
+        },
+    );
+
     let credentials = pingora_core::services::background::background_service(
         "cloud credentials",
         Credentials {
@@ -124,6 +131,7 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
     server.add_service(admin);
     server.add_service(credentials);
     server.add_service(redis);
+    server.add_service(admin_sync);
     server.add_service(health);
     server.add_service(prewarm);
     server.add_service(policy_watch);
@@ -243,6 +251,22 @@ impl pingora_core::services::background::BackgroundService for RedisLink {
         tokio::select! {
             () = self.redis.maintain() => {}
             () = self.redis.send_settles() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Keeps run-time weights and drains in step with the other replicas
+/// (`replicas.rs`).
+struct AdminSync {
+    state: std::sync::Arc<crate::State>,
+}
+
+#[async_trait::async_trait]
+impl pingora_core::services::background::BackgroundService for AdminSync {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        tokio::select! {
+            () = crate::replicas::run(self.state.clone()) => {}
             _ = shutdown.changed() => {}
         }
     }

@@ -150,6 +150,7 @@ type Settle = (Vec<(RedisAsk, i64)>, Vec<String>, String);
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("acquire.lua")));
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("settle.lua")));
+static ADMIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("admin.lua")));
 
 thread_local! {
     /// A request thread's own Redis connection: (the `Redis` it belongs to,
@@ -718,6 +719,79 @@ impl Redis {
             Ok(Err(e)) => Err(self.failed(to_error(&e))),
             Err(_) => Err(self.failed(RedisError::Timeout)),
         }
+    }
+
+    /// The hash holding the admin state replicas share, which is also the
+    /// channel its new versions are published on: `{prefix}:admin`.
+    pub fn admin_key(&self) -> String {
+        format!("{}:admin", self.prefix())
+    }
+
+    /// Writes admin state for every replica, atomically: sets and deletes
+    /// fields of [`Redis::admin_key`], bumps its `_version` and publishes it;
+    /// a hash made by this call gets a new `_epoch`. Returns the new
+    /// version.
+    pub async fn admin_write(
+        &self,
+        set: &[(String, String)],
+        delete: &[String],
+    ) -> Result<u64, RedisError> {
+        let conn = self.conn()?;
+        let key = self.admin_key();
+        let mut inv = ADMIN.key(&key);
+        // Unique per creation: this process and the time it wrote.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let epoch = format!("{:x}-{now:x}", std::process::id());
+        inv.arg(&key).arg(epoch).arg(set.len());
+        for (f, v) in set {
+            inv.arg(f).arg(v);
+        }
+        for f in delete {
+            inv.arg(f);
+        }
+        let t = self.timeout().max(Duration::from_secs(1));
+        self.bounded(t, conn.invoke::<u64>(&inv)).await
+    }
+
+    /// Reads every field of the shared admin state (`_version` included).
+    pub async fn admin_read(&self) -> Result<Vec<(String, String)>, RedisError> {
+        let conn = self.conn()?;
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.admin_key());
+        let t = self.timeout().max(Duration::from_secs(1));
+        self.bounded(t, conn.query::<Vec<(String, String)>>(&cmd))
+            .await
+    }
+
+    /// A subscription to the admin channel on a connection of its own (a
+    /// subscribed connection can do nothing else). On a cluster, to the
+    /// first seed node that answers: a cluster passes `PUBLISH` to every
+    /// node.
+    pub async fn admin_subscribe(&self) -> Result<redis::aio::PubSub, RedisError> {
+        let config = self
+            .config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(RedisError::Down)?;
+        let t = config.timeout.max(Duration::from_millis(500));
+        let mut last = RedisError::Down;
+        for url in &config.nodes {
+            let attempt = async {
+                let client = redis::Client::open(url.as_str())?;
+                let mut ps = client.get_async_pubsub().await?;
+                ps.subscribe(format!("{}:admin", config.prefix)).await?;
+                Ok::<_, redis::RedisError>(ps)
+            };
+            match tokio::time::timeout(t * 2, attempt).await {
+                Ok(Ok(ps)) => return Ok(ps),
+                Ok(Err(e)) => last = to_error(&e),
+                Err(_) => last = RedisError::Timeout,
+            }
+        }
+        Err(last)
     }
 
     /// Deletes every key matching a `SCAN` pattern, a page at a time (on a

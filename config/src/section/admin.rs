@@ -3,9 +3,10 @@
 use crate::load::{key, Cx};
 use crate::runtime::Admin;
 use crate::Secret;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: String,

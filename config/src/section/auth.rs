@@ -12,12 +12,13 @@ use crate::runtime::{
     ApiKey, Auth, Cidr, ClaimMap, IdentityAlg, IdentityToken, JwksSource, JwtAlg, JwtIssuer,
     Principal,
 };
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
     #[serde(default)]
@@ -37,7 +38,7 @@ pub struct RawAuth {
     pub mtls: Option<crate::section::tls::RawMtls>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawIdentityToken {
     pub key_file: String,
@@ -48,7 +49,7 @@ pub struct RawIdentityToken {
     pub header: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawJwtIssuer {
     pub issuer: String,
@@ -63,14 +64,14 @@ pub struct RawJwtIssuer {
     pub claims: RawClaims,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawJwks {
     pub file: Option<String>,
     pub url: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawClaims {
     pub subject: Option<String>,
@@ -80,7 +81,7 @@ pub struct RawClaims {
     pub attributes: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawApiKey {
     /// The key itself (demos and tests; a warning in production).

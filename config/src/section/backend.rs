@@ -11,10 +11,11 @@ use crate::runtime::{
     SagemakerConf, Timeouts,
 };
 use crate::Secret;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::time::Duration;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
     pub kind: String,
@@ -70,7 +71,7 @@ pub struct RawBackend {
     pub prewarm: Option<super::prewarm::RawPrewarm>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAwsKeys {
     pub access_key_id: String,
@@ -79,14 +80,14 @@ pub struct RawAwsKeys {
 }
 
 /// `identity: true`, or `identity: { audience: ... }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawIdentity {
     On(bool),
     Audience { audience: String },
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
     /// PEM file of the CAs that sign this backend's certificate (instead of
@@ -94,7 +95,7 @@ pub struct RawTls {
     pub ca_file: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
     pub connect: Option<Text>,
@@ -103,13 +104,13 @@ pub struct RawTimeouts {
     pub total: Option<Text>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawPool {
     pub idle_timeout: Option<Text>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawBreaker {
     pub enabled: Option<bool>,
@@ -122,7 +123,7 @@ pub struct RawBreaker {
     pub max_throttle: Option<Text>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     #[serde(alias = "max_inflight")]
@@ -131,14 +132,14 @@ pub struct RawLimits {
 }
 
 /// One status code or a list of them.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawStatuses {
     One(u16),
     Many(Vec<u16>),
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
     pub method: Option<String>,

@@ -6,11 +6,12 @@ use crate::load::{key, path_of, Cx};
 use crate::locate::Seg;
 use crate::raw::Text;
 use crate::runtime::{CacheConf, CacheScope, Operation, RouteCache, StateConf};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::time::Duration;
 
 /// `cache:` (top level).
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
     /// Bound on the in-memory tier's entries, in bytes (default 128MiB).
@@ -26,7 +27,7 @@ pub struct RawCache {
 }
 
 /// `routes.NAME.cache`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouteCache {
     /// Default `true` (the section's presence turns caching on).

@@ -8,11 +8,12 @@ use crate::raw::Text;
 use crate::runtime::{
     FailurePolicy, LimitMatch, LimitStore, Per, RateLimit, RateUnit, RedisState, Route, StateConf,
 };
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::time::Duration;
 
 /// `state:`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawState {
     /// A single Redis node: `redis://host:port[/db]`.
@@ -29,7 +30,7 @@ pub struct RawState {
 }
 
 /// One rate limit (an entry of `limits:`, or `routes.NAME.limits`).
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
     /// Names the limit in errors, headers, metrics and keys (entries of
@@ -53,7 +54,7 @@ pub struct RawRateLimit {
     pub on_redis_failure: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -62,7 +63,7 @@ pub enum OneOrMany {
 
 /// Which requests a limit applies to; every list given must match (an
 /// absent list matches everything).
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimitMatch {
     #[serde(default)]

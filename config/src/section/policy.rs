@@ -5,10 +5,11 @@
 use crate::load::{key, path_of, Cx};
 use crate::locate::Seg;
 use crate::runtime::{AuditLog, Policy, PolicyFile, PolicyMode};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     /// Policy files; `*` in a file name matches (e.g. `policies/*.cedar`).

@@ -5,10 +5,11 @@ use crate::load::{key, path_of, Cx};
 use crate::locate::Seg;
 use crate::raw::Text;
 use crate::runtime::{BackendKind, Prewarm, PrewarmMode, Schedule, Window};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::time::Duration;
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawPrewarm {
     pub mode: Option<String>,
@@ -26,14 +27,14 @@ pub struct RawPrewarm {
     pub ping: Option<RawPing>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSchedule {
     pub timezone: Option<String>,
     pub windows: Vec<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawPing {
     pub path: Option<String>,

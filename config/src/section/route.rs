@@ -9,11 +9,12 @@ use crate::runtime::{
     AuthMethod, Backend, Hold, Operation, PathMatch, Retries, RetryBudget, RetryOn, Route,
     Strategy, Target, DEFAULT_MAX_BODY, MAX_WEIGHT,
 };
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::Duration;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     #[serde(rename = "match")]
@@ -41,20 +42,20 @@ pub struct RawRoute {
     pub hold: Option<RawHold>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHedge {
     pub after: Text,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawHold {
     pub timeout: Option<Text>,
     pub max_queued: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
     pub path: Option<String>,
@@ -63,7 +64,7 @@ pub struct RawMatch {
     pub models: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
     pub backend: String,
@@ -71,7 +72,7 @@ pub struct RawTarget {
     pub priority: Option<u32>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetries {
     pub max_attempts: Option<u64>,
@@ -81,7 +82,7 @@ pub struct RawRetries {
     pub budget: Option<RawBudget>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawBudget {
     pub ratio: Option<f64>,

@@ -4,10 +4,11 @@
 use crate::load::{key, path_of, Cx};
 use crate::raw::Text;
 use crate::runtime::{AccessLog, Server, ServerTimeouts};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::time::Duration;
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// Worker threads of the proxy listener (default: one per CPU).
@@ -29,7 +30,7 @@ pub struct RawServer {
     pub tls: Option<crate::section::tls::RawTlsListener>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawServerTimeouts {
     /// Connection open → its first request header read (default 10s).

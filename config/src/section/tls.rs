@@ -5,11 +5,12 @@
 use crate::load::{key, path_of, read_ca_file, Cx};
 use crate::locate::Seg;
 use crate::runtime::{Mtls, MtlsIdentity, Principal, TlsListener};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTlsListener {
     /// `IP:PORT` of the HTTPS listener.
@@ -20,7 +21,7 @@ pub struct RawTlsListener {
     pub key: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMtls {
     /// PEM files of the CAs client certificates must chain to.
@@ -36,7 +37,7 @@ pub struct RawMtls {
     pub principals: BTreeMap<String, RawMtlsPrincipal>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMtlsPrincipal {
     pub tenant: Option<String>,

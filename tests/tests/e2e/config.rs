@@ -117,3 +117,100 @@ fn run_refuses_a_bad_config() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("backends.a.kind"));
 }
+
+/// Runs tests/schema/check_configs.py on these files against `schema`.
+fn schema_check(schema: &std::path::Path, files: &[std::path::PathBuf]) -> (bool, String) {
+    let python = std::env::var("SKYGATE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/check_configs.py");
+    let out = Command::new(&python)
+        .arg(script)
+        .arg(schema)
+        .args(files)
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    assert!(
+        !text.contains("ModuleNotFoundError"),
+        "`{python}` lacks jsonschema or yaml: run the suite with scripts/test.sh\n{text}"
+    );
+    (out.status.success(), text)
+}
+
+/// `skygate schema` is the committed `config/skygate.schema.json`, and every
+/// example config (the examples, the demo's, the Kubernetes one, and each
+/// whole config shown in the docs) follows it; a config with a misspelt
+/// kind, a wrong type and an unknown field does not.
+#[test]
+fn every_example_config_follows_the_schema() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(bin()).arg("schema").output().unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("config/skygate.schema.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        printed == committed,
+        "config/skygate.schema.json is stale: regenerate it with `skygate schema > config/skygate.schema.json`"
+    );
+    let schema = root.join("config/skygate.schema.json");
+
+    let mut files: Vec<std::path::PathBuf> = vec![
+        root.join("config/demo.yaml"),
+        root.join("README.md"),
+        root.join("config/README.md"),
+    ];
+    for dir in ["config/examples", "docs"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "yaml" || x == "md") {
+                files.push(p);
+            }
+        }
+    }
+    // The Kubernetes manifests' configs (base and overlays).
+    let mut dirs = vec![root.join("deploy/kubernetes")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.file_name().is_some_and(|n| n == "skygate.yaml") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let (ok, text) = schema_check(&schema, &files);
+    assert!(ok, "{text}");
+    for needle in [
+        "reference.yaml",
+        "demo.yaml",
+        "base/skygate.yaml",
+        "production/skygate.yaml",
+    ] {
+        assert!(
+            text.contains(&format!("{needle}\n")),
+            "`{needle}` was not checked:\n{text}"
+        );
+    }
+
+    let dir = TempDir::new();
+    let bad = dir.path.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "listen: 127.0.0.1:8080\nbackends:\n  a: { kind: lamda, url: http://x, limits: { max_in_flight: many }, colour: blue }\n",
+    )
+    .unwrap();
+    let (ok, text) = schema_check(&schema, &[bad]);
+    assert!(!ok, "{text}");
+    for needle in [
+        "backends.a.kind",
+        "'lamda' is not one of",
+        "backends.a.limits: {'max_in_flight': 'many'}",
+        "'colour' was unexpected",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
+}

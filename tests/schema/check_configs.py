@@ -1,0 +1,77 @@
+"""Checks YAML configs against Skygate's JSON Schema (`skygate schema`).
+
+    python check_configs.py SCHEMA.json FILE.yaml|FILE.md ...
+
+A .yaml file is one config. From a .md file, every ```yaml block whose
+top-level keys are all config keys is checked (blocks showing one section's
+insides are skipped, and named). Prints one line per config checked and
+every error with its path; exits 1 if any config breaks the schema.
+"""
+import json
+import re
+import sys
+
+import jsonschema
+import yaml
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """YAML as Skygate (serde, YAML 1.2) and editors read it: `on`, `yes`
+    and `off` are strings, and so is `2024-10-21` (PyYAML's 1.1 would make
+    them booleans and dates)."""
+
+
+Yaml12Loader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def load(text):
+    return yaml.load(text, Loader=Yaml12Loader)
+
+
+schema = json.load(open(sys.argv[1]))
+jsonschema.Draft7Validator.check_schema(schema)
+validator = jsonschema.Draft7Validator(schema)
+top = set(schema["properties"])
+
+configs = []
+for path in sys.argv[2:]:
+    text = open(path).read()
+    if path.endswith(".md"):
+        for m in re.finditer(r"^```yaml\n(.*?)^```", text, re.S | re.M):
+            line = text.count("\n", 0, m.start()) + 2
+            try:
+                doc = load(m.group(1))
+            except yaml.YAMLError:
+                print(f"skip {path}:{line}: not plain YAML (a template?)")
+                continue
+            if isinstance(doc, dict) and doc and set(doc) <= top:
+                configs.append((f"{path}:{line}", doc))
+            else:
+                print(f"skip {path}:{line}: a section's insides, not a whole config")
+    else:
+        configs.append((path, load(text)))
+
+bad = 0
+for where, doc in configs:
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+    if errors:
+        bad += 1
+        for e in errors:
+            field = ".".join(str(p) for p in e.path) or "(top)"
+            print(f"FAIL {where}: {field}: {e.message}")
+    else:
+        print(f"ok   {where}")
+print(f"{len(configs)} configs checked, {bad} broke the schema")
+sys.exit(1 if bad else 0)
