@@ -43,6 +43,9 @@ pub struct Call<'a> {
     pub stream: bool,
     /// The model the client asked for (OpenAI operations).
     pub model: Option<&'a str>,
+    /// This attempt's W3C trace context (traces on); without it a client's
+    /// own `traceparent` passes through.
+    pub traceparent: Option<HeaderValue>,
 }
 
 /// What goes to the backend for one attempt.
@@ -82,11 +85,15 @@ pub trait Adapter {
 
 /// Client headers an adapter may pass on. Everything else (credentials,
 /// cookies, forwarding and internal headers) stays at the gateway.
-const FORWARDED_CLIENT_HEADERS: &[HeaderName] = &[
-    header::CONTENT_TYPE,
-    header::ACCEPT,
-    header::ACCEPT_LANGUAGE,
-    header::USER_AGENT,
+const FORWARDED_CLIENT_HEADERS: &[&str] = &[
+    "content-type",
+    "accept",
+    "accept-language",
+    "user-agent",
+    // W3C trace context: passed on as sent unless the gateway traces
+    // (then `traceparent` names its attempt's span).
+    "traceparent",
+    "tracestate",
 ];
 
 /// Client headers only function routes pass on, on top of the above: their
@@ -134,12 +141,16 @@ pub(crate) fn base_header(
     h.insert_header(header::HOST, backend.url.authority())
         .map_err(internal)?;
     for name in FORWARDED_CLIENT_HEADERS {
-        if let Some(v) = call.client.headers.get(name) {
-            h.insert_header(name.clone(), v.clone()).map_err(internal)?;
+        if let Some(v) = call.client.headers.get(*name) {
+            h.insert_header(*name, v.clone()).map_err(internal)?;
         }
     }
     h.insert_header("x-request-id", call.request_id)
         .map_err(internal)?;
+    if let Some(tp) = &call.traceparent {
+        h.insert_header("traceparent", tp.clone())
+            .map_err(internal)?;
+    }
     if let Some(xff) = call.forwarded_for {
         h.insert_header("x-forwarded-for", xff.clone())
             .map_err(internal)?;
@@ -475,6 +486,7 @@ mod tests {
             identity: None,
             stream: false,
             model: None,
+            traceparent: None,
         };
         let clouds = Clouds {
             aws: Arc::new(AwsChain::new(Box::new(|_| None))),
@@ -514,6 +526,7 @@ mod tests {
             identity: None,
             stream: false,
             model: None,
+            traceparent: None,
         };
         let p = OpenAiAdapter
             .prepare(
@@ -545,6 +558,7 @@ mod tests {
             identity: None,
             stream: false,
             model: None,
+            traceparent: None,
         };
         let p = FunctionAdapter
             .prepare(
@@ -573,6 +587,7 @@ mod tests {
             identity: None,
             stream: false,
             model: None,
+            traceparent: None,
         };
         let p = FunctionAdapter
             .prepare(

@@ -58,6 +58,26 @@ impl UsageTail {
     }
 }
 
+impl UsageTail {
+    /// The last `"model": "..."` in the tail: the model the backend said
+    /// answered (every chunk of a stream carries it; a JSON answer near its
+    /// start, so a long one may not have it in the tail).
+    pub fn model(&self) -> Option<String> {
+        for pos in memchr::memmem::rfind_iter(&self.tail, b"\"model\"") {
+            let rest = trim_start(&self.tail[pos + 7..]);
+            let Some(rest) = rest.strip_prefix(b":") else {
+                continue;
+            };
+            let rest = trim_start(rest);
+            let mut de = serde_json::Deserializer::from_slice(rest).into_iter::<String>();
+            if let Some(Ok(m)) = de.next() {
+                return Some(m);
+            }
+        }
+        None
+    }
+}
+
 /// Leaves out of an SSE stream the usage-only chunk (`"choices":[]` with a
 /// `usage` object) that the gateway asked the backend for with
 /// `stream_options.include_usage` when the client did not. Events pass on
@@ -162,6 +182,18 @@ fn trim_start(b: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_answering_model_is_the_last_one_named() {
+        let mut t = UsageTail::default();
+        t.push(&Bytes::from_static(
+            br#"data: {"model":"gpt-4o-2024-08-06","choices":[{"delta":{"content":"the \"model\": x"}}]}"#,
+        ));
+        assert_eq!(t.model().as_deref(), Some("gpt-4o-2024-08-06"));
+        let mut none = UsageTail::default();
+        none.push(&Bytes::from_static(br#"{"model": 7, "data": []}"#));
+        assert_eq!(none.model(), None);
+    }
 
     #[test]
     fn finds_usage_in_json_and_sse() {

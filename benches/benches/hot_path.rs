@@ -535,6 +535,7 @@ fn platform_benches(c: &mut Criterion) {
                     identity: None,
                     stream: false,
                     model: Some("m2"),
+                    traceparent: None,
                 };
                 black_box(adapter.prepare(b, &call).unwrap())
             })

@@ -66,11 +66,22 @@ pub struct RawConfig {
     /// `None` where an entry failed to parse (already reported).
     pub limits: Vec<Option<RawRateLimit>>,
     pub cache: Option<RawCache>,
+    pub telemetry: Option<RawTelemetry>,
 }
 
 /// The top-level keys the file may have (documented in config/README.md).
 pub const TOP_LEVEL_KEYS: &[&str] = &[
-    "listen", "server", "admin", "auth", "backends", "routes", "policy", "state", "limits", "cache",
+    "listen",
+    "server",
+    "admin",
+    "auth",
+    "backends",
+    "routes",
+    "policy",
+    "state",
+    "limits",
+    "cache",
+    "telemetry",
 ];
 
 pub use crate::section::admin::RawAdmin;
@@ -83,4 +94,5 @@ pub use crate::section::limits::{RawLimitMatch, RawRateLimit, RawState};
 pub use crate::section::policy::RawPolicy;
 pub use crate::section::route::{RawBudget, RawMatch, RawRetries, RawRoute, RawTarget};
 pub use crate::section::server::{RawServer, RawServerTimeouts};
+pub use crate::section::telemetry::{RawOtlp, RawTelemetry};
 pub use crate::section::tls::{RawMtls, RawMtlsPrincipal, RawTlsListener};

@@ -25,6 +25,8 @@ pub struct Config {
     pub limits: Vec<RateLimit>,
     /// The response cache's tiers (each route says whether it caches).
     pub cache: CacheConf,
+    /// Traces over OTLP.
+    pub telemetry: Telemetry,
     /// Things that work but should not be so in production (e.g. a
     /// plaintext API key): `validate` prints them, `run` logs them.
     pub warnings: Vec<crate::ConfigError>,
@@ -1090,6 +1092,36 @@ pub const MAX_WEIGHT: u32 = 10_000;
 
 /// Default bound on a request body: 8 MiB.
 pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// `telemetry:`: traces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Telemetry {
+    /// `None`: no spans are made.
+    pub otlp: Option<Otlp>,
+    /// The share of new traces recorded (parent-based for continued ones).
+    pub sampling_ratio: f64,
+    /// Continue a client's `traceparent`.
+    pub continue_client_trace: bool,
+}
+
+/// Where and how spans are exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Otlp {
+    /// `http://host:port`, no trailing slash.
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    /// Bound on one export.
+    pub timeout: Duration,
+    /// Sent with every export (names lowercase).
+    pub headers: Vec<(String, Secret)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// HTTP/protobuf, `POST {endpoint}/v1/traces`.
+    Http,
+    Grpc,
+}
 
 /// `cache:`: the response cache's tiers, shared by every route that caches.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,8 @@
 //! on disk, durations' ranges live there, not in the schema).
 
 use crate::raw::{
-    RawAdmin, RawAuth, RawBackend, RawCache, RawPolicy, RawRateLimit, RawRoute, RawServer, RawState,
+    RawAdmin, RawAuth, RawBackend, RawCache, RawPolicy, RawRateLimit, RawRoute, RawServer,
+    RawState, RawTelemetry,
 };
 use crate::runtime::{BackendKind, PrewarmMode};
 use schemars::generate::SchemaSettings;
@@ -39,6 +40,7 @@ struct SkygateConfig {
     /// Rate limits across routes (a route's own are `routes.NAME.limits`).
     limits: Option<Vec<RawRateLimit>>,
     cache: Option<RawCache>,
+    telemetry: Option<RawTelemetry>,
 }
 
 /// The JSON Schema (draft 07, which every YAML language server reads).
@@ -53,7 +55,28 @@ pub fn json_schema() -> Value {
     set_enum(&mut v, "RawBackend", "kind", &kinds);
     let modes: Vec<&str> = PrewarmMode::ALL.iter().map(|m| m.as_str()).collect();
     set_enum(&mut v, "RawPrewarm", "mode", &modes);
+    // serde aliases the loader accepts (schemars leaves them out).
+    alias(&mut v, "RawLimits", "max_in_flight", "max_inflight");
     v
+}
+
+fn alias(schema: &mut Value, def: &str, field: &str, alias: &str) {
+    let Some(props) = schema
+        .pointer_mut(&format!("/definitions/{def}/properties"))
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    if let Some(p) = props.get(field).cloned() {
+        let mut p = p;
+        if let Some(o) = p.as_object_mut() {
+            o.insert(
+                "description".into(),
+                json!(format!("The same as `{field}` (an older name).")),
+            );
+        }
+        props.insert(alias.into(), p);
+    }
 }
 
 fn set_enum(schema: &mut Value, def: &str, field: &str, values: &[&str]) {
@@ -98,6 +121,7 @@ mod tests {
         assert!(modes
             .as_array()
             .is_some_and(|m| m.contains(&json!("adaptive"))));
+        assert!(v["definitions"]["RawLimits"]["properties"]["max_inflight"].is_object());
         // Every nested section denies unknown fields, as the loader does.
         assert_eq!(
             v["definitions"]["RawBackend"]["additionalProperties"],

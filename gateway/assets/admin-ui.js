@@ -147,6 +147,17 @@
     errorFrom = null;
   }
   let noticeTimer = null;
+  // Where an admin change went (`shared` in the answer): every replica
+  // (through Redis), this one only for now (Redis down), or this one.
+  function reach(view) {
+    switch (view && view.shared) {
+      case 'redis': return ' Every replica has it.';
+      case 'pending': return ' Redis is unreachable: only this replica has it until Redis returns.';
+      case 'local': return ' (This replica only: no shared state configured.)';
+      default: return '';
+    }
+  }
+
   function notice(message) {
     setText($('notice'), message);
     $('notice').hidden = false;
@@ -564,7 +575,7 @@
       for (const input of r.tbody.querySelectorAll('input')) input.classList.remove('dirty');
       hideError('action');
       updateRoute(node, view);
-      notice(`Route ${routeName}: weights set (${Object.entries(body).map(([k, v]) => `${k} ${v}`).join(', ')}).`);
+      notice(`Route ${routeName}: weights set (${Object.entries(body).map(([k, v]) => `${k} ${v}`).join(', ')}).${reach(view)}`);
       refresh();
     } catch (e) {
       handleActionError(e);
@@ -581,7 +592,7 @@
       for (const input of r.tbody.querySelectorAll('input')) input.classList.remove('dirty');
       hideError('action');
       updateRoute(node, view);
-      notice(`Route ${routeName}: back to its configured weights.`);
+      notice(`Route ${routeName}: back to its configured weights.${reach(view)}`);
       refresh();
     } catch (e) {
       handleActionError(e);
@@ -789,7 +800,7 @@
       hideError('action');
       const current = findBackendNode(name);
       if (current) updateBackend(current, view);
-      notice(drain ? `Backend ${name} drained: no new requests; those in flight finish.` : `Backend ${name} undrained: it takes new requests again.`);
+      notice((drain ? `Backend ${name} drained: no new requests; those in flight finish.` : `Backend ${name} undrained: it takes new requests again.`) + reach(view));
       refresh();
     } catch (e) {
       handleActionError(e);

@@ -572,7 +572,7 @@ impl Admin {
             let o = WeightOverride { by_backend };
             self.state.replicas.hold(&[(
                 replicas::weights_field(&route.name),
-                Some(replicas::weights_value(&o)),
+                replicas::weights_value(Some(&o)),
             )]);
             rs.set_overrides(Some(o));
             log::info!(
@@ -594,7 +594,7 @@ impl Admin {
             let ri = Self::route_index(&snap, route_name)?;
             self.state
                 .replicas
-                .hold(&[(replicas::weights_field(route_name), None)]);
+                .hold(&[(replicas::weights_field(route_name), String::new())]);
             if snap.route_states[ri].overrides().is_some() {
                 snap.route_states[ri].set_overrides(None);
                 log::info!(
@@ -672,7 +672,7 @@ impl Admin {
         let b = known_backend(&snap, name)?;
         self.state.replicas.hold(&[(
             replicas::drained_field(&b.config.name),
-            drain.then(|| "1".to_string()),
+            replicas::drained_value(drain),
         )]);
         let was = b.state.set_drained(drain);
         if was != drain {

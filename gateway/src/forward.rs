@@ -73,16 +73,18 @@ pub async fn forward(
         // The peer this attempt uses, kept to pool its connection under the
         // same address even if a health check swaps the peer meanwhile.
         let mut slot = b.peer.load_full();
+        // This attempt's span (traces on): its `traceparent` to the backend.
+        let mut span = crate::telemetry::attempt_span(ctx);
         // Hedging: a likely cold target gets `hedge_after` to answer before
         // a warm one is asked too; the first usable answer wins.
         let hedge = route
             .hedge_after
             .filter(|_| b.state.cold_aware() && attempt.expected_cold());
         let result = match hedge {
-            None => send(state, snap, b, backend, &slot, session, ctx, &routed).await,
+            None => send(state, snap, b, backend, &slot, session, ctx, &routed, span).await,
             Some(after) => {
                 let (r, hedged) = {
-                    let primary = send(state, snap, b, backend, &slot, session, ctx, &routed);
+                    let primary = send(state, snap, b, backend, &slot, session, ctx, &routed, span);
                     tokio::pin!(primary);
                     let early = tokio::time::timeout(after, &mut primary).await;
                     // A hedge is an extra attempt: it needs one left, and
@@ -114,17 +116,20 @@ pub async fn forward(
                             let hb = &snap.backends[h.backend];
                             let hslot = hb.peer.load_full();
                             let hedge_started = Instant::now();
+                            let hspan = crate::telemetry::attempt_span(ctx);
                             let (r, won) = {
-                                let second =
-                                    send(state, snap, hb, h.backend, &hslot, session, ctx, &routed);
+                                let second = send(
+                                    state, snap, hb, h.backend, &hslot, session, ctx, &routed,
+                                    hspan,
+                                );
                                 tokio::pin!(second);
                                 race(&mut primary, &mut second).await
                             };
-                            (r, Some((h, hslot, hedge_started, won)))
+                            (r, Some((h, hslot, hedge_started, hspan, won)))
                         }
                     }
                 };
-                if let Some((h, hslot, hedge_started, won)) = hedged {
+                if let Some((h, hslot, hedge_started, hspan, won)) = hedged {
                     let hb = &snap.backends[h.backend];
                     ctx.attempts += 1;
                     tried.push(h.backend);
@@ -137,11 +142,14 @@ pub async fn forward(
                             outcome: "hedged",
                             status: None,
                             ms: elapsed(started),
+                            started,
+                            span,
                         });
                         drop(std::mem::replace(&mut attempt, h.attempt));
                         b = hb;
                         slot = hslot;
                         started = hedge_started;
+                        span = hspan;
                         ctx.backend = Some(b.name.clone());
                     } else {
                         ctx.tries.push(Try {
@@ -149,6 +157,8 @@ pub async fn forward(
                             outcome: "hedge_lost",
                             status: None,
                             ms: elapsed(hedge_started),
+                            started: hedge_started,
+                            span: hspan,
                         });
                     }
                 }
@@ -187,6 +197,8 @@ pub async fn forward(
                             outcome: "ok",
                             status: Some(status),
                             ms: ms(elapsed),
+                            started,
+                            span,
                         });
                         let mut attempt = attempt;
                         attempt.answered(elapsed, now);
@@ -226,6 +238,8 @@ pub async fn forward(
                 Failed::Error(_) => None,
             },
             ms: ms(elapsed),
+            started,
+            span,
         });
         // Retry when this failure may be retried, attempts are left, another
         // target is available (picked before the failure is given up) and
@@ -505,6 +519,7 @@ async fn send(
     session: &Session,
     ctx: &RequestCtx,
     routed: &Routed,
+    span: u64,
 ) -> Result<UpstreamResponse, ApiError> {
     let call = Call {
         operation: routed.operation,
@@ -517,6 +532,10 @@ async fn send(
         identity: identity_for(snap, b, backend, ctx),
         stream: ctx.stream,
         model: ctx.model.as_deref(),
+        traceparent: ctx
+            .trace
+            .as_ref()
+            .map(|t| crate::telemetry::traceparent(t, span)),
     };
     let peer = match slot {
         Ok(r) => &r.peer,
@@ -711,6 +730,9 @@ async fn write_response(
     if let Some(u) = tail.usage() {
         ctx.prompt_tokens = u.prompt_tokens;
         ctx.completion_tokens = u.completion_tokens;
+    }
+    if ctx.trace.as_ref().is_some_and(|t| t.sampled) {
+        ctx.response_model = tail.model();
     }
     (end, Ok(()))
 }

@@ -22,6 +22,7 @@ pub mod request;
 mod respond;
 pub mod runtime;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 
 use arc_swap::ArcSwap;

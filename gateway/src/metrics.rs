@@ -47,6 +47,7 @@ pub struct Metrics {
     cache_memory_limit: IntGauge,
     cache_evictions: IntCounterVec,
     cache_redis_failures: IntCounterVec,
+    trace_spans: IntCounterVec,
 }
 
 const BUCKETS: &[f64] = &[
@@ -283,6 +284,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(in_flight.clone()))?;
     registry.register(Box::new(tokens.clone()))?;
     registry.register(Box::new(access_log_dropped.clone()))?;
+    let trace_spans = IntCounterVec::new(
+        Opts::new(
+            "skygate_trace_spans_total",
+            "Trace spans, by result: exported, dropped (the export queue was full), failed (their export failed)",
+        ),
+        &["result"],
+    )?;
+    registry.register(Box::new(trace_spans.clone()))?;
     Ok(Metrics {
         registry,
         requests,
@@ -320,6 +329,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         cache_memory_limit,
         cache_evictions,
         cache_redis_failures,
+        trace_spans,
     })
 }
 
@@ -412,6 +422,17 @@ fn mirror(
         m.policy_backends_denied.reset();
         m.policy_backends_denied
             .inc_by(COUNTERS.backend_deny.load(Relaxed));
+        let t = &crate::telemetry::COUNTS;
+        m.trace_spans.reset();
+        for (result, n) in [
+            ("exported", &t.exported),
+            ("dropped", &t.dropped),
+            ("failed", &t.failed),
+        ] {
+            m.trace_spans
+                .with_label_values(&[result])
+                .inc_by(n.load(Relaxed));
+        }
         m.audit_log_dropped.reset();
         m.audit_log_dropped.inc_by(audit::DROPPED.load(Relaxed));
     }

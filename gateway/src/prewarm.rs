@@ -261,6 +261,7 @@ async fn ping(state: &State, b: &BackendRt, model: Option<&str>) -> (bool, Optio
         identity: None,
         stream: false,
         model,
+        traceparent: None,
     };
     let hold = b.config.prewarm.hold.as_millis().to_string();
     let prepare = || {

@@ -51,6 +51,7 @@ impl ProxyHttp for Gateway {
         ctx.counted = true;
         let snap: &Snapshot = snap.insert(self.state.snapshot());
         ctx.request_id = crate::request_id(session.req_header());
+        ctx.trace = crate::telemetry::start(&snap.config.telemetry, session.req_header());
         ctx.peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -157,6 +158,7 @@ impl ProxyHttp for Gateway {
             client.as_deref(),
             access_log,
         );
+        crate::telemetry::finish(ctx, snap.as_deref(), req.method.as_str(), req.uri.path());
         if ctx.counted {
             self.state.leave();
         }

@@ -198,6 +198,9 @@ impl State {
             self.snapshot.store(Arc::new(new));
             crate::tls::set_client_verifier(client_auth);
             self.generation.send_modify(|g| *g += 1);
+            // A backend whose URL or kind changed starts afresh (undrained):
+            // the shared admin state drains it again at once.
+            self.replicas.resync();
             if access_log == skygate_config::AccessLog::Stdout {
                 crate::access_log::start();
             }

@@ -3,32 +3,36 @@
 //! within a second and survive a restart.
 //!
 //! - The shared state is one Redis hash, `{prefix}:admin`: a field per
-//!   change (`route:NAME:weights` → a JSON object of backend → weight,
-//!   `backend:NAME:drained` → `1`), written with a version bump and a
-//!   `PUBLISH` of it in one script ([`skygate_state::Redis::admin_write`]).
+//!   change (`route:NAME:weights` → a JSON object of backend → weight, or
+//!   empty for the configured weights; `backend:NAME:drained` → `1` or
+//!   `0`), written with a version bump and a `PUBLISH` of it in one script
+//!   ([`skygate_state::Redis::admin_write`]). An undone change stays as a
+//!   field (`0`, empty), so it is not mistaken for a lost one.
 //! - Every replica subscribes to that channel and, on each message (and
-//!   every few seconds, in case one was missed), reads the whole hash and
-//!   makes its own state match it: idempotent, so lost, repeated or
-//!   reordered messages converge on the same state.
+//!   every few seconds, in case one was missed or the subscription hangs),
+//!   reads the whole hash and makes its own state match it: idempotent, so
+//!   lost, repeated or reordered messages converge on the same state. A read
+//!   older than this replica's own last write is not applied.
 //! - A change is applied here first, then written. While Redis is down it
 //!   waits in `pending` (this replica's change is not overwritten by the
 //!   older shared state meanwhile) and is written when Redis returns: last
-//!   writer wins, field by field.
-//! - A replica that starts reads the hash before `/readyz` says ready, so
-//!   a drained backend gets no traffic from a restarted replica.
-//! - The hash carries an `_epoch`, set by whoever creates it. A Redis that
-//!   restarted empty (no persistence) has none, or a new one: each replica
-//!   then writes back its own state for the fields the hash lacks, so the
-//!   operators' changes outlive it.
+//!   writer wins, field by field. Writes are one at a time, in order.
+//! - The hash carries an `_epoch`, set by whoever creates it. A hash
+//!   without one, or with another than last seen (Redis restarted empty),
+//!   gets this replica's own changes back for the fields it lacks, so the
+//!   operators' changes outlive a Redis without persistence.
+//! - A replica that starts reads the hash before `/readyz` says ready (so a
+//!   restarted replica sends no traffic to a backend the others drained),
+//!   unless Redis cannot be reached: then it serves on its own state.
 
 use crate::State;
 use futures_util::StreamExt;
 use serde_json::Value;
 use skygate_backends::routing::state::WeightOverride;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the whole state is re-read even without a message.
 const RESYNC: Duration = Duration::from_secs(5);
@@ -58,16 +62,19 @@ impl Shared {
 /// This replica's side of the shared admin state.
 #[derive(Default)]
 pub struct Replicas {
-    /// Changes made here and not yet written: field → value (`None`:
-    /// delete). The shared state does not overwrite these fields.
-    pending: Mutex<BTreeMap<String, Option<String>>>,
-    /// Wakes the sync loop (a change is pending).
+    /// Changes made here and not yet written: field → value. The shared
+    /// state does not overwrite these fields.
+    pending: Mutex<BTreeMap<String, String>>,
+    /// Wakes the sync loop: a change is pending, or a reload happened.
     wake: tokio::sync::Notify,
     /// The shared state was read once (or Redis was found down): `/readyz`.
     synced: AtomicBool,
-    /// The hash's `_epoch` when last read: another one (or none) means
-    /// Redis lost the hash.
+    /// The hash's `_epoch` when last read.
     epoch: Mutex<Option<String>>,
+    /// The version this replica last wrote: an older read would undo it.
+    floor: AtomicU64,
+    /// One write at a time, so an older batch never lands after a newer.
+    writing: tokio::sync::Mutex<()>,
 }
 
 /// A route's field in the shared state.
@@ -80,10 +87,19 @@ pub fn drained_field(backend: &str) -> String {
     format!("backend:{backend}:drained")
 }
 
-/// The value a weight override is shared as: a JSON object, keys sorted.
-pub fn weights_value(o: &WeightOverride) -> String {
+/// The value a weight override is shared as: a JSON object, keys sorted;
+/// empty for none (the configured weights).
+pub fn weights_value(o: Option<&WeightOverride>) -> String {
+    let Some(o) = o else {
+        return String::new();
+    };
     let m: BTreeMap<&str, u32> = o.by_backend.iter().map(|(n, w)| (n.as_str(), *w)).collect();
     serde_json::to_string(&m).unwrap_or_default()
+}
+
+/// The value a drain is shared as.
+pub fn drained_value(drained: bool) -> String {
+    if drained { "1" } else { "0" }.to_string()
 }
 
 impl Replicas {
@@ -92,13 +108,19 @@ impl Replicas {
         !state.shared.redis.is_configured() || self.synced.load(Ordering::Acquire)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Option<String>>> {
+    /// Asks the sync loop to write what is pending and read again (after a
+    /// reload, which may have reset a backend's state).
+    pub fn resync(&self) {
+        self.wake.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Marks fields as changed here, before the change is applied, so a
-    /// sync running meanwhile does not undo it.
-    pub fn hold(&self, fields: &[(String, Option<String>)]) {
+    /// Marks fields as changed here, before the change is applied (under
+    /// the admin lock), so a sync running meanwhile does not undo it.
+    pub fn hold(&self, fields: &[(String, String)]) {
         let mut p = self.lock();
         for (f, v) in fields {
             p.insert(f.clone(), v.clone());
@@ -125,7 +147,8 @@ impl Replicas {
     /// Writes every pending field; each one written (and not changed again
     /// meanwhile) stops being pending.
     async fn flush(&self, state: &State) -> Result<(), skygate_state::RedisError> {
-        let batch: Vec<(String, Option<String>)> = self
+        let _one_at_a_time = self.writing.lock().await;
+        let batch: Vec<(String, String)> = self
             .lock()
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -133,16 +156,8 @@ impl Replicas {
         if batch.is_empty() {
             return Ok(());
         }
-        let set: Vec<(String, String)> = batch
-            .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
-            .collect();
-        let delete: Vec<String> = batch
-            .iter()
-            .filter(|(_, v)| v.is_none())
-            .map(|(k, _)| k.clone())
-            .collect();
-        state.shared.redis.admin_write(&set, &delete).await?;
+        let version = state.shared.redis.admin_write(&batch, &[]).await?;
+        self.floor.fetch_max(version, Ordering::AcqRel);
         let mut p = self.lock();
         for (k, v) in batch {
             if p.get(&k) == Some(&v) {
@@ -157,18 +172,19 @@ impl Replicas {
         let mut fields: HashMap<String, String> =
             state.shared.redis.admin_read().await?.into_iter().collect();
         let seen = self.epoch.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if seen.is_some() && fields.get("_epoch") != seen.as_ref() {
-            // Redis lost the hash (restarted empty): give back what this
-            // replica holds and the hash lacks, then read the result.
+        let now = fields.get("_epoch");
+        if now.is_none() || (seen.is_some() && now != seen.as_ref()) {
+            // A new hash (Redis restarted empty, or never written): give
+            // back what this replica holds and the hash lacks, then read it.
+            self.floor.store(0, Ordering::Release);
             let mine = state.exclusive(|| local_fields(state));
-            let missing: Vec<(String, Option<String>)> = mine
+            let missing: Vec<(String, String)> = mine
                 .into_iter()
                 .filter(|(k, _)| !fields.contains_key(k))
-                .map(|(k, v)| (k, Some(v)))
                 .collect();
             if !missing.is_empty() {
                 log::warn!(
-                    "admin: redis lost the shared admin state; writing back this replica's ({} fields)",
+                    "admin: the shared admin state is new or was lost; writing back this replica's ({} fields)",
                     missing.len()
                 );
                 self.hold(&missing);
@@ -177,8 +193,15 @@ impl Replicas {
             }
         }
         *self.epoch.lock().unwrap_or_else(|p| p.into_inner()) = fields.get("_epoch").cloned();
-        let pending = self.lock().clone();
-        state.exclusive(|| apply(state, &fields, &pending));
+        let version = fields
+            .get("_version")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        if version >= self.floor.load(Ordering::Acquire) {
+            // Pending fields are read under the admin lock: a change made
+            // now is either in them or made after this apply.
+            state.exclusive(|| apply(state, &fields, &self.lock().clone()));
+        }
         self.synced.store(true, Ordering::Release);
         Ok(())
     }
@@ -186,11 +209,7 @@ impl Replicas {
 
 /// Makes run-time weights and drains match the shared `fields`, except
 /// those changed here and not yet written.
-fn apply(
-    state: &State,
-    fields: &HashMap<String, String>,
-    pending: &BTreeMap<String, Option<String>>,
-) {
+fn apply(state: &State, fields: &HashMap<String, String>, pending: &BTreeMap<String, String>) {
     let snap = state.snapshot();
     for (route, rs) in snap.config.routes.iter().zip(&snap.route_states) {
         let field = weights_field(&route.name);
@@ -203,13 +222,13 @@ fn apply(
             .map(|t| snap.config.backends[t.backend].name.as_str())
             .collect();
         let want = fields.get(&field).and_then(|v| parse_weights(v, &targets));
-        let have = rs.overrides().map(|o| weights_value(&o));
-        if want.as_ref().map(weights_value) != have {
+        let have = rs.overrides();
+        if weights_value(want.as_ref()) != weights_value(have.as_deref()) {
             match &want {
                 Some(o) => log::info!(
                     "admin (from another replica): route `{}` weights {}",
                     route.name,
-                    weights_value(o)
+                    weights_value(Some(o))
                 ),
                 None => log::info!(
                     "admin (from another replica): route `{}` back to its configured weights",
@@ -241,20 +260,24 @@ fn local_fields(state: &State) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (route, rs) in snap.config.routes.iter().zip(&snap.route_states) {
         if let Some(o) = rs.overrides() {
-            out.push((weights_field(&route.name), weights_value(&o)));
+            out.push((weights_field(&route.name), weights_value(Some(&o))));
         }
     }
     for b in &snap.backends {
         if b.state.drained() {
-            out.push((drained_field(&b.config.name), "1".to_string()));
+            out.push((drained_field(&b.config.name), drained_value(true)));
         }
     }
     out
 }
 
 /// A shared weights value, keeping only the route's current targets (a
-/// reload may have removed one); `None` when nothing usable is left.
+/// reload may have removed one); `None` when nothing usable is left, or
+/// for an empty value (the configured weights).
 fn parse_weights(v: &str, targets: &[&str]) -> Option<WeightOverride> {
+    if v.is_empty() {
+        return None;
+    }
     let Ok(Value::Object(m)) = serde_json::from_str::<Value>(v) else {
         log::warn!("admin: ignoring a shared weights value that is not a JSON object: {v}");
         return None;
@@ -267,11 +290,19 @@ fn parse_weights(v: &str, targets: &[&str]) -> Option<WeightOverride> {
     (!by_backend.is_empty()).then_some(WeightOverride { by_backend })
 }
 
+/// Logs a failure at most once a minute (a dead Redis must not flood).
+fn warn_now(last: &mut Option<Instant>, what: &str, e: &skygate_state::RedisError) {
+    if last.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+        log::warn!("admin: {what} ({e}); retrying");
+        *last = Some(Instant::now());
+    }
+}
+
 /// Keeps this replica in step with the others, until the process ends:
-/// subscribes, reads, and re-reads on every message and every few seconds.
+/// reads, subscribes, and re-reads on every message and every few seconds.
 pub async fn run(state: Arc<State>) {
     let replicas = &state.replicas;
-    let mut logged = false;
+    let mut logged: Option<Instant> = None;
     let mut failures = 0u32;
     loop {
         let redis = &state.shared.redis;
@@ -291,40 +322,38 @@ pub async fn run(state: Arc<State>) {
             continue;
         }
         // Read first (what `/readyz` waits for), subscribe, read again (a
-        // change published in between is not missed).
-        let synced = async {
-            replicas.flush(&state).await?;
-            replicas.pull(&state).await
-        };
-        if let Err(e) = synced.await {
+        // change published in between is not missed). A write that fails
+        // stays pending and does not stop the reads.
+        if let Err(e) = replicas.flush(&state).await {
+            warn_now(&mut logged, "writing pending admin changes failed", &e);
+        }
+        if let Err(e) = replicas.pull(&state).await {
             failures += 1;
-            log::warn!("admin: reading the shared admin state failed ({e}); retrying");
+            warn_now(&mut logged, "reading the shared admin state failed", &e);
             if failures >= 5 {
                 // Redis answers, but not this: do not stay unready for it.
                 replicas.synced.store(true, Ordering::Release);
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(500) * failures.min(10)).await;
             continue;
         }
         failures = 0;
-        let channel = redis.admin_key();
+        let generation = redis.generation();
         let mut sub = match redis.admin_subscribe().await {
             Ok(s) => s,
             Err(e) => {
-                if !logged {
-                    log::warn!("admin: cannot subscribe to shared admin changes ({e}); retrying every second");
-                    logged = true;
-                }
+                warn_now(&mut logged, "cannot subscribe to shared admin changes", &e);
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        logged = false;
-        if let Err(e) = replicas.pull(&state).await {
-            log::warn!("admin: reading the shared admin state failed ({e}); retrying");
+        if replicas.pull(&state).await.is_err() {
             continue;
         }
         let mut messages = sub.on_message();
+        let mut tick = tokio::time::interval(RESYNC);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
         loop {
             let step = tokio::select! {
                 m = messages.next() => match m {
@@ -332,19 +361,24 @@ pub async fn run(state: Arc<State>) {
                     // The subscription's connection is gone: subscribe again.
                     None => break,
                 },
-                () = tokio::time::sleep(RESYNC) => {
-                    if redis.admin_key() != channel {
-                        break; // a reload changed the key prefix
+                _ = tick.tick() => {
+                    if redis.generation() != generation {
+                        break; // a reload moved Redis or its key prefix
                     }
-                    match replicas.flush(&state).await {
-                        Ok(()) => replicas.pull(&state).await,
-                        Err(e) => Err(e),
+                    if let Err(e) = replicas.flush(&state).await {
+                        warn_now(&mut logged, "writing pending admin changes failed", &e);
                     }
+                    replicas.pull(&state).await
                 }
-                () = replicas.wake.notified() => replicas.flush(&state).await,
+                () = replicas.wake.notified() => {
+                    if let Err(e) = replicas.flush(&state).await {
+                        warn_now(&mut logged, "writing pending admin changes failed", &e);
+                    }
+                    replicas.pull(&state).await
+                }
             };
             if let Err(e) = step {
-                log::warn!("admin: shared admin state: {e}; subscribing again");
+                warn_now(&mut logged, "reading the shared admin state failed", &e);
                 break;
             }
         }
@@ -361,14 +395,19 @@ mod tests {
         let o = WeightOverride {
             by_backend: vec![("b".into(), 20), ("a".into(), 80)],
         };
-        let v = weights_value(&o);
+        let v = weights_value(Some(&o));
         assert_eq!(v, r#"{"a":80,"b":20}"#);
-        let back = parse_weights(&v, &["a", "b"]).map(|o| weights_value(&o));
+        let back = parse_weights(&v, &["a", "b"]).map(|o| weights_value(Some(&o)));
         assert_eq!(back.as_deref(), Some(v.as_str()));
         let only_a = parse_weights(&v, &["a"]).map(|o| o.by_backend);
         assert_eq!(only_a, Some(vec![("a".to_string(), 80)]));
         assert!(parse_weights(&v, &["c"]).is_none());
         assert!(parse_weights("[1]", &["a"]).is_none());
         assert!(parse_weights(r#"{"a":-1}"#, &["a"]).is_none());
+        assert!(
+            parse_weights("", &["a"]).is_none(),
+            "empty: the configured weights"
+        );
+        assert_eq!(weights_value(None), "");
     }
 }

@@ -132,6 +132,12 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
     server.add_service(credentials);
     server.add_service(redis);
     server.add_service(admin_sync);
+    server.add_service(pingora_core::services::background::background_service(
+        "traces",
+        crate::telemetry::Exporter {
+            state: state.clone(),
+        },
+    ));
     server.add_service(health);
     server.add_service(prewarm);
     server.add_service(policy_watch);

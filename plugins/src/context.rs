@@ -45,6 +45,27 @@ pub struct Try {
     pub status: Option<u16>,
     /// From the attempt's start to its response header (or failure).
     pub ms: f64,
+    /// When the attempt started (its span's start).
+    pub started: Instant,
+    /// The attempt's span id (its `traceparent` to the backend); 0 when
+    /// the request is not traced.
+    pub span: u64,
+}
+
+/// A request's place in a trace (`telemetry.otlp` set): W3C trace context,
+/// continued from the client's `traceparent` or started here.
+#[derive(Debug, Clone)]
+pub struct TraceCtx {
+    pub trace_id: u128,
+    /// The request's own (server) span.
+    pub span: u64,
+    /// The client's span, when the trace was continued; 0 otherwise.
+    pub parent: u64,
+    /// Recorded and exported (parent-based ratio sampling); unsampled
+    /// requests still pass their context on.
+    pub sampled: bool,
+    /// The wall clock when the request started (span times).
+    pub start_wall: std::time::SystemTime,
 }
 
 /// Per-request state, created by `new_ctx` and filled phase by phase.
@@ -114,6 +135,11 @@ pub struct RequestCtx {
     pub stream_events: u64,
     /// The backend's platform reported a cold start for this request.
     pub cold_start: bool,
+    /// W3C trace context, when traces are on.
+    pub trace: Option<TraceCtx>,
+    /// The model the backend said answered (`model` in its answer), kept
+    /// for a recorded trace only.
+    pub response_model: Option<String>,
     /// A miss of the cache's in-memory tier, for its step after the rate
     /// limits.
     pub cache_lookup: Option<Box<crate::cache::Lookup>>,
@@ -166,6 +192,8 @@ impl RequestCtx {
             strip_usage_chunk: false,
             stream_events: 0,
             cold_start: false,
+            trace: None,
+            response_model: None,
             cache_lookup: None,
             cache_fill: None,
             cached_tokens: None,

@@ -16,7 +16,7 @@ pub mod ratelimit;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-pub use context::{CacheStatus, Identity, RequestCtx, Try};
+pub use context::{CacheStatus, Identity, RequestCtx, TraceCtx, Try};
 use pingora_http::{RequestHeader, ResponseHeader};
 pub use skygate_config::AuthMethod;
 use skygate_config::{ApiError, Config};

@@ -299,6 +299,11 @@ impl Redis {
         self.wake.notify_one();
     }
 
+    /// Bumped whenever `configure` changes where Redis is (or its prefix).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     pub fn is_configured(&self) -> bool {
         self.config
             .lock()

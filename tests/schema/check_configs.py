@@ -2,9 +2,9 @@
 
     python check_configs.py SCHEMA.json FILE.yaml|FILE.md ...
 
-A .yaml file is one config. From a .md file, every ```yaml block whose
-top-level keys are all config keys is checked (blocks showing one section's
-insides are skipped, and named). Prints one line per config checked and
+A .yaml file is one config. From a .md file, every ```yaml block with a
+config's top-level key is checked (blocks showing one section's insides are
+skipped, and named); a block that is not YAML fails. Prints one line per config checked and
 every error with its path; exits 1 if any config breaks the schema.
 """
 import json
@@ -53,10 +53,12 @@ for path in sys.argv[2:]:
             line = text.count("\n", 0, m.start()) + 2
             try:
                 doc = load(m.group(1))
-            except yaml.YAMLError:
-                print(f"skip {path}:{line}: not plain YAML (a template?)")
+            except yaml.YAMLError as e:
+                configs.append((f"{path}:{line}", e))
                 continue
-            if isinstance(doc, dict) and doc and set(doc) <= top:
+            # A block with a config's top-level key is a config (a misspelt
+            # key beside it then fails); others show one section's insides.
+            if isinstance(doc, dict) and set(doc) & top:
                 configs.append((f"{path}:{line}", doc))
             else:
                 print(f"skip {path}:{line}: a section's insides, not a whole config")
@@ -65,6 +67,10 @@ for path in sys.argv[2:]:
 
 bad = 0
 for where, doc in configs:
+    if isinstance(doc, yaml.YAMLError):
+        bad += 1
+        print(f"FAIL {where}: not YAML: {doc}")
+        continue
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
     if errors:
         bad += 1

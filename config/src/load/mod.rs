@@ -214,8 +214,10 @@ impl Cx<'_> {
         let state = self.state(raw.state);
         let limits = self.rate_limits(raw.limits, route_limits, &routes, &state);
         let cache = self.cache(raw.cache, &state);
+        let telemetry = self.telemetry(raw.telemetry);
         Some(Config {
             cache,
+            telemetry,
             state,
             limits,
             listen: listen?,

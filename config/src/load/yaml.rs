@@ -44,6 +44,7 @@ impl Cx<'_> {
                 "policy" => raw.policy = self.de(v, &p),
                 "state" => raw.state = self.de(v, &p),
                 "cache" => raw.cache = self.de(v, &p),
+                "telemetry" => raw.telemetry = self.de(v, &p),
                 "limits" => {
                     if let serde_norway::Value::Sequence(items) = v {
                         for (i, item) in items.into_iter().enumerate() {

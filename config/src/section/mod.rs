@@ -10,4 +10,5 @@ pub(crate) mod policy;
 pub(crate) mod prewarm;
 pub(crate) mod route;
 pub(crate) mod server;
+pub(crate) mod telemetry;
 pub(crate) mod tls;

@@ -21,6 +21,7 @@ mod limits;
 mod mtls;
 mod observability;
 mod operations;
+mod otlp;
 mod platforms;
 mod policy;
 mod prewarm;

@@ -7,6 +7,11 @@ use crate::harness::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
+/// How long a change may take to reach the others in a test: pub/sub
+/// takes milliseconds; the bound is loose for a loaded 2-core machine but
+/// under the 5 s re-read, so only pub/sub can meet it.
+const PROPAGATE: Duration = Duration::from_secs(3);
+
 fn config(redis: &str, a: &Sim, b: &Sim, prefix: &str) -> String {
     format!(
         "{auth}state: {{ redis: \"{redis}\", key_prefix: {prefix} }}
@@ -129,13 +134,9 @@ fn three_replicas_share_limits_cache_pings_and_admin_changes() {
     let r = g1.admin("PUT", "/admin/routes/chat/weights", r#"{"a": 0, "b": 100}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["shared"], "redis");
-    let took = on_all(&gs, Duration::from_secs(1), |g| {
-        effective(g, "chat", "a") == Some(0)
-    });
-    assert!(
-        took.is_some(),
-        "the weight change did not reach every replica within 1 s"
-    );
+    let took = on_all(&gs, PROPAGATE, |g| effective(g, "chat", "a") == Some(0));
+    let took = took.expect("the weight change did not reach every replica by pub/sub");
+    eprintln!("a weight change reached all three replicas in {took:?}");
 
     // A drain likewise; a restarted replica comes up with both.
     let r = g2.admin("POST", "/admin/backends/a/drain", "");
@@ -143,7 +144,7 @@ fn three_replicas_share_limits_cache_pings_and_admin_changes() {
         (r.status, r.json()["shared"].clone()),
         (200, json!("redis"))
     );
-    assert!(on_all(&gs, Duration::from_secs(1), |g| drained(g, "a")).is_some());
+    assert!(on_all(&gs, PROPAGATE, |g| drained(g, "a")).is_some());
     g3.proc.signal("KILL");
     let _ = g3.proc.wait_exit(Duration::from_secs(5));
     g3 = Gateway::start(&body);
@@ -161,7 +162,7 @@ fn three_replicas_share_limits_cache_pings_and_admin_changes() {
         200
     );
     let gs = [&g1, &g2, &g3];
-    assert!(on_all(&gs, Duration::from_secs(1), |g| !drained(g, "a")
+    assert!(on_all(&gs, PROPAGATE, |g| !drained(g, "a")
         && effective(g, "chat", "a") == Some(50))
     .is_some());
     drop(redis);
@@ -184,10 +185,7 @@ fn admin_changes_wait_out_a_redis_outage_and_outlive_an_empty_restart() {
     }
     let r = g1.admin("PUT", "/admin/routes/chat/weights", r#"{"a": 10}"#);
     assert_eq!(r.json()["shared"], "redis");
-    assert!(on_all(&[&g2], Duration::from_secs(1), |g| effective(
-        g, "chat", "a"
-    ) == Some(10))
-    .is_some());
+    assert!(on_all(&[&g2], PROPAGATE, |g| effective(g, "chat", "a") == Some(10)).is_some());
 
     redis.kill();
     let r = g2.admin("POST", "/admin/backends/b/drain", "");
