@@ -17,7 +17,8 @@ test:
 bench:
 	cargo bench -p skygate-benches --bench hot_path
 
-# Load harness: direct-to-simulator vs through Skygate (vs nginx when installed).
+# Load harness: direct-to-simulator vs through Skygate (plain, access log on,
+# the full pipeline, policies, limits, cache) vs Pingora's stock proxy and nginx.
 bench-load:
 	cargo build --release -p skygate -p skygate-benches
 	target/release/loadbench

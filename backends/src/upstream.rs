@@ -11,7 +11,10 @@ use bytes::Bytes;
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::protocols::http::v1::client::HttpSession as Http1Session;
+use pingora_core::protocols::Stream;
 use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::upstreams::peer::Peer;
 use pingora_core::utils::tls::{parse_x509, WrappedX509};
 use pingora_error::{Error, ErrorType};
 use pingora_http::ResponseHeader;
@@ -80,6 +83,99 @@ const MAX_SENDS: usize = 4;
 /// The shared upstream client: one connection pool for every backend.
 pub struct Upstream {
     connector: Connector,
+    /// Idle HTTP/1.1 connections, kept here rather than in Pingora's pool.
+    idle: IdleH1,
+}
+
+/// Idle HTTP/1.1 connections by peer (Pingora's reuse hash), newest last.
+/// Pingora's pool checks every connection on release and on reuse (a
+/// `recv`, a `getpeername`) and spawns a task per release to watch it;
+/// here a connection is checked once, when it is taken (one non-blocking
+/// read), and one that goes stale between the check and the send is resent
+/// by [`Upstream::send`] (as nginx does). Entries expire after the
+/// backend's `pool.idle_timeout`.
+struct IdleH1 {
+    inner: std::sync::Mutex<IdleInner>,
+}
+
+struct IdleInner {
+    by_peer: std::collections::HashMap<u64, Vec<(Stream, Instant)>>,
+    last_sweep: Instant,
+}
+
+/// Whether an idle connection is fit to send on: nothing to read (a byte
+/// would be an answer nobody asked for, an end of file a close). One
+/// non-blocking read, as Pingora's pool does.
+fn still_idle(stream: &mut Stream) -> bool {
+    use futures_util::FutureExt;
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1];
+    tokio::task::unconstrained(stream.read(&mut buf))
+        .now_or_never()
+        .is_none()
+}
+
+/// At most this many idle connections per peer (beyond, the oldest goes).
+const IDLE_PER_PEER: usize = 256;
+
+impl IdleH1 {
+    fn new() -> Self {
+        Self {
+            inner: std::sync::Mutex::new(IdleInner {
+                by_peer: std::collections::HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest idle connection to `key` that has not expired and is
+    /// still fit to send on.
+    fn take(&self, key: u64) -> Option<Stream> {
+        let now = Instant::now();
+        loop {
+            let next = {
+                let mut g = self.lock();
+                let list = g.by_peer.get_mut(&key)?;
+                list.pop()?
+            };
+            let (mut stream, until) = next;
+            if until > now && still_idle(&mut stream) {
+                return Some(stream);
+            }
+            // Expired, closed by the backend, or holding bytes nobody
+            // asked for: closed here, outside the lock.
+        }
+    }
+
+    fn put(&self, key: u64, stream: Stream, idle: Duration) {
+        let now = Instant::now();
+        let mut closing = Vec::new();
+        {
+            let mut g = self.lock();
+            if now.duration_since(g.last_sweep) > Duration::from_secs(1) {
+                // Expired connections of peers no longer asked for.
+                g.last_sweep = now;
+                for list in g.by_peer.values_mut() {
+                    let keep = list
+                        .iter()
+                        .position(|(_, until)| *until > now)
+                        .unwrap_or(list.len());
+                    closing.extend(list.drain(..keep).map(|(s, _)| s));
+                }
+                g.by_peer.retain(|_, l| !l.is_empty());
+            }
+            let list = g.by_peer.entry(key).or_default();
+            if list.len() >= IDLE_PER_PEER {
+                closing.push(list.remove(0).0);
+            }
+            list.push((stream, now + idle));
+        }
+        drop(closing);
+    }
 }
 
 impl Upstream {
@@ -88,6 +184,7 @@ impl Upstream {
     pub fn new(pool_size: usize) -> Self {
         Self {
             connector: Connector::new(Some(ConnectorOptions::new(pool_size))),
+            idle: IdleH1::new(),
         }
     }
 
@@ -116,11 +213,17 @@ impl Upstream {
         for _ in 0..MAX_SENDS {
             let mut prepared = prepare()?;
             let reply = prepared.reply.take();
-            let (mut session, reused) = self
-                .connector
-                .get_http_session(peer)
-                .await
-                .map_err(|e| connect_error(backend, &e))?;
+            let (mut session, reused) = match self.idle.take(peer.reuse_hash()) {
+                Some(stream) => (
+                    HttpSession::H1(Http1Session::new_with_options(stream, peer)),
+                    true,
+                ),
+                None => self
+                    .connector
+                    .get_http_session(peer)
+                    .await
+                    .map_err(|e| connect_error(backend, &e))?,
+            };
             let first_byte = match deadline {
                 Some(d) => backend
                     .timeouts
@@ -227,9 +330,19 @@ impl Upstream {
     pub async fn release(&self, mut resp: UpstreamResponse, peer: &HttpPeer, idle: Duration) {
         if let Some(session) = resp.session.take() {
             if resp.done {
-                self.connector
-                    .release_http_session(session, peer, Some(idle))
-                    .await;
+                match session {
+                    HttpSession::H1(mut h1) => {
+                        h1.respect_keepalive();
+                        if let Some(stream) = h1.reuse().await {
+                            self.idle.put(peer.reuse_hash(), stream, idle);
+                        }
+                    }
+                    other => {
+                        self.connector
+                            .release_http_session(other, peer, Some(idle))
+                            .await
+                    }
+                }
             }
         }
     }

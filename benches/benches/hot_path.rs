@@ -108,6 +108,69 @@ fn benches(c: &mut Criterion) {
     );
     c.bench_function("api_error/body", |b| b.iter(|| black_box(&e).body()));
 
+    // A finished request's metrics: through the route's resolved handles
+    // (as now), and by label as before (four `with_label_values`).
+    let names: Vec<std::sync::Arc<str>> = vec!["sim".into(), "sim2".into()];
+    let rm = skygate::metrics::RouteMetrics::new("chat", &names);
+    c.bench_function("metrics/record(resolved handles)", |b| {
+        b.iter(|| {
+            skygate::metrics::record_request(
+                Some(black_box(&rm)),
+                "sim",
+                200,
+                0.0012,
+                Some(0.0008),
+                (Some(12), Some(16)),
+            )
+        })
+    });
+    if let Some(m) = skygate::metrics::get() {
+        c.bench_function("metrics/record(by label, before)", |b| {
+            b.iter(|| {
+                let (route, backend) = (black_box("chat"), black_box("sim"));
+                let status = 200u16.to_string();
+                m.requests
+                    .with_label_values(&[route, backend, &status])
+                    .inc();
+                m.duration.with_label_values(&[route]).observe(0.0012);
+                m.ttfb.with_label_values(&[route, backend]).observe(0.0008);
+                m.tokens.with_label_values(&[route, "prompt"]).inc_by(12);
+                m.tokens
+                    .with_label_values(&[route, "completion"])
+                    .inc_by(16);
+            })
+        });
+    }
+    // One access-log line, built (not written).
+    let mut ctx = RequestCtx::new();
+    ctx.request_id = "b5a7c1e0d3f24a6b9c8d7e6f5a4b3c2d".into();
+    ctx.route_name = Some("chat".into());
+    ctx.model = Some("bench".into());
+    ctx.backend = Some("sim".into());
+    ctx.status = 200;
+    ctx.attempts = 1;
+    ctx.served = Some(skygate_plugins::Try {
+        backend: "sim".into(),
+        outcome: "ok",
+        status: Some(200),
+        ms: 0.8,
+        started: Instant::now(),
+        span: 0,
+    });
+    c.bench_function("access_log/line", |b| {
+        b.iter(|| {
+            skygate::observe::line(
+                black_box(&ctx),
+                1_700_000_000_000,
+                "POST",
+                "/v1/chat/completions",
+                Some("127.0.0.1:50000"),
+                std::time::Duration::from_micros(1200),
+                Some(std::time::Duration::from_micros(800)),
+            )
+        })
+    });
+
     // A routing decision: pick a target (breaker, bulkhead, health, weights)
     // and take its slot; dropping the choice releases it.
     let mut rng = rand::thread_rng();

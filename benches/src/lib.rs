@@ -5,18 +5,28 @@
 /// data-residency forbid on `use_backend`. A principal of tenant `t7` in
 /// group `g1` may call anything on route `chat`.
 pub fn fifty_policies() -> String {
+    policy_set(40, 5, 4)
+}
+
+/// The same shape with 20 policies (14 tenants, 2 groups, 3 forbids, the
+/// residency rule): the load bench's full pipeline.
+pub fn twenty_policies() -> String {
+    policy_set(14, 2, 3)
+}
+
+fn policy_set(tenants: usize, groups: usize, forbids: usize) -> String {
     let mut p = String::new();
-    for i in 0..40 {
+    for i in 0..tenants {
         p.push_str(&format!(
             "@id(\"tenant-{i}\")\npermit (principal in Skygate::Tenant::\"t{i}\", action in Skygate::Action::\"call\", resource)\nwhen {{ resource in Skygate::Route::\"chat\" && context.request_bytes < 100000 }};\n"
         ));
     }
-    for i in 0..5 {
+    for i in 0..groups {
         p.push_str(&format!(
             "@id(\"group-{i}\")\npermit (principal in Skygate::Group::\"g{i}\", action == Skygate::Action::\"invoke\", resource == Skygate::Model::\"m{i}\");\n"
         ));
     }
-    for i in 0..4 {
+    for i in 0..forbids {
         p.push_str(&format!(
             "@id(\"never-{i}\")\nforbid (principal, action in Skygate::Action::\"call\", resource)\nwhen {{ context.hour == 25 && context.estimated_tokens > {i} }};\n"
         ));

@@ -336,6 +336,39 @@ fn main() {
         )
     });
 
+    // The same with the access log on: stdout into a pipe this process
+    // drains, as a container runtime or a log shipper would.
+    let (log_addr, with_log) = start_copy_with(&bin, &dir, &base, listeners, true, |text| {
+        text.replace("access_log: off", "access_log: stdout")
+    });
+
+    // The full pipeline: API-key auth, a 20-policy Cedar set (audit log
+    // off), two local rate limits, weighted routing over two backends with
+    // breakers, access log and metrics on, the cache on and missing (each
+    // request's body differs).
+    let twenty = dir.join("twenty.cedar");
+    std::fs::write(&twenty, skygate_benches::twenty_policies()).unwrap();
+    let (full_addr, full) = start_copy_with(&bin, &dir, &base, listeners, true, |text| {
+        text.replace("access_log: off", "access_log: stdout")
+            .replace(
+                "principal: bench }",
+                "principal: bench, tenant: t7, groups: [g1] }",
+            )
+            .replace(
+                "backends:\n",
+                &format!("backends:\n  sim2: {{ kind: openai, url: \"http://{sim_addr}/v1\", breaker: {{ consecutive_failures: 5 }} }}\n"),
+            )
+            .replace(
+                "targets: [ { backend: sim } ] }",
+                "targets: [ { backend: sim, weight: 50 }, { backend: sim2, weight: 50 } ], cache: { ttl: 1h } }",
+            )
+            + &format!(
+                "policy:\n  files: [ \"{}\" ]\n  audit_log: off\nlimits:\n{}",
+                twenty.display(),
+                TWO.replace(" }", ", store: local }")
+            )
+    });
+
     // The same config on another skygate binary, for a before/after ratio.
     let before = args
         .before
@@ -385,6 +418,30 @@ fn main() {
         p
     });
 
+    // Each request a different body (a cache miss every time): a new nonce
+    // per wrk run, a counter per request.
+    let nonce = std::cell::Cell::new(0u64);
+    let varying = || -> PathBuf {
+        nonce.set(nonce.get() + 1);
+        let tag = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+                + u128::from(nonce.get())
+        );
+        let path = dir.join(format!("chat-varying-{}.lua", nonce.get()));
+        std::fs::write(
+            &path,
+            format!(
+                "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer {KEY}\"\n\
+                 local n = 0\nrequest = function()\n  n = n + 1\n  return wrk.format(nil, nil, nil, '{{\"model\":\"bench\",\"messages\":[{{\"role\":\"user\",\"content\":\"Say hello to the gateway benchmark {tag}-' .. n .. '.\"}}]}}')\nend\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
     let script = dir.join("chat.lua");
     std::fs::write(
         &script,
@@ -410,6 +467,8 @@ fn main() {
     let mut targets: Vec<(&str, SocketAddr, Vec<u32>)> = vec![
         ("direct", sim_addr, vec![]),
         ("skygate", gw_addr, vec![gw_pid]),
+        ("skygate+access_log", log_addr, vec![with_log.0.id()]),
+        ("skygate-full", full_addr, vec![full.0.id()]),
         ("skygate+policy", policy_addr, vec![with_policy.0.id()]),
         (
             "skygate+limits(local,2)",
@@ -434,13 +493,20 @@ fn main() {
         targets.push(("nginx", nginx_addr, pids_of(n)));
     }
     for (name, addr, pids) in &targets {
-        wrk(&script, &url(*addr), args.connections, 2);
+        let script_for = || {
+            if *name == "skygate-full" {
+                varying()
+            } else {
+                script.clone()
+            }
+        };
+        wrk(&script_for(), &url(*addr), args.connections, 2);
         let cpu0: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
         let sim0 = cpu_seconds(sim.0.id());
-        let run = wrk(&script, &url(*addr), args.connections, args.duration);
+        let run = wrk(&script_for(), &url(*addr), args.connections, args.duration);
         let cpu = pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu0;
         let sim_cpu = cpu_seconds(sim.0.id()) - sim0;
-        let one = wrk(&script, &url(*addr), 1, args.duration.min(5));
+        let one = wrk(&script_for(), &url(*addr), 1, args.duration.min(5));
         rows.push((
             *name,
             run,
@@ -524,6 +590,26 @@ fn main() {
             ng.4.p50_us - direct.4.p50_us
         );
     }
+    if let Some(l) = get("skygate+access_log") {
+        println!(
+            "| access log on: CPU per request added | {:.1} µs ({:.2}×) |",
+            l.2 - sky.2,
+            l.2 / sky.2
+        );
+    }
+    if let Some(f) = get("skygate-full") {
+        println!(
+            "| full pipeline (auth, 20 policies, 2 local limits, weighted 2 backends, access log, metrics, cache missing): CPU per request | {:.1} µs ({:.2}× plain Skygate) |",
+            f.2,
+            f.2 / sky.2
+        );
+        if let Some(pb) = get("pingora-stock") {
+            println!(
+                "| full pipeline CPU per request / Pingora stock proxy | {:.2} |",
+                f.2 / pb.2
+            );
+        }
+    }
     if let Some(p) = get("skygate+policy") {
         println!(
             "| Skygate with 50 Cedar policies + audit log: CPU per request added | {:.1} µs ({:.2}×) |",
@@ -601,6 +687,8 @@ fn main() {
     println!("| SSE first event: direct / through Skygate (median of 200) | {ttfb_direct:.0} µs / {ttfb_gw:.0} µs (+{:.0} µs) |", ttfb_gw - ttfb_direct);
     println!("| Skygate RSS idle / after load | {rss_idle:.1} MiB / {rss_load:.1} MiB |");
     drop(before);
+    drop(with_log);
+    drop(full);
     drop(with_policy);
     drop(limits_local);
     drop(cache_hit);
@@ -625,15 +713,29 @@ fn main() {
 
 /// `bin run --config conf`, quiet, once it listens on `addr`.
 fn run_skygate(bin: &Path, conf: &Path, addr: SocketAddr) -> Proc {
-    let p = Proc(
-        Command::new(bin)
-            .args(["run", "--config"])
-            .arg(conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    run_skygate_with(bin, conf, addr, false)
+}
+
+/// The same; with `drained`, its stdout (the access log) goes to a pipe
+/// that a thread of this process reads and discards.
+fn run_skygate_with(bin: &Path, conf: &Path, addr: SocketAddr, drained: bool) -> Proc {
+    let mut child = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(conf)
+        .stdout(if drained {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    if let Some(mut out) = child.stdout.take() {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut out, &mut std::io::sink());
+        });
+    }
+    let p = Proc(child);
     wait_port(addr);
     p
 }
@@ -644,7 +746,19 @@ fn start_copy(
     bin: &Path,
     dir: &Path,
     base: &str,
+    listeners: (SocketAddr, SocketAddr),
+    edit: impl FnOnce(String) -> String,
+) -> (SocketAddr, Proc) {
+    start_copy_with(bin, dir, base, listeners, false, edit)
+}
+
+/// [`start_copy`], with its stdout drained (see [`run_skygate_with`]).
+fn start_copy_with(
+    bin: &Path,
+    dir: &Path,
+    base: &str,
     (addr, admin): (SocketAddr, SocketAddr),
+    drained: bool,
     edit: impl FnOnce(String) -> String,
 ) -> (SocketAddr, Proc) {
     let new = free_addr();
@@ -653,7 +767,7 @@ fn start_copy(
         .replace(&admin.to_string(), &free_addr().to_string());
     let conf = dir.join(format!("skygate-{}.yaml", new.port()));
     std::fs::write(&conf, edit(text)).unwrap();
-    (new, run_skygate(bin, &conf, new))
+    (new, run_skygate_with(bin, &conf, new, drained))
 }
 
 /// Whether `cmd` is on the PATH.

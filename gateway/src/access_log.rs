@@ -1,6 +1,8 @@
 //! The access log: one JSON line per request on stdout, written by a
 //! background thread so the request path never blocks on the terminal or a
-//! pipe. When the writer falls behind, lines are dropped and counted
+//! pipe. Under load the writer gathers lines for a few milliseconds and
+//! writes them at once (one `write` for many lines, no wake-up per line).
+//! When the writer falls behind, lines are dropped and counted
 //! (`skygate_access_log_dropped_total`) rather than slowing requests down.
 
 use std::io::Write;
@@ -27,25 +29,50 @@ pub fn start() {
     }
 }
 
+/// How long the writer lets lines gather after a write: under load, lines
+/// queue meanwhile and go out in one `write`, and no request thread has to
+/// wake the writer for each line.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+
 fn writer(rx: Receiver<Vec<u8>>) {
     let stdout = std::io::stdout();
-    // An empty line is the stop marker sent by `flush_and_stop`.
-    while let Ok(line) = rx.recv() {
-        let mut out = stdout.lock();
-        if line.is_empty() {
-            let _ = out.flush();
-            return;
-        }
-        let _ = out.write_all(&line);
-        // Drain what is queued before flushing: one write for a burst.
-        while let Ok(more) = rx.try_recv() {
-            if more.is_empty() {
-                let _ = out.flush();
+    let mut batch: Vec<u8> = Vec::with_capacity(256 * 1024);
+    // Blocks only while idle; an empty line is the stop marker sent by
+    // `flush_and_stop`.
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(line) = next.take() {
+            if line.is_empty() {
+                let _ = stdout.lock().write_all(&batch);
+                let _ = stdout.lock().flush();
                 return;
             }
-            let _ = out.write_all(&more);
+            batch.extend_from_slice(&line);
+            // Everything queued, then one write.
+            let stop = loop {
+                match rx.try_recv() {
+                    Ok(more) if more.is_empty() => break true,
+                    Ok(more) => {
+                        batch.extend_from_slice(&more);
+                        if batch.len() >= 256 * 1024 {
+                            break false;
+                        }
+                    }
+                    Err(_) => break false,
+                }
+            };
+            {
+                let mut out = stdout.lock();
+                let _ = out.write_all(&batch);
+                let _ = out.flush();
+            }
+            batch.clear();
+            if stop {
+                return;
+            }
+            std::thread::sleep(GATHER);
+            next = rx.try_recv().ok();
         }
-        let _ = out.flush();
     }
 }
 

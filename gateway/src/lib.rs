@@ -12,7 +12,7 @@ pub mod health;
 pub mod identity;
 pub mod keys;
 pub mod metrics;
-mod observe;
+pub mod observe;
 pub mod policy_check;
 pub mod prewarm;
 pub mod proxy;

@@ -2,8 +2,8 @@
 //! `GET /metrics` on the admin listener.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -331,6 +331,109 @@ fn build() -> Result<Metrics, prometheus::Error> {
         cache_redis_failures,
         trace_spans,
     })
+}
+
+/// Statuses whose request counters a route keeps at hand; others are
+/// looked up by label.
+const STATUSES: [u16; 14] = [
+    200, 201, 400, 401, 403, 404, 408, 413, 429, 499, 500, 502, 503, 504,
+];
+
+/// One route's metric handles, resolved on first use and kept with the
+/// snapshot, so recording a request hashes no label values (the
+/// `*_with_label_values` lookups cost more than the increments).
+pub struct RouteMetrics {
+    route: String,
+    duration: OnceLock<Histogram>,
+    prompt: OnceLock<IntCounter>,
+    completion: OnceLock<IntCounter>,
+    /// By backend index in the snapshot.
+    backends: Vec<BackendMetrics>,
+}
+
+struct BackendMetrics {
+    name: std::sync::Arc<str>,
+    ttfb: OnceLock<Histogram>,
+    statuses: [OnceLock<IntCounter>; STATUSES.len()],
+}
+
+impl RouteMetrics {
+    /// Handles for `route` served by `backends` (the snapshot's, in order).
+    pub fn new(route: &str, backends: &[std::sync::Arc<str>]) -> Self {
+        Self {
+            route: route.to_string(),
+            duration: OnceLock::new(),
+            prompt: OnceLock::new(),
+            completion: OnceLock::new(),
+            backends: backends
+                .iter()
+                .map(|name| BackendMetrics {
+                    name: name.clone(),
+                    ttfb: OnceLock::new(),
+                    statuses: std::array::from_fn(|_| OnceLock::new()),
+                })
+                .collect(),
+        }
+    }
+
+    fn backend(&self, name: &str) -> Option<&BackendMetrics> {
+        self.backends.iter().find(|b| &*b.name == name)
+    }
+}
+
+/// Records a finished request's counters and histograms: through the
+/// route's resolved handles when there is a route, by label otherwise.
+pub fn record_request(
+    route: Option<&RouteMetrics>,
+    backend: &str,
+    status: u16,
+    elapsed: f64,
+    ttfb: Option<f64>,
+    tokens: (Option<u64>, Option<u64>),
+) {
+    let Some(m) = get() else { return };
+    let Some(r) = route else {
+        let status = status.to_string();
+        m.requests.with_label_values(&["", backend, &status]).inc();
+        m.duration.with_label_values(&[""]).observe(elapsed);
+        return;
+    };
+    let b = r.backend(backend);
+    let slot = STATUSES.iter().position(|s| *s == status);
+    match (b, slot) {
+        (Some(b), Some(i)) => b.statuses[i]
+            .get_or_init(|| {
+                m.requests
+                    .with_label_values(&[&r.route, backend, &status.to_string()])
+            })
+            .inc(),
+        _ => m
+            .requests
+            .with_label_values(&[&r.route, backend, &status.to_string()])
+            .inc(),
+    }
+    r.duration
+        .get_or_init(|| m.duration.with_label_values(&[&r.route]))
+        .observe(elapsed);
+    if let Some(t) = ttfb {
+        match b {
+            Some(b) => b
+                .ttfb
+                .get_or_init(|| m.ttfb.with_label_values(&[&r.route, backend]))
+                .observe(t),
+            None => m.ttfb.with_label_values(&[&r.route, backend]).observe(t),
+        }
+    }
+    if let Some(p) = tokens.0 {
+        r.prompt
+            .get_or_init(|| m.tokens.with_label_values(&[&r.route, "prompt"]))
+            .inc_by(p);
+    }
+    if let Some(c) = tokens.1 {
+        r.completion
+            .get_or_init(|| m.tokens.with_label_values(&[&r.route, "completion"]))
+            .inc_by(c);
+    }
 }
 
 static METRICS: OnceLock<Option<Metrics>> = OnceLock::new();

@@ -153,6 +153,7 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         observe::record(
             ctx,
+            snap.as_deref(),
             req.method.as_str(),
             req.uri.path(),
             client.as_deref(),

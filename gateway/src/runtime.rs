@@ -111,6 +111,8 @@ pub struct Snapshot {
     pub models_body: Bytes,
     /// Signs the caller's identity for backends that ask for it.
     pub identity: Option<crate::identity::IdentitySigner>,
+    /// Each route's metric handles, by route index.
+    pub route_metrics: Vec<crate::metrics::RouteMetrics>,
 }
 
 impl Snapshot {
@@ -120,10 +122,22 @@ impl Snapshot {
     /// resolve it later), so one bad backend never stops the gateway.
     pub fn build(config: Config, registry: &Registry, shared: &skygate_plugins::Shared) -> Self {
         let now = Instant::now();
-        let backends = config
+        let backends: Vec<Arc<BackendRt>> = config
             .backends
             .iter()
             .map(|b| Arc::new(BackendRt::build(b, registry, now)))
+            .collect();
+        let route_metrics = config
+            .routes
+            .iter()
+            .map(|r| {
+                let names: Vec<Arc<str>> = r
+                    .targets
+                    .iter()
+                    .map(|t| backends[t.backend].name.clone())
+                    .collect();
+                crate::metrics::RouteMetrics::new(&r.name, &names)
+            })
             .collect();
         let route_states = config
             .routes
@@ -153,6 +167,7 @@ impl Snapshot {
             chain,
             models_body,
             identity,
+            route_metrics,
         }
     }
 
