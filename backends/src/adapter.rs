@@ -43,9 +43,10 @@ pub struct Call<'a> {
     pub stream: bool,
     /// The model the client asked for (OpenAI operations).
     pub model: Option<&'a str>,
-    /// This attempt's W3C trace context (traces on); without it a client's
-    /// own `traceparent` passes through.
+    /// This attempt's W3C trace context, `traceparent` and `tracestate`,
+    /// as the gateway decided (its own span, or a client's checked one).
     pub traceparent: Option<HeaderValue>,
+    pub tracestate: Option<HeaderValue>,
 }
 
 /// What goes to the backend for one attempt.
@@ -85,16 +86,8 @@ pub trait Adapter {
 
 /// Client headers an adapter may pass on. Everything else (credentials,
 /// cookies, forwarding and internal headers) stays at the gateway.
-const FORWARDED_CLIENT_HEADERS: &[&str] = &[
-    "content-type",
-    "accept",
-    "accept-language",
-    "user-agent",
-    // W3C trace context: passed on as sent unless the gateway traces
-    // (then `traceparent` names its attempt's span).
-    "traceparent",
-    "tracestate",
-];
+const FORWARDED_CLIENT_HEADERS: &[&str] =
+    &["content-type", "accept", "accept-language", "user-agent"];
 
 /// Client headers only function routes pass on, on top of the above: their
 /// bodies go through untouched, so the backend must know how one is encoded.
@@ -150,6 +143,10 @@ pub(crate) fn base_header(
     if let Some(tp) = &call.traceparent {
         h.insert_header("traceparent", tp.clone())
             .map_err(internal)?;
+        if let Some(ts) = &call.tracestate {
+            h.insert_header("tracestate", ts.clone())
+                .map_err(internal)?;
+        }
     }
     if let Some(xff) = call.forwarded_for {
         h.insert_header("x-forwarded-for", xff.clone())
@@ -487,6 +484,7 @@ mod tests {
             stream: false,
             model: None,
             traceparent: None,
+            tracestate: None,
         };
         let clouds = Clouds {
             aws: Arc::new(AwsChain::new(Box::new(|_| None))),
@@ -527,6 +525,7 @@ mod tests {
             stream: false,
             model: None,
             traceparent: None,
+            tracestate: None,
         };
         let p = OpenAiAdapter
             .prepare(
@@ -559,6 +558,7 @@ mod tests {
             stream: false,
             model: None,
             traceparent: None,
+            tracestate: None,
         };
         let p = FunctionAdapter
             .prepare(
@@ -588,6 +588,7 @@ mod tests {
             stream: false,
             model: None,
             traceparent: None,
+            tracestate: None,
         };
         let p = FunctionAdapter
             .prepare(

@@ -100,7 +100,6 @@ struct IdleH1 {
 
 struct IdleInner {
     by_peer: std::collections::HashMap<u64, Vec<(Stream, Instant)>>,
-    last_sweep: Instant,
 }
 
 /// Whether an idle connection is fit to send on: nothing to read (a byte
@@ -115,15 +114,16 @@ fn still_idle(stream: &mut Stream) -> bool {
         .is_none()
 }
 
-/// At most this many idle connections per peer (beyond, the oldest goes).
+/// At most this many idle connections per peer, and in all (beyond, a
+/// released connection is closed).
 const IDLE_PER_PEER: usize = 256;
+const IDLE_TOTAL: usize = 4096;
 
 impl IdleH1 {
     fn new() -> Self {
         Self {
             inner: std::sync::Mutex::new(IdleInner {
                 by_peer: std::collections::HashMap::new(),
-                last_sweep: Instant::now(),
             }),
         }
     }
@@ -156,31 +156,56 @@ impl IdleH1 {
         let mut closing = Vec::new();
         {
             let mut g = self.lock();
-            if now.duration_since(g.last_sweep) > Duration::from_secs(1) {
-                // Expired connections of peers no longer asked for.
-                g.last_sweep = now;
-                for list in g.by_peer.values_mut() {
-                    let keep = list
-                        .iter()
-                        .position(|(_, until)| *until > now)
-                        .unwrap_or(list.len());
-                    closing.extend(list.drain(..keep).map(|(s, _)| s));
-                }
-                g.by_peer.retain(|_, l| !l.is_empty());
-            }
+            let total: usize = g.by_peer.values().map(Vec::len).sum();
             let list = g.by_peer.entry(key).or_default();
-            if list.len() >= IDLE_PER_PEER {
-                closing.push(list.remove(0).0);
+            if list.len() >= IDLE_PER_PEER || total >= IDLE_TOTAL {
+                // Full: this one is closed rather than an older one kept
+                // waiting (the newest are the ones taken).
+                closing.push(stream);
+            } else {
+                list.push((stream, now + idle));
             }
-            list.push((stream, now + idle));
         }
         drop(closing);
+    }
+
+    /// Closes idle connections that expired or that their backend closed
+    /// (or wrote to unasked), so none lingers in CLOSE_WAIT while traffic
+    /// is quiet. Run about once a second ([`Upstream::sweep_idle`]).
+    fn sweep(&self) {
+        let now = Instant::now();
+        let all: Vec<(u64, Vec<(Stream, Instant)>)> = { self.lock().by_peer.drain().collect() };
+        // Checked outside the lock (a non-blocking read each); requests
+        // meanwhile open new connections or find others put back.
+        let mut kept: Vec<(u64, Vec<(Stream, Instant)>)> = Vec::with_capacity(all.len());
+        for (key, list) in all {
+            let live: Vec<(Stream, Instant)> = list
+                .into_iter()
+                .filter_map(|(mut s, until)| {
+                    (until > now && still_idle(&mut s)).then_some((s, until))
+                })
+                .collect();
+            if !live.is_empty() {
+                kept.push((key, live));
+            }
+        }
+        let mut g = self.lock();
+        for (key, mut live) in kept {
+            let list = g.by_peer.entry(key).or_default();
+            // Older ones first, as `take` pops the newest.
+            live.append(list);
+            *list = live;
+            let excess = list.len().saturating_sub(IDLE_PER_PEER);
+            list.drain(..excess);
+        }
     }
 }
 
 impl Upstream {
-    /// `pool_size`: idle connections kept in the whole pool (Pingora's pool
-    /// is one LRU over every upstream; each backend has its own group in it).
+    /// `pool_size`: idle connections kept in Pingora's pool (HTTP/2 sessions;
+    /// one LRU over every upstream, each backend its own group in it).
+    /// Idle HTTP/1.1 connections are kept apart, at most 256 per peer and
+    /// 4096 in all.
     pub fn new(pool_size: usize) -> Self {
         Self {
             connector: Connector::new(Some(ConnectorOptions::new(pool_size))),
@@ -324,6 +349,12 @@ impl Upstream {
             ),
         )
         .retryable(Retry::Connect))
+    }
+
+    /// Closes idle connections that expired or were closed by their
+    /// backend; a background task calls it every second.
+    pub fn sweep_idle(&self) {
+        self.idle.sweep();
     }
 
     /// Gives a fully read response's connection back to the pool.
@@ -623,4 +654,62 @@ fn exchange_error(b: &Backend, e: &Error, reused: bool) -> ApiError {
         format!("backend `{}` failed: {}", b.name, e.etype().as_str()),
     )
     .retryable(retry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connected pair: the idle (client) side as a Pingora stream, and
+    /// the backend's side.
+    async fn pair() -> (Stream, tokio::net::TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let s: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(client));
+        (s, server)
+    }
+
+    #[tokio::test]
+    async fn idle_connections_expire_and_closed_ones_are_swept() {
+        let idle = IdleH1::new();
+        let (live, _live_server) = pair().await;
+        let (closed, closed_server) = pair().await;
+        let (expired, _expired_server) = pair().await;
+        let (chatty, mut chatty_server) = pair().await;
+        idle.put(1, live, Duration::from_secs(60));
+        idle.put(2, closed, Duration::from_secs(60));
+        idle.put(3, expired, Duration::from_millis(1));
+        idle.put(4, chatty, Duration::from_secs(60));
+        drop(closed_server);
+        tokio::io::AsyncWriteExt::write_all(&mut chatty_server, b"HTTP/1.1 200 OK\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        idle.sweep();
+        let left: Vec<u64> = {
+            let g = idle.lock();
+            let mut k: Vec<u64> = g.by_peer.keys().copied().collect();
+            k.sort_unstable();
+            k
+        };
+        // Only the live one stays: the backend closed one, one expired, one
+        // holds bytes nobody asked for.
+        assert_eq!(left, vec![1]);
+        assert!(idle.take(1).is_some());
+        assert!(idle.take(1).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_full_cache_closes_what_it_cannot_keep() {
+        let idle = IdleH1::new();
+        let mut servers = Vec::new();
+        for _ in 0..IDLE_PER_PEER + 3 {
+            let (s, server) = pair().await;
+            servers.push(server);
+            idle.put(9, s, Duration::from_secs(60));
+        }
+        assert_eq!(idle.lock().by_peer[&9].len(), IDLE_PER_PEER);
+    }
 }

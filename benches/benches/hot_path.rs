@@ -599,6 +599,7 @@ fn platform_benches(c: &mut Criterion) {
                     stream: false,
                     model: Some("m2"),
                     traceparent: None,
+                    tracestate: None,
                 };
                 black_box(adapter.prepare(b, &call).unwrap())
             })

@@ -49,12 +49,14 @@ fn writer(rx: Receiver<Vec<u8>>) {
             }
             batch.extend_from_slice(&line);
             // Everything queued, then one write.
+            let mut full = false;
             let stop = loop {
                 match rx.try_recv() {
                     Ok(more) if more.is_empty() => break true,
                     Ok(more) => {
                         batch.extend_from_slice(&more);
                         if batch.len() >= 256 * 1024 {
+                            full = true;
                             break false;
                         }
                     }
@@ -70,7 +72,10 @@ fn writer(rx: Receiver<Vec<u8>>) {
             if stop {
                 return;
             }
-            std::thread::sleep(GATHER);
+            // A full batch means more is waiting: no pause then.
+            if !full {
+                std::thread::sleep(GATHER);
+            }
             next = rx.try_recv().ok();
         }
     }

@@ -521,6 +521,8 @@ async fn send(
     routed: &Routed,
     span: u64,
 ) -> Result<UpstreamResponse, ApiError> {
+    let (traceparent, tracestate) =
+        crate::telemetry::upstream_context(ctx, &snap.config.telemetry, session.req_header(), span);
     let call = Call {
         operation: routed.operation,
         method: &session.req_header().method,
@@ -532,10 +534,8 @@ async fn send(
         identity: identity_for(snap, b, backend, ctx),
         stream: ctx.stream,
         model: ctx.model.as_deref(),
-        traceparent: ctx
-            .trace
-            .as_ref()
-            .map(|t| crate::telemetry::traceparent(t, span)),
+        traceparent,
+        tracestate,
     };
     let peer = match slot {
         Ok(r) => &r.peer,

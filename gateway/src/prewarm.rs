@@ -262,6 +262,7 @@ async fn ping(state: &State, b: &BackendRt, model: Option<&str>) -> (bool, Optio
         stream: false,
         model,
         traceparent: None,
+        tracestate: None,
     };
     let hold = b.config.prewarm.hold.as_millis().to_string();
     let prepare = || {

@@ -133,6 +133,12 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
     server.add_service(redis);
     server.add_service(admin_sync);
     server.add_service(pingora_core::services::background::background_service(
+        "idle upstream connections",
+        IdleSweep {
+            state: state.clone(),
+        },
+    ));
+    server.add_service(pingora_core::services::background::background_service(
         "traces",
         crate::telemetry::Exporter {
             state: state.clone(),
@@ -258,6 +264,25 @@ impl pingora_core::services::background::BackgroundService for RedisLink {
             () = self.redis.maintain() => {}
             () = self.redis.send_settles() => {}
             _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Closes idle upstream connections that expired or that their backend
+/// closed, every second (`Upstream::sweep_idle`).
+struct IdleSweep {
+    state: std::sync::Arc<crate::State>,
+}
+
+#[async_trait::async_trait]
+impl pingora_core::services::background::BackgroundService for IdleSweep {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.state.upstream.sweep_idle(),
+                _ = shutdown.changed() => return,
+            }
         }
     }
 }

@@ -170,6 +170,45 @@ pub fn traceparent(t: &TraceCtx, span: u64) -> HeaderValue {
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// The longest `tracestate` passed on (W3C's own bound for one that is
+/// forwarded: 32 entries of a few bytes, about 512).
+const TRACESTATE_MAX: usize = 512;
+
+/// What an attempt sends as trace context. Traces on: its own span, and
+/// the client's `tracestate` only with the client's trace continued.
+/// Traces off: the client's context as sent, when its `traceparent` is
+/// valid and `continue_client_trace` allows it. Nothing otherwise.
+pub fn upstream_context(
+    ctx: &RequestCtx,
+    t: &Telemetry,
+    req: &RequestHeader,
+    span: u64,
+) -> (Option<HeaderValue>, Option<HeaderValue>) {
+    let client_state = || {
+        req.headers
+            .get("tracestate")
+            .filter(|v| v.len() <= TRACESTATE_MAX)
+            .cloned()
+    };
+    match &ctx.trace {
+        Some(trace) => (
+            Some(traceparent(trace, span)),
+            if trace.parent != 0 {
+                client_state()
+            } else {
+                None
+            },
+        ),
+        None if t.continue_client_trace => match req.headers.get("traceparent") {
+            Some(tp) if parse_traceparent(tp.as_bytes()).is_some() => {
+                (Some(tp.clone()), client_state())
+            }
+            _ => (None, None),
+        },
+        None => (None, None),
+    }
+}
+
 /// The GenAI `gen_ai.provider.name` of a backend kind, where the
 /// conventions name one; Skygate's kind otherwise.
 fn provider(kind: skygate_config::BackendKind) -> &'static str {
@@ -446,6 +485,10 @@ impl pingora_core::services::background::BackgroundService for Exporter {
         let rx = queue().rx.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(mut rx) = rx else { return };
         let mut current: Option<(Otlp, opentelemetry_otlp::SpanExporter)> = None;
+        // A config whose exporter could not be built: not tried again
+        // (nor warned about) until the config changes.
+        let mut failed: Option<Otlp> = None;
+        let mut shutting_down = false;
         let mut batch: Vec<SpanData> = Vec::with_capacity(BATCH);
         let mut last_error_log: Option<Instant> = None;
         loop {
@@ -459,18 +502,22 @@ impl pingora_core::services::background::BackgroundService for Exporter {
                         None => { closing = true; break }
                     },
                     () = &mut deadline => break,
-                    _ = shutdown.changed() => { closing = true; break }
+                    // Requests finish during the grace period: their
+                    // spans still go, until the process exits.
+                    _ = shutdown.changed(), if !shutting_down => { shutting_down = true; break }
                 }
             }
             let want = self.state.snapshot().config.telemetry.otlp.clone();
-            if current.as_ref().map(|(o, _)| o) != want.as_ref() {
+            if current.as_ref().map(|(o, _)| o) != want.as_ref() && failed != want {
                 current = want.and_then(|o| match build(&o) {
                     Ok(e) => {
                         log::info!("traces: exporting to {} over {:?}", o.endpoint, o.protocol);
+                        failed = None;
                         Some((o, e))
                     }
                     Err(e) => {
-                        log::warn!("traces: cannot build the OTLP exporter: {e}");
+                        log::warn!("traces: cannot build the OTLP exporter: {e}; spans are dropped until the config changes");
+                        failed = Some(o);
                         None
                     }
                 });

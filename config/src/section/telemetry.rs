@@ -124,6 +124,13 @@ impl Cx<'_> {
                 );
                 continue;
             }
+            if protocol == OtlpProtocol::Grpc && name.to_ascii_lowercase().ends_with("-bin") {
+                self.err(
+                    &path_of(&at("headers"), &[key(&name)]),
+                    "a `-bin` name is gRPC binary metadata, which is not supported: use another name",
+                );
+                continue;
+            }
             headers.push((name.to_ascii_lowercase(), Secret::new(value)));
         }
         if !ok {

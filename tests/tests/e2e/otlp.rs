@@ -435,14 +435,85 @@ fn grpc_export_samples_by_parent_then_ratio_and_can_ignore_the_client() {
     assert!(server.span.parent_span_id.is_empty(), "a root span");
 }
 
-/// Without telemetry, a client's trace context passes through unchanged.
+/// The `tracestate` a backend received, one entry per request (empty
+/// when none).
+fn tracestates(sim: &Sim) -> Vec<String> {
+    sim.requests()
+        .iter()
+        .map(|r| {
+            r["headers"]
+                .as_array()
+                .and_then(|h| h.iter().find(|h| h[0] == "tracestate"))
+                .and_then(|h| h[1].as_str())
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+fn ask_with_state(g: &Gateway, traceparent: &str, tracestate: &str) -> Resp {
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    g.call(
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+            ("traceparent", traceparent),
+            ("tracestate", tracestate),
+        ],
+        body.to_string().as_bytes(),
+    )
+}
+
+/// Without telemetry, a client's valid trace context passes through
+/// unchanged; an invalid `traceparent` (and its `tracestate`) does not.
 #[test]
 fn without_telemetry_the_clients_traceparent_passes_through() {
     let (a, b) = (Sim::start("a", &[]), Sim::start("b", &[]));
     let g = Gateway::start(&config("", &a, &b));
     let tp = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
-    assert_eq!(ask(&g, Some(&tp)).status, 200);
+    assert_eq!(ask_with_state(&g, &tp, "vendor=abc").status, 200);
+    assert_eq!(
+        ask_with_state(&g, "00-not-a-trace-01", "vendor=abc").status,
+        200
+    );
     assert_eq!(traceparents(&a), vec![tp]);
+    assert_eq!(
+        tracestates(&a),
+        vec!["vendor=abc".to_string(), String::new()]
+    );
+}
+
+/// A trace the gateway starts (the client's ignored) carries none of the
+/// client's `tracestate`; a continued one does.
+#[test]
+fn tracestate_goes_only_with_the_clients_continued_trace() {
+    let collector = Collector::start();
+    let (a, b) = (Sim::start("a", &[]), Sim::start("b", &[]));
+    let tp = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let on = format!(
+        "telemetry: {{ otlp: {{ endpoint: \"http://{}\" }} }}",
+        collector.http
+    );
+    let g = Gateway::start(&config(&on, &a, &b));
+    assert_eq!(ask_with_state(&g, &tp, "vendor=abc").status, 200);
+    let off = format!(
+        "telemetry: {{ otlp: {{ endpoint: \"http://{}\" }}, continue_client_trace: false }}",
+        collector.http
+    );
+    let g2 = Gateway::start(&config(&off, &a, &b));
+    assert_eq!(ask_with_state(&g2, &tp, "vendor=abc").status, 200);
+    assert_eq!(
+        tracestates(&a),
+        vec!["vendor=abc".to_string(), String::new()]
+    );
+    let sent = traceparents(&a);
+    assert!(
+        sent[0].contains(CLIENT_TRACE) && !sent[1].contains(CLIENT_TRACE),
+        "{sent:?}"
+    );
 }
 
 /// RSS of a process, in KiB.
