@@ -1,5 +1,6 @@
 //! Skygate's backends: adapters per backend kind ([`adapter`]), the upstream
-//! client on pingora-core's connectors ([`upstream`]), request signing
+//! client on pingora-core's connectors ([`upstream`], sending a request's
+//! header and body at once: `gather`), request signing
 //! ([`sign`]: AWS SigV4), routing and the
 //! run-time state behind it ([`routing`]), token usage extraction
 //! ([`usage`]) and the serverless backend simulator ([`sim`]).
@@ -7,6 +8,7 @@
 pub mod adapter;
 pub mod backend;
 pub mod fetch;
+mod gather;
 pub mod kinds;
 pub mod prewarm;
 pub mod routing;

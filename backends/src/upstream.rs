@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::adapter::Prepared;
+use crate::gather::{gatherer, Gather, MAX_GATHER};
 use crate::kinds::{ReadAs, Reply, ERROR_LIMIT, WHOLE_LIMIT};
 use bytes::BytesMut;
 
@@ -100,6 +101,9 @@ struct IdleH1 {
 
 struct IdleInner {
     by_peer: std::collections::HashMap<u64, Vec<(Stream, Instant)>>,
+    /// Connections in `by_peer`, kept as they come and go so a release
+    /// does not walk every peer's list.
+    count: usize,
 }
 
 /// Whether an idle connection is fit to send on: nothing to read (a byte
@@ -124,6 +128,7 @@ impl IdleH1 {
         Self {
             inner: std::sync::Mutex::new(IdleInner {
                 by_peer: std::collections::HashMap::new(),
+                count: 0,
             }),
         }
     }
@@ -139,8 +144,9 @@ impl IdleH1 {
         loop {
             let next = {
                 let mut g = self.lock();
-                let list = g.by_peer.get_mut(&key)?;
-                list.pop()?
+                let next = g.by_peer.get_mut(&key)?.pop()?;
+                g.count -= 1;
+                next
             };
             let (mut stream, until) = next;
             if until > now && still_idle(&mut stream) {
@@ -156,14 +162,15 @@ impl IdleH1 {
         let mut closing = Vec::new();
         {
             let mut g = self.lock();
-            let total: usize = g.by_peer.values().map(Vec::len).sum();
+            let full = g.count >= IDLE_TOTAL;
             let list = g.by_peer.entry(key).or_default();
-            if list.len() >= IDLE_PER_PEER || total >= IDLE_TOTAL {
+            if full || list.len() >= IDLE_PER_PEER {
                 // Full: this one is closed rather than an older one kept
                 // waiting (the newest are the ones taken).
                 closing.push(stream);
             } else {
                 list.push((stream, now + idle));
+                g.count += 1;
             }
         }
         drop(closing);
@@ -174,7 +181,11 @@ impl IdleH1 {
     /// is quiet. Run about once a second ([`Upstream::sweep_idle`]).
     fn sweep(&self) {
         let now = Instant::now();
-        let all: Vec<(u64, Vec<(Stream, Instant)>)> = { self.lock().by_peer.drain().collect() };
+        let all: Vec<(u64, Vec<(Stream, Instant)>)> = {
+            let mut g = self.lock();
+            g.count = 0;
+            g.by_peer.drain().collect()
+        };
         // Checked outside the lock (a non-blocking read each); requests
         // meanwhile open new connections or find others put back.
         let mut kept: Vec<(u64, Vec<(Stream, Instant)>)> = Vec::with_capacity(all.len());
@@ -189,15 +200,23 @@ impl IdleH1 {
                 kept.push((key, live));
             }
         }
+        let mut closing = Vec::new();
         let mut g = self.lock();
         for (key, mut live) in kept {
             let list = g.by_peer.entry(key).or_default();
-            // Older ones first, as `take` pops the newest.
+            // Older ones first, as `take` pops the newest; `count` already
+            // holds the ones put back meanwhile.
+            let before = list.len();
             live.append(list);
             *list = live;
             let excess = list.len().saturating_sub(IDLE_PER_PEER);
-            list.drain(..excess);
+            closing.extend(list.drain(..excess));
+            let after = list.len();
+            g.count = g.count + after - before;
         }
+        drop(g);
+        // Over the cap: closed outside the lock.
+        drop(closing);
     }
 }
 
@@ -243,11 +262,14 @@ impl Upstream {
                     HttpSession::H1(Http1Session::new_with_options(stream, peer)),
                     true,
                 ),
-                None => self
-                    .connector
-                    .get_http_session(peer)
-                    .await
-                    .map_err(|e| connect_error(backend, &e))?,
+                None => {
+                    let (session, reused) = self
+                        .connector
+                        .get_http_session(peer)
+                        .await
+                        .map_err(|e| connect_error(backend, &e))?;
+                    (gathering(session, peer), reused)
+                }
             };
             let first_byte = match deadline {
                 Some(d) => backend
@@ -257,11 +279,16 @@ impl Upstream {
                 None => backend.timeouts.first_byte,
             };
             let exchange = async {
+                // Header and body in one send (see `gather.rs`).
+                let gathered = gather(&session, prepared.body.len(), true);
                 session
                     .write_request_header(Box::new(prepared.header))
                     .await?;
                 if !prepared.body.is_empty() {
                     session.write_request_body(prepared.body, true).await?;
+                }
+                if gathered {
+                    gather(&session, 0, false);
                 }
                 session.finish_request_body().await?;
                 session.read_response_header().await?;
@@ -634,6 +661,36 @@ fn connect_error(b: &Backend, e: &Error) -> ApiError {
 /// reused connection closed or reset before any byte, the backend had most
 /// likely closed it while idle ([`Retry::StaleConnection`]); anywhere else
 /// it counts as the backend failing, like a 5xx it could not send.
+/// A new HTTP/1.1 session's connection, wrapped to gather each request's
+/// writes into one send ([`Gather`]); an HTTP/2 session as it is.
+fn gathering(session: HttpSession, peer: &HttpPeer) -> HttpSession {
+    match session {
+        HttpSession::H1(h1) if gatherer(h1.stream()).is_none() => HttpSession::H1(
+            Http1Session::new_with_options(Gather::wrap(h1.into_inner()), peer),
+        ),
+        other => other,
+    }
+}
+
+/// Starts (`on`) or stops gathering the session's writes; `false` when it
+/// does not gather (HTTP/2, or a body too large to copy).
+fn gather(session: &HttpSession, body: usize, on: bool) -> bool {
+    let HttpSession::H1(h1) = session else {
+        return false;
+    };
+    match gatherer(h1.stream()) {
+        Some(g) if !on => {
+            g.stop();
+            true
+        }
+        Some(g) if body <= MAX_GATHER => {
+            g.start();
+            true
+        }
+        _ => false,
+    }
+}
+
 fn exchange_error(b: &Backend, e: &Error, reused: bool) -> ApiError {
     let (kind, retry) = match e.etype() {
         ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
@@ -711,5 +768,38 @@ mod tests {
             idle.put(9, s, Duration::from_secs(60));
         }
         assert_eq!(idle.lock().by_peer[&9].len(), IDLE_PER_PEER);
+        assert_eq!(idle.lock().count, IDLE_PER_PEER);
+    }
+
+    /// The running count agrees with the lists through puts, takes and a
+    /// sweep, and the cap in all holds across peers.
+    #[tokio::test]
+    async fn the_idle_count_follows_the_lists() {
+        let idle = IdleH1::new();
+        let mut servers = Vec::new();
+        for key in 0..20u64 {
+            for _ in 0..3 {
+                let (s, server) = pair().await;
+                servers.push(server);
+                idle.put(key, s, Duration::from_secs(60));
+            }
+        }
+        let sum = |idle: &IdleH1| idle.lock().by_peer.values().map(Vec::len).sum::<usize>();
+        assert_eq!(idle.lock().count, 60);
+        assert!(idle.take(3).is_some());
+        assert!(idle.take(3).is_some());
+        assert_eq!(idle.lock().count, 58);
+        // The backends of key 5 close theirs; the sweep drops them.
+        servers.drain(15..18);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        idle.sweep();
+        assert_eq!(idle.lock().count, 55);
+        assert_eq!(sum(&idle), 55);
+        assert!(idle.take(5).is_none());
+        // The cap in all: a release past it is closed.
+        idle.lock().count = IDLE_TOTAL;
+        let (s, _server) = pair().await;
+        idle.put(99, s, Duration::from_secs(60));
+        assert!(idle.take(99).is_none());
     }
 }

@@ -92,14 +92,41 @@ pub fn write(mut line: Vec<u8>) {
     }
 }
 
-/// Flushes what is queued and stops the writer (at shutdown).
+/// Flushes what is queued and stops the writer (at shutdown), waiting at
+/// most [`STOP_WAIT`]: a stdout nobody reads (a full pipe) must not keep
+/// the process from exiting; the lines still queued then are lost.
 pub fn flush_and_stop() {
+    flush_and_stop_within(STOP_WAIT);
+}
+
+/// How long the exit waits for the access log to be written.
+pub const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn flush_and_stop_within(wait: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + wait;
+    let pause = std::time::Duration::from_millis(5);
     if let Some(tx) = SENDER.get() {
-        let _ = tx.send(Vec::new());
-    }
-    if let Some(lock) = DONE.get() {
-        if let Some(h) = lock.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = h.join();
+        // The stop marker, once there is room for it.
+        loop {
+            match tx.try_send(Vec::new()) {
+                Err(TrySendError::Full(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                }
+                _ => break,
+            }
         }
     }
+    let Some(lock) = DONE.get() else { return true };
+    let mut slot = lock.lock().unwrap_or_else(|p| p.into_inner());
+    while slot.as_ref().is_some_and(|h| !h.is_finished()) {
+        if std::time::Instant::now() >= deadline {
+            log::warn!("access log: stdout took no more lines for {wait:?}; exiting without them");
+            return false;
+        }
+        std::thread::sleep(pause);
+    }
+    if let Some(h) = slot.take() {
+        let _ = h.join();
+    }
+    true
 }

@@ -35,6 +35,7 @@ pub struct Metrics {
     retry_budget_exhausted: IntCounterVec,
     policy_decisions: IntCounterVec,
     policy_backends_denied: prometheus::IntCounter,
+    policy_cache: IntCounterVec,
     audit_log_dropped: prometheus::IntCounter,
     ratelimit: IntCounterVec,
     redis_up: IntGauge,
@@ -182,6 +183,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "skygate_policy_backends_denied_total",
         "Backends a forbid policy took out of a request's choice",
     )?;
+    let policy_cache = IntCounterVec::new(
+        Opts::new(
+            "skygate_policy_cache_total",
+            "Call decisions answered by the policy decision cache (hit) or made by Cedar (miss)",
+        ),
+        &["result"],
+    )?;
     let audit_log_dropped = prometheus::IntCounter::new(
         "skygate_audit_log_dropped_total",
         "Audit log lines dropped because the writer fell behind",
@@ -262,6 +270,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(redis_errors.clone()))?;
     registry.register(Box::new(policy_decisions.clone()))?;
     registry.register(Box::new(policy_backends_denied.clone()))?;
+    registry.register(Box::new(policy_cache.clone()))?;
     registry.register(Box::new(audit_log_dropped.clone()))?;
     registry.register(Box::new(health_checks.clone()))?;
     registry.register(Box::new(breaker_state.clone()))?;
@@ -321,6 +330,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         retry_budget_exhausted,
         policy_decisions,
         policy_backends_denied,
+        policy_cache,
         audit_log_dropped,
         cache_lookups,
         cache_route,
@@ -525,6 +535,12 @@ fn mirror(
         m.policy_backends_denied.reset();
         m.policy_backends_denied
             .inc_by(COUNTERS.backend_deny.load(Relaxed));
+        m.policy_cache.reset();
+        for (result, n) in [("hit", &COUNTERS.cache_hit), ("miss", &COUNTERS.cache_miss)] {
+            m.policy_cache
+                .with_label_values(&[result])
+                .inc_by(n.load(Relaxed));
+        }
         let t = &crate::telemetry::COUNTS;
         m.trace_spans.reset();
         for (result, n) in [

@@ -240,6 +240,12 @@ impl Drain {
                     "drained in {:?} ({left} requests still in flight); exiting",
                     start.elapsed()
                 );
+                // The spans of the last requests, then the logs.
+                if let Some(o) = &state.snapshot().config.telemetry.otlp {
+                    crate::telemetry::flush_at_exit(
+                        (o.timeout + Duration::from_secs(1)).min(Duration::from_secs(5)),
+                    );
+                }
                 crate::access_log::flush_and_stop();
                 skygate_plugins::policy::audit::flush();
                 std::process::exit(0);

@@ -52,6 +52,38 @@ pub static COUNTS: SpanCounts = SpanCounts {
     failed: AtomicU64::new(0),
 };
 
+/// The exit's request for a last export ([`flush_at_exit`]): asked by a
+/// notify, answered on the channel it leaves here.
+struct Final {
+    ask: tokio::sync::Notify,
+    done: Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
+}
+
+static FINAL: Final = Final {
+    ask: tokio::sync::Notify::const_new(),
+    done: Mutex::new(None),
+};
+
+/// At exit, after the last request ended: exports every span still queued
+/// and waits for it, at most `wait` (the exporter's runtime still runs;
+/// the process exits right after). Without an exporter, returns at once.
+pub fn flush_at_exit(wait: Duration) {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    *FINAL.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    FINAL.ask.notify_one();
+    if rx.recv_timeout(wait).is_err() {
+        log::warn!(
+            "traces: the last spans were not exported within {wait:?}; exiting without them"
+        );
+    }
+}
+
+/// Whether the exporter task runs (set by it).
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 struct Queue {
     tx: mpsc::Sender<SpanData>,
     rx: Mutex<Option<mpsc::Receiver<SpanData>>>,
@@ -491,10 +523,14 @@ impl pingora_core::services::background::BackgroundService for Exporter {
         let mut shutting_down = false;
         let mut batch: Vec<SpanData> = Vec::with_capacity(BATCH);
         let mut last_error_log: Option<Instant> = None;
+        EXPORTING.store(true, Ordering::Relaxed);
         loop {
             let deadline = tokio::time::sleep(FLUSH);
             tokio::pin!(deadline);
             let mut closing = false;
+            // The exit asked for a last export: everything queued goes now,
+            // in as many batches as it takes.
+            let mut last = false;
             while batch.len() < BATCH {
                 tokio::select! {
                     s = rx.recv() => match s {
@@ -505,6 +541,12 @@ impl pingora_core::services::background::BackgroundService for Exporter {
                     // Requests finish during the grace period: their
                     // spans still go, until the process exits.
                     _ = shutdown.changed(), if !shutting_down => { shutting_down = true; break }
+                    () = FINAL.ask.notified() => { last = true; break }
+                }
+            }
+            if last {
+                while let Ok(s) = rx.try_recv() {
+                    batch.push(s);
                 }
             }
             let want = self.state.snapshot().config.telemetry.otlp.clone();
@@ -522,9 +564,10 @@ impl pingora_core::services::background::BackgroundService for Exporter {
                     }
                 });
             }
-            if !batch.is_empty() {
+            while !batch.is_empty() {
+                let rest = batch.split_off(batch.len().min(BATCH));
                 let n = batch.len() as u64;
-                let spans = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                let spans = std::mem::replace(&mut batch, rest);
                 let result = match &current {
                     Some((o, exporter)) => {
                         let timeout = o.timeout + Duration::from_secs(1);
@@ -549,6 +592,11 @@ impl pingora_core::services::background::BackgroundService for Exporter {
                             last_error_log = Some(Instant::now());
                         }
                     }
+                }
+            }
+            if last {
+                if let Some(done) = FINAL.done.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = done.try_send(());
                 }
             }
             if closing {

@@ -46,6 +46,20 @@ impl Entry {
         ttl: Duration,
     ) -> Self {
         let tokens = usage_tokens(&body);
+        Self::with_tokens(body, chat, route, tenant, stored_at_ms, ttl, tokens)
+    }
+
+    /// [`Self::new`] with the answer's tokens already known (read when the
+    /// answer was checked), so the body is not parsed again.
+    pub fn with_tokens(
+        body: Bytes,
+        chat: bool,
+        route: Arc<str>,
+        tenant: Option<Arc<str>>,
+        stored_at_ms: u64,
+        ttl: Duration,
+        tokens: Option<u64>,
+    ) -> Self {
         Self {
             body,
             chat,
@@ -150,22 +164,30 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// `usage.prompt_tokens + completion_tokens` of a JSON answer.
-fn usage_tokens(body: &[u8]) -> Option<u64> {
-    #[derive(serde::Deserialize)]
-    struct Usage {
-        prompt_tokens: Option<u64>,
-        completion_tokens: Option<u64>,
+/// An answer's `usage`, as far as the cache reads it.
+#[derive(serde::Deserialize)]
+pub struct Usage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// `prompt_tokens + completion_tokens`, when either is given.
+    pub fn tokens(&self) -> Option<u64> {
+        match (self.prompt_tokens, self.completion_tokens) {
+            (None, None) => None,
+            (p, c) => Some(p.unwrap_or(0).saturating_add(c.unwrap_or(0))),
+        }
     }
+}
+
+/// `usage.prompt_tokens + completion_tokens` of a JSON answer.
+pub fn usage_tokens(body: &[u8]) -> Option<u64> {
     #[derive(serde::Deserialize)]
     struct Answer {
         usage: Option<Usage>,
     }
-    let u = serde_json::from_slice::<Answer>(body).ok()?.usage?;
-    match (u.prompt_tokens, u.completion_tokens) {
-        (None, None) => None,
-        (p, c) => Some(p.unwrap_or(0).saturating_add(c.unwrap_or(0))),
-    }
+    serde_json::from_slice::<Answer>(body).ok()?.usage?.tokens()
 }
 
 use skygate_config::sse::{completion_to_sse as render_sse, COMPLETION_HEAD as HEAD};

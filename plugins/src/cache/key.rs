@@ -3,6 +3,7 @@
 //! insignificant whitespace gone), leaving out the fields that do not
 //! change the answer.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 /// Top-level body fields that do not change the answer: who the end user
@@ -42,7 +43,7 @@ pub struct Framing {
 /// object, or has an object with a key twice (a backend might read the
 /// other one than we did: such a request is not cached).
 pub fn key(parts: &Parts<'_>, body: &[u8]) -> Option<(Key, Framing)> {
-    let Ok(Canon::Obj(mut fields)) = serde_json::from_slice::<Canon>(body) else {
+    let Ok(Canon::Obj(mut fields)) = serde_json::from_slice::<Canon<'_>>(body) else {
         return None;
     };
     let framing = Framing {
@@ -51,59 +52,132 @@ pub fn key(parts: &Parts<'_>, body: &[u8]) -> Option<(Key, Framing)> {
                 && matches!(v, Canon::Obj(o) if o.iter().any(|(k, v)| k == "include_usage" && matches!(v, Canon::Bool(true))))
         }),
     };
-    fields.retain(|(k, _)| !IGNORED.contains(&k.as_str()));
-    let mut buf = Vec::with_capacity(body.len() + 64);
-    buf.extend_from_slice(b"skygate-cache-v1\0");
-    buf.extend_from_slice(parts.route.as_bytes());
-    buf.push(0);
-    buf.extend_from_slice(parts.scope.as_bytes());
-    buf.push(0);
+    fields.retain(|(k, _)| !IGNORED.contains(&k.as_ref()));
+    let mut h = Hasher::new();
+    h.put(b"skygate-cache-v1\0");
+    h.put(parts.route.as_bytes());
+    h.put(b"\0");
+    h.put(parts.scope.as_bytes());
+    h.put(b"\0");
     for b in parts.forbidden {
-        buf.extend_from_slice(b.as_bytes());
-        buf.push(b',');
+        h.put(b.as_bytes());
+        h.put(b",");
     }
-    buf.push(0);
-    if !write_object(&mut buf, fields) {
+    h.put(b"\0");
+    if !write_object(&mut h, fields) {
         return None;
     }
-    let digest = ring::digest::digest(&ring::digest::SHA256, &buf);
+    let digest = h.finish();
     let mut first = [0u8; 16];
     first.copy_from_slice(&digest.as_ref()[..16]);
     Some((Key(u128::from_be_bytes(first)), framing))
 }
 
+/// SHA-256 fed through a small buffer on the stack: the canonical form is
+/// hashed as it is written, never held whole.
+struct Hasher {
+    ctx: ring::digest::Context,
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl Hasher {
+    fn new() -> Self {
+        Self {
+            ctx: ring::digest::Context::new(&ring::digest::SHA256),
+            buf: [0; 1024],
+            len: 0,
+        }
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        if self.len + bytes.len() > self.buf.len() {
+            self.ctx.update(&self.buf[..self.len]);
+            self.len = 0;
+            if bytes.len() > self.buf.len() {
+                self.ctx.update(bytes);
+                return;
+            }
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn finish(mut self) -> ring::digest::Digest {
+        self.ctx.update(&self.buf[..self.len]);
+        self.ctx.finish()
+    }
+}
+
+impl std::io::Write for Hasher {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.put(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A JSON value as parsed, objects keeping every key in order (duplicates
-/// too, to be refused): what the canonical form is written from.
-enum Canon {
+/// too, to be refused): what the canonical form is written from. Strings
+/// without escapes borrow from the body.
+enum Canon<'a> {
     Null,
     Bool(bool),
     Num(serde_json::Number),
-    Str(String),
-    Arr(Vec<Canon>),
-    Obj(Vec<(String, Canon)>),
+    Str(Cow<'a, str>),
+    Arr(Vec<Canon<'a>>),
+    Obj(Vec<(Cow<'a, str>, Canon<'a>)>),
 }
 
-impl<'de> serde::Deserialize<'de> for Canon {
+/// A string that borrows from the body when it can (an object's key).
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Text<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Canon;
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Canon<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Canon<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("JSON")
             }
-            fn visit_unit<E>(self) -> Result<Canon, E> {
+            fn visit_unit<E>(self) -> Result<Canon<'de>, E> {
                 Ok(Canon::Null)
             }
-            fn visit_bool<E>(self, b: bool) -> Result<Canon, E> {
+            fn visit_bool<E>(self, b: bool) -> Result<Canon<'de>, E> {
                 Ok(Canon::Bool(b))
             }
-            fn visit_i64<E>(self, n: i64) -> Result<Canon, E> {
+            fn visit_i64<E>(self, n: i64) -> Result<Canon<'de>, E> {
                 Ok(Canon::Num(n.into()))
             }
-            fn visit_u64<E>(self, n: u64) -> Result<Canon, E> {
+            fn visit_u64<E>(self, n: u64) -> Result<Canon<'de>, E> {
                 Ok(Canon::Num(n.into()))
             }
-            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Canon, E> {
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Canon<'de>, E> {
                 // An integer beyond 2^53 came as a float: two different
                 // ones may round to the same (a backend may read them
                 // exactly), so such a request is not cached.
@@ -114,23 +188,32 @@ impl<'de> serde::Deserialize<'de> for Canon {
                     .map(Canon::Num)
                     .ok_or_else(|| E::custom("not a JSON number"))
             }
-            fn visit_str<E>(self, s: &str) -> Result<Canon, E> {
-                Ok(Canon::Str(s.to_string()))
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Canon<'de>, E> {
+                Ok(Canon::Str(Cow::Borrowed(s)))
             }
-            fn visit_string<E>(self, s: String) -> Result<Canon, E> {
-                Ok(Canon::Str(s))
+            fn visit_str<E>(self, s: &str) -> Result<Canon<'de>, E> {
+                Ok(Canon::Str(Cow::Owned(s.to_owned())))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Canon, A::Error> {
+            fn visit_string<E>(self, s: String) -> Result<Canon<'de>, E> {
+                Ok(Canon::Str(Cow::Owned(s)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Canon<'de>, A::Error> {
                 let mut v = Vec::new();
                 while let Some(x) = a.next_element()? {
                     v.push(x);
                 }
                 Ok(Canon::Arr(v))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Canon, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Canon<'de>, A::Error> {
                 let mut v = Vec::new();
-                while let Some((k, x)) = a.next_entry::<String, Canon>()? {
-                    v.push((k, x));
+                while let Some((k, x)) = a.next_entry::<Text<'de>, Canon<'de>>()? {
+                    v.push((k.0, x));
                 }
                 Ok(Canon::Obj(v))
             }
@@ -140,56 +223,56 @@ impl<'de> serde::Deserialize<'de> for Canon {
 }
 
 /// An object, keys sorted; `false` when a key appears twice.
-fn write_object(buf: &mut Vec<u8>, mut fields: Vec<(String, Canon)>) -> bool {
+fn write_object(h: &mut Hasher, mut fields: Vec<(Cow<'_, str>, Canon<'_>)>) -> bool {
     fields.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     if fields.windows(2).any(|w| w[0].0 == w[1].0) {
         return false;
     }
-    buf.push(b'{');
+    h.put(b"{");
     for (i, (k, v)) in fields.into_iter().enumerate() {
         if i > 0 {
-            buf.push(b',');
+            h.put(b",");
         }
-        write_string(buf, &k);
-        buf.push(b':');
-        if !write_canonical(buf, v) {
+        write_string(h, &k);
+        h.put(b":");
+        if !write_canonical(h, v) {
             return false;
         }
     }
-    buf.push(b'}');
+    h.put(b"}");
     true
 }
 
 /// JSON with object keys sorted and no whitespace; `false` on a
 /// duplicate key anywhere.
-fn write_canonical(buf: &mut Vec<u8>, v: Canon) -> bool {
+fn write_canonical(h: &mut Hasher, v: Canon<'_>) -> bool {
     match v {
-        Canon::Obj(fields) => return write_object(buf, fields),
+        Canon::Obj(fields) => return write_object(h, fields),
         Canon::Arr(items) => {
-            buf.push(b'[');
+            h.put(b"[");
             for (i, v) in items.into_iter().enumerate() {
                 if i > 0 {
-                    buf.push(b',');
+                    h.put(b",");
                 }
-                if !write_canonical(buf, v) {
+                if !write_canonical(h, v) {
                     return false;
                 }
             }
-            buf.push(b']');
+            h.put(b"]");
         }
-        Canon::Str(s) => write_string(buf, &s),
+        Canon::Str(s) => write_string(h, &s),
         Canon::Num(n) => {
-            let _ = write!(buf, "{n}");
+            let _ = write!(h, "{n}");
         }
-        Canon::Bool(b) => buf.extend_from_slice(if b { b"true" } else { b"false" }),
-        Canon::Null => buf.extend_from_slice(b"null"),
+        Canon::Bool(b) => h.put(if b { b"true" } else { b"false" }),
+        Canon::Null => h.put(b"null"),
     }
     true
 }
 
 /// A string as JSON (one escaping for every spelling of the same text).
-fn write_string(buf: &mut Vec<u8>, s: &str) {
-    let _ = serde_json::to_writer(&mut *buf, s);
+fn write_string(h: &mut Hasher, s: &str) {
+    let _ = serde_json::to_writer(&mut *h, s);
 }
 
 #[cfg(test)]
@@ -249,6 +332,42 @@ mod tests {
         assert_ne!(one, at("chat", "t:a", &["gcp"]));
         // Parts are separated: moving a byte from one to the next differs.
         assert_ne!(at("ab", "c", &[]), at("a", "bc", &[]));
+    }
+
+    /// The key is SHA-256 of the canonical form, hashed as it is written:
+    /// the same digest as hashing the whole form at once (so keys stay what
+    /// they were, and entries in a shared Redis stay reachable), whether
+    /// the pieces are small or cross the hasher's buffer.
+    #[test]
+    fn the_key_is_the_digest_of_the_canonical_form() {
+        let long = "y".repeat(3000);
+        for (body, canonical) in [
+            (
+                r#"{ "b": [1, 2.5, null, true], "a": {"z": "\u00e9", "y": false}, "user": "u" }"#
+                    .to_string(),
+                r#"{"a":{"y":false,"z":"é"},"b":[1,2.5,null,true]}"#.to_string(),
+            ),
+            (
+                format!(r#"{{"model":"m","messages":[{{"content":"{long}","role":"user"}}]}}"#),
+                format!(r#"{{"messages":[{{"content":"{long}","role":"user"}}],"model":"m"}}"#),
+            ),
+        ] {
+            let mut whole = b"skygate-cache-v1\0chat\0t:acme\0gcp,\0".to_vec();
+            whole.extend_from_slice(canonical.as_bytes());
+            let d = ring::digest::digest(&ring::digest::SHA256, &whole);
+            let mut first = [0u8; 16];
+            first.copy_from_slice(&d.as_ref()[..16]);
+            let parts = Parts {
+                route: "chat",
+                scope: "t:acme",
+                forbidden: &["gcp"],
+            };
+            assert_eq!(
+                key(&parts, body.as_bytes()).unwrap().0,
+                Key(u128::from_be_bytes(first)),
+                "{canonical}"
+            );
+        }
     }
 
     #[test]

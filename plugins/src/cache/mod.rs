@@ -144,27 +144,31 @@ impl Fill {
     /// The answer to store, when it is a whole one: JSON with its
     /// `choices` (chat) or `data` (embeddings) and no `error`; a stream
     /// assembled into its completion. At most `limit` bytes.
-    fn answer(self, chat: bool) -> Option<Vec<u8>> {
-        let body = if self.sse {
+    /// The answer to store, with its tokens (read in the same pass).
+    fn answer(self, chat: bool) -> Option<(Vec<u8>, Option<u64>)> {
+        let (body, tokens) = if self.sse {
             if !chat {
                 return None;
             }
-            entry::assemble(&self.buf)?
+            let body = entry::assemble(&self.buf)?;
+            let tokens = entry::usage_tokens(&body);
+            (body, tokens)
         } else {
             #[derive(serde::Deserialize)]
             struct Whole {
                 error: Option<serde::de::IgnoredAny>,
                 choices: Option<Vec<serde::de::IgnoredAny>>,
                 data: Option<Vec<serde::de::IgnoredAny>>,
+                usage: Option<entry::Usage>,
             }
             let w: Whole = serde_json::from_slice(&self.buf).ok()?;
             let items = if chat { w.choices } else { w.data };
             if w.error.is_some() || items.is_none_or(|i| i.is_empty()) {
                 return None;
             }
-            self.buf
+            (self.buf, w.usage.and_then(|u| u.tokens()))
         };
-        (body.len() <= self.limit).then_some(body)
+        (body.len() <= self.limit).then_some((body, tokens))
     }
 }
 
@@ -558,13 +562,15 @@ impl Plugin for Cache {
                 return;
             }
         };
-        let e = Arc::new(Entry::new(
+        let (body, tokens) = body;
+        let e = Arc::new(Entry::with_tokens(
             Bytes::from(body),
             rt.chat,
             rt.name.clone(),
             tenant.clone(),
             now_ms(),
             rt.conf.ttl,
+            tokens,
         ));
         if self.l2 {
             let rkey = store::redis_key(&self.prefix, &rt.name, tenant.as_deref(), key);

@@ -46,10 +46,24 @@ impl Sink {
     /// Waits until every line queued so far is written (at shutdown; tests).
     pub fn flush(&self) {
         let Some(tx) = &self.tx else { return };
+        // Bounded throughout: a destination that takes no more lines (a
+        // full pipe on stderr) must not keep the process from exiting.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let (done_tx, done_rx) = sync_channel(1);
-        if tx.send(Msg::Flush(done_tx)).is_ok() {
-            let _ = done_rx.recv_timeout(std::time::Duration::from_secs(5));
+        let mut msg = Msg::Flush(done_tx);
+        loop {
+            match tx.try_send(msg) {
+                Ok(()) => break,
+                Err(std::sync::mpsc::TrySendError::Full(m))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    msg = m;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(_) => return,
+            }
         }
+        let _ = done_rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
     }
 
     fn start(dest: &AuditLog) -> Result<Self, String> {

@@ -4,6 +4,7 @@
 //! The plugin ([`super::Authorize`]) and `skygate policy check` share it, so
 //! an offline check decides exactly as the gateway would.
 
+use super::decisions::{ContextUse, Decided, Decisions};
 use super::slice::{EntityCache, Index, Keys, Slice};
 use cedar_policy::{
     AuthorizationError, Authorizer, Context, Decision, Effect, Entities, Entity, EntityId,
@@ -125,7 +126,7 @@ pub struct Verdict {
 }
 
 /// A call's decision with its backends.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallVerdict {
     /// The decision; denied also when every target is forbidden.
     pub verdict: Verdict,
@@ -204,6 +205,10 @@ pub struct Engine {
     /// `@id` or `file:line`, with `file:line`, for `policy check`.
     locations: HashMap<PolicyId, String>,
     authorizer: Authorizer,
+    /// What the policies read of the context (the decision cache's key).
+    context_use: ContextUse,
+    /// Whole call decisions by what they depend on (see `decisions.rs`).
+    decisions: Decisions,
 }
 
 fn type_name(s: &str) -> Result<EntityTypeName, String> {
@@ -515,7 +520,10 @@ impl Engine {
                 .collect(),
             locations,
             authorizer: Authorizer::new(),
+            context_use: ContextUse::default(),
+            decisions: Decisions::default(),
         };
+        engine.context_use = ContextUse::of(&engine.policies);
         engine.models = config
             .routes
             .iter()
@@ -597,29 +605,8 @@ impl Engine {
             .collect();
         let tags = p.attributes.iter().map(|(k, v)| (k.clone(), s(v)));
         let keys = self.index.keys(&u, parents.iter());
-        // Length-prefixed fields and counts: no two principals share a key.
         let mut key = String::with_capacity(64);
-        {
-            use std::fmt::Write;
-            let tenant = p.tenant.as_deref();
-            let _ = write!(key, "{}:{}", t.basename().len(), t.basename());
-            let _ = write!(key, "{}:{id}", id.len());
-            let _ = write!(key, "{}", u8::from(tenant.is_some()));
-            let _ = write!(
-                key,
-                "{}:{}",
-                tenant.map_or(0, str::len),
-                tenant.unwrap_or("")
-            );
-            let _ = write!(key, "{};", p.groups.len());
-            for g in &p.groups {
-                let _ = write!(key, "{}:{g}", g.len());
-            }
-            let _ = write!(key, "{};", p.attributes.len());
-            for (k, v) in &p.attributes {
-                let _ = write!(key, "{}:{k}{}:{v}", k.len(), v.len());
-            }
-        }
+        self.subject_key(p, kind, &mut key);
 
         Ok(Subject {
             uid: u,
@@ -629,6 +616,44 @@ impl Engine {
             keys,
             key,
         })
+    }
+
+    /// All a principal's entity is made of, unambiguously (length-prefixed
+    /// fields and counts: no two principals share a key), appended to
+    /// `key`: the entity store's and the decision cache's key.
+    fn subject_key(&self, p: &Principal, kind: Kind, key: &mut String) {
+        use std::fmt::Write;
+        let t = match kind {
+            Kind::User => &self.types.user,
+            Kind::ApiKey => &self.types.api_key,
+            Kind::Service => &self.types.service,
+        };
+        let _ = write!(key, "{}:{}", t.basename().len(), t.basename());
+        match (kind, &p.issuer) {
+            (Kind::User, iss) => {
+                let iss = iss.as_deref().unwrap_or("");
+                let _ = write!(key, "{}:{iss}|{}", iss.len() + 1 + p.id.len(), p.id);
+            }
+            _ => {
+                let _ = write!(key, "{}:{}", p.id.len(), p.id);
+            }
+        }
+        let tenant = p.tenant.as_deref();
+        let _ = write!(key, "{}", u8::from(tenant.is_some()));
+        let _ = write!(
+            key,
+            "{}:{}",
+            tenant.map_or(0, str::len),
+            tenant.unwrap_or("")
+        );
+        let _ = write!(key, "{};", p.groups.len());
+        for g in &p.groups {
+            let _ = write!(key, "{}:{g}", g.len());
+        }
+        let _ = write!(key, "{};", p.attributes.len());
+        for (k, v) in &p.attributes {
+            let _ = write!(key, "{}:{k}{}:{v}", k.len(), v.len());
+        }
     }
 
     /// The admin token holder.
@@ -923,6 +948,52 @@ impl Engine {
             denied,
             no_backend,
         }
+    }
+
+    /// [`Self::decide_call`] for a principal and the request's facts,
+    /// answered from the decision cache when the same question (as far as
+    /// the policies can tell) was decided before. `Err`: the principal or
+    /// context does not build (not cached).
+    pub fn authorize(
+        &self,
+        p: &Principal,
+        kind: Kind,
+        action: Action,
+        route: usize,
+        model: Option<&str>,
+        facts: &Facts,
+    ) -> Result<std::sync::Arc<Decided>, String> {
+        use std::fmt::Write;
+        let mut key = String::with_capacity(128);
+        self.subject_key(p, kind, &mut key);
+        let _ = write!(key, "|{}|{route}|", action.slot());
+        match model {
+            Some(m) => {
+                let _ = write!(key, "{}:{m}|", m.len());
+            }
+            None => key.push_str("-|"),
+        }
+        self.context_use.key(facts, &mut key);
+        if let Some(d) = self.decisions.get(&key) {
+            return Ok(d);
+        }
+        let who = self.subject(p, kind)?;
+        let context = self.context(facts)?;
+        let d = std::sync::Arc::new(Decided {
+            call: self.decide_call(&who, action, route, model, &context),
+            principal: who.uid().to_string(),
+        });
+        self.decisions.insert(key, d.clone());
+        Ok(d)
+    }
+
+    /// Decision cache hits and misses since load.
+    pub fn decision_cache(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.decisions.hits.load(Relaxed),
+            self.decisions.misses.load(Relaxed),
+        )
     }
 
     /// The models `who` may call (for `GET /v1/models`): a model is listed

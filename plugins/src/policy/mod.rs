@@ -16,6 +16,7 @@
 //! - [`audit`]: the audit log's writer
 
 pub mod audit;
+mod decisions;
 pub mod engine;
 mod slice;
 
@@ -35,6 +36,9 @@ pub struct Counters {
     pub shadow_deny: AtomicU64,
     /// Backends a forbid took out of a request's choice.
     pub backend_deny: AtomicU64,
+    /// Call decisions answered by the decision cache, and made afresh.
+    pub cache_hit: AtomicU64,
+    pub cache_miss: AtomicU64,
 }
 
 pub static COUNTERS: Counters = Counters {
@@ -42,6 +46,8 @@ pub static COUNTERS: Counters = Counters {
     deny: AtomicU64::new(0),
     shadow_deny: AtomicU64::new(0),
     backend_deny: AtomicU64::new(0),
+    cache_hit: AtomicU64::new(0),
+    cache_miss: AtomicU64::new(0),
 };
 
 /// (config path, message) pairs.
@@ -328,14 +334,14 @@ impl Plugin for Authorize {
                 }
             };
         };
-        let who = match self
-            .engine
-            .subject(&identity.principal, Kind::of(identity.method))
-        {
-            Ok(s) => s,
-            Err(e) => return self.internal(ctx, &e),
-        };
         if ctx.list_models {
+            let who = match self
+                .engine
+                .subject(&identity.principal, Kind::of(identity.method))
+            {
+                Ok(s) => s,
+                Err(e) => return self.internal(ctx, &e),
+            };
             return self.list_models(&who, ctx);
         }
         let Some(route) = ctx.route else {
@@ -343,10 +349,6 @@ impl Plugin for Authorize {
         };
         let route_name = ctx.route_name.as_deref().unwrap_or("");
         let facts = Self::facts(ctx, route_name);
-        let context = match self.engine.context(&facts) {
-            Ok(c) => c,
-            Err(e) => return self.internal(ctx, &e),
-        };
         let operation = self
             .engine
             .operation(route)
@@ -354,48 +356,57 @@ impl Plugin for Authorize {
         let action = Action::of_call(operation, ctx.stream);
         let model = ctx.model.as_deref();
         // Permitted: which of its route's backends may it reach?
+        let decided = match self.engine.authorize(
+            &identity.principal,
+            Kind::of(identity.method),
+            action,
+            route,
+            model,
+            &facts,
+        ) {
+            Ok(d) => d,
+            Err(e) => return self.internal(ctx, &e),
+        };
         let engine::CallVerdict {
             verdict: v,
             denied,
             no_backend,
-        } = self
-            .engine
-            .decide_call(&who, action, route, model, &context);
+        } = &decided.call;
+        let no_backend = *no_backend;
         COUNTERS
             .backend_deny
             .fetch_add(denied.len() as u64, Ordering::Relaxed);
-        let denied_ix: Vec<usize> = denied.iter().map(|(b, _)| *b).collect();
-        let denied: Vec<BackendDenied> = denied
-            .into_iter()
+        self.count(v.allow);
+        // Empty (no allocation) unless a forbid took a backend away.
+        let denied_lines: Vec<BackendDenied> = denied
+            .iter()
             .map(|(b, bv)| BackendDenied {
-                backend: self.engine.backend_name(b).to_owned(),
-                policies: bv.policies,
-                errors: bv.errors,
+                backend: self.engine.backend_name(*b).to_owned(),
+                policies: bv.policies.clone(),
+                errors: bv.errors.clone(),
             })
             .collect();
-        self.count(v.allow);
-        let resource = match model {
-            Some(m) => format!("Skygate::Model::{m:?}"),
-            None => format!("Skygate::Route::{route_name:?}"),
-        };
         self.write(|| Line {
             ts_ms: ts_ms(),
             request_id: &ctx.request_id,
-            principal: who.uid().to_string(),
+            principal: decided.principal.clone(),
             action: action.as_str(),
-            resource,
+            resource: match model {
+                Some(m) => format!("Skygate::Model::{m:?}"),
+                None => format!("Skygate::Route::{route_name:?}"),
+            },
             decision: if v.allow { "allow" } else { "deny" },
             mode: self.mode_str(),
             policies: &v.policies,
             errors: &v.errors,
             client_ip: ctx.client_ip,
-            backends_denied: &denied,
+            backends_denied: &denied_lines,
             visible_models: None,
         });
         match (v.allow, self.mode) {
             (_, PolicyMode::Shadow) => Decision::Continue,
             (true, PolicyMode::Enforce) => {
-                ctx.forbidden_backends = denied_ix;
+                ctx.forbidden_backends = denied.iter().map(|(b, _)| *b).collect();
                 Decision::Continue
             }
             (false, PolicyMode::Enforce) if no_backend => self.forbidden(format!(

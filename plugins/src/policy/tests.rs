@@ -729,3 +729,123 @@ fn slicing_decides_as_the_whole_set() {
         "{allowed}/{decisions}"
     );
 }
+
+/// A call verdict with its policy and error lists sorted (Cedar gives
+/// them in no set order).
+fn same_order(mut c: super::engine::CallVerdict) -> super::engine::CallVerdict {
+    let sort = |v: &mut super::engine::Verdict| {
+        v.policies.sort();
+        v.errors.sort();
+    };
+    sort(&mut c.verdict);
+    for (_, v) in &mut c.denied {
+        sort(v);
+    }
+    c
+}
+
+/// The decision cache answers every call exactly as a fresh decision
+/// would, across principals, calls and contexts (body sizes and hours on
+/// and off the policies' thresholds, addresses in and out of a range), and
+/// it does hit: a varying body size alone does not make each call a miss.
+#[test]
+fn cached_decisions_are_the_fresh_ones() {
+    let text = r#"
+@id("tenant") permit (principal in Skygate::Tenant::"t1", action in Skygate::Action::"call", resource in Skygate::Route::"chat") when { context.request_bytes < 1000 };
+@id("office") permit (principal in Skygate::Group::"ops", action, resource) when { context.client_ip.isInRange(ip("10.0.0.0/8")) && context.hour >= 9 && context.hour < 18 };
+@id("big") forbid (principal, action in Skygate::Action::"call", resource) when { context.estimated_tokens > 400 };
+@id("err") forbid (principal in Skygate::Group::"risky", action, resource) when { context.request_bytes * 9223372036854775807 > 1 };
+@id("res") forbid (principal in Skygate::Tenant::"t2", action == Skygate::Action::"use_backend", resource) unless { resource.cloud == "gcp" };
+@id("emb") permit (principal, action == Skygate::Action::"embed", resource) when { context.stream == false };
+"#;
+    let e = engine(text);
+    let who = [
+        (principal("app", Some("t1"), &["eng"]), Kind::ApiKey),
+        (
+            principal("other", Some("t2"), &["risky", "ops"]),
+            Kind::ApiKey,
+        ),
+        (principal("x", None, &["ops"]), Kind::Service),
+    ];
+    let calls: [(Action, usize, Option<&str>); 5] = [
+        (Action::Invoke, 0, Some("m1")),
+        (Action::Stream, 0, Some("m2")),
+        (Action::Invoke, 0, Some("unlisted")),
+        (Action::Embed, 1, Some("e1")),
+        (Action::Invoke, 2, None),
+    ];
+    let (mut asked, mut allowed, mut errors) = (0, 0, 0);
+    for round in 0..2 {
+        for (p, kind) in &who {
+            let subject = e.subject(p, *kind).unwrap();
+            for bytes in [0, 1, 500, 999, 1000, 1001, 1600, 5000] {
+                for hour in [8, 9, 17, 18] {
+                    for ip in ["10.1.2.3", "192.168.0.1"] {
+                        let mut f = facts();
+                        f.request_bytes = bytes;
+                        f.estimated_tokens = bytes / 4;
+                        f.hour = hour;
+                        f.client_ip = Some(ip.parse().unwrap());
+                        let cx = e.context(&f).unwrap();
+                        for &(action, route, model) in &calls {
+                            let fresh =
+                                same_order(e.decide_call(&subject, action, route, model, &cx));
+                            let cached = e.authorize(p, *kind, action, route, model, &f).unwrap();
+                            assert_eq!(
+                                same_order(cached.call.clone()), fresh,
+                                "round {round}: {p:?} {action:?} {model:?} {bytes} bytes {hour}h {ip}"
+                            );
+                            assert_eq!(cached.principal, subject.uid().to_string());
+                            asked += 1;
+                            allowed += usize::from(fresh.verdict.allow);
+                            errors += usize::from(!fresh.verdict.errors.is_empty());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Not vacuous: both outcomes and evaluation errors occur.
+    assert!(
+        allowed > 50 && allowed < asked / 2 && errors > 0,
+        "{allowed}/{asked}, {errors} errors"
+    );
+    // Hits: the second round, entirely (`err` multiplies the size, so this
+    // set keys it exactly and the first round misses).
+    let (hits, misses) = e.decision_cache();
+    assert_eq!(hits + misses, asked as u64);
+    assert!(hits >= asked as u64 / 2, "{hits} hits, {misses} misses");
+}
+
+/// Body sizes only compared with numbers share a decision: a varying body
+/// does not make every call a miss.
+#[test]
+fn the_cache_keys_compared_sizes_by_threshold() {
+    let e = engine(
+        r#"@id("t") permit (principal in Skygate::Tenant::"t1", action in Skygate::Action::"call", resource) when { context.request_bytes < 100000 && context.hour != 25 };"#,
+    );
+    let p = principal("app", Some("t1"), &[]);
+    for bytes in 1..=1000u64 {
+        let mut f = facts();
+        f.request_bytes = bytes * 37;
+        f.estimated_tokens = bytes;
+        f.hour = (bytes % 24) as u8;
+        f.client_ip = Some(std::net::IpAddr::from([
+            10,
+            0,
+            (bytes / 256) as u8,
+            bytes as u8,
+        ]));
+        let d = e
+            .authorize(&p, Kind::ApiKey, Action::Invoke, 0, Some("m1"), &f)
+            .unwrap();
+        assert!(d.call.verdict.allow);
+    }
+    let mut f = facts();
+    f.request_bytes = 100_000;
+    let d = e
+        .authorize(&p, Kind::ApiKey, Action::Invoke, 0, Some("m1"), &f)
+        .unwrap();
+    assert!(!d.call.verdict.allow, "at the threshold: denied");
+    assert_eq!(e.decision_cache(), (999, 2));
+}

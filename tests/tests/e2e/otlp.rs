@@ -586,3 +586,53 @@ fn a_dead_collector_costs_no_request_and_no_memory() {
             == 0.0
     );
 }
+
+/// A request still in flight at SIGTERM ends during the grace period: its
+/// spans are exported before the process exits, not left in the queue for
+/// a batch that never comes.
+#[test]
+fn spans_of_requests_ending_at_shutdown_are_exported_before_exit() {
+    let collector = Collector::start();
+    let (a, b) = (
+        Sim::start("a", &["--latency-ms", "700"]),
+        Sim::start("b", &[]),
+    );
+    let telemetry = format!(
+        "server: {{ threads: 2, grace_period: 5s }}\ntelemetry: {{ otlp: {{ endpoint: \"http://{}\" }} }}",
+        collector.http
+    );
+    let mut g = Gateway::start(&config(&telemetry, &a, &b));
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let addr = g.addr;
+    let client = std::thread::spawn(move || {
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        call(
+            addr,
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("authorization", &format!("Bearer {CLIENT_KEY}")),
+                ("traceparent", &format!("00-{trace}-{CLIENT_SPAN}-01")),
+            ],
+            body.to_string().as_bytes(),
+        )
+    });
+    assert!(eventually(Duration::from_secs(10), || a.stats()
+        ["requests"]
+        == 1));
+    g.proc.signal("TERM");
+    let r = client.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let status = g
+        .proc
+        .wait_exit(Duration::from_secs(8))
+        .expect("exits after SIGTERM");
+    assert!(status.success());
+    // Already there when the process is gone: no waiting here.
+    let spans: Vec<Got> = collector
+        .spans()
+        .into_iter()
+        .filter(|s| s.trace_id() == trace)
+        .collect();
+    assert_eq!(spans.len(), 2, "the request's and its attempt's span");
+}

@@ -247,6 +247,17 @@ fn data_residency_narrows_the_router() {
         line["backends_denied"],
         json!([{"backend": "aws", "policies": ["eu-stays-in-eu"]}])
     );
+    // The same question eight times: decided once, answered from the
+    // decision cache after, and still audited each time in full.
+    assert!(eventually(Duration::from_secs(5), || {
+        s.audit()
+            .iter()
+            .filter(|l| l["principal"] == "Skygate::ApiKey::\"eu-app\"")
+            .filter(|l| l["backends_denied"] == line["backends_denied"])
+            .count()
+            == 8
+    }));
+    assert!(metric(&s.gw, "skygate_policy_cache_total{result=\"hit\"}") >= 7);
     // Others still use both clouds.
     let mut seen = std::collections::HashSet::new();
     for _ in 0..30 {

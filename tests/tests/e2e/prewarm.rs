@@ -193,10 +193,15 @@ fn cold_aware_routing_sends_requests_to_the_warm_target_and_pings_the_cold_one()
         auth = auth_section()
     ));
     // Both are warmed at start; `cold` goes cold 2 s later (adaptive,
-    // with no traffic learned, does not keep it).
+    // with no traffic learned, does not keep it). Its start-up ping must
+    // have ended first: before it, `cold` also reads as cold, and would be
+    // warm a moment later.
+    let woke_then_cooled = |name: &str| {
+        let w = gw.backend_status(name)["warm"].clone();
+        w["pings"]["cold"].as_u64().unwrap_or(0) >= 1 && w["likely_cold"] == true
+    };
     assert!(eventually(Duration::from_secs(10), || {
-        gw.backend_status("cold")["warm"]["likely_cold"] == true
-            && gw.backend_status("warm")["warm"]["likely_cold"] == false
+        woke_then_cooled("cold") && gw.backend_status("warm")["warm"]["likely_cold"] == false
     }));
     let before = cold.stats()["requests"].as_u64().unwrap();
     // Every request goes to the warm cloud at once, with no cold start...

@@ -102,3 +102,72 @@ fn drain_delay_fails_readiness_while_still_serving() {
         sent.elapsed()
     );
 }
+
+/// A stdout nobody reads (a log shipper that hung: the pipe is full and the
+/// access-log writer is stuck in `write`) neither slows requests nor keeps
+/// the process from exiting on SIGTERM: the exit waits a bounded time for
+/// the log, then goes without the lines that could not be written.
+#[test]
+fn a_blocked_stdout_does_not_hold_up_requests_or_the_exit() {
+    let sim = Sim::start("s", &[]);
+    let dir = TempDir::new();
+    let (addr, admin) = (free_addr(), free_addr());
+    let config = dir.path.join("skygate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {addr}\nadmin: {{ listen: {admin}, token: t-blocked-stdout }}\nserver: {{ threads: 2, grace_period: 5s, access_log: stdout }}\n{}",
+            one_backend(&sim.url, "")
+        ),
+    )
+    .unwrap();
+    // stdout is a pipe this test holds and never reads.
+    let mut child = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _unread = child.stdout.take();
+    let ready = Instant::now();
+    while try_call(admin, "GET", "/readyz", &[], b"").map_or(true, |r| r.status != 200) {
+        assert!(ready.elapsed() < Duration::from_secs(20), "not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Far more log than a pipe holds (64 KiB: a few hundred lines); each
+    // request still answers.
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let auth = format!("Bearer {CLIENT_KEY}");
+    for i in 0..1500 {
+        let r = call(
+            addr,
+            "POST",
+            "/v1/chat/completions",
+            &[("authorization", &auth)],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 200, "request {i}");
+    }
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let sent = Instant::now();
+    let exited = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if sent.elapsed() > Duration::from_secs(10) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let status = exited.expect("exits within 10 s of SIGTERM although stdout is blocked");
+    assert!(status.success(), "{status:?}");
+}
