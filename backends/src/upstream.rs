@@ -263,9 +263,10 @@ impl Upstream {
                     true,
                 ),
                 None => {
-                    let (session, reused) = self
-                        .connector
-                        .get_http_session(peer)
+                    // Boxed: a new connection's future (TCP, TLS, ALPN) is
+                    // large and rare; inline it would grow every request's
+                    // future, which is copied whole when it is boxed.
+                    let (session, reused) = Box::pin(self.connector.get_http_session(peer))
                         .await
                         .map_err(|e| connect_error(backend, &e))?;
                     (gathering(session, peer), reused)
@@ -344,7 +345,8 @@ impl Upstream {
                     };
                     return match reply {
                         None => Ok(resp),
-                        Some(reply) => resp.shape(reply).await,
+                        // Boxed, as a connect above: only platform kinds.
+                        Some(reply) => Box::pin(resp.shape(reply)).await,
                     };
                 }
                 Ok(Err(e)) => {

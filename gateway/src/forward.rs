@@ -84,8 +84,12 @@ pub async fn forward(
             None => send(state, snap, b, backend, &slot, session, ctx, &routed, span).await,
             Some(after) => {
                 let (r, hedged) = {
-                    let primary = send(state, snap, b, backend, &slot, session, ctx, &routed, span);
-                    tokio::pin!(primary);
+                    // Boxed, here and for the hedge: a send's future is large,
+                    // and inline the two would triple the size of every
+                    // request's future (which is copied whole when boxed).
+                    let mut primary = Box::pin(send(
+                        state, snap, b, backend, &slot, session, ctx, &routed, span,
+                    ));
                     let early = tokio::time::timeout(after, &mut primary).await;
                     // A hedge is an extra attempt: it needs one left, and
                     // the retry budget's room.
@@ -118,12 +122,11 @@ pub async fn forward(
                             let hedge_started = Instant::now();
                             let hspan = crate::telemetry::attempt_span(ctx);
                             let (r, won) = {
-                                let second = send(
+                                let mut second = Box::pin(send(
                                     state, snap, hb, h.backend, &hslot, session, ctx, &routed,
                                     hspan,
-                                );
-                                tokio::pin!(second);
-                                race(&mut primary, &mut second).await
+                                ));
+                                race(&mut primary.as_mut(), &mut second.as_mut()).await
                             };
                             (r, Some((h, hslot, hedge_started, hspan, won)))
                         }

@@ -670,8 +670,9 @@ impl Plugin for RateLimits {
             ),
         ] {
             if let Some(r) = r {
-                let _ = resp.insert_header(names[0], r.limit.to_string());
-                let _ = resp.insert_header(names[1], r.remaining.to_string());
+                // Numbers straight into header values (no string, no check).
+                let _ = resp.insert_header(names[0], http::HeaderValue::from(r.limit));
+                let _ = resp.insert_header(names[1], http::HeaderValue::from(r.remaining));
                 let _ = resp.insert_header(names[2], format_reset(r.reset));
             }
         }
