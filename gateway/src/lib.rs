@@ -11,6 +11,7 @@ mod forward;
 pub mod health;
 pub mod identity;
 pub mod keys;
+pub mod log_sink;
 pub mod metrics;
 pub mod observe;
 pub mod policy_check;

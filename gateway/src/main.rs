@@ -221,10 +221,20 @@ enum KeysCommand {
 }
 
 fn main() -> ExitCode {
+    use std::io::IsTerminal;
+    // Through a background writer: a stderr nobody reads must not block a
+    // request, the signal handler or the exit (`log_sink.rs`).
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or("warn,skygate=info,skygate_backends=info"),
     )
-    .target(env_logger::Target::Stderr)
+    .target(env_logger::Target::Pipe(Box::new(
+        skygate::log_sink::Sink::start(),
+    )))
+    .write_style(if std::io::stderr().is_terminal() {
+        env_logger::WriteStyle::Always
+    } else {
+        env_logger::WriteStyle::Never
+    })
     .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -315,6 +325,8 @@ fn main() -> ExitCode {
             })
         }
     };
+    // What was logged reaches stderr before the process ends.
+    skygate::log_sink::flush(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -37,6 +37,7 @@ pub struct Metrics {
     policy_backends_denied: prometheus::IntCounter,
     policy_cache: IntCounterVec,
     audit_log_dropped: prometheus::IntCounter,
+    log_dropped: prometheus::IntCounter,
     ratelimit: IntCounterVec,
     redis_up: IntGauge,
     redis_down: prometheus::IntCounter,
@@ -190,6 +191,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["result"],
     )?;
+    let log_dropped = prometheus::IntCounter::new(
+        "skygate_log_dropped_total",
+        "Skygate's own log lines dropped because stderr took no more",
+    )?;
     let audit_log_dropped = prometheus::IntCounter::new(
         "skygate_audit_log_dropped_total",
         "Audit log lines dropped because the writer fell behind",
@@ -271,6 +276,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(policy_decisions.clone()))?;
     registry.register(Box::new(policy_backends_denied.clone()))?;
     registry.register(Box::new(policy_cache.clone()))?;
+    registry.register(Box::new(log_dropped.clone()))?;
     registry.register(Box::new(audit_log_dropped.clone()))?;
     registry.register(Box::new(health_checks.clone()))?;
     registry.register(Box::new(breaker_state.clone()))?;
@@ -332,6 +338,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         policy_backends_denied,
         policy_cache,
         audit_log_dropped,
+        log_dropped,
         cache_lookups,
         cache_route,
         cache_bytes,
@@ -554,6 +561,8 @@ fn mirror(
         }
         m.audit_log_dropped.reset();
         m.audit_log_dropped.inc_by(audit::DROPPED.load(Relaxed));
+        m.log_dropped.reset();
+        m.log_dropped.inc_by(crate::log_sink::DROPPED.load(Relaxed));
     }
     {
         use skygate_plugins::ratelimit::COUNTERS as C;

@@ -47,9 +47,12 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
 
     let conf = ServerConf {
         threads: cfg.server.threads,
-        // Pingora sleeps this long after SIGTERM; our drain watcher exits as
-        // soon as in-flight requests are done, so this is only the upper bound.
-        grace_period_seconds: Some(cfg.server.grace_period.as_secs().max(1)),
+        // Pingora sleeps this long after SIGTERM, then stops its runtimes.
+        // Our drain watcher exits as soon as in-flight requests are done, or
+        // after `grace_period`, once the last spans and logs are out (at most
+        // 5 + 2 + 5 + 2 s): Pingora's bound lies past that, so the exporter
+        // still runs when the watcher asks it for the last spans.
+        grace_period_seconds: Some(cfg.server.grace_period.as_secs().max(1) + 15),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
@@ -163,6 +166,7 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
     });
     crate::access_log::flush_and_stop();
     skygate_plugins::policy::audit::flush();
+    crate::log_sink::flush(Duration::from_secs(2));
     Ok(())
 }
 
@@ -248,6 +252,7 @@ impl Drain {
                 }
                 crate::access_log::flush_and_stop();
                 skygate_plugins::policy::audit::flush();
+                crate::log_sink::flush(Duration::from_secs(2));
                 std::process::exit(0);
             });
         if let Err(e) = watcher {

@@ -161,12 +161,26 @@ impl Fill {
                 data: Option<Vec<serde::de::IgnoredAny>>,
                 usage: Option<entry::Usage>,
             }
-            let w: Whole = serde_json::from_slice(&self.buf).ok()?;
-            let items = if chat { w.choices } else { w.data };
-            if w.error.is_some() || items.is_none_or(|i| i.is_empty()) {
+            /// The same without `usage`: an answer whose `usage` is odd
+            /// (a float, a string, twice) is still stored, without tokens.
+            #[derive(serde::Deserialize)]
+            struct Plain {
+                error: Option<serde::de::IgnoredAny>,
+                choices: Option<Vec<serde::de::IgnoredAny>>,
+                data: Option<Vec<serde::de::IgnoredAny>>,
+            }
+            let (error, choices, data, tokens) = match serde_json::from_slice::<Whole>(&self.buf) {
+                Ok(w) => (w.error, w.choices, w.data, w.usage.and_then(|u| u.tokens())),
+                Err(_) => {
+                    let p: Plain = serde_json::from_slice(&self.buf).ok()?;
+                    (p.error, p.choices, p.data, None)
+                }
+            };
+            let items = if chat { choices } else { data };
+            if error.is_some() || items.is_none_or(|i| i.is_empty()) {
                 return None;
             }
-            (self.buf, w.usage.and_then(|u| u.tokens()))
+            (self.buf, tokens)
         };
         (body.len() <= self.limit).then_some((body, tokens))
     }
@@ -707,6 +721,25 @@ mod tests {
     fn only_whole_answers_are_kept() {
         let chat = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}]}"#;
         assert!(fill(chat, false, 1000, None).answer(true).is_some());
+        // Its tokens are read in the same pass; an odd `usage` (a float,
+        // twice) still stores the answer, without tokens.
+        let with_usage =
+            r#"{"choices":[{"index":0}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        assert_eq!(
+            fill(with_usage, false, 1000, None).answer(true).unwrap().1,
+            Some(7)
+        );
+        for odd in [
+            r#"{"choices":[{"index":0}],"usage":{"prompt_tokens":3.5}}"#,
+            r#"{"choices":[{"index":0}],"usage":{"prompt_tokens":3},"usage":{"prompt_tokens":4}}"#,
+            r#"{"choices":[{"index":0}],"usage":"none"}"#,
+        ] {
+            assert_eq!(
+                fill(odd, false, 1000, None).answer(true).unwrap().1,
+                None,
+                "{odd}"
+            );
+        }
         // A 200 that carries an error, or no choices, is not an answer.
         let err = r#"{"error":{"message":"x"},"choices":[{"index":0}]}"#;
         assert!(fill(err, false, 1000, None).answer(true).is_none());

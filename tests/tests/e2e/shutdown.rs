@@ -103,12 +103,13 @@ fn drain_delay_fails_readiness_while_still_serving() {
     );
 }
 
-/// A stdout nobody reads (a log shipper that hung: the pipe is full and the
-/// access-log writer is stuck in `write`) neither slows requests nor keeps
-/// the process from exiting on SIGTERM: the exit waits a bounded time for
-/// the log, then goes without the lines that could not be written.
+/// A stdout and a stderr nobody reads (a log shipper that hung: the pipes
+/// are full and the log writers are stuck in `write`) neither slow requests
+/// nor keep the process from exiting on SIGTERM: the exit waits a bounded
+/// time for the logs, then goes without the lines that could not be
+/// written. (`RUST_LOG=debug` fills stderr's pipe within a few requests.)
 #[test]
-fn a_blocked_stdout_does_not_hold_up_requests_or_the_exit() {
+fn a_blocked_stdout_and_stderr_do_not_hold_up_requests_or_the_exit() {
     let sim = Sim::start("s", &[]);
     let dir = TempDir::new();
     let (addr, admin) = (free_addr(), free_addr());
@@ -121,16 +122,17 @@ fn a_blocked_stdout_does_not_hold_up_requests_or_the_exit() {
         ),
     )
     .unwrap();
-    // stdout is a pipe this test holds and never reads.
+    // stdout and stderr are pipes this test holds and never reads.
     let mut child = std::process::Command::new(bin())
         .args(["run", "--config"])
         .arg(&config)
+        .env("RUST_LOG", "debug")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .stdin(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let _unread = child.stdout.take();
+    let _unread = (child.stdout.take(), child.stderr.take());
     let ready = Instant::now();
     while try_call(admin, "GET", "/readyz", &[], b"").map_or(true, |r| r.status != 200) {
         assert!(ready.elapsed() < Duration::from_secs(20), "not ready");
@@ -168,6 +170,7 @@ fn a_blocked_stdout_does_not_hold_up_requests_or_the_exit() {
     };
     let _ = child.kill();
     let _ = child.wait();
-    let status = exited.expect("exits within 10 s of SIGTERM although stdout is blocked");
+    let status =
+        exited.expect("exits within 10 s of SIGTERM although stdout and stderr are blocked");
     assert!(status.success(), "{status:?}");
 }
