@@ -516,6 +516,33 @@ fn tracestate_goes_only_with_the_clients_continued_trace() {
     );
 }
 
+/// A continued trace's `tracestate` goes on up to 512 bytes (W3C's bound
+/// for one that is forwarded); a longer one does not go at all, with
+/// tracing on or off.
+#[test]
+fn a_tracestate_over_512_bytes_is_not_passed_on() {
+    let collector = Collector::start();
+    let (a, b) = (Sim::start("a", &[]), Sim::start("b", &[]));
+    let tp = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let at_bound = format!("v={}", "x".repeat(510));
+    let over = format!("v={}", "x".repeat(511));
+    assert_eq!((at_bound.len(), over.len()), (512, 513));
+    let on = format!(
+        "telemetry: {{ otlp: {{ endpoint: \"http://{}\" }} }}",
+        collector.http
+    );
+    let traced = Gateway::start(&config(&on, &a, &b));
+    let plain = Gateway::start(&config("", &a, &b));
+    for g in [&traced, &plain] {
+        assert_eq!(ask_with_state(g, &tp, &at_bound).status, 200);
+        assert_eq!(ask_with_state(g, &tp, &over).status, 200);
+    }
+    assert_eq!(
+        tracestates(&a),
+        vec![at_bound.clone(), String::new(), at_bound, String::new()]
+    );
+}
+
 /// RSS of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
