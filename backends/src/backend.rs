@@ -17,6 +17,9 @@ pub struct BackendRt {
     pub config: Backend,
     /// The name, shared cheaply with every request's context and log line.
     pub name: Arc<str>,
+    /// The name as the `x-skygate-backend` header value, built once (names
+    /// are 1-64 of `A-Z a-z 0-9 . _ -`, so always a valid value).
+    pub name_header: http::HeaderValue,
     /// Swapped by the health checker when DNS answers another address.
     pub peer: ArcSwap<PeerSlot>,
     pub adapter: BackendAdapter,
@@ -37,6 +40,8 @@ impl BackendRt {
         Self {
             config: config.clone(),
             name: Arc::from(config.name.as_str()),
+            name_header: http::HeaderValue::from_str(&config.name)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("-")),
             peer: ArcSwap::from_pointee(peer),
             adapter: BackendAdapter::build(config, registry.clouds()),
             state: registry.backend(config, now),

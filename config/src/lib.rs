@@ -21,4 +21,4 @@ pub use load::{load_file, load_str, load_str_in, parse_duration, parse_size, MAX
 pub use runtime::*;
 pub use secret::{bearer_token, parse_sha256_hex, pem_der, sha256, to_hex, Secret};
 pub use section::policy::expand_files;
-pub use text::percent_decode;
+pub use text::{percent_decode, push_ip, push_num, push_socket_addr};

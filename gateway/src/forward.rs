@@ -602,6 +602,8 @@ enum BodyEnd {
     ClientGone,
 }
 
+const X_SKYGATE_BACKEND: http::HeaderName = http::HeaderName::from_static("x-skygate-backend");
+
 /// Writes a backend's response to the client, header then body.
 async fn write_response(
     state: &State,
@@ -634,18 +636,21 @@ async fn write_response(
     // The usage chunk the gateway asked for is left out of the client's
     // stream, so the body's length is no longer the backend's.
     let mut strip = (ctx.strip_usage_chunk && sse).then(StripUsage::default);
+    let mut header = respond::no_case(header);
     if strip.is_some() {
-        header.remove_header(&http::header::CONTENT_LENGTH);
+        header.headers.remove(http::header::CONTENT_LENGTH);
     }
     let count_events = sse && ctx.limits.is_some();
     frame_for_client(&mut header, session);
     ctx.status = header.status.as_u16();
-    let prepared = respond::common_headers(&mut header, ctx, chain)
-        .and_then(|()| header.insert_header("x-skygate-backend", &*b.name));
-    if let Err(e) = prepared {
+    if let Err(e) = respond::common_headers(&mut header.headers, ctx, chain) {
         return (BodyEnd::ClientGone, Err(e));
     }
-    if let Err(e) = session.write_response_header(Box::new(header), false).await {
+    header
+        .headers
+        .insert(X_SKYGATE_BACKEND, b.name_header.clone());
+    let header = Box::new(ResponseHeader::from(header));
+    if let Err(e) = session.write_response_header(header, false).await {
         ctx.error = Some("client_closed");
         return (BodyEnd::ClientGone, Err(e));
     }
@@ -762,7 +767,7 @@ fn note_cold_start(b: &BackendRt, ctx: &mut RequestCtx, resp: &UpstreamResponse)
 /// backend's, or a close-delimited HTTP/1 one) goes to an HTTP/1.1 client
 /// chunked: a body cut mid-way then lacks its last chunk, and the client
 /// sees the cut instead of taking what came for the whole answer.
-fn frame_for_client(header: &mut ResponseHeader, session: &Session) {
+fn frame_for_client(header: &mut http::response::Parts, session: &Session) {
     // The common case (a length or chunks) returns at the first lookup.
     if header.headers.contains_key(http::header::CONTENT_LENGTH)
         || header.headers.contains_key(http::header::TRANSFER_ENCODING)
@@ -775,7 +780,10 @@ fn frame_for_client(header: &mut ResponseHeader, session: &Session) {
     if no_body || req.version != http::Version::HTTP_11 {
         return;
     }
-    let _ = header.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    header.headers.insert(
+        http::header::TRANSFER_ENCODING,
+        http::HeaderValue::from_static("chunked"),
+    );
 }
 
 /// Counts a failed attempt. The access log (written off the request path)

@@ -59,7 +59,15 @@ pub fn line(
     w.field("ts_ms", &ts);
     w.field("request_id", &ctx.request_id);
     w.field("client", &client);
-    w.field("client_ip", &ctx.client_ip);
+    match ctx.client_ip {
+        // An address needs no JSON escaping: written as is.
+        Some(ip) => {
+            let mut text = String::with_capacity(48);
+            skygate_config::push_ip(&mut text, ip);
+            w.raw_string("client_ip", &text);
+        }
+        None => w.field("client_ip", &None::<()>),
+    }
     // Client-supplied: clipped, so a line stays small whatever was sent.
     w.field("method", &clip(method));
     w.field("path", &clip(path));
@@ -111,17 +119,30 @@ pub fn line(
 struct Json(Vec<u8>);
 
 impl Json {
-    fn field(&mut self, key: &str, value: &impl serde::Serialize) {
+    /// `,"key":` (no comma after the opening brace).
+    fn key(&mut self, key: &str) {
         if !matches!(self.0.last(), Some(b'{')) {
             self.0.push(b',');
         }
         self.0.push(b'"');
         self.0.extend_from_slice(key.as_bytes());
         self.0.extend_from_slice(b"\":");
+    }
+
+    fn field(&mut self, key: &str, value: &impl serde::Serialize) {
+        self.key(key);
         if serde_json::to_writer(&mut self.0, value).is_err() {
             // Only a non-finite float fails: null, as serde_json's `Value` says.
             self.0.extend_from_slice(b"null");
         }
+    }
+
+    /// A string field whose value needs no escaping (an address).
+    fn raw_string(&mut self, key: &str, value: &str) {
+        self.key(key);
+        self.0.push(b'"');
+        self.0.extend_from_slice(value.as_bytes());
+        self.0.push(b'"');
     }
 }
 

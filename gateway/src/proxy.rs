@@ -146,7 +146,14 @@ impl ProxyHttp for Gateway {
             snap.chain.on_complete(ctx);
         }
         let client = if access_log {
-            session.client_addr().map(|a| a.to_string())
+            session.client_addr().map(|a| match a.as_inet() {
+                Some(inet) => {
+                    let mut s = String::with_capacity(48);
+                    skygate_config::push_socket_addr(&mut s, *inet);
+                    s
+                }
+                None => a.to_string(),
+            })
         } else {
             None
         };

@@ -2,29 +2,50 @@
 //! JSON responses, with the headers every response carries.
 
 use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue};
+use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use skygate_config::{ApiError, ErrorKind};
 use skygate_plugins::{Chain, LocalResponse, RequestCtx};
 
 /// Headers every response gets, then the plugins' (e.g. `x-ratelimit-*`).
+///
+/// Straight into the header map, by names built at compile time: Pingora's
+/// `insert_header` parses each name and keeps a case map beside it (about
+/// 2 k instructions a header, ten headers a response). The header is then
+/// written without a case map (see [`no_case`]).
 pub fn common_headers(
-    h: &mut ResponseHeader,
+    h: &mut http::HeaderMap,
     ctx: &RequestCtx,
     chain: &Chain,
 ) -> pingora_error::Result<()> {
-    h.insert_header("x-request-id", ctx.request_id.as_str())?;
-    h.insert_header(
-        "x-skygate-cache",
-        http::HeaderValue::from_static(ctx.cache.as_str()),
-    )?;
-    h.insert_header(
-        "x-skygate-attempts",
-        http::HeaderValue::from_static(attempts_value(ctx.attempts)),
-    )?;
+    const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    const CACHE: HeaderName = HeaderName::from_static("x-skygate-cache");
+    const ATTEMPTS: HeaderName = HeaderName::from_static("x-skygate-attempts");
+    h.reserve(10);
+    let id = HeaderValue::from_str(ctx.request_id.as_str())
+        .or_err(InvalidHTTPHeader, "invalid x-request-id")?;
+    h.insert(REQUEST_ID, id);
+    h.insert(CACHE, HeaderValue::from_static(ctx.cache.as_str()));
+    h.insert(
+        ATTEMPTS,
+        HeaderValue::from_static(attempts_value(ctx.attempts)),
+    );
     chain.on_response_header(h, ctx);
     Ok(())
 }
+
+/// A response header as its fields, to set headers in the map directly.
+/// The header goes back with [`ResponseHeader::from`], without a case map:
+/// names are written lower case (the dozen Pingora knows, `Content-Type`
+/// and the like, title case). HTTP names are case-insensitive; HTTP/2 and
+/// HTTP/3 send them lower case anyway.
+pub fn no_case(h: ResponseHeader) -> http::response::Parts {
+    h.into()
+}
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// `x-skygate-attempts` without formatting (`retries.max_attempts` ≤ 10).
 fn attempts_value(n: u32) -> &'static str {
@@ -41,12 +62,14 @@ pub async fn json(
     body: Bytes,
 ) -> pingora_error::Result<bool> {
     ctx.status = status;
-    let mut h = ResponseHeader::build(status, Some(6))?;
-    h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    common_headers(&mut h, ctx, chain)?;
+    let mut h = no_case(ResponseHeader::build_no_case(status, Some(13))?);
+    h.headers.insert(header::CONTENT_TYPE, JSON.clone());
+    h.headers.insert(header::CONTENT_LENGTH, body.len().into());
+    common_headers(&mut h.headers, ctx, chain)?;
     ctx.response_bytes = body.len() as u64;
-    session.write_response_header(Box::new(h), false).await?;
+    session
+        .write_response_header(Box::new(h.into()), false)
+        .await?;
     session.write_response_body(Some(body), true).await?;
     Ok(true)
 }
@@ -61,27 +84,34 @@ pub async fn error(
     ctx.error = Some(e.kind.code());
     ctx.status = e.status();
     let body = e.body();
-    let mut h = ResponseHeader::build(e.status(), Some(8))?;
-    h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    common_headers(&mut h, ctx, chain)?;
+    let mut h = no_case(ResponseHeader::build_no_case(e.status(), Some(16))?);
+    let m = &mut h.headers;
+    m.insert(header::CONTENT_TYPE, JSON.clone());
+    m.insert(header::CONTENT_LENGTH, body.len().into());
+    common_headers(m, ctx, chain)?;
     if e.kind == ErrorKind::Unauthenticated {
-        h.insert_header(http::header::WWW_AUTHENTICATE, "Bearer realm=\"skygate\"")?;
+        m.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"skygate\""),
+        );
     }
     if let Some(d) = e.retry_after {
-        h.insert_header(
-            http::header::RETRY_AFTER,
-            d.as_secs_f64().ceil().max(1.0).to_string(),
-        )?;
+        // Whole seconds, at least one: `as u64` of a ceiled positive float.
+        m.insert(
+            header::RETRY_AFTER,
+            (d.as_secs_f64().ceil().max(1.0) as u64).into(),
+        );
     }
     // A request whose body was not read to its end has switched keep-alive
     // off (`request::read_body`); said here too, though Pingora writes the
     // same `connection` header from the session's keep-alive state.
     if session.get_keepalive().is_none() {
-        h.insert_header(http::header::CONNECTION, "close")?;
+        m.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     ctx.response_bytes = body.len() as u64;
-    session.write_response_header(Box::new(h), false).await?;
+    session
+        .write_response_header(Box::new(h.into()), false)
+        .await?;
     session.write_response_body(Some(body), true).await?;
     Ok(true)
 }
@@ -94,15 +124,21 @@ pub async fn local(
     r: LocalResponse,
 ) -> pingora_error::Result<bool> {
     ctx.status = r.status;
-    let mut h = ResponseHeader::build(r.status, Some(4 + r.headers.len()))?;
+    let mut h = no_case(ResponseHeader::build_no_case(
+        r.status,
+        Some(11 + r.headers.len()),
+    )?);
     for (name, value) in r.headers {
-        h.insert_header(name, value)?;
+        h.headers.insert(name, value);
     }
-    h.insert_header(http::header::CONTENT_LENGTH, r.body.len().to_string())?;
-    common_headers(&mut h, ctx, chain)?;
+    h.headers
+        .insert(header::CONTENT_LENGTH, r.body.len().into());
+    common_headers(&mut h.headers, ctx, chain)?;
     ctx.response_bytes = r.body.len() as u64;
     ctx.first_byte = Some(std::time::Instant::now());
-    session.write_response_header(Box::new(h), false).await?;
+    session
+        .write_response_header(Box::new(h.into()), false)
+        .await?;
     session.write_response_body(Some(r.body), true).await?;
     Ok(true)
 }

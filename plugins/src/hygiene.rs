@@ -94,7 +94,9 @@ impl Plugin for Hygiene {
             let (client, xff) = if self.is_trusted(peer) {
                 self.resolve(req, peer)
             } else {
-                (peer, peer.to_string())
+                let mut xff = String::with_capacity(40);
+                skygate_config::push_ip(&mut xff, peer);
+                (peer, xff)
             };
             ctx.client_ip = Some(client);
             ctx.forwarded_for = HeaderValue::from_maybe_shared(Bytes::from(xff)).ok();

@@ -17,7 +17,7 @@ pub mod ratelimit;
 use async_trait::async_trait;
 use bytes::Bytes;
 pub use context::{CacheStatus, Identity, RequestCtx, TraceCtx, Try};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::RequestHeader;
 pub use skygate_config::AuthMethod;
 use skygate_config::{ApiError, Config};
 use std::sync::Arc;
@@ -98,8 +98,9 @@ pub trait Plugin: Send + Sync {
     }
 
     /// Runs on every response header the client gets (backend, local or
-    /// error), after the gateway's own headers: add headers here.
-    fn on_response_header(&self, _resp: &mut ResponseHeader, _ctx: &RequestCtx) {}
+    /// error), after the gateway's own headers: add headers here (the map
+    /// is written without a case map, so names are sent lower case).
+    fn on_response_header(&self, _headers: &mut http::HeaderMap, _ctx: &RequestCtx) {}
 
     /// Runs once the request is done (answered, failed, or the client went
     /// away), before it is logged: status, usage and bytes are in `ctx`.
@@ -231,9 +232,9 @@ impl Chain {
         }
     }
 
-    pub fn on_response_header(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
+    pub fn on_response_header(&self, headers: &mut http::HeaderMap, ctx: &RequestCtx) {
         for p in &self.plugins {
-            p.on_response_header(resp, ctx);
+            p.on_response_header(headers, ctx);
         }
     }
 

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-type L1 = moka::sync::Cache<u128, Arc<Entry>>;
+/// Keyed by the request's digest, hashed with a per-process seed (see
+/// `foldhash` in the workspace's Cargo.toml).
+type L1 = moka::sync::Cache<u128, Arc<Entry>, foldhash::fast::RandomState>;
 
 /// One route's counters (kept by name across reloads).
 #[derive(Debug, Default)]
@@ -308,7 +310,7 @@ fn build_l1(memory: u64, counters: Arc<Counters>) -> L1 {
             };
             c.fetch_add(1, Ordering::Relaxed);
         })
-        .build()
+        .build_with_hasher(foldhash::fast::RandomState::default())
 }
 
 /// The Redis key of an entry: readable by route and tenant (so

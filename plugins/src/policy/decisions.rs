@@ -27,6 +27,7 @@
 use super::engine::{CallVerdict, Facts};
 use cedar_policy::PolicySet;
 use serde_json::Value;
+use skygate_config::push_num;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,6 +88,11 @@ pub struct ContextUse {
     attrs: HashMap<String, Use>,
     /// `context` used as a value: every attribute counts, exactly.
     whole: bool,
+    /// The above resolved once for [`Self::key`] (no lookup by name per
+    /// request): whether `client_ip`, `mtls`, `route`, `stream` are read,
+    /// and how each of [`NUMERIC`] is.
+    flags: [bool; 4],
+    numeric: [Use; 4],
 }
 
 impl ContextUse {
@@ -100,6 +106,14 @@ impl ContextUse {
                 Err(_) => u.whole = true,
             }
         }
+        u.flags = ["client_ip", "mtls", "route", "stream"].map(|n| u.reads(n));
+        u.numeric = NUMERIC.map(|n| {
+            if u.whole {
+                Use::Exact
+            } else {
+                u.attrs.get(n).cloned().unwrap_or_default()
+            }
+        });
         u
     }
 
@@ -156,19 +170,23 @@ impl ContextUse {
 
     /// Appends to `key` what the policies can tell of `f`.
     pub fn key(&self, f: &Facts, key: &mut String) {
-        if self.reads("client_ip") {
+        let [ip, mtls, route, stream] = self.flags;
+        if ip {
             let _ = match f.client_ip {
                 Some(ip) => write!(key, "i{ip};"),
                 None => write!(key, "i;"),
             };
         }
-        if self.reads("mtls") {
+        if mtls {
             key.push(if f.mtls { 'M' } else { 'm' });
         }
-        if self.reads("route") {
-            let _ = write!(key, "r{}:{}", f.route.len(), f.route);
+        if route {
+            key.push('r');
+            push_num(key, f.route.len() as u64);
+            key.push(':');
+            key.push_str(&f.route);
         }
-        if self.reads("stream") {
+        if stream {
             key.push(if f.stream { 'S' } else { 's' });
         }
         let values = [
@@ -177,21 +195,20 @@ impl ContextUse {
             u64::from(f.hour),
             u64::from(f.weekday),
         ];
-        for (name, v) in NUMERIC.iter().zip(values) {
+        for (u, v) in self.numeric.iter().zip(values) {
             // As the context holds it (`engine::context`).
             let v = i64::try_from(v).unwrap_or(i64::MAX);
-            let class = if self.whole {
-                Some(usize::MAX)
-            } else {
-                self.attrs.get(*name).and_then(|u| u.class(v))
-            };
-            match class {
+            match u.class(v) {
                 None => {}
                 Some(usize::MAX) => {
-                    let _ = write!(key, "={v};");
+                    key.push('=');
+                    push_num(key, v.unsigned_abs());
+                    key.push(';');
                 }
                 Some(c) => {
-                    let _ = write!(key, "#{c};");
+                    key.push('#');
+                    push_num(key, c as u64);
+                    key.push(';');
                 }
             }
         }

@@ -16,7 +16,6 @@ mod tests;
 use crate::{Decision, Incoming, Plugin, RequestCtx, Shared};
 use async_trait::async_trait;
 use keys::{partition, redis_key};
-use pingora_http::ResponseHeader;
 use skygate_config::{ApiError, Config, ErrorKind, FailurePolicy, LimitStore, RateLimit, RateUnit};
 use skygate_state::redis::{RedisAsk, RedisSlot};
 use skygate_state::{clock, key_hash, Ask, Local, Rate, Verdict};
@@ -649,31 +648,30 @@ impl Plugin for RateLimits {
         }
     }
 
-    fn on_response_header(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
+    fn on_response_header(&self, headers: &mut http::HeaderMap, ctx: &RequestCtx) {
+        use http::{HeaderName, HeaderValue};
+        const NAMES: [[HeaderName; 3]; 2] = [
+            [
+                HeaderName::from_static("x-ratelimit-limit-requests"),
+                HeaderName::from_static("x-ratelimit-remaining-requests"),
+                HeaderName::from_static("x-ratelimit-reset-requests"),
+            ],
+            [
+                HeaderName::from_static("x-ratelimit-limit-tokens"),
+                HeaderName::from_static("x-ratelimit-remaining-tokens"),
+                HeaderName::from_static("x-ratelimit-reset-tokens"),
+            ],
+        ];
         let Some(held) = &ctx.limits else { return };
-        for (r, names) in [
-            (
-                held.requests,
-                [
-                    "x-ratelimit-limit-requests",
-                    "x-ratelimit-remaining-requests",
-                    "x-ratelimit-reset-requests",
-                ],
-            ),
-            (
-                held.tokens,
-                [
-                    "x-ratelimit-limit-tokens",
-                    "x-ratelimit-remaining-tokens",
-                    "x-ratelimit-reset-tokens",
-                ],
-            ),
-        ] {
+        for (r, [limit, remaining, reset]) in [held.requests, held.tokens].into_iter().zip(NAMES) {
             if let Some(r) = r {
-                // Numbers straight into header values (no string, no check).
-                let _ = resp.insert_header(names[0], http::HeaderValue::from(r.limit));
-                let _ = resp.insert_header(names[1], http::HeaderValue::from(r.remaining));
-                let _ = resp.insert_header(names[2], format_reset(r.reset));
+                // Numbers straight into header values (no string, no check),
+                // by names built at compile time (no parse).
+                headers.insert(limit, HeaderValue::from(r.limit));
+                headers.insert(remaining, HeaderValue::from(r.remaining));
+                if let Ok(v) = HeaderValue::try_from(format_reset(r.reset)) {
+                    headers.insert(reset, v);
+                }
             }
         }
     }

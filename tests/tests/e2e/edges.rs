@@ -614,3 +614,59 @@ fn content_encoding_reaches_functions() {
         "{last}"
     );
 }
+
+/// The response head as written: Skygate's headers set straight in the
+/// header map (no case map), so names go out lower case, the few Pingora
+/// knows title case, each once; the same for the gateway's own answers.
+#[test]
+fn response_header_names_as_written() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, "");
+    let body = json!({"model": "m", "messages": []}).to_string();
+    let titled = [
+        "Content-Type",
+        "Content-Length",
+        "Date",
+        "Server",
+        "Connection",
+        "Transfer-Encoding",
+    ];
+    for (auth, status, backend) in [(bearer(), 200, true), (String::new(), 401, false)] {
+        let mut s = connect(&gw);
+        write!(
+            s,
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let (bytes, _) = read_to_close(&mut s, Duration::from_secs(10));
+        let text = String::from_utf8_lossy(&bytes);
+        let head = &text[..text.find("\r\n\r\n").expect("a whole head")];
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+        let names: Vec<&str> = head
+            .lines()
+            .skip(1)
+            .map(|l| l.split(':').next().unwrap())
+            .collect();
+        for n in &names {
+            assert!(
+                titled.contains(n) || *n == n.to_ascii_lowercase(),
+                "`{n}` in\n{head}"
+            );
+            let same = names.iter().filter(|m| m.eq_ignore_ascii_case(n)).count();
+            assert_eq!(same, 1, "`{n}` more than once in\n{head}");
+        }
+        assert!(names.contains(&"x-request-id"), "{head}");
+        assert!(head.contains("\r\nx-skygate-cache: bypass"), "{head}");
+        assert!(
+            head.contains("\r\nContent-Type: application/json"),
+            "{head}"
+        );
+        assert_eq!(head.contains("\r\nx-skygate-backend: s"), backend, "{head}");
+        let attempts = if backend { "1" } else { "0" };
+        assert!(
+            head.contains(&format!("\r\nx-skygate-attempts: {attempts}")),
+            "{head}"
+        );
+    }
+}

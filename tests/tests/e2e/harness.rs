@@ -337,10 +337,11 @@ impl Gateway {
 
     /// The backend's entry in `GET /admin/backends`.
     pub fn backend_status(&self, name: &str) -> Value {
-        let v = self.admin("GET", "/admin/backends", "").json();
+        let r = self.admin("GET", "/admin/backends", "");
+        let v = r.json();
         v["backends"]
             .as_array()
-            .unwrap()
+            .unwrap_or_else(|| panic!("GET /admin/backends: {} {}", r.status, r.text()))
             .iter()
             .find(|b| b["name"] == name)
             .cloned()
