@@ -130,7 +130,11 @@ pub(crate) fn base_header(
     call: &Call<'_>,
     body_len: usize,
 ) -> Result<RequestHeader, ApiError> {
-    let mut h = RequestHeader::build(method.clone(), path.as_bytes(), Some(8)).map_err(internal)?;
+    // Without a case map (names go out lower case, the dozen Pingora knows
+    // title case): keeping each name's case costs a second map insert per
+    // header, and HTTP/2 backends get lower case anyway.
+    let mut h = RequestHeader::build_no_case(method.clone(), path.as_bytes(), Some(12))
+        .map_err(internal)?;
     h.insert_header(header::HOST, backend.url.authority())
         .map_err(internal)?;
     for name in FORWARDED_CLIENT_HEADERS {

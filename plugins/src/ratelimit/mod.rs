@@ -571,17 +571,33 @@ fn unit_words(u: RateUnit) -> &'static str {
 /// A duration as OpenAI writes `x-ratelimit-reset-*`: `250ms`, `12s`,
 /// `6m0s`, `1h2m3s` (whole seconds rounded up past one second).
 pub fn format_reset(d: Duration) -> String {
+    let mut s = String::with_capacity(16);
+    push_reset(&mut s, d);
+    s
+}
+
+/// [`format_reset`] appended to `s`, digits by hand (a response header
+/// per limit on every request).
+fn push_reset(s: &mut String, d: Duration) {
+    use skygate_config::push_num;
     let ms = d.as_millis();
     if ms < 1000 {
-        return format!("{}ms", ms.max(u128::from(!d.is_zero())));
+        push_num(s, (ms as u64).max(u64::from(!d.is_zero())));
+        s.push_str("ms");
+        return;
     }
-    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m{s}s"),
-        _ => format!("{h}h{m}m{s}s"),
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    let (h, m, secs) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        push_num(s, h);
+        s.push('h');
     }
+    if h > 0 || m > 0 {
+        push_num(s, m);
+        s.push('m');
+    }
+    push_num(s, secs);
+    s.push('s');
 }
 
 #[async_trait]
