@@ -636,6 +636,12 @@ async fn write_response(
     // The usage chunk the gateway asked for is left out of the client's
     // stream, so the body's length is no longer the backend's.
     let mut strip = (ctx.strip_usage_chunk && sse).then(StripUsage::default);
+    // A backend's own reason phrase (Pingora keeps one only when it is not
+    // the status's standard one) goes on to the client.
+    let reason = header
+        .get_reason_phrase()
+        .filter(|r| Some(*r) != header.status.canonical_reason())
+        .map(str::to_owned);
     let mut header = respond::no_case(header);
     if strip.is_some() {
         header.headers.remove(http::header::CONTENT_LENGTH);
@@ -649,7 +655,10 @@ async fn write_response(
     header
         .headers
         .insert(X_SKYGATE_BACKEND, b.name_header.clone());
-    let header = Box::new(ResponseHeader::from(header));
+    let mut header = Box::new(ResponseHeader::from(header));
+    if let Some(r) = reason {
+        let _ = header.set_reason_phrase(Some(&r));
+    }
     if let Err(e) = session.write_response_header(header, false).await {
         ctx.error = Some("client_closed");
         return (BodyEnd::ClientGone, Err(e));

@@ -100,17 +100,26 @@ impl State {
         f()
     }
 
-    /// A request starts: counted for graceful shutdown and the gauge.
-    fn enter(&self) {
+    /// A request starts: counted for graceful shutdown and the gauge until
+    /// the [`InFlight`] is dropped.
+    pub fn enter(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         if let Some(m) = metrics::get() {
             m.in_flight.inc();
         }
+        InFlight(self.clone())
     }
+}
 
-    /// A request counted by [`State::enter`] is done.
-    fn leave(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+/// A request counted in flight (graceful shutdown waits for none to be
+/// left; `skygate_requests_in_flight`). Uncounted when dropped, so a
+/// request that ends any way is never left counted: a panic in a
+/// dependency unwinds its task and drops its context, and with it this.
+pub struct InFlight(Arc<State>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
         if let Some(m) = metrics::get() {
             m.in_flight.dec();
         }
@@ -156,6 +165,35 @@ pub fn request_id(req: &RequestHeader) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_that_panics_is_not_left_in_flight() {
+        let config = skygate_config::load_str(
+            "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2, token: a-long-enough-admin-token }\nbackends: { s: { kind: openai, url: \"http://127.0.0.1:9/v1\" } }\nroutes: { chat: { match: { path: /v1/chat/completions, models: [m] }, targets: [ { backend: s } ] } }\n",
+            "t.yaml",
+            &|_| None,
+        )
+        .unwrap();
+        let source = reload::Source::File {
+            path: "t.yaml".into(),
+            listen: None,
+            admin_listen: None,
+        };
+        let state = std::sync::Arc::new(State::new(config, source));
+        let held = state.enter();
+        assert_eq!(state.in_flight.load(Ordering::Acquire), 1);
+        let s = state.clone();
+        // A request's context dropped while its task unwinds.
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _request = s.enter();
+            assert_eq!(s.in_flight.load(Ordering::Acquire), 2);
+            panic!("a bug in a dependency");
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(state.in_flight.load(Ordering::Acquire), 1);
+        drop(held);
+        assert_eq!(state.in_flight.load(Ordering::Acquire), 0);
+    }
 
     #[test]
     fn request_id_keeps_well_formed_values_only() {

@@ -28,6 +28,9 @@ pub struct Gateway {
 pub struct Ctx {
     pub req: RequestCtx,
     snap: Option<Arc<Snapshot>>,
+    /// Counted in flight from `request_filter` until logged (or until the
+    /// context is dropped, whatever ended the request).
+    in_flight: Option<crate::InFlight>,
 }
 
 #[async_trait]
@@ -38,6 +41,7 @@ impl ProxyHttp for Gateway {
         Ctx {
             req: RequestCtx::new(),
             snap: None,
+            in_flight: None,
         }
     }
 
@@ -46,9 +50,12 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora_error::Result<bool> {
-        self.state.enter();
-        let Ctx { req: ctx, snap } = ctx;
-        ctx.counted = true;
+        let Ctx {
+            req: ctx,
+            snap,
+            in_flight,
+        } = ctx;
+        *in_flight = Some(self.state.enter());
         let snap: &Snapshot = snap.insert(self.state.snapshot());
         ctx.request_id = crate::request_id(session.req_header());
         ctx.trace = crate::telemetry::start(&snap.config.telemetry, session.req_header());
@@ -129,7 +136,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let Ctx { req: ctx, snap } = ctx;
+        let Ctx {
+            req: ctx,
+            snap,
+            in_flight,
+        } = ctx;
         let access_log = match &snap {
             Some(snap) => snap.config.server.access_log,
             None => self.state.snapshot().config.server.access_log,
@@ -167,9 +178,8 @@ impl ProxyHttp for Gateway {
             access_log,
         );
         crate::telemetry::finish(ctx, snap.as_deref(), req.method.as_str(), req.uri.path());
-        if ctx.counted {
-            self.state.leave();
-        }
+        // Uncounted once logged (the drain watcher then sees it done).
+        drop(in_flight.take());
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, _error: &Error) -> bool {

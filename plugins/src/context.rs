@@ -120,8 +120,6 @@ pub struct RequestCtx {
     pub cache: CacheStatus,
     /// Error code of a failure, for the access log.
     pub error: Option<&'static str>,
-    /// Whether this request is counted in the in-flight gauge.
-    pub counted: bool,
     /// What the rate limits charged and report (rate-limit plugin); settled
     /// on completion.
     pub limits: Option<Box<crate::ratelimit::Held>>,
@@ -186,7 +184,6 @@ impl RequestCtx {
             completion_tokens: None,
             cache: CacheStatus::Bypass,
             error: None,
-            counted: false,
             limits: None,
             want_stream_usage: false,
             strip_usage_chunk: false,

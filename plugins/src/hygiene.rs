@@ -55,7 +55,8 @@ impl Hygiene {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .collect();
-        let peer_text = peer.to_string();
+        let mut peer_text = String::with_capacity(40);
+        skygate_config::push_ip(&mut peer_text, peer);
         chain.push(&peer_text);
         // Walk from the right (the peer) while the hops are trusted proxies.
         // The first untrusted address is the client. An entry that does not

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 /// Keyed by the request's digest, hashed with a per-process seed (see
 /// `foldhash` in the workspace's Cargo.toml).
-type L1 = moka::sync::Cache<u128, Arc<Entry>, foldhash::fast::RandomState>;
+type L1 = moka::sync::Cache<u128, Arc<Entry>, foldhash::fast::SeedableRandomState>;
 
 /// One route's counters (kept by name across reloads).
 #[derive(Debug, Default)]
@@ -310,7 +310,15 @@ fn build_l1(memory: u64, counters: Arc<Counters>) -> L1 {
             };
             c.fetch_add(1, Ordering::Relaxed);
         })
-        .build_with_hasher(foldhash::fast::RandomState::default())
+        .build_with_hasher(l1_hasher())
+}
+
+/// foldhash seeded from the OS's randomness (through `rand`), once per
+/// process; its own default seeds from addresses and the clock.
+fn l1_hasher() -> foldhash::fast::SeedableRandomState {
+    static SEED: std::sync::OnceLock<foldhash::SharedSeed> = std::sync::OnceLock::new();
+    let shared = SEED.get_or_init(|| foldhash::SharedSeed::from_u64(rand::random()));
+    foldhash::fast::SeedableRandomState::with_seed(rand::random(), shared)
 }
 
 /// The Redis key of an entry: readable by route and tenant (so

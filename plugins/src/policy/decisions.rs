@@ -29,7 +29,6 @@ use cedar_policy::PolicySet;
 use serde_json::Value;
 use skygate_config::push_num;
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -172,10 +171,11 @@ impl ContextUse {
     pub fn key(&self, f: &Facts, key: &mut String) {
         let [ip, mtls, route, stream] = self.flags;
         if ip {
-            let _ = match f.client_ip {
-                Some(ip) => write!(key, "i{ip};"),
-                None => write!(key, "i;"),
-            };
+            key.push('i');
+            if let Some(ip) = f.client_ip {
+                skygate_config::push_ip(key, ip);
+            }
+            key.push(';');
         }
         if mtls {
             key.push(if f.mtls { 'M' } else { 'm' });

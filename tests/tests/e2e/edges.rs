@@ -670,3 +670,99 @@ fn response_header_names_as_written() {
         );
     }
 }
+
+/// A backend over a raw socket that writes a mixed-case header and its own
+/// reason phrase: the name reaches the client lower case, the phrase as
+/// sent, and the limits' `x-ratelimit-*` are there, each header once.
+#[test]
+fn a_backends_header_names_and_reason_phrase() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { return };
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            // The whole request: its head, then content-length bytes.
+            let whole = loop {
+                let Ok(n) = c.read(&mut buf) else { break false };
+                if n == 0 {
+                    break false;
+                }
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    if got.len() >= end + 4 + len {
+                        break true;
+                    }
+                }
+            };
+            if !whole {
+                continue;
+            }
+            let body = r#"{"id":"c-1","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 Very OK\r\nContent-Type: application/json\r\nX-Backend-Thing: Yes\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let gw = Gateway::start(&format!(
+        r#"{auth}backends:
+  raw: {{ kind: openai, url: "http://{addr}/v1" }}
+routes:
+  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: raw }} ] }}
+limits:
+  - {{ name: rpm, requests_per_minute: 1000 }}
+  - {{ name: tpm, tokens_per_minute: 100000 }}
+"#,
+        auth = auth_section()
+    ));
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let mut s = connect(&gw);
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n{}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        bearer(),
+        body.len()
+    )
+    .unwrap();
+    let (bytes, _) = read_to_close(&mut s, Duration::from_secs(10));
+    let text = String::from_utf8_lossy(&bytes);
+    let head = &text[..text.find("\r\n\r\n").expect("a whole head")];
+    assert!(head.starts_with("HTTP/1.1 200 Very OK\r\n"), "{head}");
+    assert!(head.contains("\r\nx-backend-thing: Yes\r\n"), "{head}");
+    assert!(head.contains("\r\nx-skygate-backend: raw"), "{head}");
+    for name in [
+        "x-ratelimit-limit-requests: 1000",
+        "x-ratelimit-remaining-requests: 999",
+        "x-ratelimit-reset-requests: ",
+        "x-ratelimit-limit-tokens: 100000",
+        "x-ratelimit-remaining-tokens: ",
+        "x-ratelimit-reset-tokens: ",
+    ] {
+        assert_eq!(
+            head.matches(&format!("\r\n{name}")).count(),
+            1,
+            "{name} in\n{head}"
+        );
+    }
+    let lower = head.to_ascii_lowercase();
+    for name in [
+        "x-request-id:",
+        "x-skygate-cache:",
+        "content-type:",
+        "x-backend-thing:",
+    ] {
+        assert_eq!(
+            lower.matches(&format!("\r\n{name}")).count(),
+            1,
+            "{name} in\n{head}"
+        );
+    }
+}
