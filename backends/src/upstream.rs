@@ -659,10 +659,6 @@ fn connect_error(b: &Backend, e: &Error) -> ApiError {
     .retryable(Retry::Connect)
 }
 
-/// The request was (partly) sent and no response header came back. On a
-/// reused connection closed or reset before any byte, the backend had most
-/// likely closed it while idle ([`Retry::StaleConnection`]); anywhere else
-/// it counts as the backend failing, like a 5xx it could not send.
 /// A new HTTP/1.1 session's connection, wrapped to gather each request's
 /// writes into one send ([`Gather`]); an HTTP/2 session as it is.
 fn gathering(session: HttpSession, peer: &HttpPeer) -> HttpSession {
@@ -693,6 +689,10 @@ fn gather(session: &HttpSession, body: usize, on: bool) -> bool {
     }
 }
 
+/// The request was (partly) sent and no response header came back. On a
+/// reused connection closed or reset before any byte, the backend had most
+/// likely closed it while idle ([`Retry::StaleConnection`]); anywhere else
+/// it counts as the backend failing, like a 5xx it could not send.
 fn exchange_error(b: &Backend, e: &Error, reused: bool) -> ApiError {
     let (kind, retry) = match e.etype() {
         ErrorType::ReadTimedout | ErrorType::WriteTimedout => {

@@ -102,7 +102,7 @@ impl State {
 
     /// A request starts: counted for graceful shutdown and the gauge until
     /// the [`InFlight`] is dropped.
-    pub fn enter(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn enter(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         if let Some(m) = metrics::get() {
             m.in_flight.inc();
@@ -115,7 +115,7 @@ impl State {
 /// left; `skygate_requests_in_flight`). Uncounted when dropped, so a
 /// request that ends any way is never left counted: a panic in a
 /// dependency unwinds its task and drops its context, and with it this.
-pub struct InFlight(Arc<State>);
+pub(crate) struct InFlight(Arc<State>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {

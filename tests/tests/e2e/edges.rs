@@ -676,41 +676,13 @@ fn response_header_names_as_written() {
 /// sent, and the limits' `x-ratelimit-*` are there, each header once.
 #[test]
 fn a_backends_header_names_and_reason_phrase() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut c) = conn else { return };
-            let mut got = Vec::new();
-            let mut buf = [0u8; 4096];
-            // The whole request: its head, then content-length bytes.
-            let whole = loop {
-                let Ok(n) = c.read(&mut buf) else { break false };
-                if n == 0 {
-                    break false;
-                }
-                got.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let len = text
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-                    if got.len() >= end + 4 + len {
-                        break true;
-                    }
-                }
-            };
-            if !whole {
-                continue;
-            }
-            let body = r#"{"id":"c-1","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
-            let _ = write!(
-                c,
-                "HTTP/1.1 200 Very OK\r\nContent-Type: application/json\r\nX-Backend-Thing: Yes\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
+    let addr = raw_backend(|| {
+        let body = r#"{"id":"c-1","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+        format!(
+            "HTTP/1.1 200 Very OK\r\nContent-Type: application/json\r\nX-Backend-Thing: Yes\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
     });
     let gw = Gateway::start(&format!(
         r#"{auth}backends:

@@ -408,6 +408,43 @@ pub fn load<T: Send + 'static>(
 }
 
 /// Polls `f` until it returns true, at most `limit`.
+/// A backend over a raw socket, for answers the simulator cannot shape
+/// (interim responses, a mixed-case header, an odd reason phrase): each
+/// connection's request is read whole (its head, then `content-length`
+/// bytes), `answer` is written, and the connection is closed.
+pub fn raw_backend(answer: impl Fn() -> Vec<u8> + Send + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { return };
+            let mut got = Vec::new();
+            let mut buf = [0u8; 65536];
+            let whole = loop {
+                let Ok(n) = c.read(&mut buf) else { break false };
+                if n == 0 {
+                    break false;
+                }
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    if got.len() >= end + 4 + len {
+                        break true;
+                    }
+                }
+            };
+            if whole {
+                let _ = c.write_all(&answer());
+            }
+        }
+    });
+    addr
+}
+
 pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
