@@ -86,8 +86,17 @@ pub trait Adapter {
 
 /// Client headers an adapter may pass on. Everything else (credentials,
 /// cookies, forwarding and internal headers) stays at the gateway.
-const FORWARDED_CLIENT_HEADERS: &[&str] =
-    &["content-type", "accept", "accept-language", "user-agent"];
+const FORWARDED_CLIENT_HEADERS: &[HeaderName] = &[
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    header::ACCEPT_LANGUAGE,
+    header::USER_AGENT,
+];
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Client headers only function routes pass on, on top of the above: their
 /// bodies go through untouched, so the backend must know how one is encoded.
@@ -132,36 +141,43 @@ pub(crate) fn base_header(
 ) -> Result<RequestHeader, ApiError> {
     // Without a case map (names go out lower case, the dozen Pingora knows
     // title case): keeping each name's case costs a second map insert per
-    // header, and HTTP/2 backends get lower case anyway.
-    let mut h = RequestHeader::build_no_case(method.clone(), path.as_bytes(), Some(12))
+    // header, and HTTP/2 backends get lower case anyway. The headers go
+    // straight into the map by names built at compile time (Pingora's
+    // `insert_header` parses each name, and each value from a string).
+    // Origin form (or empty): the only targets whose raw form the
+    // round trip through `Parts` below keeps (it is rebuilt from the URI).
+    debug_assert!(path.is_empty() || path.starts_with(['/', '?']), "{path}");
+    let h = RequestHeader::build_no_case(method.clone(), path.as_bytes(), Some(12))
         .map_err(internal)?;
-    h.insert_header(header::HOST, backend.url.authority())
-        .map_err(internal)?;
+    let mut parts = http::request::Parts::from(h);
+    let headers = &mut parts.headers;
+    headers.insert(
+        header::HOST,
+        HeaderValue::try_from(backend.url.authority()).map_err(internal)?,
+    );
     for name in FORWARDED_CLIENT_HEADERS {
-        if let Some(v) = call.client.headers.get(*name) {
-            h.insert_header(*name, v.clone()).map_err(internal)?;
+        if let Some(v) = call.client.headers.get(name) {
+            headers.insert(name.clone(), v.clone());
         }
     }
-    h.insert_header("x-request-id", call.request_id)
-        .map_err(internal)?;
+    headers.insert(
+        X_REQUEST_ID,
+        HeaderValue::from_str(call.request_id).map_err(internal)?,
+    );
     if let Some(tp) = &call.traceparent {
-        h.insert_header("traceparent", tp.clone())
-            .map_err(internal)?;
+        headers.insert(TRACEPARENT, tp.clone());
         if let Some(ts) = &call.tracestate {
-            h.insert_header("tracestate", ts.clone())
-                .map_err(internal)?;
+            headers.insert(TRACESTATE, ts.clone());
         }
     }
     if let Some(xff) = call.forwarded_for {
-        h.insert_header("x-forwarded-for", xff.clone())
-            .map_err(internal)?;
+        headers.insert(X_FORWARDED_FOR, xff.clone());
     }
     if let Some((name, value)) = &call.identity {
-        h.insert_header((*name).clone(), value.clone())
-            .map_err(internal)?;
+        headers.insert((*name).clone(), value.clone());
     }
-    h.insert_header(header::CONTENT_LENGTH, body_len.to_string())
-        .map_err(internal)?;
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+    let mut h = RequestHeader::from(parts);
     insert_backend_key(&mut h, backend)?;
     Ok(h)
 }

@@ -19,8 +19,10 @@ use pingora_core::utils::tls::{parse_x509, WrappedX509};
 use pingora_error::{Error, ErrorType};
 use pingora_http::ResponseHeader;
 use skygate_config::{ApiError, Backend, ErrorKind, Retry};
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -387,23 +389,41 @@ impl Upstream {
     }
 
     /// Gives a fully read response's connection back to the pool.
-    pub async fn release(&self, mut resp: UpstreamResponse, peer: &HttpPeer, idle: Duration) {
-        if let Some(session) = resp.session.take() {
-            if resp.done {
-                match session {
-                    HttpSession::H1(mut h1) => {
-                        h1.respect_keepalive();
-                        if let Some(stream) = h1.reuse().await {
-                            self.idle.put(peer.reuse_hash(), stream, idle);
-                        }
-                    }
-                    other => {
-                        self.connector
-                            .release_http_session(other, peer, Some(idle))
-                            .await
-                    }
+    ///
+    /// Not async: it runs on every request, and an async fn holding an
+    /// HTTP/1.1 session and Pingora's release futures would add 5 KB to
+    /// every request's future (which is copied whole when boxed). An
+    /// HTTP/2 session's release, which may wait, is returned to be awaited.
+    #[must_use = "an HTTP/2 session is released by awaiting what this returns"]
+    pub fn release<'a>(
+        &'a self,
+        resp: &mut UpstreamResponse,
+        peer: &'a HttpPeer,
+        idle: Duration,
+    ) -> Option<Pin<Box<dyn Future<Output = ()> + Send + 'a>>> {
+        let session = resp.session.take()?;
+        if !resp.done {
+            return None;
+        }
+        match session {
+            HttpSession::H1(mut h1) => {
+                h1.respect_keepalive();
+                // `reuse` hands the stream back at once when it is kept
+                // alive; otherwise it shuts the connection down, which on
+                // a plain or TLS stream completes or is cut short by the
+                // drop (the connection closes either way).
+                let mut reuse = std::pin::pin!(h1.reuse());
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                if let std::task::Poll::Ready(Some(stream)) = reuse.as_mut().poll(&mut cx) {
+                    self.idle.put(peer.reuse_hash(), stream, idle);
                 }
+                None
             }
+            other => Some(Box::pin(self.connector.release_http_session(
+                other,
+                peer,
+                Some(idle),
+            ))),
         }
     }
 }

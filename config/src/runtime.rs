@@ -875,7 +875,12 @@ impl Endpoint {
         if self.port == default {
             self.host.clone()
         } else {
-            format!("{}:{}", self.host, self.port)
+            // By hand: built per request for the `host` header.
+            let mut s = String::with_capacity(self.host.len() + 6);
+            s.push_str(&self.host);
+            s.push(':');
+            crate::push_num(&mut s, u64::from(self.port));
+            s
         }
     }
 }

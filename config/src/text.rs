@@ -39,10 +39,8 @@ pub fn push_num(s: &mut String, n: u64) {
             break;
         }
     }
-    // ASCII digits: always UTF-8.
-    if let Ok(t) = std::str::from_utf8(&digits[i..]) {
-        s.push_str(t);
-    }
+    // Pushed as chars: `from_utf8` on the digits would check them again.
+    s.extend(digits[i..].iter().map(|&d| char::from(d)));
 }
 
 /// Appends an address as `Display` writes it: IPv4 by hand (the usual

@@ -173,7 +173,7 @@ pub async fn forward(
         // A usable answer streams to the client; a failure (with its retry
         // class) may be retried on another target.
         let (failed, class, outcome) = match result {
-            Ok(resp) => {
+            Ok(mut resp) => {
                 let status = resp.header().map_or(0, |h| h.status.as_u16());
                 // A function's own failure is its answer: served as it is.
                 let conclusive = resp.conclusive();
@@ -206,8 +206,17 @@ pub async fn forward(
                         let mut attempt = attempt;
                         attempt.answered(elapsed, now);
                         ctx.first_byte = Some(now);
-                        return stream(state, &snap.chain, b, &slot, session, ctx, resp, attempt)
-                            .await;
+                        return stream(
+                            state,
+                            &snap.chain,
+                            b,
+                            &slot,
+                            session,
+                            ctx,
+                            &mut resp,
+                            attempt,
+                        )
+                        .await;
                     }
                 }
             }
@@ -309,9 +318,9 @@ pub async fn forward(
         // queue its place back first).
         drop(held);
         return match failed {
-            Failed::Response(resp) => {
+            Failed::Response(mut resp) => {
                 let (_, written) =
-                    write_response(state, &snap.chain, b, &slot, session, ctx, *resp).await;
+                    write_response(state, &snap.chain, b, &slot, session, ctx, &mut resp).await;
                 written.map(|()| true)
             }
             Failed::Error(e) => respond::error(session, ctx, &snap.chain, &e).await,
@@ -567,7 +576,7 @@ async fn stream(
     slot: &PeerSlot,
     session: &mut Session,
     ctx: &mut RequestCtx,
-    resp: UpstreamResponse,
+    resp: &mut UpstreamResponse,
     attempt: Attempt<'_>,
 ) -> pingora_error::Result<bool> {
     let mut attempt = attempt;
@@ -604,7 +613,9 @@ enum BodyEnd {
 
 const X_SKYGATE_BACKEND: http::HeaderName = http::HeaderName::from_static("x-skygate-backend");
 
-/// Writes a backend's response to the client, header then body.
+/// Writes a backend's response to the client, header then body. The
+/// response is borrowed, not moved: moved down through `stream` into here,
+/// each future along the way would hold a copy of it.
 async fn write_response(
     state: &State,
     chain: &Chain,
@@ -612,7 +623,7 @@ async fn write_response(
     slot: &PeerSlot,
     session: &mut Session,
     ctx: &mut RequestCtx,
-    mut resp: UpstreamResponse,
+    resp: &mut UpstreamResponse,
 ) -> (BodyEnd, pingora_error::Result<()>) {
     if ctx.first_byte.is_none() {
         ctx.first_byte = Some(Instant::now());
@@ -691,7 +702,7 @@ async fn write_response(
                 }
             }
             Ok(None) => {
-                note_cold_start(b, ctx, &resp);
+                note_cold_start(b, ctx, resp);
                 if let Some(f) = ctx.cache_fill.as_mut() {
                     f.complete();
                 }
@@ -705,10 +716,12 @@ async fn write_response(
                 // Pool the connection before the client sees the end, so
                 // its next request finds it there.
                 if let Ok(r) = slot {
-                    state
+                    let h2 = state
                         .upstream
-                        .release(resp, &r.peer, b.config.pool_idle_timeout)
-                        .await;
+                        .release(resp, &r.peer, b.config.pool_idle_timeout);
+                    if let Some(h2) = h2 {
+                        h2.await;
+                    }
                 }
                 if let Err(e) = session.write_response_body(None, true).await {
                     ctx.error = Some("client_closed");
@@ -717,7 +730,7 @@ async fn write_response(
                 break BodyEnd::Complete;
             }
             Err(e) => {
-                note_cold_start(b, ctx, &resp);
+                note_cold_start(b, ctx, resp);
                 upstream_error(&b.config.name, &e);
                 ctx.error = Some(e.kind.code());
                 if let Some(t) = ctx.served.as_mut() {
@@ -743,7 +756,8 @@ async fn write_response(
             }
         }
     };
-    // A response that failed mid-way was dropped with its connection.
+    // A response that failed mid-way is dropped with its connection by the
+    // caller (it owns `resp`), before it awaits anything else.
     if let Some(u) = tail.usage() {
         ctx.prompt_tokens = u.prompt_tokens;
         ctx.completion_tokens = u.completion_tokens;

@@ -315,10 +315,12 @@ async fn ping(state: &State, b: &BackendRt, model: Option<&str>) -> (bool, Optio
     }
     let reported = resp.cold_start().then_some(true);
     if ended {
-        state
+        let h2 = state
             .upstream
-            .release(resp, &resolved.peer, b.config.pool_idle_timeout)
-            .await;
+            .release(&mut resp, &resolved.peer, b.config.pool_idle_timeout);
+        if let Some(h2) = h2 {
+            h2.await;
+        }
     }
     let lambda_tail =
         matches!(&b.config.platform, skygate_config::Platform::Lambda(l) if l.log_tail);
