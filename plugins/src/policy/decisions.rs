@@ -202,6 +202,11 @@ impl ContextUse {
                 None => {}
                 Some(usize::MAX) => {
                     key.push('=');
+                    // Never negative today (the values are unsigned), but a
+                    // sign must not be lost from a key.
+                    if v < 0 {
+                        key.push('-');
+                    }
                     push_num(key, v.unsigned_abs());
                     key.push(';');
                 }

@@ -8,6 +8,7 @@ use crate::harness::*;
 use serde_json::json;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const PREFIX: &str = "/v1/functions/anomaly-score";
@@ -736,5 +737,102 @@ limits:
             1,
             "{name} in\n{head}"
         );
+    }
+}
+
+/// Per backend connection: requests on it, and whether it was closed.
+type Conns = Arc<Mutex<Vec<(u32, bool)>>>;
+
+/// A backend over a raw socket that keeps every connection open and
+/// answers each request on it (`Connection: close` on each answer when
+/// `close` is set, without closing): per connection, how many requests
+/// came, and whether the gateway closed it.
+fn keeping_backend(close: bool) -> (std::net::SocketAddr, Conns) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns: Conns = Arc::default();
+    let seen = conns.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { return };
+            let seen = seen.clone();
+            let i = {
+                let mut v = seen.lock().unwrap();
+                v.push((0, false));
+                v.len() - 1
+            };
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 65536];
+                loop {
+                    let n = c.read(&mut buf).unwrap_or(0);
+                    if n == 0 {
+                        seen.lock().unwrap()[i].1 = true;
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    if got.len() < end + 4 + len {
+                        continue;
+                    }
+                    got.drain(..end + 4 + len);
+                    seen.lock().unwrap()[i].0 += 1;
+                    let body = r#"{"id":"c-1","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{body}",
+                        body.len(),
+                        if close { "connection: close\r\n" } else { "" }
+                    );
+                    if c.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+/// An HTTP/1.1 backend connection goes back to the pool when kept alive,
+/// and is closed by the gateway (never reused) when the backend's answer
+/// says `Connection: close`, even if the backend leaves it open.
+#[test]
+fn backend_connections_pooled_or_closed_as_the_backend_says() {
+    for close in [false, true] {
+        let (addr, conns) = keeping_backend(close);
+        let gw = Gateway::start(&format!(
+            r#"{auth}backends:
+  raw: {{ kind: openai, url: "http://{addr}/v1" }}
+routes:
+  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: raw }} ] }}
+"#,
+            auth = auth_section()
+        ));
+        for _ in 0..3 {
+            let r = gw.chat("m");
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        if close {
+            // Each request on a new connection, and each one closed by the
+            // gateway once its answer was read.
+            assert!(
+                eventually(Duration::from_secs(5), || {
+                    let v = conns.lock().unwrap();
+                    v.len() == 3 && v.iter().all(|&(n, closed)| n == 1 && closed)
+                }),
+                "{:?}",
+                conns.lock().unwrap()
+            );
+        } else {
+            let v = conns.lock().unwrap();
+            assert_eq!(*v, vec![(3, false)], "one kept-alive connection, reused");
+        }
     }
 }

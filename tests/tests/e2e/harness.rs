@@ -407,7 +407,6 @@ pub fn load<T: Send + 'static>(
     })
 }
 
-/// Polls `f` until it returns true, at most `limit`.
 /// A backend over a raw socket, for answers the simulator cannot shape
 /// (interim responses, a mixed-case header, an odd reason phrase): each
 /// connection's request is read whole (its head, then `content-length`
@@ -445,6 +444,7 @@ pub fn raw_backend(answer: impl Fn() -> Vec<u8> + Send + 'static) -> SocketAddr 
     addr
 }
 
+/// Polls `f` until it returns true, at most `limit`.
 pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
