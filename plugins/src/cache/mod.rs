@@ -463,6 +463,8 @@ fn has_directive(value: &[u8], name: &str) -> bool {
 #[derive(Debug)]
 pub struct Lookup {
     key: Key,
+    /// The store's generation before the in-memory tier was looked at.
+    since: u64,
     framing: key::Framing,
     tenant: Option<Arc<str>>,
     asked: Directives,
@@ -509,6 +511,7 @@ impl Plugin for Cache {
         let Some((key, framing)) = key::key(&parts, req.body) else {
             return Decision::Continue;
         };
+        let since = self.store.generation();
         if !asked.no_cache {
             if let Some(e) = self.store.get(key) {
                 if self.hit(rt, ctx, &e, &framing, asked.max_age) {
@@ -518,6 +521,7 @@ impl Plugin for Cache {
         }
         ctx.cache_lookup = Some(Box::new(Lookup {
             key,
+            since,
             framing,
             tenant,
             asked,
@@ -629,6 +633,7 @@ impl Plugin for CacheFill {
         };
         let Lookup {
             key,
+            since,
             framing,
             tenant,
             asked,
@@ -651,6 +656,15 @@ impl Plugin for CacheFill {
             loop {
                 match cache.store.join(key) {
                     Joined::Lead(f) => {
+                        // An identical miss that finished between the
+                        // lookup and now stored its answer first.
+                        if cache.store.finished_since(key, since) {
+                            if let Some(e) = cache.store.get(key) {
+                                if cache.hit(rt, ctx, &e, &framing, asked.max_age) {
+                                    return Decision::Continue;
+                                }
+                            }
+                        }
                         if cache
                             .redis_hit(rt, ctx, key, tenant.as_ref(), &framing, &asked)
                             .await
