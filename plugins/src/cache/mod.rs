@@ -267,6 +267,25 @@ impl Cache {
 
     /// A hit found in Redis (and counted as such); `false` when there is
     /// none, or it cannot be served to this request.
+    /// A hit from memory when an answer was stored in `key`'s slot since
+    /// the lookup's `stamp` (it may be this request's, stored by an
+    /// identical one meanwhile).
+    fn stored_since(
+        &self,
+        rt: &RouteRt,
+        ctx: &mut RequestCtx,
+        key: Key,
+        stamp: u64,
+        framing: &key::Framing,
+        asked: &Directives,
+    ) -> bool {
+        self.store.stored_since(key, stamp)
+            && self
+                .store
+                .get(key)
+                .is_some_and(|e| self.hit(rt, ctx, &e, framing, asked.max_age))
+    }
+
     async fn redis_hit(
         &self,
         rt: &RouteRt,
@@ -463,8 +482,9 @@ fn has_directive(value: &[u8], name: &str) -> bool {
 #[derive(Debug)]
 pub struct Lookup {
     key: Key,
-    /// The store's generation before the in-memory tier was looked at.
-    since: u64,
+    /// The store's count for this key's slot before the in-memory tier
+    /// was looked at ([`Store::stored_since`]).
+    stamp: u64,
     framing: key::Framing,
     tenant: Option<Arc<str>>,
     asked: Directives,
@@ -511,7 +531,7 @@ impl Plugin for Cache {
         let Some((key, framing)) = key::key(&parts, req.body) else {
             return Decision::Continue;
         };
-        let since = self.store.generation();
+        let stamp = self.store.stamp(key);
         if !asked.no_cache {
             if let Some(e) = self.store.get(key) {
                 if self.hit(rt, ctx, &e, &framing, asked.max_age) {
@@ -521,7 +541,7 @@ impl Plugin for Cache {
         }
         ctx.cache_lookup = Some(Box::new(Lookup {
             key,
-            since,
+            stamp,
             framing,
             tenant,
             asked,
@@ -633,7 +653,7 @@ impl Plugin for CacheFill {
         };
         let Lookup {
             key,
-            since,
+            mut stamp,
             framing,
             tenant,
             asked,
@@ -642,9 +662,10 @@ impl Plugin for CacheFill {
         if asked.only_if_cached {
             // Looked at, never waited for or led.
             if !asked.no_cache
-                && cache
-                    .redis_hit(rt, ctx, key, tenant.as_ref(), &framing, &asked)
-                    .await
+                && (cache.stored_since(rt, ctx, key, stamp, &framing, &asked)
+                    || cache
+                        .redis_hit(rt, ctx, key, tenant.as_ref(), &framing, &asked)
+                        .await)
             {
                 return Decision::Continue;
             }
@@ -656,14 +677,10 @@ impl Plugin for CacheFill {
             loop {
                 match cache.store.join(key) {
                     Joined::Lead(f) => {
-                        // An identical miss that finished between the
-                        // lookup and now stored its answer first.
-                        if cache.store.finished_since(key, since) {
-                            if let Some(e) = cache.store.get(key) {
-                                if cache.hit(rt, ctx, &e, &framing, asked.max_age) {
-                                    return Decision::Continue;
-                                }
-                            }
+                        // An identical request stored its answer between
+                        // the lookup and now.
+                        if cache.stored_since(rt, ctx, key, stamp, &framing, &asked) {
+                            return Decision::Continue;
                         }
                         if cache
                             .redis_hit(rt, ctx, key, tenant.as_ref(), &framing, &asked)
@@ -680,6 +697,7 @@ impl Plugin for CacheFill {
                             waited = true;
                         }
                         let woken = store::wait_for(rx, deadline).await;
+                        stamp = cache.store.stamp(key);
                         if let Some(e) = cache.store.get(key) {
                             if cache.hit(rt, ctx, &e, &framing, asked.max_age) {
                                 return Decision::Continue;
@@ -778,6 +796,75 @@ mod tests {
         assert!(fill(sse, true, assembled, None).answer(true).is_some());
         assert!(fill(sse, true, assembled - 1, None).answer(true).is_none());
         assert!(fill(sse, true, 1000, None).answer(false).is_none());
+    }
+
+    /// A request that missed, and then finds that an identical one stored
+    /// its answer before it joined the misses in flight (the rate limits
+    /// run between the two steps), is a hit, not a second backend call:
+    /// whether the answer came from a leader or from a request that was
+    /// not leading (here: one that asked `no-cache`). `only-if-cached`
+    /// finds it too.
+    #[tokio::test]
+    async fn a_miss_overtaken_by_an_identical_store_is_a_hit() {
+        let config = skygate_config::load_str(
+            "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2 }\nbackends:\n  b: { kind: openai, url: http://b/v1 }\nroutes:\n  chat: { match: { path: /v1/chat/completions, models: [m] }, targets: [ { backend: b } ], cache: { ttl: 1m } }\n",
+            "t.yaml",
+            &|_| None,
+        )
+        .unwrap();
+        let shared = crate::Shared::default();
+        let cache = Arc::new(Cache::from_config(&config, &shared).unwrap());
+        let fill_step = CacheFill(cache.clone());
+        let answer = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
+        for only_if_cached in [false, true] {
+            let body = format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"{only_if_cached}"}}]}}"#
+            );
+            let mut header =
+                pingora_http::RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+            if only_if_cached {
+                header
+                    .insert_header("cache-control", "only-if-cached")
+                    .unwrap();
+            }
+            let req = || Incoming {
+                header: &header,
+                body: body.as_bytes(),
+            };
+            let mut ctx = RequestCtx::new();
+            ctx.route = Some(0);
+            // The lookup: a miss.
+            assert!(matches!(
+                cache.on_request(req(), &mut ctx).await,
+                Decision::Continue
+            ));
+            let key = ctx.cache_lookup.as_ref().unwrap().key;
+            assert!(ctx.pending_answer.is_none());
+            // An identical request stores its answer meanwhile.
+            cache.store.insert(
+                key,
+                Arc::new(Entry::new(
+                    Bytes::from_static(answer),
+                    true,
+                    "chat".into(),
+                    None,
+                    now_ms(),
+                    std::time::Duration::from_secs(60),
+                )),
+            );
+            // After the limits: answered from memory, no backend call.
+            assert!(matches!(
+                fill_step.on_request(req(), &mut ctx).await,
+                Decision::Continue
+            ));
+            assert_eq!(
+                ctx.cache,
+                CacheStatus::Hit,
+                "only-if-cached: {only_if_cached}"
+            );
+            assert!(ctx.pending_answer.is_some());
+            assert!(ctx.cache_fill.is_none());
+        }
     }
 
     #[tokio::test]

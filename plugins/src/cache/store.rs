@@ -49,12 +49,10 @@ pub struct Store {
     l1: ArcSwap<L1>,
     memory: AtomicU64,
     flights: Mutex<HashMap<u128, watch::Receiver<bool>>>,
-    /// Flights finished, counted (a generation), and the generation each
-    /// slot of keys last saw one finish in: a miss that leads checks the
-    /// in-memory tier again only when a flight of its slot finished since
-    /// it looked ([`Store::finished_since`]).
-    generation: AtomicU64,
-    finished: Box<[AtomicU64]>,
+    /// Answers stored, counted by a slot of their keys: a miss that leads
+    /// looks in memory again only when its slot's count moved since it
+    /// looked ([`Store::stored_since`]).
+    stored: Box<[AtomicU64]>,
     routes: Mutex<HashMap<String, Arc<RouteCounters>>>,
     pub counters: Arc<Counters>,
     /// Tiers' settings of the current config.
@@ -110,20 +108,19 @@ impl Drop for Flight {
     fn drop(&mut self) {
         let mut f = self.store.flights.lock().unwrap_or_else(|p| p.into_inner());
         if f.get(&self.key).is_some_and(|r| r.same_channel(&self.rx)) {
-            // Under the lock: a miss that finds no flight here sees this.
-            let g = self.store.generation.fetch_add(1, Ordering::AcqRel) + 1;
-            self.store.finished[slot(self.key)].store(g, Ordering::Release);
             f.remove(&self.key);
         }
     }
 }
 
-/// Slots of keys for [`Store::finished_since`].
-const FINISHED_SLOTS: usize = 4096;
+/// Slots of keys for [`Store::stored_since`].
+const STORED_SLOTS: usize = 4096;
 
-fn slot(key: u128) -> usize {
-    // The key is a digest: its low bits are as good as any.
-    (key as usize) % FINISHED_SLOTS
+fn slot(key: Key) -> usize {
+    // The key is a digest: its low bits are as good as any. Anyone can
+    // aim at a slot (the digest of a body is no secret): the worst they
+    // get is another lookup on others' misses.
+    (key.0 as usize) % STORED_SLOTS
 }
 
 /// A miss's place in line.
@@ -140,8 +137,7 @@ impl Store {
             l1: ArcSwap::from_pointee(build_l1(conf.memory, counters.clone())),
             memory: AtomicU64::new(conf.memory),
             flights: Mutex::new(HashMap::new()),
-            generation: AtomicU64::new(0),
-            finished: (0..FINISHED_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            stored: (0..STORED_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             routes: Mutex::new(HashMap::new()),
             counters,
             conf: ArcSwap::from_pointee(conf.clone()),
@@ -188,20 +184,24 @@ impl Store {
 
     pub fn insert(&self, key: Key, entry: Arc<Entry>) {
         self.l1.load().insert(key.0, entry);
+        // After the insert: whoever sees the count move sees the entry.
+        self.stored[slot(key)].fetch_add(1, Ordering::Release);
     }
 
-    /// Now, for [`Store::finished_since`]: taken before a lookup.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+    /// Answers stored in `key`'s slot so far: taken before a lookup, for
+    /// [`Store::stored_since`].
+    pub fn stamp(&self, key: Key) -> u64 {
+        self.stored[slot(key)].load(Ordering::Acquire)
     }
 
-    /// A flight that may have been `key`'s finished after `since` (its
-    /// answer may be stored now): a miss that leads then looks again,
-    /// rather than ask a backend for what an identical request just
-    /// stored. Another key of the same slot can say yes too (a lookup
+    /// An answer was stored in `key`'s slot since `stamp` (it may be
+    /// `key`'s): a miss that leads then looks again, rather than ask a
+    /// backend for what an identical request just stored. A leader stores
+    /// before its flight ends, so a miss that finds no flight sees its
+    /// store here. Another key of the same slot can say yes too (a lookup
     /// more, never a wrong answer).
-    pub fn finished_since(&self, key: Key, since: u64) -> bool {
-        self.finished[slot(key.0)].load(Ordering::Acquire) > since
+    pub fn stored_since(&self, key: Key, stamp: u64) -> bool {
+        self.stored[slot(key)].load(Ordering::Acquire) != stamp
     }
 
     /// Joins the misses in flight for `key`: leads when none is.
@@ -514,31 +514,21 @@ mod tests {
         assert!(matches!(store.join(Key(11)), Joined::Lead(_)));
     }
 
-    /// A miss that looked before an identical request's flight stored
-    /// its answer, and leads after it, is told to look again (and finds
-    /// the answer) instead of asking a backend for it a second time.
+    /// A store moves its key's slot, and only that slot.
     #[test]
-    fn a_miss_overtaken_by_an_identical_flight_looks_again() {
+    fn a_store_moves_its_slot() {
         let store = Store::new(&CacheConf::default());
         let k = Key(0x1234);
-        let Joined::Lead(first) = store.join(k) else {
-            panic!("the first must lead")
-        };
-        // The second request looks: nothing stored yet.
-        let since = store.generation();
-        assert!(store.get(k).is_none());
-        assert!(!store.finished_since(k, since));
-        // The first stores its answer and finishes before the second joins.
+        let stamp = store.stamp(k);
+        assert!(!store.stored_since(k, stamp));
         store.insert(k, entry("chat", None, 10, Duration::from_secs(60)));
-        drop(first);
-        // The second leads, is told to look again, and finds the answer.
-        assert!(matches!(store.join(k), Joined::Lead(_)));
-        assert!(store.finished_since(k, since));
-        assert!(store.get(k).is_some());
-        // Nothing finished since a later look, nor in another key's slot.
-        let later = store.generation();
-        assert!(!store.finished_since(k, later));
-        assert!(!store.finished_since(Key(0x1235), since));
+        assert!(store.stored_since(k, stamp));
+        assert!(!store.stored_since(k, store.stamp(k)));
+        // Another slot did not move; the same slot (low bits) did.
+        let other = Key(0x1235);
+        assert!(!store.stored_since(other, store.stamp(other)));
+        let same_slot = Key(0x1234 + STORED_SLOTS as u128);
+        assert!(store.stored_since(same_slot, stamp));
     }
 
     #[test]
