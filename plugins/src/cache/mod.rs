@@ -265,8 +265,6 @@ impl Cache {
         true
     }
 
-    /// A hit found in Redis (and counted as such); `false` when there is
-    /// none, or it cannot be served to this request.
     /// A hit from memory when an answer was stored in `key`'s slot since
     /// the lookup's `stamp` (it may be this request's, stored by an
     /// identical one meanwhile).
@@ -286,6 +284,8 @@ impl Cache {
                 .is_some_and(|e| self.hit(rt, ctx, &e, framing, asked.max_age))
     }
 
+    /// A hit found in Redis (and counted as such); `false` when there is
+    /// none, or it cannot be served to this request.
     async fn redis_hit(
         &self,
         rt: &RouteRt,
@@ -865,6 +865,37 @@ mod tests {
             assert!(ctx.pending_answer.is_some());
             assert!(ctx.cache_fill.is_none());
         }
+        // The same when the store is a leader's, ending its flight: B looks
+        // while A leads, A stores its answer and finishes, then B (after
+        // the limits) finds no flight, and is a hit rather than a leader.
+        let header =
+            pingora_http::RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"led"}]}"#;
+        let req = || Incoming {
+            header: &header,
+            body,
+        };
+        let (mut a, mut b) = (RequestCtx::new(), RequestCtx::new());
+        a.route = Some(0);
+        b.route = Some(0);
+        cache.on_request(req(), &mut a).await;
+        fill_step.on_request(req(), &mut a).await;
+        assert_eq!(a.cache, CacheStatus::Miss);
+        cache.on_request(req(), &mut b).await;
+        {
+            let f = a.cache_fill.as_mut().expect("A leads");
+            let mut h = ResponseHeader::build(200, None).unwrap();
+            h.insert_header("content-type", "application/json").unwrap();
+            f.response_header(&h);
+            f.push(answer);
+            f.complete();
+        }
+        a.status = 200;
+        cache.on_complete(&mut a);
+        fill_step.on_request(req(), &mut b).await;
+        assert_eq!(b.cache, CacheStatus::Hit);
+        assert!(b.pending_answer.is_some());
+        assert!(b.cache_fill.is_none());
     }
 
     #[tokio::test]

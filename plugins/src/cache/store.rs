@@ -519,14 +519,14 @@ mod tests {
     fn a_store_moves_its_slot() {
         let store = Store::new(&CacheConf::default());
         let k = Key(0x1234);
-        let stamp = store.stamp(k);
+        let other = Key(0x1235);
+        let (stamp, other_stamp) = (store.stamp(k), store.stamp(other));
         assert!(!store.stored_since(k, stamp));
         store.insert(k, entry("chat", None, 10, Duration::from_secs(60)));
         assert!(store.stored_since(k, stamp));
         assert!(!store.stored_since(k, store.stamp(k)));
         // Another slot did not move; the same slot (low bits) did.
-        let other = Key(0x1235);
-        assert!(!store.stored_since(other, store.stamp(other)));
+        assert!(!store.stored_since(other, other_stamp));
         let same_slot = Key(0x1234 + STORED_SLOTS as u128);
         assert!(store.stored_since(same_slot, stamp));
     }
