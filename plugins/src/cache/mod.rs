@@ -801,9 +801,9 @@ mod tests {
     /// A request that missed, and then finds that an identical one stored
     /// its answer before it joined the misses in flight (the rate limits
     /// run between the two steps), is a hit, not a second backend call:
-    /// whether the answer came from a leader or from a request that was
-    /// not leading (here: one that asked `no-cache`). `only-if-cached`
-    /// finds it too.
+    /// whether the answer came from a request that was not leading (one
+    /// that asked `no-cache`: it stores without a flight) or from a
+    /// leader ending its flight. `only-if-cached` finds it too.
     #[tokio::test]
     async fn a_miss_overtaken_by_an_identical_store_is_a_hit() {
         let config = skygate_config::load_str(
@@ -840,17 +840,27 @@ mod tests {
             ));
             let key = ctx.cache_lookup.as_ref().unwrap().key;
             assert!(ctx.pending_answer.is_none());
-            // An identical request stores its answer meanwhile.
-            cache.store.insert(
-                key,
-                Arc::new(Entry::new(
-                    Bytes::from_static(answer),
-                    true,
-                    "chat".into(),
-                    None,
-                    now_ms(),
-                    std::time::Duration::from_secs(60),
-                )),
+            // An identical request that asked `no-cache` stores its answer
+            // meanwhile (it neither looks nor leads).
+            let mut refresh_header =
+                pingora_http::RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+            refresh_header
+                .insert_header("cache-control", "no-cache")
+                .unwrap();
+            let refresh = || Incoming {
+                header: &refresh_header,
+                body: body.as_bytes(),
+            };
+            let mut other = RequestCtx::new();
+            other.route = Some(0);
+            cache.on_request(refresh(), &mut other).await;
+            assert_eq!(other.cache_lookup.as_ref().unwrap().key, key);
+            fill_step.on_request(refresh(), &mut other).await;
+            complete(&mut other, answer);
+            cache.on_complete(&mut other);
+            assert!(
+                cache.store.get(key).is_some(),
+                "the no-cache answer is stored"
             );
             // After the limits: answered from memory, no backend call.
             assert!(matches!(
@@ -882,20 +892,23 @@ mod tests {
         fill_step.on_request(req(), &mut a).await;
         assert_eq!(a.cache, CacheStatus::Miss);
         cache.on_request(req(), &mut b).await;
-        {
-            let f = a.cache_fill.as_mut().expect("A leads");
-            let mut h = ResponseHeader::build(200, None).unwrap();
-            h.insert_header("content-type", "application/json").unwrap();
-            f.response_header(&h);
-            f.push(answer);
-            f.complete();
-        }
-        a.status = 200;
+        complete(&mut a, answer);
         cache.on_complete(&mut a);
         fill_step.on_request(req(), &mut b).await;
         assert_eq!(b.cache, CacheStatus::Hit);
         assert!(b.pending_answer.is_some());
         assert!(b.cache_fill.is_none());
+    }
+
+    /// A request's backend answered 200 with `answer`, whole.
+    fn complete(ctx: &mut RequestCtx, answer: &[u8]) {
+        let f = ctx.cache_fill.as_mut().expect("a fill");
+        let mut h = ResponseHeader::build(200, None).unwrap();
+        h.insert_header("content-type", "application/json").unwrap();
+        f.response_header(&h);
+        f.push(answer);
+        f.complete();
+        ctx.status = 200;
     }
 
     #[tokio::test]
