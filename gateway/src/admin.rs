@@ -12,7 +12,8 @@
 //! - `POST /admin/backends/{name}/prewarm[?instances=K]`: ping now
 //! - `POST /admin/reload`: read the config again (as SIGHUP)
 //! - `DELETE /admin/cache[?route=NAME][&tenant=NAME]`: drop cached answers
-//!   (all, a route's, a tenant's), in memory and in Redis
+//!   (all, a route's, a tenant's), in memory and in Redis; with `state.redis`,
+//!   in every replica's memory
 //!
 //! Every change is logged with what changed.
 
@@ -57,13 +58,15 @@ fn json(status: u16, v: Value) -> Response<Vec<u8>> {
 }
 
 fn error(e: &ApiError) -> Response<Vec<u8>> {
-    error_with(e, None)
+    error_with(e, Vec::new())
 }
 
-fn error_with(e: &ApiError, extra: Option<(&str, Value)>) -> Response<Vec<u8>> {
+fn error_with(e: &ApiError, extra: Vec<(&str, Value)>) -> Response<Vec<u8>> {
     let mut v = e.to_json();
-    if let (Some((k, x)), Some(obj)) = (extra, v.get_mut("error").and_then(Value::as_object_mut)) {
-        obj.insert(k.to_string(), x);
+    if let Some(obj) = v.get_mut("error").and_then(Value::as_object_mut) {
+        for (k, x) in extra {
+            obj.insert(k.to_string(), x);
+        }
     }
     let mut r = json(e.status(), v);
     if e.kind == ErrorKind::InvalidAdminToken {
@@ -333,7 +336,8 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
 
 impl Admin {
     /// `DELETE /admin/cache?route=&tenant=`: drops the matching entries
-    /// from memory, then from Redis (page by page, never blocking it long).
+    /// from memory, then from Redis (page by page, never blocking it long),
+    /// and has the other replicas drop theirs from memory.
     async fn purge_cache(&self, query: &str) -> Response<Vec<u8>> {
         let mut route = None;
         let mut tenant = None;
@@ -382,73 +386,79 @@ impl Admin {
         }
         // Memory before and after Redis: a miss that read Redis meanwhile
         // may have put an entry back.
-        let cache = &self.state.shared.cache;
+        let state = &self.state;
+        let (route, tenant) = (route.as_deref(), tenant.as_deref());
         // From now on, answers to requests that began before this purge are
-        // not stored (in memory, nor in Redis by the writer).
-        cache.record_purge(route.as_deref(), tenant.as_deref());
-        // Walking a large in-memory tier takes a while: off the admin
-        // listener's thread, so health and metrics keep answering.
-        let purge_memory = || {
-            let (cache, route, tenant) = (cache.clone(), route.clone(), tenant.clone());
-            async move {
-                tokio::task::spawn_blocking(move || {
-                    cache.purge(route.as_deref(), tenant.as_deref())
-                })
-                .await
-                .unwrap_or(0)
-            }
-        };
-        let mut memory = purge_memory().await;
-        let redis = if snap.config.cache.redis && snap.config.state.redis.is_some() {
-            let redis = &self.state.shared.redis;
-            let pattern = skygate_plugins::cache::store::redis_pattern(
-                &redis.prefix(),
-                route.as_deref(),
-                tenant.as_deref(),
-            );
+        // not stored (in memory, nor in Redis by the writer), nor Redis
+        // values answered before it served.
+        state.shared.cache.record_purge(route, tenant);
+        let mut memory = replicas::purge_memory(state, route, tenant).await;
+        let redis = &state.shared.redis;
+        let tier = snap.config.cache.redis && snap.config.state.redis.is_some();
+        let pattern = skygate_plugins::cache::store::redis_pattern(&redis.prefix(), route, tenant);
+        let mut in_redis = None;
+        let mut failed = None;
+        if tier {
             // A write queued before the purge must not bring an entry back.
             redis.drop_puts(&pattern);
-            let deleted = match redis.delete_matching(&pattern).await {
-                // Once more, after writes already on the wire have landed.
-                Ok(n) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    redis.delete_matching(&pattern).await.map(|m| n + m)
-                }
-                e => e,
-            };
-            match deleted {
-                Ok(n) => json!(n),
+            match redis.delete_matching(&pattern).await {
+                Ok(n) => in_redis = Some(n),
                 Err(e) => {
-                    return error_with(
-                        &ApiError::new(
-                            ErrorKind::Unavailable,
-                            format!("the in-memory entries are gone, but Redis' are not: {e}"),
-                        ),
-                        Some(("deleted_memory", json!(memory))),
-                    )
+                    failed = Some(format!(
+                        "the in-memory entries are gone, but Redis' are not: {e}"
+                    ))
                 }
             }
-        } else {
-            Value::Null
-        };
-        memory += purge_memory().await;
+        }
+        // The other replicas: they stop storing and writing answers to
+        // requests that began before, refuse Redis values answered before,
+        // and purge their memory (later, if Redis is down now).
+        let shared = state.replicas.share_purge(state, route, tenant).await;
+        if let (Some(n), None) = (in_redis, &failed) {
+            // Once more, after writes already on the wire have landed.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            match redis.delete_matching(&pattern).await {
+                Ok(m) => in_redis = Some(n + m),
+                Err(e) => {
+                    failed = Some(format!(
+                        "Redis was swept once ({n} deleted), but not again for writes that were on their way: {e}"
+                    ))
+                }
+            }
+        }
+        memory += replicas::purge_memory(state, route, tenant).await;
         log::info!(
-            "admin: cache purged (route {}, tenant {}): {memory} in memory, {redis} in redis",
-            route.as_deref().unwrap_or("*"),
-            tenant.as_deref().map_or("*".into(), clip),
+            "admin: cache purged (route {}, tenant {}): {memory} in memory, {} in redis{}; shared: {}",
+            route.map_or("*".into(), clip),
+            tenant.map_or("*".into(), clip),
+            in_redis.map_or("-".into(), |n| n.to_string()),
+            failed.as_ref().map_or(String::new(), |e| format!(" ({e})")),
+            shared.as_str(),
         );
+        let deleted = json!({ "memory": memory, "redis": in_redis });
+        if let Some(e) = failed {
+            return error_with(
+                &ApiError::new(ErrorKind::Unavailable, e),
+                vec![("deleted", deleted), ("shared", json!(shared.as_str()))],
+            );
+        }
         json(
             200,
-            json!({ "route": route, "tenant": tenant, "deleted": { "memory": memory, "redis": redis } }),
+            json!({
+                "route": route,
+                "tenant": tenant,
+                "deleted": deleted,
+                "shared": shared.as_str(),
+            }),
         )
     }
 
-    /// Runs a change off the admin listener's one thread: changes wait for
-    /// a reload in progress (which may be resolving names), and health,
-    /// readiness and metrics must keep answering meanwhile.
     /// Runs an admin change that replicas share (weights, drain), then
-    /// writes it for the others; the answer says where it went
-    /// (`shared`: `redis`, `pending` while Redis is down, `local`).
+    /// writes it for the others; the answer says where it went (`shared`:
+    /// `redis`, `pending` while Redis is down, `local`). The change runs
+    /// off the admin listener's one thread: changes wait for a reload in
+    /// progress (which may be resolving names), and health, readiness and
+    /// metrics must keep answering meanwhile.
     async fn shared_change(
         &self,
         f: impl FnOnce(&Admin) -> Result<Value, ApiError> + Send + 'static,
@@ -714,7 +724,7 @@ impl Admin {
                             lines.len()
                         ),
                     ),
-                    Some(("errors", json!(lines))),
+                    vec![("errors", json!(lines))],
                 )
             }
             Err(e) => error(&ApiError::new(

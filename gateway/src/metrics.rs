@@ -247,7 +247,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let cache_evictions = IntCounterVec::new(
         Opts::new(
             "skygate_cache_evictions_total",
-            "Entries leaving the in-memory tier, by cause: size (the bound), expired, invalidated (DELETE /admin/cache)",
+            "Entries leaving the in-memory tier, by cause: size (the bound), expired, invalidated (DELETE /admin/cache, on this replica or shared by another)",
         ),
         &["cause"],
     )?;

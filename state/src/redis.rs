@@ -151,6 +151,7 @@ type Settle = (Vec<(RedisAsk, i64)>, Vec<String>, String);
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("acquire.lua")));
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("settle.lua")));
 static ADMIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("admin.lua")));
+static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("purge.lua")));
 
 thread_local! {
     /// A request thread's own Redis connection: (the `Redis` it belongs to,
@@ -744,18 +745,26 @@ impl Redis {
         let conn = self.conn()?;
         let key = self.admin_key();
         let mut inv = ADMIN.key(&key);
-        // Unique per creation: this process and the time it wrote.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let epoch = format!("{:x}-{now:x}", std::process::id());
-        inv.arg(&key).arg(epoch).arg(set.len());
+        inv.arg(&key).arg(admin_epoch()).arg(set.len());
         for (f, v) in set {
             inv.arg(f).arg(v);
         }
         for f in delete {
             inv.arg(f);
         }
+        let t = self.timeout().max(Duration::from_secs(1));
+        self.bounded(t, conn.invoke::<u64>(&inv)).await
+    }
+
+    /// Shares a cache purge (`purge`, JSON) with every replica: counted in
+    /// [`Redis::admin_key`]'s `_purges`, kept in its ring of the last
+    /// `ring` purges (`purge:N`, each `NUMBER PURGE`), and published like an
+    /// [`Redis::admin_write`]. Returns the purge's number.
+    pub async fn admin_purge(&self, purge: &str, ring: u64) -> Result<u64, RedisError> {
+        let conn = self.conn()?;
+        let key = self.admin_key();
+        let mut inv = PURGE.key(&key);
+        inv.arg(&key).arg(admin_epoch()).arg(ring).arg(purge);
         let t = self.timeout().max(Duration::from_secs(1));
         self.bounded(t, conn.invoke::<u64>(&inv)).await
     }
@@ -1322,6 +1331,15 @@ async fn connect(config: &RedisConfig) -> Result<Conn, String> {
         .map_err(|_| "PING timed out".to_string())?
         .map_err(|e| e.to_string())?;
     Ok(conn)
+}
+
+/// An `_epoch` for the shared admin hash, should this write create it:
+/// unique per creation (this process and the time it wrote).
+fn admin_epoch() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}-{now:x}", std::process::id())
 }
 
 #[cfg(test)]

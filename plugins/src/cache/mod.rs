@@ -334,12 +334,16 @@ impl Cache {
             self.store.counters.redis_bad_values.fetch_add(1, Relaxed);
             return None;
         };
-        // Expired, or read before a purge that has run since (the purge
-        // may have emptied memory before this read's value lands there).
+        // Expired; read before a purge that has run since (the purge may
+        // have emptied memory before this read's value lands there); or an
+        // answer a purge removed, read back before its sweep of Redis got
+        // to it (on this replica or another).
+        let tenant_name = tenant.map(|t| &**t);
         if e.left(now_ms()).is_zero()
+            || self.store.purged_since(since, &rt.name, tenant_name)
             || self
                 .store
-                .purged_since(since, &rt.name, tenant.map(|t| &**t))
+                .purged_after(e.stored_at_ms, &rt.name, tenant_name)
         {
             return None;
         }

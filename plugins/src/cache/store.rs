@@ -58,21 +58,26 @@ pub struct Store {
     /// Tiers' settings of the current config.
     conf: ArcSwap<CacheConf>,
     /// Recent purges (route, tenant, when), newest last: an answer to a
-    /// request that began before a matching purge is not stored.
+    /// request that began before a matching purge is not stored, nor a
+    /// Redis value answered before one served.
     purges: Mutex<Purges>,
 }
 
-/// Recent purges, and a floor: every purge that was let go of (too many,
-/// or too old to list) counts as a purge of everything at its time, so
-/// forgetting one can only keep more answers out, never let one in.
+/// Recent purges, and a floor: for the answers of requests in flight, every
+/// purge that was let go of (too many, or too old to list) counts as a
+/// purge of everything at its time, so forgetting one can only keep more
+/// answers out, never let one in. Redis values are refused by the recent
+/// purges only ([`Store::purged_after`]).
 #[derive(Default)]
 struct Purges {
     recent: std::collections::VecDeque<Purge>,
     floor: Option<Instant>,
 }
 
-/// A purge: its route and tenant (`None`: any), and when it ran.
-type Purge = (Option<String>, Option<String>, Instant);
+/// A purge: its route and tenant (`None`: any), when it reached this
+/// replica, and when it was made by the wall clock (milliseconds; on the
+/// replica that took it).
+type Purge = (Option<String>, Option<String>, Instant, u64);
 
 /// Purges remembered at most, and for how long (the longest a request
 /// may run: a backend's `timeouts.total` is at most this by default).
@@ -233,12 +238,19 @@ impl Store {
     /// Removes the in-memory entries of a route and/or tenant (`None`:
     /// any); returns how many.
     pub fn purge(&self, route: Option<&str>, tenant: Option<&str>) -> u64 {
+        self.purge_each(&[(route, tenant)])
+    }
+
+    /// [`Store::purge`] of several (route, tenant) pairs in one walk.
+    pub fn purge_each(&self, purges: &[(Option<&str>, Option<&str>)]) -> u64 {
         let l1 = self.l1.load();
         let doomed: Vec<u128> = l1
             .iter()
             .filter(|(_, e)| {
-                route.is_none_or(|r| &*e.route == r)
-                    && tenant.is_none_or(|t| e.tenant.as_deref() == Some(t))
+                purges.iter().any(|(route, tenant)| {
+                    route.is_none_or(|r| &*e.route == r)
+                        && tenant.is_none_or(|t| e.tenant.as_deref() == Some(t))
+                })
             })
             .map(|(k, _)| *k)
             .collect();
@@ -261,22 +273,34 @@ pub enum Woken {
 }
 
 impl Store {
-    /// Notes a purge: answers to requests that began before it, for its
-    /// route and tenant, are not stored ([`Store::purged_since`]).
+    /// Notes a purge made now, here: answers to requests that began
+    /// before it, for its route and tenant, are not stored
+    /// ([`Store::purged_since`]), nor Redis values of answers given before
+    /// it ([`Store::purged_after`]).
     pub fn record_purge(&self, route: Option<&str>, tenant: Option<&str>) {
+        self.record_purge_made(route, tenant, now_ms());
+    }
+
+    /// [`Store::record_purge`] of a purge another replica made at `made_ms`
+    /// (its wall clock), reaching this one now.
+    pub fn record_purge_made(&self, route: Option<&str>, tenant: Option<&str>, made_ms: u64) {
         let now = Instant::now();
         let mut p = self.purges.lock().unwrap_or_else(|p| p.into_inner());
         while p.recent.len() >= PURGES_KEPT
             || p.recent
                 .front()
-                .is_some_and(|(_, _, at)| now.duration_since(*at) > PURGE_MEMORY)
+                .is_some_and(|(_, _, at, _)| now.duration_since(*at) > PURGE_MEMORY)
         {
-            if let Some((_, _, at)) = p.recent.pop_front() {
+            if let Some((_, _, at, _)) = p.recent.pop_front() {
                 p.floor = Some(p.floor.map_or(at, |f| f.max(at)));
             }
         }
-        p.recent
-            .push_back((route.map(String::from), tenant.map(String::from), now));
+        p.recent.push_back((
+            route.map(String::from),
+            tenant.map(String::from),
+            now,
+            made_ms,
+        ));
     }
 
     /// Whether a purge matching this route and tenant ran after `since`
@@ -289,12 +313,31 @@ impl Store {
         p.recent
             .iter()
             .rev()
-            .take_while(|(_, _, at)| *at >= since)
-            .any(|(r, t, _)| {
-                r.as_deref().is_none_or(|r| r == route)
-                    && t.as_deref().is_none_or(|t| Some(t) == tenant)
-            })
+            .take_while(|(_, _, at, _)| *at >= since)
+            .any(|(r, t, _, _)| matches(r, t, route, tenant))
     }
+
+    /// Whether a recent purge matching this route and tenant was made at
+    /// or after `stored_at_ms` (when a backend gave a Redis value's answer,
+    /// both by the wall clock): the value is one the purge removed, read
+    /// back from Redis before the purge's sweep reached it, and must not be
+    /// served. Purges let go of are not asked: as a purge of everything
+    /// they would refuse every older value for good. A purge is let go of
+    /// after 15 minutes (its sweep took seconds) or when 256 newer ones
+    /// came: in a burst of that many within one sweep's time, the oldest
+    /// may let a value it removed be read back.
+    pub fn purged_after(&self, stored_at_ms: u64, route: &str, tenant: Option<&str>) -> bool {
+        let p = self.purges.lock().unwrap_or_else(|p| p.into_inner());
+        p.recent
+            .iter()
+            .any(|(r, t, _, ms)| *ms >= stored_at_ms && matches(r, t, route, tenant))
+    }
+}
+
+/// Whether a purge of `route` and `tenant` (`None`: any) covers an entry's.
+fn matches(route: &Option<String>, tenant: &Option<String>, r: &str, t: Option<&str>) -> bool {
+    route.as_deref().is_none_or(|route| route == r)
+        && tenant.as_deref().is_none_or(|tenant| Some(tenant) == t)
 }
 
 /// Waits for an identical miss in flight to finish, until `deadline`.
@@ -448,6 +491,15 @@ mod tests {
         assert_eq!(store.purge(Some("emb"), None), 1);
         assert_eq!(store.purge(None, None), 1);
         assert!(store.get(Key(2)).is_none());
+        // Several in one walk.
+        store.insert(Key(5), entry("chat", Some("a"), 10, ttl));
+        store.insert(Key(6), entry("emb", Some("b"), 10, ttl));
+        store.insert(Key(7), entry("emb", Some("c"), 10, ttl));
+        assert_eq!(
+            store.purge_each(&[(Some("chat"), None), (None, Some("b"))]),
+            2
+        );
+        assert!(store.get(Key(7)).is_some());
         // Requests that began before a matching purge do not store.
         let before = Instant::now() - Duration::from_secs(1);
         store.record_purge(Some("chat"), Some("a"));
@@ -473,6 +525,29 @@ mod tests {
             store.purged_since(before, "emb", Some("b")),
             "as a purge of everything"
         );
+    }
+
+    #[test]
+    fn redis_values_answered_before_a_purge_are_refused() {
+        let store = Store::new(&CacheConf::default());
+        store.record_purge_made(Some("chat"), Some("a"), 1_000);
+        assert!(store.purged_after(999, "chat", Some("a")));
+        assert!(store.purged_after(1_000, "chat", Some("a")), "the same ms");
+        assert!(
+            !store.purged_after(1_001, "chat", Some("a")),
+            "answered after"
+        );
+        assert!(!store.purged_after(999, "chat", Some("b")));
+        assert!(!store.purged_after(999, "emb", Some("a")));
+        store.record_purge_made(None, None, 2_000);
+        assert!(store.purged_after(1_500, "emb", None));
+        // Purges let go of no longer refuse values (a purge of everything
+        // would refuse every older value for good).
+        for i in 0..PURGES_KEPT {
+            store.record_purge_made(Some("other"), Some(&format!("t{i}")), 500);
+        }
+        assert!(!store.purged_after(1_999, "emb", Some("z")));
+        assert!(store.purged_after(499, "other", Some("t3")));
     }
 
     #[tokio::test]

@@ -261,6 +261,7 @@ fn tenants_never_share_and_purges_pick_what_they_name() {
     let r = gw.admin("DELETE", "/admin/cache?tenant=acme", "");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["deleted"]["memory"], 1, "{}", r.text());
+    assert_eq!(r.json()["shared"], "local", "no state.redis: this replica");
     assert_eq!(cache_of(&ask(gw.addr, CLIENT_KEY, &body, &[])), "miss");
     assert_eq!(cache_of(&ask(gw.addr, BETA, &body, &[])), "hit");
     // Purge one route.

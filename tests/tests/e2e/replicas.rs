@@ -1,7 +1,7 @@
 //! Many replicas on one Redis (`state.redis`): one shared rate limit, one
-//! shared cache entry, one prewarm ping per due time, and admin changes
-//! (weights, drain) made on one replica seen by all, surviving a replica's
-//! restart and a Redis outage.
+//! shared cache entry and its purge, one prewarm ping per due time, and
+//! admin changes (weights, drain) made on one replica seen by all,
+//! surviving a replica's restart and a Redis outage.
 
 use crate::harness::*;
 use serde_json::{json, Value};
@@ -25,6 +25,10 @@ routes:
     limits: {{ requests_per_minute: 6, per: principal }}
   emb:
     match: {{ path: /v1/embeddings, models: [e] }}
+    targets: [ {{ backend: b }} ]
+    cache: {{ ttl: 1m }}
+  emb2:
+    match: {{ path: /v1/embeddings, models: [e2] }}
     targets: [ {{ backend: b }} ]
     cache: {{ ttl: 1m }}
 ",
@@ -121,6 +125,39 @@ fn three_replicas_share_limits_cache_pings_and_admin_changes() {
         b.requests()
     );
 
+    // A purge on one replica empties the others' memory too (their hits
+    // from Redis put the entry there), within a second. The Redis value is
+    // moved out of the sweep's way and back, as if a miss read it before
+    // the sweep got to it: it is not served (answered before the purge).
+    let entries = |g: &Gateway| g.metric("skygate_cache_entries").unwrap_or(-1.0);
+    for g in [&g2, &g3] {
+        assert_eq!(entries(g), 1.0, "a hit from Redis is kept in memory");
+    }
+    let key = redis.cli(&["--raw", "KEYS", "three:cache:emb:*"]);
+    let key = key.trim();
+    assert_eq!(redis.cli(&["RENAME", key, "three:aside"]).trim(), "OK");
+    let r = g1.admin("DELETE", "/admin/cache?route=emb", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        (v["shared"].clone(), v["deleted"]["redis"].clone()),
+        (json!("redis"), json!(0)),
+        "{v}"
+    );
+    let took = on_all(&[&g2, &g3], PROPAGATE, |g| entries(g) == 0.0)
+        .expect("the purge did not reach the other replicas' memory");
+    eprintln!("a purge reached the other two replicas in {took:?}");
+    for g in [&g2, &g3] {
+        assert_eq!(
+            g.metric(r#"skygate_cache_evictions_total{cause="invalidated"}"#),
+            Some(1.0)
+        );
+    }
+    assert_eq!(redis.cli(&["RENAME", "three:aside", key]).trim(), "OK");
+    let r = g3.post("/v1/embeddings", &emb);
+    assert_eq!(r.header("x-skygate-cache"), Some("miss"));
+    assert_eq!(embeddings_asked(&b), 2);
+
     // One prewarm ping per due time (a round a second), not one per replica.
     let start = ping_count(&a);
     std::thread::sleep(Duration::from_millis(4_200));
@@ -168,9 +205,10 @@ fn three_replicas_share_limits_cache_pings_and_admin_changes() {
     drop(redis);
 }
 
-/// Redis down: a change stays on its replica (`shared: pending`) and
-/// reaches the others when Redis returns, even empty (no persistence):
-/// every replica writes back what the new Redis lacks.
+/// Redis down: a change (and a cache purge) stays on its replica
+/// (`shared: pending`) and reaches the others when Redis returns, even
+/// empty (no persistence): every replica writes back what the new Redis
+/// lacks.
 #[test]
 fn admin_changes_wait_out_a_redis_outage_and_outlive_an_empty_restart() {
     let mut redis = RedisServer::start();
@@ -187,7 +225,30 @@ fn admin_changes_wait_out_a_redis_outage_and_outlive_an_empty_restart() {
     assert_eq!(r.json()["shared"], "redis");
     assert!(on_all(&[&g2], PROPAGATE, |g| effective(g, "chat", "a") == Some(10)).is_some());
 
+    // Answers in g2's memory: one of the route purged below, one of
+    // another route, which stays.
+    for model in ["e", "e2"] {
+        let emb = json!({"model": model, "input": "purged while redis is down"});
+        assert_eq!(
+            g2.post("/v1/embeddings", &emb).header("x-skygate-cache"),
+            Some("miss")
+        );
+    }
+    let entries = |g: &Gateway| g.metric("skygate_cache_entries").unwrap_or(-1.0);
+    // Stored as the answers end, which may be after the client has them.
+    assert!(
+        eventually(Duration::from_secs(2), || entries(&g2) == 2.0),
+        "{}",
+        entries(&g2)
+    );
+
     redis.kill();
+    // A purge while Redis is down: this replica's memory now (Redis'
+    // entries cannot go: 503), the others' when Redis returns.
+    let r = g1.admin("DELETE", "/admin/cache?route=emb", "");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["shared"], "pending", "{}", r.text());
+    assert_eq!(r.json()["error"]["deleted"]["memory"], 0, "{}", r.text());
     let r = g2.admin("POST", "/admin/backends/b/drain", "");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["shared"], "pending");
@@ -215,5 +276,13 @@ fn admin_changes_wait_out_a_redis_outage_and_outlive_an_empty_restart() {
     assert!(
         text.contains("backend:b:drained") && text.contains("route:chat:weights"),
         "{text}"
+    );
+    // The purge made while Redis was down reached g2's memory: that
+    // route's entry, not the other's.
+    assert!(
+        on_all(&[&g2], PROPAGATE, |g| entries(g) == 1.0).is_some(),
+        "g2 still holds {} entries; redis has {}",
+        entries(&g2),
+        redis.cli(&["HGETALL", "outage:admin"])
     );
 }
