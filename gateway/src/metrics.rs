@@ -228,7 +228,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let cache_route = IntCounterVec::new(
         Opts::new(
             "skygate_cache_events_total",
-            "Cache events by route: redis_hit (a hit found in Redis), wait (a miss that waited for an identical one), store (an answer stored), cached_tokens (tokens of answers served from the cache)",
+            "Cache events by route: redis_hit (a hit found in Redis), wait (a miss that waited for an identical one, on this replica or another), store (an answer stored), cached_tokens (tokens of answers served from the cache)",
         ),
         &["route", "event"],
     )?;

@@ -10,7 +10,7 @@ pub mod redis;
 
 pub use gcra::{Rate, Verdict};
 pub use local::{Ask, Local};
-pub use redis::{Redis, RedisError};
+pub use redis::{MarkOp, Redis, RedisError};
 
 /// A stable 64-bit hash of a key's parts (FNV-1a, then a final mix): the
 /// local store's key. Parts are separated so `("ab","c")` ≠ `("a","bc")`.

@@ -152,6 +152,8 @@ static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("ac
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("settle.lua")));
 static ADMIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("admin.lua")));
 static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("purge.lua")));
+static CACHE_LEAD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("cache_lead.lua")));
+static CACHE_MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("cache_mark.lua")));
 
 thread_local! {
     /// A request thread's own Redis connection: (the `Redis` it belongs to,
@@ -492,7 +494,19 @@ impl Redis {
         let (conn, own) = self.request_conn()?;
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
-        match tokio::time::timeout(self.timeout(), conn.query::<Option<Vec<u8>>>(&cmd)).await {
+        self.on_request_conn(own, conn.query::<Option<Vec<u8>>>(&cmd))
+            .await
+    }
+
+    /// A call on a request thread's connection ([`Redis::request_conn`]),
+    /// bounded by the call timeout; a failed connection of the thread's own
+    /// is made again next time.
+    async fn on_request_conn<T>(
+        &self,
+        own: bool,
+        f: impl std::future::Future<Output = RedisResult<T>>,
+    ) -> Result<T, RedisError> {
+        match tokio::time::timeout(self.timeout(), f).await {
             Ok(Ok(v)) => {
                 self.answered();
                 Ok(v)
@@ -504,6 +518,61 @@ impl Redis {
                 Err(self.failed(to_error(&e)))
             }
             Err(_) => Err(self.failed(RedisError::Timeout)),
+        }
+    }
+
+    /// A cache miss's leader looks for `key`'s value; when there is none,
+    /// it leads for every replica: `marker` in the value's place for `ttl`,
+    /// until the answer's write replaces it (`cache_lead.lua`). `Ok(None)`:
+    /// this caller leads; else the value found (an answer, or another
+    /// leader's marker). Bounded and failing as [`Redis::get`].
+    pub async fn get_or_mark(
+        &self,
+        key: &str,
+        marker: &[u8],
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>, RedisError> {
+        let (conn, own) = self.request_conn()?;
+        let mut inv = CACHE_LEAD.key(key);
+        inv.arg(marker).arg(millis(ttl));
+        self.on_request_conn(own, conn.invoke::<Option<Vec<u8>>>(&inv))
+            .await
+    }
+
+    /// Keeps or ends a lead taken with [`Redis::get_or_mark`], while `key`
+    /// still holds `marker` (`cache_mark.lua`). `Ok(false)`: it no longer
+    /// does. Cache upkeep: a timeout does not count towards marking Redis
+    /// down (only a lost connection does), as for the cache's writes.
+    pub async fn mark(&self, key: &str, marker: &[u8], op: MarkOp<'_>) -> Result<bool, RedisError> {
+        let conn = self.conn()?;
+        let mut inv = CACHE_MARK.key(key);
+        inv.arg(marker);
+        match op {
+            MarkOp::Renew(ttl) => {
+                inv.arg("renew").arg(millis(ttl));
+            }
+            MarkOp::Yield(value, ttl) => {
+                inv.arg("yield").arg(millis(ttl)).arg(value);
+            }
+            MarkOp::Drop => {
+                inv.arg("drop");
+            }
+        }
+        match tokio::time::timeout(self.timeout(), conn.invoke::<u64>(&inv)).await {
+            Ok(Ok(n)) => Ok(n == 1),
+            Ok(Err(e)) => {
+                let e = to_error(&e);
+                if matches!(&e, RedisError::Failed(m) if m.starts_with("io:")) {
+                    Err(self.failed(e))
+                } else {
+                    COUNTERS.errors.fetch_add(1, Ordering::Relaxed);
+                    Err(e)
+                }
+            }
+            Err(_) => {
+                COUNTERS.errors.fetch_add(1, Ordering::Relaxed);
+                Err(RedisError::Timeout)
+            }
         }
     }
 
@@ -532,7 +601,8 @@ impl Redis {
     /// others, never waited for; `value` is called by the writer (so its
     /// encoding costs the request nothing), `size` is what it will weigh.
     /// While Redis is down, or when the bytes waiting pass a bound, the
-    /// value is dropped and counted.
+    /// value is dropped and counted: `false`. (Queued, it may still be
+    /// dropped by a purge, or when its batch fails.)
     pub fn put(
         &self,
         key: String,
@@ -540,17 +610,17 @@ impl Redis {
         ttl: Duration,
         since: std::time::Instant,
         value: impl FnOnce() -> Vec<u8> + Send + 'static,
-    ) {
+    ) -> bool {
         if self.conn.load().is_none() {
             COUNTERS.puts_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         {
             let mut q = self.puts.lock().unwrap_or_else(|p| p.into_inner());
             let size = key.len() + size;
             if q.1 + size > MAX_PUT_BYTES {
                 COUNTERS.puts_dropped.fetch_add(1, Ordering::Relaxed);
-                return;
+                return false;
             }
             q.1 += size;
             q.0.push_back(Put {
@@ -562,6 +632,7 @@ impl Redis {
             });
         }
         self.settle_wake.notify_one();
+        true
     }
 
     /// Drops the values waiting to be written whose key matches a `SCAN`
@@ -1331,6 +1402,22 @@ async fn connect(config: &RedisConfig) -> Result<Conn, String> {
         .map_err(|_| "PING timed out".to_string())?
         .map_err(|e| e.to_string())?;
     Ok(conn)
+}
+
+/// What [`Redis::mark`] does with a cache miss's lead.
+#[derive(Debug, Clone, Copy)]
+pub enum MarkOp<'a> {
+    /// Keep it for this long from now.
+    Renew(Duration),
+    /// Put this value in its place for this long.
+    Yield(&'a [u8], Duration),
+    /// Delete it.
+    Drop,
+}
+
+/// Milliseconds for `PX`: at least 1.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// An `_epoch` for the shared admin hash, should this write create it:

@@ -9,7 +9,8 @@
 //! - A hit answers locally: the JSON as stored, or for a stream request
 //!   the same content as SSE ([`entry::Entry::sse`]).
 //! - A miss leads (one backend call per key) or waits, bounded, for the
-//!   identical miss in flight and is answered from its result.
+//!   identical miss in flight and is answered from its result; with the
+//!   Redis tier, across replicas too ([`RemoteLead`]).
 //! - A leader's answer is captured as it streams to its client
 //!   ([`Fill`]); stored only when it is a whole 200 (a stream: through
 //!   `data: [DONE]`, assembled into its completion).
@@ -60,11 +61,133 @@ pub struct Fill {
     tenant: Option<Arc<str>>,
     /// Leads the identical misses (they wake when this is dropped).
     flight: Option<Flight>,
+    /// Leads them on every replica, through Redis.
+    remote: Option<RemoteLead>,
     buf: Vec<u8>,
     /// Bound on the answer stored (`max_entry_bytes`).
     limit: usize,
     sse: bool,
     state: FillState,
+}
+
+/// How a Redis value that is not an answer begins: a replica leads that
+/// key's miss for every replica (then 16 hex digits, its own). An answer
+/// begins `SGC1` ([`Entry::encode`]).
+const MARKER: &[u8] = b"SGL1";
+
+/// Put in a marker's place by a leader whose answer will not be stored:
+/// an identical miss that finds it asks a backend itself, for
+/// [`GO_AHEAD_LIFE`].
+const GO_AHEAD: &[u8] = b"SGG1";
+const GO_AHEAD_LIFE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A marker lives this long (at most `cache.wait`) unless its leader renews
+/// it, every third of it, for as long as it leads: a leader that dies or
+/// loses its answer's write holds the others up this long at most.
+const MARKER_LIFE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The longest pause between two looks in Redis while another replica
+/// leads (the first is 10 ms, then twice the last).
+const MAX_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// This replica leads a miss for every replica: its marker is in Redis in
+/// the answer's place (renewed while this lives), and other replicas'
+/// identical misses wait for the answer to replace it. Dropped once the
+/// answer's write is queued, it only stops renewing (should the write be
+/// lost, the marker expires); dropped before, it deletes the marker (if
+/// still there), and one of those misses may lead; [`RemoteLead::go_ahead`]
+/// instead tells them to ask a backend at once.
+struct RemoteLead {
+    redis: Arc<skygate_state::Redis>,
+    key: String,
+    marker: Vec<u8>,
+    /// Nothing left to do with the marker: the answer's write is queued to
+    /// replace it, it was never set, or its end is under way.
+    written: bool,
+    renewing: Option<tokio::task::AbortHandle>,
+}
+
+impl RemoteLead {
+    /// Holds `marker` at `key` (this replica leads): renewed until dropped.
+    fn hold(
+        redis: Arc<skygate_state::Redis>,
+        key: String,
+        marker: Vec<u8>,
+        life: std::time::Duration,
+    ) -> Self {
+        let renewing = tokio::runtime::Handle::try_current().ok().map(|rt| {
+            let (redis, key, marker) = (redis.clone(), key.clone(), marker.clone());
+            rt.spawn(async move {
+                loop {
+                    // (`cache.wait` may be 0 s: no tighter than 10 ms.)
+                    tokio::time::sleep((life / 3).max(std::time::Duration::from_millis(10))).await;
+                    let op = skygate_state::MarkOp::Renew(life);
+                    if !matches!(redis.mark(&key, &marker, op).await, Ok(true)) {
+                        return;
+                    }
+                }
+            })
+            .abort_handle()
+        });
+        Self {
+            redis,
+            key,
+            marker,
+            written: false,
+            renewing,
+        }
+    }
+
+    /// This lead's answer will not be stored: the replicas waiting on it
+    /// ask a backend now.
+    fn go_ahead(mut self) {
+        self.end(skygate_state::MarkOp::Yield(GO_AHEAD, GO_AHEAD_LIFE));
+    }
+
+    fn end(&mut self, op: skygate_state::MarkOp<'static>) {
+        if let Some(r) = self.renewing.take() {
+            r.abort();
+        }
+        if self.written {
+            return;
+        }
+        self.written = true;
+        let (redis, key, marker) = (
+            self.redis.clone(),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.marker),
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = redis.mark(&key, &marker, op).await;
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for RemoteLead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RemoteLead({})", self.key)
+    }
+}
+
+impl Drop for RemoteLead {
+    fn drop(&mut self) {
+        self.end(skygate_state::MarkOp::Drop);
+    }
+}
+
+/// What a Redis value is to a miss.
+enum Found {
+    /// An answer (now in memory too).
+    Answer(Arc<Entry>),
+    /// Another replica leads the miss.
+    Led,
+    /// Another replica's lead ended without an answer to store: ask a
+    /// backend.
+    GoAhead,
+    /// Nothing to serve: expired, ruled out by a purge, or unreadable.
+    Nothing,
 }
 
 /// A stream is captured up to this many times `max_entry_bytes` (its SSE
@@ -138,6 +261,9 @@ impl Fill {
         self.buf = Vec::new();
         if let Some(f) = self.flight.take() {
             f.go_ahead();
+        }
+        if let Some(r) = self.remote.take() {
+            r.go_ahead();
         }
     }
 
@@ -295,44 +421,156 @@ impl Cache {
         framing: &key::Framing,
         asked: &Directives,
     ) -> bool {
-        let Some(e) = self.look_in_redis(rt, key, tenant, ctx.start).await else {
+        if !self.l2 {
             return false;
+        }
+        let rkey = store::redis_key(&self.prefix, &rt.name, tenant.map(|t| &**t), key);
+        let value = match self.redis.get(&rkey).await {
+            Ok(Some(v)) => v,
+            Ok(None) => return false,
+            Err(_) => {
+                self.store.counters.redis_errors.fetch_add(1, Relaxed);
+                return false;
+            }
         };
-        let served = self.hit(rt, ctx, &e, framing, asked.max_age);
+        match self.found(rt, key, tenant, ctx.start, &value) {
+            Found::Answer(e) => self.serve_from_redis(rt, ctx, &e, framing, asked),
+            Found::Led | Found::GoAhead | Found::Nothing => false,
+        }
+    }
+
+    /// Serves an answer found in Redis (counted as such); `false` when it
+    /// cannot be served to this request.
+    fn serve_from_redis(
+        &self,
+        rt: &RouteRt,
+        ctx: &mut RequestCtx,
+        e: &Entry,
+        framing: &key::Framing,
+        asked: &Directives,
+    ) -> bool {
+        let served = self.hit(rt, ctx, e, framing, asked.max_age);
         if served {
             rt.counters.redis_hits.fetch_add(1, Relaxed);
         }
         served
     }
 
-    /// Looks in Redis (the leader of a miss only); a value found fills
-    /// the in-memory tier.
-    async fn look_in_redis(
+    /// The leader of a miss looks in Redis: an answer there is a hit
+    /// (`Ok`). Else it leads for every replica (`Err(Some)`: its marker is
+    /// in the answer's place), or, when another replica leads, waits for
+    /// that one's answer in Redis, bounded by `deadline`: a hit; when that
+    /// lead ends without an answer, it leads in turn (or, told the answer
+    /// will not be stored, or when time is up, it asks a backend itself:
+    /// `Err(None)`, as when Redis fails or the tier is off). `waited`: the
+    /// request waited on this replica already (counted once).
+    #[allow(clippy::too_many_arguments)]
+    async fn lead_in_redis(
+        &self,
+        rt: &RouteRt,
+        ctx: &mut RequestCtx,
+        key: Key,
+        tenant: Option<&Arc<str>>,
+        framing: &key::Framing,
+        asked: &Directives,
+        deadline: std::time::Instant,
+        mut waited: bool,
+    ) -> Result<(), Option<RemoteLead>> {
+        if !self.l2 {
+            return Err(None);
+        }
+        let rkey = store::redis_key(&self.prefix, &rt.name, tenant.map(|t| &**t), key);
+        let life = MARKER_LIFE.min(self.store.conf().wait);
+        if life.is_zero() {
+            // `cache.wait: 0s`: nobody waits, so nobody leads for others.
+            return if self.redis_hit(rt, ctx, key, tenant, framing, asked).await {
+                Ok(())
+            } else {
+                Err(None)
+            };
+        }
+        let mut pause = std::time::Duration::from_millis(10);
+        let mut lead = true;
+        loop {
+            let value = if lead {
+                let mut marker = MARKER.to_vec();
+                marker.extend_from_slice(format!("{:016x}", rand::random::<u64>()).as_bytes());
+                // Held before the call: should it time out after the script
+                // ran, dropping this deletes the marker.
+                let mut held = RemoteLead::hold(self.redis.clone(), rkey.clone(), marker, life);
+                match self.redis.get_or_mark(&rkey, &held.marker, life).await {
+                    Ok(None) => return Err(Some(held)),
+                    Ok(Some(v)) => {
+                        held.written = true;
+                        v
+                    }
+                    Err(_) => {
+                        self.store.counters.redis_errors.fetch_add(1, Relaxed);
+                        return Err(None);
+                    }
+                }
+            } else {
+                match self.redis.get(&rkey).await {
+                    Ok(Some(v)) => v,
+                    // The lead ended without an answer: lead in turn.
+                    Ok(None) => {
+                        lead = true;
+                        continue;
+                    }
+                    Err(_) => {
+                        self.store.counters.redis_errors.fetch_add(1, Relaxed);
+                        return Err(None);
+                    }
+                }
+            };
+            match self.found(rt, key, tenant, ctx.start, &value) {
+                Found::Answer(e) => {
+                    return if self.serve_from_redis(rt, ctx, &e, framing, asked) {
+                        Ok(())
+                    } else {
+                        Err(None)
+                    };
+                }
+                Found::GoAhead | Found::Nothing => return Err(None),
+                Found::Led => {}
+            }
+            if !waited {
+                rt.counters.waits.fetch_add(1, Relaxed);
+                waited = true;
+            }
+            if std::time::Instant::now() + pause > deadline {
+                return Err(None);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_POLL);
+            lead = false;
+        }
+    }
+
+    /// What a Redis value is to a miss of a request that began at `since`;
+    /// an answer found is put in memory.
+    fn found(
         &self,
         rt: &RouteRt,
         key: Key,
         tenant: Option<&Arc<str>>,
         since: std::time::Instant,
-    ) -> Option<Arc<Entry>> {
-        if !self.l2 {
-            return None;
+        value: &[u8],
+    ) -> Found {
+        if value.starts_with(MARKER) {
+            return Found::Led;
         }
-        let rkey = store::redis_key(&self.prefix, &rt.name, tenant.map(|t| &**t), key);
-        let value = match self.redis.get(&rkey).await {
-            Ok(v) => v?,
-            Err(_) => {
-                self.store.counters.redis_errors.fetch_add(1, Relaxed);
-                return None;
-            }
-        };
+        if value.starts_with(GO_AHEAD) {
+            return Found::GoAhead;
+        }
         let Some(e) = Entry::decode(
-            &value,
+            value,
             rt.name.clone(),
             tenant.cloned(),
             rt.conf.max_entry_bytes,
         ) else {
             self.store.counters.redis_bad_values.fetch_add(1, Relaxed);
-            return None;
+            return Found::Nothing;
         };
         // Expired; read before a purge that has run since (the purge may
         // have emptied memory before this read's value lands there); or an
@@ -345,11 +583,11 @@ impl Cache {
                 .store
                 .purged_after(e.stored_at_ms, &rt.name, tenant_name)
         {
-            return None;
+            return Found::Nothing;
         }
         let e = Arc::new(e);
         self.store.insert(key, e.clone());
-        Some(e)
+        Found::Answer(e)
     }
 }
 
@@ -586,6 +824,7 @@ impl Plugin for Cache {
         }
         let (key, tenant) = (fill.key, fill.tenant.clone());
         let flight = fill.flight.take();
+        let mut remote = fill.remote.take();
         // A whole answer that is not one to store (an error in a 200,
         // logprobs, too large once assembled), or one a purge since this
         // request began has ruled out: the waiters ask a backend now.
@@ -600,6 +839,9 @@ impl Plugin for Cache {
             _ => {
                 if let Some(f) = flight {
                     f.go_ahead();
+                }
+                if let Some(r) = remote {
+                    r.go_ahead();
                 }
                 return;
             }
@@ -618,11 +860,16 @@ impl Plugin for Cache {
             let rkey = store::redis_key(&self.prefix, &rt.name, tenant.as_deref(), key);
             let compress_above = self.store.conf().compress_above;
             let stored = e.clone();
-            self.redis
+            let queued = self
+                .redis
                 .put(rkey, e.body.len(), rt.conf.ttl, ctx.start, move || {
                     stored.encode(compress_above)
                 });
+            if let Some(r) = remote.as_mut() {
+                r.written = queued;
+            }
         }
+        drop(remote);
         self.store.insert(key, e);
         rt.counters.stores.fetch_add(1, Relaxed);
         // Dropped once stored: the waiters wake to find the entry.
@@ -632,7 +879,8 @@ impl Plugin for Cache {
 
 /// The cache's second step, after the rate limits: a miss of the
 /// in-memory tier joins the identical misses in flight (one leads: it looks
-/// in Redis, then asks a backend; the others wait for its answer, bounded
+/// in Redis, where it leads for every replica or waits for the replica
+/// that does, then asks a backend; the others wait for its answer, bounded
 /// by `cache.wait`, and lead in turn if it stored nothing), and the miss's
 /// answer is captured to be stored ([`Fill`]).
 pub struct CacheFill(pub Arc<Cache>);
@@ -663,6 +911,7 @@ impl Plugin for CacheFill {
             asked,
         } = *lookup;
         let mut flight = None;
+        let mut remote = None;
         if asked.only_if_cached {
             // Looked at, never waited for or led.
             if !asked.no_cache
@@ -686,11 +935,21 @@ impl Plugin for CacheFill {
                         if cache.stored_since(rt, ctx, key, stamp, &framing, &asked) {
                             return Decision::Continue;
                         }
-                        if cache
-                            .redis_hit(rt, ctx, key, tenant.as_ref(), &framing, &asked)
+                        match cache
+                            .lead_in_redis(
+                                rt,
+                                ctx,
+                                key,
+                                tenant.as_ref(),
+                                &framing,
+                                &asked,
+                                deadline,
+                                waited,
+                            )
                             .await
                         {
-                            return Decision::Continue;
+                            Ok(()) => return Decision::Continue,
+                            Err(r) => remote = r,
                         }
                         flight = Some(f);
                         break;
@@ -728,6 +987,7 @@ impl Plugin for CacheFill {
             key,
             tenant,
             flight,
+            remote,
             buf: Vec::new(),
             limit: rt.conf.max_entry_bytes,
             sse: false,
@@ -746,6 +1006,7 @@ mod tests {
             key: Key(1),
             tenant: None,
             flight,
+            remote: None,
             buf: body.as_bytes().to_vec(),
             limit,
             sse,

@@ -338,6 +338,137 @@ fn a_failed_leader_lets_the_waiters_ask_themselves() {
     assert_eq!(cache_of(&ask(addr, CLIENT_KEY, &body, &[])), "hit");
 }
 
+/// Replicas on one Redis coalesce identical misses too: the first to miss
+/// leads for all (a marker in the answer's place), the other waits for
+/// its answer in Redis. A lead that ends without an answer lets the other
+/// lead or ask at once, and a dead leader's marker holds it up only for
+/// the marker's short life, not `cache.wait`.
+#[test]
+fn identical_misses_on_two_replicas_make_one_backend_call() {
+    let redis = RedisServer::start();
+    let sim = Sim::start("s", &["--latency-ms", "400", "--token-delay-ms", "60"]);
+    let extra = format!(
+        "    retries: {{ max_attempts: 1 }}
+  small:
+    match: {{ path: /v1/chat/completions, models: [tiny] }}
+    targets: [ {{ backend: s }} ]
+    retries: {{ max_attempts: 1 }}
+    cache: {{ ttl: 1m, max_entry_bytes: 16 }}
+state: {{ redis: {}, key_prefix: lead }}
+",
+        redis.url
+    );
+    let a = Gateway::start(&config(&sim, "{ ttl: 1m }", &extra));
+    let b = Gateway::start(&config(&sim, "{ ttl: 1m }", &extra));
+    for g in [&a, &b] {
+        assert!(eventually(Duration::from_secs(10), || g
+            .metric("skygate_redis_up")
+            == Some(1.0)));
+    }
+    // `a` asks, and leads (its marker in Redis) before `b` asks.
+    let both = |first: &str, second: &str| {
+        let (addr, body) = (a.addr, first.to_string());
+        let first = std::thread::spawn(move || ask(addr, CLIENT_KEY, &body, &[]));
+        std::thread::sleep(Duration::from_millis(150));
+        let started = std::time::Instant::now();
+        let second = ask(b.addr, CLIENT_KEY, second, &[]);
+        (first.join().unwrap(), second, started.elapsed())
+    };
+    let metric = |g: &Gateway, event: &str, route: &str| {
+        g.metric(&format!(
+            "skygate_cache_events_total{{event=\"{event}\",route=\"{route}\"}}"
+        ))
+    };
+    let keys = || -> std::collections::BTreeSet<String> {
+        redis
+            .cli(&["--raw", "KEYS", "lead:cache:chat:*"])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    };
+
+    let q = hello("asked on two replicas at once");
+    let (first, second, _) = both(&q, &q);
+    assert_eq!(sim_requests(&sim), 1, "one backend call for both replicas");
+    assert_eq!((cache_of(&first), cache_of(&second)), ("miss", "hit"));
+    assert_eq!(id(&first), id(&second));
+    assert_eq!(metric(&b, "wait", "chat"), Some(1.0));
+    assert_eq!(metric(&b, "redis_hit", "chat"), Some(1.0));
+    let stored = keys();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let key = stored.iter().next().cloned().unwrap_or_default();
+    assert!(
+        redis.cli(&["--raw", "GET", &key]).starts_with("SGC1"),
+        "the answer replaced the marker"
+    );
+
+    // The leader's stream is cut halfway (nothing stored): its marker goes,
+    // and the waiting replica leads in turn, well before `wait` (30 s).
+    sim.set(json!({"cut_rate": 1.0}));
+    let streamed = json!({"model": "m", "stream": true,
+        "messages": [{"role": "user", "content": "the leader's stream is cut"}]})
+    .to_string();
+    let sim2 = &sim;
+    let unset = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            sim2.set(json!({"cut_rate": 0.0}));
+        });
+        both(&streamed, &hello("the leader's stream is cut"))
+    });
+    let (_, second, took) = unset;
+    assert_eq!((second.status, cache_of(&second)), (200, "miss"));
+    assert!(took < Duration::from_secs(10), "waited {took:?}");
+    assert_eq!(sim_requests(&sim), 3);
+    assert_eq!(metric(&b, "wait", "chat"), Some(2.0));
+
+    // The leader's answer will not be stored (larger than the route's
+    // bound): it tells the waiting replica to ask at once.
+    let tiny = json!({"model": "tiny", "messages": [{"role": "user", "content": "too large"}]})
+        .to_string();
+    let (first, second, took) = both(&tiny, &tiny);
+    assert_eq!((first.status, second.status), (200, 200));
+    assert_eq!(cache_of(&second), "miss");
+    assert!(took < Duration::from_secs(10), "waited {took:?}");
+    assert_eq!(metric(&b, "wait", "small"), Some(1.0));
+    assert_eq!(sim_requests(&sim), 5);
+
+    // A leader that died left its marker: `only-if-cached` is a 504 (the
+    // marker is no answer, nor a bad value), and a miss waits out the
+    // marker's few seconds of life, then leads.
+    let dead = hello("its leader died");
+    let before = keys();
+    assert_eq!(cache_of(&ask(a.addr, CLIENT_KEY, &dead, &[])), "miss");
+    assert!(eventually(Duration::from_secs(5), || keys().len() == before.len() + 1));
+    let key = keys()
+        .difference(&before)
+        .next()
+        .cloned()
+        .unwrap_or_default();
+    redis.cli(&["SET", &key, "SGL1deadbeefdeadbeef", "PX", "2000"]);
+    let r = ask(
+        b.addr,
+        CLIENT_KEY,
+        &dead,
+        &[("cache-control", "only-if-cached")],
+    );
+    assert_eq!(r.status, 504, "{}", r.text());
+    let started = std::time::Instant::now();
+    let r = ask(b.addr, CLIENT_KEY, &dead, &[]);
+    assert_eq!((r.status, cache_of(&r)), (200, "miss"));
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(10)).contains(&started.elapsed()),
+        "waited {:?} for a 2 s marker",
+        started.elapsed()
+    );
+    assert_eq!(sim_requests(&sim), 7);
+    assert_eq!(
+        b.metric("skygate_cache_redis_failures_total{kind=\"bad_value\"}"),
+        Some(0.0)
+    );
+}
+
 #[test]
 fn streams_are_stored_whole_and_replayed_both_ways() {
     let sim = Sim::start("s", &["--token-delay-ms", "2"]);
