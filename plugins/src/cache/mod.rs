@@ -81,9 +81,10 @@ const MARKER: &[u8] = b"SGL1";
 const GO_AHEAD: &[u8] = b"SGG1";
 const GO_AHEAD_LIFE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// A marker lives this long (at most `cache.wait`) unless its leader renews
-/// it, every third of it, for as long as it leads: a leader that dies or
-/// loses its answer's write holds the others up this long at most.
+/// A marker lives this long unless its leader renews it, every third of
+/// it, for as long as it leads: a leader that dies or loses its answer's
+/// write holds the others up this long at most (and no longer than their
+/// own `cache.wait`).
 const MARKER_LIFE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The longest pause between two looks in Redis while another replica
@@ -108,34 +109,35 @@ struct RemoteLead {
 }
 
 impl RemoteLead {
-    /// Holds `marker` at `key` (this replica leads): renewed until dropped.
-    fn hold(
-        redis: Arc<skygate_state::Redis>,
-        key: String,
-        marker: Vec<u8>,
-        life: std::time::Duration,
-    ) -> Self {
-        let renewing = tokio::runtime::Handle::try_current().ok().map(|rt| {
-            let (redis, key, marker) = (redis.clone(), key.clone(), marker.clone());
+    /// A lead about to be asked for with `marker` at `key`: dropped, it
+    /// deletes the marker, should the call have set it.
+    fn new(redis: Arc<skygate_state::Redis>, key: String, marker: Vec<u8>) -> Self {
+        Self {
+            redis,
+            key,
+            marker,
+            written: false,
+            renewing: None,
+        }
+    }
+
+    /// The marker is set: this replica leads, and renews it every third of
+    /// `life` until this is dropped (a failed renewal is tried again; one
+    /// that finds the marker gone stops).
+    fn renew(&mut self, life: std::time::Duration) {
+        let (redis, key, marker) = (self.redis.clone(), self.key.clone(), self.marker.clone());
+        self.renewing = tokio::runtime::Handle::try_current().ok().map(|rt| {
             rt.spawn(async move {
                 loop {
-                    // (`cache.wait` may be 0 s: no tighter than 10 ms.)
-                    tokio::time::sleep((life / 3).max(std::time::Duration::from_millis(10))).await;
+                    tokio::time::sleep(life / 3).await;
                     let op = skygate_state::MarkOp::Renew(life);
-                    if !matches!(redis.mark(&key, &marker, op).await, Ok(true)) {
+                    if matches!(redis.mark(&key, &marker, op).await, Ok(false)) {
                         return;
                     }
                 }
             })
             .abort_handle()
         });
-        Self {
-            redis,
-            key,
-            marker,
-            written: false,
-            renewing,
-        }
     }
 
     /// This lead's answer will not be stored: the replicas waiting on it
@@ -480,8 +482,7 @@ impl Cache {
             return Err(None);
         }
         let rkey = store::redis_key(&self.prefix, &rt.name, tenant.map(|t| &**t), key);
-        let life = MARKER_LIFE.min(self.store.conf().wait);
-        if life.is_zero() {
+        if self.store.conf().wait.is_zero() {
             // `cache.wait: 0s`: nobody waits, so nobody leads for others.
             return if self.redis_hit(rt, ctx, key, tenant, framing, asked).await {
                 Ok(())
@@ -495,11 +496,18 @@ impl Cache {
             let value = if lead {
                 let mut marker = MARKER.to_vec();
                 marker.extend_from_slice(format!("{:016x}", rand::random::<u64>()).as_bytes());
-                // Held before the call: should it time out after the script
+                // Made before the call: should it time out after the script
                 // ran, dropping this deletes the marker.
-                let mut held = RemoteLead::hold(self.redis.clone(), rkey.clone(), marker, life);
-                match self.redis.get_or_mark(&rkey, &held.marker, life).await {
-                    Ok(None) => return Err(Some(held)),
+                let mut held = RemoteLead::new(self.redis.clone(), rkey.clone(), marker);
+                match self
+                    .redis
+                    .get_or_mark(&rkey, &held.marker, MARKER_LIFE)
+                    .await
+                {
+                    Ok(None) => {
+                        held.renew(MARKER_LIFE);
+                        return Err(Some(held));
+                    }
                     Ok(Some(v)) => {
                         held.written = true;
                         v
