@@ -1093,13 +1093,7 @@ mod tests {
             let body = format!(
                 r#"{{"model":"m","messages":[{{"role":"user","content":"{only_if_cached}"}}]}}"#
             );
-            let mut header =
-                pingora_http::RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
-            if only_if_cached {
-                header
-                    .insert_header("cache-control", "only-if-cached")
-                    .unwrap();
-            }
+            let header = chat_header(only_if_cached.then_some("only-if-cached"));
             let req = || Incoming {
                 header: &header,
                 body: body.as_bytes(),
@@ -1115,11 +1109,7 @@ mod tests {
             assert!(ctx.pending_answer.is_none());
             // An identical request that asked `no-cache` stores its answer
             // meanwhile (it neither looks nor leads).
-            let mut refresh_header =
-                pingora_http::RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
-            refresh_header
-                .insert_header("cache-control", "no-cache")
-                .unwrap();
+            let refresh_header = chat_header(Some("no-cache"));
             let refresh = || Incoming {
                 header: &refresh_header,
                 body: body.as_bytes(),
@@ -1151,8 +1141,7 @@ mod tests {
         // The same when the store is a leader's, ending its flight: B looks
         // while A leads, A stores its answer and finishes, then B (after
         // the limits) finds no flight, and is a hit rather than a leader.
-        let header =
-            pingora_http::RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        let header = chat_header(None);
         let body = br#"{"model":"m","messages":[{"role":"user","content":"led"}]}"#;
         let req = || Incoming {
             header: &header,
@@ -1174,6 +1163,16 @@ mod tests {
     }
 
     /// A request's backend answered 200 with `answer`, whole.
+    /// A chat request's header, with `cache-control` when given.
+    fn chat_header(cache_control: Option<&str>) -> pingora_http::RequestHeader {
+        let mut h =
+            pingora_http::RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        if let Some(v) = cache_control {
+            h.insert_header("cache-control", v.to_string()).unwrap();
+        }
+        h
+    }
+
     fn complete(ctx: &mut RequestCtx, answer: &[u8]) {
         let f = ctx.cache_fill.as_mut().expect("a fill");
         let mut h = ResponseHeader::build(200, None).unwrap();

@@ -345,7 +345,7 @@ fn a_failed_leader_lets_the_waiters_ask_themselves() {
 /// the marker's short life, not `cache.wait`.
 #[test]
 fn identical_misses_on_two_replicas_make_one_backend_call() {
-    let redis = RedisServer::start();
+    let mut redis = RedisServer::start();
     let sim = Sim::start("s", &["--latency-ms", "400", "--token-delay-ms", "60"]);
     let extra = format!(
         "    retries: {{ max_attempts: 1 }}
@@ -468,6 +468,26 @@ state: {{ redis: {}, key_prefix: lead }}
     assert_eq!(
         b.metric("skygate_cache_redis_failures_total{kind=\"bad_value\"}"),
         Some(0.0)
+    );
+
+    // Redis dies while `b` waits on `a`'s lead: `b` stops waiting and asks
+    // the backend itself; both answer.
+    let q = hello("redis dies while b waits");
+    let (first, second, took) = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(250));
+            redis.kill();
+        });
+        both(&q, &q)
+    });
+    assert_eq!((first.status, cache_of(&first)), (200, "miss"));
+    assert_eq!((second.status, cache_of(&second)), (200, "miss"));
+    assert!(took < not_expired, "waited {took:?}");
+    assert_eq!(sim_requests(&sim), 9);
+    assert!(
+        b.metric("skygate_cache_redis_failures_total{kind=\"read\"}")
+            .is_some_and(|n| n >= 1.0),
+        "the failed look is counted"
     );
 }
 
