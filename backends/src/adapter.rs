@@ -102,23 +102,39 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// bodies go through untouched, so the backend must know how one is encoded.
 const FUNCTION_CLIENT_HEADERS: &[HeaderName] = &[header::CONTENT_ENCODING];
 
-/// Response headers that belong to the hop, or to the gateway.
+/// Response headers that belong to the hop, or to the gateway: the
+/// hop-by-hop ones (RFC 9110 §7.6.1: `connection`, those it names, and the
+/// standard ones), `server`, `set-cookie` and `x-skygate-*`. The framing
+/// headers stay whatever `connection` says: the client's framing is
+/// Pingora's to write from them.
 fn strip_response_headers(resp: &mut ResponseHeader) {
-    for h in [
-        header::CONNECTION,
-        header::SERVER,
-        HeaderName::from_static("keep-alive"),
-        header::SET_COOKIE,
-    ] {
-        resp.remove_header(&h);
-    }
-    let internal: Vec<HeaderName> = resp
+    let mut drop: Vec<HeaderName> = resp
         .headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-skygate-"))
-        .cloned()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| *name != header::CONTENT_LENGTH && *name != header::TRANSFER_ENCODING)
         .collect();
-    for h in internal {
+    drop.extend([
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::SERVER,
+        header::SET_COOKIE,
+    ]);
+    drop.extend(
+        resp.headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-skygate-"))
+            .cloned(),
+    );
+    for h in drop {
         resp.remove_header(&h);
     }
 }
@@ -476,6 +492,42 @@ mod tests {
             platform: Platform::Plain,
             prewarm: Default::default(),
         }
+    }
+
+    /// RFC 9110 §7.6.1: what `connection` names, and the standard
+    /// hop-by-hop headers, do not reach the client; framing headers stay.
+    #[test]
+    fn hop_by_hop_response_headers_are_dropped() {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        for (k, v) in [
+            ("connection", "keep-alive, x-keep-me, content-length"),
+            ("x-keep-me", "1"),
+            ("upgrade", "h2c"),
+            ("trailer", "x-checksum"),
+            ("proxy-authenticate", "Basic"),
+            ("te", "trailers"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("server", "evil"),
+            ("set-cookie", "a=b"),
+            ("x-skygate-cache", "hit"),
+            ("content-length", "2"),
+            ("content-type", "application/json"),
+            ("x-ratelimit-remaining-requests", "7"),
+        ] {
+            r.append_header(k, v).unwrap();
+        }
+        strip_response_headers(&mut r);
+        let mut left: Vec<&str> = r.headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "content-length",
+                "content-type",
+                "x-ratelimit-remaining-requests"
+            ]
+        );
     }
 
     fn client() -> RequestHeader {

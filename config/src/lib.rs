@@ -17,7 +17,9 @@ mod text;
 
 pub use api_error::{clip, ApiError, ErrorKind, Fault, Retry, ECHO_LIMIT};
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{load_file, load_str, load_str_in, parse_duration, parse_size, MAX_DURATION};
+pub use load::{
+    listener_clash, load_file, load_str, load_str_in, parse_duration, parse_size, MAX_DURATION,
+};
 pub use runtime::*;
 pub use secret::{bearer_token, parse_sha256_hex, pem_der, sha256, to_hex, Secret};
 pub use section::policy::expand_files;

@@ -67,6 +67,9 @@ pub struct RawConfig {
     pub limits: Vec<Option<RawRateLimit>>,
     pub cache: Option<RawCache>,
     pub telemetry: Option<RawTelemetry>,
+    /// Top-level sections given but not read (their errors are reported):
+    /// what depends on them says nothing more.
+    pub unread: Vec<&'static str>,
 }
 
 /// The top-level keys the file may have (documented in config/README.md).

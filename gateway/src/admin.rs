@@ -166,9 +166,14 @@ impl ServeHttp for Admin {
             _ => {}
         }
         if !self.authorized(session) {
+            let closed = self.state.snapshot().config.admin.token.is_none();
             return error(&ApiError::new(
                 ErrorKind::InvalidAdminToken,
-                "admin token required: send `Authorization: Bearer <token>`",
+                if closed {
+                    "the admin API is closed: no `admin.token` is configured, so no token works (set `admin.token`, e.g. to ${SKYGATE_ADMIN_TOKEN}, and restart or reload)"
+                } else {
+                    "admin token required: send `Authorization: Bearer <token>`"
+                },
             ));
         }
         // Then the policy, when there is one (action `admin`).

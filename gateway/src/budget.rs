@@ -3,8 +3,10 @@
 //! Every body is read whole into memory (routing by model needs it, and the
 //! upstream attempts resend it), so without a bound, concurrency × `max_body`
 //! is the memory a burst of large uploads can take. A request reserves its
-//! bytes before it reads them: all at once from `content-length`, or chunk by
-//! chunk for a chunked body. When the budget has no room it waits at most
+//! bytes as they arrive: up to 64 KiB (or its whole `content-length`, when
+//! smaller) before the first, then twice what it holds whenever it outgrows
+//! its reservation, so a client holds about as much of the budget as it has
+//! sent, not what it declared. When the budget has no room it waits at most
 //! `server.body_budget_wait` (per request, in total), then is refused (503
 //! `overloaded`). The reservation is held until the request is done and
 //! released when it is dropped, on every path.
@@ -90,15 +92,7 @@ impl Reservation {
         let Some(more) = total.checked_sub(self.bytes).filter(|&n| n > 0) else {
             return Ok(());
         };
-        if total > self.inner.total {
-            return Err(ApiError::new(
-                ErrorKind::Overloaded,
-                format!(
-                    "the request body ({total} bytes) is larger than this server's body budget ({} bytes)",
-                    self.inner.total
-                ),
-            ));
-        }
+        self.fits(total)?;
         // The common case: there is room.
         if self.inner.try_take(more) {
             self.bytes = total;
@@ -131,6 +125,37 @@ impl Reservation {
                 .with_retry_after(Duration::from_secs(1)));
             }
         }
+    }
+
+    /// Gives back what is held beyond `total` bytes.
+    pub fn shrink_to(&mut self, total: usize) {
+        if let Some(extra) = self.bytes.checked_sub(total).filter(|&n| n > 0) {
+            self.bytes = total;
+            self.inner.free.fetch_add(extra, Ordering::AcqRel);
+            if self.inner.waiters.load(Ordering::Acquire) > 0 {
+                self.inner.released.notify_waiters();
+            }
+        }
+    }
+
+    /// Refuses at once a body of `total` bytes larger than the whole
+    /// budget: no amount of waiting makes room for it.
+    pub fn fits(&self, total: usize) -> Result<(), ApiError> {
+        if total > self.inner.total {
+            return Err(ApiError::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "the request body ({total} bytes) is larger than this server's body budget ({} bytes)",
+                    self.inner.total
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The whole budget's bytes.
+    pub fn budget(&self) -> usize {
+        self.inner.total
     }
 
     /// Bytes held.
@@ -181,6 +206,12 @@ mod tests {
         // A small one still fits while a large one waits.
         let mut small = b.reservation();
         small.grow_to(100).await.unwrap();
+        // Shrinking gives back what is held beyond, and only that.
+        let before = b.free();
+        small.shrink_to(40);
+        assert_eq!((small.bytes(), b.free()), (40, before + 60));
+        small.shrink_to(90);
+        assert_eq!((small.bytes(), b.free()), (40, before + 60));
         drop(small);
 
         // A waiter gets the room as soon as it is released.

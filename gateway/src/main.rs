@@ -48,6 +48,7 @@ enum Command {
         redis: Option<String>,
     },
     /// Check a config file; print every error (file:line: field: problem).
+    #[command(alias = "check")]
     Validate {
         #[arg(long)]
         config: PathBuf,

@@ -43,6 +43,35 @@ struct Peek<'a> {
     stream_options: Option<&'a serde_json::value::RawValue>,
 }
 
+/// A whole number of at least `min` (`None` when absent or null), else a 400
+/// naming `field`.
+fn whole(v: Option<&serde_json::Value>, field: &str, min: u64) -> Result<Option<u64>, ApiError> {
+    let n = match v {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        // Beyond u64 (`1e300`): the most there is, charged as the whole
+        // limit, never wrapped to a small ask.
+        Some(serde_json::Value::Number(n)) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                .map(|f| {
+                    if f >= u64::MAX as f64 {
+                        u64::MAX
+                    } else {
+                        f as u64
+                    }
+                })
+        }),
+        Some(_) => None,
+    };
+    match n {
+        Some(n) if n >= min => Ok(Some(n)),
+        _ => Err(ApiError::new(
+            ErrorKind::InvalidRequest,
+            format!("`{field}` must be a whole number of at least {min}"),
+        )),
+    }
+}
+
 /// What routing needs from an OpenAI request body.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Peeked {
@@ -82,11 +111,14 @@ pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
             ))
         }
     };
-    let max_tokens = p
-        .max_completion_tokens
-        .as_ref()
-        .and_then(serde_json::Value::as_u64)
-        .or_else(|| p.max_tokens.as_ref().and_then(serde_json::Value::as_u64));
+    // Read as the limits reserve them: a value of another type (`"50000"`,
+    // `-1`, `1.5`) is refused rather than read as absent, which would
+    // reserve the default and let a burst of large asks past a token limit
+    // (servers that coerce `"50000"` to 50000 exist). Whole numbers written
+    // as floats (`5e4`, `50000.0`) are read as such.
+    let max_completion_tokens =
+        whole(p.max_completion_tokens.as_ref(), "max_completion_tokens", 0)?;
+    let max_tokens = max_completion_tokens.or(whole(p.max_tokens.as_ref(), "max_tokens", 0)?);
     // Refused whatever the cache holds or the limits need (OpenAI does too).
     let stream = p.stream.unwrap_or(false);
     if stream
@@ -95,11 +127,7 @@ pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
     {
         return Err(bad_stream_options());
     }
-    let choices =
-        p.n.as_ref()
-            .and_then(serde_json::Value::as_u64)
-            .filter(|&n| n >= 1)
-            .unwrap_or(1);
+    let choices = whole(p.n.as_ref(), "n", 1)?.unwrap_or(1);
     Ok(Peeked {
         model,
         stream,
@@ -396,6 +424,11 @@ async fn read_body(
     }
 }
 
+/// What a body reserves before its first byte: all of a body declared at
+/// most this long, else this much, then twice what it holds each time it
+/// outgrows its reservation.
+const FIRST_STEP: usize = 64 << 10;
+
 async fn read_body_within(
     session: &mut Session,
     limit: usize,
@@ -410,8 +443,24 @@ async fn read_body_within(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
-    // A declared length is reserved whole, before anything is read.
-    reservation.grow_to(declared.unwrap_or(0)).await?;
+    // Bytes are reserved as they arrive, never ahead of them by more than
+    // what came already (or `FIRST_STEP`): a declared length reserved whole
+    // up front let a few clients that declare 32 MiB and then send a byte
+    // a minute hold the whole budget. A body that can never fit is refused
+    // before it is read; one declared small enough is reserved in one step.
+    if let Some(d) = declared {
+        reservation.fits(d)?;
+    }
+    // Where the doubling stops: the declared length, else the route's limit
+    // or the whole budget (a chunked body is refused as too large only once
+    // it is).
+    // A request with neither length nor chunks has no body: nothing.
+    let end = if session.is_body_empty() {
+        0
+    } else {
+        declared.unwrap_or(limit.min(reservation.budget()))
+    };
+    reservation.grow_to(end.min(FIRST_STEP)).await?;
     // A client that sent `Expect: 100-continue` (curl does for bodies over
     // 1 KiB) waits for this before sending the body.
     let expects_continue = session
@@ -427,7 +476,7 @@ async fn read_body_within(
             )
         })?;
     }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut buf = BytesMut::with_capacity(reservation.bytes());
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
@@ -435,11 +484,22 @@ async fn read_body_within(
                 if total > limit {
                     return Err(too_large(limit));
                 }
-                // Chunked bodies reserve as they come (no-op for a declared length).
-                reservation.grow_to(total).await?;
+                if total > reservation.bytes() {
+                    // Doubling: a large body reserves (and grows its
+                    // buffer) a logarithmic number of times.
+                    let next = total
+                        .max(reservation.bytes().saturating_mul(2))
+                        .min(end.max(total));
+                    reservation.grow_to(next).await?;
+                    buf.reserve(next - buf.len());
+                }
                 buf.extend_from_slice(&chunk);
             }
-            Ok(None) => return Ok(buf.freeze()),
+            Ok(None) => {
+                // A chunked body may hold up to twice what it came to.
+                reservation.shrink_to(buf.len());
+                return Ok(buf.freeze());
+            }
             Err(e) if e.etype() == &pingora_error::ErrorType::ReadTimedout => {
                 return Err(ApiError::new(
                     ErrorKind::RequestTimeout,
@@ -509,8 +569,16 @@ mod tests {
         );
         let n = |b: &[u8]| peek(b).unwrap().choices;
         assert_eq!(n(br#"{"model":"m","n":3}"#), 3);
-        assert_eq!(n(br#"{"model":"m","n":0}"#), 1);
-        assert_eq!(n(br#"{"model":"m","n":"2"}"#), 1);
+        assert_eq!(n(br#"{"model":"m","n":null}"#), 1);
+        let refused = |b: &[u8]| peek(b).unwrap_err().kind;
+        assert_eq!(
+            refused(br#"{"model":"m","n":0}"#),
+            ErrorKind::InvalidRequest
+        );
+        assert_eq!(
+            refused(br#"{"model":"m","n":"2"}"#),
+            ErrorKind::InvalidRequest
+        );
         assert!(!peek(br#"{"model":"m"}"#).unwrap().stream);
         let p = |b: &[u8]| peek(b).unwrap().max_tokens;
         assert_eq!(p(br#"{"model":"m","max_tokens":100}"#), Some(100));
@@ -518,8 +586,38 @@ mod tests {
             p(br#"{"model":"m","max_tokens":100,"max_completion_tokens":7}"#),
             Some(7)
         );
-        assert_eq!(p(br#"{"model":"m","max_tokens":-1}"#), None);
-        assert_eq!(p(br#"{"model":"m","max_tokens":"9"}"#), None);
+        assert_eq!(p(br#"{"model":"m","max_tokens":5e4}"#), Some(50000));
+        assert_eq!(p(br#"{"model":"m","max_tokens":50000.0}"#), Some(50000));
+        assert_eq!(p(br#"{"model":"m","max_tokens":null}"#), None);
+        assert_eq!(
+            p(br#"{"model":"m","max_tokens":18446744073709551616}"#),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            p(br#"{"model":"m","max_completion_tokens":1e300}"#),
+            Some(u64::MAX)
+        );
+        // Read as absent, these reserved only the default: refused.
+        for b in [
+            &br#"{"model":"m","max_tokens":-1}"#[..],
+            br#"{"model":"m","max_tokens":"9"}"#,
+            br#"{"model":"m","max_tokens":1.5}"#,
+            br#"{"model":"m","max_tokens":[9]}"#,
+            br#"{"model":"m","max_tokens":9,"max_completion_tokens":"9"}"#,
+        ] {
+            let e = peek(b).unwrap_err();
+            assert_eq!(
+                e.kind,
+                ErrorKind::InvalidRequest,
+                "{}",
+                String::from_utf8_lossy(b)
+            );
+            assert!(
+                e.message.contains("must be a whole number"),
+                "{}",
+                e.message
+            );
+        }
         assert_eq!(peek(b"{").unwrap_err().kind, ErrorKind::InvalidJson);
         assert_eq!(peek(b"[]").unwrap_err().kind, ErrorKind::InvalidJson);
         assert_eq!(

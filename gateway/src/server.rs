@@ -29,13 +29,18 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
         .tls
         .as_ref()
         .map(|t| ("server.tls.listen", t.listen));
-    for (what, addr) in [
+    let listeners: Vec<_> = [
         ("listen", config.listen),
         ("admin.listen", config.admin.listen),
     ]
     .into_iter()
     .chain(tls_listen)
-    {
+    .collect();
+    // Again after the command line's overrides (`--listen`, `--admin-listen`).
+    if let Some((what, message)) = skygate_config::listener_clash(&listeners) {
+        return Err(format!("{what}: {message}"));
+    }
+    for &(what, addr) in &listeners {
         std::net::TcpListener::bind(addr)
             .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))?;
     }

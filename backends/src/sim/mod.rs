@@ -71,16 +71,16 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 0)]
     pub token_delay_ms: u64,
     /// Probability of a 500.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
     pub error_rate: f64,
     /// Probability of never answering.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
     pub hang_rate: f64,
     /// Probability of cutting a stream halfway.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
     pub cut_rate: f64,
     /// Probability of a 429 with `retry-after: --retry-after-s`.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
     pub throttle_rate: f64,
     /// Seconds in the `retry-after` of --throttle-rate 429s.
     #[arg(long, default_value_t = 1)]
@@ -618,6 +618,13 @@ impl Sim {
                     }
                 }
                 match serde_json::from_value::<SimSettings>(merged) {
+                    Ok(s) if s.bad_probability().is_some() => (
+                        400,
+                        json!({"error": format!(
+                            "`{}` is a probability: between 0 and 1",
+                            s.bad_probability().unwrap_or_default()
+                        )}),
+                    ),
                     Ok(s) => {
                         *lock(&self.settings) = s.clone();
                         (200, json!(s))
@@ -798,4 +805,37 @@ pub fn run_cli(args: &SimArgs) -> std::io::Result<()> {
         }
         Ok(())
     })
+}
+
+/// A command-line probability: a number between 0 and 1.
+fn probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!(
+            "`{s}` is not a probability: use a number between 0 and 1"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probabilities_are_between_0_and_1() {
+        let sim = Sim::new("s", SimSettings::default());
+        let (status, body) = sim.control("POST", "config", br#"{"error_rate":5}"#);
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"]
+            .as_str()
+            .unwrap()
+            .contains("`error_rate` is a probability"));
+        assert_eq!(lock(&sim.settings).error_rate, 0.0, "unchanged");
+        let (status, _) = sim.control("POST", "config", br#"{"cut_rate":0.5}"#);
+        assert_eq!(status, 200);
+        assert!(probability("2").is_err());
+        assert!(probability("-0.1").is_err());
+        assert!(probability("NaN").is_err());
+        assert_eq!(probability("0.25"), Ok(0.25));
+    }
 }

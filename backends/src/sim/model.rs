@@ -74,6 +74,21 @@ pub const SIM_OPENWHISK_KEY: &str = "sim-uuid:sim-platform-key";
 pub const SIM_ACCESS_KEY_ID: &str = "AKIDSKYGATESIM";
 pub const SIM_SECRET_ACCESS_KEY: &str = "skygate-sim-secret-access-key";
 
+impl SimSettings {
+    /// The first of the probabilities that is not between 0 and 1.
+    pub fn bad_probability(&self) -> Option<&'static str> {
+        [
+            ("error_rate", self.error_rate),
+            ("hang_rate", self.hang_rate),
+            ("cut_rate", self.cut_rate),
+            ("throttle_rate", self.throttle_rate),
+        ]
+        .into_iter()
+        .find(|(_, p)| !(0.0..=1.0).contains(p))
+        .map(|(name, _)| name)
+    }
+}
+
 impl Default for SimSettings {
     fn default() -> Self {
         Self {

@@ -71,7 +71,13 @@ pub fn load_str_in(
             c.warnings = cx.warnings;
             Ok(c)
         }
-        _ => Err(ConfigErrors(cx.errors)),
+        _ => {
+            // In the file's order (the YAML pass and the checks after it
+            // find them in another); stable, so one line's keep theirs.
+            let mut errors = cx.errors;
+            errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            Err(ConfigErrors(errors))
+        }
     }
 }
 
@@ -84,9 +90,10 @@ pub(crate) struct Cx<'a> {
     errors: Vec<ConfigError>,
     /// What works but should not be so in production.
     warnings: Vec<ConfigError>,
-    /// Fields whose `${NAME}` could not be substituted: reported once, so
-    /// later checks of the same field stay quiet.
-    env_failed: Vec<String>,
+    /// Fields whose `${NAME}` could not be substituted, and fields taken
+    /// out of an entry for their error (`Cx::de`): reported once, so later
+    /// checks of the same field (its absence, say) stay quiet.
+    pub(crate) env_failed: Vec<String>,
 }
 
 pub(crate) fn key(k: &str) -> Seg {
@@ -146,8 +153,33 @@ impl Cx<'_> {
                 None
             }
         };
+        let server_tls_given = raw.server.as_ref().is_some_and(|s| s.tls.is_some())
+            || raw.unread.contains(&"server")
+            || self.env_failed.iter().any(|f| f == "server.tls");
         let server = self.server(raw.server.unwrap_or_default());
-        let admin = self.admin(raw.admin);
+        let admin = self.admin(raw.admin, raw.unread.contains(&"admin"));
+        // What `auth` names, read or not: a method given whose part failed
+        // (a CA file that cannot be read, say) has its error already; the
+        // routes that use it are not told it is not configured.
+        let auth_unread = raw.unread.contains(&"auth");
+        let given = raw.auth.as_ref().map(|a| {
+            (
+                !a.api_keys.is_empty(),
+                !a.jwt.is_empty(),
+                a.mtls.is_some(),
+                a.identity_token.is_some(),
+            )
+        });
+        let (keys_given, jwt_given, mtls_given, identity_given) =
+            given.unwrap_or((auth_unread, auth_unread, auth_unread, auth_unread));
+        // Or given, of a wrong type, and taken out for its error.
+        let taken = |p: &str| self.env_failed.iter().any(|f| f == p);
+        let (keys_given, jwt_given, mtls_given, identity_given) = (
+            keys_given || taken("auth.api_keys"),
+            jwt_given || taken("auth.jwt"),
+            mtls_given || taken("auth.mtls"),
+            identity_given || taken("auth.identity_token"),
+        );
         let auth = self.auth(raw.auth.unwrap_or_default());
 
         let mut backends = Vec::new();
@@ -173,7 +205,7 @@ impl Cx<'_> {
             self.err(&[key("routes")], "missing: at least one route is needed");
         }
         self.check_overlaps(&routes);
-        if auth.identity_token.is_none() {
+        if auth.identity_token.is_none() && !identity_given {
             for b in backends.iter().filter(|b| b.identity_audience.is_some()) {
                 self.err(
                     &[key("backends"), key(&b.name), key("identity")],
@@ -184,9 +216,9 @@ impl Cx<'_> {
         for r in &routes {
             for m in r.auth.iter().flatten() {
                 let configured = match m {
-                    AuthMethod::ApiKey => !auth.api_keys.is_empty(),
-                    AuthMethod::Jwt => !auth.jwt.is_empty(),
-                    AuthMethod::Mtls => auth.mtls.is_some(),
+                    AuthMethod::ApiKey => !auth.api_keys.is_empty() || keys_given,
+                    AuthMethod::Jwt => !auth.jwt.is_empty() || jwt_given,
+                    AuthMethod::Mtls => auth.mtls.is_some() || mtls_given,
                 };
                 if !configured {
                     self.err(
@@ -204,11 +236,21 @@ impl Cx<'_> {
                 }
             }
         }
-        if auth.mtls.is_some() && server.tls.is_none() {
+        if mtls_given && !auth_unread && server.tls.is_none() && !server_tls_given {
             self.err(
                 &[key("auth"), key("mtls")],
                 "client certificates need the TLS listener: add `server.tls` (listen, cert, key)",
             );
+        }
+        if let (Some(l), Some(a)) = (listen, admin.as_ref()) {
+            let mut listeners = vec![("listen", l), ("admin.listen", a.listen)];
+            if let Some(t) = &server.tls {
+                listeners.push(("server.tls.listen", t.listen));
+            }
+            if let Some((later, message)) = listener_clash(&listeners) {
+                let p: Vec<Seg> = later.split('.').map(key).collect();
+                self.err(&p, message);
+            }
         }
         let policy = raw.policy.and_then(|p| self.policy(p));
         let state = self.state(raw.state);
@@ -320,4 +362,30 @@ impl Cx<'_> {
             }
         }
     }
+}
+
+/// The first pair of listeners that cannot both have their address, as the
+/// later one's name and a message: the same port on the same address, or on
+/// an address and the unspecified one (`0.0.0.0`, `::`) beside it. Pingora
+/// keeps one socket per address string, so two listeners on the same
+/// address share one socket, and the proxy and the admin API take each
+/// other's connections at random; overlapping addresses fail to bind, and
+/// Pingora retries that for 30 s before it panics. Port 0 (any free port)
+/// clashes only on the same address (the same string: one socket).
+pub fn listener_clash(
+    listeners: &[(&'static str, std::net::SocketAddr)],
+) -> Option<(&'static str, String)> {
+    for (i, (a_name, a)) in listeners.iter().enumerate() {
+        for (b_name, b) in &listeners[i + 1..] {
+            let overlap = a.ip() == b.ip()
+                || (a.port() != 0 && (a.ip().is_unspecified() || b.ip().is_unspecified()));
+            if a.port() == b.port() && overlap {
+                return Some((
+                    b_name,
+                    format!("`{b}` takes the connections of `{a_name}: {a}`: give each listener its own port"),
+                ));
+            }
+        }
+    }
+    None
 }

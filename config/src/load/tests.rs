@@ -150,3 +150,137 @@ routes:
         "{errs}"
     );
 }
+
+#[test]
+fn listeners_that_would_share_connections_are_errors() {
+    // Pingora keeps one socket per address: the proxy and the admin API
+    // would share it; overlapping addresses fail to bind (after 30 s of
+    // Pingora's retries).
+    let base = "backends: { a: { kind: openai, url: http://a/v1 } }\nroutes: { r: { match: { path: /v1/embeddings, models: [e] }, targets: [ { backend: a } ] } }\n";
+    let y = format!("listen: 127.0.0.1:8080\nadmin: {{ listen: 127.0.0.1:8080 }}\n{base}");
+    let errs = load_str(&y, "l.yaml", &env).unwrap_err().to_string();
+    assert!(
+        errs.contains("l.yaml:2: admin.listen: `127.0.0.1:8080` takes the connections of `listen: 127.0.0.1:8080`"),
+        "{errs}"
+    );
+    let y = format!("listen: 0.0.0.0:8080\nadmin: {{ listen: 127.0.0.1:8080 }}\n{base}");
+    assert!(load_str(&y, "l.yaml", &env).is_err());
+    let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+    let clash = crate::listener_clash(&[
+        ("listen", addr("127.0.0.1:8080")),
+        ("admin.listen", addr("127.0.0.1:9090")),
+        ("server.tls.listen", addr("[::]:9090")),
+    ]);
+    assert_eq!(
+        clash,
+        Some((
+            "server.tls.listen",
+            "`[::]:9090` takes the connections of `admin.listen: 127.0.0.1:9090`: give each listener its own port".to_string()
+        ))
+    );
+    // Another port, or another address on the same port, is fine.
+    let y = format!("listen: 127.0.0.1:8080\nadmin: {{ listen: 127.0.0.2:8080 }}\n{base}");
+    assert!(load_str(&y, "l.yaml", &env).is_ok());
+    let y = format!("listen: 0.0.0.0:0\nadmin: {{ listen: 127.0.0.1:0 }}\n{base}");
+    assert!(load_str(&y, "l.yaml", &env).is_ok());
+    // Port 0 twice on one address is one socket too.
+    let y = format!("listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\n{base}");
+    assert!(load_str(&y, "l.yaml", &env).is_err());
+}
+
+/// A section that failed to read, or a part of it that did (a CA file that
+/// cannot be read), has its own error: what depends on it says nothing more.
+#[test]
+fn no_follow_on_errors_from_what_failed_already() {
+    let base = "backends: { a: { kind: openai, url: http://a/v1, identity: true } }\nroutes: { r: { match: { path: /v1/embeddings, models: [e] }, targets: [ { backend: a } ], auth: [mtls] } }\n";
+    // admin with a misspelt field; auth.mtls and auth.identity_token with
+    // files that do not exist; server.tls with files that do not exist.
+    let y = format!("listen: 127.0.0.1:1\nadmin: {{ listen: 127.0.0.1:2, tokn: abcdefghij }}\nserver: {{ tls: {{ listen: 127.0.0.1:3, cert: /nope/c.pem, key: /nope/k.pem }} }}\nauth:\n  mtls: {{ ca: [/nope/ca.pem], identity: dns }}\n  identity_token: {{ key_file: /nope/key.pem, algorithm: ES256 }}\n{base}");
+    let errs = load_str(&y, "f.yaml", &env).unwrap_err().0;
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    for e in &text {
+        assert!(!e.contains("admin: missing"), "{e}");
+        assert!(!e.contains("not configured"), "{e}");
+        assert!(!e.contains("need the TLS listener"), "{e}");
+    }
+    assert!(
+        text.iter()
+            .any(|e| e.contains("admin") && e.contains("tokn")),
+        "{text:?}"
+    );
+    // Still said when the part is not there at all.
+    let y = format!("listen: 127.0.0.1:1\nadmin: {{ listen: 127.0.0.1:2 }}\n{base}");
+    let errs = load_str(&y, "f.yaml", &env).unwrap_err().to_string();
+    assert!(
+        errs.contains("routes.r.auth: `mtls` is not configured"),
+        "{errs}"
+    );
+    assert!(
+        errs.contains("backends.a.identity: set, but `auth.identity_token`"),
+        "{errs}"
+    );
+    let errs = load_str("listen: 127.0.0.1:1\nroutes: {}\n", "f.yaml", &env)
+        .unwrap_err()
+        .to_string();
+    assert!(errs.contains("admin: missing"), "{errs}");
+}
+
+/// Every error of an entry is reported, not only its first, in the file's
+/// order; what is left of an entry after its bad fields is checked on.
+#[test]
+fn every_error_of_an_entry_is_reported() {
+    let y = r#"listen: 127.0.0.1:1
+admin: { listen: 127.0.0.1:2 }
+server:
+  threads: -2
+  grace_period: 25h
+backends:
+  a:
+    kind: openai
+    url: http://a/v1
+    timeout: 3s
+    breaker: { consecutive_failure: 3 }
+routes:
+  r:
+    match: { path: /v1/chat/completions, models: [m] }
+    targets: [ { backend: a, weigth: 3 } ]
+    max_attempts: "three"
+"#;
+    let errs = load_str(y, "t.yaml", &env).unwrap_err().0;
+    let got: Vec<(Option<usize>, &str)> = errs.iter().map(|e| (e.line, e.path.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (Some(4), "server.threads"),
+            (Some(5), "server.grace_period"),
+            (Some(10), "backends.a.timeout"),
+            (Some(11), "backends.a.breaker.consecutive_failure"),
+            (Some(15), "routes.r.targets[0].weigth"),
+            (Some(16), "routes.r.max_attempts"),
+        ],
+        "{errs:?}"
+    );
+    // A required field of the wrong type: its error, not a `missing field`
+    // of the taking out.
+    let y = "listen: 127.0.0.1:1\nadmin: { listen: 9090, token: abcdefghij }\nroutes: {}\n";
+    let errs = load_str(y, "t.yaml", &env).unwrap_err().to_string();
+    assert!(errs.contains("admin.listen: invalid type"), "{errs}");
+    assert!(!errs.contains("missing field"), "{errs}");
+    assert!(!errs.contains("admin: missing"), "{errs}");
+}
+
+/// A field taken out for its error is not then reported missing, nor are
+/// the parts that depend on it.
+#[test]
+fn a_field_of_the_wrong_type_is_one_error() {
+    let y = "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2 }\nauth:\n  mtls: [1]\nbackends:\n  a: { kind: openai, url: [x] }\nroutes:\n  r: { match: { path: /v1/embeddings, models: [e] }, targets: [ { backend: a } ], auth: [mtls] }\n";
+    let errs = load_str(y, "w.yaml", &env).unwrap_err().0;
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["auth.mtls", "backends.a.url"], "{errs:?}");
+    // A section that is not a mapping at all: its error, and nothing about
+    // what depends on it.
+    let y = "listen: 127.0.0.1:1\nadmin: [1]\nauth: [1]\nbackends:\n  a: { kind: openai, url: http://a/v1 }\nroutes:\n  r: { match: { path: /v1/embeddings, models: [e] }, targets: [ { backend: a } ], auth: [jwt] }\n";
+    let errs = load_str(y, "w.yaml", &env).unwrap_err().0;
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["admin", "auth"], "{errs:?}");
+}

@@ -38,9 +38,24 @@ impl Cx<'_> {
             let p = vec![key(&k)];
             match k.as_str() {
                 "listen" => raw.listen = self.de(v, &p),
-                "server" => raw.server = self.de(v, &p),
-                "admin" => raw.admin = self.de(v, &p),
-                "auth" => raw.auth = self.de(v, &p),
+                "server" => {
+                    raw.server = self.de(v, &p);
+                    if raw.server.is_none() {
+                        raw.unread.push("server");
+                    }
+                }
+                "admin" => {
+                    raw.admin = self.de(v, &p);
+                    if raw.admin.is_none() {
+                        raw.unread.push("admin");
+                    }
+                }
+                "auth" => {
+                    raw.auth = self.de(v, &p);
+                    if raw.auth.is_none() {
+                        raw.unread.push("auth");
+                    }
+                }
                 "policy" => raw.policy = self.de(v, &p),
                 "state" => raw.state = self.de(v, &p),
                 "cache" => raw.cache = self.de(v, &p),
@@ -105,24 +120,85 @@ impl Cx<'_> {
         out
     }
 
+    /// One entry deserialized; on errors, each is reported: after one, the
+    /// field at fault is taken out of a copy and the entry read again (at
+    /// most `MAX_ERRORS_PER_ENTRY` times), so a typo does not hide the next
+    /// one, and what is left is checked on (the config fails anyway: this
+    /// only finds more of its errors). It stops at an error it cannot take
+    /// out (a list's item, which would move the later indices; an enum's
+    /// variant; the entry itself), and at a `missing field` that it took out
+    /// itself (not the file's error).
     fn de<T: DeserializeOwned>(&mut self, v: Value, p: &[Seg]) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(v) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let mut path = p.to_vec();
-                for seg in e.path().iter() {
-                    match seg {
-                        serde_path_to_error::Segment::Seq { index } => {
-                            path.push(Seg::Index(*index))
-                        }
-                        serde_path_to_error::Segment::Map { key: k } => path.push(key(k)),
-                        serde_path_to_error::Segment::Enum { variant } => path.push(key(variant)),
-                        serde_path_to_error::Segment::Unknown => {}
+        const MAX_ERRORS_PER_ENTRY: usize = 16;
+        let mut v = v;
+        let mut removed: Vec<Vec<Seg>> = Vec::new();
+        for _ in 0..MAX_ERRORS_PER_ENTRY {
+            let e = match serde_path_to_error::deserialize::<_, T>(v.clone()) {
+                Ok(t) => return Some(t),
+                Err(e) => e,
+            };
+            let message = e.inner().to_string();
+            let mut at: Vec<Seg> = Vec::new();
+            let mut removable = true;
+            for seg in e.path().iter() {
+                match seg {
+                    serde_path_to_error::Segment::Seq { index } => at.push(Seg::Index(*index)),
+                    serde_path_to_error::Segment::Map { key: k } => at.push(key(k)),
+                    serde_path_to_error::Segment::Enum { variant } => {
+                        at.push(key(variant));
+                        removable = false;
                     }
+                    serde_path_to_error::Segment::Unknown => removable = false,
                 }
-                self.err(&path, e.inner().to_string());
-                None
             }
+            if let Some(field) = quoted_after(&message, "missing field `") {
+                if removed.contains(&path_of(&at, &[key(field)])) {
+                    return None;
+                }
+            }
+            self.err(&path_of(p, &at), message.clone());
+            // What to take out: the unknown field, else the value at fault.
+            if let Some(field) = quoted_after(&message, "unknown field `") {
+                if at.last() != Some(&key(field)) {
+                    at.push(key(field));
+                }
+            }
+            if !removable || !matches!(at.last(), Some(Seg::Key(_))) || !remove(&mut v, &at) {
+                return None;
+            }
+            self.env_failed
+                .push(crate::locate::render(&path_of(p, &at)));
+            removed.push(at);
         }
+        None
+    }
+}
+
+/// The text between `prefix` and the next backquote in `message`.
+fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = &message[message.find(prefix)? + prefix.len()..];
+    rest.split('`').next()
+}
+
+/// Takes the mapping entry at `at` out of `v`.
+fn remove(v: &mut Value, at: &[Seg]) -> bool {
+    let Some((Seg::Key(last), parents)) = at.split_last() else {
+        return false;
+    };
+    let mut node = v;
+    for seg in parents {
+        let next = match (node, seg) {
+            (Value::Mapping(m), Seg::Key(k)) => m.get_mut(k.as_str()),
+            (Value::Sequence(items), Seg::Index(i)) => items.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    match node {
+        Value::Mapping(m) => m.remove(last.as_str()).is_some(),
+        _ => false,
     }
 }

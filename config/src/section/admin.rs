@@ -14,8 +14,12 @@ pub struct RawAdmin {
 }
 
 impl Cx<'_> {
-    pub(crate) fn admin(&mut self, a: Option<RawAdmin>) -> Option<Admin> {
+    /// `unread`: the section was given, but not read (its error is out).
+    pub(crate) fn admin(&mut self, a: Option<RawAdmin>, unread: bool) -> Option<Admin> {
         let Some(a) = a else {
+            if unread {
+                return None;
+            }
             self.err(
                 &[key("admin")],
                 "missing: `admin: { listen: 127.0.0.1:9090, token: ${SKYGATE_ADMIN_TOKEN} }`",

@@ -217,9 +217,13 @@ impl Cx<'_> {
                 self.err(
                     &bp,
                     format!(
-                        "backend `{backend}` is of kind {} and cannot serve a {} route",
+                        "backend `{backend}` is of kind {} and cannot serve {} route",
                         kind.as_str(),
-                        operation.as_str()
+                        {
+                            let op = operation.as_str();
+                            let an = op.starts_with(['a', 'e', 'i', 'o', 'u']);
+                            format!("{} {op}", if an { "an" } else { "a" })
+                        }
                     ),
                 );
                 continue;

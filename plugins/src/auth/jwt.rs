@@ -179,6 +179,19 @@ impl JwtVerifier {
                 _ => "the token does not verify",
             })
         })?;
+        // jsonwebtoken checks `nbf` only when it reads as a whole number of
+        // seconds: a string, `1e20` or a negative one would pass unchecked.
+        match data.claims.get("nbf") {
+            None | Some(Value::Null) => {}
+            Some(Value::Number(n)) => match n.as_f64().filter(|f| f.is_finite()) {
+                Some(nbf) if nbf > (now.saturating_add(issuer.cfg.leeway.as_secs())) as f64 => {
+                    return Err(refuse("the token is not valid yet (nbf)"));
+                }
+                Some(_) => {}
+                None => return Err(refuse("the token's `nbf` claim is not a number")),
+            },
+            Some(_) => return Err(refuse("the token's `nbf` claim is not a number")),
+        }
         let principal = Arc::new(principal(&data.claims, issuer)?);
         let exp = data
             .claims
@@ -244,20 +257,30 @@ fn principal(claims: &Value, issuer: &Issuer) -> Result<Principal, ApiError> {
         .filter(|s| !s.is_empty())
         .ok_or_else(|| refuse(format!("the token has no `{}` claim", map.subject)))?
         .to_string();
-    let tenant = map
-        .tenant
-        .as_ref()
-        .and_then(|c| claims.get(c))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let groups = match map.groups.as_ref().and_then(|c| claims.get(c)) {
-        Some(Value::Array(a)) => a
+    // A mapped claim of another shape than documented is refused, not
+    // dropped: dropped, a tenant or group claim an IdP sends as an array
+    // (`"tenant": ["acme"]`, as some multivalued mappers do) would make the
+    // caller tenant-less or group-less, and a `forbid` written for its
+    // tenant or group would silently stop applying.
+    let odd = |claim: &str, want: &str| {
+        refuse(format!(
+            "the token's `{claim}` claim must be {want}: ask the identity provider to send it so"
+        ))
+    };
+    let tenant = match map.tenant.as_ref().map(|c| (c, claims.get(c))) {
+        None | Some((_, None | Some(Value::Null))) => None,
+        Some((_, Some(Value::String(s)))) => Some(s.clone()),
+        Some((c, Some(_))) => return Err(odd(c, "a string")),
+    };
+    let groups = match map.groups.as_ref().map(|c| (c, claims.get(c))) {
+        None | Some((_, None | Some(Value::Null))) => Vec::new(),
+        Some((_, Some(Value::String(s)))) => vec![s.clone()],
+        Some((c, Some(Value::Array(a)))) => a
             .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
-        Some(Value::String(s)) => vec![s.clone()],
-        _ => Vec::new(),
+            .map(|g| g.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| odd(c, "a string or a list of strings"))?,
+        Some((c, Some(_))) => return Err(odd(c, "a string or a list of strings")),
     };
     let mut attributes = BTreeMap::new();
     for name in &map.attributes {
@@ -268,7 +291,8 @@ fn principal(claims: &Value, issuer: &Issuer) -> Result<Principal, ApiError> {
             Some(v @ (Value::Number(_) | Value::Bool(_))) => {
                 attributes.insert(name.clone(), v.to_string());
             }
-            _ => {}
+            None | Some(Value::Null) => {}
+            Some(_) => return Err(odd(name, "a string, a number or a boolean")),
         }
     }
     Ok(Principal {

@@ -52,7 +52,23 @@ pub fn key(parts: &Parts<'_>, body: &[u8]) -> Option<(Key, Framing)> {
                 && matches!(v, Canon::Obj(o) if o.iter().any(|(k, v)| k == "include_usage" && matches!(v, Canon::Bool(true))))
         }),
     };
-    fields.retain(|(k, _)| !IGNORED.contains(&k.as_ref()));
+    // The fields the key leaves out are held to the same rule: a stream
+    // request with `include_usage` twice would otherwise be a hit here and
+    // a 400 from a backend that refuses duplicate keys.
+    let mut ignored: Vec<(Cow<'_, str>, Canon<'_>)> = Vec::new();
+    fields.retain_mut(|(k, v)| {
+        if IGNORED.contains(&k.as_ref()) {
+            ignored.push((std::mem::take(k), std::mem::replace(v, Canon::Null)));
+            false
+        } else {
+            true
+        }
+    });
+    let mut names: Vec<&str> = ignored.iter().map(|(k, _)| k.as_ref()).collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) || !ignored.iter().all(|(_, v)| unique_keys(v)) {
+        return None;
+    }
     let mut h = Hasher::new();
     h.put(b"skygate-cache-v1\0");
     h.put(parts.route.as_bytes());
@@ -243,6 +259,20 @@ fn write_object(h: &mut Hasher, mut fields: Vec<(Cow<'_, str>, Canon<'_>)>) -> b
     true
 }
 
+/// No object in `v` has a key twice (sorted, as `write_object` does: a
+/// client's object of many keys costs n log n, not n²).
+fn unique_keys(v: &Canon<'_>) -> bool {
+    match v {
+        Canon::Obj(fields) => {
+            let mut keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_ref()).collect();
+            keys.sort_unstable();
+            !keys.windows(2).any(|w| w[0] == w[1]) && fields.iter().all(|(_, v)| unique_keys(v))
+        }
+        Canon::Arr(items) => items.iter().all(unique_keys),
+        _ => true,
+    }
+}
+
 /// JSON with object keys sorted and no whitespace; `false` on a
 /// duplicate key anywhere.
 fn write_canonical(h: &mut Hasher, v: Canon<'_>) -> bool {
@@ -396,6 +426,11 @@ mod tests {
         // Integers too large for a float to tell apart are not keyed.
         assert!(key(&parts, br#"{"seed":18446744073709551617}"#).is_none());
         assert!(key(&parts, br#"{"seed":18446744073709551615}"#).is_some());
+        // Nor in the fields the key leaves out.
+        let usage_twice = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true,"include_usage":false}}"#;
+        assert!(key(&parts, usage_twice).is_none());
+        assert!(key(&parts, br#"{"model":"m","user":"a","user":"b"}"#).is_none());
+        assert!(key(&parts, br#"{"model":"m","user":"a","metadata":{"x":1}}"#).is_some());
         // The same key in two different objects is fine.
         assert!(key(&parts, br#"{"a":{"x":1},"b":{"x":1}}"#).is_some());
     }

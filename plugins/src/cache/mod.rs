@@ -68,6 +68,9 @@ pub struct Fill {
     limit: usize,
     sse: bool,
     state: FillState,
+    /// The backend's `s-maxage` (else `max-age`): the entry lives no longer
+    /// than that, nor than the route's `ttl`.
+    fresh_for: Option<std::time::Duration>,
 }
 
 /// How a Redis value that is not an answer begins: a replica leads that
@@ -208,7 +211,12 @@ enum FillState {
 
 impl Fill {
     /// The backend's response header: only a 200 of JSON or SSE, not
-    /// marked `no-store` or `private`, is kept.
+    /// marked `no-store` or `private`, nor `no-cache` on JSON (it would have
+    /// a cache ask the backend again before each use: this one never does;
+    /// on SSE it is the usual advice not to buffer the stream, which the
+    /// gateway adds itself), nor with a `max-age` or `s-maxage` of 0, is
+    /// kept. A positive `s-maxage` (for shared caches; else `max-age`)
+    /// bounds the entry's life.
     pub fn response_header(&mut self, h: &ResponseHeader) {
         let ctype = h
             .headers
@@ -217,14 +225,34 @@ impl Fill {
             .unwrap_or_default();
         self.sse = ctype.starts_with(b"text/event-stream");
         let json = ctype.starts_with(b"application/json");
-        let forbidden = h
-            .headers
-            .get_all(http::header::CACHE_CONTROL)
-            .iter()
-            .any(|v| {
-                has_directive(v.as_bytes(), "no-store") || has_directive(v.as_bytes(), "private")
-            });
-        if h.status.as_u16() != 200 || !(json || self.sse) || forbidden {
+        let (mut forbidden, mut max_age, mut s_maxage) = (false, None::<u64>, None::<u64>);
+        for v in h.headers.get_all(http::header::CACHE_CONTROL) {
+            for (name, value) in directives(v.as_bytes()) {
+                // A bad value: zero (RFC 9111 §4.2.1: treat as stale);
+                // one too large to read: 2^31 s (§1.2.2).
+                let secs = || {
+                    let v = value.unwrap_or_default();
+                    match std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                    {
+                        Some(n) => n,
+                        None if !v.is_empty() && v.iter().all(u8::is_ascii_digit) => 1 << 31,
+                        None => 0,
+                    }
+                };
+                match name.to_ascii_lowercase().as_slice() {
+                    b"no-store" | b"private" => forbidden = true,
+                    b"no-cache" if !self.sse => forbidden = true,
+                    b"max-age" => max_age = Some(max_age.map_or(secs(), |m| m.min(secs()))),
+                    b"s-maxage" => s_maxage = Some(s_maxage.map_or(secs(), |m| m.min(secs()))),
+                    _ => {}
+                }
+            }
+        }
+        let fresh = s_maxage.or(max_age);
+        self.fresh_for = fresh.map(std::time::Duration::from_secs);
+        if h.status.as_u16() != 200 || !(json || self.sse) || forbidden || fresh == Some(0) {
             self.drop_capture();
         }
     }
@@ -724,10 +752,6 @@ fn directives(v: &[u8]) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
     })
 }
 
-fn has_directive(value: &[u8], name: &str) -> bool {
-    directives(value).any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-}
-
 /// What the lookup before the rate limits learned, for the one after them.
 #[derive(Debug)]
 pub struct Lookup {
@@ -830,7 +854,7 @@ impl Plugin for Cache {
             // flight is dropped, and a waiter leads in its place.
             return;
         }
-        let (key, tenant) = (fill.key, fill.tenant.clone());
+        let (key, tenant, fresh_for) = (fill.key, fill.tenant.clone(), fill.fresh_for);
         let flight = fill.flight.take();
         let mut remote = fill.remote.take();
         // A whole answer that is not one to store (an error in a 200,
@@ -855,24 +879,23 @@ impl Plugin for Cache {
             }
         };
         let (body, tokens) = body;
+        let ttl = fresh_for.map_or(rt.conf.ttl, |f| f.min(rt.conf.ttl));
         let e = Arc::new(Entry::with_tokens(
             Bytes::from(body),
             rt.chat,
             rt.name.clone(),
             tenant.clone(),
             now_ms(),
-            rt.conf.ttl,
+            ttl,
             tokens,
         ));
         if self.l2 {
             let rkey = store::redis_key(&self.prefix, &rt.name, tenant.as_deref(), key);
             let compress_above = self.store.conf().compress_above;
             let stored = e.clone();
-            let queued = self
-                .redis
-                .put(rkey, e.body.len(), rt.conf.ttl, ctx.start, move || {
-                    stored.encode(compress_above)
-                });
+            let queued = self.redis.put(rkey, e.body.len(), ttl, ctx.start, move || {
+                stored.encode(compress_above)
+            });
             if let Some(r) = remote.as_mut() {
                 r.written = queued;
             }
@@ -1000,6 +1023,7 @@ impl Plugin for CacheFill {
             limit: rt.conf.max_entry_bytes,
             sse: false,
             state: FillState::Open,
+            fresh_for: None,
         }));
         Decision::Continue
     }
@@ -1019,7 +1043,62 @@ mod tests {
             limit,
             sse,
             state: FillState::Complete,
+            fresh_for: None,
         }
+    }
+
+    /// A backend's `Cache-Control`: what must not be reused without asking
+    /// it again is not kept; `s-maxage` (else `max-age`) bounds the life.
+    #[test]
+    fn the_backends_cache_control_is_obeyed() {
+        let seen = |cc: &[&str]| {
+            let mut h = ResponseHeader::build(200, None).unwrap();
+            h.append_header("content-type", "application/json").unwrap();
+            for v in cc {
+                h.append_header("cache-control", *v).unwrap();
+            }
+            let mut f = fill("{}", false, 1 << 20, None);
+            f.state = FillState::Open;
+            f.response_header(&h);
+            (f.state, f.fresh_for.map(|d| d.as_secs()))
+        };
+        for cc in [
+            &["no-store"][..],
+            &["private"],
+            &["No-Cache"],
+            &["max-age=0"],
+            &["public, s-maxage=0, max-age=60"],
+            &["max-age=junk"],
+            &["max-age=60", "max-age=0"],
+            &["no-cache, max-age=60"],
+        ] {
+            assert_eq!(seen(cc).0, FillState::Dropped, "{cc:?}");
+        }
+        assert_eq!(seen(&[]), (FillState::Open, None));
+        assert_eq!(seen(&["public"]), (FillState::Open, None));
+        assert_eq!(seen(&["max-age=60"]), (FillState::Open, Some(60)));
+        assert_eq!(
+            seen(&["max-age=60, s-maxage=30"]),
+            (FillState::Open, Some(30))
+        );
+        assert_eq!(
+            seen(&["s-maxage=90", "max-age=10"]),
+            (FillState::Open, Some(90))
+        );
+        assert_eq!(
+            seen(&["max-age=99999999999999999999999"]),
+            (FillState::Open, Some(1 << 31))
+        );
+        // On a stream, `no-cache` is the usual advice not to buffer it (the
+        // gateway adds it itself): kept.
+        let mut h = ResponseHeader::build(200, None).unwrap();
+        h.append_header("content-type", "text/event-stream")
+            .unwrap();
+        h.append_header("cache-control", "no-cache").unwrap();
+        let mut f = fill("", true, 1 << 20, None);
+        f.state = FillState::Open;
+        f.response_header(&h);
+        assert_eq!(f.state, FillState::Open);
     }
 
     #[test]
@@ -1233,6 +1312,9 @@ mod tests {
 
     #[test]
     fn directives() {
+        let has_directive = |v: &[u8], name: &str| {
+            super::directives(v).any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+        };
         assert!(has_directive(b"no-cache", "no-cache"));
         assert!(has_directive(b"max-age=0, No-Store", "no-store"));
         assert!(!has_directive(b"no-cache", "no-store"));

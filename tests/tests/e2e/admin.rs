@@ -532,3 +532,38 @@ fn run_flags_override_the_file_and_reload_keeps_them() {
     assert_eq!(v["needs_restart"], json!([]), "the flags still apply: {v}");
     assert_eq!(chat().status, 200);
 }
+
+/// With no `admin.token`, no token opens the admin API, and its 401 says so
+/// rather than asking for a token.
+#[test]
+fn without_an_admin_token_the_401_says_the_api_is_closed() {
+    let sim = Sim::start("s", &[]);
+    let body = format!(
+        "backends:\n  s: {{ kind: openai, url: \"{}/v1\" }}\nroutes:\n  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: s }} ] }}\n",
+        sim.url
+    );
+    let gw = Gateway::start(&body);
+    let r = gw.admin_get("/metrics", Some("wrong-token"));
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["code"], "invalid_admin_token");
+    assert!(
+        r.text().contains("send `Authorization: Bearer"),
+        "{}",
+        r.text()
+    );
+    // The file without the token, reloaded: now no token works.
+    let head = std::fs::read_to_string(&gw.config_path).unwrap();
+    let closed = head.replace(&format!(", token: {} }}", gw.admin_token), " }");
+    assert_ne!(closed, head);
+    std::fs::write(&gw.config_path, closed).unwrap();
+    assert_eq!(gw.admin("POST", "/admin/reload", "").status, 200);
+    let r = gw.admin_get("/metrics", Some(&gw.admin_token));
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["code"], "invalid_admin_token");
+    assert!(
+        r.text()
+            .contains("the admin API is closed: no `admin.token`"),
+        "{}",
+        r.text()
+    );
+}

@@ -395,31 +395,55 @@ fn the_body_budget_bounds_buffered_bodies() {
     let sim = Sim::start("s", &[]);
     let gw = gateway(&sim, ", body_budget: 1MiB, body_budget_wait: 2s");
     const KIB: usize = 1024;
+    let post = |path: &str, body: &[u8]| {
+        gw.call(
+            "POST",
+            &format!("{PREFIX}/{path}"),
+            &[("authorization", &format!("Bearer {CLIENT_KEY}"))],
+            body,
+        )
+    };
 
-    // A holds 800 KiB of the 1 MiB budget while it sends slowly.
+    // Four slow clients declare 800 KiB each and send 1 KiB: each holds
+    // 64 KiB of the budget, not what it declared (reserved whole, the
+    // first would have held 800 KiB and the others waited, and a few such
+    // clients could starve everyone's bodies).
+    let mut slow: Vec<TcpStream> = (0..4)
+        .map(|i| {
+            let mut c = connect(&gw);
+            expect_continue(&mut c, &format!("{PREFIX}/slow{i}"), 800 * KIB).unwrap();
+            c.write_all(&[b'x'; KIB]).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = post("mid", &vec![b'm'; 500 * KIB]);
+    assert_eq!(r.status, 200, "room beside the slow clients: {}", r.text());
+    slow.clear();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A holds 800 KiB of the 1 MiB budget (it sent 700 KiB of them) while
+    // it sends slowly.
     let mut a = connect(&gw);
     expect_continue(&mut a, &format!("{PREFIX}/a"), 800 * KIB).unwrap();
-    a.write_all(&vec![b'a'; 100 * KIB]).unwrap();
+    a.write_all(&vec![b'a'; 700 * KIB]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
 
-    // B declares 600 KiB: there is no room, and none comes within
-    // body_budget_wait → 503, without a 100 Continue.
+    // B declares 600 KiB: it may start, but runs out of room as its body
+    // comes, and none comes within body_budget_wait → 503.
     let declared = std::thread::spawn({
         let addr = gw.addr;
         move || {
             let mut b = TcpStream::connect(addr).unwrap();
-            expect_continue(&mut b, &format!("{PREFIX}/b"), 600 * KIB)
-                .expect_err("no 100 Continue without room for the body")
+            expect_continue(&mut b, &format!("{PREFIX}/b"), 600 * KIB).expect("64 KiB fit: go on");
+            let _ = b.write_all(&vec![b'b'; 600 * KIB]);
+            read_to_close(&mut b, Duration::from_secs(10))
         }
     });
     std::thread::sleep(Duration::from_millis(300));
     // Meanwhile a small body fits and passes.
     let start = Instant::now();
-    let small = gw.call(
-        "POST",
-        &format!("{PREFIX}/small"),
-        &[("authorization", &format!("Bearer {CLIENT_KEY}"))],
-        &[b's'; KIB],
-    );
+    let small = post("small", &[b's'; KIB]);
     assert_eq!(small.status, 200, "{}", small.text());
     assert!(
         start.elapsed() < Duration::from_millis(1500),
@@ -466,21 +490,17 @@ fn the_body_budget_bounds_buffered_bodies() {
     all[0].assert_error(503, "overloaded");
 
     // A finishes: served, and its bytes go back to the budget.
-    a.write_all(&vec![b'a'; 700 * KIB]).unwrap();
+    a.write_all(&vec![b'a'; 100 * KIB]).unwrap();
     let done = next_answer(&mut a);
     assert_eq!(done.status, 200);
     drop(a);
-    let r = gw.call(
-        "POST",
-        &format!("{PREFIX}/after"),
-        &[("authorization", &format!("Bearer {CLIENT_KEY}"))],
-        &vec![b'e'; 1000 * KIB],
-    );
+    let r = post("after", &vec![b'e'; 1000 * KIB]);
     assert_eq!(r.status, 200, "the budget is free again: {}", r.text());
     let paths = sim_paths(&sim);
     assert_eq!(
         paths,
         [
+            "/functions/anomaly/mid",
             "/functions/anomaly/small",
             "/functions/anomaly/a",
             "/functions/anomaly/after"

@@ -319,6 +319,86 @@ fn nbf_beyond_the_leeway() {
 }
 
 #[test]
+fn nbf_that_is_not_a_number() {
+    let s = setup();
+    let mut c = claims();
+    c["nbf"] = json!("x");
+    refused(
+        &s,
+        &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
+        "`nbf` claim is not a number",
+    );
+    // Far in the future as a float (jsonwebtoken skips what is not a whole
+    // number of seconds): not valid yet.
+    c["nbf"] = json!(1e20);
+    refused(
+        &s,
+        &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
+        "not valid yet",
+    );
+    // null: as absent.
+    c["nbf"] = Value::Null;
+    let r = chat_with(
+        &s.gw,
+        &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
+        "m",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// A mapped claim of an unexpected shape is a 401, never dropped: dropped,
+/// `"tenant": ["acme"]` would make the caller tenant-less and slip past a
+/// `forbid` written for its tenant.
+#[test]
+fn mapped_claims_of_another_shape_are_refused() {
+    let s = setup();
+    let cases = [
+        ("tenant", json!(["acme"]), "`tenant` claim must be a string"),
+        ("tenant", json!(7), "`tenant` claim must be a string"),
+        (
+            "groups",
+            json!({"contractors": true}),
+            "`groups` claim must be a string or a list of strings",
+        ),
+        (
+            "groups",
+            json!([["contractors"]]),
+            "`groups` claim must be a string or a list of strings",
+        ),
+        (
+            "email",
+            json!(["a@acme.test"]),
+            "`email` claim must be a string, a number or a boolean",
+        ),
+    ];
+    for (claim, value, why) in cases {
+        let mut c = claims();
+        c[claim] = value;
+        refused(
+            &s,
+            &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
+            why,
+        );
+    }
+    // Absent or null: no tenant, no groups (as before); a single group as
+    // a string: that group.
+    for (claim, value) in [
+        ("tenant", Value::Null),
+        ("groups", Value::Null),
+        ("groups", json!("contractors")),
+    ] {
+        let mut c = claims();
+        c[claim] = value;
+        let r = chat_with(
+            &s.gw,
+            &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
+            "m",
+        );
+        assert_eq!(r.status, 200, "{claim}: {}", r.text());
+    }
+}
+
+#[test]
 fn missing_exp() {
     let s = setup();
     let mut c = claims();
