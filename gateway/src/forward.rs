@@ -671,7 +671,7 @@ async fn write_response(
         let _ = header.set_reason_phrase(Some(&r));
     }
     if let Err(e) = session.write_response_header(header, false).await {
-        ctx.error = Some("client_closed");
+        ctx.error = Some(client_gone(&e));
         return (BodyEnd::ClientGone, Err(e));
     }
 
@@ -697,7 +697,7 @@ async fn write_response(
                 }
                 ctx.response_bytes += chunk.len() as u64;
                 if let Err(e) = session.write_response_body(Some(chunk), false).await {
-                    ctx.error = Some("client_closed");
+                    ctx.error = Some(client_gone(&e));
                     return (BodyEnd::ClientGone, Err(e));
                 }
             }
@@ -709,7 +709,7 @@ async fn write_response(
                 if let Some(rest) = strip.as_mut().and_then(StripUsage::finish) {
                     ctx.response_bytes += rest.len() as u64;
                     if let Err(e) = session.write_response_body(Some(rest), false).await {
-                        ctx.error = Some("client_closed");
+                        ctx.error = Some(client_gone(&e));
                         return (BodyEnd::ClientGone, Err(e));
                     }
                 }
@@ -724,7 +724,7 @@ async fn write_response(
                     }
                 }
                 if let Err(e) = session.write_response_body(None, true).await {
-                    ctx.error = Some("client_closed");
+                    ctx.error = Some(client_gone(&e));
                     return (BodyEnd::Complete, Err(e));
                 }
                 break BodyEnd::Complete;
@@ -822,5 +822,15 @@ fn upstream_error(backend: &str, e: &ApiError) {
 fn count_failed(backend: &str, code: &str) {
     if let Some(m) = crate::metrics::get() {
         m.upstream_errors.with_label_values(&[backend, code]).inc();
+    }
+}
+
+/// The access log's `error` for a failed write to the client: it stopped
+/// reading for longer than `server.timeouts.write`, or it went away.
+fn client_gone(e: &pingora_error::Error) -> &'static str {
+    if e.etype() == &pingora_error::ErrorType::WriteTimedout {
+        "client_write_timeout"
+    } else {
+        "client_closed"
     }
 }

@@ -8,6 +8,9 @@
 //! - The request's client address is the right-most address of the chain
 //!   (the peer appended) that is not a trusted proxy: what a client can
 //!   write at the left of the header never counts.
+//! - An HTTP/1.1 request without exactly one `Host`, an HTTP/1.0 one with
+//!   several (RFC 9112 §3.2), and one with two `Authorization` headers (which
+//!   one is the caller?) are refused: 400.
 
 use crate::{Decision, Plugin, RequestCtx};
 use async_trait::async_trait;
@@ -91,6 +94,9 @@ impl Plugin for Hygiene {
     }
 
     async fn on_headers(&self, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Decision {
+        if let Some(e) = ambiguous(req) {
+            return Decision::Respond(e);
+        }
         if let Some(peer) = ctx.peer {
             let (client, xff) = if self.is_trusted(peer) {
                 self.resolve(req, peer)
@@ -115,6 +121,27 @@ impl Plugin for Hygiene {
     }
 }
 
+/// A request whose headers say two things at once, or lack its host.
+fn ambiguous(req: &RequestHeader) -> Option<skygate_config::ApiError> {
+    use http::{header, Version};
+    let refuse = |m: &'static str| {
+        Some(skygate_config::ApiError::new(
+            skygate_config::ErrorKind::InvalidRequest,
+            m,
+        ))
+    };
+    if matches!(req.version, Version::HTTP_10 | Version::HTTP_11) {
+        let hosts = req.headers.get_all(header::HOST).iter().count();
+        if hosts > 1 || (hosts == 0 && req.version == Version::HTTP_11) {
+            return refuse("an HTTP/1.1 request needs exactly one `Host` header");
+        }
+    }
+    if req.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+        return refuse("send one `Authorization` header, not several");
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +153,7 @@ mod tests {
 
     async fn run(h: &Hygiene, peer: &str, xff: Option<&str>) -> (RequestHeader, RequestCtx) {
         let mut req = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        req.insert_header("host", "gw").unwrap();
         req.insert_header("x-skygate-backend", "evil").unwrap();
         req.insert_header("X-Skygate-Principal", "admin").unwrap();
         req.insert_header("x-authenticated-user", "root").unwrap();
@@ -138,6 +166,49 @@ mod tests {
         ctx.peer = Some(peer.parse().unwrap());
         h.on_headers(&mut req, &mut ctx).await;
         (req, ctx)
+    }
+
+    #[tokio::test]
+    async fn no_host_two_hosts_or_two_authorizations_are_refused() {
+        let h = hygiene(&[]);
+        let req = |version, headers: &[(&str, &str)]| {
+            let mut r = RequestHeader::build("GET", b"/v1/models", None).unwrap();
+            r.set_version(version);
+            for (k, v) in headers {
+                r.append_header(k.to_string(), *v).unwrap();
+            }
+            r
+        };
+        use http::Version;
+        for (version, headers, refused) in [
+            (Version::HTTP_11, &[][..], true),
+            (Version::HTTP_11, &[("host", "a"), ("host", "b")][..], true),
+            (
+                Version::HTTP_11,
+                &[
+                    ("host", "a"),
+                    ("authorization", "Bearer x"),
+                    ("authorization", "Bearer y"),
+                ][..],
+                true,
+            ),
+            (Version::HTTP_10, &[("host", "a"), ("host", "b")][..], true),
+            (
+                Version::HTTP_11,
+                &[("host", "a"), ("authorization", "Bearer x")][..],
+                false,
+            ),
+            (Version::HTTP_10, &[][..], false),
+            (Version::HTTP_2, &[][..], false),
+        ] {
+            let mut r = req(version, headers);
+            let d = h.on_headers(&mut r, &mut RequestCtx::new()).await;
+            assert_eq!(
+                matches!(d, Decision::Respond(ref e) if e.kind == skygate_config::ErrorKind::InvalidRequest),
+                refused,
+                "{version:?} {headers:?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -264,7 +264,10 @@ routes:
     // of the taking out.
     let y = "listen: 127.0.0.1:1\nadmin: { listen: 9090, token: abcdefghij }\nroutes: {}\n";
     let errs = load_str(y, "t.yaml", &env).unwrap_err().to_string();
-    assert!(errs.contains("admin.listen: invalid type"), "{errs}");
+    assert!(
+        errs.contains("admin.listen: invalid type: integer `9090`, expected a string"),
+        "{errs}"
+    );
     assert!(!errs.contains("missing field"), "{errs}");
     assert!(!errs.contains("admin: missing"), "{errs}");
 }
@@ -283,4 +286,20 @@ fn a_field_of_the_wrong_type_is_one_error() {
     let errs = load_str(y, "w.yaml", &env).unwrap_err().0;
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["admin", "auth"], "{errs:?}");
+}
+
+/// serde's messages in the file's terms, not Rust's.
+#[test]
+fn type_errors_speak_yaml() {
+    let y = "listen: 127.0.0.1:1\nadmin: [1]\nserver: { threads: -2 }\nbackends:\n  a: { kind: openai, url: http://a/v1, identity: 7 }\nroutes:\n  r: { match: { path: /v1/embeddings, models: [e] }, targets: [ { backend: a } ], retries: { max_attempts: three } }\n";
+    let errs = load_str(y, "m.yaml", &env).unwrap_err().to_string();
+    for want in [
+        "admin: invalid type: sequence, expected a mapping (`key: value`)",
+        "server.threads: invalid value: integer `-2`, expected a whole number of 0 or more",
+        "backends.a.identity: not one of the forms this field takes (see config/README.md)",
+    ] {
+        assert!(errs.contains(want), "{want}\n{errs}");
+    }
+    assert!(!errs.contains("Raw"), "{errs}");
+    assert!(!errs.contains("usize"), "{errs}");
 }

@@ -137,7 +137,7 @@ impl Cx<'_> {
                 Ok(t) => return Some(t),
                 Err(e) => e,
             };
-            let message = e.inner().to_string();
+            let message = plain(&e.inner().to_string());
             let mut at: Vec<Seg> = Vec::new();
             let mut removable = true;
             for seg in e.path().iter() {
@@ -172,6 +172,44 @@ impl Cx<'_> {
         }
         None
     }
+}
+
+/// serde's message in the file's terms, not Rust's: `expected usize` is
+/// `expected a whole number of 0 or more`, `expected struct RawAdmin` is
+/// `expected a mapping`.
+fn plain(message: &str) -> String {
+    let mut m = message.to_string();
+    for (rust, yaml) in [
+        ("expected usize", "expected a whole number of 0 or more"),
+        ("expected u64", "expected a whole number of 0 or more"),
+        ("expected u32", "expected a whole number of 0 or more"),
+        ("expected u16", "expected a whole number of 0 or more"),
+        ("expected u8", "expected a whole number of 0 or more"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected a sequence", "expected a list"),
+    ] {
+        if let Some(rest) = m.strip_suffix(rust) {
+            m = format!("{rest}{yaml}");
+        }
+    }
+    for (rust, yaml) in [
+        ("expected struct ", "expected a mapping (`key: value`)"),
+        (
+            "data did not match any variant of untagged enum ",
+            "not one of the forms this field takes (see config/README.md)",
+        ),
+    ] {
+        if let Some(at) = m.find(rust) {
+            let name_end = m[at + rust.len()..]
+                .find(|c: char| !c.is_alphanumeric() && c != '_')
+                .map_or(m.len(), |i| at + rust.len() + i);
+            m.replace_range(at..name_end, yaml);
+        }
+    }
+    m
 }
 
 /// The text between `prefix` and the next backquote in `message`.

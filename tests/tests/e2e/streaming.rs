@@ -124,6 +124,40 @@ fn total_timeout_caps_a_slow_stream() {
     );
 }
 
+/// A client that stops reading is cut off after `server.timeouts.write`,
+/// and the access log says why.
+#[test]
+fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
+    use std::io::Write;
+    // More events than the socket buffers between gateway and client hold.
+    let sim = Sim::start("s", &["--tokens", "400000"]);
+    let gw = Gateway::start(&format!(
+        "server: {{ threads: 2, grace_period: 5s, timeouts: {{ write: 1s }} }}\n{}",
+        one_backend(&sim.url, "timeouts: { idle: 30s, total: 60s }")
+    ));
+    let body = stream_request(false).to_string();
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // Never read.
+    let start = std::time::Instant::now();
+    let line = loop {
+        if let Some(l) = gw.access_log(1).into_iter().find(|l| l["stream"] == true) {
+            break l;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no access-log line"
+        );
+    };
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["error"], "client_write_timeout");
+    drop(s);
+}
+
 #[test]
 fn client_gone_mid_stream_is_logged() {
     use std::io::{Read, Write};
