@@ -124,17 +124,9 @@ fn total_timeout_caps_a_slow_stream() {
     );
 }
 
-/// A client that stops reading is cut off after `server.timeouts.write`,
-/// and the access log says why.
-#[test]
-fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
+/// A raw connection that has sent a stream request.
+fn stream_over_raw_socket(gw: &Gateway) -> std::net::TcpStream {
     use std::io::Write;
-    // More events than the socket buffers between gateway and client hold.
-    let sim = Sim::start("s", &["--tokens", "400000"]);
-    let gw = Gateway::start(&format!(
-        "server: {{ threads: 2, grace_period: 5s, timeouts: {{ write: 1s }} }}\n{}",
-        one_backend(&sim.url, "timeouts: { idle: 30s, total: 60s }")
-    ));
     let body = stream_request(false).to_string();
     let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
     let head = format!(
@@ -142,17 +134,32 @@ fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();
-    // Never read.
+    s
+}
+
+/// The stream's access-log line, within `within`.
+fn stream_line(gw: &Gateway, within: Duration) -> serde_json::Value {
     let start = std::time::Instant::now();
-    let line = loop {
+    loop {
         if let Some(l) = gw.access_log(1).into_iter().find(|l| l["stream"] == true) {
-            break l;
+            return l;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no access-log line"
-        );
-    };
+        assert!(start.elapsed() < within, "no access-log line");
+    }
+}
+
+/// A client that stops reading is cut off after `server.timeouts.write`,
+/// and the access log says why.
+#[test]
+fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
+    // More events than the socket buffers between gateway and client hold.
+    let sim = Sim::start("s", &["--tokens", "400000"]);
+    let gw = Gateway::start(&format!(
+        "server: {{ threads: 2, grace_period: 5s, timeouts: {{ write: 1s }} }}\n{}",
+        one_backend(&sim.url, "timeouts: { idle: 30s, total: 60s }")
+    ));
+    let s = stream_over_raw_socket(&gw); // never read
+    let line = stream_line(&gw, Duration::from_secs(30));
     assert_eq!(line["status"], 200);
     assert_eq!(line["error"], "client_write_timeout");
     drop(s);
@@ -160,16 +167,10 @@ fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
 
 #[test]
 fn client_gone_mid_stream_is_logged() {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let sim = Sim::start("s", &["--tokens", "40", "--token-delay-ms", "50"]);
     let gw = gateway(&sim, "idle: 5s");
-    let body = stream_request(false).to_string();
-    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
-    let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
+    let mut s = stream_over_raw_socket(&gw);
     let mut buf = [0u8; 4096];
     let mut seen = Vec::new();
     while !String::from_utf8_lossy(&seen).contains("serverless") {
@@ -179,15 +180,7 @@ fn client_gone_mid_stream_is_logged() {
     }
     drop(s);
     let start = std::time::Instant::now();
-    let line = loop {
-        if let Some(l) = gw.access_log(1).into_iter().find(|l| l["stream"] == true) {
-            break l;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "no access-log line"
-        );
-    };
+    let line = stream_line(&gw, Duration::from_secs(5));
     assert_eq!(line["status"], 200);
     assert_eq!(line["error"], "client_closed");
     assert!(
