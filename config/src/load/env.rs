@@ -20,7 +20,7 @@ impl Cx<'_> {
                 Ok(expanded) => *s = expanded,
                 Err(msg) => {
                     self.err(path, msg);
-                    self.env_failed.push(render(path));
+                    self.quiet.push(render(path));
                 }
             },
             Value::Sequence(items) => {

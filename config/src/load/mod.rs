@@ -62,7 +62,7 @@ pub fn load_str_in(
         base,
         errors: Vec::new(),
         warnings: Vec::new(),
-        env_failed: Vec::new(),
+        quiet: Vec::new(),
     };
     let raw = cx.parse(env);
     let config = raw.and_then(|raw| cx.validate(raw));
@@ -93,7 +93,7 @@ pub(crate) struct Cx<'a> {
     /// Fields whose `${NAME}` could not be substituted, and fields taken
     /// out of an entry for their error (`Cx::de`): reported once, so later
     /// checks of the same field (its absence, say) stay quiet.
-    pub(crate) env_failed: Vec<String>,
+    pub(crate) quiet: Vec<String>,
 }
 
 pub(crate) fn key(k: &str) -> Seg {
@@ -107,7 +107,8 @@ pub(crate) fn path_of(base: &[Seg], more: &[Seg]) -> Vec<Seg> {
 }
 
 impl Cx<'_> {
-    /// Records an error at `path` (unless that field's `${NAME}` already failed).
+    /// Records an error at `path`, unless that field was reported already (its
+    /// `${NAME}` failed, or it was taken out of its entry for its error).
     pub(crate) fn err(&mut self, path: &[Seg], message: impl Into<String>) {
         let rendered = render(path);
         let under = |failed: &String| {
@@ -116,7 +117,7 @@ impl Cx<'_> {
                     .strip_prefix(failed.as_str())
                     .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
         };
-        if self.env_failed.iter().any(under) {
+        if self.quiet.iter().any(under) {
             return;
         }
         self.errors.push(ConfigError {
@@ -155,7 +156,7 @@ impl Cx<'_> {
         };
         let server_tls_given = raw.server.as_ref().is_some_and(|s| s.tls.is_some())
             || raw.unread.contains(&"server")
-            || self.env_failed.iter().any(|f| f == "server.tls");
+            || self.quiet.iter().any(|f| f == "server.tls");
         let server = self.server(raw.server.unwrap_or_default());
         let admin = self.admin(raw.admin, raw.unread.contains(&"admin"));
         // What `auth` names, read or not: a method given whose part failed
@@ -173,7 +174,7 @@ impl Cx<'_> {
         let (keys_given, jwt_given, mtls_given, identity_given) =
             given.unwrap_or((auth_unread, auth_unread, auth_unread, auth_unread));
         // Or given, of a wrong type, and taken out for its error.
-        let taken = |p: &str| self.env_failed.iter().any(|f| f == p);
+        let taken = |p: &str| self.quiet.iter().any(|f| f == p);
         let (keys_given, jwt_given, mtls_given, identity_given) = (
             keys_given || taken("auth.api_keys"),
             jwt_given || taken("auth.jwt"),

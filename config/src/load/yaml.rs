@@ -166,8 +166,7 @@ impl Cx<'_> {
             if !removable || !matches!(at.last(), Some(Seg::Key(_))) || !remove(&mut v, &at) {
                 return None;
             }
-            self.env_failed
-                .push(crate::locate::render(&path_of(p, &at)));
+            self.quiet.push(crate::locate::render(&path_of(p, &at)));
             removed.push(at);
         }
         None

@@ -118,6 +118,11 @@ fn chat_with(gw: &Gateway, token: &str, model: &str) -> Resp {
     )
 }
 
+/// `claims` signed RS256 by test-a, the setup's usual key.
+fn signed(s: &Setup, claims: &Value) -> String {
+    sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, claims)
+}
+
 fn refused(s: &Setup, token: &str, why: &str) {
     let r = chat_with(&s.gw, token, "m");
     r.assert_error(401, "invalid_api_key");
@@ -150,15 +155,7 @@ fn valid_tokens_name_the_principal() {
     // `aud` may be a list naming us among others.
     let mut c = claims();
     c["aud"] = json!(["other", "skygate"]);
-    assert_eq!(
-        chat_with(
-            &s.gw,
-            &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
-            "m"
-        )
-        .status,
-        200
-    );
+    assert_eq!(chat_with(&s.gw, &signed(&s, &c), "m").status, 200);
     // A route for tokens only refuses API keys, and takes tokens.
     let key_on_jwt_route = s.gw.post(
         "/v1/chat/completions",
@@ -288,11 +285,7 @@ fn expired() {
     let s = setup();
     let mut c = claims();
     c["exp"] = json!(now() - 60);
-    refused(
-        &s,
-        &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
-        "expired",
-    );
+    refused(&s, &signed(&s, &c), "expired");
 }
 
 #[test]
@@ -300,22 +293,10 @@ fn nbf_beyond_the_leeway() {
     let s = setup();
     let mut c = claims();
     c["nbf"] = json!(now() + 120);
-    refused(
-        &s,
-        &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
-        "not valid yet",
-    );
+    refused(&s, &signed(&s, &c), "not valid yet");
     // Within the leeway (5 s): accepted.
     c["nbf"] = json!(now() + 2);
-    assert_eq!(
-        chat_with(
-            &s.gw,
-            &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
-            "m"
-        )
-        .status,
-        200
-    );
+    assert_eq!(chat_with(&s.gw, &signed(&s, &c), "m").status, 200);
 }
 
 #[test]
@@ -323,26 +304,14 @@ fn nbf_that_is_not_a_number() {
     let s = setup();
     let mut c = claims();
     c["nbf"] = json!("x");
-    refused(
-        &s,
-        &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
-        "`nbf` claim is not a number",
-    );
+    refused(&s, &signed(&s, &c), "`nbf` claim is not a number");
     // Far in the future as a float (jsonwebtoken skips what is not a whole
     // number of seconds): not valid yet.
     c["nbf"] = json!(1e20);
-    refused(
-        &s,
-        &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
-        "not valid yet",
-    );
+    refused(&s, &signed(&s, &c), "not valid yet");
     // null: as absent.
     c["nbf"] = Value::Null;
-    let r = chat_with(
-        &s.gw,
-        &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
-        "m",
-    );
+    let r = chat_with(&s.gw, &signed(&s, &c), "m");
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -374,11 +343,7 @@ fn mapped_claims_of_another_shape_are_refused() {
     for (claim, value, why) in cases {
         let mut c = claims();
         c[claim] = value;
-        refused(
-            &s,
-            &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
-            why,
-        );
+        refused(&s, &signed(&s, &c), why);
     }
     // Absent or null: no tenant, no groups (as before); a single group as
     // a string: that group.
@@ -389,11 +354,7 @@ fn mapped_claims_of_another_shape_are_refused() {
     ] {
         let mut c = claims();
         c[claim] = value;
-        let r = chat_with(
-            &s.gw,
-            &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
-            "m",
-        );
+        let r = chat_with(&s.gw, &signed(&s, &c), "m");
         assert_eq!(r.status, 200, "{claim}: {}", r.text());
     }
 }
@@ -403,11 +364,7 @@ fn missing_exp() {
     let s = setup();
     let mut c = claims();
     c.as_object_mut().unwrap().remove("exp");
-    refused(
-        &s,
-        &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
-        "lacks a required claim",
-    );
+    refused(&s, &signed(&s, &c), "lacks a required claim");
 }
 
 #[test]
@@ -415,11 +372,7 @@ fn wrong_issuer() {
     let s = setup();
     let mut c = claims();
     c["iss"] = json!("https://evil.test");
-    refused(
-        &s,
-        &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
-        "issuer is not trusted",
-    );
+    refused(&s, &signed(&s, &c), "issuer is not trusted");
 }
 
 #[test]
@@ -427,23 +380,11 @@ fn wrong_audience_and_a_list_without_us() {
     let s = setup();
     let mut c = claims();
     c["aud"] = json!("someone-else");
-    refused(
-        &s,
-        &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
-        "not for this audience",
-    );
+    refused(&s, &signed(&s, &c), "not for this audience");
     c["aud"] = json!(["a", "b"]);
-    refused(
-        &s,
-        &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
-        "not for this audience",
-    );
+    refused(&s, &signed(&s, &c), "not for this audience");
     c.as_object_mut().unwrap().remove("aud");
-    refused(
-        &s,
-        &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
-        "lacks a required claim",
-    );
+    refused(&s, &signed(&s, &c), "lacks a required claim");
 }
 
 #[test]
@@ -451,11 +392,7 @@ fn oversized_token() {
     let s = setup();
     let mut c = claims();
     c["padding"] = json!("x".repeat(4096));
-    refused(
-        &s,
-        &sign(Algorithm::RS256, Some("test-a"), &s.rsa_a, &c),
-        "too large",
-    );
+    refused(&s, &signed(&s, &c), "too large");
 }
 
 /// A JWKS endpoint in this process: serves whatever `keys` holds, counts hits.
