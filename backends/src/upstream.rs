@@ -316,6 +316,17 @@ impl Upstream {
                         "too many interim (1xx) answers",
                     ));
                 }
+                // HTTP's status codes end at 599 (RFC 9110 §15); the parser
+                // takes any three digits, and a client may choke on 999.
+                if session
+                    .response_header()
+                    .is_some_and(|h| h.status.as_u16() > 599)
+                {
+                    return Err(Error::explain(
+                        ErrorType::InvalidHTTPHeader,
+                        "a status beyond 599, which HTTP does not define",
+                    ));
+                }
                 Ok::<(), Box<pingora_error::Error>>(())
             };
             match pingora_timeout::timeout(first_byte, exchange).await {

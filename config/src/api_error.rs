@@ -52,6 +52,9 @@ pub enum ErrorKind {
     RequestTimeout,
     /// `Cache-Control: only-if-cached` and no cached answer (RFC 9111: 504).
     NotCached,
+    /// A request framed in a way the gateway does not take: a transfer
+    /// coding other than `chunked` (RFC 9112 §6.1: 501).
+    NotImplemented,
     Internal,
 }
 
@@ -72,6 +75,7 @@ impl ErrorKind {
             Self::Unavailable | Self::Overloaded | Self::LimitsUnavailable => 503,
             Self::UpstreamTimeout | Self::NotCached => 504,
             Self::Internal => 500,
+            Self::NotImplemented => 501,
         }
     }
 
@@ -87,7 +91,8 @@ impl ErrorKind {
             | Self::MethodNotAllowed
             | Self::BodyTooLarge
             | Self::RequestTimeout
-            | Self::NotCached => "invalid_request_error",
+            | Self::NotCached
+            | Self::NotImplemented => "invalid_request_error",
             Self::Unauthenticated | Self::InvalidAdminToken => "authentication_error",
             Self::Forbidden => "permission_error",
             // As OpenAI says which limit was hit.
@@ -124,6 +129,7 @@ impl ErrorKind {
             Self::Overloaded => "overloaded",
             Self::RequestTimeout => "request_timeout",
             Self::NotCached => "not_cached",
+            Self::NotImplemented => "not_implemented",
             Self::Internal => "internal_error",
         }
     }

@@ -609,6 +609,9 @@ enum BodyEnd {
     /// partial answer for a whole one.
     UpstreamFailed,
     ClientGone,
+    /// The drain's grace period ran out mid-body (`State::cutoff`): not
+    /// the backend's failure.
+    Cut,
 }
 
 const X_SKYGATE_BACKEND: http::HeaderName = http::HeaderName::from_static("x-skygate-backend");
@@ -700,6 +703,9 @@ async fn write_response(
                     ctx.error = Some(client_gone(&e));
                     return (BodyEnd::ClientGone, Err(e));
                 }
+                if state.cutoff.load(std::sync::atomic::Ordering::Relaxed) {
+                    return cut_short(session, ctx, sse).await;
+                }
             }
             Ok(None) => {
                 note_cold_start(b, ctx, resp);
@@ -768,6 +774,33 @@ async fn write_response(
     (end, Ok(()))
 }
 
+/// The drain's grace period is over and this body is still coming: a
+/// stream ends with an error event (a client can tell it from a whole
+/// answer and ask again), any other body is cut (the connection closes).
+/// Either way the request ends here, so it is logged before the exit.
+async fn cut_short(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    sse: bool,
+) -> (BodyEnd, pingora_error::Result<()>) {
+    ctx.error = Some("shutdown");
+    if !sse {
+        let e = pingora_error::Error::explain(
+            pingora_error::ErrorType::ConnectionClosed,
+            "the gateway is shutting down",
+        );
+        return (BodyEnd::Cut, Err(e));
+    }
+    let event = ApiError::new(
+        ErrorKind::Unavailable,
+        "the gateway is shutting down and its grace period is over: ask again",
+    )
+    .sse_event();
+    ctx.response_bytes += event.len() as u64;
+    let written = session.write_response_body(Some(event), true).await;
+    (BodyEnd::Cut, written)
+}
+
 /// Whether the backend's platform says when an answer cold-started (Lambda
 /// with its log tail), so no report means warm.
 fn reports_cold_starts(b: &BackendRt) -> bool {
@@ -790,23 +823,35 @@ fn note_cold_start(b: &BackendRt, ctx: &mut RequestCtx, resp: &UpstreamResponse)
 /// backend's, or a close-delimited HTTP/1 one) goes to an HTTP/1.1 client
 /// chunked: a body cut mid-way then lacks its last chunk, and the client
 /// sees the cut instead of taking what came for the whole answer.
+///
+/// A 204 goes without `content-length` or `transfer-encoding`, whatever
+/// the backend said (RFC 9110 §8.6, RFC 9112 §6.1: it has no body, and a
+/// client that trusts a length on it would wait for bytes that never come).
 fn frame_for_client(header: &mut http::response::Parts, session: &Session) {
+    let req = session.req_header();
+    frame(header, &req.method, req.version);
+}
+
+fn frame(header: &mut http::response::Parts, method: &http::Method, version: http::Version) {
+    use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    if header.status == http::StatusCode::NO_CONTENT {
+        header.headers.remove(CONTENT_LENGTH);
+        header.headers.remove(TRANSFER_ENCODING);
+        return;
+    }
     // The common case (a length or chunks) returns at the first lookup.
-    if header.headers.contains_key(http::header::CONTENT_LENGTH)
-        || header.headers.contains_key(http::header::TRANSFER_ENCODING)
+    if header.headers.contains_key(CONTENT_LENGTH) || header.headers.contains_key(TRANSFER_ENCODING)
     {
         return;
     }
-    let req = session.req_header();
     let no_body =
-        matches!(header.status.as_u16(), 100..=199 | 204 | 304) || req.method == http::Method::HEAD;
-    if no_body || req.version != http::Version::HTTP_11 {
+        matches!(header.status.as_u16(), 100..=199 | 304) || *method == http::Method::HEAD;
+    if no_body || version != http::Version::HTTP_11 {
         return;
     }
-    header.headers.insert(
-        http::header::TRANSFER_ENCODING,
-        http::HeaderValue::from_static("chunked"),
-    );
+    header
+        .headers
+        .insert(TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
 }
 
 /// Counts a failed attempt. The access log (written off the request path)
@@ -832,5 +877,70 @@ fn client_gone(e: &pingora_error::Error) -> &'static str {
         "client_write_timeout"
     } else {
         "client_closed"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame;
+    use http::{Method, Version};
+
+    fn framed(
+        status: u16,
+        headers: &[(&str, &str)],
+        method: Method,
+        version: Version,
+    ) -> Vec<String> {
+        let mut b = http::Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let (mut parts, ()) = b.body(()).unwrap().into_parts();
+        frame(&mut parts, &method, version);
+        let mut out: Vec<String> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// What the client is told of the body's framing.
+    #[test]
+    fn the_clients_framing() {
+        let (get, head, v11, v10) = (
+            Method::GET,
+            Method::HEAD,
+            Version::HTTP_11,
+            Version::HTTP_10,
+        );
+        // A length or chunks from the backend stand.
+        assert_eq!(
+            framed(200, &[("content-length", "5")], get.clone(), v11),
+            ["content-length: 5"]
+        );
+        assert_eq!(
+            framed(200, &[("transfer-encoding", "chunked")], get.clone(), v11),
+            ["transfer-encoding: chunked"]
+        );
+        // Neither: chunked to an HTTP/1.1 client, unless there is no body.
+        assert_eq!(
+            framed(200, &[], get.clone(), v11),
+            ["transfer-encoding: chunked"]
+        );
+        assert!(framed(200, &[], get.clone(), v10).is_empty());
+        assert!(framed(200, &[], head, v11).is_empty());
+        assert!(framed(304, &[], get.clone(), v11).is_empty());
+        // A 204 never carries either.
+        for h in [
+            &[("content-length", "12")][..],
+            &[("transfer-encoding", "chunked")],
+            &[],
+        ] {
+            assert!(framed(204, h, get.clone(), v11).is_empty(), "{h:?}");
+        }
+        let kept = framed(204, &[("x-a", "1"), ("content-length", "3")], get, v11);
+        assert_eq!(kept, ["x-a: 1"]);
     }
 }

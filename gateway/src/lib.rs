@@ -47,6 +47,10 @@ pub struct State {
     pub upstream: Upstream,
     pub in_flight: AtomicI64,
     pub draining: AtomicBool,
+    /// Set when a drain's `grace_period` is over with requests still in
+    /// flight: a body still coming ends at its next chunk (a stream with
+    /// an `event: error`), so the request is logged before the exit.
+    pub cutoff: AtomicBool,
     /// Set once the proxy listener was seen accepting (see `/readyz`).
     pub proxy_listening: AtomicBool,
     /// Where reloads read the config from.
@@ -79,6 +83,7 @@ impl State {
             upstream: Upstream::new(256),
             in_flight: AtomicI64::new(0),
             draining: AtomicBool::new(false),
+            cutoff: AtomicBool::new(false),
             proxy_listening: AtomicBool::new(false),
             source,
             admin_lock: Mutex::new(()),

@@ -67,8 +67,9 @@ pub struct Case {
 }
 
 /// The principal a case names, filled from the config's API keys when it
-/// names one.
-fn principal(c: &Config, w: &Who) -> Result<(Principal, Kind), String> {
+/// names one; with a note when an API-key or certificate principal is not
+/// in the config (a typo would otherwise be judged silently, as a stranger).
+fn principal(c: &Config, w: &Who) -> Result<(Principal, Kind, Option<String>), String> {
     let kind = match w.kind.as_deref() {
         None | Some("api_key") => Kind::ApiKey,
         Some("user" | "jwt") => Kind::User,
@@ -87,7 +88,7 @@ fn principal(c: &Config, w: &Who) -> Result<(Principal, Kind), String> {
             .iter()
             .find(|k| k.sha256 == h)
             .ok_or("that API key is not in the config's auth.api_keys")?;
-        return Ok(((*k.principal).clone(), Kind::ApiKey));
+        return Ok(((*k.principal).clone(), Kind::ApiKey, None));
     }
     let id =
         w.id.clone()
@@ -111,6 +112,15 @@ fn principal(c: &Config, w: &Who) -> Result<(Principal, Kind), String> {
             .map(|p| (**p).clone()),
         Kind::User => None,
     };
+    let note = match (kind, &known) {
+        (Kind::ApiKey, None) => Some(format!(
+            "principal `{id}` has no key in the config's auth.api_keys: judged with only what the case gives"
+        )),
+        (Kind::Service, None) => Some(format!(
+            "principal `{id}` is not in the config's auth.mtls.principals: judged with only what the case gives"
+        )),
+        _ => None,
+    };
     let mut p = known.unwrap_or_default();
     p.id = id;
     if kind == Kind::User {
@@ -128,14 +138,16 @@ fn principal(c: &Config, w: &Who) -> Result<(Principal, Kind), String> {
         p.groups = w.groups.clone();
     }
     p.attributes.extend(w.attributes.clone());
-    Ok((p, kind))
+    Ok((p, kind, note))
 }
 
-/// A case's answer, and a note on how it came about when the policies'
-/// own ids do not tell it all.
+/// A case's answer, a note on how it came about when the policies' own
+/// ids do not tell it all, and a warning when the case's principal is not
+/// one of the config's.
 pub struct Answer {
     pub verdict: Verdict,
     pub note: Option<String>,
+    pub stranger: Option<String>,
 }
 
 impl From<Verdict> for Answer {
@@ -143,6 +155,7 @@ impl From<Verdict> for Answer {
         Answer {
             verdict,
             note: None,
+            stranger: None,
         }
     }
 }
@@ -213,7 +226,7 @@ pub fn decide(c: &Config, engine: &Engine, case: &Case) -> Result<Answer, String
             .admin(part, case.write, case.context.client_ip, when)
             .into());
     }
-    let (p, kind) = principal(c, &case.principal)?;
+    let (p, kind, stranger) = principal(c, &case.principal)?;
     // A certificate caller always comes with a verified certificate.
     if kind == Kind::Service && case.context.mtls == Some(false) {
         return Err("a service (mTLS) caller has `mtls: true`: drop `mtls: false`".into());
@@ -265,14 +278,18 @@ pub fn decide(c: &Config, engine: &Engine, case: &Case) -> Result<Answer, String
             .iter()
             .position(|b| b.name == name)
             .ok_or_else(|| format!("no backend `{name}` in the config"))?;
-        return Ok(engine
+        let verdict = engine
             .backend_forbidden(&who, b, &context)
             .unwrap_or(Verdict {
                 allow: true,
                 policies: Vec::new(),
                 errors: Vec::new(),
-            })
-            .into());
+            });
+        return Ok(Answer {
+            verdict,
+            note: None,
+            stranger,
+        });
     }
     let route =
         route.ok_or("name the resource: --model (and --route when several serve it) or --route")?;
@@ -321,6 +338,7 @@ pub fn decide(c: &Config, engine: &Engine, case: &Case) -> Result<Answer, String
     Ok(Answer {
         verdict: call.verdict,
         note,
+        stranger,
     })
 }
 
@@ -338,8 +356,11 @@ pub fn run(c: &Config, cases: &[Case]) -> Result<bool, String> {
             .name
             .clone()
             .unwrap_or_else(|| format!("case {}", i + 1));
-        let Answer { verdict: v, note } =
-            decide(c, &engine, case).map_err(|e| format!("{name}: {e}"))?;
+        let Answer {
+            verdict: v,
+            note,
+            stranger,
+        } = decide(c, &engine, case).map_err(|e| format!("{name}: {e}"))?;
         let got = if v.allow { "allow" } else { "deny" };
         let verdict = match case.expect.as_deref() {
             None => String::new(),
@@ -358,6 +379,9 @@ pub fn run(c: &Config, cases: &[Case]) -> Result<bool, String> {
             println!("  {n}");
         } else if v.policies.is_empty() && !v.allow {
             println!("  no policy permits it (deny by default)");
+        }
+        if let Some(w) = &stranger {
+            println!("  warning: {w}");
         }
         for e in &v.errors {
             println!("  error: {e}");

@@ -244,6 +244,18 @@ impl Drain {
                 while state.in_flight.load(Ordering::Acquire) > 0 && start.elapsed() < grace {
                     std::thread::sleep(Duration::from_millis(20));
                 }
+                // Time's up: bodies still coming end at their next chunk (a
+                // stream with an error event) and are logged; a second
+                // more at most, for them.
+                if state.in_flight.load(Ordering::Acquire) > 0 {
+                    state.cutoff.store(true, Ordering::Relaxed);
+                    let cut = Instant::now();
+                    while state.in_flight.load(Ordering::Acquire) > 0
+                        && cut.elapsed() < Duration::from_secs(1)
+                    {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
                 let left = state.in_flight.load(Ordering::Acquire);
                 log::info!(
                     "drained in {:?} ({left} requests still in flight); exiting",

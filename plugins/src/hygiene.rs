@@ -11,6 +11,7 @@
 //! - An HTTP/1.1 request without exactly one `Host`, an HTTP/1.0 one with
 //!   several (RFC 9112 §3.2), and one with two `Authorization` headers (which
 //!   one is the caller?) are refused: 400.
+//! - A `Transfer-Encoding` other than exactly `chunked` is refused: 501.
 
 use crate::{Decision, Plugin, RequestCtx};
 use async_trait::async_trait;
@@ -139,6 +140,25 @@ fn ambiguous(req: &RequestHeader) -> Option<skygate_config::ApiError> {
     if req.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
         return refuse("send one `Authorization` header, not several");
     }
+    // Pingora frames a body whose last transfer coding is `chunked`; any
+    // coding before it (`gzip, chunked`) would reach the backend still
+    // applied and unannounced. RFC 9112 §6.1: 501 for a coding not taken.
+    let mut codings = req
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii);
+    match (codings.next(), codings.next()) {
+        (None, _) => {}
+        (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => {}
+        _ => {
+            return Some(skygate_config::ApiError::new(
+                skygate_config::ErrorKind::NotImplemented,
+                "the only transfer coding taken is `chunked` (send a compressed body with `Content-Encoding`)",
+            ))
+        }
+    }
     None
 }
 
@@ -208,6 +228,38 @@ mod tests {
                 refused,
                 "{version:?} {headers:?}"
             );
+        }
+    }
+
+    /// `chunked` alone is the one transfer coding taken; `gzip, chunked`
+    /// (or chunked twice, or over two headers) is a 501.
+    #[tokio::test]
+    async fn only_chunked_is_taken_as_a_transfer_coding() {
+        let h = hygiene(&[]);
+        for (te, taken) in [
+            (&[][..], true),
+            (&["chunked"][..], true),
+            (&["Chunked "][..], true),
+            (&["gzip, chunked"][..], false),
+            (&["gzip", "chunked"][..], false),
+            (&["chunked, chunked"][..], false),
+            (&["identity"][..], false),
+            (&[""][..], false),
+        ] {
+            let mut r = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+            r.append_header("host", "gw").unwrap();
+            for v in te {
+                r.append_header("transfer-encoding", *v).unwrap();
+            }
+            let d = h.on_headers(&mut r, &mut RequestCtx::new()).await;
+            match d {
+                Decision::Continue => assert!(taken, "{te:?}"),
+                Decision::Respond(e) => {
+                    assert!(!taken, "{te:?}");
+                    assert_eq!(e.kind.status(), 501);
+                }
+                _ => panic!("{te:?}"),
+            }
         }
     }
 

@@ -215,8 +215,8 @@ impl Fill {
     /// a cache ask the backend again before each use: this one never does;
     /// on SSE it is the usual advice not to buffer the stream, which the
     /// gateway adds itself), nor with a `max-age` or `s-maxage` of 0, is
-    /// kept. A positive `s-maxage` (for shared caches; else `max-age`)
-    /// bounds the entry's life.
+    /// kept. A positive `s-maxage` (for shared caches; else `max-age`),
+    /// less the `Age` the answer comes with, bounds the entry's life.
     pub fn response_header(&mut self, h: &ResponseHeader) {
         let ctype = h
             .headers
@@ -250,7 +250,16 @@ impl Fill {
                 }
             }
         }
-        let fresh = s_maxage.or(max_age);
+        // What the answer has already spent in caches before this one
+        // (`Age`, RFC 9111 §5.1) is not its to live again; an `Age` that
+        // is not a number is ignored (§4.2.3 reads it as 0).
+        let age = h
+            .headers
+            .get(http::header::AGE)
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let fresh = s_maxage.or(max_age).map(|f| f.saturating_sub(age));
         self.fresh_for = fresh.map(std::time::Duration::from_secs);
         if h.status.as_u16() != 200 || !(json || self.sse) || forbidden || fresh == Some(0) {
             self.drop_capture();
@@ -1051,17 +1060,21 @@ mod tests {
     /// it again is not kept; `s-maxage` (else `max-age`) bounds the life.
     #[test]
     fn the_backends_cache_control_is_obeyed() {
-        let seen = |cc: &[&str]| {
+        let seen_aged = |cc: &[&str], age: Option<&str>| {
             let mut h = ResponseHeader::build(200, None).unwrap();
             h.append_header("content-type", "application/json").unwrap();
             for v in cc {
                 h.append_header("cache-control", *v).unwrap();
+            }
+            if let Some(a) = age {
+                h.append_header("age", a).unwrap();
             }
             let mut f = fill("{}", false, 1 << 20, None);
             f.state = FillState::Open;
             f.response_header(&h);
             (f.state, f.fresh_for.map(|d| d.as_secs()))
         };
+        let seen = |cc: &[&str]| seen_aged(cc, None);
         for cc in [
             &["no-store"][..],
             &["private"],
@@ -1089,6 +1102,23 @@ mod tests {
             seen(&["max-age=99999999999999999999999"]),
             (FillState::Open, Some(1 << 31))
         );
+        // An answer already `Age`d in a cache before this one lives only
+        // what is left of its freshness; all spent: not kept.
+        assert_eq!(
+            seen_aged(&["max-age=60"], Some("45")),
+            (FillState::Open, Some(15))
+        );
+        assert_eq!(
+            seen_aged(&["s-maxage=60"], Some("60")).0,
+            FillState::Dropped
+        );
+        assert_eq!(
+            seen_aged(&["max-age=60"], Some("junk")),
+            (FillState::Open, Some(60))
+        );
+        // Without a freshness of its own, `Age` changes nothing (the
+        // route's ttl holds).
+        assert_eq!(seen_aged(&[], Some("500")), (FillState::Open, None));
         // On a stream, `no-cache` is the usual advice not to buffer it (the
         // gateway adds it itself): kept.
         let mut h = ResponseHeader::build(200, None).unwrap();

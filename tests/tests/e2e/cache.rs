@@ -825,3 +825,57 @@ fn a_leader_that_vanishes_mid_stream_hands_the_lead_on() {
     assert_eq!(cache_of(&r), "hit");
     assert_eq!(stream_content(&r).0, whole);
 }
+
+/// A backend's `Cache-Control` decides what is kept and for how long, less
+/// the `Age` its answer already has: `no-store`, `private` and `max-age=0`
+/// are never kept; `max-age=3` with `Age: 2` lives one second, not three.
+#[test]
+fn the_backends_cache_control_and_age_bound_what_is_kept() {
+    let head = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let h = head.clone();
+    let backend = raw_backend(move || {
+        let body = r#"{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{}\r\n{body}",
+            body.len(),
+            h.lock().unwrap()
+        )
+        .into_bytes()
+    });
+    let g = Gateway::start(&format!(
+        "{auth}backends:\n  s: {{ kind: openai, url: \"http://{backend}/v1\" }}\nroutes:\n  chat:\n    match: {{ path: /v1/chat/completions, models: [m] }}\n    targets: [ {{ backend: s }} ]\n    cache: {{ ttl: 1m }}\n",
+        auth = auth_section()
+    ));
+    let twice = |text: &str, headers: &str| {
+        *head.lock().unwrap() = headers.to_string();
+        let first = ask(g.addr, CLIENT_KEY, &hello(text), &[]);
+        assert_eq!(first.status, 200, "{}", first.text());
+        assert_eq!(cache_of(&first), "miss", "{headers}");
+        cache_of(&ask(g.addr, CLIENT_KEY, &hello(text), &[])).to_string()
+    };
+    for (n, headers) in [
+        "cache-control: no-store\r\n",
+        "cache-control: private, max-age=60\r\n",
+        "cache-control: max-age=0\r\n",
+        "cache-control: max-age=60\r\nage: 60\r\n",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(
+            twice(&format!("not kept {n}"), headers),
+            "miss",
+            "{headers}"
+        );
+    }
+    assert_eq!(twice("kept", "cache-control: public\r\n"), "hit");
+    assert_eq!(
+        twice("aged", "cache-control: max-age=3\r\nage: 2\r\n"),
+        "hit"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = ask(g.addr, CLIENT_KEY, &hello("aged"), &[]);
+    assert_eq!(cache_of(&r), "miss", "one second to live, not three");
+    let r = ask(g.addr, CLIENT_KEY, &hello("kept"), &[]);
+    assert_eq!(cache_of(&r), "hit", "the route's ttl for the rest");
+}

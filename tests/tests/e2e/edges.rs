@@ -903,3 +903,85 @@ fn no_host_two_hosts_or_two_authorizations_are_refused() {
         "only the good request reached the backend"
     );
 }
+
+/// A transfer coding before `chunked` (`gzip, chunked`) would reach the
+/// backend still applied and unannounced: refused, 501, and no backend
+/// call; `chunked` alone (any case) is taken.
+#[test]
+fn a_transfer_coding_other_than_chunked_is_refused() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, "");
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    for (te, status) in [
+        ("gzip, chunked", 501),
+        ("deflate\r\ntransfer-encoding: chunked", 501),
+        ("Chunked", 200),
+    ] {
+        let mut s = connect(&gw);
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {CLIENT_KEY}\r\ntransfer-encoding: {te}\r\n\r\n{chunked}"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let a = next_answer(&mut s);
+        if status == 501 {
+            a.assert_error(501, "not_implemented");
+        } else {
+            assert_eq!(a.status, 200, "{te}");
+        }
+    }
+    assert_eq!(
+        sim_paths(&sim).len(),
+        1,
+        "only `chunked` reached the backend"
+    );
+}
+
+/// What a backend answers that a client must not get as it is: a status
+/// HTTP does not define is a 502; a 204 loses the length it claimed (a
+/// client trusting it would wait for bytes that never come); hop-by-hop
+/// headers (`connection` and what it names, `keep-alive`, `upgrade`,
+/// `proxy-authenticate`, `trailer`) stay on the backend's hop.
+#[test]
+fn a_backends_answer_is_cleaned_for_the_client() {
+    let answer = Arc::new(Mutex::new(String::new()));
+    let a = answer.clone();
+    let addr = raw_backend(move || a.lock().unwrap().clone().into_bytes());
+    let g = Gateway::start(&one_backend(&format!("http://{addr}"), ""));
+    let ask = |head: &str, body: &str| {
+        *answer.lock().unwrap() = format!("{head}\r\nconnection: close\r\n\r\n{body}");
+        g.post(
+            "/v1/chat/completions",
+            &json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+        )
+    };
+    let r = ask("HTTP/1.1 999 Odd\r\ncontent-length: 2", "{}");
+    r.assert_error(502, "backend_error");
+
+    let r = ask("HTTP/1.1 204 No Content\r\ncontent-length: 12", "");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(r.header("transfer-encoding"), None);
+    assert!(r.body.is_empty());
+
+    let body = r#"{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
+    let r = ask(
+        &format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: x-backend-secret\r\nx-backend-secret: 1\r\nkeep-alive: timeout=5\r\nupgrade: h2c\r\nproxy-authenticate: Basic\r\ntrailer: x-t\r\nx-kept: yes",
+            body.len()
+        ),
+        body,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "hi");
+    assert_eq!(r.header("x-kept"), Some("yes"));
+    for h in [
+        "x-backend-secret",
+        "keep-alive",
+        "upgrade",
+        "proxy-authenticate",
+        "trailer",
+    ] {
+        assert_eq!(r.header(h), None, "{h}");
+    }
+}

@@ -493,6 +493,41 @@ fn policy_check_decides_offline_like_the_gateway() {
         "{}",
         output_text(&out)
     );
+    // A principal the config does not have (a typo, say) is still judged,
+    // with only what the case gives, and the output says so.
+    let out = skygate(&[
+        "policy",
+        "check",
+        "--config",
+        c,
+        "--principal",
+        "contarctor",
+        "--action",
+        "invoke",
+        "--model",
+        "m",
+    ]);
+    let text = output_text(&out);
+    assert!(
+        text.contains("request: deny")
+            && text.contains(
+                "warning: principal `contarctor` has no key in the config's auth.api_keys"
+            ),
+        "{text}"
+    );
+    assert!(!output_text(&skygate(&[
+        "policy",
+        "check",
+        "--config",
+        c,
+        "--principal",
+        "contractor",
+        "--action",
+        "invoke",
+        "--model",
+        "m",
+    ]))
+    .contains("warning"));
 
     let cases = dir.path.join("cases.json");
     std::fs::write(

@@ -4,10 +4,9 @@ use crate::harness::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-#[test]
-fn sigterm_finishes_in_flight_streams_then_exits() {
-    let sim = Sim::start("s", &["--tokens", "10", "--token-delay-ms", "150"]);
-    let mut gw = Gateway::start(&one_backend(&sim.url, ""));
+/// A stream request on its own thread, returned once the backend has it
+/// (a fixed sleep races with a loaded machine).
+fn stream_in_flight(gw: &Gateway, sim: &Sim) -> std::thread::JoinHandle<Resp> {
     let addr = gw.addr;
     let client = std::thread::spawn(move || {
         call(
@@ -20,8 +19,6 @@ fn sigterm_finishes_in_flight_streams_then_exits() {
                 .as_bytes(),
         )
     });
-    // Signal only once the stream is really in flight (the backend has it):
-    // a fixed sleep races with a loaded machine.
     let start = Instant::now();
     while sim.stats()["requests"] != 1 {
         assert!(
@@ -30,6 +27,15 @@ fn sigterm_finishes_in_flight_streams_then_exits() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    client
+}
+
+#[test]
+fn sigterm_finishes_in_flight_streams_then_exits() {
+    let sim = Sim::start("s", &["--tokens", "10", "--token-delay-ms", "150"]);
+    let mut gw = Gateway::start(&one_backend(&sim.url, ""));
+    let addr = gw.addr;
+    let client = stream_in_flight(&gw, &sim);
     gw.proc.signal("TERM");
     let sent = Instant::now();
 
@@ -66,6 +72,51 @@ fn sigterm_finishes_in_flight_streams_then_exits() {
     assert!(
         gw.access_log(1).iter().any(|l| l["stream"] == true),
         "the access log was flushed before exit"
+    );
+}
+
+/// A stream still running when `grace_period` ends is not cut silently: it
+/// ends with an `event: error` (`unavailable`, ask again), its access-log
+/// line says `shutdown`, and the gateway exits about a second later at most.
+#[test]
+fn a_stream_past_the_grace_period_ends_with_an_error_event() {
+    let sim = Sim::start("s", &["--tokens", "60", "--token-delay-ms", "100"]);
+    let mut gw = Gateway::start(&format!(
+        "server: {{ grace_period: 1s, drain_delay: 0s }}\n{}",
+        one_backend(&sim.url, "")
+    ));
+    let client = stream_in_flight(&gw, &sim);
+    gw.proc.signal("TERM");
+    let sent = Instant::now();
+    let r = client.join().unwrap();
+    assert_eq!(r.status, 200);
+    let events = sse_data(&r.body);
+    assert!(
+        events.len() > 3,
+        "some of the stream came first: {events:?}"
+    );
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "unavailable", "{last}");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("event: error"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let status = gw
+        .proc
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits soon after its grace period");
+    assert!(status.success());
+    assert!(
+        sent.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        sent.elapsed()
+    );
+    let log = gw.access_log(1);
+    assert!(
+        log.iter()
+            .any(|l| l["stream"] == true && l["error"] == "shutdown"),
+        "{log:?}"
     );
 }
 
