@@ -201,6 +201,19 @@ impl ApiError {
         }
     }
 
+    /// A 5xx that no retry can turn into an answer: the cache was asked
+    /// only for what it has, a transfer coding the gateway never takes, a
+    /// body larger than the whole body budget (the only overload without
+    /// a `retry_after`). The OpenAI SDKs retry every 5xx unless told
+    /// otherwise (`x-should-retry: false`).
+    pub fn retry_is_futile(&self) -> bool {
+        match self.kind {
+            ErrorKind::NotCached | ErrorKind::NotImplemented => true,
+            ErrorKind::Overloaded => self.retry_after.is_none(),
+            _ => false,
+        }
+    }
+
     /// Marks the error as retryable, for `why`.
     pub fn retryable(mut self, why: Retry) -> Self {
         self.retry = Some(why);

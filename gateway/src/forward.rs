@@ -29,6 +29,63 @@ pub async fn forward(
     ctx: &mut RequestCtx,
     routed: Routed,
 ) -> pingora_error::Result<bool> {
+    // An HTTP/1 client's socket, looked at while its answer is awaited: a
+    // client that gives up (an SDK's timeout) would otherwise leave the
+    // backend computing an answer nobody takes, once per retry of the SDK.
+    let socket = session
+        .stream()
+        .map(|s| pingora_core::protocols::UniqueID::id(&**s));
+    tokio::select! {
+        biased;
+        done = attempts(state, snap, session, ctx, routed) => done,
+        () = client_left(socket) => {
+            // The attempt in flight is dropped with its upstream connection
+            // (the backend sees it close), unjudged: the backend did
+            // nothing wrong. Logged as nginx's 499.
+            ctx.error = Some("client_closed");
+            Err(pingora_error::Error::explain(
+                pingora_error::ErrorType::ConnectionClosed,
+                "the client closed its connection before its answer was complete",
+            ))
+        }
+    }
+}
+
+/// Resolves once the client has closed its connection (FIN or reset):
+/// a non-consuming peek at its socket, first after 50 ms (a quick answer
+/// costs a timer, no syscall), then at doubling intervals up to a second.
+/// Bytes waiting (a pipelined request, a TLS record) are not a close: over
+/// TLS a client's `close_notify` hides its FIN from the peek, so such a
+/// client is noticed at the first write instead. Never resolves without a
+/// socket (HTTP/2: its streams are reset, not closed).
+async fn client_left(socket: Option<i32>) {
+    use nix::errno::Errno;
+    use nix::sys::socket::{recv, MsgFlags};
+    let Some(fd) = socket else {
+        return std::future::pending().await;
+    };
+    let mut every = Duration::from_millis(50);
+    loop {
+        tokio::time::sleep(every).await;
+        every = (every * 2).min(Duration::from_secs(1));
+        let mut probe = [0u8; 1];
+        match recv(fd, &mut probe, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return,
+            Ok(_) | Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The attempt loop: pick a target, send, judge the answer, retry or
+/// stream it to the client.
+async fn attempts(
+    state: &State,
+    snap: &Snapshot,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    routed: Routed,
+) -> pingora_error::Result<bool> {
     let route = &snap.config.routes[routed.route];
     let route_state = &snap.route_states[routed.route];
     // One clock reading serves the budget, the first pick and the first

@@ -11,9 +11,11 @@ use crate::request::{self, Parsed};
 use crate::runtime::Snapshot;
 use crate::{edge, forward, observe, respond, State};
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
 use pingora_proxy::{ProxyHttp, Session};
+use skygate_config::{ApiError, ErrorKind};
 use skygate_plugins::{Decision, Incoming, RequestCtx};
 use std::any::Any;
 use std::sync::Arc;
@@ -56,6 +58,17 @@ impl ProxyHttp for Gateway {
             in_flight,
         } = ctx;
         *in_flight = Some(self.state.enter());
+        // Draining (SIGTERM): each connection ends after its answer, so
+        // clients reconnect (through the load balancer, elsewhere) rather
+        // than find their kept-alive connection closed under a request
+        // when the listener stops.
+        if self
+            .state
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            session.set_keepalive(None);
+        }
         let snap: &Snapshot = snap.insert(self.state.snapshot());
         ctx.request_id = crate::request_id(session.req_header());
         ctx.trace = crate::telemetry::start(&snap.config.telemetry, session.req_header());
@@ -89,7 +102,7 @@ impl ProxyHttp for Gateway {
                 header: session.req_header(),
                 body: &r.body,
             },
-            Parsed::ListModels => Incoming::header_only(session.req_header()),
+            Parsed::ListModels | Parsed::GetModel(_) => Incoming::header_only(session.req_header()),
         };
         match chain.on_request(incoming, ctx).await {
             Decision::Continue => {}
@@ -112,6 +125,24 @@ impl ProxyHttp for Gateway {
                     Some(names) => crate::runtime::models_list(names.iter().map(String::as_str)),
                     None => snap.models_body.clone(),
                 };
+                respond::json(session, ctx, chain, 200, body).await
+            }
+            Parsed::GetModel(id) => {
+                let known = match &ctx.visible_models {
+                    Some(names) => names.contains(&id),
+                    None => snap.models.binary_search(&id).is_ok(),
+                };
+                if !known {
+                    let e = ApiError::new(
+                        ErrorKind::ModelNotFound,
+                        format!(
+                            "the model `{}` does not exist or you do not have access to it",
+                            skygate_config::clip(&id)
+                        ),
+                    );
+                    return respond::error(session, ctx, chain, &e).await;
+                }
+                let body = Bytes::from(crate::runtime::model_object(&id).to_string());
                 respond::json(session, ctx, chain, 200, body).await
             }
             Parsed::Call(routed) => forward::forward(&self.state, snap, session, ctx, routed).await,

@@ -13,6 +13,8 @@ use skygate_plugins::RequestCtx;
 pub enum Parsed {
     /// `GET /v1/models`, answered by the gateway.
     ListModels,
+    /// `GET /v1/models/{model}` (percent-decoded), answered by the gateway.
+    GetModel(String),
     /// A request for a route's backends.
     Call(Routed),
 }
@@ -158,6 +160,23 @@ pub async fn parse(
             }
             ctx.list_models = true;
             Ok(Parsed::ListModels)
+        }
+        PathKind::GetModel => {
+            if method != http::Method::GET {
+                return Err(not_allowed(&path, "GET", &method));
+            }
+            let id = path
+                .strip_prefix(crate::runtime::MODELS_PREFIX)
+                .unwrap_or_default();
+            let id = String::from_utf8(skygate_config::percent_decode(id)).map_err(|_| {
+                ApiError::new(
+                    ErrorKind::ModelNotFound,
+                    "a model's name is UTF-8: this one is not",
+                )
+            })?;
+            // Decided as the list is: the caller sees what it may call.
+            ctx.list_models = true;
+            Ok(Parsed::GetModel(id))
         }
         &PathKind::Function { route, suffix_at } => {
             let r = &snap.config.routes[route];

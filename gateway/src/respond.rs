@@ -74,6 +74,9 @@ pub async fn json(
     Ok(true)
 }
 
+const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+
 /// Answers with an OpenAI-shaped error.
 pub async fn error(
     session: &mut Session,
@@ -101,6 +104,14 @@ pub async fn error(
             header::RETRY_AFTER,
             (d.as_secs_f64().ceil().max(1.0) as u64).into(),
         );
+        // The same to the millisecond, which the OpenAI SDKs read first.
+        m.insert(
+            RETRY_AFTER_MS,
+            ((d.as_micros().div_ceil(1000)).max(1) as u64).into(),
+        );
+    }
+    if e.retry_is_futile() {
+        m.insert(X_SHOULD_RETRY, HeaderValue::from_static("false"));
     }
     // A request whose body was not read to its end has switched keep-alive
     // off (`request::read_body`); said here too, though Pingora writes the

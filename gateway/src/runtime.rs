@@ -28,6 +28,8 @@ pub enum PathKind {
     Function { route: usize, suffix_at: usize },
     /// `GET /v1/models`.
     ListModels,
+    /// `GET /v1/models/{model}`: the rest of the path names it.
+    GetModel,
 }
 
 /// Path → route lookup.
@@ -95,6 +97,11 @@ impl RouteTable {
                     suffix_at: p.len(),
                 })
             })
+            .or_else(|| {
+                path.strip_prefix(MODELS_PREFIX)
+                    .is_some_and(|id| !id.is_empty())
+                    .then_some(Cow::Owned(PathKind::GetModel))
+            })
     }
 }
 
@@ -109,6 +116,8 @@ pub struct Snapshot {
     pub chain: Chain,
     /// `GET /v1/models`, rendered once.
     pub models_body: Bytes,
+    /// Every route's models, sorted (`GET /v1/models/{model}`).
+    pub models: Vec<String>,
     /// Signs the caller's identity for backends that ask for it.
     pub identity: Option<crate::identity::IdentitySigner>,
     /// Each route's metric handles, by route index.
@@ -153,7 +162,8 @@ impl Snapshot {
             .collect();
         models.sort_unstable();
         models.dedup();
-        let models_body = models_list(models);
+        let models_body = models_list(models.iter().copied());
+        let models = models.into_iter().map(str::to_owned).collect();
         let identity = config.auth.identity_token.as_ref().and_then(|cfg| {
             crate::identity::IdentitySigner::new(cfg)
                 .inspect_err(|e| log::error!("identity tokens are off: {e}"))
@@ -166,6 +176,7 @@ impl Snapshot {
             routes,
             chain,
             models_body,
+            models,
             identity,
             route_metrics,
         }
@@ -186,12 +197,17 @@ impl Snapshot {
     }
 }
 
+/// Where `GET /v1/models/{model}` starts.
+pub const MODELS_PREFIX: &str = "/v1/models/";
+
+/// One model as OpenAI's API describes it.
+pub fn model_object(id: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "skygate"})
+}
+
 /// The `GET /v1/models` body listing `models`.
 pub fn models_list<'a>(models: impl IntoIterator<Item = &'a str>) -> Bytes {
-    let data: Vec<serde_json::Value> = models
-        .into_iter()
-        .map(|m| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": "skygate"}))
-        .collect();
+    let data: Vec<serde_json::Value> = models.into_iter().map(model_object).collect();
     Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string())
 }
 
@@ -235,6 +251,12 @@ routes:
             Some(&PathKind::ListModels)
         );
         assert_eq!(s.routes.lookup("/v1/nope"), None);
+        assert_eq!(
+            s.routes.lookup("/v1/models/m1").as_deref(),
+            Some(&PathKind::GetModel)
+        );
+        assert_eq!(s.routes.lookup("/v1/models/"), None);
+        assert_eq!(s.models, ["m1", "m2"]);
     }
 
     #[test]

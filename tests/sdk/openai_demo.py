@@ -43,6 +43,12 @@ assert len(emb.data) == 2 and len(emb.data[0].embedding) > 0, emb
 # Models.
 ids = sorted(m.id for m in client.models.list())
 assert ids == ["demo-chat", "demo-embed"], ids
+assert client.models.retrieve("demo-chat").id == "demo-chat"
+try:
+    client.models.retrieve("no-such-model")
+    raise AssertionError("expected NotFoundError")
+except openai.NotFoundError as e:
+    assert e.status_code == 404 and e.code == "model_not_found", e
 
 # Errors map to the SDK's exception types.
 try:

@@ -718,6 +718,9 @@ fn embeddings_response(body: &serde_json::Value, dim: u32) -> serde_json::Value 
         _ => vec![String::new()],
     };
     let model = body.get("model").and_then(|v| v.as_str()).unwrap_or("sim");
+    // As OpenAI: `base64` is the vector's little-endian f32s, encoded (the
+    // Node SDK asks for it by default and decodes whatever comes back).
+    let base64 = body.get("encoding_format").and_then(|v| v.as_str()) == Some("base64");
     let tokens: usize = inputs.iter().map(|s| s.len() / 4 + 1).sum();
     let data: Vec<serde_json::Value> = inputs
         .iter()
@@ -734,6 +737,12 @@ fn embeddings_response(body: &serde_json::Value, dim: u32) -> serde_json::Value 
                     ((h >> 33) as f32 / (1u64 << 31) as f32) - 0.5
                 })
                 .collect();
+            if base64 {
+                use base64::Engine;
+                let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+                let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+                return json!({"object": "embedding", "index": i, "embedding": text});
+            }
             json!({"object": "embedding", "index": i, "embedding": v})
         })
         .collect();
@@ -837,5 +846,37 @@ mod tests {
         assert!(probability("-0.1").is_err());
         assert!(probability("NaN").is_err());
         assert_eq!(probability("0.25"), Ok(0.25));
+    }
+
+    /// `encoding_format: base64` is the same vector as floats, its
+    /// little-endian f32s base64-encoded, as OpenAI answers it.
+    #[test]
+    fn embeddings_in_base64_are_the_floats_encoded() {
+        use base64::Engine;
+        let floats = embeddings_response(&json!({"model": "e", "input": ["a", "b"]}), 8);
+        let b64 = embeddings_response(
+            &json!({"model": "e", "input": ["a", "b"], "encoding_format": "base64"}),
+            8,
+        );
+        for i in 0..2 {
+            let text = b64["data"][i]["embedding"].as_str().unwrap();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap();
+            let decoded: Vec<f64> = bytes
+                .chunks(4)
+                .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
+                .collect();
+            let want: Vec<f64> = floats["data"][i]["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(decoded.len(), 8);
+            for (d, w) in decoded.iter().zip(&want) {
+                assert!((d - w).abs() < 1e-6, "{d} {w}");
+            }
+        }
     }
 }

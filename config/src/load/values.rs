@@ -77,7 +77,35 @@ pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     if uri.query().is_some() {
         return Err(bad("it must not have a query"));
     }
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    if s.contains('#') {
+        return Err(bad("it must not have a fragment (`#...`)"));
+    }
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    if authority.contains('@') {
+        return Err(bad(
+            "it must not carry credentials (`user:password@`): the backend's `auth` settings send them",
+        ));
+    }
+    // What follows the authority's last `:`, unless that colon is inside an
+    // IPv6 address's brackets. `http` reads a port beyond 65535 as none at
+    // all, which would send the traffic to port 80 or 443 instead.
+    let port_text = authority
+        .rsplit_once(':')
+        .filter(|(_, p)| !p.contains(']'))
+        .map(|(_, p)| p);
+    let port = match port_text {
+        None | Some("") => {
+            if tls {
+                443
+            } else {
+                80
+            }
+        }
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(bad("its port must be 1 to 65535")),
+        },
+    };
     let host = host
         .trim_start_matches('[')
         .trim_end_matches(']')
@@ -133,6 +161,41 @@ mod tests {
         ] {
             let e = parse_duration(s).unwrap_err();
             assert!(e.contains("at most 24h"), "{s}: {e}");
+        }
+    }
+
+    /// A backend URL is taken whole or refused: never a part of it quietly
+    /// dropped (a port beyond 65535 once became port 80).
+    #[test]
+    fn backend_urls_are_taken_whole_or_refused() {
+        let ok = |u: &str| {
+            let e = parse_endpoint(u).unwrap();
+            (e.tls, e.host, e.port, e.base_path)
+        };
+        assert_eq!(
+            ok("https://models.example.com/v1/"),
+            (true, "models.example.com".into(), 443, "/v1".into())
+        );
+        assert_eq!(
+            ok("http://127.0.0.1:8080/v1"),
+            (false, "127.0.0.1".into(), 8080, "/v1".into())
+        );
+        assert_eq!(ok("http://[::1]:9000").2, 9000);
+        assert_eq!(ok("http://[::1]/v1").2, 80);
+        assert_eq!(ok("http://[::1]").1, "::1");
+        assert_eq!(ok("https://h:65535").2, 65535);
+        for (u, why) in [
+            ("http://127.0.0.1:99999/v1", "port must be 1 to 65535"),
+            ("https://h:65536", "port must be 1 to 65535"),
+            ("http://h:0/v1", "port must be 1 to 65535"),
+            ("http://[::1]:70000", "port must be 1 to 65535"),
+            ("http://user:pass@h/v1", "must not carry credentials"),
+            ("http://h/v1#frag", "must not have a fragment"),
+            ("http://h/v1?x=1", "must not have a query"),
+            ("ftp://h", "scheme must be http or https"),
+        ] {
+            let e = parse_endpoint(u).unwrap_err();
+            assert!(e.contains(why), "{u}: {e}");
         }
     }
 }

@@ -320,10 +320,12 @@ pub fn assemble(sse: &[u8]) -> Option<Vec<u8>> {
                 "role".into(),
                 json!(c.role.unwrap_or_else(|| "assistant".into())),
             );
-            message.insert(
-                "content".into(),
-                c.content.map_or(Value::Null, Value::String),
-            );
+            // A tool call's message has no text: `null`, as OpenAI's JSON
+            // answer says, though some streams send `""` deltas for it.
+            let content = c
+                .content
+                .filter(|t| !t.is_empty() || c.tool_calls.is_empty());
+            message.insert("content".into(), content.map_or(Value::Null, Value::String));
             if let Some(r) = c.refusal {
                 message.insert("refusal".into(), Value::String(r));
             }
@@ -453,6 +455,22 @@ mod tests {
         let sse = render_sse(&serde_json::to_vec(&v).unwrap(), false).unwrap();
         let again: Value = serde_json::from_slice(&assemble(&sse).unwrap()).unwrap();
         assert_eq!(again["choices"], v["choices"]);
+        // A stream that sends `""` content deltas beside its tool calls:
+        // still `null` (OpenAI's JSON answer for a tool call).
+        let empty = s.replace(
+            "{\"role\":\"assistant\",",
+            "{\"role\":\"assistant\",\"content\":\"\",",
+        );
+        assert_ne!(empty, s);
+        let v: Value = serde_json::from_slice(&assemble(empty.as_bytes()).unwrap()).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], Value::Null);
+        // Without tool calls, an empty answer stays `""`.
+        let text = STREAM
+            .replace("{\"content\":\"Hel\"}", "{\"content\":\"\"}")
+            .replace("{\"content\":\"lo\"}", "{\"content\":\"\"}");
+        assert_ne!(text, STREAM);
+        let v: Value = serde_json::from_slice(&assemble(text.as_bytes()).unwrap()).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "");
     }
 
     #[test]

@@ -199,6 +199,11 @@ fn miss_then_hit_canonical_keys_and_cache_control() {
     );
     r.assert_error(504, "not_cached");
     assert_eq!(
+        r.header("x-should-retry"),
+        Some("false"),
+        "the SDKs retry a 504 unless told that it cannot help"
+    );
+    assert_eq!(
         sim_requests(&sim),
         before,
         "only-if-cached never asks a backend"

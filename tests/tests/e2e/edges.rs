@@ -926,6 +926,7 @@ fn a_transfer_coding_other_than_chunked_is_refused() {
         let a = next_answer(&mut s);
         if status == 501 {
             a.assert_error(501, "not_implemented");
+            assert_eq!(a.header("x-should-retry"), Some("false"), "{te}");
         } else {
             assert_eq!(a.status, 200, "{te}");
         }

@@ -80,6 +80,11 @@ fn five_a_minute_then_an_openai_shaped_429_with_honest_headers() {
     // One more passes every 12 s.
     let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((11..=12).contains(&after), "{after}");
+    // The same to the millisecond (the OpenAI SDKs read it first); a
+    // refusal the SDK may retry is not marked otherwise.
+    let after_ms: u64 = r.header("retry-after-ms").unwrap().parse().unwrap();
+    assert!(after_ms > 10_000 && after_ms <= after * 1000, "{after_ms}");
+    assert_eq!(r.header("x-should-retry"), None);
     assert_eq!(num(&r, "x-ratelimit-remaining-requests"), 0);
     // A reload keeps what each caller has used.
     assert_eq!(gw.admin("POST", "/admin/reload", "").status, 200);

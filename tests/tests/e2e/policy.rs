@@ -228,6 +228,18 @@ fn models_are_listed_per_caller() {
     assert_eq!(ids(CLIENT_KEY), ["e", "m", "m2"]);
     assert_eq!(ids(CONTRACTOR_KEY), ["m"]);
     s.audit_line(|l| l["action"] == "list_models" && l["visible_models"] == 1);
+    // One model: only one the caller may call.
+    let get = |key: &str, model: &str| {
+        s.gw.call(
+            "GET",
+            &format!("/v1/models/{model}"),
+            &[("authorization", &format!("Bearer {key}"))],
+            b"",
+        )
+    };
+    assert_eq!(get(CONTRACTOR_KEY, "m").status, 200);
+    get(CONTRACTOR_KEY, "e").assert_error(404, "model_not_found");
+    assert_eq!(get(CLIENT_KEY, "e").status, 200);
 }
 
 #[test]

@@ -77,6 +77,31 @@ fn embeddings_and_models_list() {
         .map(|m| m["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids, ["embed-b", "model-a", "model-b"]);
+
+    // One model (the SDKs' `models.retrieve`), its name percent-decoded.
+    let get = |path: &str| {
+        gw.call(
+            "GET",
+            path,
+            &[("authorization", &format!("Bearer {CLIENT_KEY}"))],
+            b"",
+        )
+    };
+    for path in ["/v1/models/model-a", "/v1/models/model%2Da"] {
+        let r = get(path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.json()["id"], "model-a");
+        assert_eq!(r.json()["object"], "model");
+    }
+    get("/v1/models/nope").assert_error(404, "model_not_found");
+    get("/v1/models/%FF").assert_error(404, "model_not_found");
+    gw.call(
+        "DELETE",
+        "/v1/models/model-a",
+        &[("authorization", &format!("Bearer {CLIENT_KEY}"))],
+        b"",
+    )
+    .assert_error(405, "method_not_allowed");
 }
 
 #[test]

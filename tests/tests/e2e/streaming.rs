@@ -189,3 +189,47 @@ fn client_gone_mid_stream_is_logged() {
         start.elapsed()
     );
 }
+
+/// A client that gives up before its answer's first byte (an SDK's
+/// timeout) is noticed while the backend still works on it: the upstream
+/// call is dropped, the access log says `client_closed` with nginx's 499
+/// long before the backend would have answered, and the backend's breaker
+/// is not charged for it.
+#[test]
+fn a_client_that_leaves_before_the_first_byte_is_noticed() {
+    let sim = Sim::start("s", &["--latency-ms", "4000"]);
+    let gw = gateway(&sim, "first_byte: 10s, total: 30s");
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    while sim.stats()["requests"] != 1 {
+        assert!(start.elapsed() < Duration::from_secs(5), "no request");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(s);
+    let left = std::time::Instant::now();
+    let line = gw
+        .access_log(1)
+        .into_iter()
+        .next()
+        .expect("an access-log line");
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["error"], "client_closed", "{line}");
+    assert!(
+        left.elapsed() < Duration::from_millis(2500),
+        "noticed only after {:?} (the backend answers at 4 s)",
+        left.elapsed()
+    );
+    let status = gw.backend_status("s");
+    assert_eq!(status["breaker"]["state"], "closed", "{status}");
+    assert_eq!(status["in_flight"], 0, "{status}");
+}
