@@ -44,12 +44,19 @@ impl Rate {
         u64::try_from(n).unwrap_or(u64::MAX)
     }
 
-    /// This rate shared by `n` (`fail_open`'s local share: `amount ÷ n`,
-    /// at least one unit per period).
+    /// This rate shared by `n` (`fail_open`'s local share): a burst of
+    /// `amount ÷ n` rounded up, over a period stretched to keep the rate
+    /// exactly `amount ÷ n` per period. Rounding the amount down instead
+    /// let 5 a minute on 3 replicas through as 3 (1 each), and 1 a minute
+    /// as 3 (at least 1 each).
     pub fn share(self, n: u32) -> Rate {
+        let n = u128::from(n.max(1));
+        let amount = u128::from(self.amount.max(1));
+        let each = amount.div_ceil(n);
+        let period = u128::from(self.period_us) * each * n / amount;
         Rate {
-            amount: (self.amount / u64::from(n.max(1))).max(1),
-            period_us: self.period_us,
+            amount: u64::try_from(each).unwrap_or(u64::MAX),
+            period_us: u64::try_from(period).unwrap_or(u64::MAX).max(1),
         }
     }
 }
@@ -184,8 +191,40 @@ mod tests {
             amount: 10,
             period_us: MIN,
         };
-        assert_eq!(r.share(3).amount, 3);
-        assert_eq!(r.share(100).amount, 1);
+        // 10 a minute on 3 replicas: 4 at once, at 10 ÷ 3 a minute.
+        assert_eq!(
+            r.share(3),
+            Rate {
+                amount: 4,
+                period_us: MIN * 12 / 10
+            }
+        );
+        // 10 a minute on 100: 1 each, one per 10 minutes.
+        assert_eq!(
+            r.share(100),
+            Rate {
+                amount: 1,
+                period_us: MIN * 10
+            }
+        );
+        assert_eq!(r.share(1), r);
+        assert_eq!(r.share(0), r);
+        // Over an hour, three replicas at their share pass what the limit
+        // does (10 a minute: 600), give or take each one's first burst.
+        let share = r.share(3);
+        let mut passed = 0;
+        for replica in 0..3 {
+            let mut tat = 0;
+            for s in 0..3600u64 {
+                let now = s * 1_000_000 + replica;
+                let (v, t) = check(tat, now, share, 1);
+                if v.allowed {
+                    passed += 1;
+                    tat = t;
+                }
+            }
+        }
+        assert!((600..=612).contains(&passed), "{passed}");
         let huge = Rate {
             amount: u64::MAX,
             period_us: 1,

@@ -6,6 +6,8 @@ Usage: python openai_demo.py BASE_URL CONTRACTOR_TOKEN
                     (`skygate demo-token --tenant acme --group contractors`)
 Exits non-zero on the first failed check.
 """
+import base64
+import json
 import sys
 
 import openai
@@ -36,8 +38,44 @@ for chunk in client.chat.completions.create(
 assert len(pieces) > 1, pieces
 assert usage is not None and usage.completion_tokens == len(pieces), (usage, len(pieces))
 
+# The simulated clouds answer in the form asked for: n choices, a call of
+# an offered tool (plain and streamed), JSON content.
+two = client.chat.completions.create(
+    model="demo-chat", n=2, messages=[{"role": "user", "content": "two of them"}]
+)
+assert [c.index for c in two.choices] == [0, 1], two
+weather = [{"type": "function", "function": {"name": "weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+asked = [{"role": "user", "content": "weather in Paris?"}]
+call = client.chat.completions.create(model="demo-chat", tools=weather, messages=asked)
+assert call.choices[0].finish_reason == "tool_calls", call
+tool_call = call.choices[0].message.tool_calls[0]
+assert tool_call.function.name == "weather", call
+assert json.loads(tool_call.function.arguments) == {"city": "sim"}, call
+arguments = ""
+for chunk in client.chat.completions.create(
+    model="demo-chat", tools=weather, messages=asked + [{"role": "user", "content": "streamed"}], stream=True
+):
+    for c in chunk.choices:
+        for t in c.delta.tool_calls or []:
+            arguments += t.function.arguments or ""
+assert json.loads(arguments) == {"city": "sim"}, arguments
+answered = client.chat.completions.create(model="demo-chat", tools=weather, messages=asked + [
+    {"role": "assistant", "tool_calls": [tool_call.model_dump()]},
+    {"role": "tool", "tool_call_id": tool_call.id, "content": "12C"},
+])
+assert answered.choices[0].message.content and not answered.choices[0].message.tool_calls, answered
+as_json = client.chat.completions.create(
+    model="demo-chat", response_format={"type": "json_object"},
+    messages=[{"role": "user", "content": "answer in JSON"}],
+)
+assert "answer" in json.loads(as_json.choices[0].message.content), as_json
+
 # Embeddings.
 emb = client.embeddings.create(model="demo-embed", input=["one", "two"])
+# As floats by default here; as base64 when asked (the Node SDK's default).
+b64 = client.embeddings.create(model="demo-embed", input="one", encoding_format="base64")
+assert len(base64.b64decode(b64.data[0].embedding)) == 4 * len(emb.data[0].embedding), b64
 assert len(emb.data) == 2 and len(emb.data[0].embedding) > 0, emb
 
 # Models.

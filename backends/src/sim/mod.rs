@@ -18,6 +18,7 @@ mod h2s;
 mod http1;
 pub mod model;
 pub mod platforms;
+mod shape;
 pub mod workloads;
 
 use bytes::BytesMut;
@@ -467,6 +468,7 @@ impl Sim {
                         .pointer("/stream_options/include_usage")
                         .and_then(|v| v.as_bool())
                         .unwrap_or(false),
+                    shape: shape::Shape::of(body),
                 };
                 if stream_mode {
                     return self.stream_chat(stream, headers, s, &c).await;
@@ -548,32 +550,40 @@ impl Sim {
         let id = format!("chatcmpl-{}", rand::random::<u32>());
         let created = now_secs();
         let cut_at = (rand::random::<f64>() < s.cut_rate).then_some(n / 2);
-        let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+        let chunk = |index: u32, delta: &serde_json::Value, finish: Option<&str>| {
             let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish}]});
             format!("data: {v}\n\n")
         };
-        stream
-            .chunk(chunk(json!({"role": "assistant", "content": ""}), None).as_bytes())
-            .await?;
-        for i in 0..n {
+        let choices = c.shape.choices.max(1);
+        for index in 0..choices {
+            let call_id = format!("call_{}", rand::random::<u32>());
+            let first = c.shape.first_delta(&call_id);
+            stream.chunk(chunk(index, &first, None).as_bytes()).await?;
+        }
+        let words: Vec<String> = (0..n).map(token).collect();
+        for (i, piece) in c.shape.pieces(&words).iter().enumerate() {
             if s.token_delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(s.token_delay_ms)).await;
             }
-            if cut_at == Some(i) {
+            if cut_at == Some(i as u32) {
                 // Drop the connection mid-stream, with no terminating chunk.
                 return Ok(false);
             }
+            for index in 0..choices {
+                stream.chunk(chunk(index, piece, None).as_bytes()).await?;
+            }
+        }
+        for index in 0..choices {
+            let finish = c.shape.finish_reason();
             stream
-                .chunk(chunk(json!({"content": token(i)}), None).as_bytes())
+                .chunk(chunk(index, &json!({}), Some(finish)).as_bytes())
                 .await?;
         }
-        stream
-            .chunk(chunk(json!({}), Some("stop")).as_bytes())
-            .await?;
         if include_usage {
+            let completion = c.completion_tokens();
             let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n as u64}});
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}});
             stream.chunk(format!("data: {v}\n\n").as_bytes()).await?;
         }
         stream.chunk(b"data: [DONE]\n\n").await?;
@@ -692,19 +702,36 @@ struct Completion<'a> {
     prompt_tokens: u64,
     /// Streams: send a usage chunk before `[DONE]`.
     include_usage: bool,
+    /// `n`, a tool call, JSON content: what the request asks of the form.
+    shape: shape::Shape,
+}
+
+impl Completion<'_> {
+    /// Completion tokens over all choices.
+    pub(crate) fn completion_tokens(&self) -> u64 {
+        u64::from(self.tokens) * u64::from(self.shape.choices.max(1))
+    }
 }
 
 fn chat_response(name: &str, c: &Completion<'_>) -> serde_json::Value {
     let (model, n, prompt_tokens) = (c.model, c.tokens, c.prompt_tokens);
     let content: String = (0..n).map(token).collect();
+    let choices: Vec<serde_json::Value> = (0..c.shape.choices.max(1))
+        .map(|i| {
+            let call_id = format!("call_{}", rand::random::<u32>());
+            json!({"index": i, "message": c.shape.message(content.trim_end(), &call_id),
+                "finish_reason": c.shape.finish_reason()})
+        })
+        .collect();
+    let completion = c.completion_tokens();
     json!({
         "id": format!("chatcmpl-{}", rand::random::<u32>()),
         "object": "chat.completion",
         "created": now_secs(),
         "model": model,
         "system_fingerprint": name,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content.trim_end()}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n as u64},
+        "choices": choices,
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion},
     })
 }
 

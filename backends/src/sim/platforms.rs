@@ -1248,6 +1248,7 @@ fn completion<'a>(
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        shape: super::shape::Shape::of(event),
     }
 }
 
@@ -1259,30 +1260,44 @@ struct Piece {
 /// The SSE events of a streamed completion, as a function would write them.
 fn sse_chunks(c: &Completion<'_>, id: &str) -> Vec<Piece> {
     let created = now_secs();
-    let chunk = |delta: Value, finish: Option<&str>| {
+    let chunk = |index: u32, delta: &Value, finish: Option<&str>| {
         let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": c.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish}]});
         format!("data: {v}\n\n")
     };
+    let choices = c.shape.choices.max(1);
+    let first: String = (0..choices)
+        .map(|index| {
+            let call_id = format!("call_{}", rand::random::<u32>());
+            chunk(index, &c.shape.first_delta(&call_id), None)
+        })
+        .collect();
     let mut out = vec![Piece {
         index: 0,
-        text: chunk(json!({"role": "assistant", "content": ""}), None),
+        text: first,
     }];
-    for i in 0..c.tokens {
+    let words: Vec<String> = (0..c.tokens).map(token).collect();
+    for piece in c.shape.pieces(&words) {
         out.push(Piece {
-            index: i + 1,
-            text: chunk(json!({"content": token(i)}), None),
+            index: out.len() as u32,
+            text: (0..choices)
+                .map(|index| chunk(index, &piece, None))
+                .collect(),
         });
     }
-    let mut last = chunk(json!({}), Some("stop"));
+    let finish = c.shape.finish_reason();
+    let mut last: String = (0..choices)
+        .map(|index| chunk(index, &json!({}), Some(finish)))
+        .collect();
     if c.include_usage {
+        let completion = c.completion_tokens();
         let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": c.model, "choices": [],
-            "usage": {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.tokens, "total_tokens": c.prompt_tokens + u64::from(c.tokens)}});
+            "usage": {"prompt_tokens": c.prompt_tokens, "completion_tokens": completion, "total_tokens": c.prompt_tokens + completion}});
         last.push_str(&format!("data: {v}\n\n"));
     }
     last.push_str("data: [DONE]\n\n");
     out.push(Piece {
-        index: c.tokens + 1,
+        index: out.len() as u32,
         text: last,
     });
     out

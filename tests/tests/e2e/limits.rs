@@ -456,6 +456,18 @@ fn fail_open_limits_locally_at_a_replicas_share() {
     assert!(redis_becomes(&gw, 0.0));
     let ok = (0..10).filter(|_| gw.chat("m").status == 200).count();
     assert_eq!(ok, 5, "20 ÷ 4 replicas");
+    // A share that does not divide: 5 an hour on 3 replicas is a burst of
+    // 2 on each (rounded up, refilled at 5 ÷ 3 an hour), not 1.
+    let gw = Gateway::start(&config(
+        &sim,
+        &format!(
+            "state: {{ redis: \"{}\", replicas: 3 }}\nlimits:\n  - {{ name: five, requests_per_hour: 5 }}\n",
+            redis.url
+        ),
+    ));
+    assert!(redis_becomes(&gw, 0.0));
+    let ok = (0..10).filter(|_| gw.chat("m").status == 200).count();
+    assert_eq!(ok, 2, "5 ÷ 3 replicas, rounded up");
 }
 
 /// The same limit on a three-node Redis Cluster, shared by two gateways.
