@@ -29,52 +29,144 @@ pub async fn forward(
     ctx: &mut RequestCtx,
     routed: Routed,
 ) -> pingora_error::Result<bool> {
-    // An HTTP/1 client's socket, looked at while its answer is awaited: a
-    // client that gives up (an SDK's timeout) would otherwise leave the
-    // backend computing an answer nobody takes, once per retry of the SDK.
-    let socket = session
-        .stream()
-        .map(|s| pingora_core::protocols::UniqueID::id(&**s));
-    tokio::select! {
+    // The client's socket, looked at while its answer is awaited: a client
+    // that gives up (an SDK's timeout) would otherwise leave the backend
+    // computing an answer nobody takes, once per retry of the SDK. Not on
+    // a miss that will fill the cache: its answer is worth having anyway,
+    // and identical misses may be waiting for it.
+    let socket = if ctx.cache_fill.is_some() {
+        None
+    } else {
+        session
+            .stream()
+            .map(|s| pingora_core::protocols::UniqueID::id(&**s))
+    };
+    let why = tokio::select! {
         biased;
-        done = attempts(state, snap, session, ctx, routed) => done,
-        () = client_left(socket) => {
-            // The attempt in flight is dropped with its upstream connection
-            // (the backend sees it close), unjudged: the backend did
-            // nothing wrong. Logged as nginx's 499.
+        done = attempts(state, snap, session, ctx, routed) => return done,
+        why = watch(state, socket) => why,
+    };
+    // The attempt in flight is dropped with its upstream connection (the
+    // backend sees it close), unjudged: the backend did nothing wrong.
+    match why {
+        Ended::ClientLeft => {
+            abandoned(ctx, "client_closed");
             ctx.error = Some("client_closed");
+            // From the client's side: Pingora writes nothing more (a client
+            // that only half-closed would otherwise get its bare 500).
+            // Logged as nginx's 499.
             Err(pingora_error::Error::explain(
                 pingora_error::ErrorType::ConnectionClosed,
                 "the client closed its connection before its answer was complete",
-            ))
+            )
+            .into_down())
+        }
+        Ended::Cutoff => {
+            abandoned(ctx, "shutdown");
+            shut_out(session, ctx, &snap.chain).await
         }
     }
 }
 
-/// Resolves once the client has closed its connection (FIN or reset):
-/// a non-consuming peek at its socket, first after 50 ms (a quick answer
-/// costs a timer, no syscall), then at doubling intervals up to a second.
-/// Bytes waiting (a pipelined request, a TLS record) are not a close: over
-/// TLS a client's `close_notify` hides its FIN from the peek, so such a
-/// client is noticed at the first write instead. Never resolves without a
-/// socket (HTTP/2: its streams are reset, not closed).
-async fn client_left(socket: Option<i32>) {
+/// Why the wait for an answer ended before the answer did.
+enum Ended {
+    /// The client closed its connection (FIN) or reset it.
+    ClientLeft,
+    /// SIGTERM's grace period is over (`State::cutoff`).
+    Cutoff,
+}
+
+/// Resolves when the client has gone or the drain's grace period is over:
+/// first after 50 ms (a quick answer costs a shared timer's slot, no
+/// syscall), then at
+/// doubling intervals up to a second, a look at `cutoff` and a
+/// non-consuming peek at the client's socket. Bytes waiting (a pipelined
+/// request, a TLS record) end the peeking: a FIN behind them cannot be
+/// seen, since they are not read while the request runs; so over TLS a
+/// client that sends `close_notify` before closing is not noticed here.
+async fn watch(state: &State, socket: Option<i32>) -> Ended {
     use nix::errno::Errno;
     use nix::sys::socket::{recv, MsgFlags};
-    let Some(fd) = socket else {
-        return std::future::pending().await;
-    };
+    let mut socket = socket;
     let mut every = Duration::from_millis(50);
     loop {
-        tokio::time::sleep(every).await;
+        // Pingora's shared timers: a request registers in a 10 ms slot that
+        // the others due then share, and a dropped one cancels nothing.
+        pingora_timeout::sleep(every).await;
         every = (every * 2).min(Duration::from_secs(1));
+        if state.cutoff.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ended::Cutoff;
+        }
+        let Some(fd) = socket else { continue };
         let mut probe = [0u8; 1];
         match recv(fd, &mut probe, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
-            Ok(0) => return,
-            Ok(_) | Err(Errno::EAGAIN | Errno::EINTR) => {}
-            Err(_) => return,
+            Ok(0) => return Ended::ClientLeft,
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(
+                Errno::ECONNRESET
+                | Errno::ECONNABORTED
+                | Errno::ETIMEDOUT
+                | Errno::EPIPE
+                | Errno::ENOTCONN
+                | Errno::EHOSTUNREACH
+                | Errno::ENETUNREACH,
+            ) => return Ended::ClientLeft,
+            Ok(_) | Err(_) => socket = None,
         }
     }
+}
+
+/// The attempt that was in flight when the request ended without it, in
+/// the access log's and the trace's tries, with `outcome`.
+fn abandoned(ctx: &mut RequestCtx, outcome: &'static str) {
+    let (Some((started, span)), Some(backend)) = (ctx.attempt_in_flight, ctx.backend.clone())
+    else {
+        return;
+    };
+    if ctx.served.is_some() || ctx.tries.last().is_some_and(|t| t.started == started) {
+        return;
+    }
+    ctx.tries.push(Try {
+        backend,
+        outcome,
+        status: None,
+        ms: ms(Instant::now().duration_since(started)),
+        started,
+        span,
+    });
+}
+
+/// The drain's grace period ended before the answer did: before its
+/// header, a 503 the client may retry elsewhere; during a stream, an
+/// `event: error`; during any other body, a cut. Logged as `shutdown`.
+async fn shut_out(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    chain: &Chain,
+) -> pingora_error::Result<bool> {
+    let e = ApiError::new(
+        ErrorKind::Unavailable,
+        "the gateway is shutting down and its grace period is over: ask again",
+    )
+    .with_retry_after(Duration::from_secs(1));
+    let done = if session.response_written().is_none() {
+        respond::error(session, ctx, chain, &e).await
+    } else if ctx.stream {
+        let event = e.sse_event();
+        ctx.response_bytes += event.len() as u64;
+        session
+            .write_response_body(Some(event), true)
+            .await
+            .map(|()| true)
+    } else {
+        Err(pingora_error::Error::explain(
+            pingora_error::ErrorType::ConnectionClosed,
+            "the gateway is shutting down",
+        )
+        .into_down())
+    };
+    ctx.error = Some("shutdown");
+    done
 }
 
 /// The attempt loop: pick a target, send, judge the answer, retry or
@@ -132,6 +224,7 @@ async fn attempts(
         let mut slot = b.peer.load_full();
         // This attempt's span (traces on): its `traceparent` to the backend.
         let mut span = crate::telemetry::attempt_span(ctx);
+        ctx.attempt_in_flight = Some((started, span));
         // Hedging: a likely cold target gets `hedge_after` to answer before
         // a warm one is asked too; the first usable answer wins.
         let hedge = route
@@ -845,7 +938,8 @@ async fn cut_short(
         let e = pingora_error::Error::explain(
             pingora_error::ErrorType::ConnectionClosed,
             "the gateway is shutting down",
-        );
+        )
+        .into_down();
         return (BodyEnd::Cut, Err(e));
     }
     let event = ApiError::new(

@@ -116,9 +116,6 @@ fn principal(c: &Config, w: &Who) -> Result<(Principal, Kind, Option<String>), S
         (Kind::ApiKey, None) => Some(format!(
             "principal `{id}` has no key in the config's auth.api_keys: judged with only what the case gives"
         )),
-        (Kind::Service, None) => Some(format!(
-            "principal `{id}` is not in the config's auth.mtls.principals: judged with only what the case gives"
-        )),
         _ => None,
     };
     let mut p = known.unwrap_or_default();

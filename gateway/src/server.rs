@@ -244,14 +244,15 @@ impl Drain {
                 while state.in_flight.load(Ordering::Acquire) > 0 && start.elapsed() < grace {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                // Time's up: bodies still coming end at their next chunk (a
-                // stream with an error event) and are logged; a second
-                // more at most, for them.
+                // Time's up: what is still in flight ends within a second
+                // (a body at its next chunk, a stream with an error event;
+                // a request still waiting for its answer with a 503) and is
+                // logged; two seconds more at most, for them.
                 if state.in_flight.load(Ordering::Acquire) > 0 {
                     state.cutoff.store(true, Ordering::Relaxed);
                     let cut = Instant::now();
                     while state.in_flight.load(Ordering::Acquire) > 0
-                        && cut.elapsed() < Duration::from_secs(1)
+                        && cut.elapsed() < Duration::from_secs(2)
                     {
                         std::thread::sleep(Duration::from_millis(10));
                     }

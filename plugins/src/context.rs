@@ -141,6 +141,9 @@ pub struct RequestCtx {
     /// A miss of the cache's in-memory tier, for its step after the rate
     /// limits.
     pub cache_lookup: Option<Box<crate::cache::Lookup>>,
+    /// The attempt in flight: its start and span (for the log and the
+    /// trace when the request ends before it does: the client left).
+    pub attempt_in_flight: Option<(Instant, u64)>,
     /// A cache miss's answer, captured to be stored (cache plugin).
     pub cache_fill: Option<Box<crate::cache::Fill>>,
     /// A cache hit: the tokens of the answer it served.
@@ -192,6 +195,7 @@ impl RequestCtx {
             trace: None,
             response_model: None,
             cache_lookup: None,
+            attempt_in_flight: None,
             cache_fill: None,
             cached_tokens: None,
             cache_hit_free: false,

@@ -148,7 +148,9 @@ fn ambiguous(req: &RequestHeader) -> Option<skygate_config::ApiError> {
         .get_all(header::TRANSFER_ENCODING)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii);
+        .map(<[u8]>::trim_ascii)
+        // Empty list elements do not count (RFC 9110 §5.6.1).
+        .filter(|c| !c.is_empty());
     match (codings.next(), codings.next()) {
         (None, _) => {}
         (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => {}
@@ -243,8 +245,8 @@ mod tests {
             (&["gzip, chunked"][..], false),
             (&["gzip", "chunked"][..], false),
             (&["chunked, chunked"][..], false),
-            (&["identity"][..], false),
-            (&[""][..], false),
+            (&[", chunked"][..], true),
+            (&["gzip, , chunked"][..], false),
         ] {
             let mut r = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
             r.append_header("host", "gw").unwrap();

@@ -127,7 +127,7 @@ impl Shape {
     pub fn pieces(&self, words: &[String]) -> Vec<Value> {
         let whole = match (&self.tool, &self.json) {
             (Some((_, args)), _) => args.clone(),
-            (None, Some(_)) => self.content(&words.concat()),
+            (None, Some(_)) => self.content(words.concat().trim_end()),
             (None, None) => {
                 return words.iter().map(|w| json!({"content": w})).collect();
             }
@@ -219,7 +219,7 @@ mod tests {
 
         // JSON content, and the stream's pieces add up to it.
         let j = Shape::of(&json!({"response_format": {"type": "json_object"}}));
-        let words: Vec<String> = vec!["a ".into(), "b".into()];
+        let words: Vec<String> = vec!["a ".into(), "b ".into()];
         let whole: Value = serde_json::from_str(&j.content("a b")).unwrap();
         assert_eq!(whole, json!({"answer": "a b"}));
         let joined: String = j

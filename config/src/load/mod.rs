@@ -107,6 +107,17 @@ pub(crate) fn path_of(base: &[Seg], more: &[Seg]) -> Vec<Seg> {
 }
 
 impl Cx<'_> {
+    /// Whether a field inside `path` was reported already (taken out of its
+    /// entry for its error, or its `${NAME}` failed): checks of the entry
+    /// as a whole (nothing set, say) would only follow from that error.
+    pub(crate) fn reported_under(&self, path: &[Seg]) -> bool {
+        let rendered = render(path);
+        self.quiet.iter().any(|f| {
+            f.strip_prefix(rendered.as_str())
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        })
+    }
+
     /// Records an error at `path`, unless that field was reported already (its
     /// `${NAME}` failed, or it was taken out of its entry for its error).
     pub(crate) fn err(&mut self, path: &[Seg], message: impl Into<String>) {

@@ -124,6 +124,21 @@ fn syntax_error_has_a_line() {
     assert!(errs[0].message.starts_with("not valid YAML"));
 }
 
+/// A number beyond 64 bits stops the YAML reader itself; the error still
+/// names the field and says what is wrong.
+#[test]
+fn a_number_too_large_names_its_field() {
+    let y = "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2 }\nlimits:\n  - { name: big, tokens_per_minute: 99999999999999999999 }\n";
+    let errs = load_str(y, "s.yaml", &env).unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].line, Some(4));
+    assert_eq!(errs[0].path, "limits[0].tokens_per_minute");
+    assert_eq!(
+        errs[0].message,
+        "`99999999999999999999` is too large a number: the largest is 18446744073709551615"
+    );
+}
+
 #[test]
 fn kind_mismatch_and_overlap_are_errors() {
     let y = r#"

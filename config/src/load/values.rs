@@ -102,7 +102,7 @@ pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
             }
         }
         Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 => n,
+            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
             _ => return Err(bad("its port must be 1 to 65535")),
         },
     };
@@ -189,6 +189,7 @@ mod tests {
             ("https://h:65536", "port must be 1 to 65535"),
             ("http://h:0/v1", "port must be 1 to 65535"),
             ("http://[::1]:70000", "port must be 1 to 65535"),
+            ("http://h:+80", "port must be 1 to 65535"),
             ("http://user:pass@h/v1", "must not carry credentials"),
             ("http://h/v1#frag", "must not have a fragment"),
             ("http://h/v1?x=1", "must not have a query"),

@@ -15,11 +15,13 @@ impl Cx<'_> {
         let mut root: Value = match serde_norway::from_str(self.text) {
             Ok(v) => v,
             Err(e) => {
+                let (path, message) = too_large(&e.to_string())
+                    .unwrap_or_else(|| (String::new(), format!("not valid YAML: {e}")));
                 self.errors.push(ConfigError {
                     file: self.file.to_string(),
                     line: e.location().map(|l| l.line()),
-                    path: String::new(),
-                    message: format!("not valid YAML: {e}"),
+                    path,
+                    message,
                 });
                 return None;
             }
@@ -176,6 +178,20 @@ impl Cx<'_> {
 /// serde's message in the file's terms, not Rust's: `expected usize` is
 /// `expected a whole number of 0 or more`, `expected struct RawAdmin` is
 /// `expected a mapping`.
+/// The YAML reader's error for an integer beyond 64 bits (it reads them
+/// into no value at all), as the field and what is wrong with it.
+fn too_large(message: &str) -> Option<(String, String)> {
+    let (path, rest) = message.split_once(": invalid type: integer `")?;
+    let (number, _) = rest.split_once("` as ")?;
+    Some((
+        path.to_string(),
+        format!(
+            "`{number}` is too large a number: the largest is {}",
+            u64::MAX
+        ),
+    ))
+}
+
 fn plain(message: &str) -> String {
     let mut m = message.to_string();
     for (rust, yaml) in [

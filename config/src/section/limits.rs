@@ -278,7 +278,11 @@ impl Cx<'_> {
         let concurrency = r
             .concurrency
             .map(|n| self.int_in(Some(n), 1, (1, 1_000_000), &at("concurrency")) as u32);
-        if rates.is_empty() && concurrency.is_none() && self.error_count() == before {
+        if rates.is_empty()
+            && concurrency.is_none()
+            && self.error_count() == before
+            && !self.reported_under(p)
+        {
             self.err(
                 p,
                 "set at least one of requests_per_second, requests_per_minute, requests_per_hour, tokens_per_minute, tokens_per_day, concurrency",
@@ -496,6 +500,10 @@ limits:
         for w in want {
             assert!(e.iter().any(|x| x.starts_with(w)), "{w} not in {e:#?}");
         }
+        // A rate of the wrong type is one error, not also "set at least one".
+        let e = errors("limits:\n  - { name: half, requests_per_minute: 0.5 }\n");
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].starts_with("limits[0].requests_per_minute: "), "{e:?}");
         let e = errors("state: { redis: 'http://x', redis_cluster: [] }\n");
         assert!(
             e.iter()

@@ -252,13 +252,19 @@ impl Fill {
         }
         // What the answer has already spent in caches before this one
         // (`Age`, RFC 9111 §5.1) is not its to live again; an `Age` that
-        // is not a number is ignored (§4.2.3 reads it as 0).
+        // is not a number is ignored, one too large to read is 2^31 s
+        // (§1.2.2: stale).
         let age = h
             .headers
             .get(http::header::AGE)
-            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+            .map(|v| v.as_bytes().trim_ascii())
+            .filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))
+            .map_or(0, |v| {
+                std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1 << 31)
+            });
         let fresh = s_maxage.or(max_age).map(|f| f.saturating_sub(age));
         self.fresh_for = fresh.map(std::time::Duration::from_secs);
         if h.status.as_u16() != 200 || !(json || self.sse) || forbidden || fresh == Some(0) {
@@ -1115,6 +1121,10 @@ mod tests {
         assert_eq!(
             seen_aged(&["max-age=60"], Some("junk")),
             (FillState::Open, Some(60))
+        );
+        assert_eq!(
+            seen_aged(&["max-age=60"], Some("99999999999999999999999")).0,
+            FillState::Dropped
         );
         // Without a freshness of its own, `Age` changes nothing (the
         // route's ttl holds).

@@ -455,10 +455,13 @@ impl RateLimits {
         let asks: Vec<Ask> = plan
             .redis
             .iter()
-            .map(|(_, _, a, key)| Ask {
-                key: *key,
-                rate: a.rate.share(self.replicas),
-                cost: a.cost.min(a.rate.share(self.replicas).amount),
+            .map(|(_, _, a, key)| {
+                let rate = a.rate.share(self.replicas);
+                Ask {
+                    key: *key,
+                    rate,
+                    cost: a.cost.min(rate.amount),
+                }
             })
             .collect();
         let mut verdicts = Vec::with_capacity(asks.len());

@@ -833,7 +833,7 @@ fn a_leader_that_vanishes_mid_stream_hands_the_lead_on() {
 
 /// A backend's `Cache-Control` decides what is kept and for how long, less
 /// the `Age` its answer already has: `no-store`, `private` and `max-age=0`
-/// are never kept; `max-age=3` with `Age: 2` lives one second, not three.
+/// are never kept; `max-age=10` with `Age: 7` lives three seconds, not ten.
 #[test]
 fn the_backends_cache_control_and_age_bound_what_is_kept() {
     let head = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -875,12 +875,12 @@ fn the_backends_cache_control_and_age_bound_what_is_kept() {
     }
     assert_eq!(twice("kept", "cache-control: public\r\n"), "hit");
     assert_eq!(
-        twice("aged", "cache-control: max-age=3\r\nage: 2\r\n"),
+        twice("aged", "cache-control: max-age=10\r\nage: 7\r\n"),
         "hit"
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(3500));
     let r = ask(g.addr, CLIENT_KEY, &hello("aged"), &[]);
-    assert_eq!(cache_of(&r), "miss", "one second to live, not three");
+    assert_eq!(cache_of(&r), "miss", "three seconds to live, not ten");
     let r = ask(g.addr, CLIENT_KEY, &hello("kept"), &[]);
     assert_eq!(cache_of(&r), "hit", "the route's ttl for the rest");
 }

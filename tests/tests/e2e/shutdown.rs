@@ -22,9 +22,9 @@ fn keep_alive_chat(gw: &Gateway) -> Option<String> {
     r.header("connection").map(str::to_string)
 }
 
-/// A stream request on its own thread, returned once the backend has it
+/// A request (a stream or not) on its own thread, returned once the backend has it
 /// (a fixed sleep races with a loaded machine).
-fn stream_in_flight(gw: &Gateway, sim: &Sim) -> std::thread::JoinHandle<Resp> {
+fn in_flight(gw: &Gateway, sim: &Sim, stream: bool) -> std::thread::JoinHandle<Resp> {
     let addr = gw.addr;
     let client = std::thread::spawn(move || {
         call(
@@ -32,7 +32,7 @@ fn stream_in_flight(gw: &Gateway, sim: &Sim) -> std::thread::JoinHandle<Resp> {
             "POST",
             "/v1/chat/completions",
             &[("authorization", &format!("Bearer {CLIENT_KEY}"))],
-            json!({"model": "m", "stream": true, "messages": []})
+            json!({"model": "m", "stream": stream, "messages": []})
                 .to_string()
                 .as_bytes(),
         )
@@ -41,7 +41,7 @@ fn stream_in_flight(gw: &Gateway, sim: &Sim) -> std::thread::JoinHandle<Resp> {
     while sim.stats()["requests"] != 1 {
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "the stream never reached the backend"
+            "the request never reached the backend"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -53,7 +53,7 @@ fn sigterm_finishes_in_flight_streams_then_exits() {
     let sim = Sim::start("s", &["--tokens", "10", "--token-delay-ms", "150"]);
     let mut gw = Gateway::start(&one_backend(&sim.url, ""));
     let addr = gw.addr;
-    let client = stream_in_flight(&gw, &sim);
+    let client = in_flight(&gw, &sim, true);
     gw.proc.signal("TERM");
     let sent = Instant::now();
 
@@ -103,7 +103,7 @@ fn a_stream_past_the_grace_period_ends_with_an_error_event() {
         "server: {{ grace_period: 1s, drain_delay: 0s }}\n{}",
         one_backend(&sim.url, "")
     ));
-    let client = stream_in_flight(&gw, &sim);
+    let client = in_flight(&gw, &sim, true);
     gw.proc.signal("TERM");
     let sent = Instant::now();
     let r = client.join().unwrap();
@@ -246,4 +246,37 @@ fn a_blocked_stdout_and_stderr_do_not_hold_up_requests_or_the_exit() {
     let status =
         exited.expect("exits within 10 s of SIGTERM although stdout and stderr are blocked");
     assert!(status.success(), "{status:?}");
+}
+
+/// A request still waiting for its backend's answer when `grace_period`
+/// ends gets a 503 it may retry elsewhere (not a dropped connection), its
+/// access-log line says `shutdown`, and the attempt is in its tries.
+#[test]
+fn a_request_still_waiting_when_the_grace_period_ends_gets_a_503() {
+    let sim = Sim::start("s", &["--latency-ms", "20000"]);
+    let mut gw = Gateway::start(&format!(
+        "server: {{ grace_period: 1s, drain_delay: 0s }}\n{}",
+        one_backend(&sim.url, "timeouts: { first_byte: 60s, total: 60s }")
+    ));
+    let client = in_flight(&gw, &sim, false);
+    gw.proc.signal("TERM");
+    let sent = Instant::now();
+    let r = client.join().unwrap();
+    r.assert_error(503, "unavailable");
+    assert!(r.header("retry-after").is_some());
+    let status = gw
+        .proc
+        .wait_exit(Duration::from_secs(6))
+        .expect("exits soon after its grace period");
+    assert!(status.success());
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        sent.elapsed()
+    );
+    let log = gw.access_log(1);
+    let line = log.first().expect("the request's line");
+    assert_eq!(line["status"], 503, "{line}");
+    assert_eq!(line["error"], "shutdown", "{line}");
+    assert_eq!(line["tries"][0]["outcome"], "shutdown", "{line}");
 }

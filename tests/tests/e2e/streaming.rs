@@ -198,7 +198,11 @@ fn client_gone_mid_stream_is_logged() {
 #[test]
 fn a_client_that_leaves_before_the_first_byte_is_noticed() {
     let sim = Sim::start("s", &["--latency-ms", "4000"]);
-    let gw = gateway(&sim, "first_byte: 10s, total: 30s");
+    // One judged failure would open this breaker.
+    let gw = Gateway::start(&one_backend(
+        &sim.url,
+        "timeouts: { first_byte: 10s, total: 30s }, breaker: { consecutive_failures: 1 }",
+    ));
     let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
     let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
     std::io::Write::write_all(
@@ -224,6 +228,8 @@ fn a_client_that_leaves_before_the_first_byte_is_noticed() {
         .expect("an access-log line");
     assert_eq!(line["status"], 499, "{line}");
     assert_eq!(line["error"], "client_closed", "{line}");
+    assert_eq!(line["tries"][0]["outcome"], "client_closed", "{line}");
+    assert_eq!(line["tries"][0]["backend"], "s", "{line}");
     assert!(
         left.elapsed() < Duration::from_millis(2500),
         "noticed only after {:?} (the backend answers at 4 s)",
