@@ -189,6 +189,8 @@ pub struct ApiError {
     pub retry_after: Option<Duration>,
     /// Whether (and why) another attempt may succeed.
     pub retry: Option<Retry>,
+    /// The request field at fault (OpenAI's `param`; the SDKs' `e.param`).
+    pub param: Option<&'static str>,
 }
 
 impl ApiError {
@@ -198,7 +200,14 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             retry: None,
+            param: None,
         }
+    }
+
+    /// Names the request field at fault.
+    pub fn with_param(mut self, field: &'static str) -> Self {
+        self.param = Some(field);
+        self
     }
 
     /// A 5xx that no retry can turn into an answer: the cache was asked
@@ -236,7 +245,7 @@ impl ApiError {
             "error": {
                 "message": self.message,
                 "type": self.kind.error_type(),
-                "param": null,
+                "param": self.param,
                 "code": self.kind.code(),
             }
         })

@@ -532,6 +532,21 @@ impl Admin {
                     "no weights given: name at least one of the route's backends",
                 ));
             }
+            // A backend named twice: which weight was meant? (A JSON map
+            // would keep the last one without a word.)
+            if let Ok(crate::request::RawMembers(members)) = serde_json::from_slice(body) {
+                let mut names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
+                names.sort_unstable();
+                if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+                    return Err(ApiError::new(
+                        ErrorKind::InvalidRequest,
+                        format!(
+                            "`{}` is given twice: give each backend one weight",
+                            skygate_config::clip(w[0])
+                        ),
+                    ));
+                }
+            }
             let current = effective_weights(&snap, route, ri);
             let mut next = current.clone();
             // Only the backends named here are overridden; the others keep

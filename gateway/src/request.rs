@@ -47,7 +47,11 @@ struct Peek<'a> {
 
 /// A whole number of at least `min` (`None` when absent or null), else a 400
 /// naming `field`.
-fn whole(v: Option<&serde_json::Value>, field: &str, min: u64) -> Result<Option<u64>, ApiError> {
+fn whole(
+    v: Option<&serde_json::Value>,
+    field: &'static str,
+    min: u64,
+) -> Result<Option<u64>, ApiError> {
     let n = match v {
         None | Some(serde_json::Value::Null) => return Ok(None),
         // Beyond u64 (`1e300`): the most there is, charged as the whole
@@ -70,7 +74,8 @@ fn whole(v: Option<&serde_json::Value>, field: &str, min: u64) -> Result<Option<
         _ => Err(ApiError::new(
             ErrorKind::InvalidRequest,
             format!("`{field}` must be a whole number of at least {min}"),
-        )),
+        )
+        .with_param(field)),
     }
 }
 
@@ -104,13 +109,14 @@ pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
             return Err(ApiError::new(
                 ErrorKind::MissingModel,
                 "you must provide a model parameter",
-            ))
+            )
+            .with_param("model"))
         }
         Some(_) => {
-            return Err(ApiError::new(
-                ErrorKind::InvalidRequest,
-                "`model` must be a string",
-            ))
+            return Err(
+                ApiError::new(ErrorKind::InvalidRequest, "`model` must be a string")
+                    .with_param("model"),
+            )
         }
     };
     // Read as the limits reserve them: a value of another type (`"50000"`,
@@ -316,10 +322,11 @@ fn bad_stream_options() -> ApiError {
         ErrorKind::InvalidRequest,
         "`stream_options` must be an object, e.g. {\"include_usage\": true}",
     )
+    .with_param("stream_options")
 }
 
 /// A JSON object's members in order, each value as its raw text.
-struct RawMembers<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+pub(crate) struct RawMembers<'a>(pub(crate) Vec<(String, &'a serde_json::value::RawValue)>);
 
 impl<'de> Deserialize<'de> for RawMembers<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

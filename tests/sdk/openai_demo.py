@@ -107,7 +107,7 @@ try:
     client.chat.completions.create(model="", messages=[])
     raise AssertionError("expected BadRequestError")
 except openai.BadRequestError as e:
-    assert e.status_code == 400, e
+    assert e.status_code == 400 and e.param == "model", e
 
 # A JWT caller under the demo's policies: contractors may chat, not embed,
 # and see only what they may call.

@@ -213,6 +213,15 @@ impl Cx<'_> {
             idle: self.duration(t.idle.as_ref(), d.idle, &path_of(&tp, &[key("idle")])),
             total: self.duration(t.total.as_ref(), d.total, &path_of(&tp, &[key("total")])),
         };
+        if t.first_byte.is_some() && timeouts.first_byte > timeouts.total {
+            self.warn(
+                &path_of(&tp, &[key("first_byte")]),
+                format!(
+                    "longer than `total` ({:?}): a request waits at most `total` for its first byte",
+                    timeouts.total
+                ),
+            );
+        }
         let pool = b.pool.unwrap_or_default();
         let pool_idle_timeout = self.duration(
             pool.idle_timeout.as_ref(),
@@ -898,6 +907,33 @@ mod tests {
 
     fn with_backend(extra: &str) -> String {
         format!("listen: 127.0.0.1:1\nadmin: {{ listen: 127.0.0.1:2 }}\nbackends:\n  a: {{ kind: openai, url: http://a/v1{extra} }}\nroutes:\n  r: {{ match: {{ path: /v1/embeddings, models: [e] }}, targets: [ {{ backend: a }} ] }}\n")
+    }
+
+    /// A first-byte timeout longer than the whole request's works (the
+    /// total wins) but says something the config does not do: a warning.
+    #[test]
+    fn a_first_byte_timeout_beyond_the_total_is_a_warning() {
+        let c = load_str(
+            &with_backend(", timeouts: { first_byte: 5m, total: 1m }"),
+            "b.yaml",
+            &|_| None,
+        )
+        .unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.path == "backends.a.timeouts.first_byte"
+                    && w.message.contains("longer than `total`")),
+            "{:?}",
+            c.warnings
+        );
+        let c = load_str(
+            &with_backend(", timeouts: { first_byte: 30s, total: 1m }"),
+            "b.yaml",
+            &|_| None,
+        )
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     #[test]

@@ -131,6 +131,12 @@ fn weight_changes_are_validated() {
         "at least one target must keep a positive weight",
     );
     err(
+        put("/admin/routes/chat/weights", r#"{"aws": 1, "aws": 99}"#),
+        400,
+        "invalid_request",
+        "`aws` is given twice",
+    );
+    err(
         put("/admin/routes/chat/weights", r#"{"aws": -1}"#),
         400,
         "invalid_request",

@@ -21,8 +21,20 @@ fn client_errors() {
     let h = [(k, v.as_str()), ("content-type", "application/json")];
     gw.call("POST", "/v1/chat/completions", &h, b"{not json")
         .assert_error(400, "invalid_json");
-    gw.call("POST", "/v1/chat/completions", &h, br#"{"messages":[]}"#)
-        .assert_error(400, "missing_model");
+    let r = gw.call("POST", "/v1/chat/completions", &h, br#"{"messages":[]}"#);
+    r.assert_error(400, "missing_model");
+    // The field at fault, as OpenAI's `param` (the SDKs' `e.param`).
+    assert_eq!(r.json()["error"]["param"], "model");
+    let r = gw.call(
+        "POST",
+        "/v1/chat/completions",
+        &h,
+        br#"{"model":"m","max_tokens":"50000"}"#,
+    );
+    r.assert_error(400, "invalid_request");
+    assert_eq!(r.json()["error"]["param"], "max_tokens");
+    let r = gw.call("POST", "/v1/nothing-here", &h, b"{}");
+    assert_eq!(r.json()["error"]["param"], serde_json::Value::Null);
     gw.call(
         "POST",
         "/v1/chat/completions",
