@@ -541,52 +541,29 @@ impl Sim {
         s: &SimSettings,
         c: &Completion<'_>,
     ) -> std::io::Result<bool> {
-        let (model, n, prompt_tokens, include_usage) =
-            (c.model, c.tokens, c.prompt_tokens, c.include_usage);
         headers.retain(|(k, _)| *k != "content-type");
         headers.push(("content-type", "text/event-stream".into()));
         headers.push(("cache-control", "no-cache".into()));
         stream.stream_head(200, &headers).await?;
-        let id = format!("chatcmpl-{}", rand::random::<u32>());
-        let created = now_secs();
-        let cut_at = (rand::random::<f64>() < s.cut_rate).then_some(n / 2);
-        let chunk = |index: u32, delta: &serde_json::Value, finish: Option<&str>| {
-            let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": index, "delta": delta, "finish_reason": finish}]});
-            format!("data: {v}\n\n")
-        };
-        let choices = c.shape.choices.max(1);
-        for index in 0..choices {
-            let call_id = format!("call_{}", rand::random::<u32>());
-            let first = c.shape.first_delta(&call_id);
-            stream.chunk(chunk(index, &first, None).as_bytes()).await?;
-        }
-        let words: Vec<String> = (0..n).map(token).collect();
-        for (i, piece) in c.shape.pieces(&words).iter().enumerate() {
-            if s.token_delay_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(s.token_delay_ms)).await;
+        let cut_at = (rand::random::<f64>() < s.cut_rate).then_some(c.tokens / 2);
+        // The events as the function platforms stream them too: the first
+        // delta, one piece per token, then the finish (with usage and
+        // `[DONE]`); a delay before each token piece.
+        let pieces = platforms::sse_chunks(c, &format!("chatcmpl-{}", rand::random::<u32>()));
+        let last = pieces.len().saturating_sub(1);
+        for piece in &pieces {
+            let at = piece.index as usize;
+            if at > 0 && at < last {
+                if s.token_delay_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(s.token_delay_ms)).await;
+                }
+                if cut_at == Some(piece.index - 1) {
+                    // Drop the connection mid-stream, with no terminating chunk.
+                    return Ok(false);
+                }
             }
-            if cut_at == Some(i as u32) {
-                // Drop the connection mid-stream, with no terminating chunk.
-                return Ok(false);
-            }
-            for index in 0..choices {
-                stream.chunk(chunk(index, piece, None).as_bytes()).await?;
-            }
+            stream.chunk(piece.text.as_bytes()).await?;
         }
-        for index in 0..choices {
-            let finish = c.shape.finish_reason();
-            stream
-                .chunk(chunk(index, &json!({}), Some(finish)).as_bytes())
-                .await?;
-        }
-        if include_usage {
-            let completion = c.completion_tokens();
-            let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}});
-            stream.chunk(format!("data: {v}\n\n").as_bytes()).await?;
-        }
-        stream.chunk(b"data: [DONE]\n\n").await?;
         stream.end().await?;
         Ok(true)
     }

@@ -1252,13 +1252,13 @@ fn completion<'a>(
     }
 }
 
-struct Piece {
-    index: u32,
-    text: String,
+pub(super) struct Piece {
+    pub(super) index: u32,
+    pub(super) text: String,
 }
 
 /// The SSE events of a streamed completion, as a function would write them.
-fn sse_chunks(c: &Completion<'_>, id: &str) -> Vec<Piece> {
+pub(super) fn sse_chunks(c: &Completion<'_>, id: &str) -> Vec<Piece> {
     let created = now_secs();
     let chunk = |index: u32, delta: &Value, finish: Option<&str>| {
         let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": c.model,

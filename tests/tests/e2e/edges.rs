@@ -572,11 +572,17 @@ fn client_values_are_not_echoed_whole() {
     let r = gw.call("POST", &path, &[("authorization", &auth)], b"{}");
     r.assert_error(404, "not_found");
     assert!(r.body.len() < 1024, "a {} byte answer", r.body.len());
+    // A model asked for by path (`GET /v1/models/{model}`), as long.
+    let path = format!("/v1/models/{}", "q".repeat(32 * 1024));
+    let r = gw.call("GET", &path, &[("authorization", &auth)], b"");
+    r.assert_error(404, "model_not_found");
+    assert!(r.body.len() < 1024, "a {} byte answer", r.body.len());
+    assert!(r.text().contains("…(truncated)"));
 
-    gw.access_log(2);
+    gw.access_log(3);
     let out = gw.proc.stdout();
     let lines: Vec<&str> = out.lines().filter(|l| l.contains("not_found")).collect();
-    assert_eq!(lines.len(), 2, "{out:.2000}");
+    assert_eq!(lines.len(), 3, "{out:.2000}");
     for l in lines {
         assert!(l.len() < 2048, "a {} byte access-log line", l.len());
         assert!(l.contains("…(truncated)"));

@@ -443,11 +443,13 @@ fn policy_check_decides_offline_like_the_gateway() {
     )
     .unwrap();
     let c = config.to_str().unwrap();
-    let out = skygate(&[
-        "policy",
-        "check",
-        "--config",
-        c,
+    // `skygate policy check --config FILE` with `args`.
+    let check = |args: &[&str]| {
+        let mut all = vec!["policy", "check", "--config", c];
+        all.extend_from_slice(args);
+        skygate(&all)
+    };
+    let out = check(&[
         "--api-key",
         CONTRACTOR_KEY,
         "--action",
@@ -463,11 +465,7 @@ fn policy_check_decides_offline_like_the_gateway() {
         text.contains("request: deny (as expected)") && text.contains("deny by default"),
         "{text}"
     );
-    let out = skygate(&[
-        "policy",
-        "check",
-        "--config",
-        c,
+    let out = check(&[
         "--principal",
         "contractor",
         "--action",
@@ -487,11 +485,7 @@ fn policy_check_decides_offline_like_the_gateway() {
         text.contains("main.cedar:5:1"),
         "the policy's position: {text}"
     );
-    let out = skygate(&[
-        "policy",
-        "check",
-        "--config",
-        c,
+    let out = check(&[
         "--principal",
         "eu-app",
         "--action",
@@ -507,11 +501,7 @@ fn policy_check_decides_offline_like_the_gateway() {
     );
     // A principal the config does not have (a typo, say) is still judged,
     // with only what the case gives, and the output says so.
-    let out = skygate(&[
-        "policy",
-        "check",
-        "--config",
-        c,
+    let out = check(&[
         "--principal",
         "contarctor",
         "--action",
@@ -527,11 +517,7 @@ fn policy_check_decides_offline_like_the_gateway() {
             ),
         "{text}"
     );
-    assert!(!output_text(&skygate(&[
-        "policy",
-        "check",
-        "--config",
-        c,
+    assert!(!output_text(&check(&[
         "--principal",
         "contractor",
         "--action",
