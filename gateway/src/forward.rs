@@ -17,6 +17,7 @@ use skygate_backends::usage::StripUsage;
 use skygate_backends::{Adapter, BackendRt, Call, PeerSlot, UpstreamResponse, UsageTail};
 use skygate_config::{ApiError, ErrorKind, Fault, Retry, RetryOn, Route};
 use skygate_plugins::{Chain, RequestCtx, Try};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Serves a routed request from a backend. `Err` only when the response was
@@ -41,16 +42,20 @@ pub async fn forward(
             .stream()
             .map(|s| pingora_core::protocols::UniqueID::id(&**s))
     };
+    // A hedge in flight beside the attempt (`ctx` is borrowed by both
+    // sends then): written only while hedging.
+    let hedge = std::sync::Mutex::new(None);
     let why = tokio::select! {
         biased;
-        done = attempts(state, snap, session, ctx, routed) => return done,
+        done = attempts(state, snap, session, ctx, routed, &hedge) => return done,
         why = watch(state, socket) => why,
     };
+    let hedge = hedge.into_inner().ok().flatten();
     // The attempt in flight is dropped with its upstream connection (the
     // backend sees it close), unjudged: the backend did nothing wrong.
     match why {
         Ended::ClientLeft => {
-            abandoned(ctx, "client_closed");
+            abandoned(ctx, hedge, "client_closed");
             ctx.error = Some("client_closed");
             // From the client's side: Pingora writes nothing more (a client
             // that only half-closed would otherwise get its bare 500).
@@ -62,7 +67,7 @@ pub async fn forward(
             .into_down())
         }
         Ended::Cutoff => {
-            abandoned(ctx, "shutdown");
+            abandoned(ctx, hedge, "shutdown");
             shut_out(session, ctx, &snap.chain).await
         }
     }
@@ -116,9 +121,14 @@ async fn watch(state: &State, socket: Option<i32>) -> Ended {
     }
 }
 
-/// The attempt that was in flight when the request ended without it, in
-/// the access log's and the trace's tries, with `outcome`.
-fn abandoned(ctx: &mut RequestCtx, outcome: &'static str) {
+/// A hedge's attempt while it races the primary: its backend, start and
+/// span.
+type HedgeInFlight = std::sync::Mutex<Option<(Arc<str>, Instant, u64)>>;
+
+/// The attempts that were in flight when the request ended without them
+/// (the primary, and a hedge racing it), in the access log's and the
+/// trace's tries, with `outcome`.
+fn abandoned(ctx: &mut RequestCtx, hedge: Option<(Arc<str>, Instant, u64)>, outcome: &'static str) {
     let (Some((started, span)), Some(backend)) = (ctx.attempt_in_flight, ctx.backend.clone())
     else {
         return;
@@ -126,14 +136,25 @@ fn abandoned(ctx: &mut RequestCtx, outcome: &'static str) {
     if ctx.served.is_some() || ctx.tries.last().is_some_and(|t| t.started == started) {
         return;
     }
+    let now = Instant::now();
     ctx.tries.push(Try {
         backend,
         outcome,
         status: None,
-        ms: ms(Instant::now().duration_since(started)),
+        ms: ms(now.duration_since(started)),
         started,
         span,
     });
+    if let Some((backend, started, span)) = hedge {
+        ctx.tries.push(Try {
+            backend,
+            outcome,
+            status: None,
+            ms: ms(now.duration_since(started)),
+            started,
+            span,
+        });
+    }
 }
 
 /// The drain's grace period ended before the answer did: before its
@@ -177,6 +198,7 @@ async fn attempts(
     session: &mut Session,
     ctx: &mut RequestCtx,
     routed: Routed,
+    hedge_in_flight: &HedgeInFlight,
 ) -> pingora_error::Result<bool> {
     let route = &snap.config.routes[routed.route];
     let route_state = &snap.route_states[routed.route];
@@ -271,6 +293,12 @@ async fn attempts(
                             let hslot = hb.peer.load_full();
                             let hedge_started = Instant::now();
                             let hspan = crate::telemetry::attempt_span(ctx);
+                            let in_flight = |v| {
+                                if let Ok(mut h) = hedge_in_flight.lock() {
+                                    *h = v;
+                                }
+                            };
+                            in_flight(Some((hb.name.clone(), hedge_started, hspan)));
                             let (r, won) = {
                                 let mut second = Box::pin(send(
                                     state, snap, hb, h.backend, &hslot, session, ctx, &routed,
@@ -278,6 +306,7 @@ async fn attempts(
                                 ));
                                 race(&mut primary.as_mut(), &mut second.as_mut()).await
                             };
+                            in_flight(None);
                             (r, Some((h, hslot, hedge_started, hspan, won)))
                         }
                     }
@@ -304,6 +333,7 @@ async fn attempts(
                         started = hedge_started;
                         span = hspan;
                         ctx.backend = Some(b.name.clone());
+                        ctx.attempt_in_flight = Some((started, span));
                     } else {
                         ctx.tries.push(Try {
                             backend: hb.name.clone(),

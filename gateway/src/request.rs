@@ -180,8 +180,10 @@ pub async fn parse(
                     "a model's name is UTF-8: this one is not",
                 )
             })?;
-            // Decided as the list is: the caller sees what it may call.
+            // Decided as the list is (the caller sees what it may call),
+            // over this one model only.
             ctx.list_models = true;
+            ctx.model = Some(id.clone());
             Ok(Parsed::GetModel(id))
         }
         &PathKind::Function { route, suffix_at } => {

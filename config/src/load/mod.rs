@@ -268,6 +268,23 @@ impl Cx<'_> {
         let state = self.state(raw.state);
         let limits = self.rate_limits(raw.limits, route_limits, &routes, &state);
         let cache = self.cache(raw.cache, &state);
+        for r in &routes {
+            let Some(rc) = &r.cache else { continue };
+            if rc.max_entry_bytes as u64 > cache.memory {
+                self.warn(
+                    &[
+                        key("routes"),
+                        key(&r.name),
+                        key("cache"),
+                        key("max_entry_bytes"),
+                    ],
+                    format!(
+                        "{} is more than the whole in-memory tier (`cache.memory`: {}): answers that large are never kept in memory",
+                        rc.max_entry_bytes, cache.memory
+                    ),
+                );
+            }
+        }
         let telemetry = self.telemetry(raw.telemetry);
         Some(Config {
             cache,

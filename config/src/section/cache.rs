@@ -254,6 +254,25 @@ routes:
     }
 
     #[test]
+    fn an_entry_bound_beyond_the_tier_is_warned_about() {
+        let c = load(&format!(
+            "cache: {{ memory: 1MiB }}\n{BASE}    cache: {{ ttl: 1m, max_entry_bytes: 2MiB }}\n"
+        ))
+        .unwrap();
+        let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("f.yaml:10: routes.chat.cache.max_entry_bytes: 2097152 is more than the whole in-memory tier"),
+            "{w:?}"
+        );
+        let c = load(&format!(
+            "cache: {{ memory: 2MiB }}\n{BASE}    cache: {{ ttl: 1m, max_entry_bytes: 2MiB }}\n"
+        ))
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
     fn function_routes_are_not_cached() {
         let text = format!(
             "{BASE}  fn:\n    match: {{ path_prefix: /f }}\n    targets: [ {{ backend: b }} ]\n    cache: {{ ttl: 1m }}\n"

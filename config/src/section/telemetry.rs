@@ -80,6 +80,16 @@ impl Cx<'_> {
         };
         let endpoint = o.endpoint.trim_end_matches('/').to_string();
         let ok = match endpoint.split_once("://") {
+            Some(("http", rest)) if rest.contains(['?', '#', '@']) => {
+                // Spans go to `{endpoint}/v1/traces`: a query or fragment
+                // would swallow that path, credentials would be sent
+                // in the clear.
+                self.err(
+                    &at("endpoint"),
+                    format!("`{}`: a collector URL has no query, fragment or credentials: use e.g. http://collector:4318", crate::clip(&endpoint)),
+                );
+                false
+            }
             Some(("http", rest)) => {
                 let host = rest.split('/').next().unwrap_or("");
                 let ok = !host.is_empty() && host.parse::<http::uri::Authority>().is_ok();
@@ -201,5 +211,20 @@ mod tests {
             e.contains("TLS to the collector is not supported yet"),
             "{e}"
         );
+        for endpoint in [
+            "http://c:4318/otlp?tenant=a",
+            "http://c:4318#x",
+            "http://user:pw@c:4318",
+        ] {
+            let e = load(&format!(
+                "telemetry: {{ otlp: {{ endpoint: \"{endpoint}\" }} }}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("has no query, fragment or credentials"),
+                "{endpoint}: {e}"
+            );
+        }
     }
 }

@@ -258,10 +258,17 @@ impl Authorize {
         }
     }
 
+    /// `GET /v1/models`, or with `ctx.model` set `GET /v1/models/{model}`
+    /// (decided over that model alone; denied when it is not visible, which
+    /// the client sees as a 404, as OpenAI answers a model it hides).
     fn list_models(&self, who: &Subject, ctx: &mut RequestCtx) -> Decision {
+        let one = ctx.model.as_deref();
         let visible = self.engine.visible(
             who,
-            self.models.iter().map(|(r, m)| (*r, m.as_str())),
+            self.models
+                .iter()
+                .filter(|(_, m)| one.is_none_or(|o| o == m.as_str()))
+                .map(|(r, m)| (*r, m.as_str())),
             &Self::facts(ctx, ""),
         );
         let mut names: Vec<String> = visible.into_iter().map(str::to_owned).collect();
@@ -270,9 +277,20 @@ impl Authorize {
             ts_ms: ts_ms(),
             request_id: &ctx.request_id,
             principal: who.uid().to_string(),
-            action: "list_models",
-            resource: "Skygate::Model".into(),
-            decision: "allow",
+            action: if one.is_some() {
+                "get_model"
+            } else {
+                "list_models"
+            },
+            resource: match one {
+                Some(m) => format!("Skygate::Model::{:?}", skygate_config::clip(m)),
+                None => "Skygate::Model".into(),
+            },
+            decision: if one.is_some() && names.is_empty() {
+                "deny"
+            } else {
+                "allow"
+            },
             mode: self.mode_str(),
             policies: &[],
             errors: &[],

@@ -240,6 +240,22 @@ fn models_are_listed_per_caller() {
     assert_eq!(get(CONTRACTOR_KEY, "m").status, 200);
     get(CONTRACTOR_KEY, "e").assert_error(404, "model_not_found");
     assert_eq!(get(CLIENT_KEY, "e").status, 200);
+    // Each audited as the one model it asked about, not as the list.
+    let contractor = "Skygate::ApiKey::\"contractor\"";
+    s.audit_line(|l| {
+        l["action"] == "get_model"
+            && l["principal"] == contractor
+            && l["resource"] == "Skygate::Model::\"m\""
+            && l["decision"] == "allow"
+            && l["visible_models"] == 1
+    });
+    s.audit_line(|l| {
+        l["action"] == "get_model"
+            && l["principal"] == contractor
+            && l["resource"] == "Skygate::Model::\"e\""
+            && l["decision"] == "deny"
+            && l["visible_models"] == 0
+    });
 }
 
 #[test]

@@ -302,8 +302,12 @@ fn two_replicas_with_redis_send_one_ping_per_due_time() {
 /// A route whose primary cold-starts in 1.5 s (instances reclaimed after
 /// 1 s) and whose fallback is warm; `route` goes inside the route mapping.
 fn primary_and_fallback(route: &str) -> (Sim, Sim, Gateway) {
+    primary_and(platform("warm", 0, 120_000), route)
+}
+
+/// [`primary_and_fallback`] with this `warm` fallback.
+fn primary_and(warm: Sim, route: &str) -> (Sim, Sim, Gateway) {
     let cold = platform("cold", 1_500, 1_000);
-    let warm = platform("warm", 0, 120_000);
     let gw = Gateway::start(&format!(
         "{auth}backends:\n  cold: {{ kind: openai, url: \"{}/v1\", prewarm: {{ mode: adaptive, idle_timeout: 1s, cold_start: 1500ms, cold_header: x-sim-cold-start }} }}\n  warm: {{ kind: openai, url: \"{}/v1\", prewarm: {{ mode: adaptive, idle_timeout: 2m, cold_header: x-sim-cold-start }} }}\nroutes:\n  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: cold }} ], fallback: [ warm ]{route} }}\n",
         cold.url,
@@ -317,6 +321,61 @@ fn primary_and_fallback(route: &str) -> (Sim, Sim, Gateway) {
             && gw.backend_status("warm")["warm"]["likely_cold"] == false
     }));
     (cold, warm, gw)
+}
+
+#[test]
+fn a_client_that_leaves_during_a_hedge_has_both_attempts_logged() {
+    // The fallback is warm but slow: the hedge is still racing the cold
+    // primary when the client goes.
+    let slow = Sim::start(
+        "warm",
+        &["--latency-ms", "3000", "--idle-timeout-ms", "120000"],
+    );
+    let (cold, warm, gw) = primary_and(slow, ", hedge: { after: 200ms }");
+    let asked = |sim: &Sim| {
+        sim.requests()
+            .iter()
+            .filter(|q| {
+                q["path"] == "/v1/chat/completions" && !q.to_string().contains("x-skygate-prewarm")
+            })
+            .count()
+    };
+    let body = chat_body().to_string();
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert!(eventually(Duration::from_secs(3), || asked(&warm) == 1
+        && asked(&cold) == 1));
+    drop(s);
+    let line = gw
+        .access_log(1)
+        .into_iter()
+        .next()
+        .expect("an access-log line");
+    assert_eq!(line["status"], 499, "{line}");
+    let tries: Vec<(&str, &str)> = line["tries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["backend"].as_str().unwrap(),
+                t["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tries,
+        [("cold", "client_closed"), ("warm", "client_closed")],
+        "{line}"
+    );
 }
 
 #[test]
