@@ -26,15 +26,15 @@ use std::collections::BTreeMap;
 )]
 #[allow(dead_code)]
 struct SkygateConfig {
-    /// The proxy listener, `host:port` (default 127.0.0.1:8080).
-    listen: Option<String>,
+    /// The proxy listener, `IP:PORT`, e.g. 127.0.0.1:8080.
+    listen: String,
     server: Option<RawServer>,
-    admin: Option<RawAdmin>,
+    admin: RawAdmin,
     auth: Option<RawAuth>,
     /// Where requests go, by name.
     backends: Option<BTreeMap<String, RawBackend>>,
     /// Which requests go where, by name.
-    routes: Option<BTreeMap<String, RawRoute>>,
+    routes: BTreeMap<String, RawRoute>,
     policy: Option<RawPolicy>,
     state: Option<RawState>,
     /// Rate limits across routes (a route's own are `routes.NAME.limits`).

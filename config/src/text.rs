@@ -112,3 +112,95 @@ mod tests {
         assert_eq!(percent_decode("%e2%82%ac"), "€".as_bytes());
     }
 }
+
+/// The candidate `word` most likely misspells, for a "did you mean"
+/// hint: within two edits (one for words of up to four letters), or a
+/// candidate that has `word` as one of its `_`-separated parts (`lambda`
+/// for `aws_lambda`). `None` when nothing is that close.
+pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let word = word.to_ascii_lowercase();
+    if word.is_empty() || word.len() > 64 {
+        return None;
+    }
+    let most = if word.chars().count() < 8 { 1 } else { 2 };
+    let near = candidates
+        .iter()
+        .map(|&c| (edits(&word, c), c))
+        .filter(|&(d, _)| d <= most)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c);
+    near.or_else(|| {
+        // The fewest parts win (`lambda`: `aws_lambda` before
+        // `aws_lambda_url`); a tie is no hint (`aws` could be any AWS kind).
+        let mut parts: Vec<&str> = candidates
+            .iter()
+            .copied()
+            .filter(|c| c.split('_').any(|p| p == word))
+            .collect();
+        parts.sort_by_key(|c| c.split('_').count());
+        match parts.as_slice() {
+            [c] => Some(c),
+            [c, d, ..] if c.split('_').count() < d.split('_').count() => Some(c),
+            _ => None,
+        }
+    })
+}
+
+/// Edit distance with adjacent transpositions (optimal string alignment:
+/// `tagrets` is one edit from `targets`), for short words.
+fn edits(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // Three rows: the one before last (for transpositions), last, this.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut last: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut row = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (last[j - 1] + cost).min(last[j] + 1).min(row[j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(before[j - 2] + 1);
+            }
+            row[j] = d;
+        }
+        before = std::mem::replace(&mut last, row);
+    }
+    last[b.len()]
+}
+
+#[cfg(test)]
+mod did_you_mean_tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn near_words_and_parts() {
+        let kinds = [
+            "openai",
+            "http_function",
+            "aws_lambda",
+            "aws_lambda_url",
+            "aws_bedrock",
+            "aws_sagemaker",
+        ];
+        assert_eq!(did_you_mean("lambda", &kinds), Some("aws_lambda"));
+        assert_eq!(did_you_mean("opnai", &kinds), Some("openai"));
+        assert_eq!(did_you_mean("OpenAI", &kinds), Some("openai"));
+        assert_eq!(did_you_mean("aws", &kinds), None, "three kinds have it");
+        assert_eq!(did_you_mean("grpc", &kinds), None);
+        let fields = ["match", "targets", "fallback", "retries"];
+        assert_eq!(did_you_mean("tagrets", &fields), Some("targets"));
+        assert_eq!(did_you_mean("retry", &fields), None);
+        assert_eq!(did_you_mean("", &fields), None);
+        // Two edits in a short word is another word.
+        assert_eq!(did_you_mean("colour", &["cloud", "region"]), None);
+        assert_eq!(
+            did_you_mean("backend", &["backends", "routes"]),
+            Some("backends")
+        );
+        assert_eq!(
+            did_you_mean("helth_chek", &["health_check", "limits"]),
+            Some("health_check")
+        );
+    }
+}

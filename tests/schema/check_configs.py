@@ -2,9 +2,10 @@
 
     python check_configs.py SCHEMA.json FILE.yaml|FILE.md ...
 
-A .yaml file is one config. From a .md file, every ```yaml block with a
-config's top-level key is checked (blocks showing one section's insides are
-skipped, and named); a block that is not YAML fails. Prints one line per config checked and
+A .yaml file is one config, whole: `listen`, `admin` and `routes` are
+required. From a .md file, every ```yaml block with a config's top-level key
+is checked, as part of a file (those three not required; blocks showing one
+section's insides are skipped, and named); a block that is not YAML fails. Prints one line per config checked and
 every error with its path; exits 1 if any config breaks the schema.
 """
 import json
@@ -44,6 +45,11 @@ schema = json.load(open(sys.argv[1]))
 jsonschema.Draft7Validator.check_schema(schema)
 validator = jsonschema.Draft7Validator(schema)
 top = set(schema["properties"])
+# A docs block may show part of a file: the keys a whole file must have
+# are not asked of it (everything else is).
+part = dict(schema)
+part.pop("required", None)
+part_validator = jsonschema.Draft7Validator(part)
 
 configs = []
 for path in sys.argv[2:]:
@@ -54,24 +60,24 @@ for path in sys.argv[2:]:
             try:
                 doc = load(m.group(1))
             except yaml.YAMLError as e:
-                configs.append((f"{path}:{line}", e))
+                configs.append((f"{path}:{line}", e, None))
                 continue
             # A block with a config's top-level key is a config (a misspelt
             # key beside it then fails); others show one section's insides.
             if isinstance(doc, dict) and set(doc) & top:
-                configs.append((f"{path}:{line}", doc))
+                configs.append((f"{path}:{line}", doc, part_validator))
             else:
                 print(f"skip {path}:{line}: a section's insides, not a whole config")
     else:
-        configs.append((path, load(text)))
+        configs.append((path, load(text), validator))
 
 bad = 0
-for where, doc in configs:
+for where, doc, check in configs:
     if isinstance(doc, yaml.YAMLError):
         bad += 1
         print(f"FAIL {where}: not YAML: {doc}")
         continue
-    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+    errors = sorted(check.iter_errors(doc), key=lambda e: list(e.path))
     if errors:
         bad += 1
         for e in errors:

@@ -22,6 +22,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use values::{parse_duration, parse_endpoint, parse_size, read_ca_file, MAX_DURATION};
+pub(crate) use yaml::hint;
 
 /// Reads and validates the config file at `path`, with `${VAR}` taken from the
 /// process environment.
@@ -318,6 +319,29 @@ impl Cx<'_> {
     /// A positive duration, or `default` when absent.
     pub(crate) fn duration(&mut self, s: Option<&Text>, default: Duration, p: &[Seg]) -> Duration {
         self.duration_from(s, default, p, false)
+    }
+
+    /// A positive duration of at most `max` (beyond the usual 24h: days
+    /// allowed), or `default` when absent.
+    pub(crate) fn duration_upto(
+        &mut self,
+        s: Option<&Text>,
+        default: Duration,
+        p: &[Seg],
+        max: Duration,
+    ) -> Duration {
+        match s.map(|t| values::parse_duration_upto(&t.0, max)) {
+            None => default,
+            Some(Ok(d)) if !d.is_zero() => d,
+            Some(Ok(_)) => {
+                self.err(p, "must be greater than zero");
+                default
+            }
+            Some(Err(msg)) => {
+                self.err(p, msg);
+                default
+            }
+        }
     }
 
     /// A duration (zero allowed when `zero_ok`), or `default` when absent.

@@ -12,12 +12,25 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// Parses `250ms`, `5s`, `2m`, `1h` (at most [`MAX_DURATION`]).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse_duration_upto(s, MAX_DURATION)
+}
+
+/// [`parse_duration`] for a field that allows up to `max` (also in days,
+/// `7d`, where `max` is more than a day).
+pub fn parse_duration_upto(s: &str, max: Duration) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let bad =
-        || format!("`{s}` is not a duration: use a number and a unit (ms, s, m, h), e.g. 30s");
-    let too_long = || format!("`{s}` is too long: durations are at most 24h");
+    let days = max > MAX_DURATION;
+    let bad = || {
+        let units = if days {
+            "ms, s, m, h, d"
+        } else {
+            "ms, s, m, h"
+        };
+        format!("`{s}` is not a duration: use a number and a unit ({units}), e.g. 30s")
+    };
+    let too_long = || format!("`{s}` is too long: at most {}", human(max));
     let n: u64 = num.parse().map_err(|_| {
         if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) {
             too_long()
@@ -30,14 +43,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
+        "d" if days => 86_400_000,
         _ => return Err(bad()),
     };
     let ms = n.checked_mul(ms_per_unit).ok_or_else(too_long)?;
     let d = Duration::from_millis(ms);
-    if d > MAX_DURATION {
+    if d > max {
         return Err(too_long());
     }
     Ok(d)
+}
+
+/// `max` as the config writes it: `24h`, `30d`, `90s`.
+fn human(max: Duration) -> String {
+    let s = max.as_secs();
+    match s {
+        _ if s > 86_400 && s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s >= 3_600 && s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
+        _ if s >= 60 && s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{}ms", max.as_millis()),
+    }
 }
 
 /// Parses `512`, `64KiB`, `8MiB`, `1GiB` (also KB, MB, GB as powers of 1000).
@@ -147,6 +172,17 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("24h").unwrap(), MAX_DURATION);
         assert!(parse_duration("2").is_err());
+        // Days only where a field allows a day or more.
+        let e = parse_duration("1d").unwrap_err();
+        assert!(e.contains("(ms, s, m, h)"), "{e}");
+        let month = Duration::from_secs(30 * 86_400);
+        assert_eq!(parse_duration_upto("30d", month).unwrap(), month);
+        assert_eq!(
+            parse_duration_upto("48h", month).unwrap(),
+            Duration::from_secs(48 * 3600)
+        );
+        let e = parse_duration_upto("31d", month).unwrap_err();
+        assert!(e.contains("at most 30d"), "{e}");
     }
 
     #[test]

@@ -94,7 +94,8 @@ impl Cx<'_> {
                 other => self.err(
                     &p,
                     format!(
-                        "unknown field `{other}`, expected one of: {}",
+                        "unknown field `{other}`{}, expected one of: {}",
+                        hint(other, TOP_LEVEL_KEYS),
                         TOP_LEVEL_KEYS.join(", ")
                     ),
                 ),
@@ -134,12 +135,13 @@ impl Cx<'_> {
         const MAX_ERRORS_PER_ENTRY: usize = 16;
         let mut v = v;
         let mut removed: Vec<Vec<Seg>> = Vec::new();
+        let mut hinted: Vec<Vec<Seg>> = Vec::new();
         for _ in 0..MAX_ERRORS_PER_ENTRY {
             let e = match serde_path_to_error::deserialize::<_, T>(v.clone()) {
                 Ok(t) => return Some(t),
                 Err(e) => e,
             };
-            let message = plain(&e.inner().to_string());
+            let message = with_hint(plain(&e.inner().to_string()));
             let mut at: Vec<Seg> = Vec::new();
             let mut removable = true;
             for seg in e.path().iter() {
@@ -154,7 +156,10 @@ impl Cx<'_> {
                 }
             }
             if let Some(field) = quoted_after(&message, "missing field `") {
-                if removed.contains(&path_of(&at, &[key(field)])) {
+                // Taken out here, or the field a misspelling's hint named:
+                // the error is already reported.
+                let f = path_of(&at, &[key(field)]);
+                if removed.contains(&f) || hinted.contains(&f) {
                     return None;
                 }
             }
@@ -163,6 +168,9 @@ impl Cx<'_> {
             if let Some(field) = quoted_after(&message, "unknown field `") {
                 if at.last() != Some(&key(field)) {
                     at.push(key(field));
+                }
+                if let Some(meant) = quoted_after(&message, "(did you mean `") {
+                    hinted.push(path_of(&at[..at.len() - 1], &[key(meant)]));
                 }
             }
             if !removable || !matches!(at.last(), Some(Seg::Key(_))) || !remove(&mut v, &at) {
@@ -173,6 +181,36 @@ impl Cx<'_> {
         }
         None
     }
+}
+
+/// ` (did you mean `x`?)` when `word` looks like a misspelt candidate.
+pub(crate) fn hint(word: &str, candidates: &[&str]) -> String {
+    crate::did_you_mean(word, candidates)
+        .map(|c| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
+/// serde's `unknown field `x`, expected one of `a`, `b`` (or `unknown
+/// variant`) with a hint after the word at fault, when one is close.
+fn with_hint(message: String) -> String {
+    for what in ["unknown field `", "unknown variant `"] {
+        let Some(word) = quoted_after(&message, what) else {
+            continue;
+        };
+        let Some((_, expected)) = message.split_once(", expected ") else {
+            continue;
+        };
+        let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let h = hint(word, &candidates);
+        if h.is_empty() {
+            return message;
+        }
+        let at = message
+            .find(what)
+            .map_or(0, |i| i + what.len() + word.len() + 1);
+        return format!("{}{h}{}", &message[..at], &message[at..]);
+    }
+    message
 }
 
 /// serde's message in the file's terms, not Rust's: `expected usize` is

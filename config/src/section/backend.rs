@@ -160,8 +160,15 @@ impl Cx<'_> {
             self.err(
                 &path_of(&p, &[key("kind")]),
                 format!(
-                    "`{}` is not a backend kind: use one of {}",
-                    b.kind,
+                    "`{}` is not a backend kind{}: use one of {}",
+                    crate::clip(&b.kind),
+                    crate::load::hint(
+                        &b.kind,
+                        &BackendKind::ALL
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                    ),
                     BackendKind::ALLOWED
                 ),
             );
@@ -320,6 +327,9 @@ impl Cx<'_> {
             (None, Some(BackendKind::Sagemaker)) => {
                 format!("https://runtime.sagemaker.{}.amazonaws.com", aws?.region)
             }
+            // An unknown kind is the error (reported): whether it needs a
+            // URL is not known.
+            (None, None) => return None,
             (None, _) => {
                 self.err(
                     &path_of(

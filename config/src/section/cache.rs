@@ -119,10 +119,7 @@ impl Cx<'_> {
             return None;
         }
         let d = RouteCache::default();
-        let ttl = self.duration(r.ttl.as_ref(), d.ttl, &at("ttl"));
-        if ttl > MAX_TTL {
-            self.err(&at("ttl"), "at most 30d");
-        }
+        let ttl = self.duration_upto(r.ttl.as_ref(), d.ttl, &at("ttl"), MAX_TTL);
         let max_entry_bytes = self.size_in(
             r.max_entry_bytes.as_ref(),
             d.max_entry_bytes as u64,
@@ -232,6 +229,15 @@ routes:
         assert!(rc.charge_hits);
         assert!(!c.cache.redis);
         assert_eq!(c.cache.memory, 128 << 20);
+        // Beyond the usual 24h, in days, up to the documented 30d.
+        let c = load(&format!("{BASE}    cache: {{ ttl: 30d }}\n")).unwrap();
+        let ttl = c.routes[0].cache.as_ref().unwrap().ttl;
+        assert_eq!(ttl, std::time::Duration::from_secs(30 * 86_400));
+        let e = errors("    cache: { ttl: 31d }\n");
+        assert!(
+            e.contains("routes.chat.cache.ttl: `31d` is too long: at most 30d"),
+            "{e}"
+        );
         let off = load(&format!("{BASE}    cache: {{ enabled: false }}\n")).unwrap();
         assert!(off.routes[0].cache.is_none());
         let none = load(BASE).unwrap();

@@ -85,8 +85,13 @@ impl Cx<'_> {
         };
         let idle_timeout = match &r.idle_timeout {
             Some(t) => {
-                let d = self.duration(Some(t), Duration::from_secs(600), &at("idle_timeout"));
-                if d < Duration::from_secs(1) || d > MAX_IDLE {
+                let d = self.duration_upto(
+                    Some(t),
+                    Duration::from_secs(600),
+                    &at("idle_timeout"),
+                    MAX_IDLE,
+                );
+                if d < Duration::from_secs(1) {
                     self.err(&at("idle_timeout"), "must be between 1s and 7d");
                 }
                 Some(d)

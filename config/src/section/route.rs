@@ -206,7 +206,9 @@ impl Cx<'_> {
                 self.err(
                     &bp,
                     format!(
-                        "unknown backend `{backend}`: defined backends are [{}]",
+                        "unknown backend `{}`{}: defined backends are [{}]",
+                        crate::clip(backend),
+                        crate::load::hint(backend, &known),
                         known.join(", ")
                     ),
                 );

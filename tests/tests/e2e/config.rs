@@ -44,7 +44,7 @@ fn validate_reports_every_error_with_location() {
     let f = path.display().to_string();
     for needle in [
         format!("{f}:1: listen: `127.0.0.1:notaport` is not an address"),
-        format!("{f}:5: backends.a.kind: `lambda` is not a backend kind: use one of openai, http_function"),
+        format!("{f}:5: backends.a.kind: `lambda` is not a backend kind (did you mean `aws_lambda`?): use one of openai, http_function"),
         format!("{f}:7: backends.a.timeouts.connect: `5` is not a duration"),
         format!("{f}:10: backends.b.url: `ftp://example.com` is not a usable URL: the scheme must be http or https"),
         format!("{f}:11: backends.b.api_key: environment variable `SKYGATE_TEST_SURELY_UNSET` is not set"),
@@ -67,7 +67,7 @@ fn unknown_fields_name_what_is_allowed() {
     .unwrap();
     let (ok, text) = validate(&path);
     assert!(!ok);
-    assert!(text.contains(":3: routez: unknown field `routez`, expected one of: listen, server, admin, auth, backends, routes"), "{text}");
+    assert!(text.contains(":3: routez: unknown field `routez` (did you mean `routes`?), expected one of: listen, server, admin, auth, backends, routes"), "{text}");
 }
 
 #[test]
@@ -102,6 +102,34 @@ fn the_readme_validate_command_is_true() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", output_text(&out));
+}
+
+/// The README's `bad.yaml` gives the README's output, line for line.
+#[test]
+fn the_readme_validate_example_is_true() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let block = |open: &str| -> String {
+        let at = readme
+            .find(open)
+            .unwrap_or_else(|| panic!("no `{open}` block"))
+            + open.len();
+        readme[at..][..readme[at..].find("```").unwrap()].to_string()
+    };
+    let config = block("```yaml bad.yaml\n");
+    let shown = block("```\n$ skygate validate --config bad.yaml\n");
+    let dir = TempDir::new();
+    std::fs::write(dir.path.join("bad.yaml"), config).unwrap();
+    let out = Command::new(bin())
+        .current_dir(&dir.path)
+        .env("SKYGATE_ADMIN_TOKEN", "change-me-admin-token")
+        .args(["validate", "--config", "bad.yaml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(output_text(&out).trim(), shown.trim());
 }
 
 #[test]
@@ -210,6 +238,8 @@ fn every_example_config_follows_the_schema() {
         "'lamda' is not one of",
         "backends.a.limits: {'max_in_flight': 'many'}",
         "'colour' was unexpected",
+        "(top): 'admin' is a required property",
+        "(top): 'routes' is a required property",
     ] {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     }
