@@ -191,6 +191,8 @@ pub struct ApiError {
     pub retry: Option<Retry>,
     /// The request field at fault (OpenAI's `param`; the SDKs' `e.param`).
     pub param: Option<&'static str>,
+    /// The methods the path takes, sent as `Allow` with a 405.
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -201,7 +203,14 @@ impl ApiError {
             retry_after: None,
             retry: None,
             param: None,
+            allow: None,
         }
+    }
+
+    /// A 405's `Allow`: the methods the path takes.
+    pub fn with_allow(mut self, methods: &'static str) -> Self {
+        self.allow = Some(methods);
+        self
     }
 
     /// Names the request field at fault.

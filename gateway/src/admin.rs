@@ -124,6 +124,19 @@ impl Admin {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // As on the proxy: the caller's well-formed `x-request-id`, or a new
+        // one; answered, and in the audit line of the request's decision.
+        let request_id = crate::request_id(session.req_header());
+        let mut r = self.answer(session, &request_id).await;
+        if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+            r.headers_mut().insert("x-request-id", v);
+        }
+        r
+    }
+}
+
+impl Admin {
+    async fn answer(&self, session: &mut ServerSession, request_id: &str) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
         let method = session.req_header().method.clone();
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -193,7 +206,8 @@ impl ServeHttp for Admin {
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip());
-            if let Err(e) = policy.admin(part, !matches!(method.as_str(), "GET" | "HEAD"), client) {
+            let write = !matches!(method.as_str(), "GET" | "HEAD");
+            if let Err(e) = policy.admin(part, write, client, request_id) {
                 return error(&e);
             }
         }

@@ -132,6 +132,37 @@ pub fn start_clouds() -> Result<HashMap<String, String>, String> {
         .map_err(|_| "the simulators did not start".to_string())?
 }
 
+/// Runs `f` on the demo's config as `skygate demo` loads it, with no
+/// simulator started (its backends' addresses are placeholders): for
+/// `skygate policy check --demo`. The demo's files are removed after.
+pub fn with_config<T>(f: impl FnOnce(&skygate_config::Config) -> T) -> Result<T, String> {
+    let mut env: HashMap<String, String> = CLOUDS
+        .iter()
+        .map(|(_, var, ..)| (var.to_string(), "http://127.0.0.1:9".to_string()))
+        .collect();
+    let jwks = write_demo_file("jwks", "json", DEMO_JWKS)?;
+    let policy = match write_demo_file("policy", "cedar", DEMO_POLICY) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::remove_file(&jwks);
+            return Err(e);
+        }
+    };
+    env.insert("DEMO_JWKS_FILE".into(), jwks.clone());
+    env.insert("DEMO_POLICY_FILE".into(), policy.clone());
+    let source = crate::reload::Source::Embedded {
+        name: "config/demo.yaml",
+        text: DEMO_YAML,
+        env,
+        listen: None,
+        admin_listen: None,
+    };
+    let out = source.load().map_err(|e| e.to_string()).map(|c| f(&c));
+    let _ = std::fs::remove_file(jwks);
+    let _ = std::fs::remove_file(policy);
+    out
+}
+
 /// Runs the demo until stopped.
 pub fn run(
     listen: Option<SocketAddr>,

@@ -81,14 +81,20 @@ enum Command {
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Decide one request (from flags) or many (--cases FILE.json) with the
-    /// config's policies. Exit status 1 when an --expect / "expect" is not met.
+    /// config's policies. Exit status 1 when an --expect / "expect" is not
+    /// met, 2 when the check could not be made (a bad config, case or flag).
     Check(Box<CheckArgs>),
 }
 
 #[derive(clap::Args)]
 struct CheckArgs {
+    /// The gateway's config file (its policies, keys, routes, backends).
+    #[arg(long, required_unless_present = "demo", conflicts_with = "demo")]
+    config: Option<PathBuf>,
+    /// Check against the demo's config and policies (policies/demo.cedar),
+    /// as `skygate demo` runs them.
     #[arg(long)]
-    config: PathBuf,
+    demo: bool,
     /// A JSON array of cases (docs/security.md); replaces the flags below.
     #[arg(long)]
     cases: Option<PathBuf>,
@@ -125,7 +131,7 @@ struct CheckArgs {
     route: Option<String>,
     #[arg(long)]
     backend: Option<String>,
-    /// For `admin`: routes, backends, reload, metrics.
+    /// For `admin`: routes, backends, reload, metrics or cache.
     #[arg(long)]
     admin_api: Option<String>,
     /// For `admin`: a request that changes something (not GET).
@@ -150,16 +156,10 @@ struct CheckArgs {
     expect: Option<String>,
 }
 
-/// `skygate policy check`.
-fn policy_check(a: CheckArgs) -> Result<(), String> {
+/// `skygate policy check`: `Ok(false)` when a case did not get the
+/// decision it expected.
+fn policy_check(a: CheckArgs) -> Result<bool, String> {
     use skygate::policy_check::{Case, When, Who};
-    let config = skygate::reload::Source::File {
-        path: a.config.clone(),
-        listen: None,
-        admin_listen: None,
-    }
-    .load()
-    .map_err(|e| format!("{e}\n{} error(s) in the config", e.0.len()))?;
     let cases = match &a.cases {
         Some(path) => skygate::policy_check::read_cases(path)?,
         None => {
@@ -200,10 +200,18 @@ fn policy_check(a: CheckArgs) -> Result<(), String> {
             }]
         }
     };
-    if skygate::policy_check::run(&config, &cases)? {
-        Ok(())
-    } else {
-        Err("some cases did not get the expected decision".into())
+    match &a.config {
+        Some(path) => {
+            let config = skygate::reload::Source::File {
+                path: path.clone(),
+                listen: None,
+                admin_listen: None,
+            }
+            .load()
+            .map_err(|e| format!("{e}\n{} error(s) in the config", e.0.len()))?;
+            skygate::policy_check::run(&config, &cases)
+        }
+        None => skygate::demo::with_config(|c| skygate::policy_check::run(c, &cases))?,
     }
 }
 
@@ -293,7 +301,22 @@ fn main() -> ExitCode {
             ttl,
         } => skygate::demo::demo_token(&sub, &tenant, &groups, std::time::Duration::from_secs(ttl))
             .map(|t| println!("{t}")),
-        Command::Policy(PolicyCommand::Check(args)) => policy_check(*args),
+        Command::Policy(PolicyCommand::Check(args)) => {
+            // 1: a case was not met; 2: no answer (as clap's usage errors).
+            let code = match policy_check(*args) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => {
+                    eprintln!("some cases did not get the expected decision");
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            };
+            skygate::log_sink::flush(std::time::Duration::from_secs(2));
+            return code;
+        }
         Command::Keys(KeysCommand::New { prefix }) => {
             let key = skygate::keys::mint(&prefix);
             println!("key:        {key}");

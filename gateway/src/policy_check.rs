@@ -201,6 +201,10 @@ fn with_resource(case: &Case) -> Result<Case, String> {
 
 /// Decides one case, as the gateway would: a call is also denied when a
 /// forbid keeps it off every backend of its route.
+/// What `Skygate::AdminApi` ids the admin API decides on (the path's part
+/// after `/admin/`, or `metrics`).
+pub const ADMIN_PARTS: &[&str] = &["routes", "backends", "reload", "metrics", "cache"];
+
 pub fn decide(c: &Config, engine: &Engine, case: &Case) -> Result<Answer, String> {
     let case = &with_resource(case)?;
     let action = Action::parse(&case.action).ok_or_else(|| {
@@ -213,7 +217,16 @@ pub fn decide(c: &Config, engine: &Engine, case: &Case) -> Result<Answer, String
         let part = case
             .admin_api
             .as_deref()
-            .ok_or("admin needs --admin-api (routes, backends, reload, metrics)")?;
+            .ok_or("admin needs --admin-api (routes, backends, reload, metrics or cache)")?;
+        // The parts the admin API asks about: a typo must not pass for
+        // a decision.
+        if !ADMIN_PARTS.contains(&part) {
+            return Err(format!(
+                "admin API part `{}`: use one of {}",
+                skygate_config::clip(part),
+                ADMIN_PARTS.join(", ")
+            ));
+        }
         let (now_hour, now_weekday) = hour_and_weekday(std::time::SystemTime::now());
         let when = (
             case.context.hour.unwrap_or(now_hour),

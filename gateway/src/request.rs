@@ -353,7 +353,7 @@ impl<'de> Deserialize<'de> for RawMembers<'de> {
     }
 }
 
-fn not_allowed(path: &str, allowed: &str, method: &http::Method) -> ApiError {
+fn not_allowed(path: &str, allowed: &'static str, method: &http::Method) -> ApiError {
     ApiError::new(
         ErrorKind::MethodNotAllowed,
         format!(
@@ -362,6 +362,7 @@ fn not_allowed(path: &str, allowed: &str, method: &http::Method) -> ApiError {
             clip(method.as_str())
         ),
     )
+    .with_allow(allowed)
 }
 
 fn too_large(limit: usize) -> ApiError {

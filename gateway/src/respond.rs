@@ -98,6 +98,9 @@ pub async fn error(
             HeaderValue::from_static("Bearer realm=\"skygate\""),
         );
     }
+    if let Some(methods) = e.allow {
+        m.insert(header::ALLOW, HeaderValue::from_static(methods));
+    }
     if let Some(d) = e.retry_after {
         // Whole seconds, at least one: `as u64` of a ceiled positive float.
         m.insert(

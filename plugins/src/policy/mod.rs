@@ -230,16 +230,17 @@ impl Authorize {
         part: &str,
         write: bool,
         client_ip: Option<std::net::IpAddr>,
+        request_id: &str,
     ) -> Result<(), ApiError> {
         let now = engine::hour_and_weekday(std::time::SystemTime::now());
         let v = self.engine.admin(part, write, client_ip, now);
         self.count(v.allow);
         self.write(|| Line {
             ts_ms: ts_ms(),
-            request_id: "",
+            request_id,
             principal: self.engine.admin_subject().uid().to_string(),
             action: Action::Admin.as_str(),
-            resource: format!("Skygate::AdminApi::{part:?}"),
+            resource: format!("Skygate::AdminApi::{:?}", skygate_config::clip(part)),
             decision: if v.allow { "allow" } else { "deny" },
             mode: self.mode_str(),
             policies: &v.policies,

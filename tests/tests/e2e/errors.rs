@@ -44,10 +44,16 @@ fn client_errors() {
     .assert_error(404, "model_not_found");
     gw.call("POST", "/v1/nothing-here", &h, b"{}")
         .assert_error(404, "not_found");
-    gw.call("GET", "/v1/chat/completions", &h, b"")
-        .assert_error(405, "method_not_allowed");
-    gw.call("POST", "/v1/models", &h, b"")
-        .assert_error(405, "method_not_allowed");
+    // A 405 says which methods the path takes (RFC 9110 asks for `Allow`).
+    for (method, path, allow) in [
+        ("GET", "/v1/chat/completions", "POST"),
+        ("POST", "/v1/models", "GET"),
+        ("DELETE", "/v1/models/m", "GET"),
+    ] {
+        let r = gw.call(method, path, &h, b"");
+        assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
+        r.assert_error(405, "method_not_allowed");
+    }
     gw.call(
         "POST",
         "/v1/chat/completions",

@@ -360,6 +360,9 @@ when { !resource.write };
     let r = gw.admin("POST", "/admin/reload", "");
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "forbidden");
+    // The answer's request id is the audit line's.
+    let id = r.header("x-request-id").expect("x-request-id").to_string();
+    assert_eq!(id.len(), 32, "{id}");
     assert_eq!(
         gw.admin("POST", "/admin/backends/aws/drain", "").status,
         403
@@ -372,6 +375,7 @@ when { !resource.write };
             l["action"] == "admin"
                 && l["resource"] == "Skygate::AdminApi::\"reload\""
                 && l["decision"] == "deny"
+                && l["request_id"] == id.as_str()
         })
     });
     assert!(found, "{:?}", read_audit(&dir.path.join("audit.jsonl")));
@@ -566,7 +570,8 @@ fn policy_check_decides_offline_like_the_gateway() {
         cases.to_str().unwrap(),
     ]);
     let text = output_text(&out);
-    assert!(!out.status.success(), "one case fails: {text}");
+    // 1: a case not met (2 would be an error: no answer).
+    assert_eq!(out.status.code(), Some(1), "one case fails: {text}");
     for ok in [
         "engineers embed: allow (as expected)",
         "a JWT contractor chats: allow (as expected)",
@@ -603,7 +608,7 @@ fn policy_check_decides_offline_like_the_gateway() {
             model,
         ]);
         let text = output_text(&out);
-        assert!(!out.status.success() && text.contains(why), "{text}");
+        assert!(out.status.code() == Some(2) && text.contains(why), "{text}");
     }
     // The resource in one flag, Cedar's way or short.
     for resource in ["Skygate::Model::\"e\"", "model:e"] {
@@ -677,7 +682,7 @@ fn policy_check_decides_offline_like_the_gateway() {
         ]);
         let text = output_text(&out);
         assert!(
-            !out.status.success() && !text.contains(": allow") && !text.contains(": deny"),
+            out.status.code() == Some(2) && !text.contains(": allow") && !text.contains(": deny"),
             "{resource:?}: {text}"
         );
     }
@@ -731,4 +736,65 @@ fn policy_check_decides_offline_like_the_gateway() {
         "{}",
         output_text(&out)
     );
+}
+
+/// `policy check --demo` answers from the demo's own config and policies
+/// (policies/demo.cedar), as the README shows; an admin API part that does
+/// not exist is an error (exit 2), not a decision.
+#[test]
+fn policy_check_runs_on_the_demos_policies() {
+    let demo = |args: &[&str]| {
+        let mut all = vec!["policy", "check", "--demo"];
+        all.extend_from_slice(args);
+        skygate(&all)
+    };
+    // The README's line.
+    let out = demo(&[
+        "--type",
+        "user",
+        "--principal",
+        "bob",
+        "--group",
+        "contractors",
+        "--action",
+        "embed",
+        "--model",
+        "demo-embed",
+        "--expect",
+        "deny",
+    ]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("request: deny (as expected)"), "{text}");
+    let out = demo(&[
+        "--type",
+        "user",
+        "--principal",
+        "bob",
+        "--group",
+        "contractors",
+        "--action",
+        "invoke",
+        "--model",
+        "demo-chat",
+        "--expect",
+        "deny",
+    ]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("request: allow (EXPECTED deny)") && text.contains("contractors-chat-only"),
+        "{text}"
+    );
+    let out = demo(&["--action", "admin", "--admin-api", "relaod"]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(
+            "admin API part `relaod`: use one of routes, backends, reload, metrics, cache"
+        ),
+        "{text}"
+    );
+    let out = demo(&["--action", "admin", "--admin-api", "cache", "--write"]);
+    assert!(out.status.success(), "{}", output_text(&out));
 }
