@@ -109,9 +109,12 @@ impl ProxyHttp for Gateway {
             Decision::Respond(e) => return respond::error(session, ctx, chain, &e).await,
             Decision::Answer(r) => return respond::local(session, ctx, chain, r).await,
         }
-        // A token limit settles a stream by its usage: ask the backend for it.
+        // Every chat stream asks the backend for its usage (the client's
+        // stream leaves that chunk out unless it asked too): token limits
+        // settle by it, and the tokens metric, the access log and the trace
+        // count streams as they count whole answers.
         if let Parsed::Call(routed) = &mut parsed {
-            if ctx.want_stream_usage {
+            if ctx.stream || ctx.want_stream_usage {
                 if let Err(e) = request::ask_stream_usage(routed, ctx) {
                     return respond::error(session, ctx, chain, &e).await;
                 }

@@ -309,6 +309,16 @@ impl AzureOpenaiAdapter {
                 body,
             )
         } else {
+            // API versions before 2024-08-01 refuse `stream_options` (a
+            // 400), which the gateway adds to every chat stream: left out,
+            // the stream comes back without its usage.
+            let body = if refuses_stream_options(&self.conf.api_version)
+                && memchr::memmem::find(call.body, b"\"stream_options\"").is_some()
+            {
+                without(call.body, "stream_options")?
+            } else {
+                call.body.clone()
+            };
             (
                 format!(
                     "{}/openai/deployments/{}{}?api-version={}",
@@ -317,7 +327,7 @@ impl AzureOpenaiAdapter {
                     call.operation.upstream_suffix(),
                     path_segment(&self.conf.api_version)
                 ),
-                call.body.clone(),
+                body,
             )
         };
         let mut h = base_header(backend, &http::Method::POST, &path, call, body.len())?;
@@ -339,18 +349,42 @@ impl AzureOpenaiAdapter {
     }
 }
 
+/// An Azure OpenAI API version that refuses `stream_options` (those
+/// before 2024-08-01; a version is a date, `YYYY-MM-DD[-preview]`).
+pub fn refuses_stream_options(api_version: &str) -> bool {
+    api_version < "2024-08-01"
+}
+
+type Members = std::collections::BTreeMap<String, Box<serde_json::value::RawValue>>;
+
+/// The body's top-level members, each value as sent (raw JSON, numbers
+/// untouched).
+fn members(body: &[u8]) -> Result<Members, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ErrorKind::InvalidJson,
+            format!("the body is not a JSON object: {e}"),
+        )
+    })
+}
+
 /// The body with its top-level `model` set to `model`, every other value
-/// kept as sent (raw JSON, numbers untouched).
+/// kept as sent.
 fn with_model(body: &[u8], model: &str) -> Result<Bytes, ApiError> {
-    let mut members: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
-        serde_json::from_slice(body).map_err(|e| {
-            ApiError::new(
-                ErrorKind::InvalidJson,
-                format!("the body is not a JSON object: {e}"),
-            )
-        })?;
+    let mut members = members(body)?;
     let name = serde_json::value::to_raw_value(model).map_err(internal)?;
     members.insert("model".into(), name);
+    serde_json::to_vec(&members)
+        .map(Bytes::from)
+        .map_err(internal)
+}
+
+/// The body without its top-level `field`, every other value kept as sent.
+fn without(body: &Bytes, field: &str) -> Result<Bytes, ApiError> {
+    let mut members = members(body)?;
+    if members.remove(field).is_none() {
+        return Ok(body.clone());
+    }
     serde_json::to_vec(&members)
         .map(Bytes::from)
         .map_err(internal)
@@ -433,6 +467,24 @@ mod tests {
         let e = parse_token(br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret"}"#, 401, "x").unwrap_err();
         assert!(e.contains("AADSTS7000215"), "{e}");
         assert!(!format!("{t:?}").contains("tok\""));
+    }
+
+    #[test]
+    fn stream_options_go_to_versions_that_take_them() {
+        assert!(refuses_stream_options("2024-06-01"));
+        assert!(refuses_stream_options("2024-05-01-preview"));
+        assert!(!refuses_stream_options("2024-08-01-preview"));
+        assert!(!refuses_stream_options("2024-10-21"));
+        let body = Bytes::from_static(
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"n":1.0}"#,
+        );
+        let out = String::from_utf8(without(&body, "stream_options").unwrap().to_vec()).unwrap();
+        assert!(
+            !out.contains("stream_options") && out.contains("1.0"),
+            "{out}"
+        );
+        let plain = Bytes::from_static(br#"{"model":"m"}"#);
+        assert_eq!(without(&plain, "stream_options").unwrap(), plain);
     }
 
     #[test]

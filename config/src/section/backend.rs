@@ -662,6 +662,12 @@ impl Cx<'_> {
                         format!("`{api_version}` is not an API version, e.g. 2024-10-21"),
                     );
                     ok = false;
+                } else if api_version.as_str() < "2024-08-01" && !v1 {
+                    // As the backend's `refuses_stream_options`.
+                    self.warn(
+                        &path_of(p, &[key("api_version")]),
+                        format!("`{api_version}` refuses `stream_options`: streams to this backend go without it, so they report no usage (no tokens counted; token limits keep their estimate); 2024-10-21 or later has it"),
+                    );
                 }
                 let deployments = b.deployments.take().unwrap_or_default();
                 for (model, d) in &deployments {

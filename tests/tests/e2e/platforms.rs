@@ -1206,3 +1206,54 @@ fn a_streamed_function_failing_at_start_is_final() {
     assert_eq!(r.header("x-skygate-attempts"), Some("1"));
     assert_eq!(lam.stats()["requests"].as_u64().unwrap() - before, 1);
 }
+
+/// Azure OpenAI API versions before 2024-08-01 refuse `stream_options`
+/// (a 400), which the gateway adds to every chat stream: to such a backend
+/// a stream goes without it (and `validate` says what that costs); to a
+/// later version, with it.
+#[test]
+fn an_old_azure_api_version_gets_no_stream_options() {
+    let az = Sim::start("az", &["--platform", "azure-openai"]);
+    let config = format!(
+        "{auth}backends:\n  old: {{ kind: azure_openai, endpoint: \"{a}\", api_key: sim-platform-key, api_version: 2024-06-01 }}\n  new: {{ kind: azure_openai, endpoint: \"{a}\", api_key: sim-platform-key }}\nroutes:\n{r1}{r2}",
+        auth = auth_section(),
+        a = az.url,
+        r1 = chat_route("old", "old", "old"),
+        r2 = chat_route("new", "new", "new"),
+    );
+    let g = Gateway::start(&config);
+    assert!(
+        g.proc
+            .stderr()
+            .contains("backends.old.api_version: `2024-06-01` refuses `stream_options`"),
+        "{}",
+        g.proc.stderr()
+    );
+    for model in ["old", "new"] {
+        let r = g.post(
+            "/v1/chat/completions",
+            &json!({"model": model, "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]}),
+        );
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+        let data = sse_data(&r.body);
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{model}");
+        let usage = data.iter().any(|d| d.contains("\"usage\":{"));
+        assert_eq!(usage, model == "new", "{model}: {data:?}");
+    }
+    let sent: Vec<(String, bool)> = az
+        .requests()
+        .iter()
+        .filter(|q| q["path"].as_str().unwrap().contains("/chat/completions"))
+        .map(|q| {
+            let v = body_of(q);
+            (
+                q["path"].as_str().unwrap().to_string(),
+                v.get("stream_options").is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    for (path, with) in sent {
+        assert_eq!(with, !path.contains("2024-06-01"), "{path}");
+    }
+}

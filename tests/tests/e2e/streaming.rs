@@ -68,6 +68,42 @@ fn usage_arrives_in_the_last_chunk_and_is_logged() {
         .expect("access log line");
     assert_eq!(line["completion_tokens"], 7);
     assert!(line["ttfb_ms"].as_f64().is_some());
+
+    // A client that did not ask for usage (no limit, no cache here): the
+    // gateway asks the backend anyway, counts the tokens, and leaves the
+    // usage chunk out of the client's stream.
+    let tokens = || {
+        gw.metric("skygate_tokens_total{kind=\"completion\",route=\"chat\"}")
+            .unwrap_or(0.0)
+    };
+    let before = tokens();
+    for body in [
+        stream_request(false),
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+    ] {
+        let r = gw.post("/v1/chat/completions", &body);
+        assert_eq!(r.status, 200);
+        let data = sse_data(&r.body);
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+        assert!(
+            !data.iter().any(|d| d.contains("\"usage\":{")),
+            "a usage chunk nobody asked for: {data:?}"
+        );
+    }
+    let log = gw.access_log(3);
+    for line in &log[1..] {
+        assert_eq!(line["completion_tokens"], 7, "{line}");
+        assert!(line["prompt_tokens"].as_u64().is_some(), "{line}");
+    }
+    assert!(eventually(Duration::from_secs(3), || tokens() == before + 14.0));
+    for q in sim.requests() {
+        use base64::Engine;
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(q["body_b64"].as_str().unwrap())
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["stream_options"]["include_usage"], true, "{body}");
+    }
 }
 
 #[test]
