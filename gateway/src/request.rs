@@ -8,6 +8,7 @@ use pingora_proxy::Session;
 use serde::Deserialize;
 use skygate_config::{clip, ApiError, ErrorKind, Operation};
 use skygate_plugins::RequestCtx;
+use std::borrow::Cow;
 
 /// A request that passed parsing.
 pub enum Parsed {
@@ -153,7 +154,7 @@ pub async fn parse(
     let req = session.req_header();
     let path = req.uri.path().to_string();
     let method = req.method.clone();
-    let Some(kind) = snap.routes.lookup(&path) else {
+    let Some(kind) = route_of(snap, &path)? else {
         return Err(ApiError::new(
             ErrorKind::NotFound,
             format!("no route for path `{}`", clip(&path)),
@@ -370,6 +371,66 @@ fn too_large(limit: usize) -> ApiError {
         ErrorKind::BodyTooLarge,
         format!("the request body is larger than this route's limit of {limit} bytes"),
     )
+}
+
+/// The path's entry in the route table. A path that RFC 3986 would
+/// normalize (`.` and `..` segments, escaped unreserved characters such as
+/// `%61` for `a`) must name the same route normalized as written: otherwise
+/// a route nested under another's prefix could be reached through the
+/// outer route's policy, auth and limits (`/f/svc/x/../admin` written under
+/// `/f/svc`, meant for `/f/svc/admin`), so such a path is refused (400).
+fn route_of<'a>(snap: &'a Snapshot, path: &str) -> Result<Option<Cow<'a, PathKind>>, ApiError> {
+    let written = snap.routes.lookup(path);
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return Ok(written);
+    }
+    let normal = resolve_dot_segments(&decode_unreserved(path))?;
+    if normal == path {
+        return Ok(written);
+    }
+    let meant = snap.routes.lookup(&normal);
+    let target = |k: &Option<Cow<'_, PathKind>>| match k.as_deref() {
+        None => (0, 0),
+        Some(PathKind::Function { route, .. }) => (1, *route),
+        Some(PathKind::ListModels) => (2, 0),
+        Some(PathKind::GetModel) => (3, 0),
+        // One entry per exact path: the same entry is the same routes.
+        Some(m @ PathKind::Model { .. }) => (4, std::ptr::from_ref(m) as usize),
+    };
+    if target(&written) != target(&meant) {
+        return Err(ApiError::new(
+            ErrorKind::InvalidRequest,
+            "the path names another route once its `.`/`..` segments and escapes are resolved: send it resolved",
+        ));
+    }
+    Ok(written)
+}
+
+/// `path` with escaped unreserved characters (RFC 3986 §2.3: letters,
+/// digits, `-`, `.`, `_`, `~`) decoded, every other escape kept.
+fn decode_unreserved(path: &str) -> String {
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if let (b'%', Some(h), Some(l)) = (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            let c = (h * 16 + l) as u8;
+            if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                out.push(c);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    // Only ASCII bytes were decoded into an ASCII-or-UTF-8 path.
+    String::from_utf8(out).unwrap_or_else(|_| path.to_string())
 }
 
 /// The path after a function route's prefix with its dot-segments resolved

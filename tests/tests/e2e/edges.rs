@@ -553,6 +553,53 @@ fn dot_segments_cannot_leave_the_function_prefix() {
     }
 }
 
+/// A route nested under another's prefix cannot be reached through the
+/// outer route (its policy, auth and limits) by a path that resolves into
+/// it: `.`/`..` segments or an escaped letter.
+#[test]
+fn a_nested_route_is_not_reached_through_its_parent() {
+    let sim = Sim::start("s", &[]);
+    let gw = Gateway::start(&format!(
+        r#"{auth}backends:
+  f: {{ kind: http_function, url: "{url}/svc" }}
+  g: {{ kind: http_function, url: "{url}/svc/admin" }}
+routes:
+  public: {{ match: {{ path_prefix: /v1/functions/svc }}, targets: [ {{ backend: f }} ] }}
+  private: {{ match: {{ path_prefix: /v1/functions/svc/admin }}, targets: [ {{ backend: g }} ], limits: {{ requests_per_minute: 1 }} }}
+"#,
+        auth = auth_section(),
+        url = sim.url,
+    ));
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let h = [("authorization", auth.as_str())];
+    // As written, the inner route answers for itself: its limit, one a
+    // minute, holds.
+    let r = gw.call("POST", "/v1/functions/svc/admin/secret", &h, b"{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    gw.call("POST", "/v1/functions/svc/admin/secret", &h, b"{}")
+        .assert_error(429, "rate_limit_exceeded");
+    assert_eq!(sim.requests().len(), 1);
+    for path in [
+        "/v1/functions/svc/x/../admin/secret",
+        "/v1/functions/svc/./admin/secret",
+        "/v1/functions/svc/%61dmin/secret",
+        "/v1/functions/svc/%2e/admin/secret",
+    ] {
+        gw.call("POST", path, &h, b"{}")
+            .assert_error(400, "invalid_request");
+    }
+    assert_eq!(sim.requests().len(), 1, "{:?}", sim_paths(&sim));
+    // What resolves within the outer route still goes through.
+    for (path, upstream) in [
+        ("/v1/functions/svc/a/../b", "/svc/b"),
+        ("/v1/functions/svc/%61", "/svc/%61"),
+    ] {
+        let r = gw.call("POST", path, &h, b"{}");
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(sim.requests().last().unwrap()["path"], upstream, "{path}");
+    }
+}
+
 #[test]
 fn client_values_are_not_echoed_whole() {
     let sim = Sim::start("s", &[]);
