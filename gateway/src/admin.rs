@@ -112,18 +112,28 @@ impl Admin {
         let Some(token) = snap.config.admin.token.as_ref() else {
             return false;
         };
-        session
+        // Exactly one `Authorization` (two could be read differently by
+        // a proxy in front), with the token.
+        let mut all = session
             .req_header()
             .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| skygate_config::bearer_token(v.as_bytes()))
-            .is_some_and(|presented| token.ct_eq(presented))
+            .get_all(http::header::AUTHORIZATION)
+            .iter();
+        match (all.next(), all.next()) {
+            (Some(v), None) => skygate_config::bearer_token(v.as_bytes())
+                .is_some_and(|presented| token.ct_eq(presented)),
+            _ => false,
+        }
     }
 }
 
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // The header is in: the connection loop's header timer stops.
+        if let Some(timer) = session.take_connection_user_context() {
+            crate::edge::header_read(timer);
+        }
         // As on the proxy: the caller's well-formed `x-request-id`, or a new
         // one; answered, and in the audit line of the request's decision.
         let request_id = crate::request_id(session.req_header());

@@ -23,33 +23,53 @@
 //! header whenever the session carries a connection context; every session
 //! here carries one, a [`HeaderTimer`].
 //!
-//! HTTP/1.x only: the proxy listener is plain TCP without h2c.
+//! HTTP/1.x only: the listeners are plain TCP without h2c (and TLS).
+//!
+//! The admin listener runs the same loop around its `ServeHttp` app (which
+//! marks its header read as the proxy's hook does), with a cap on its open
+//! connections: without both, a client that trickles header bytes (or
+//! holds many unfinished headers) kept admin connections open until the
+//! process ran out of file descriptors, taking the proxy listener down too.
 
-use crate::proxy::Gateway;
 use crate::State;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
-use pingora_proxy::HttpProxy;
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::time::Instant;
 
-/// The proxy listener's app: Pingora's proxy behind the timed connection loop.
-pub struct Edge {
-    proxy: Arc<HttpProxy<Gateway>>,
+/// A listener's app behind the timed connection loop: Pingora's proxy on
+/// the proxy listener, the admin API on the admin listener.
+pub struct Edge<A> {
+    app: Arc<A>,
     state: Arc<State>,
+    /// Connections open now, and the most this listener keeps (more are
+    /// closed as they come); `None`: no cap.
+    open: AtomicUsize,
+    cap: Option<usize>,
 }
 
-impl Edge {
-    pub fn new(proxy: HttpProxy<Gateway>, state: Arc<State>) -> Self {
+impl<A> Edge<A> {
+    pub fn new(app: A, state: Arc<State>, cap: Option<usize>) -> Self {
         Self {
-            proxy: Arc::new(proxy),
+            app: Arc::new(app),
             state,
+            open: AtomicUsize::new(0),
+            cap,
         }
+    }
+}
+
+/// Counts a connection open while it lives.
+struct Open<'a>(&'a AtomicUsize);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -66,12 +86,18 @@ pub fn header_read(context: Box<dyn Any + Send + Sync>) {
 }
 
 #[async_trait]
-impl ServerApp for Edge {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let open = self.open.fetch_add(1, Ordering::Relaxed);
+        let _open = Open(&self.open);
+        if self.cap.is_some_and(|cap| open >= cap) {
+            log::debug!("{open} connections open: closing a new one");
+            return None;
+        }
         // Read once per connection: a reload applies to new connections.
         let t = self.state.snapshot().config.server.timeouts;
         let mut stream = stream;
@@ -104,7 +130,7 @@ impl ServerApp for Edge {
             // One request, its header read before the timer fires. Most
             // requests end before it does; when it fires, the request goes
             // on if its header was in by then.
-            let request = self.proxy.process_new_http(session, shutdown);
+            let request = self.app.process_new_http(session, shutdown);
             tokio::pin!(request);
             let reused = loop {
                 tokio::select! {
@@ -144,6 +170,6 @@ impl ServerApp for Edge {
 
     async fn cleanup(&self) {
         // Wakes requests parked in Pingora's header read at shutdown.
-        self.proxy.http_cleanup().await;
+        self.app.http_cleanup().await;
     }
 }

@@ -4,6 +4,9 @@
 
 use crate::admin::Admin;
 use crate::edge::Edge;
+
+/// The most connections the admin listener keeps open at once.
+pub const ADMIN_CONNECTIONS: usize = 256;
 use crate::health::HealthChecks;
 use crate::proxy::Gateway;
 use crate::reload::Source;
@@ -74,6 +77,7 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
         Edge::new(
             pingora_proxy::http_proxy(&server.configuration, gateway),
             state.clone(),
+            None,
         ),
     );
     proxy.add_tcp(&cfg.listen.to_string());
@@ -82,11 +86,18 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
     }
     proxy.threads = Some(cfg.server.threads);
 
+    // The admin API behind the same client-side timeouts, and at most
+    // ADMIN_CONNECTIONS connections at once (operators and scrapers need
+    // few; an attacker's many must not starve the process of descriptors).
     let mut admin = Service::new(
         "skygate-admin".to_string(),
-        Admin {
-            state: state.clone(),
-        },
+        Edge::new(
+            Admin {
+                state: state.clone(),
+            },
+            state.clone(),
+            Some(ADMIN_CONNECTIONS),
+        ),
     );
     admin.add_tcp(&cfg.admin.listen.to_string());
     admin.threads = Some(1);

@@ -284,6 +284,69 @@ fn a_trickled_header_is_cut_off() {
     assert!(took < Duration::from_secs(3), "closed after {took:?}");
 }
 
+/// The admin listener has the proxy's header deadlines and a cap on its
+/// connections: trickled headers and piles of idle connections cannot hold
+/// it (and the process's descriptors) for ever.
+#[test]
+fn the_admin_listener_cuts_off_slow_and_surplus_clients() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, SLOW);
+    let admin = || {
+        let s = TcpStream::connect(gw.admin).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    };
+    let endless = b"GET /admin/routes HTTP/1.1\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let took = trickle_until_closed(&mut admin(), endless, Duration::from_millis(100))
+        .expect("the admin listener must close a connection whose header never ends");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "closed after {took:?}; header_read is 1s"
+    );
+    // Past the cap, a new connection is closed at once; the ones held
+    // count until they go. (A gateway with the usual 10 s header_read, so
+    // the held ones stay.)
+    let gw = gateway(&sim, "");
+    let admin = || {
+        let s = TcpStream::connect(gw.admin).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    };
+    // 256: `server::ADMIN_CONNECTIONS`.
+    let held: Vec<TcpStream> = (0..256).map(|_| admin()).collect();
+    // (Let the listener take them all in first.)
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = admin();
+    let start = Instant::now();
+    let (_, end) = read_to_close(&mut extra, Duration::from_secs(5));
+    assert_ne!(end, End::Open);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(held);
+    let auth = format!("Bearer {}", gw.admin_token);
+    assert!(eventually(Duration::from_secs(3), || try_call(
+        gw.admin,
+        "GET",
+        "/admin/routes",
+        &[("authorization", &auth)],
+        b""
+    )
+    .is_ok_and(|r| r.status == 200)));
+    // The token once, not twice (a proxy in front may read another one).
+    let r = call(
+        gw.admin,
+        "GET",
+        "/admin/routes",
+        &[("authorization", &auth), ("authorization", "Bearer x")],
+        b"",
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "invalid_admin_token");
+}
+
 #[test]
 fn idle_keepalive_connections_are_closed() {
     let sim = Sim::start("s", &[]);
