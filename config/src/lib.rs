@@ -23,4 +23,4 @@ pub use load::{
 pub use runtime::*;
 pub use secret::{bearer_token, parse_sha256_hex, pem_der, sha256, to_hex, Secret};
 pub use section::policy::expand_files;
-pub use text::{did_you_mean, percent_decode, push_ip, push_num, push_socket_addr};
+pub use text::{did_you_mean, percent_decode, push_ip, push_num, push_socket_addr, redact_url};

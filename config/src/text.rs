@@ -204,3 +204,52 @@ mod did_you_mean_tests {
         );
     }
 }
+
+/// A URL as logs and error messages may show it: credentials
+/// (`user:pass@`) and the query (a function key's `?code=`) replaced by
+/// `***`; cut to 256 bytes. Anything that is not a URL passes as it is, cut.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    // The authority ends at the first `/`, `?` or `#`.
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => authority.to_string(),
+    };
+    let tail = match tail.find(['?', '#']) {
+        Some(i) if tail[i..].starts_with('?') => format!("{}?***", &tail[..i]),
+        _ => tail.to_string(),
+    };
+    let out = match scheme {
+        Some(s) => format!("{s}://{authority}{tail}"),
+        None => format!("{authority}{tail}"),
+    };
+    crate::clip(&out).into_owned()
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn credentials_and_queries_are_hidden() {
+        assert_eq!(
+            redact_url("redis://:s3cret@127.0.0.1:6379/0"),
+            "redis://***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("http://user:pw@h:1/v1?code=KEY#x"),
+            "http://***@h:1/v1?***"
+        );
+        assert_eq!(
+            redact_url("https://models.example.com/v1"),
+            "https://models.example.com/v1"
+        );
+        assert_eq!(redact_url("nonsense"), "nonsense");
+        assert_eq!(redact_url("a@b"), "***@b");
+    }
+}

@@ -1023,7 +1023,7 @@ impl Redis {
                         self.timeouts_in_a_row.store(0, Ordering::Relaxed);
                         self.settled.store(true, Ordering::Release);
                         COUNTERS.up.store(true, Ordering::Relaxed);
-                        log::info!("redis is up at {}", config.nodes.join(", "));
+                        log::info!("redis is up at {}", shown(&config.nodes));
                         logged_failure = false;
                         self.flush(&c).await;
                     }
@@ -1035,7 +1035,7 @@ impl Redis {
                             }
                             log::warn!(
                                 "redis at {} is not reachable ({e}); retrying every second",
-                                config.nodes.join(", ")
+                                shown(&config.nodes)
                             );
                             logged_failure = true;
                         }
@@ -1429,11 +1429,40 @@ fn admin_epoch() -> String {
     format!("{:x}-{now:x}", std::process::id())
 }
 
+/// The nodes' URLs as logs show them: a password (`redis://:pw@host`)
+/// replaced by `***`.
+fn shown(nodes: &[String]) -> String {
+    let hide = |url: &str| -> String {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return url.to_string();
+        };
+        let end = rest.find('/').unwrap_or(rest.len());
+        match rest[..end].rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}{}", &rest[end..]),
+            None => url.to_string(),
+        }
+    };
+    nodes.iter().map(|u| hide(u)).collect::<Vec<_>>().join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     //! The Lua scripts against the Rust arithmetic they copy, on a real
     //! `redis-server` started here on a free port.
     use super::*;
+
+    #[test]
+    fn logged_urls_hide_the_password() {
+        let nodes = [
+            "redis://:s3cret@10.0.0.1:6379/2".to_string(),
+            "redis://10.0.0.2:6379".to_string(),
+            "redis://user:pw@h:1".to_string(),
+        ];
+        assert_eq!(
+            shown(&nodes),
+            "redis://***@10.0.0.1:6379/2, redis://10.0.0.2:6379, redis://***@h:1"
+        );
+    }
     use crate::Local;
 
     struct Server(std::process::Child);

@@ -90,7 +90,10 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 /// Parses a backend base URL.
 pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     let bad = |why: &str| {
-        format!("`{s}` is not a usable URL: {why} (e.g. https://models.example.com/v1)")
+        format!(
+            "`{}` is not a usable URL: {why} (e.g. https://models.example.com/v1)",
+            crate::redact_url(s)
+        )
     };
     let uri: http::Uri = s.parse().map_err(|_| bad("it does not parse"))?;
     let tls = match uri.scheme_str() {
@@ -233,6 +236,15 @@ mod tests {
         ] {
             let e = parse_endpoint(u).unwrap_err();
             assert!(e.contains(why), "{u}: {e}");
+        }
+        // The refused URL is not echoed with its secrets (it may have come
+        // from an environment variable).
+        for (u, secret) in [
+            ("http://user:PW-CANARY@h/v1", "PW-CANARY"),
+            ("https://f.azurewebsites.net/api/x?code=FNKEY", "FNKEY"),
+        ] {
+            let e = parse_endpoint(u).unwrap_err();
+            assert!(!e.contains(secret) && e.contains("***"), "{e}");
         }
     }
 }

@@ -157,7 +157,7 @@ impl Cx<'_> {
                 p,
                 format!(
                     "`{}` is not a Redis URL: use redis://HOST:PORT[/DB] (TLS to Redis is not supported yet)",
-                    crate::clip(url)
+                    crate::redact_url(url)
                 ),
             );
         }

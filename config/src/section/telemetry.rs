@@ -86,7 +86,7 @@ impl Cx<'_> {
                 // in the clear.
                 self.err(
                     &at("endpoint"),
-                    format!("`{}`: a collector URL has no query, fragment or credentials: use e.g. http://collector:4318", crate::clip(&endpoint)),
+                    format!("`{}`: a collector URL has no query, fragment or credentials: use e.g. http://collector:4318", crate::redact_url(&endpoint)),
                 );
                 false
             }
@@ -96,7 +96,7 @@ impl Cx<'_> {
                 if !ok {
                     self.err(
                         &at("endpoint"),
-                        format!("`{endpoint}` is not a collector URL: use e.g. http://collector:4318 (HTTP) or http://collector:4317 (gRPC)"),
+                        format!("`{}` is not a collector URL: use e.g. http://collector:4318 (HTTP) or http://collector:4317 (gRPC)", crate::redact_url(&endpoint)),
                     );
                 }
                 ok
@@ -104,14 +104,14 @@ impl Cx<'_> {
             Some(("https", _)) => {
                 self.err(
                     &at("endpoint"),
-                    format!("`{endpoint}`: TLS to the collector is not supported yet: use http:// to a collector (agent or sidecar) on a trusted network"),
+                    format!("`{}`: TLS to the collector is not supported yet: use http:// to a collector (agent or sidecar) on a trusted network", crate::redact_url(&endpoint)),
                 );
                 false
             }
             _ => {
                 self.err(
                     &at("endpoint"),
-                    format!("`{endpoint}` is not a collector URL: use e.g. http://collector:4318 (HTTP) or http://collector:4317 (gRPC)"),
+                    format!("`{}` is not a collector URL: use e.g. http://collector:4318 (HTTP) or http://collector:4317 (gRPC)", crate::redact_url(&endpoint)),
                 );
                 false
             }
