@@ -15,7 +15,7 @@ use skygate_backends::routing::state::{Attempt, Outcome, RouteState};
 use skygate_backends::routing::{self, Chosen, NoTarget};
 use skygate_backends::usage::StripUsage;
 use skygate_backends::{Adapter, BackendRt, Call, PeerSlot, UpstreamResponse, UsageTail};
-use skygate_config::{ApiError, ErrorKind, Fault, Retry, RetryOn, Route};
+use skygate_config::{ApiError, ErrorKind, Fault, Operation, Retry, RetryOn, Route};
 use skygate_plugins::{Chain, RequestCtx, Try};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -356,7 +356,15 @@ async fn attempts(
             Ok(mut resp) => {
                 let status = resp.header().map_or(0, |h| h.status.as_u16());
                 // A function's own failure is its answer: served as it is.
-                let conclusive = resp.conclusive();
+                // A function's own failure is its answer: a platform's
+                // (`Synth::conclusive`), or a 500 from a function route's
+                // HTTP backend (502, 503 and 504 are what gateways and
+                // hosts answer when they, not the function, fail). Not
+                // retried (the function may have had effects), and no
+                // failure for the breaker (one caller's input would open
+                // it for every caller).
+                let conclusive =
+                    resp.conclusive() || (status == 500 && route.operation == Operation::Function);
                 match status {
                     429 if !conclusive => {
                         let after = resp

@@ -455,7 +455,7 @@ pub fn map_http_failure(
 }
 
 /// `: message` from a platform's JSON error body, when it has one.
-fn error_detail(body: &[u8]) -> String {
+pub(crate) fn error_detail(body: &[u8]) -> String {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let m = v
         .pointer("/error/message")

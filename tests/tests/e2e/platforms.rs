@@ -660,6 +660,10 @@ fn azure_functions_keys_and_failures() {
         r1 = route_to("hdr", "/v1/functions/h", "hdr"),
         r2 = route_to("qry", "/v1/functions/q", "qry"),
         r3 = route_to("bad", "/v1/functions/b", "bad"),
+    ) + "  both: { match: { path_prefix: /v1/functions/both }, targets: [ { backend: hdr }, { backend: qry } ] }\n";
+    let config = config.replace(
+        "api_key: sim-platform-key }\n  qry",
+        "api_key: sim-platform-key, breaker: { consecutive_failures: 1 } }\n  qry",
     );
     let g = Gateway::start(&config);
     let auth = format!("Bearer {CLIENT_KEY}");
@@ -685,9 +689,57 @@ fn azure_functions_keys_and_failures() {
     assert!(header_of(&last, "x-functions-key").is_empty());
     g.call("POST", "/v1/functions/b/score", &h, b"{}")
         .assert_error(502, "backend_auth_failed");
+    // The function's own failure (an unhandled exception: 500) is its
+    // answer: not run again on the route's other target, and no failure
+    // for the breaker, which one failure would open.
     af.set(json!({"fail_with": "function"}));
-    g.call("POST", "/v1/functions/h/score", &h, b"{}")
-        .assert_error(502, "backend_error");
+    let seen = af.requests().len();
+    for _ in 0..3 {
+        let r = g.call("POST", "/v1/functions/both/score", &h, b"{}");
+        r.assert_error(502, "function_error");
+        assert_eq!(r.header("x-skygate-attempts"), Some("1"));
+    }
+    assert_eq!(af.requests().len(), seen + 3, "run once each");
+    for b in ["hdr", "qry"] {
+        assert_eq!(g.backend_status(b)["breaker"]["state"], "closed", "{b}");
+    }
+}
+
+/// A 500 from a function route's plain HTTP backend is the function's
+/// answer, served as it is: not retried elsewhere (the function may have
+/// had effects) and no failure for the breaker; a 429 (the host's, before
+/// the function ran) is retried on the next target.
+#[test]
+fn an_http_functions_500_is_its_answer() {
+    let f = Sim::start("f", &[]);
+    let g2 = Sim::start("g2", &[]);
+    let config = format!(
+        "{auth}backends:\n  f: {{ kind: http_function, url: \"{a}/functions/anomaly\", breaker: {{ consecutive_failures: 1 }} }}\n  g2: {{ kind: http_function, url: \"{b}/functions/anomaly\" }}\nroutes:\n  fn: {{ match: {{ path_prefix: /v1/functions/score }}, targets: [ {{ backend: f }} ], fallback: [ g2 ] }}\n",
+        auth = auth_section(),
+        a = f.url,
+        b = g2.url,
+    );
+    let g = Gateway::start(&config);
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let h = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    f.set(json!({"error_rate": 1.0}));
+    for _ in 0..3 {
+        let r = g.call("POST", "/v1/functions/score", &h, b"{}");
+        assert_eq!(r.status, 500, "{}", r.text());
+        assert_eq!(r.json()["error"]["message"], "simulated backend failure");
+        assert_eq!(r.header("x-skygate-attempts"), Some("1"));
+    }
+    assert!(g2.requests().is_empty(), "never run twice");
+    assert_eq!(g.backend_status("f")["breaker"]["state"], "closed");
+    // The host's refusal (throttled, before the function ran) is retried
+    // on the fallback.
+    f.set(json!({"error_rate": 0.0, "throttle_rate": 1.0}));
+    let r = g.call("POST", "/v1/functions/score", &h, b"{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-skygate-backend"), Some("g2"));
 }
 
 /// A function URL with `auth: none` gets no signature; with `iam`, a wrong
