@@ -104,7 +104,10 @@ const FUNCTION_CLIENT_HEADERS: &[HeaderName] = &[header::CONTENT_ENCODING];
 
 /// Response headers that belong to the hop, or to the gateway: the
 /// hop-by-hop ones (RFC 9110 §7.6.1: `connection`, those it names, and the
-/// standard ones), `server`, `set-cookie` and `x-skygate-*`. The framing
+/// standard ones), `server`, cookies (`set-cookie`, `set-cookie2`), what a
+/// browser would apply to the gateway's own host (`strict-transport-security`:
+/// a backend's `max-age=0` would switch HSTS off for it; `alt-svc`: another
+/// place to reach it) and `x-skygate-*`. The framing
 /// headers stay whatever `connection` says: the client's framing is
 /// Pingora's to write from them.
 fn strip_response_headers(resp: &mut ResponseHeader) {
@@ -127,6 +130,9 @@ fn strip_response_headers(resp: &mut ResponseHeader) {
         header::UPGRADE,
         header::SERVER,
         header::SET_COOKIE,
+        HeaderName::from_static("set-cookie2"),
+        header::STRICT_TRANSPORT_SECURITY,
+        header::ALT_SVC,
     ]);
     drop.extend(
         resp.headers
@@ -510,6 +516,9 @@ mod tests {
             ("proxy-connection", "keep-alive"),
             ("server", "evil"),
             ("set-cookie", "a=b"),
+            ("set-cookie2", "a=b"),
+            ("strict-transport-security", "max-age=0"),
+            ("alt-svc", "h3=\":443\""),
             ("x-skygate-cache", "hit"),
             ("content-length", "2"),
             ("content-type", "application/json"),

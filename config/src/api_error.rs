@@ -44,6 +44,9 @@ pub enum ErrorKind {
     UpstreamUnreachable,
     UpstreamFailed,
     UpstreamTimeout,
+    /// The backend refused the gateway's own credentials (its 401 or 403):
+    /// the client's were fine, so a 502.
+    UpstreamAuthFailed,
     Unavailable,
     /// Every candidate backend is at its concurrency cap (bulkhead), or the
     /// server's buffered-body budget is spent.
@@ -71,7 +74,7 @@ impl ErrorKind {
             Self::RequestTimeout => 408,
             Self::BodyTooLarge => 413,
             Self::RateLimited | Self::TokensLimited => 429,
-            Self::UpstreamUnreachable | Self::UpstreamFailed => 502,
+            Self::UpstreamUnreachable | Self::UpstreamFailed | Self::UpstreamAuthFailed => 502,
             Self::Unavailable | Self::Overloaded | Self::LimitsUnavailable => 503,
             Self::UpstreamTimeout | Self::NotCached => 504,
             Self::Internal => 500,
@@ -98,9 +101,10 @@ impl ErrorKind {
             // As OpenAI says which limit was hit.
             Self::RateLimited => "requests",
             Self::TokensLimited => "tokens",
-            Self::UpstreamUnreachable | Self::UpstreamFailed | Self::UpstreamTimeout => {
-                "upstream_error"
-            }
+            Self::UpstreamUnreachable
+            | Self::UpstreamFailed
+            | Self::UpstreamTimeout
+            | Self::UpstreamAuthFailed => "upstream_error",
             Self::Unavailable | Self::Overloaded | Self::LimitsUnavailable => "service_unavailable",
             Self::Internal => "server_error",
         }
@@ -125,6 +129,7 @@ impl ErrorKind {
             Self::UpstreamUnreachable => "backend_unreachable",
             Self::UpstreamFailed => "backend_error",
             Self::UpstreamTimeout => "backend_timeout",
+            Self::UpstreamAuthFailed => "backend_auth_failed",
             Self::Unavailable => "unavailable",
             Self::Overloaded => "overloaded",
             Self::RequestTimeout => "request_timeout",
@@ -136,9 +141,10 @@ impl ErrorKind {
 
     pub fn fault(self) -> Fault {
         match self {
-            Self::UpstreamUnreachable | Self::UpstreamFailed | Self::UpstreamTimeout => {
-                Fault::Upstream
-            }
+            Self::UpstreamUnreachable
+            | Self::UpstreamFailed
+            | Self::UpstreamTimeout
+            | Self::UpstreamAuthFailed => Fault::Upstream,
             Self::Unavailable | Self::Overloaded | Self::LimitsUnavailable | Self::Internal => {
                 Fault::Internal
             }

@@ -15,7 +15,7 @@ use skygate_backends::routing::state::{Attempt, Outcome, RouteState};
 use skygate_backends::routing::{self, Chosen, NoTarget};
 use skygate_backends::usage::StripUsage;
 use skygate_backends::{Adapter, BackendRt, Call, PeerSlot, UpstreamResponse, UsageTail};
-use skygate_config::{ApiError, ErrorKind, Fault, Operation, Retry, RetryOn, Route};
+use skygate_config::{ApiError, BackendKind, ErrorKind, Fault, Operation, Retry, RetryOn, Route};
 use skygate_plugins::{Chain, RequestCtx, Try};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -366,6 +366,27 @@ async fn attempts(
                 let conclusive =
                     resp.conclusive() || (status == 500 && route.operation == Operation::Function);
                 match status {
+                    // An OpenAI-compatible server refused the gateway's key
+                    // (the client's never goes upstream): a 502 for the
+                    // client, as every platform kind answers it, not a 401
+                    // that blames the client's key (and carries the
+                    // backend's text about its own).
+                    401 | 403 if b.config.kind == BackendKind::OpenAi => {
+                        let e = ApiError::new(
+                            ErrorKind::UpstreamAuthFailed,
+                            format!(
+                                "backend `{}` refused the gateway's credentials ({status})",
+                                b.config.name
+                            ),
+                        )
+                        .retryable(Retry::ServerError);
+                        upstream_error(&b.config.name, &e);
+                        (
+                            Failed::Error(e),
+                            Some(Retry::ServerError),
+                            Outcome::Failure { elapsed },
+                        )
+                    }
                     429 if !conclusive => {
                         let after = resp
                             .header()
@@ -432,7 +453,13 @@ async fn attempts(
         }
         ctx.tries.push(Try {
             backend: b.name.clone(),
-            outcome: class.map_or("error", Retry::as_str),
+            outcome: match &failed {
+                // The backend's adapter refused the request (a field its
+                // platform cannot take): nothing was sent.
+                Failed::Error(e) if e.kind.fault() == Fault::Client => "refused",
+                Failed::Error(e) if e.kind == ErrorKind::UpstreamAuthFailed => "auth_failed",
+                _ => class.map_or("error", Retry::as_str),
+            },
             status: match &failed {
                 Failed::Response(r) => r.header().map(|h| h.status.as_u16()),
                 Failed::Error(_) => None,

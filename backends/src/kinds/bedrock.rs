@@ -219,16 +219,17 @@ pub fn converse_request(body: &[u8]) -> Result<(Vec<u8>, RequestFacts), ApiError
         if !absent(value) && value.is_some_and(|v| !matches!(v.get(), "false" | "[]")) {
             return Err(invalid(format!(
                 "`{field}`: {why} are not translated for Bedrock backends yet"
-            )));
+            ))
+            .with_param(field));
         }
     }
     if number(req.n, "n")?.is_some_and(|n| n > 1.0) {
-        return Err(invalid("`n` above 1 is not supported by Bedrock backends"));
+        return Err(invalid("`n` above 1 is not supported by Bedrock backends").with_param("n"));
     }
     let messages: Vec<MessageIn<'_>> = req
         .messages
         .filter(|m| m.get().starts_with('['))
-        .ok_or_else(|| invalid("`messages` must be a list"))
+        .ok_or_else(|| invalid("`messages` must be a list").with_param("messages"))
         .and_then(|m| {
             serde_json::from_str(m.get())
                 .map_err(|_| invalid("each message must be an object with a `role`"))
@@ -281,13 +282,27 @@ pub fn converse_request(body: &[u8]) -> Result<(Vec<u8>, RequestFacts), ApiError
     };
     let max_tokens = match max.filter(|v| v.get() != "null") {
         None => None,
+        // A whole number written as a float (`5e4`, `50000.0`) is one, as
+        // the gateway reads it; Converse takes an integer.
         Some(v) => Some(
             v.get()
                 .parse::<u64>()
                 .ok()
+                .or_else(|| {
+                    v.get()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|f| f.fract() == 0.0 && (1.0..=f64::from(i32::MAX)).contains(f))
+                        .map(|f| f as u64)
+                })
                 .filter(|n| (1..=i32::MAX as u64).contains(n))
                 .ok_or_else(|| {
                     invalid("`max_tokens` must be a positive integer (at most 2147483647)")
+                        .with_param(if absent(req.max_completion_tokens) {
+                            "max_tokens"
+                        } else {
+                            "max_completion_tokens"
+                        })
                 })?,
         ),
     };
@@ -298,8 +313,9 @@ pub fn converse_request(body: &[u8]) -> Result<(Vec<u8>, RequestFacts), ApiError
                 .map_err(|e| invalid(e.to_string()))?])
         }
         Some(v) => Some(
-            serde_json::from_str::<Vec<Cow<'_, str>>>(v.get())
-                .map_err(|_| invalid("`stop` must be a string or a list of strings"))?,
+            serde_json::from_str::<Vec<Cow<'_, str>>>(v.get()).map_err(|_| {
+                invalid("`stop` must be a string or a list of strings").with_param("stop")
+            })?,
         ),
     };
     let out = ConverseOut {
@@ -709,6 +725,25 @@ mod tests {
         ] {
             let e = converse_request(body.as_bytes()).unwrap_err();
             assert_eq!(e.status(), 400, "{body}: {e:?}");
+        }
+        for body in [
+            r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":2.5}"#,
+            r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":1e12}"#,
+        ] {
+            let e = converse_request(body.as_bytes()).unwrap_err();
+            assert_eq!(e.param, Some("max_tokens"), "{body}");
+        }
+    }
+
+    /// A whole number written as a float is one, as the gateway reads it.
+    #[test]
+    fn max_tokens_as_a_float_is_an_integer() {
+        for m in ["5e4", "50000.0", "50000"] {
+            let body =
+                format!(r#"{{"messages":[{{"role":"user","content":"x"}}],"max_tokens":{m}}}"#);
+            let (c, _) = converse_request(body.as_bytes()).unwrap();
+            let c: serde_json::Value = serde_json::from_slice(&c).unwrap();
+            assert_eq!(c["inferenceConfig"]["maxTokens"], 50000, "{m}");
         }
     }
 

@@ -1102,3 +1102,52 @@ fn a_backends_answer_is_cleaned_for_the_client() {
         assert_eq!(r.header(h), None, "{h}");
     }
 }
+
+/// An OpenAI-compatible backend that refuses the gateway's own key (401 or
+/// 403) is a 502 `backend_auth_failed` for the client, whose key was fine,
+/// without the backend's text about its key; the next target is tried.
+#[test]
+fn a_backend_refusing_the_gateways_key_is_a_502() {
+    let refusing = |status: u16| {
+        raw_backend(move || {
+            let body = r#"{"error":{"message":"Incorrect API key provided: sk-proj-****LEAK","type":"invalid_request_error","code":"invalid_api_key"}}"#;
+            format!(
+                "HTTP/1.1 {status} No\r\nContent-Type: application/json\r\nWWW-Authenticate: Bearer\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        })
+    };
+    let (a, b) = (refusing(401), refusing(403));
+    let sim = Sim::start("ok", &[]);
+    let gw = Gateway::start(&format!(
+        r#"{auth}backends:
+  a: {{ kind: openai, url: "http://{a}/v1" }}
+  b: {{ kind: openai, url: "http://{b}/v1" }}
+  ok: {{ kind: openai, url: "{ok}/v1" }}
+routes:
+  only: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: a }} ], fallback: [ b ] }}
+  then: {{ match: {{ path: /v1/chat/completions, models: [n] }}, targets: [ {{ backend: a }} ], fallback: [ ok ] }}
+"#,
+        auth = auth_section(),
+        ok = sim.url,
+    ));
+    let r = gw.post(
+        "/v1/chat/completions",
+        &json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    r.assert_error(502, "backend_auth_failed");
+    assert!(r.header("www-authenticate").is_none());
+    assert!(!r.text().contains("LEAK"), "{}", r.text());
+    let r = gw.post(
+        "/v1/chat/completions",
+        &json!({"model": "n", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-skygate-backend"), Some("ok"));
+    let log = gw.access_log(2);
+    let outcomes: Vec<&serde_json::Value> = log.iter().map(|l| &l["tries"]).collect();
+    assert_eq!(outcomes[0][0]["outcome"], "auth_failed", "{log:?}");
+    assert_eq!(outcomes[0][1]["outcome"], "auth_failed", "{log:?}");
+    assert_eq!(outcomes[1][0]["outcome"], "auth_failed", "{log:?}");
+}
