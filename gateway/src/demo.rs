@@ -191,7 +191,11 @@ pub fn run(
         listen,
         admin_listen,
     };
-    let config = source.load().map_err(|e| e.to_string())?;
+    let mut config = source.load().map_err(|e| e.to_string())?;
+    // The demo's keys are plaintext on purpose (they are printed below).
+    config
+        .warnings
+        .retain(|w| !w.message.starts_with("a plaintext API key"));
     eprintln!("{}", banner(config.listen, config.admin.listen, &urls));
     crate::server::run(config, source)
 }
@@ -229,7 +233,7 @@ Try:
   curl -s http://{listen}/v1/chat/completions -H 'Authorization: Bearer sk-skygate-demo' \
     -H 'Content-Type: application/json' -d '{{"model":"demo-chat","messages":[{{"role":"user","content":"hi"}}]}}'
   curl -sN http://{listen}/v1/chat/completions -H 'Authorization: Bearer sk-skygate-demo' \
-    -H 'Content-Type: application/json' -d '{{"model":"demo-chat","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
+    -H 'Content-Type: application/json' -d '{{"model":"demo-chat","stream":true,"messages":[{{"role":"user","content":"stream me a story"}}]}}'
   curl -s http://{listen}/v1/embeddings -H 'Authorization: Bearer sk-skygate-demo' \
     -H 'Content-Type: application/json' -d '{{"model":"demo-embed","input":"hello"}}'
   curl -s http://{listen}/v1/functions/anomaly-score -H 'Authorization: Bearer sk-skygate-demo' \

@@ -194,6 +194,13 @@ impl Cx<'_> {
             identity_given || taken("auth.identity_token"),
         );
         let auth = self.auth(raw.auth.unwrap_or_default());
+        if !(keys_given || jwt_given || mtls_given) {
+            // Zero trust is a choice the file makes: say so when it does not.
+            self.warn(
+                &[key("auth")],
+                "no API keys, JWT issuers or client certificates: every route is open to anyone (docs/security.md)",
+            );
+        }
 
         let mut backends = Vec::new();
         let mut backend_index = HashMap::new();

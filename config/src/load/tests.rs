@@ -318,3 +318,29 @@ fn type_errors_speak_yaml() {
     assert!(!errs.contains("Raw"), "{errs}");
     assert!(!errs.contains("usize"), "{errs}");
 }
+
+/// An open gateway or a closed admin API is the file's choice: `validate`
+/// says so (a warning, not an error).
+#[test]
+fn no_auth_and_no_admin_token_are_warned_about() {
+    let text = "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2 }\nbackends:\n  b: { kind: openai, url: http://127.0.0.1:3/v1 }\nroutes:\n  r: { match: { path: /v1/chat/completions, models: [m] }, targets: [ { backend: b } ] }\n";
+    let c = load_str(text, "o.yaml", &env).unwrap();
+    let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        w.iter().any(|w| w.contains(
+            "auth: no API keys, JWT issuers or client certificates: every route is open to anyone"
+        )),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.contains("o.yaml:2: admin: no `token`: the admin API is closed")),
+        "{w:?}"
+    );
+    let closed = text.replace(
+        "admin: { listen: 127.0.0.1:2 }",
+        "admin: { listen: 127.0.0.1:2, token: admin-token-1 }\nauth: { api_keys: [ { key_sha256: 0000000000000000000000000000000000000000000000000000000000000000, principal: p } ] }",
+    );
+    let c = load_str(&closed, "o.yaml", &env).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}

@@ -28,6 +28,12 @@ impl Cx<'_> {
         };
         let listen = self.addr(&a.listen, &[key("admin"), key("listen")]);
         let token = a.token.map(Secret::new);
+        if token.is_none() {
+            self.warn(
+                &[key("admin")],
+                "no `token`: the admin API is closed (every request but /healthz, /readyz and /identity/jwks.json is a 401)",
+            );
+        }
         if token.as_ref().is_some_and(|t| t.expose().len() < 8) {
             self.err(
                 &[key("admin"), key("token")],
