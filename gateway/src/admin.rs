@@ -225,7 +225,11 @@ impl Admin {
             ("GET", ["metrics"]) => reply(
                 200,
                 "text/plain; version=0.0.4",
-                crate::metrics::render(&self.state.registry, &self.state.shared.cache),
+                crate::metrics::render(
+                    &self.state.registry,
+                    &self.state.shared.cache,
+                    self.state.snapshot().config.state.redis.is_some(),
+                ),
             ),
             ("GET", ["admin", "routes"]) => {
                 let snap = self.state.snapshot();

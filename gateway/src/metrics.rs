@@ -498,6 +498,8 @@ fn mirror(
     for b in registry.backends() {
         let s = b.status(now);
         let l = [b.name()];
+        // At 0 from the start, so a rate over it has a series to read.
+        m.cold_starts.with_label_values(&l);
         m.breaker_state.with_label_values(&l).set(s.breaker.level());
         m.breaker_opens
             .with_label_values(&l)
@@ -652,14 +654,21 @@ fn mirror(
 }
 
 /// The Prometheus text exposition, with the run-time state of `registry`.
+/// `redis`: the config has a Redis; without one the `skygate_redis_*`
+/// families are left out (`skygate_redis_up 0` would read as an outage).
 pub fn render(
     registry: &skygate_backends::routing::state::Registry,
     cache: &skygate_plugins::cache::Store,
+    redis: bool,
 ) -> Vec<u8> {
     let mut out = Vec::new();
     if let Some(m) = get() {
         mirror(m, registry, cache);
-        if let Err(e) = TextEncoder::new().encode(&m.registry.gather(), &mut out) {
+        let mut families = m.registry.gather();
+        if !redis {
+            families.retain(|f| !f.get_name().starts_with("skygate_redis_"));
+        }
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
             log::error!("encoding metrics: {e}");
         }
     }
@@ -672,14 +681,20 @@ mod tests {
     fn registers_and_renders() {
         let m = super::get().expect("metrics build");
         m.requests.with_label_values(&["chat", "a", "200"]).inc();
-        let text = String::from_utf8(super::render(
-            &skygate_backends::routing::state::Registry::new(),
-            &skygate_plugins::cache::Store::new(&skygate_config::CacheConf::default()),
-        ))
-        .unwrap();
+        let render = |redis| {
+            String::from_utf8(super::render(
+                &skygate_backends::routing::state::Registry::new(),
+                &skygate_plugins::cache::Store::new(&skygate_config::CacheConf::default()),
+                redis,
+            ))
+            .unwrap()
+        };
+        let text = render(false);
         assert!(
             text.contains("skygate_requests_total{backend=\"a\",route=\"chat\",status=\"200\"} 1"),
             "{text}"
         );
+        assert!(!text.contains("skygate_redis_up"), "{text}");
+        assert!(render(true).contains("skygate_redis_up 0"));
     }
 }

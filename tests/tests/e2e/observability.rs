@@ -51,6 +51,8 @@ fn health_and_metrics() {
         r#"skygate_time_to_first_byte_seconds_count{backend="s",route="chat"} 3"#,
         r#"skygate_tokens_total{kind="completion",route="chat"} 48"#,
         "skygate_requests_in_flight 0",
+        // Before any cold start: a series to read a rate from.
+        r#"skygate_backend_cold_starts_total{backend="s"} 0"#,
     ];
     let start = std::time::Instant::now();
     loop {
@@ -63,6 +65,8 @@ fn health_and_metrics() {
             .filter(|n| !text.contains(n))
             .collect();
         if missing.is_empty() {
+            // No Redis configured: no Redis series to read as an outage.
+            assert!(!text.contains("skygate_redis_"), "{text}");
             break;
         }
         assert!(
