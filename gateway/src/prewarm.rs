@@ -181,7 +181,13 @@ async fn send_pings(state: &State, b: &BackendRt, k: u32, model: Option<&str>) -
             b,
             ticket: Some(ticket),
         };
-        let (ok, cold) = ping(state, b, model).await;
+        let Some((ok, cold)) = ping(state, b, model).await else {
+            // Never sent: not a ping, and not a failure of the backend.
+            if let Some(ticket) = guard.ticket.take() {
+                b.state.with_planner(|p| p.ping_unsent(ticket, unix_ms()));
+            }
+            return false;
+        };
         if let Some(ticket) = guard.ticket.take() {
             b.state
                 .with_planner(|p| p.ping_end(ticket, unix_ms(), ok, cold));
@@ -202,9 +208,14 @@ struct Abandon<'a> {
 impl Drop for Abandon<'_> {
     fn drop(&mut self) {
         if let Some(t) = self.ticket.take() {
-            self.b
+            // Counted failed in the backend's status: in the metric too.
+            let counted = self
+                .b
                 .state
                 .with_planner(|p| p.abandon(t, unix_ms(), false));
+            if counted == Some(true) {
+                count(self.b, "failed", 1);
+            }
         }
     }
 }
@@ -233,18 +244,17 @@ fn ping_body(b: &BackendRt, op: Operation, model: Option<&str>) -> Bytes {
 }
 
 /// One ping: whether the backend answered (any status below 500 but 429),
-/// and whether it said the ping cold-started.
-async fn ping(state: &State, b: &BackendRt, model: Option<&str>) -> (bool, Option<bool>) {
+/// and whether it said the ping cold-started; `None` when it was never
+/// sent (no credentials yet for its backend, a request that does not
+/// build).
+async fn ping(state: &State, b: &BackendRt, model: Option<&str>) -> Option<(bool, Option<bool>)> {
     let op = if b.config.kind.serves(Operation::Function) {
         Operation::Function
     } else {
         Operation::ChatCompletions
     };
     let body = ping_body(b, op, model);
-    let mut client = match pingora_http::RequestHeader::build("POST", b"/", Some(2)) {
-        Ok(h) => h,
-        Err(_) => return (false, None),
-    };
+    let mut client = pingora_http::RequestHeader::build("POST", b"/", Some(2)).ok()?;
     let _ = client.insert_header(http::header::CONTENT_TYPE, "application/json");
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -281,7 +291,8 @@ async fn ping(state: &State, b: &BackendRt, model: Option<&str>) -> (bool, Optio
     };
     let slot = b.peer.load_full();
     let Ok(resolved) = slot.as_ref() else {
-        return (false, None);
+        // Its address does not resolve: the backend cannot be reached.
+        return Some((false, None));
     };
     let mut resp = match state
         .upstream
@@ -289,9 +300,13 @@ async fn ping(state: &State, b: &BackendRt, model: Option<&str>) -> (bool, Optio
         .await
     {
         Ok(r) => r,
+        Err(e) if e.kind.fault() != skygate_config::Fault::Upstream => {
+            log::debug!("backend `{}`: prewarm ping not sent: {e}", b.config.name);
+            return None;
+        }
         Err(e) => {
             log::debug!("backend `{}`: prewarm ping failed: {e}", b.config.name);
-            return (false, None);
+            return Some((false, None));
         }
     };
     let status = resp.header().map_or(0, |h| h.status.as_u16());
@@ -332,7 +347,7 @@ async fn ping(state: &State, b: &BackendRt, model: Option<&str>) -> (bool, Optio
             b.config.name
         );
     }
-    (ok, cold)
+    Some((ok, cold))
 }
 
 fn count(b: &BackendRt, result: &str, n: u64) {

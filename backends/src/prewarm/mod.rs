@@ -293,16 +293,19 @@ impl Planner {
     /// the platform goes on with the instance it started. Otherwise (it
     /// failed, or got no answer) no instance is assumed to have started
     /// for it.
-    pub fn abandon(&mut self, t: Ticket, now: Millis, cancelled: bool) {
+    /// Returns whether a ping was counted failed (its metric follows).
+    pub fn abandon(&mut self, t: Ticket, now: Millis, cancelled: bool) -> bool {
         if t.epoch != self.epoch {
-            return;
+            return false;
         }
-        if t.user {
-            self.learn.end(now, self.p.idle);
-        } else {
+        let ping = !t.user;
+        if ping {
             self.pings_failed += 1;
+        } else {
+            self.learn.end(now, self.p.idle);
         }
         self.warmth.abandon(t.instance, now, !cancelled);
+        ping
     }
 
     /// A user request ended at `now` (its first byte at `first_byte`);
@@ -340,6 +343,17 @@ impl Planner {
         }
     }
 
+    /// A ping that was never sent (its backend has no credentials yet, say):
+    /// its place and its count are given back.
+    pub fn ping_unsent(&mut self, t: Ticket, now: Millis) {
+        if t.epoch != self.epoch {
+            return;
+        }
+        self.pings_sent = self.pings_sent.saturating_sub(1);
+        self.today = self.today.saturating_sub(1);
+        self.warmth.abandon(t.instance, now, true);
+    }
+
     /// Another replica took this due time's lease and pinged `k` instances:
     /// they are taken for warm, without counting as this replica's pings.
     pub fn peer_pinged(&mut self, k: u32, now: Millis) {
@@ -359,7 +373,7 @@ impl Planner {
             return;
         }
         if !ok {
-            self.abandon(t, now, false);
+            let _ = self.abandon(t, now, false);
             return;
         }
         if self.observe(t, now, now, cold) {

@@ -313,7 +313,7 @@ fn an_abandoned_request_frees_its_place_and_teaches_nothing() {
     assert!(t.expected_cold);
     // Cancelled (a hedge won) before any answer: the instance is still
     // starting, not warm, and nothing was learned about latency.
-    p.abandon(t, EPOCH + 100, true);
+    let _ = p.abandon(t, EPOCH + 100, true);
     let v = p.view(EPOCH + 100);
     assert_eq!((v.warm_instances, v.user_cold_starts), (0, 0));
     assert_eq!(v.warm_latency_ms, None);
@@ -353,4 +353,17 @@ fn an_operators_ask_keeps_its_standing_over_a_pending_one() {
     p.want(1, Why::OnDemand, EPOCH + 10);
     let plan = p.plan(EPOCH + 10);
     assert_eq!((plan.pings, plan.why), (1, Why::OnDemand));
+}
+
+#[test]
+fn a_ping_never_sent_is_no_ping_and_no_failure() {
+    let mut p = Planner::new(&conf(PrewarmMode::Off), EPOCH);
+    p.want(1, Why::ColdRoute, EPOCH);
+    let ticket = p.ping_start(EPOCH);
+    // No credentials yet: its place is given back, nothing counted.
+    p.ping_unsent(ticket, EPOCH + 1);
+    let v = p.view(EPOCH + 2);
+    assert_eq!((v.pings_sent, v.pings_failed, v.pings_today), (0, 0, 0));
+    assert!(p.likely_cold(EPOCH + 2));
+    assert_eq!(p.plan(EPOCH + 2).pings, 1, "still wanted");
 }

@@ -630,7 +630,7 @@ impl Drop for Attempt<'_> {
                     if w.first_byte.is_some() {
                         p.user_end(w.ticket, w.first_byte, unix_ms(), w.cold);
                     } else {
-                        p.abandon(w.ticket, unix_ms(), !w.failed);
+                        let _ = p.abandon(w.ticket, unix_ms(), !w.failed);
                     }
                     p.mode() != skygate_config::PrewarmMode::Off && p.in_flight() == 0
                 })
