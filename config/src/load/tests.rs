@@ -344,3 +344,22 @@ fn no_auth_and_no_admin_token_are_warned_about() {
     let c = load_str(&closed, "o.yaml", &env).unwrap();
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
+
+/// A key given twice is reported at its second entry, naming the first.
+#[test]
+fn a_duplicate_key_is_reported_where_it_is() {
+    let nested = "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2 }\nbackends:\n  a: { kind: openai, url: http://x/v1 }\n  # a comment\n  b: { kind: openai, url: http://x/v1 }\n  a: { kind: openai, url: http://y/v1 }\n";
+    let e = load_str(nested, "d.yaml", &env).unwrap_err().to_string();
+    assert!(
+        e.contains("d.yaml:7: not valid YAML: backends: duplicate entry with key \"a\" (first at line 4): keep one"),
+        "{e}"
+    );
+    let top = "listen: 127.0.0.1:1\nroutes: {}\nadmin: { listen: 127.0.0.1:2 }\nroutes: {}\n";
+    let e = load_str(top, "d.yaml", &env).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "d.yaml:4: not valid YAML: duplicate entry with key \"routes\" (first at line 2)"
+        ),
+        "{e}"
+    );
+}

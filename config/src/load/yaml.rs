@@ -17,9 +17,21 @@ impl Cx<'_> {
             Err(e) => {
                 let (path, message) = too_large(&e.to_string())
                     .unwrap_or_else(|| (String::new(), format!("not valid YAML: {e}")));
+                // The YAML reader places a duplicate key at its mapping's
+                // start: point at the second entry itself.
+                let (line, message) = match duplicate_line(self.text, &message) {
+                    Some((first, second)) => {
+                        let head = message.split(" at line ").next().unwrap_or(&message);
+                        (
+                            Some(second),
+                            format!("{head} (first at line {first}): keep one"),
+                        )
+                    }
+                    None => (e.location().map(|l| l.line()), message),
+                };
                 self.errors.push(ConfigError {
                     file: self.file.to_string(),
-                    line: e.location().map(|l| l.line()),
+                    line,
                     path,
                     message,
                 });
@@ -188,6 +200,54 @@ pub(crate) fn hint(word: &str, candidates: &[&str]) -> String {
     crate::did_you_mean(word, candidates)
         .map(|c| format!(" (did you mean `{c}`?)"))
         .unwrap_or_default()
+}
+
+/// The lines of the first and second `key:` in the mapping the YAML reader's
+/// `duplicate entry with key "key" [at line L column C]` names (the
+/// mapping starts at L, C; the top level without them): a block mapping's
+/// entries at that indentation, until the mapping ends. `None` for other
+/// errors, and for flow mappings (`{ a: 1, a: 2 }`).
+fn duplicate_line(text: &str, message: &str) -> Option<(usize, usize)> {
+    let rest = message.split_once("duplicate entry with key \"")?.1;
+    let (key, after) = rest.split_once('"')?;
+    let (start, indent) = match after.split_once(" at line ") {
+        Some((_, at)) => {
+            let (l, c) = at.split_once(" column ")?;
+            let c: usize = c
+                .trim()
+                .split(|ch: char| !ch.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()?;
+            (l.trim().parse::<usize>().ok()?, c.checked_sub(1)?)
+        }
+        None => (1, 0),
+    };
+    let mut first = None;
+    for (i, line) in text.lines().enumerate().skip(start.checked_sub(1)?) {
+        let body = line.trim_start_matches(' ');
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let at = line.len() - body.len();
+        if at < indent {
+            return None;
+        }
+        let named = [
+            format!("{key}:"),
+            format!("\"{key}\":"),
+            format!("'{key}':"),
+        ]
+        .iter()
+        .any(|k| body.starts_with(k.as_str()));
+        if at == indent && named {
+            match first {
+                None => first = Some(i + 1),
+                Some(f) => return Some((f, i + 1)),
+            }
+        }
+    }
+    None
 }
 
 /// serde's `unknown field `x`, expected one of `a`, `b`` (or `unknown
