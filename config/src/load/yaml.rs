@@ -106,9 +106,10 @@ impl Cx<'_> {
                 other => self.err(
                     &p,
                     format!(
-                        "unknown field `{other}`{}, expected one of: {}",
+                        "unknown field `{}`{}, expected one of `{}`",
+                        crate::clip(other),
                         hint(other, TOP_LEVEL_KEYS),
-                        TOP_LEVEL_KEYS.join(", ")
+                        TOP_LEVEL_KEYS.join("`, `")
                     ),
                 ),
             }

@@ -67,7 +67,7 @@ fn unknown_fields_name_what_is_allowed() {
     .unwrap();
     let (ok, text) = validate(&path);
     assert!(!ok);
-    assert!(text.contains(":3: routez: unknown field `routez` (did you mean `routes`?), expected one of: listen, server, admin, auth, backends, routes"), "{text}");
+    assert!(text.contains(":3: routez: unknown field `routez` (did you mean `routes`?), expected one of `listen`, `server`, `admin`, `auth`, `backends`, `routes`"), "{text}");
 }
 
 #[test]
