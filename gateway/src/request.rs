@@ -373,34 +373,38 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// The path's entry in the route table. A path that RFC 3986 would
-/// normalize (`.` and `..` segments, escaped unreserved characters such as
-/// `%61` for `a`) must name the same route normalized as written: otherwise
-/// a route nested under another's prefix could be reached through the
-/// outer route's policy, auth and limits (`/f/svc/x/../admin` written under
-/// `/f/svc`, meant for `/f/svc/admin`), so such a path is refused (400).
+/// The path's entry in the route table. A path that servers may read
+/// otherwise than it is written must name the same route read so:
+/// resolved as RFC 3986 normalizes it (`.` and `..` segments, escaped
+/// unreserved characters such as `%61` for `a`), and read loosely as many
+/// frameworks do (letter case, `//`, `;parameters`, a trailing `/`).
+/// Otherwise a route nested under another's prefix could be reached
+/// through the outer route's policy, auth and limits (`/f/svc/x/../admin`
+/// or `/f/svc//ADMIN` written under `/f/svc`, meant for `/f/svc/admin`),
+/// so such a path is refused (400). A plain path costs one byte scan.
 fn route_of<'a>(snap: &'a Snapshot, path: &str) -> Result<Option<Cow<'a, PathKind>>, ApiError> {
     let written = snap.routes.lookup(path);
-    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+    let b = path.as_bytes();
+    let plain = !b
+        .iter()
+        .any(|&c| matches!(c, b'.' | b'%' | b';') || c.is_ascii_uppercase())
+        && !path.contains("//")
+        && !(b.len() > 1 && b.ends_with(b"/"));
+    if plain {
         return Ok(written);
     }
+    let table = &snap.routes;
+    let at = table.target(written.as_deref());
     let normal = resolve_dot_segments(&decode_unreserved(path))?;
-    if normal == path {
-        return Ok(written);
-    }
-    let meant = snap.routes.lookup(&normal);
-    let target = |k: &Option<Cow<'_, PathKind>>| match k.as_deref() {
-        None => (0, 0),
-        Some(PathKind::Function { route, .. }) => (1, *route),
-        Some(PathKind::ListModels) => (2, 0),
-        Some(PathKind::GetModel) => (3, 0),
-        // One entry per exact path: the same entry is the same routes.
-        Some(m @ PathKind::Model { .. }) => (4, std::ptr::from_ref(m) as usize),
+    let meant = if normal == path {
+        at
+    } else {
+        table.target(table.lookup(&normal).as_deref())
     };
-    if target(&written) != target(&meant) {
+    if meant != at || table.loose_target(&normal) != at {
         return Err(ApiError::new(
             ErrorKind::InvalidRequest,
-            "the path names another route once its `.`/`..` segments and escapes are resolved: send it resolved",
+            "the path names another route once normalized (its `.`/`..` segments, escapes, `//`, `;` parameters, letter case or a trailing `/`): send the route's path as it is",
         ));
     }
     Ok(written)

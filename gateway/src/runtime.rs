@@ -38,6 +38,33 @@ pub struct RouteTable {
     exact: HashMap<String, PathKind>,
     /// Prefixes, longest first.
     prefixes: Vec<(String, usize)>,
+    /// The same in their [`loose`] forms (exact: the loose form and the
+    /// path it stands for), for [`RouteTable::loose_target`].
+    loose_exact: Vec<(String, String)>,
+    loose_prefixes: Vec<(String, usize)>,
+}
+
+/// What a path selects, comparable between two lookups: nothing, a
+/// function route, the model list, one model, or an exact path's entry.
+pub type Target = (u8, usize);
+
+/// `path` as servers may read it loosely: ASCII letters in lower case,
+/// each segment's `;parameters` dropped, empty segments (`//`, a trailing
+/// `/`) dropped.
+pub fn loose(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for segment in path.split('/') {
+        let segment = segment.split(';').next().unwrap_or("");
+        if segment.is_empty() {
+            continue;
+        }
+        out.push('/');
+        out.push_str(&segment.to_ascii_lowercase());
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 impl RouteTable {
@@ -77,7 +104,43 @@ impl RouteTable {
             }
         }
         t.prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        t.loose_exact = t.exact.keys().map(|k| (loose(k), k.clone())).collect();
+        t.loose_prefixes = t.prefixes.iter().map(|(p, i)| (loose(p), *i)).collect();
+        t.loose_prefixes
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         t
+    }
+
+    /// What a lookup found, as a [`Target`].
+    pub fn target(&self, kind: Option<&PathKind>) -> Target {
+        match kind {
+            None => (0, 0),
+            Some(PathKind::Function { route, .. }) => (1, *route),
+            Some(PathKind::ListModels) => (2, 0),
+            Some(PathKind::GetModel) => (3, 0),
+            // One entry per exact path: the same entry is the same routes.
+            Some(m @ PathKind::Model { .. }) => (4, std::ptr::from_ref(m) as usize),
+        }
+    }
+
+    /// What `path` would select if read loosely (see [`loose`]), both it
+    /// and the routes' paths: a backend that reads paths so must not be
+    /// led to another route than the one the gateway chose.
+    pub fn loose_target(&self, path: &str) -> Target {
+        let path = loose(path);
+        if let Some((_, original)) = self.loose_exact.iter().find(|(l, _)| *l == path) {
+            return self.target(self.exact.get(original));
+        }
+        let prefix = self.loose_prefixes.iter().find(|(p, _)| {
+            p == "/"
+                || (path.starts_with(p.as_str())
+                    && matches!(path.as_bytes().get(p.len()), None | Some(b'/')))
+        });
+        match prefix {
+            Some((_, route)) => (1, *route),
+            None if path.len() > MODELS_PREFIX.len() && path.starts_with(MODELS_PREFIX) => (3, 0),
+            None => (0, 0),
+        }
     }
 
     /// What `path` selects, if anything.
@@ -213,6 +276,19 @@ pub fn models_list<'a>(models: impl IntoIterator<Item = &'a str>) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn loose_forms() {
+        use super::loose;
+        assert_eq!(
+            loose("/v1/Functions//svc/ADMIN;jsessionid=1/x/"),
+            "/v1/functions/svc/admin/x"
+        );
+        assert_eq!(loose("/"), "/");
+        assert_eq!(loose("//"), "/");
+        assert_eq!(loose("/a;b"), "/a");
+    }
+
     use super::*;
 
     fn config() -> Config {

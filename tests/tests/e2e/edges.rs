@@ -647,6 +647,10 @@ routes:
         "/v1/functions/svc/./admin/secret",
         "/v1/functions/svc/%61dmin/secret",
         "/v1/functions/svc/%2e/admin/secret",
+        // What frameworks read loosely: `//`, `;parameters`, letter case.
+        "/v1/functions/svc//admin/secret",
+        "/v1/functions/svc/admin;x/secret",
+        "/v1/functions/svc/ADMIN/secret",
     ] {
         gw.call("POST", path, &h, b"{}")
             .assert_error(400, "invalid_request");
@@ -656,6 +660,7 @@ routes:
     for (path, upstream) in [
         ("/v1/functions/svc/a/../b", "/svc/b"),
         ("/v1/functions/svc/%61", "/svc/%61"),
+        ("/v1/functions/svc/Other//x/", "/svc/Other//x/"),
     ] {
         let r = gw.call("POST", path, &h, b"{}");
         assert_eq!(r.status, 200, "{path}: {}", r.text());
