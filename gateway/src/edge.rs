@@ -38,8 +38,10 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
 /// A listener's app behind the timed connection loop: Pingora's proxy on
@@ -47,29 +49,97 @@ use tokio::time::Instant;
 pub struct Edge<A> {
     app: Arc<A>,
     state: Arc<State>,
-    /// Connections open now, and the most this listener keeps (more are
-    /// closed as they come); `None`: no cap.
+    /// Connections open now, in all and by client address.
     open: AtomicUsize,
-    cap: Option<usize>,
+    by_peer: Mutex<HashMap<IpAddr, usize>>,
+    cap: Option<Cap>,
+}
+
+/// The most connections a listener keeps open, in all and from one
+/// address (more are closed as they come): one client cannot take them
+/// all, and so not shut out the orchestrator's probes.
+#[derive(Debug, Clone, Copy)]
+pub struct Cap {
+    pub total: usize,
+    pub per_peer: usize,
 }
 
 impl<A> Edge<A> {
-    pub fn new(app: A, state: Arc<State>, cap: Option<usize>) -> Self {
+    pub fn new(app: A, state: Arc<State>, cap: Option<Cap>) -> Self {
         Self {
             app: Arc::new(app),
             state,
             open: AtomicUsize::new(0),
+            by_peer: Mutex::new(HashMap::new()),
             cap,
         }
     }
+
+    /// Counts a new connection from `peer`; `None` (counted nothing) when
+    /// it is over the cap.
+    fn admit(&self, peer: Option<IpAddr>) -> Option<Open<'_, A>> {
+        let Some(cap) = self.cap else {
+            return Some(Open {
+                edge: self,
+                peer: None,
+            });
+        };
+        if let Some(ip) = peer {
+            let mut by_peer = self.by_peer.lock().unwrap_or_else(|e| e.into_inner());
+            let n = by_peer.entry(ip).or_insert(0);
+            if *n >= cap.per_peer {
+                refused(&format!("{ip} has {n} connections open"));
+                return None;
+            }
+            *n += 1;
+        }
+        let open = Open { edge: self, peer };
+        let before = self.open.fetch_add(1, Ordering::Relaxed);
+        if before >= cap.total {
+            refused(&format!("{before} connections open"));
+            return None; // `open` drops: both counts come back
+        }
+        Some(open)
+    }
 }
 
-/// Counts a connection open while it lives.
-struct Open<'a>(&'a AtomicUsize);
+/// A refused connection, logged at most once a minute.
+fn refused(why: &str) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 60
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        log::warn!("closing new connections to the admin listener: {why} (more are closed quietly for a minute)");
+    }
+}
 
-impl Drop for Open<'_> {
+/// A connection counted open while it lives.
+struct Open<'a, A> {
+    edge: &'a Edge<A>,
+    peer: Option<IpAddr>,
+}
+
+impl<A> Drop for Open<'_, A> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if self.edge.cap.is_none() {
+            return;
+        }
+        self.edge.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = self.peer {
+            let mut by_peer = self.edge.by_peer.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = by_peer.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    by_peer.remove(&ip);
+                }
+            }
+        }
     }
 }
 
@@ -92,12 +162,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let open = self.open.fetch_add(1, Ordering::Relaxed);
-        let _open = Open(&self.open);
-        if self.cap.is_some_and(|cap| open >= cap) {
-            log::debug!("{open} connections open: closing a new one");
-            return None;
-        }
+        let peer = self.cap.and_then(|_| {
+            stream
+                .get_socket_digest()
+                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+        });
+        let _open = self.admit(peer)?;
         // Read once per connection: a reload applies to new connections.
         let t = self.state.snapshot().config.server.timeouts;
         let mut stream = stream;

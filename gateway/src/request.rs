@@ -385,11 +385,12 @@ fn too_large(limit: usize) -> ApiError {
 fn route_of<'a>(snap: &'a Snapshot, path: &str) -> Result<Option<Cow<'a, PathKind>>, ApiError> {
     let written = snap.routes.lookup(path);
     let b = path.as_bytes();
-    let plain = !b
+    let unusual = b
         .iter()
         .any(|&c| matches!(c, b'.' | b'%' | b';') || c.is_ascii_uppercase())
-        && !path.contains("//")
-        && !(b.len() > 1 && b.ends_with(b"/"));
+        || path.contains("//")
+        || (b.len() > 1 && b.ends_with(b"/"));
+    let plain = !unusual;
     if plain {
         return Ok(written);
     }

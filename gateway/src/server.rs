@@ -3,10 +3,14 @@
 //! and exits as soon as they have (at most after the grace period).
 
 use crate::admin::Admin;
-use crate::edge::Edge;
+use crate::edge::{Cap, Edge};
 
-/// The most connections the admin listener keeps open at once.
-pub const ADMIN_CONNECTIONS: usize = 256;
+/// The most connections the admin listener keeps open at once, in all and
+/// from one client address (so one client cannot shut out the probes).
+pub const ADMIN_CONNECTIONS: Cap = Cap {
+    total: 1024,
+    per_peer: 32,
+};
 use crate::health::HealthChecks;
 use crate::proxy::Gateway;
 use crate::reload::Source;
@@ -87,8 +91,9 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
     proxy.threads = Some(cfg.server.threads);
 
     // The admin API behind the same client-side timeouts, and at most
-    // ADMIN_CONNECTIONS connections at once (operators and scrapers need
-    // few; an attacker's many must not starve the process of descriptors).
+    // ADMIN_CONNECTIONS connections at once (operators, probes and
+    // scrapers need few; an attacker's many must neither starve the process
+    // of descriptors nor, from one address, take the probes' places).
     let mut admin = Service::new(
         "skygate-admin".to_string(),
         Edge::new(
