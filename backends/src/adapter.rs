@@ -494,6 +494,7 @@ mod tests {
             health_check: None,
             identity_audience: None,
             classification: None,
+            stream_usage: true,
             aws: None,
             platform: Platform::Plain,
             prewarm: Default::default(),

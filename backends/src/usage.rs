@@ -112,7 +112,10 @@ impl StripUsage {
         }
         self.pending.extend_from_slice(&data[end..]);
         let whole = data.slice(..end);
-        if memchr::memmem::find(&whole, b"\"usage\"").is_none() {
+        // Only a usage object can make a usage-only chunk: OpenAI puts
+        // `"usage":null` on every other chunk once it was asked for usage,
+        // and those pass without a parse.
+        if !has_usage_object(&whole) {
             return whole;
         }
         let mut out = Vec::with_capacity(whole.len());
@@ -120,7 +123,7 @@ impl StripUsage {
         while !rest.is_empty() {
             let end = first_boundary(rest).unwrap_or(rest.len());
             let (event, tail) = rest.split_at(end);
-            if !is_usage_only(event) {
+            if !(has_usage_object(event) && is_usage_only(event)) {
                 out.extend_from_slice(event);
             }
             rest = tail;
@@ -149,6 +152,15 @@ fn last_boundary(b: &[u8]) -> usize {
     let lf = memchr::memmem::rfind(b, b"\n\n").map_or(0, |i| i + 2);
     let crlf = memchr::memmem::rfind(b, b"\r\n\r\n").map_or(0, |i| i + 4);
     lf.max(crlf)
+}
+
+/// Whether `b` has `"usage"` followed by `:` and an object (not `null`).
+fn has_usage_object(b: &[u8]) -> bool {
+    memchr::memmem::find_iter(b, b"\"usage\"").any(|at| {
+        trim_start(&b[at + 7..])
+            .strip_prefix(b":")
+            .is_some_and(|rest| trim_start(rest).starts_with(b"{"))
+    })
 }
 
 /// An event whose data is a chunk with no choices and a usage object.
@@ -241,6 +253,13 @@ mod tests {
             assert_eq!(out, want, "cut at {cut}");
         }
         assert_eq!(count_events(stream), 3);
+    }
+
+    #[test]
+    fn only_a_usage_object_is_looked_at() {
+        assert!(!has_usage_object(br#"{"choices":[],"usage":null}"#));
+        assert!(!has_usage_object(br#"{"text":"the \"usage\" word"}"#));
+        assert!(has_usage_object(br#"{"usage" : {"prompt_tokens":1}}"#));
     }
 
     #[test]

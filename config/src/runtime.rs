@@ -615,6 +615,9 @@ pub struct Backend {
     /// The data classification of what this backend may receive (for
     /// policies, e.g. `public`, `internal`, `restricted`).
     pub classification: Option<String>,
+    /// The gateway may add `stream_options` to chat streams it sends here
+    /// (`backends.NAME.stream_usage`, default true).
+    pub stream_usage: bool,
     /// The AWS kinds' region and credentials.
     pub aws: Option<AwsConf>,
     /// Kind-specific settings.

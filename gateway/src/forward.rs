@@ -718,8 +718,6 @@ fn overloaded(route: &Route) -> ApiError {
     .with_retry_after(Duration::from_secs(1))
 }
 
-/// One attempt: the adapter's rewrite, then the upstream client, up to the
-/// response header.
 /// The caller's identity token for this backend, if it asked for one.
 fn identity_for<'a>(
     snap: &'a Snapshot,
@@ -736,6 +734,8 @@ fn identity_for<'a>(
     ))
 }
 
+/// One attempt: the adapter's rewrite, then the upstream client, up to the
+/// response header.
 #[allow(clippy::too_many_arguments)] // the attempt's whole input, each distinct
 async fn send(
     state: &State,
@@ -750,13 +750,22 @@ async fn send(
 ) -> Result<UpstreamResponse, ApiError> {
     let (traceparent, tracestate) =
         crate::telemetry::upstream_context(ctx, &snap.config.telemetry, session.req_header(), span);
+    // A backend that refuses `stream_options` (`stream_usage: false`) gets
+    // the stream without it.
+    let without;
+    let body = if ctx.stream && !b.config.stream_usage {
+        without = crate::request::without_member(&routed.body, "stream_options");
+        &without
+    } else {
+        &routed.body
+    };
     let call = Call {
         operation: routed.operation,
         method: &session.req_header().method,
         path_suffix: &routed.path_suffix,
         client: session.req_header(),
         request_id: &ctx.request_id,
-        body: &routed.body,
+        body,
         forwarded_for: ctx.forwarded_for.as_ref(),
         identity: identity_for(snap, b, backend, ctx),
         stream: ctx.stream,

@@ -320,6 +320,31 @@ pub fn ask_stream_usage(routed: &mut Routed, ctx: &mut RequestCtx) -> Result<(),
     Ok(())
 }
 
+/// `body` (a JSON object) without its top-level `name`, every other member
+/// as the client wrote it; `body` itself when it has none (or is no object).
+pub fn without_member(body: &Bytes, name: &str) -> Bytes {
+    let Ok(RawMembers(members)) = serde_json::from_slice::<RawMembers<'_>>(body) else {
+        return body.clone();
+    };
+    if !members.iter().any(|(k, _)| k == name) {
+        return body.clone();
+    }
+    let mut out = Vec::with_capacity(body.len());
+    out.push(b'{');
+    for (k, v) in members.iter().filter(|(k, _)| k != name) {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        if serde_json::to_writer(&mut out, k).is_err() {
+            return body.clone();
+        }
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
+    }
+    out.push(b'}');
+    Bytes::from(out)
+}
+
 fn bad_stream_options() -> ApiError {
     ApiError::new(
         ErrorKind::InvalidRequest,

@@ -38,6 +38,10 @@ pub struct RawBackend {
     pub identity: Option<RawIdentity>,
     /// The data classification this backend may receive (for policies).
     pub classification: Option<String>,
+    /// `false`: the backend refuses `stream_options`, which the gateway
+    /// adds to every chat stream to count its tokens; streams to it go
+    /// without it (and report no usage).
+    pub stream_usage: Option<bool>,
     /// AWS kinds: credentials from the config (else the standard chain).
     pub credentials: Option<RawAwsKeys>,
     /// `bedrock`: the model id (e.g. `amazon.nova-micro-v1:0`).
@@ -285,6 +289,7 @@ impl Cx<'_> {
             limits,
             health_check: health_check.flatten(),
             classification: b.classification,
+            stream_usage: b.stream_usage.unwrap_or(true),
             identity_audience: match b.identity {
                 None | Some(RawIdentity::On(false)) => None,
                 Some(RawIdentity::On(true)) => Some(name.to_string()),

@@ -106,6 +106,31 @@ fn usage_arrives_in_the_last_chunk_and_is_logged() {
     }
 }
 
+/// A backend that refuses `stream_options` (`stream_usage: false`) gets
+/// streams without it, the client's own included: the stream works, with
+/// no usage.
+#[test]
+fn a_backend_without_stream_usage_gets_no_stream_options() {
+    let sim = Sim::start("s", &["--tokens", "3"]);
+    let gw = Gateway::start(&one_backend(&sim.url, "stream_usage: false"));
+    for body in [stream_request(true), stream_request(false)] {
+        let r = gw.post("/v1/chat/completions", &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let data = sse_data(&r.body);
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+        assert!(!data.iter().any(|d| d.contains("\"usage\":{")), "{data:?}");
+    }
+    for q in sim.requests() {
+        use base64::Engine;
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(q["body_b64"].as_str().unwrap())
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(body.get("stream_options").is_none(), "{body}");
+        assert_eq!(body["stream"], true, "{body}");
+    }
+}
+
 #[test]
 fn cut_mid_stream_ends_with_an_error_event() {
     let sim = Sim::start("s", &["--tokens", "10", "--cut-rate", "1"]);
