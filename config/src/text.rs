@@ -206,28 +206,29 @@ mod did_you_mean_tests {
 }
 
 /// A URL as logs and error messages may show it: credentials
-/// (`user:pass@`) and the query (a function key's `?code=`) replaced by
-/// `***`; cut to 256 bytes. Anything that is not a URL passes as it is, cut.
+/// (`user:pass@`, up to the last `@`, so a password with `/`, `?` or `#`
+/// in it goes too) and the query and fragment (a function key's `?code=`,
+/// a token after `#`) replaced by `***`; cut to 256 bytes. Anything that is
+/// not a URL passes as it is, cut. (The same rule as the Redis log's
+/// `shown`.)
 pub fn redact_url(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((s, r)) => (Some(s), r),
         None => (None, url),
     };
-    // The authority ends at the first `/`, `?` or `#`.
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let authority = match authority.rsplit_once('@') {
-        Some((_, host)) => format!("***@{host}"),
-        None => authority.to_string(),
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((_, host)) => (true, host),
+        None => (false, rest),
     };
-    let tail = match tail.find(['?', '#']) {
-        Some(i) if tail[i..].starts_with('?') => format!("{}?***", &tail[..i]),
-        _ => tail.to_string(),
+    let rest = match rest.find(['?', '#']) {
+        Some(i) => format!("{}{}***", &rest[..i], &rest[i..=i]),
+        None => rest.to_string(),
     };
-    let out = match scheme {
-        Some(s) => format!("{s}://{authority}{tail}"),
-        None => format!("{authority}{tail}"),
-    };
+    let out = format!(
+        "{}{}{rest}",
+        scheme.map(|s| format!("{s}://")).unwrap_or_default(),
+        if userinfo { "***@" } else { "" }
+    );
     crate::clip(&out).into_owned()
 }
 
@@ -244,6 +245,20 @@ mod redact_tests {
         assert_eq!(
             redact_url("http://user:pw@h:1/v1?code=KEY#x"),
             "http://***@h:1/v1?***"
+        );
+        // Passwords with `/`, `#` or `?` in them (base64 keys have `/`).
+        for (url, secret) in [
+            ("redis://:ab/cd+ef=@cache:6379", "ab/cd"),
+            ("http://u:pa#ss@h/v1", "pa#ss"),
+            ("https://u:se?cret@h/v1", "se?cret"),
+            ("http://h/v1#access_token=XYZ", "XYZ"),
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains(secret), "{url}: {shown}");
+        }
+        assert_eq!(
+            redact_url("redis://:ab/cd+ef=@cache:6379"),
+            "redis://***@cache:6379"
         );
         assert_eq!(
             redact_url("https://models.example.com/v1"),

@@ -371,7 +371,12 @@ async fn attempts(
                     // client, as every platform kind answers it, not a 401
                     // that blames the client's key (and carries the
                     // backend's text about its own).
-                    401 | 403 if b.config.kind == BackendKind::OpenAi => {
+                    // With the caller's identity sent (`identity`), the
+                    // refusal may be of the caller: passed on as it is.
+                    401 | 403
+                        if b.config.kind == BackendKind::OpenAi
+                            && b.config.identity_audience.is_none() =>
+                    {
                         let e = ApiError::new(
                             ErrorKind::UpstreamAuthFailed,
                             format!(

@@ -1432,13 +1432,14 @@ fn admin_epoch() -> String {
 /// The nodes' URLs as logs show them: a password (`redis://:pw@host`)
 /// replaced by `***`.
 fn shown(nodes: &[String]) -> String {
+    // Up to the last `@` (a password may hold `/`, `?` or `#`), as
+    // `skygate_config::redact_url`.
     let hide = |url: &str| -> String {
         let Some((scheme, rest)) = url.split_once("://") else {
             return url.to_string();
         };
-        let end = rest.find('/').unwrap_or(rest.len());
-        match rest[..end].rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://***@{host}{}", &rest[end..]),
+        match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
             None => url.to_string(),
         }
     };
@@ -1457,10 +1458,11 @@ mod tests {
             "redis://:s3cret@10.0.0.1:6379/2".to_string(),
             "redis://10.0.0.2:6379".to_string(),
             "redis://user:pw@h:1".to_string(),
+            "redis://:ab/cd+ef=@cache:6379".to_string(),
         ];
         assert_eq!(
             shown(&nodes),
-            "redis://***@10.0.0.1:6379/2, redis://10.0.0.2:6379, redis://***@h:1"
+            "redis://***@10.0.0.1:6379/2, redis://10.0.0.2:6379, redis://***@h:1, redis://***@cache:6379"
         );
     }
     use crate::Local;
