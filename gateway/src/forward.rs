@@ -304,7 +304,8 @@ async fn attempts(
                                     state, snap, hb, h.backend, &hslot, session, ctx, &routed,
                                     hspan,
                                 ));
-                                race(&mut primary.as_mut(), &mut second.as_mut()).await
+                                race(&mut primary.as_mut(), &mut second.as_mut(), route.operation)
+                                    .await
                             };
                             in_flight(None);
                             (r, Some((h, hslot, hedge_started, hspan, won)))
@@ -356,15 +357,8 @@ async fn attempts(
             Ok(mut resp) => {
                 let status = resp.header().map_or(0, |h| h.status.as_u16());
                 // A function's own failure is its answer: served as it is.
-                // A function's own failure is its answer: a platform's
-                // (`Synth::conclusive`), or a 500 from a function route's
-                // HTTP backend (502, 503 and 504 are what gateways and
-                // hosts answer when they, not the function, fail). Not
-                // retried (the function may have had effects), and no
-                // failure for the breaker (one caller's input would open
-                // it for every caller).
-                let conclusive =
-                    resp.conclusive() || (status == 500 && route.operation == Operation::Function);
+                // A function's own failure is its answer (`is_final`).
+                let conclusive = is_final(&resp, status, route.operation);
                 match status {
                     // An OpenAI-compatible server refused the gateway's key
                     // (the client's never goes upstream): a 502 for the
@@ -550,16 +544,24 @@ async fn attempts(
 
 /// Whether an answer can go to the client (not a 429 or a 5xx, unless the
 /// function's own final answer).
-fn usable(r: &Result<UpstreamResponse, ApiError>) -> bool {
+fn usable(r: &Result<UpstreamResponse, ApiError>, operation: Operation) -> bool {
     match r {
         Ok(resp) => {
-            resp.conclusive()
-                || resp
-                    .header()
-                    .is_some_and(|h| !matches!(h.status.as_u16(), 429 | 500..=599))
+            let status = resp.header().map_or(0, |h| h.status.as_u16());
+            is_final(resp, status, operation) || !matches!(status, 0 | 429 | 500..=599)
         }
         Err(_) => false,
     }
+}
+
+/// A function's own failure is its answer: a platform's
+/// (`Synth::conclusive`), or a 500 from a function route's backend (502,
+/// 503 and 504 are what gateways and hosts answer when they, not the
+/// function, fail). Not retried (the function may have had effects), and
+/// no failure for the breaker (one caller's input would open it for every
+/// caller).
+fn is_final(resp: &UpstreamResponse, status: u16, operation: Operation) -> bool {
+    resp.conclusive() || (status == 500 && operation == Operation::Function)
 }
 
 /// The first usable answer of a hedged pair, and whether it was the
@@ -567,6 +569,7 @@ fn usable(r: &Result<UpstreamResponse, ApiError>) -> bool {
 async fn race<F1, F2>(
     primary: &mut std::pin::Pin<&mut F1>,
     hedge: &mut std::pin::Pin<&mut F2>,
+    operation: Operation,
 ) -> (Result<UpstreamResponse, ApiError>, bool)
 where
     F1: std::future::Future<Output = Result<UpstreamResponse, ApiError>>,
@@ -574,14 +577,14 @@ where
 {
     tokio::select! {
         r = primary.as_mut() => {
-            if usable(&r) {
+            if usable(&r, operation) {
                 return (r, false);
             }
             let h = hedge.as_mut().await;
-            if usable(&h) { (h, true) } else { (r, false) }
+            if usable(&h, operation) { (h, true) } else { (r, false) }
         }
         h = hedge.as_mut() => {
-            if usable(&h) {
+            if usable(&h, operation) {
                 return (h, true);
             }
             (primary.as_mut().await, false)

@@ -405,29 +405,6 @@ fn map_azure_openai(backend: &str, header: &ResponseHeader, body: &[u8]) -> Opti
     map_http_failure(backend, "Azure OpenAI", header, body)
 }
 
-/// Azure Functions' failures: a 500 is the function's own (an unhandled
-/// exception; the host answers 502, 503 or 504 when it fails itself), so
-/// final: a 502 `function_error`, not retried (the function may have had
-/// effects) and no failure of the platform for the breaker (one caller's
-/// input must not open it for all). The rest as any HTTP platform.
-fn map_azure_functions(backend: &str, header: &ResponseHeader, body: &[u8]) -> Option<Synth> {
-    if header.status.as_u16() == 500 {
-        return Some(
-            Synth::error(
-                502,
-                "function_error",
-                "function_error",
-                &format!(
-                    "backend `{backend}` (Azure Functions): the function failed (500){}",
-                    super::error_detail(body)
-                ),
-            )
-            .conclusive(),
-        );
-    }
-    map_http_failure(backend, "Azure Functions", header, body)
-}
-
 /// `azure_functions`: `{endpoint}{rest of the client path}`, the function
 /// key in `x-functions-key` (or `code=` with `key_in: query`).
 #[derive(Debug)]
@@ -457,7 +434,7 @@ impl AzureFunctionsAdapter {
             reply: Some(Box::new(MapErrors::new(
                 &backend.name,
                 call,
-                map_azure_functions,
+                |b, h, body| map_http_failure(b, "Azure Functions", h, body),
             ))),
         })
     }

@@ -300,6 +300,9 @@ pub struct MapErrors {
     /// The client asked for a stream: a whole JSON completion is replayed
     /// as SSE.
     pub replay: Option<Replay>,
+    /// A function route's call: a 500 is the function's own failure, passed
+    /// on as it is and final (as the attempt loop takes a plain backend's).
+    pub function: bool,
 }
 
 impl MapErrors {
@@ -312,6 +315,7 @@ impl MapErrors {
             backend: backend.to_string(),
             map,
             replay: Replay::for_call(call),
+            function: call.operation == Operation::Function,
         }
     }
 }
@@ -387,15 +391,18 @@ impl Reply for MapErrors {
     }
 
     fn whole(&mut self, header: &ResponseHeader, body: Bytes) -> Result<Synth, ApiError> {
-        if let Some(s) = (self.map)(&self.backend, header, &body) {
-            return Ok(s);
+        let function_failed = self.function && header.status.as_u16() == 500;
+        if !function_failed {
+            if let Some(s) = (self.map)(&self.backend, header, &body) {
+                return Ok(s);
+            }
         }
         let mut s = Synth {
             status: header.status.as_u16(),
             content_type: header.headers.get(header::CONTENT_TYPE).cloned(),
             headers: Vec::new(),
             body,
-            conclusive: false,
+            conclusive: function_failed,
         };
         if let Some(v) = header.headers.get(header::RETRY_AFTER) {
             s.headers.push((header::RETRY_AFTER, v.clone()));
@@ -455,7 +462,7 @@ pub fn map_http_failure(
 }
 
 /// `: message` from a platform's JSON error body, when it has one.
-pub(crate) fn error_detail(body: &[u8]) -> String {
+fn error_detail(body: &[u8]) -> String {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let m = v
         .pointer("/error/message")
@@ -592,4 +599,27 @@ pub fn path_segment(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a function route a platform's 500 is the function's own failure:
+    /// passed on as it is, final; elsewhere the platform failed (a 502).
+    #[test]
+    fn a_function_routes_500_passes_on_final() {
+        let header = ResponseHeader::build(500, None).unwrap();
+        let body = Bytes::from_static(br#"{"error":"boom"}"#);
+        for (function, status, conclusive) in [(true, 500, true), (false, 502, false)] {
+            let mut m = MapErrors {
+                backend: "b".into(),
+                map: |b, h, body| map_http_failure(b, "Cloud Run", h, body),
+                replay: None,
+                function,
+            };
+            let s = m.whole(&header, body.clone()).unwrap();
+            assert_eq!((s.status, s.conclusive), (status, conclusive), "{function}");
+        }
+    }
 }

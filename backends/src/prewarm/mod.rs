@@ -351,7 +351,7 @@ impl Planner {
         }
         self.pings_sent = self.pings_sent.saturating_sub(1);
         self.today = self.today.saturating_sub(1);
-        self.warmth.abandon(t.instance, now, true);
+        self.warmth.unplace(t.instance, now);
     }
 
     /// Another replica took this due time's lease and pinged `k` instances:

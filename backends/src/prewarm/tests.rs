@@ -366,4 +366,18 @@ fn a_ping_never_sent_is_no_ping_and_no_failure() {
     assert_eq!((v.pings_sent, v.pings_failed, v.pings_today), (0, 0, 0));
     assert!(p.likely_cold(EPOCH + 2));
     assert_eq!(p.plan(EPOCH + 2).pings, 1, "still wanted");
+
+    // On a warm instance: it is not taken for used (its idle clock runs on).
+    let mut p = Planner::new(&conf(PrewarmMode::Off), EPOCH);
+    let t = p.ping_start(EPOCH);
+    p.ping_end(t, EPOCH + D, true, Some(true));
+    assert!(!p.likely_cold(EPOCH + D + 1));
+    let idle = conf(PrewarmMode::Off).idle_timeout.unwrap().as_millis() as u64;
+    let late = EPOCH + D + idle - 10;
+    let t = p.ping_start(late);
+    p.ping_unsent(t, late);
+    assert!(
+        p.likely_cold(EPOCH + D + idle + 10),
+        "an unsent ping kept the instance warm"
+    );
 }

@@ -114,6 +114,20 @@ impl Warmth {
         }
     }
 
+    /// A placement that never went out (a ping not sent): its place is
+    /// freed and nothing else changes (a warm instance is not taken for
+    /// used; one that was starting for it alone was never started).
+    pub fn unplace(&mut self, id: u64, now: Millis) {
+        let Some(k) = self.instances.iter().position(|i| i.id == id) else {
+            return;
+        };
+        let i = &mut self.instances[k];
+        i.busy = i.busy.saturating_sub(1);
+        if i.ready_at > now && i.busy == 0 {
+            self.instances.swap_remove(k);
+        }
+    }
+
     /// Requests on the instances now.
     pub fn requests(&self) -> u32 {
         self.instances.iter().map(|i| i.busy).sum()
