@@ -146,6 +146,8 @@ fn abandoned(ctx: &mut RequestCtx, hedge: Option<(Arc<str>, Instant, u64)>, outc
         span,
     });
     if let Some((backend, started, span)) = hedge {
+        // Counted as an attempt, as a hedge that finishes is.
+        ctx.attempts += 1;
         ctx.tries.push(Try {
             backend,
             outcome,

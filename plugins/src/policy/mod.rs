@@ -287,10 +287,11 @@ impl Authorize {
                 Some(m) => format!("Skygate::Model::{:?}", skygate_config::clip(m)),
                 None => "Skygate::Model".into(),
             },
-            decision: if one.is_some() && names.is_empty() {
-                "deny"
-            } else {
-                "allow"
+            // A model no route serves is no decision of the policies'.
+            decision: match one {
+                Some(m) if !self.models.iter().any(|(_, n)| n == m) => "not_found",
+                Some(_) if names.is_empty() => "deny",
+                _ => "allow",
             },
             mode: self.mode_str(),
             policies: &[],

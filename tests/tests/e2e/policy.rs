@@ -256,6 +256,13 @@ fn models_are_listed_per_caller() {
             && l["decision"] == "deny"
             && l["visible_models"] == 0
     });
+    // A model no route serves: not found, no policy decision.
+    get(CONTRACTOR_KEY, "nope").assert_error(404, "model_not_found");
+    s.audit_line(|l| {
+        l["action"] == "get_model"
+            && l["resource"] == "Skygate::Model::\"nope\""
+            && l["decision"] == "not_found"
+    });
 }
 
 #[test]

@@ -307,7 +307,12 @@ fn primary_and_fallback(route: &str) -> (Sim, Sim, Gateway) {
 
 /// [`primary_and_fallback`] with this `warm` fallback.
 fn primary_and(warm: Sim, route: &str) -> (Sim, Sim, Gateway) {
-    let cold = platform("cold", 1_500, 1_000);
+    primary_cold_for(1_500, warm, route)
+}
+
+/// [`primary_and`] with a primary that cold-starts in `cold_ms`.
+fn primary_cold_for(cold_ms: u64, warm: Sim, route: &str) -> (Sim, Sim, Gateway) {
+    let cold = platform("cold", cold_ms, 1_000);
     let gw = Gateway::start(&format!(
         "{auth}backends:\n  cold: {{ kind: openai, url: \"{}/v1\", prewarm: {{ mode: adaptive, idle_timeout: 1s, cold_start: 1500ms, cold_header: x-sim-cold-start }} }}\n  warm: {{ kind: openai, url: \"{}/v1\", prewarm: {{ mode: adaptive, idle_timeout: 2m, cold_header: x-sim-cold-start }} }}\nroutes:\n  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: cold }} ], fallback: [ warm ]{route} }}\n",
         cold.url,
@@ -331,7 +336,9 @@ fn a_client_that_leaves_during_a_hedge_has_both_attempts_logged() {
         "warm",
         &["--latency-ms", "3000", "--idle-timeout-ms", "120000"],
     );
-    let (cold, warm, gw) = primary_and(slow, ", hedge: { after: 200ms }");
+    // A long cold start: the client is gone well before the primary could
+    // answer, however slowly this machine runs the test.
+    let (cold, warm, gw) = primary_cold_for(6_000, slow, ", hedge: { after: 200ms }");
     let asked = |sim: &Sim| {
         sim.requests()
             .iter()
@@ -360,6 +367,7 @@ fn a_client_that_leaves_during_a_hedge_has_both_attempts_logged() {
         .next()
         .expect("an access-log line");
     assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["attempts"], 2, "{line}");
     let tries: Vec<(&str, &str)> = line["tries"]
         .as_array()
         .unwrap()
