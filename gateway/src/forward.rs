@@ -136,18 +136,10 @@ fn abandoned(ctx: &mut RequestCtx, hedge: Option<(Arc<str>, Instant, u64)>, outc
     if ctx.served.is_some() || ctx.tries.last().is_some_and(|t| t.started == started) {
         return;
     }
+    // A hedge racing it is counted as an attempt, as one that finishes is.
+    ctx.attempts += u32::from(hedge.is_some());
     let now = Instant::now();
-    ctx.tries.push(Try {
-        backend,
-        outcome,
-        status: None,
-        ms: ms(now.duration_since(started)),
-        started,
-        span,
-    });
-    if let Some((backend, started, span)) = hedge {
-        // Counted as an attempt, as a hedge that finishes is.
-        ctx.attempts += 1;
+    for (backend, started, span) in std::iter::once((backend, started, span)).chain(hedge) {
         ctx.tries.push(Try {
             backend,
             outcome,

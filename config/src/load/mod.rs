@@ -337,18 +337,7 @@ impl Cx<'_> {
         p: &[Seg],
         max: Duration,
     ) -> Duration {
-        match s.map(|t| values::parse_duration_upto(&t.0, max)) {
-            None => default,
-            Some(Ok(d)) if !d.is_zero() => d,
-            Some(Ok(_)) => {
-                self.err(p, "must be greater than zero");
-                default
-            }
-            Some(Err(msg)) => {
-                self.err(p, msg);
-                default
-            }
-        }
+        self.duration_within(s, default, p, false, max)
     }
 
     /// A duration (zero allowed when `zero_ok`), or `default` when absent.
@@ -359,7 +348,20 @@ impl Cx<'_> {
         p: &[Seg],
         zero_ok: bool,
     ) -> Duration {
-        match s.map(|t| parse_duration(&t.0)) {
+        self.duration_within(s, default, p, zero_ok, MAX_DURATION)
+    }
+
+    /// A duration of at most `max` (zero allowed when `zero_ok`), or
+    /// `default` when absent.
+    fn duration_within(
+        &mut self,
+        s: Option<&Text>,
+        default: Duration,
+        p: &[Seg],
+        zero_ok: bool,
+        max: Duration,
+    ) -> Duration {
+        match s.map(|t| values::parse_duration_upto(&t.0, max)) {
             None => default,
             Some(Ok(d)) if zero_ok || !d.is_zero() => d,
             Some(Ok(_)) => {
