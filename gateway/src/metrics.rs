@@ -247,7 +247,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let cache_evictions = IntCounterVec::new(
         Opts::new(
             "skygate_cache_evictions_total",
-            "Entries leaving the in-memory tier, by cause: size (the bound), expired, invalidated (DELETE /admin/cache, on this replica or shared by another)",
+            "Entries leaving the in-memory tier, by cause: size (the bound), expired, invalidated (DELETE /admin/cache, on this replica or shared by another), unservable (an answer stored unchecked that was not a whole one, dropped at its first use)",
         ),
         &["cause"],
     )?;
@@ -626,6 +626,7 @@ fn mirror(
             ("size", &k.evicted_size),
             ("expired", &k.expired),
             ("invalidated", &k.invalidated),
+            ("unservable", &k.unservable),
         ] {
             m.cache_evictions
                 .with_label_values(&[cause])

@@ -34,6 +34,9 @@ pub struct Entry {
     /// The stream rendering, without and with the usage chunk (made on
     /// the first stream hit; `None` inside: cannot be replayed).
     sse: [OnceLock<Option<Bytes>>; 2],
+    /// Whether the body is a whole answer ([`whole`]): known when it was
+    /// checked before it was stored, else decided at its first use.
+    servable: OnceLock<bool>,
 }
 
 impl Entry {
@@ -69,7 +72,34 @@ impl Entry {
             ttl,
             tokens,
             sse: [OnceLock::new(), OnceLock::new()],
+            servable: OnceLock::from(true),
         }
+    }
+
+    /// An answer stored before it was checked, with the tokens the
+    /// gateway read off its end: checked at its first use
+    /// ([`Self::servable`]). Most stored answers are never asked for
+    /// again, so a miss does not pay for parsing its answer.
+    pub fn unchecked(
+        body: Bytes,
+        chat: bool,
+        route: Arc<str>,
+        tenant: Option<Arc<str>>,
+        stored_at_ms: u64,
+        ttl: Duration,
+        tokens: Option<u64>,
+    ) -> Self {
+        Self {
+            servable: OnceLock::new(),
+            ..Self::with_tokens(body, chat, route, tenant, stored_at_ms, ttl, tokens)
+        }
+    }
+
+    /// A whole answer, to be served ([`whole`]; decided once).
+    pub fn servable(&self) -> bool {
+        *self
+            .servable
+            .get_or_init(|| whole(&self.body, self.chat).is_some())
     }
 
     /// Bytes counted against the in-memory bound.
@@ -179,6 +209,36 @@ impl Usage {
             (p, c) => Some(p.unwrap_or(0).saturating_add(c.unwrap_or(0))),
         }
     }
+}
+
+/// A whole JSON answer, with its tokens (read in the same pass): its
+/// `choices` (chat) or `data` (embeddings) not empty, and no `error`.
+/// An answer whose `usage` is odd (a float, a string, twice) is whole,
+/// without tokens.
+pub fn whole(body: &[u8], chat: bool) -> Option<Option<u64>> {
+    #[derive(serde::Deserialize)]
+    struct Whole {
+        error: Option<serde::de::IgnoredAny>,
+        choices: Option<Vec<serde::de::IgnoredAny>>,
+        data: Option<Vec<serde::de::IgnoredAny>>,
+        usage: Option<Usage>,
+    }
+    /// The same without `usage`.
+    #[derive(serde::Deserialize)]
+    struct Plain {
+        error: Option<serde::de::IgnoredAny>,
+        choices: Option<Vec<serde::de::IgnoredAny>>,
+        data: Option<Vec<serde::de::IgnoredAny>>,
+    }
+    let (error, choices, data, tokens) = match serde_json::from_slice::<Whole>(body) {
+        Ok(w) => (w.error, w.choices, w.data, w.usage.and_then(|u| u.tokens())),
+        Err(_) => {
+            let p: Plain = serde_json::from_slice(body).ok()?;
+            (p.error, p.choices, p.data, None)
+        }
+    };
+    let items = if chat { choices } else { data };
+    (error.is_none() && items.is_some_and(|i| !i.is_empty())).then_some(tokens)
 }
 
 /// `usage.prompt_tokens + completion_tokens` of a JSON answer.

@@ -325,32 +325,7 @@ impl Fill {
             let tokens = entry::usage_tokens(&body);
             (body, tokens)
         } else {
-            #[derive(serde::Deserialize)]
-            struct Whole {
-                error: Option<serde::de::IgnoredAny>,
-                choices: Option<Vec<serde::de::IgnoredAny>>,
-                data: Option<Vec<serde::de::IgnoredAny>>,
-                usage: Option<entry::Usage>,
-            }
-            /// The same without `usage`: an answer whose `usage` is odd
-            /// (a float, a string, twice) is still stored, without tokens.
-            #[derive(serde::Deserialize)]
-            struct Plain {
-                error: Option<serde::de::IgnoredAny>,
-                choices: Option<Vec<serde::de::IgnoredAny>>,
-                data: Option<Vec<serde::de::IgnoredAny>>,
-            }
-            let (error, choices, data, tokens) = match serde_json::from_slice::<Whole>(&self.buf) {
-                Ok(w) => (w.error, w.choices, w.data, w.usage.and_then(|u| u.tokens())),
-                Err(_) => {
-                    let p: Plain = serde_json::from_slice(&self.buf).ok()?;
-                    (p.error, p.choices, p.data, None)
-                }
-            };
-            let items = if chat { choices } else { data };
-            if error.is_some() || items.is_none_or(|i| i.is_empty()) {
-                return None;
-            }
+            let tokens = entry::whole(&self.buf, chat)?;
             (self.buf, tokens)
         };
         (body.len() <= self.limit).then_some((body, tokens))
@@ -403,10 +378,17 @@ impl Cache {
         &self,
         rt: &RouteRt,
         ctx: &mut RequestCtx,
-        e: &Entry,
+        key: Key,
+        e: &Arc<Entry>,
         framing: &key::Framing,
         max_age: Option<u64>,
     ) -> bool {
+        if !e.servable() {
+            // Stored unchecked, and not a whole answer after all (an
+            // error in a 200, no choices): never served, and dropped.
+            self.store.discard(key, e);
+            return false;
+        }
         let age = e.age(now_ms());
         if max_age.is_some_and(|m| age > m) {
             return false;
@@ -452,7 +434,7 @@ impl Cache {
             && self
                 .store
                 .get(key)
-                .is_some_and(|e| self.hit(rt, ctx, &e, framing, asked.max_age))
+                .is_some_and(|e| self.hit(rt, ctx, key, &e, framing, asked.max_age))
     }
 
     /// A hit found in Redis (and counted as such); `false` when there is
@@ -479,7 +461,7 @@ impl Cache {
             }
         };
         match self.found(rt, key, tenant, ctx.start, &value) {
-            Found::Answer(e) => self.serve_from_redis(rt, ctx, &e, framing, asked),
+            Found::Answer(e) => self.serve_from_redis(rt, ctx, key, &e, framing, asked),
             Found::Led | Found::GoAhead | Found::Nothing => false,
         }
     }
@@ -490,11 +472,12 @@ impl Cache {
         &self,
         rt: &RouteRt,
         ctx: &mut RequestCtx,
-        e: &Entry,
+        key: Key,
+        e: &Arc<Entry>,
         framing: &key::Framing,
         asked: &Directives,
     ) -> bool {
-        let served = self.hit(rt, ctx, e, framing, asked.max_age);
+        let served = self.hit(rt, ctx, key, e, framing, asked.max_age);
         if served {
             rt.counters.redis_hits.fetch_add(1, Relaxed);
         }
@@ -576,7 +559,7 @@ impl Cache {
             };
             match self.found(rt, key, tenant, ctx.start, &value) {
                 Found::Answer(e) => {
-                    return if self.serve_from_redis(rt, ctx, &e, framing, asked) {
+                    return if self.serve_from_redis(rt, ctx, key, &e, framing, asked) {
                         Ok(())
                     } else {
                         Err(None)
@@ -823,7 +806,7 @@ impl Plugin for Cache {
         let stamp = self.store.stamp(key);
         if !asked.no_cache {
             if let Some(e) = self.store.get(key) {
-                if self.hit(rt, ctx, &e, &framing, asked.max_age) {
+                if self.hit(rt, ctx, key, &e, &framing, asked.max_age) {
                     return Decision::Continue;
                 }
             }
@@ -872,16 +855,32 @@ impl Plugin for Cache {
         let (key, tenant, fresh_for) = (fill.key, fill.tenant.clone(), fill.fresh_for);
         let flight = fill.flight.take();
         let mut remote = fill.remote.take();
+        let ttl = fresh_for.map_or(rt.conf.ttl, |f| f.min(rt.conf.ttl));
+        // Memory alone keeps a JSON answer unchecked, with the tokens read
+        // off its end (`ctx`): it is checked at its first hit, and most
+        // are never asked for again. An answer for Redis is checked first
+        // (another replica's waiters take it as it is); a stream is
+        // assembled, and so checked, either way.
+        let answer = if self.l2 || fill.sse {
+            fill.answer(rt.chat)
+                .map(|(body, tokens)| (body, tokens, true))
+        } else {
+            let tokens = match (ctx.prompt_tokens, ctx.completion_tokens) {
+                (None, None) => None,
+                (p, c) => Some(p.unwrap_or(0).saturating_add(c.unwrap_or(0))),
+            };
+            Some((fill.buf, tokens, false))
+        };
         // A whole answer that is not one to store (an error in a 200,
         // logprobs, too large once assembled), or one a purge since this
         // request began has ruled out: the waiters ask a backend now.
-        let body = match fill.answer(rt.chat) {
-            Some(b)
+        let (body, tokens, checked) = match answer {
+            Some(a)
                 if !self
                     .store
                     .purged_since(ctx.start, &rt.name, tenant.as_deref()) =>
             {
-                b
+                a
             }
             _ => {
                 if let Some(f) = flight {
@@ -893,9 +892,12 @@ impl Plugin for Cache {
                 return;
             }
         };
-        let (body, tokens) = body;
-        let ttl = fresh_for.map_or(rt.conf.ttl, |f| f.min(rt.conf.ttl));
-        let e = Arc::new(Entry::with_tokens(
+        let made = if checked {
+            Entry::with_tokens
+        } else {
+            Entry::unchecked
+        };
+        let e = Arc::new(made(
             Bytes::from(body),
             rt.chat,
             rt.name.clone(),
@@ -1008,8 +1010,14 @@ impl Plugin for CacheFill {
                         let woken = store::wait_for(rx, deadline).await;
                         stamp = cache.store.stamp(key);
                         if let Some(e) = cache.store.get(key) {
-                            if cache.hit(rt, ctx, &e, &framing, asked.max_age) {
+                            if cache.hit(rt, ctx, key, &e, &framing, asked.max_age) {
                                 return Decision::Continue;
+                            }
+                            if !e.servable() {
+                                // Its answer was stored unchecked and is
+                                // not one to serve: ask a backend now, as
+                                // when a leader says so.
+                                break;
                             }
                         }
                         // Its answer is not one to store, or it took too
@@ -1281,7 +1289,75 @@ mod tests {
         assert!(b.cache_fill.is_none());
     }
 
-    /// A request's backend answered 200 with `answer`, whole.
+    /// With memory alone, an answer is stored unchecked, with the tokens
+    /// the gateway read off its end, and checked at its first use: an
+    /// error in a 200 is then dropped and never served (counted as
+    /// `unservable`), and a waiter that finds it asks a backend at once.
+    #[tokio::test]
+    async fn an_answer_stored_unchecked_is_checked_at_its_first_use() {
+        let config = skygate_config::load_str(
+            "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2 }\nbackends:\n  b: { kind: openai, url: http://b/v1 }\nroutes:\n  chat: { match: { path: /v1/chat/completions, models: [m] }, targets: [ { backend: b } ], cache: { ttl: 1m } }\n",
+            "t.yaml",
+            &|_| None,
+        )
+        .unwrap();
+        let shared = crate::Shared::default();
+        let cache = Arc::new(Cache::from_config(&config, &shared).unwrap());
+        let fill_step = CacheFill(cache.clone());
+        let header = chat_header(None);
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"checked later"}]}"#;
+        let req = || Incoming {
+            header: &header,
+            body,
+        };
+        let bad = br#"{"error":{"message":"quota"},"choices":[{"index":0}]}"#;
+        let good = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
+        // A leads; B waits for it.
+        let (mut a, mut b) = (RequestCtx::new(), RequestCtx::new());
+        a.route = Some(0);
+        b.route = Some(0);
+        cache.on_request(req(), &mut a).await;
+        fill_step.on_request(req(), &mut a).await;
+        cache.on_request(req(), &mut b).await;
+        assert!(b.pending_answer.is_none());
+        // A's answer is an error in a 200: stored as it is, unparsed.
+        let (_, ()) = tokio::join!(fill_step.on_request(req(), &mut b), async {
+            complete(&mut a, bad);
+            cache.on_complete(&mut a);
+        });
+        assert_eq!(
+            cache.routes[0]
+                .as_ref()
+                .unwrap()
+                .counters
+                .stores
+                .load(Relaxed),
+            1
+        );
+        // B woke, found it not one to serve, and asks a backend itself
+        // (no flight: nobody waits on it).
+        assert_eq!(b.cache, CacheStatus::Miss);
+        assert!(b.pending_answer.is_none());
+        let fill_b = b.cache_fill.as_ref().expect("B stores what it gets");
+        assert!(fill_b.flight.is_none());
+        let k = fill_b.key;
+        assert!(cache.store.get(k).is_none(), "dropped at its first use");
+        cache.store.usage();
+        assert_eq!(cache.store.counters.unservable.load(Relaxed), 1);
+        assert_eq!(cache.store.counters.invalidated.load(Relaxed), 0);
+        // B's answer is whole; its tokens are those read off its end.
+        b.prompt_tokens = Some(3);
+        b.completion_tokens = Some(4);
+        complete(&mut b, good);
+        cache.on_complete(&mut b);
+        let mut c = RequestCtx::new();
+        c.route = Some(0);
+        cache.on_request(req(), &mut c).await;
+        assert_eq!(c.cache, CacheStatus::Hit);
+        assert_eq!(c.cached_tokens, Some(7));
+        assert_eq!(&c.pending_answer.as_ref().unwrap().body[..], &good[..]);
+    }
+
     /// A chat request's header, with `cache-control` when given.
     fn chat_header(cache_control: Option<&str>) -> pingora_http::RequestHeader {
         let mut h =
@@ -1292,6 +1368,7 @@ mod tests {
         h
     }
 
+    /// A request's backend answered 200 with `answer`, whole.
     fn complete(ctx: &mut RequestCtx, answer: &[u8]) {
         let f = ctx.cache_fill.as_mut().expect("a fill");
         let mut h = ResponseHeader::build(200, None).unwrap();

@@ -39,6 +39,9 @@ pub struct Counters {
     pub evicted_size: AtomicU64,
     pub expired: AtomicU64,
     pub invalidated: AtomicU64,
+    /// Answers stored unchecked and found not to be whole answers at
+    /// their first use ([`Entry::unchecked`]).
+    pub unservable: AtomicU64,
     /// Redis reads that failed (down, timed out): served as misses.
     pub redis_errors: AtomicU64,
     /// Redis values that did not decode: served as misses.
@@ -191,6 +194,19 @@ impl Store {
         self.l1.load().insert(key.0, entry);
         // After the insert: whoever sees the count move sees the entry.
         self.stored[slot(key)].fetch_add(1, Ordering::Release);
+    }
+
+    /// Drops `key`'s entry when it is still `entry` (found unservable at
+    /// its first use): later lookups miss, and the next answer is stored.
+    pub fn discard(&self, key: Key, entry: &Arc<Entry>) {
+        use moka::ops::compute::Op;
+        self.l1
+            .load()
+            .entry(key.0)
+            .and_compute_with(|found| match found {
+                Some(e) if Arc::ptr_eq(e.value(), entry) => Op::Remove,
+                _ => Op::Nop,
+            });
     }
 
     /// Answers stored in `key`'s slot so far: taken before a lookup, for
@@ -377,10 +393,11 @@ fn build_l1(memory: u64, counters: Arc<Counters>) -> L1 {
         .max_capacity(memory)
         .weigher(|_k: &u128, v: &Arc<Entry>| v.weight())
         .expire_after(Expiry)
-        .eviction_listener(move |_k, _v, cause| {
+        .eviction_listener(move |_k, v: Arc<Entry>, cause| {
             let c = match cause {
                 RemovalCause::Size => &counters.evicted_size,
                 RemovalCause::Expired => &counters.expired,
+                RemovalCause::Explicit if !v.servable() => &counters.unservable,
                 RemovalCause::Explicit => &counters.invalidated,
                 RemovalCause::Replaced => return,
             };

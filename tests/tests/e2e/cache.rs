@@ -897,3 +897,68 @@ fn the_backends_cache_control_and_age_bound_what_is_kept() {
     let r = ask(g.addr, CLIENT_KEY, &hello("kept"), &[]);
     assert_eq!(cache_of(&r), "hit", "the route's ttl for the rest");
 }
+
+/// With memory alone, a JSON answer is stored before it is checked and
+/// checked at its first use: a 200 that carries an `error` is never served
+/// from the cache (the next identical request asks the backend, and its
+/// whole answer is the one kept), and is counted as dropped `unservable`;
+/// a hit's tokens are those the gateway read off the stored answer.
+#[test]
+fn an_error_in_a_200_is_never_served_from_the_cache() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    let backend = raw_backend(move || {
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let body = if n == 0 {
+            r#"{"error":{"message":"over quota","type":"quota"},"choices":[{"index":0,"message":{"role":"assistant","content":""},"finish_reason":"stop"}]}"#.to_string()
+        } else {
+            format!(
+                r#"{{"id":"answer-{n}","object":"chat.completion","created":1,"model":"m","choices":[{{"index":0,"message":{{"role":"assistant","content":"hi"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11}}}}"#
+            )
+        };
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    });
+    let g = Gateway::start(&format!(
+        "{auth}backends:\n  s: {{ kind: openai, url: \"http://{backend}/v1\" }}\nroutes:\n  chat:\n    match: {{ path: /v1/chat/completions, models: [m] }}\n    targets: [ {{ backend: s }} ]\n    cache: {{ ttl: 1m }}\n",
+        auth = auth_section()
+    ));
+    let first = ask(g.addr, CLIENT_KEY, &hello("quota"), &[]);
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert!(first.json()["error"].is_object(), "{}", first.text());
+    assert_eq!(cache_of(&first), "miss");
+    let second = ask(g.addr, CLIENT_KEY, &hello("quota"), &[]);
+    assert_eq!(cache_of(&second), "miss", "{}", second.text());
+    assert_eq!(id(&second), "answer-1");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let third = ask(g.addr, CLIENT_KEY, &hello("quota"), &[]);
+    assert_eq!(cache_of(&third), "hit");
+    assert_eq!(id(&third), "answer-1");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let metrics = g.admin("GET", "/metrics", "").text();
+    assert_eq!(
+        metric(
+            &metrics,
+            "skygate_cache_evictions_total{cause=\"unservable\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "skygate_cache_events_total{event=\"cached_tokens\",route=\"chat\"}"
+        ),
+        Some(11.0)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "skygate_cache_events_total{event=\"store\",route=\"chat\"}"
+        ),
+        Some(2.0)
+    );
+}
