@@ -102,6 +102,12 @@ impl Entry {
             .get_or_init(|| whole(&self.body, self.chat).is_some())
     }
 
+    /// Found not to be a whole answer (checked, and failed); an entry not
+    /// checked yet is not.
+    pub fn found_unservable(&self) -> bool {
+        self.servable.get() == Some(&false)
+    }
+
     /// Bytes counted against the in-memory bound.
     pub fn weight(&self) -> u32 {
         u32::try_from(self.body.len() + OVERHEAD).unwrap_or(u32::MAX)

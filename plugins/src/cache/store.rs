@@ -397,7 +397,7 @@ fn build_l1(memory: u64, counters: Arc<Counters>) -> L1 {
             let c = match cause {
                 RemovalCause::Size => &counters.evicted_size,
                 RemovalCause::Expired => &counters.expired,
-                RemovalCause::Explicit if !v.servable() => &counters.unservable,
+                RemovalCause::Explicit if v.found_unservable() => &counters.unservable,
                 RemovalCause::Explicit => &counters.invalidated,
                 RemovalCause::Replaced => return,
             };
