@@ -382,6 +382,32 @@ def consistency(label, docs, secrets, flags, help_text, docker):
     for pdb in by_kind.get("PodDisruptionBudget", []):
         if not selects((pdb["spec"].get("selector") or {}).get("matchLabels"), pod_labels):
             err(f"{label}: PodDisruptionBudget/{pdb['metadata']['name']} does not select the skygate pods")
+    # A NetworkPolicy must not cut clients off the proxy port, nor leave
+    # nobody able to reach the admin port (Prometheus scrapes /metrics).
+    for np in by_kind.get("NetworkPolicy", []):
+        name = f"{label}: NetworkPolicy/{np['metadata']['name']}"
+        nspec = np["spec"]
+        if not selects((nspec.get("podSelector") or {}).get("matchLabels"), pod_labels):
+            err(f"{name}: does not select the skygate pods")
+            continue
+        if "Ingress" not in (nspec.get("policyTypes") or ["Ingress"]):
+            continue
+
+        def opens(port_name, to_all):
+            for rule in nspec.get("ingress") or []:
+                if to_all and rule.get("from"):
+                    continue
+                if not rule.get("ports"):
+                    return True
+                for p in rule["ports"]:
+                    if p.get("port") in (None, port_name, ports.get(port_name)):
+                        return True
+            return False
+
+        if "http" in ports and not opens("http", True):
+            err(f"{name}: the proxy port `http` is not open to every client")
+        if "admin" in ports and not opens("admin", False):
+            err(f"{name}: nothing may reach the admin port `admin` (Prometheus scrapes /metrics there)")
     if not by_kind.get("PodDisruptionBudget"):
         err(f"{label}: no PodDisruptionBudget")
     if hpa is None:
