@@ -9,6 +9,7 @@ pub mod adapter;
 pub mod backend;
 pub mod fetch;
 mod gather;
+pub mod json;
 pub mod kinds;
 pub mod prewarm;
 pub mod routing;

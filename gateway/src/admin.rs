@@ -562,7 +562,7 @@ impl Admin {
             }
             // A backend named twice: which weight was meant? (A JSON map
             // would keep the last one without a word.)
-            if let Ok(crate::request::RawMembers(members)) = serde_json::from_slice(body) {
+            if let Ok(skygate_backends::json::RawMembers(members)) = serde_json::from_slice(body) {
                 let mut names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
                 names.sort_unstable();
                 if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {

@@ -756,7 +756,7 @@ async fn send(
     // the stream without it.
     let without;
     let body = if ctx.stream && !b.config.stream_usage {
-        without = crate::request::without_member(&routed.body, "stream_options");
+        without = skygate_backends::json::without_member(&routed.body, "stream_options");
         &without
     } else {
         &routed.body

@@ -6,6 +6,7 @@ use crate::runtime::{PathKind, Snapshot};
 use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
 use serde::Deserialize;
+use skygate_backends::json::RawMembers;
 use skygate_config::{clip, ApiError, ErrorKind, Operation};
 use skygate_plugins::RequestCtx;
 use std::borrow::Cow;
@@ -320,63 +321,12 @@ pub fn ask_stream_usage(routed: &mut Routed, ctx: &mut RequestCtx) -> Result<(),
     Ok(())
 }
 
-/// `body` (a JSON object) without its top-level `name`, every other member
-/// as the client wrote it; `body` itself when it has none (or is no object).
-pub fn without_member(body: &Bytes, name: &str) -> Bytes {
-    let Ok(RawMembers(members)) = serde_json::from_slice::<RawMembers<'_>>(body) else {
-        return body.clone();
-    };
-    if !members.iter().any(|(k, _)| k == name) {
-        return body.clone();
-    }
-    let mut out = Vec::with_capacity(body.len());
-    out.push(b'{');
-    for (k, v) in members.iter().filter(|(k, _)| k != name) {
-        if out.len() > 1 {
-            out.push(b',');
-        }
-        if serde_json::to_writer(&mut out, k).is_err() {
-            return body.clone();
-        }
-        out.push(b':');
-        out.extend_from_slice(v.get().as_bytes());
-    }
-    out.push(b'}');
-    Bytes::from(out)
-}
-
 fn bad_stream_options() -> ApiError {
     ApiError::new(
         ErrorKind::InvalidRequest,
         "`stream_options` must be an object, e.g. {\"include_usage\": true}",
     )
     .with_param("stream_options")
-}
-
-/// A JSON object's members in order, each value as its raw text.
-pub(crate) struct RawMembers<'a>(pub(crate) Vec<(String, &'a serde_json::value::RawValue)>);
-
-impl<'de> Deserialize<'de> for RawMembers<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = RawMembers<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut v = Vec::new();
-                while let Some(e) = a.next_entry::<String, &'de serde_json::value::RawValue>()? {
-                    v.push(e);
-                }
-                Ok(RawMembers(v))
-            }
-        }
-        d.deserialize_map(V)
-    }
 }
 
 fn not_allowed(path: &str, allowed: &'static str, method: &http::Method) -> ApiError {

@@ -315,7 +315,7 @@ impl AzureOpenaiAdapter {
             let body = if refuses_stream_options(&self.conf.api_version)
                 && memchr::memmem::find(call.body, b"\"stream_options\"").is_some()
             {
-                without(call.body, "stream_options")?
+                crate::json::without_member(call.body, "stream_options")
             } else {
                 call.body.clone()
             };
@@ -355,39 +355,12 @@ pub fn refuses_stream_options(api_version: &str) -> bool {
     api_version < "2024-08-01"
 }
 
-type Members = std::collections::BTreeMap<String, Box<serde_json::value::RawValue>>;
-
-/// The body's top-level members, each value as sent (raw JSON, numbers
-/// untouched).
-fn members(body: &[u8]) -> Result<Members, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            ErrorKind::InvalidJson,
-            format!("the body is not a JSON object: {e}"),
-        )
-    })
-}
-
-/// The body with its top-level `model` set to `model`, every other value
-/// kept as sent.
+/// The body with its top-level `model` set to `model`, every other member
+/// kept as sent (`json::with_member`).
 fn with_model(body: &[u8], model: &str) -> Result<Bytes, ApiError> {
-    let mut members = members(body)?;
     let name = serde_json::value::to_raw_value(model).map_err(internal)?;
-    members.insert("model".into(), name);
-    serde_json::to_vec(&members)
-        .map(Bytes::from)
-        .map_err(internal)
-}
-
-/// The body without its top-level `field`, every other value kept as sent.
-fn without(body: &Bytes, field: &str) -> Result<Bytes, ApiError> {
-    let mut members = members(body)?;
-    if members.remove(field).is_none() {
-        return Ok(body.clone());
-    }
-    serde_json::to_vec(&members)
-        .map(Bytes::from)
-        .map_err(internal)
+    crate::json::with_member(body, "model", &name)
+        .ok_or_else(|| ApiError::new(ErrorKind::InvalidJson, "the body is not a JSON object"))
 }
 
 /// Azure OpenAI's failures: a deployment or API version that does not
@@ -478,13 +451,14 @@ mod tests {
         let body = Bytes::from_static(
             br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"n":1.0}"#,
         );
-        let out = String::from_utf8(without(&body, "stream_options").unwrap().to_vec()).unwrap();
+        let out = String::from_utf8(crate::json::without_member(&body, "stream_options").to_vec())
+            .unwrap();
         assert!(
             !out.contains("stream_options") && out.contains("1.0"),
             "{out}"
         );
         let plain = Bytes::from_static(br#"{"model":"m"}"#);
-        assert_eq!(without(&plain, "stream_options").unwrap(), plain);
+        assert_eq!(crate::json::without_member(&plain, "stream_options"), plain);
     }
 
     #[test]
