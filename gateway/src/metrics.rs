@@ -228,7 +228,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let cache_route = IntCounterVec::new(
         Opts::new(
             "skygate_cache_events_total",
-            "Cache events by route: redis_hit (a hit found in Redis), wait (a miss that waited for an identical one, on this replica or another), store (an answer stored), cached_tokens (tokens of answers served from the cache)",
+            "Cache events by route: redis_hit (a hit found in Redis), wait (a miss that waited for an identical one, on this replica or another), store (an answer stored), unservable (an answer stored unchecked, with memory alone, that was not a whole one: found at its first use, never served), cached_tokens (tokens of answers served from the cache)",
         ),
         &["route", "event"],
     )?;
@@ -247,7 +247,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let cache_evictions = IntCounterVec::new(
         Opts::new(
             "skygate_cache_evictions_total",
-            "Entries leaving the in-memory tier, by cause: size (the bound), expired, invalidated (DELETE /admin/cache, on this replica or shared by another), unservable (an answer stored unchecked that was not a whole one, dropped at its first use)",
+            "Entries leaving the in-memory tier, by cause: size (the bound), expired, invalidated (DELETE /admin/cache, on this replica or shared by another)",
         ),
         &["cause"],
     )?;
@@ -607,6 +607,7 @@ fn mirror(
                 ("redis_hit", &c.redis_hits),
                 ("wait", &c.waits),
                 ("store", &c.stores),
+                ("unservable", &c.unservable),
                 ("cached_tokens", &c.tokens),
             ] {
                 m.cache_route
@@ -626,7 +627,6 @@ fn mirror(
             ("size", &k.evicted_size),
             ("expired", &k.expired),
             ("invalidated", &k.invalidated),
-            ("unservable", &k.unservable),
         ] {
             m.cache_evictions
                 .with_label_values(&[cause])

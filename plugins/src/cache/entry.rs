@@ -1,5 +1,6 @@
-//! A cache entry: one whole JSON answer (a stream is kept as the
-//! completion it adds up to), when it was made and for how long it is
+//! A cache entry: one JSON answer (a stream is kept as the completion it
+//! adds up to; a JSON one may be checked only at its first use,
+//! [`Entry::servable`]), when it was made and for how long it is
 //! good; its Redis encoding; and the two translations a stream needs,
 //! chunks to a completion ([`assemble`]) and a completion to chunks
 //! ([`render_sse`]).
@@ -29,7 +30,9 @@ pub struct Entry {
     /// replicas through Redis, so `age` is the same everywhere).
     pub stored_at_ms: u64,
     pub ttl: Duration,
-    /// `usage.prompt_tokens + completion_tokens` of the answer.
+    /// `usage.prompt_tokens + completion_tokens` of the answer (of an
+    /// unchecked one: as the gateway read them off its last 8 KiB for the
+    /// limits).
     pub tokens: Option<u64>,
     /// The stream rendering, without and with the usage chunk (made on
     /// the first stream hit; `None` inside: cannot be replayed).
@@ -97,9 +100,18 @@ impl Entry {
 
     /// A whole answer, to be served ([`whole`]; decided once).
     pub fn servable(&self) -> bool {
-        *self
-            .servable
-            .get_or_init(|| whole(&self.body, self.chat).is_some())
+        self.check().0
+    }
+
+    /// [`Self::servable`], and whether this call made the check (so a
+    /// failed one is counted once).
+    pub fn check(&self) -> (bool, bool) {
+        let mut now = false;
+        let ok = *self.servable.get_or_init(|| {
+            now = true;
+            whole(&self.body, self.chat).is_some()
+        });
+        (ok, now)
     }
 
     /// Found not to be a whole answer (checked, and failed); an entry not

@@ -12,8 +12,11 @@
 //!   identical miss in flight and is answered from its result; with the
 //!   Redis tier, across replicas too ([`RemoteLead`]).
 //! - A leader's answer is captured as it streams to its client
-//!   ([`Fill`]); stored only when it is a whole 200 (a stream: through
-//!   `data: [DONE]`, assembled into its completion).
+//!   ([`Fill`]); stored only when it is a 200 that came whole (a stream:
+//!   through `data: [DONE]`, assembled into its completion), and served
+//!   only when it is a whole answer: checked before it is stored with the
+//!   Redis tier or for a stream, else at its first use
+//!   ([`entry::Entry::unchecked`]).
 //! - `Cache-Control: no-cache` skips the lookup but stores the answer;
 //!   `no-store` skips both.
 
@@ -312,10 +315,10 @@ impl Fill {
         }
     }
 
-    /// The answer to store, when it is a whole one: JSON with its
-    /// `choices` (chat) or `data` (embeddings) and no `error`; a stream
-    /// assembled into its completion. At most `limit` bytes.
-    /// The answer to store, with its tokens (read in the same pass).
+    /// The answer to store, with its tokens (read in the same pass), when
+    /// it is a whole one: JSON with its `choices` (chat) or `data`
+    /// (embeddings) and no `error`; a stream assembled into its
+    /// completion. At most `limit` bytes.
     fn answer(self, chat: bool) -> Option<(Vec<u8>, Option<u64>)> {
         let (body, tokens) = if self.sse {
             if !chat {
@@ -378,15 +381,17 @@ impl Cache {
         &self,
         rt: &RouteRt,
         ctx: &mut RequestCtx,
-        key: Key,
-        e: &Arc<Entry>,
+        e: &Entry,
         framing: &key::Framing,
         max_age: Option<u64>,
     ) -> bool {
-        if !e.servable() {
+        let (servable, checked_now) = e.check();
+        if !servable {
             // Stored unchecked, and not a whole answer after all (an
-            // error in a 200, no choices): never served, and dropped.
-            self.store.discard(key, e);
+            // error in a 200, no choices): never served.
+            if checked_now {
+                rt.counters.unservable.fetch_add(1, Relaxed);
+            }
             return false;
         }
         let age = e.age(now_ms());
@@ -434,7 +439,7 @@ impl Cache {
             && self
                 .store
                 .get(key)
-                .is_some_and(|e| self.hit(rt, ctx, key, &e, framing, asked.max_age))
+                .is_some_and(|e| self.hit(rt, ctx, &e, framing, asked.max_age))
     }
 
     /// A hit found in Redis (and counted as such); `false` when there is
@@ -461,7 +466,7 @@ impl Cache {
             }
         };
         match self.found(rt, key, tenant, ctx.start, &value) {
-            Found::Answer(e) => self.serve_from_redis(rt, ctx, key, &e, framing, asked),
+            Found::Answer(e) => self.serve_from_redis(rt, ctx, &e, framing, asked),
             Found::Led | Found::GoAhead | Found::Nothing => false,
         }
     }
@@ -472,12 +477,11 @@ impl Cache {
         &self,
         rt: &RouteRt,
         ctx: &mut RequestCtx,
-        key: Key,
-        e: &Arc<Entry>,
+        e: &Entry,
         framing: &key::Framing,
         asked: &Directives,
     ) -> bool {
-        let served = self.hit(rt, ctx, key, e, framing, asked.max_age);
+        let served = self.hit(rt, ctx, e, framing, asked.max_age);
         if served {
             rt.counters.redis_hits.fetch_add(1, Relaxed);
         }
@@ -559,7 +563,7 @@ impl Cache {
             };
             match self.found(rt, key, tenant, ctx.start, &value) {
                 Found::Answer(e) => {
-                    return if self.serve_from_redis(rt, ctx, key, &e, framing, asked) {
+                    return if self.serve_from_redis(rt, ctx, &e, framing, asked) {
                         Ok(())
                     } else {
                         Err(None)
@@ -806,8 +810,13 @@ impl Plugin for Cache {
         let stamp = self.store.stamp(key);
         if !asked.no_cache {
             if let Some(e) = self.store.get(key) {
-                if self.hit(rt, ctx, key, &e, &framing, asked.max_age) {
+                if self.hit(rt, ctx, &e, &framing, asked.max_age) {
                     return Decision::Continue;
+                }
+                if e.found_unservable() {
+                    // Not here, where the waiters of the miss that stored
+                    // it still look (each goes to a backend at once).
+                    self.store.discard(key, &e);
                 }
             }
         }
@@ -1010,7 +1019,7 @@ impl Plugin for CacheFill {
                         let woken = store::wait_for(rx, deadline).await;
                         stamp = cache.store.stamp(key);
                         if let Some(e) = cache.store.get(key) {
-                            if cache.hit(rt, ctx, key, &e, &framing, asked.max_age) {
+                            if cache.hit(rt, ctx, &e, &framing, asked.max_age) {
                                 return Decision::Continue;
                             }
                             if !e.servable() {
@@ -1291,8 +1300,9 @@ mod tests {
 
     /// With memory alone, an answer is stored unchecked, with the tokens
     /// the gateway read off its end, and checked at its first use: an
-    /// error in a 200 is then dropped and never served (counted as
-    /// `unservable`), and a waiter that finds it asks a backend at once.
+    /// error in a 200 is then never served (counted once as `unservable`),
+    /// every waiter that finds it asks a backend at once, and the next
+    /// lookup drops it. A purge of an entry never checked does not check it.
     #[tokio::test]
     async fn an_answer_stored_unchecked_is_checked_at_its_first_use() {
         let config = skygate_config::load_str(
@@ -1303,6 +1313,7 @@ mod tests {
         .unwrap();
         let shared = crate::Shared::default();
         let cache = Arc::new(Cache::from_config(&config, &shared).unwrap());
+        let counters = cache.routes[0].as_ref().unwrap().counters.clone();
         let fill_step = CacheFill(cache.clone());
         let header = chat_header(None);
         let body = br#"{"model":"m","messages":[{"role":"user","content":"checked later"}]}"#;
@@ -1312,50 +1323,73 @@ mod tests {
         };
         let bad = br#"{"error":{"message":"quota"},"choices":[{"index":0}]}"#;
         let good = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
-        // A leads; B waits for it.
-        let (mut a, mut b) = (RequestCtx::new(), RequestCtx::new());
-        a.route = Some(0);
-        b.route = Some(0);
+        let new_ctx = || {
+            let mut c = RequestCtx::new();
+            c.route = Some(0);
+            c
+        };
+        // A leads; B and C wait for it.
+        let (mut a, mut b, mut c) = (new_ctx(), new_ctx(), new_ctx());
         cache.on_request(req(), &mut a).await;
         fill_step.on_request(req(), &mut a).await;
         cache.on_request(req(), &mut b).await;
-        assert!(b.pending_answer.is_none());
+        cache.on_request(req(), &mut c).await;
         // A's answer is an error in a 200: stored as it is, unparsed.
-        let (_, ()) = tokio::join!(fill_step.on_request(req(), &mut b), async {
-            complete(&mut a, bad);
-            cache.on_complete(&mut a);
-        });
-        assert_eq!(
-            cache.routes[0]
-                .as_ref()
-                .unwrap()
-                .counters
-                .stores
-                .load(Relaxed),
-            1
+        let (_, _, ()) = tokio::join!(
+            fill_step.on_request(req(), &mut b),
+            fill_step.on_request(req(), &mut c),
+            async {
+                complete(&mut a, bad);
+                cache.on_complete(&mut a);
+            }
         );
-        // B woke, found it not one to serve, and asks a backend itself
-        // (no flight: nobody waits on it).
-        assert_eq!(b.cache, CacheStatus::Miss);
-        assert!(b.pending_answer.is_none());
-        let fill_b = b.cache_fill.as_ref().expect("B stores what it gets");
-        assert!(fill_b.flight.is_none());
-        let k = fill_b.key;
-        assert!(cache.store.get(k).is_none(), "dropped at its first use");
+        assert_eq!(counters.stores.load(Relaxed), 1);
+        // Both woke, found it not one to serve, and ask a backend at once
+        // (neither leads: nobody waits on them).
+        for w in [&b, &c] {
+            assert_eq!(w.cache, CacheStatus::Miss);
+            assert!(w.pending_answer.is_none());
+            assert!(w.cache_fill.as_ref().expect("a fill").flight.is_none());
+        }
+        let k = b.cache_fill.as_ref().unwrap().key;
+        assert_eq!(counters.unservable.load(Relaxed), 1, "counted once");
+        assert!(cache.store.get(k).is_some(), "the waiters leave it");
+        // The next lookup misses and drops it (not a purge).
+        let mut d = new_ctx();
+        cache.on_request(req(), &mut d).await;
+        assert!(d.pending_answer.is_none() && d.cache_lookup.is_some());
+        assert!(cache.store.get(k).is_none());
         cache.store.usage();
-        assert_eq!(cache.store.counters.unservable.load(Relaxed), 1);
         assert_eq!(cache.store.counters.invalidated.load(Relaxed), 0);
+        assert_eq!(counters.unservable.load(Relaxed), 1);
         // B's answer is whole; its tokens are those read off its end.
         b.prompt_tokens = Some(3);
         b.completion_tokens = Some(4);
         complete(&mut b, good);
         cache.on_complete(&mut b);
-        let mut c = RequestCtx::new();
-        c.route = Some(0);
-        cache.on_request(req(), &mut c).await;
-        assert_eq!(c.cache, CacheStatus::Hit);
-        assert_eq!(c.cached_tokens, Some(7));
-        assert_eq!(&c.pending_answer.as_ref().unwrap().body[..], &good[..]);
+        let mut e = new_ctx();
+        cache.on_request(req(), &mut e).await;
+        assert_eq!(e.cache, CacheStatus::Hit);
+        assert_eq!(e.cached_tokens, Some(7));
+        assert_eq!(&e.pending_answer.as_ref().unwrap().body[..], &good[..]);
+        // A bad answer purged before anyone asked for it: a purge, unchecked.
+        let other = br#"{"model":"m","messages":[{"role":"user","content":"purged"}]}"#;
+        let mut f = new_ctx();
+        let other_req = || Incoming {
+            header: &header,
+            body: other,
+        };
+        cache.on_request(other_req(), &mut f).await;
+        fill_step.on_request(other_req(), &mut f).await;
+        let fk = f.cache_fill.as_ref().unwrap().key;
+        complete(&mut f, bad);
+        cache.on_complete(&mut f);
+        let stored = cache.store.get(fk).expect("stored unchecked");
+        cache.store.purge(Some("chat"), None);
+        cache.store.usage();
+        assert_eq!(cache.store.counters.invalidated.load(Relaxed), 2);
+        assert!(!stored.found_unservable(), "the purge did not check it");
+        assert_eq!(counters.unservable.load(Relaxed), 1);
     }
 
     /// A chat request's header, with `cache-control` when given.

@@ -29,6 +29,9 @@ pub struct RouteCounters {
     /// Misses that waited for an identical one in flight.
     pub waits: AtomicU64,
     pub stores: AtomicU64,
+    /// Answers stored unchecked that were not whole answers, found at
+    /// their first use ([`Entry::unchecked`]): never served.
+    pub unservable: AtomicU64,
     /// Tokens of the answers served from the cache.
     pub tokens: AtomicU64,
 }
@@ -39,9 +42,6 @@ pub struct Counters {
     pub evicted_size: AtomicU64,
     pub expired: AtomicU64,
     pub invalidated: AtomicU64,
-    /// Answers stored unchecked and found not to be whole answers at
-    /// their first use ([`Entry::unchecked`]).
-    pub unservable: AtomicU64,
     /// Redis reads that failed (down, timed out): served as misses.
     pub redis_errors: AtomicU64,
     /// Redis values that did not decode: served as misses.
@@ -196,8 +196,8 @@ impl Store {
         self.stored[slot(key)].fetch_add(1, Ordering::Release);
     }
 
-    /// Drops `key`'s entry when it is still `entry` (found unservable at
-    /// its first use): later lookups miss, and the next answer is stored.
+    /// Drops `key`'s entry when it is still `entry` (found unservable):
+    /// it takes no memory until its key's next answer replaces it.
     pub fn discard(&self, key: Key, entry: &Arc<Entry>) {
         use moka::ops::compute::Op;
         self.l1
@@ -397,7 +397,8 @@ fn build_l1(memory: u64, counters: Arc<Counters>) -> L1 {
             let c = match cause {
                 RemovalCause::Size => &counters.evicted_size,
                 RemovalCause::Expired => &counters.expired,
-                RemovalCause::Explicit if v.found_unservable() => &counters.unservable,
+                // Dropped as unservable: counted as such by its route.
+                RemovalCause::Explicit if v.found_unservable() => return,
                 RemovalCause::Explicit => &counters.invalidated,
                 RemovalCause::Replaced => return,
             };

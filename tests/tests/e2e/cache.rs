@@ -901,7 +901,7 @@ fn the_backends_cache_control_and_age_bound_what_is_kept() {
 /// With memory alone, a JSON answer is stored before it is checked and
 /// checked at its first use: a 200 that carries an `error` is never served
 /// from the cache (the next identical request asks the backend, and its
-/// whole answer is the one kept), and is counted as dropped `unservable`;
+/// whole answer is the one kept), and is counted as `unservable`;
 /// a hit's tokens are those the gateway read off the stored answer.
 #[test]
 fn an_error_in_a_200_is_never_served_from_the_cache() {
@@ -942,7 +942,7 @@ fn an_error_in_a_200_is_never_served_from_the_cache() {
     assert_eq!(
         metric(
             &metrics,
-            "skygate_cache_evictions_total{cause=\"unservable\"}"
+            "skygate_cache_events_total{event=\"unservable\",route=\"chat\"}"
         ),
         Some(1.0),
         "{metrics}"
