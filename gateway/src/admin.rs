@@ -911,6 +911,8 @@ fn warm_view(b: &BackendRt) -> Value {
             "cold": w.pings_cold,
             "failed": w.pings_failed,
             "left_to_peer": w.peer_pings,
+            "unsent": w.pings_unsent,
+            "unsent_in_a_row": w.unsent_in_a_row,
             "today": w.pings_today,
             "daily_budget": p.daily_budget,
         },

@@ -99,7 +99,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let prewarm_pings = IntCounterVec::new(
         Opts::new(
             "skygate_prewarm_pings_total",
-            "Prewarm pings, by backend and result (ok, failed, peer: left to the replica holding the lease)",
+            "Prewarm pings, by backend and result (ok, failed, peer: left to the replica holding the lease, unsent: could not be sent, as with no credentials yet)",
         ),
         &["backend", "result"],
     )?;

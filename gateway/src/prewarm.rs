@@ -181,12 +181,26 @@ async fn send_pings(state: &State, b: &BackendRt, k: u32, model: Option<&str>) -
             b,
             ticket: Some(ticket),
         };
-        let Some((ok, cold)) = ping(state, b, model).await else {
-            // Never sent: not a ping, and not a failure of the backend.
-            if let Some(ticket) = guard.ticket.take() {
-                b.state.with_planner(|p| p.ping_unsent(ticket, unix_ms()));
+        let (ok, cold) = match ping(state, b, model).await {
+            Ok(answer) => answer,
+            Err(why) => {
+                // Never sent: not a ping, and not a failure of the backend;
+                // counted apart, and said once when it goes on.
+                if let Some(ticket) = guard.ticket.take() {
+                    let in_a_row = b
+                        .state
+                        .with_planner(|p| p.ping_unsent(ticket, unix_ms()))
+                        .unwrap_or(0);
+                    if in_a_row == UNSENT_WARN {
+                        log::warn!(
+                            "backend `{}`: {in_a_row} prewarm pings in a row could not be sent ({why}); it is not being kept warm",
+                            b.config.name
+                        );
+                    }
+                }
+                count(b, "unsent", 1);
+                return false;
             }
-            return false;
         };
         if let Some(ticket) = guard.ticket.take() {
             b.state
@@ -198,6 +212,11 @@ async fn send_pings(state: &State, b: &BackendRt, k: u32, model: Option<&str>) -
     let answered = futures_util::future::join_all(pings).await;
     answered.into_iter().filter(|ok| *ok).count() as u32
 }
+
+/// Pings that could not be sent in a row before a warning (the first
+/// rounds after a start may lack credentials: a Cloud Run ID token is
+/// minted in the background).
+const UNSENT_WARN: u32 = 3;
 
 /// Abandons a ping's ticket unless it was settled.
 struct Abandon<'a> {
@@ -247,14 +266,21 @@ fn ping_body(b: &BackendRt, op: Operation, model: Option<&str>) -> Bytes {
 /// and whether it said the ping cold-started; `None` when it was never
 /// sent (no credentials yet for its backend, a request that does not
 /// build).
-async fn ping(state: &State, b: &BackendRt, model: Option<&str>) -> Option<(bool, Option<bool>)> {
+/// `Err`: the ping could not be sent (why), which says nothing of the
+/// backend.
+async fn ping(
+    state: &State,
+    b: &BackendRt,
+    model: Option<&str>,
+) -> Result<(bool, Option<bool>), String> {
     let op = if b.config.kind.serves(Operation::Function) {
         Operation::Function
     } else {
         Operation::ChatCompletions
     };
     let body = ping_body(b, op, model);
-    let mut client = pingora_http::RequestHeader::build("POST", b"/", Some(2)).ok()?;
+    let mut client =
+        pingora_http::RequestHeader::build("POST", b"/", Some(2)).map_err(|e| e.to_string())?;
     let _ = client.insert_header(http::header::CONTENT_TYPE, "application/json");
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -292,7 +318,7 @@ async fn ping(state: &State, b: &BackendRt, model: Option<&str>) -> Option<(bool
     let slot = b.peer.load_full();
     let Ok(resolved) = slot.as_ref() else {
         // Its address does not resolve: the backend cannot be reached.
-        return Some((false, None));
+        return Ok((false, None));
     };
     let mut resp = match state
         .upstream
@@ -302,11 +328,11 @@ async fn ping(state: &State, b: &BackendRt, model: Option<&str>) -> Option<(bool
         Ok(r) => r,
         Err(e) if e.kind.fault() != skygate_config::Fault::Upstream => {
             log::debug!("backend `{}`: prewarm ping not sent: {e}", b.config.name);
-            return None;
+            return Err(e.to_string());
         }
         Err(e) => {
             log::debug!("backend `{}`: prewarm ping failed: {e}", b.config.name);
-            return Some((false, None));
+            return Ok((false, None));
         }
     };
     let status = resp.header().map_or(0, |h| h.status.as_u16());
@@ -347,7 +373,7 @@ async fn ping(state: &State, b: &BackendRt, model: Option<&str>) -> Option<(bool
             b.config.name
         );
     }
-    Some((ok, cold))
+    Ok((ok, cold))
 }
 
 fn count(b: &BackendRt, result: &str, n: u64) {

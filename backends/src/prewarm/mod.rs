@@ -107,6 +107,10 @@ pub struct View {
     pub pings_failed: u64,
     /// Pings left to another replica that held the lease.
     pub peer_pings: u64,
+    /// Pings that could not be sent (no credentials yet, say), in all and
+    /// in a row now.
+    pub pings_unsent: u64,
+    pub unsent_in_a_row: u32,
     pub pings_today: u32,
     /// Cold starts of user requests seen (reported or inferred).
     pub user_cold_starts: u64,
@@ -183,6 +187,8 @@ pub struct Planner {
     pings_cold: u64,
     pings_failed: u64,
     peer_pings: u64,
+    pings_unsent: u64,
+    unsent_in_a_row: u32,
     user_cold: u64,
     users: u64,
     next: Millis,
@@ -212,6 +218,8 @@ impl Planner {
             pings_cold: 0,
             pings_failed: 0,
             peer_pings: 0,
+            pings_unsent: 0,
+            unsent_in_a_row: 0,
             user_cold: 0,
             users: 0,
             next: now,
@@ -344,14 +352,18 @@ impl Planner {
     }
 
     /// A ping that was never sent (its backend has no credentials yet, say):
-    /// its place and its count are given back.
-    pub fn ping_unsent(&mut self, t: Ticket, now: Millis) {
+    /// its place and its count are given back. Returns how many pings in a
+    /// row could not be sent now (0: the ticket is from before a reload).
+    pub fn ping_unsent(&mut self, t: Ticket, now: Millis) -> u32 {
         if t.epoch != self.epoch {
-            return;
+            return 0;
         }
         self.pings_sent = self.pings_sent.saturating_sub(1);
         self.today = self.today.saturating_sub(1);
         self.warmth.unplace(t.instance, now);
+        self.pings_unsent += 1;
+        self.unsent_in_a_row = self.unsent_in_a_row.saturating_add(1);
+        self.unsent_in_a_row
     }
 
     /// Another replica took this due time's lease and pinged `k` instances:
@@ -372,6 +384,7 @@ impl Planner {
         if t.epoch != self.epoch {
             return;
         }
+        self.unsent_in_a_row = 0;
         if !ok {
             let _ = self.abandon(t, now, false);
             return;
@@ -701,6 +714,8 @@ impl Planner {
             pings_cold: self.pings_cold,
             pings_failed: self.pings_failed,
             peer_pings: self.peer_pings,
+            pings_unsent: self.pings_unsent,
+            unsent_in_a_row: self.unsent_in_a_row,
             pings_today: self.today,
             user_cold_starts: self.user_cold,
             user_requests: self.users,

@@ -550,3 +550,69 @@ fn a_reload_that_turns_prewarm_on_warms_the_backend_at_once() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(ping_count(&sim), sent);
 }
+
+/// A backend whose pings can never be sent (a Cloud Run service whose ID
+/// token cannot be had: no key file, a metadata server that is not there)
+/// is not kept warm, and says so: the pings are counted `unsent` (not
+/// failures of the backend, which is never reached), in a row in its
+/// status, and the third in a row logs a warning naming why.
+#[test]
+fn pings_that_cannot_be_sent_are_counted_and_said() {
+    let run = Sim::start("run", &["--platform", "gcp-cloud-run"]);
+    let nowhere = free_addr().to_string();
+    let g = Gateway::start_with_env(
+        &format!(
+            "{auth}backends:\n  run: {{ kind: gcp_cloud_run, endpoint: \"{}/v1\", prewarm: {{ mode: fixed, idle_timeout: 3s, interval: 1s, concurrency: 1, hold: 10ms }} }}\nroutes:\n  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: run }} ] }}\n",
+            run.url,
+            auth = auth_section()
+        ),
+        &[
+            ("GOOGLE_APPLICATION_CREDENTIALS", ""),
+            ("GCE_METADATA_HOST", &nowhere),
+        ],
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            g.proc
+                .stderr()
+                .contains("prewarm pings in a row could not be sent")
+        }),
+        "{}",
+        g.proc.stderr()
+    );
+    let stderr = g.proc.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("prewarm pings in a row could not be sent"))
+        .unwrap();
+    assert!(
+        line.contains("backend `run`: 3 prewarm pings") && line.contains("not being kept warm"),
+        "{line}"
+    );
+    assert_eq!(
+        stderr
+            .matches("prewarm pings in a row could not be sent")
+            .count(),
+        1,
+        "said once while it goes on: {stderr}"
+    );
+    let pings = &g.backend_status("run")["warm"]["pings"];
+    assert!(pings["unsent"].as_u64().unwrap() >= 3, "{pings}");
+    assert!(pings["unsent_in_a_row"].as_u64().unwrap() >= 3, "{pings}");
+    assert_eq!(pings["sent"], 0, "{pings}");
+    assert_eq!(pings["failed"], 0, "{pings}");
+    assert!(
+        g.metric("skygate_prewarm_pings_total{backend=\"run\",result=\"unsent\"}")
+            .unwrap_or(0.0)
+            >= 3.0
+    );
+    assert_eq!(
+        g.metric("skygate_prewarm_pings_total{backend=\"run\",result=\"failed\"}"),
+        None
+    );
+    // The service itself was never reached.
+    assert!(run
+        .requests()
+        .iter()
+        .all(|r| !r["path"].as_str().unwrap_or("").starts_with("/v1")));
+}
