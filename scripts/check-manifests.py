@@ -223,6 +223,23 @@ def selects(selector, labels):
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+def label_selects(selector, labels):
+    """A LabelSelector (matchLabels and matchExpressions; `{}` selects all)."""
+    if not all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e.get("key"), e.get("operator"), e.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
 def secrets_of(examples):
     out = {}
     for label, docs in examples:
@@ -382,32 +399,56 @@ def consistency(label, docs, secrets, flags, help_text, docker):
     for pdb in by_kind.get("PodDisruptionBudget", []):
         if not selects((pdb["spec"].get("selector") or {}).get("matchLabels"), pod_labels):
             err(f"{label}: PodDisruptionBudget/{pdb['metadata']['name']} does not select the skygate pods")
-    # A NetworkPolicy must not cut clients off the proxy port, nor leave
-    # nobody able to reach the admin port (Prometheus scrapes /metrics).
+    # The NetworkPolicies that select the pods, taken together as
+    # Kubernetes does: they must leave the proxy port open to every
+    # client, the admin port reachable (Prometheus scrapes /metrics there)
+    # but not by everyone, and egress open (the backends, Redis, DNS).
+    policies = [np for np in by_kind.get("NetworkPolicy", [])
+                if label_selects(np["spec"].get("podSelector") or {}, pod_labels)]
     for np in by_kind.get("NetworkPolicy", []):
-        name = f"{label}: NetworkPolicy/{np['metadata']['name']}"
-        nspec = np["spec"]
-        if not selects((nspec.get("podSelector") or {}).get("matchLabels"), pod_labels):
-            err(f"{name}: does not select the skygate pods")
-            continue
-        if "Ingress" not in (nspec.get("policyTypes") or ["Ingress"]):
-            continue
+        if np not in policies:
+            err(f"{label}: NetworkPolicy/{np['metadata']['name']} does not select the skygate pods")
 
-        def opens(port_name, to_all):
-            for rule in nspec.get("ingress") or []:
-                if to_all and rule.get("from"):
-                    continue
-                if not rule.get("ports"):
-                    return True
-                for p in rule["ports"]:
-                    if p.get("port") in (None, port_name, ports.get(port_name)):
-                        return True
-            return False
+    def kinds(np):
+        spec = np["spec"]
+        return spec.get("policyTypes") or (["Ingress"] + (["Egress"] if "egress" in spec else []))
 
-        if "http" in ports and not opens("http", True):
-            err(f"{name}: the proxy port `http` is not open to every client")
-        if "admin" in ports and not opens("admin", False):
-            err(f"{name}: nothing may reach the admin port `admin` (Prometheus scrapes /metrics there)")
+    def covers(rule_ports, port_name):
+        if not rule_ports:
+            return True
+        number = ports.get(port_name)
+        for rp in rule_ports:
+            if rp.get("protocol", "TCP") != "TCP":
+                continue
+            want = rp.get("port")
+            if want is None or want == port_name:
+                return True
+            if isinstance(want, int) and number is not None and want <= number <= rp.get("endPort", want):
+                return True
+        return False
+
+    def everyone(peers):
+        return not peers or any(
+            (p.get("ipBlock") or {}).get("cidr") in ("0.0.0.0/0", "::/0")
+            and not (p.get("ipBlock") or {}).get("except")
+            for p in peers)
+
+    ingress = [np for np in policies if "Ingress" in kinds(np)]
+    if ingress:
+        rules = [r for np in ingress for r in np["spec"].get("ingress") or []]
+        names = ", ".join(f"NetworkPolicy/{np['metadata']['name']}" for np in ingress)
+        if "http" in ports and not any(covers(r.get("ports"), "http") and everyone(r.get("from")) for r in rules):
+            err(f"{label}: {names}: the proxy port `http` is not open to every client (over TCP)")
+        if "admin" in ports:
+            if not any(covers(r.get("ports"), "admin") for r in rules):
+                err(f"{label}: {names}: nothing may reach the admin port `admin` (Prometheus scrapes /metrics there)")
+            elif any(covers(r.get("ports"), "admin") and everyone(r.get("from")) for r in rules):
+                err(f"{label}: {names}: the admin port `admin` is open to everyone; keep it to the namespaces that need it")
+    egress = [np for np in policies if "Egress" in kinds(np)]
+    if egress and not any(not r.get("to") and not r.get("ports")
+                          for np in egress for r in np["spec"].get("egress") or []):
+        names = ", ".join(f"NetworkPolicy/{np['metadata']['name']}" for np in egress)
+        err(f"{label}: {names}: egress is restricted; the backends (in the clouds), Redis and DNS must stay reachable")
     if not by_kind.get("PodDisruptionBudget"):
         err(f"{label}: no PodDisruptionBudget")
     if hpa is None:

@@ -1,7 +1,8 @@
 //! A JSON request body edited one top-level member at a time, every other
-//! member kept as the client wrote it (its order, its numbers, its
-//! escapes): the backend reads the request the gateway checked, but for
-//! the one member changed.
+//! member kept in the client's order with its value as the client wrote it
+//! (numbers and escapes untouched; keys are written out again, as the
+//! same strings, and whitespace between members goes): the backend reads
+//! the request the gateway checked, but for the one member changed.
 
 use bytes::Bytes;
 use serde::Deserialize;

@@ -912,7 +912,7 @@ fn warm_view(b: &BackendRt) -> Value {
             "failed": w.pings_failed,
             "left_to_peer": w.peer_pings,
             "unsent": w.pings_unsent,
-            "unsent_in_a_row": w.unsent_in_a_row,
+            "unsent_rounds": w.unsent_rounds,
             "today": w.pings_today,
             "daily_budget": p.daily_budget,
         },

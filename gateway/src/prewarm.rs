@@ -169,12 +169,23 @@ fn owner() -> String {
         .clone()
 }
 
+/// How a ping went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pinged {
+    Answered,
+    Failed,
+    /// Never sent (its adapter could not build it).
+    Unsent,
+}
+
 /// Sends `k` pings at once and tells the planner how each went; returns
 /// how many were answered.
 async fn send_pings(state: &State, b: &BackendRt, k: u32, model: Option<&str>) -> u32 {
+    // Why the last ping of the round could not be sent, for the warning.
+    let last_unsent = &std::sync::Mutex::new(None::<String>);
     let pings = (0..k).map(|_| async {
         let Some(ticket) = b.state.with_planner(|p| p.ping_start(unix_ms())) else {
-            return false;
+            return Pinged::Failed;
         };
         // A reload aborts this task: the guard gives the ping's place back.
         let mut guard = Abandon {
@@ -185,21 +196,16 @@ async fn send_pings(state: &State, b: &BackendRt, k: u32, model: Option<&str>) -
             Ok(answer) => answer,
             Err(why) => {
                 // Never sent: not a ping, and not a failure of the backend;
-                // counted apart, and said once when it goes on.
+                // counted apart (and said, when whole rounds go unsent).
+                log::debug!("backend `{}`: prewarm ping not sent: {why}", b.config.name);
                 if let Some(ticket) = guard.ticket.take() {
-                    let in_a_row = b
-                        .state
-                        .with_planner(|p| p.ping_unsent(ticket, unix_ms()))
-                        .unwrap_or(0);
-                    if in_a_row == UNSENT_WARN {
-                        log::warn!(
-                            "backend `{}`: {in_a_row} prewarm pings in a row could not be sent ({why}); it is not being kept warm",
-                            b.config.name
-                        );
+                    let counted = b.state.with_planner(|p| p.ping_unsent(ticket, unix_ms()));
+                    if counted == Some(true) {
+                        count(b, "unsent", 1);
                     }
                 }
-                count(b, "unsent", 1);
-                return false;
+                *last_unsent.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                return Pinged::Unsent;
             }
         };
         if let Some(ticket) = guard.ticket.take() {
@@ -207,14 +213,32 @@ async fn send_pings(state: &State, b: &BackendRt, k: u32, model: Option<&str>) -
                 .with_planner(|p| p.ping_end(ticket, unix_ms(), ok, cold));
         }
         count(b, if ok { "ok" } else { "failed" }, 1);
-        ok
+        if ok {
+            Pinged::Answered
+        } else {
+            Pinged::Failed
+        }
     });
-    let answered = futures_util::future::join_all(pings).await;
-    answered.into_iter().filter(|ok| *ok).count() as u32
+    let pinged = futures_util::future::join_all(pings).await;
+    let n = |what| pinged.iter().filter(|&&p| p == what).count() as u32;
+    let unsent = n(Pinged::Unsent);
+    let rounds = b
+        .state
+        .with_planner(|p| p.round_end(k - unsent, unsent))
+        .unwrap_or(0);
+    if rounds == UNSENT_WARN {
+        let why = last_unsent.lock().unwrap_or_else(|p| p.into_inner()).take();
+        log::warn!(
+            "backend `{}`: {rounds} rounds of prewarm pings in a row could not be sent ({}); it is not being kept warm",
+            b.config.name,
+            why.as_deref().unwrap_or("?")
+        );
+    }
+    n(Pinged::Answered)
 }
 
-/// Pings that could not be sent in a row before a warning (the first
-/// rounds after a start may lack credentials: a Cloud Run ID token is
+/// Rounds in a row of which no ping could be sent before a warning (the
+/// first after a start may lack credentials: a Cloud Run ID token is
 /// minted in the background).
 const UNSENT_WARN: u32 = 3;
 
@@ -263,11 +287,9 @@ fn ping_body(b: &BackendRt, op: Operation, model: Option<&str>) -> Bytes {
 }
 
 /// One ping: whether the backend answered (any status below 500 but 429),
-/// and whether it said the ping cold-started; `None` when it was never
-/// sent (no credentials yet for its backend, a request that does not
-/// build).
-/// `Err`: the ping could not be sent (why), which says nothing of the
-/// backend.
+/// and whether it said the ping cold-started; `Err` (why) when it could
+/// not be sent (no credentials yet for its backend, a request that does
+/// not build), which says nothing of the backend.
 async fn ping(
     state: &State,
     b: &BackendRt,
@@ -327,7 +349,6 @@ async fn ping(
     {
         Ok(r) => r,
         Err(e) if e.kind.fault() != skygate_config::Fault::Upstream => {
-            log::debug!("backend `{}`: prewarm ping not sent: {e}", b.config.name);
             return Err(e.to_string());
         }
         Err(e) => {

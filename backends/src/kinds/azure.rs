@@ -312,9 +312,8 @@ impl AzureOpenaiAdapter {
             // API versions before 2024-08-01 refuse `stream_options` (a
             // 400), which the gateway adds to every chat stream: left out,
             // the stream comes back without its usage.
-            let body = if refuses_stream_options(&self.conf.api_version)
-                && memchr::memmem::find(call.body, b"\"stream_options\"").is_some()
-            {
+            // (The key may be written escaped: no byte search first.)
+            let body = if refuses_stream_options(&self.conf.api_version) {
                 crate::json::without_member(call.body, "stream_options")
             } else {
                 call.body.clone()

@@ -107,10 +107,10 @@ pub struct View {
     pub pings_failed: u64,
     /// Pings left to another replica that held the lease.
     pub peer_pings: u64,
-    /// Pings that could not be sent (no credentials yet, say), in all and
-    /// in a row now.
+    /// Pings that could not be sent (no credentials yet, say), and rounds
+    /// in a row now of which none could be.
     pub pings_unsent: u64,
-    pub unsent_in_a_row: u32,
+    pub unsent_rounds: u32,
     pub pings_today: u32,
     /// Cold starts of user requests seen (reported or inferred).
     pub user_cold_starts: u64,
@@ -188,7 +188,7 @@ pub struct Planner {
     pings_failed: u64,
     peer_pings: u64,
     pings_unsent: u64,
-    unsent_in_a_row: u32,
+    unsent_rounds: u32,
     user_cold: u64,
     users: u64,
     next: Millis,
@@ -219,7 +219,7 @@ impl Planner {
             pings_failed: 0,
             peer_pings: 0,
             pings_unsent: 0,
-            unsent_in_a_row: 0,
+            unsent_rounds: 0,
             user_cold: 0,
             users: 0,
             next: now,
@@ -352,18 +352,29 @@ impl Planner {
     }
 
     /// A ping that was never sent (its backend has no credentials yet, say):
-    /// its place and its count are given back. Returns how many pings in a
-    /// row could not be sent now (0: the ticket is from before a reload).
-    pub fn ping_unsent(&mut self, t: Ticket, now: Millis) -> u32 {
+    /// its place and its count are given back, and it is counted as
+    /// unsent; `false` when the ticket is from before a reload.
+    pub fn ping_unsent(&mut self, t: Ticket, now: Millis) -> bool {
         if t.epoch != self.epoch {
-            return 0;
+            return false;
         }
         self.pings_sent = self.pings_sent.saturating_sub(1);
         self.today = self.today.saturating_sub(1);
         self.warmth.unplace(t.instance, now);
         self.pings_unsent += 1;
-        self.unsent_in_a_row = self.unsent_in_a_row.saturating_add(1);
-        self.unsent_in_a_row
+        true
+    }
+
+    /// A round of pings ended, `sent` of them sent and `unsent` not:
+    /// returns how many rounds in a row now sent none (a round with one
+    /// sent, whatever its answer, ends the run).
+    pub fn round_end(&mut self, sent: u32, unsent: u32) -> u32 {
+        if sent > 0 {
+            self.unsent_rounds = 0;
+        } else if unsent > 0 {
+            self.unsent_rounds = self.unsent_rounds.saturating_add(1);
+        }
+        self.unsent_rounds
     }
 
     /// Another replica took this due time's lease and pinged `k` instances:
@@ -384,7 +395,6 @@ impl Planner {
         if t.epoch != self.epoch {
             return;
         }
-        self.unsent_in_a_row = 0;
         if !ok {
             let _ = self.abandon(t, now, false);
             return;
@@ -715,7 +725,7 @@ impl Planner {
             pings_failed: self.pings_failed,
             peer_pings: self.peer_pings,
             pings_unsent: self.pings_unsent,
-            unsent_in_a_row: self.unsent_in_a_row,
+            unsent_rounds: self.unsent_rounds,
             pings_today: self.today,
             user_cold_starts: self.user_cold,
             user_requests: self.users,

@@ -361,21 +361,23 @@ fn a_ping_never_sent_is_no_ping_and_no_failure() {
     p.want(1, Why::ColdRoute, EPOCH);
     let ticket = p.ping_start(EPOCH);
     // No credentials yet: its place is given back, nothing counted.
-    assert_eq!(p.ping_unsent(ticket, EPOCH + 1), 1);
+    assert!(p.ping_unsent(ticket, EPOCH + 1));
+    assert_eq!(p.round_end(0, 1), 1);
     let v = p.view(EPOCH + 2);
     assert_eq!((v.pings_sent, v.pings_failed, v.pings_today), (0, 0, 0));
-    assert_eq!((v.pings_unsent, v.unsent_in_a_row), (1, 1));
+    assert_eq!((v.pings_unsent, v.unsent_rounds), (1, 1));
     assert!(p.likely_cold(EPOCH + 2));
     assert_eq!(p.plan(EPOCH + 2).pings, 1, "still wanted");
-    // Counted in a row until one is sent, whatever its answer.
-    let t = p.ping_start(EPOCH + 3);
-    assert_eq!(p.ping_unsent(t, EPOCH + 3), 2);
-    let t = p.ping_start(EPOCH + 4);
-    p.ping_end(t, EPOCH + 5, false, None);
-    let v = p.view(EPOCH + 6);
-    assert_eq!((v.pings_unsent, v.unsent_in_a_row), (2, 0));
-    let t = p.ping_start(EPOCH + 7);
-    assert_eq!(p.ping_unsent(t, EPOCH + 7), 1);
+    // Rounds in a row of which none was sent (not pings: a round of four
+    // unsent is one), until a round sends one, whatever its answer.
+    assert_eq!(p.round_end(0, 4), 2);
+    assert_eq!(p.round_end(1, 3), 0);
+    assert_eq!(p.round_end(0, 1), 1);
+    // A ticket from before a reload is not counted.
+    let stale = p.ping_start(EPOCH + 3);
+    let mut p = Planner::new(&conf(PrewarmMode::Off), EPOCH);
+    assert!(!p.ping_unsent(stale, EPOCH + 4));
+    assert_eq!(p.view(EPOCH + 4).pings_unsent, 0);
 
     // On a warm instance: it is not taken for used (its idle clock runs on).
     let mut p = Planner::new(&conf(PrewarmMode::Off), EPOCH);

@@ -554,15 +554,16 @@ fn a_reload_that_turns_prewarm_on_warms_the_backend_at_once() {
 /// A backend whose pings can never be sent (a Cloud Run service whose ID
 /// token cannot be had: no key file, a metadata server that is not there)
 /// is not kept warm, and says so: the pings are counted `unsent` (not
-/// failures of the backend, which is never reached), in a row in its
-/// status, and the third in a row logs a warning naming why.
+/// failures of the backend, which is never reached), the rounds of them in
+/// a row in its status, and the third such round logs a warning naming
+/// why, once.
 #[test]
 fn pings_that_cannot_be_sent_are_counted_and_said() {
     let run = Sim::start("run", &["--platform", "gcp-cloud-run"]);
     let nowhere = free_addr().to_string();
     let g = Gateway::start_with_env(
         &format!(
-            "{auth}backends:\n  run: {{ kind: gcp_cloud_run, endpoint: \"{}/v1\", prewarm: {{ mode: fixed, idle_timeout: 3s, interval: 1s, concurrency: 1, hold: 10ms }} }}\nroutes:\n  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: run }} ] }}\n",
+            "{auth}backends:\n  run: {{ kind: gcp_cloud_run, endpoint: \"{}/v1\", prewarm: {{ mode: fixed, idle_timeout: 3s, interval: 1s, concurrency: 2, hold: 10ms }} }}\nroutes:\n  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: run }} ] }}\n",
             run.url,
             auth = auth_section()
         ),
@@ -571,44 +572,55 @@ fn pings_that_cannot_be_sent_are_counted_and_said() {
             ("GCE_METADATA_HOST", &nowhere),
         ],
     );
+    const SAID: &str = "prewarm pings in a row could not be sent";
+    let rounds = || {
+        g.backend_status("run")["warm"]["pings"]["unsent_rounds"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    // Rounds back off after each that fell short: about 0, 2, 6 and 14 s.
     assert!(
-        eventually(Duration::from_secs(15), || {
-            g.proc
-                .stderr()
-                .contains("prewarm pings in a row could not be sent")
-        }),
+        eventually(Duration::from_secs(12), || rounds() >= 3),
+        "{}",
+        g.backend_status("run")
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || g.proc.stderr().contains(SAID)),
         "{}",
         g.proc.stderr()
     );
     let stderr = g.proc.stderr();
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("prewarm pings in a row could not be sent"))
-        .unwrap();
+    let line = stderr.lines().find(|l| l.contains(SAID)).unwrap();
     assert!(
-        line.contains("backend `run`: 3 prewarm pings") && line.contains("not being kept warm"),
+        line.contains("backend `run`: 3 rounds of prewarm pings")
+            && line.contains("no Google ID token")
+            && line.contains("not being kept warm"),
         "{line}"
     );
-    assert_eq!(
-        stderr
-            .matches("prewarm pings in a row could not be sent")
-            .count(),
-        1,
-        "said once while it goes on: {stderr}"
-    );
+    // Two pings a round, and the first two rounds said nothing.
     let pings = &g.backend_status("run")["warm"]["pings"];
-    assert!(pings["unsent"].as_u64().unwrap() >= 3, "{pings}");
-    assert!(pings["unsent_in_a_row"].as_u64().unwrap() >= 3, "{pings}");
-    assert_eq!(pings["sent"], 0, "{pings}");
-    assert_eq!(pings["failed"], 0, "{pings}");
+    assert!(pings["unsent"].as_u64().unwrap() >= 6, "{pings}");
+    assert_eq!((&pings["sent"], &pings["failed"]), (&json!(0), &json!(0)));
     assert!(
         g.metric("skygate_prewarm_pings_total{backend=\"run\",result=\"unsent\"}")
             .unwrap_or(0.0)
-            >= 3.0
+            >= 6.0
     );
     assert_eq!(
         g.metric("skygate_prewarm_pings_total{backend=\"run\",result=\"failed\"}"),
         None
+    );
+    // A fourth round says nothing more.
+    assert!(
+        eventually(Duration::from_secs(12), || rounds() >= 4),
+        "{}",
+        g.backend_status("run")
+    );
+    assert_eq!(
+        g.proc.stderr().matches(SAID).count(),
+        1,
+        "said once while it goes on: {}",
+        g.proc.stderr()
     );
     // The service itself was never reached.
     assert!(run
