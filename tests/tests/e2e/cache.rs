@@ -938,27 +938,18 @@ fn an_error_in_a_200_is_never_served_from_the_cache() {
     assert_eq!(cache_of(&third), "hit");
     assert_eq!(id(&third), "answer-1");
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
-    let metrics = g.admin("GET", "/metrics", "").text();
-    assert_eq!(
-        metric(
-            &metrics,
-            "skygate_cache_events_total{event=\"unservable\",route=\"chat\"}"
-        ),
-        Some(1.0),
-        "{metrics}"
-    );
-    assert_eq!(
-        metric(
-            &metrics,
-            "skygate_cache_events_total{event=\"cached_tokens\",route=\"chat\"}"
-        ),
-        Some(11.0)
-    );
-    assert_eq!(
-        metric(
-            &metrics,
-            "skygate_cache_events_total{event=\"store\",route=\"chat\"}"
-        ),
-        Some(2.0)
+    // Counted as each request's log is written, just after its answer.
+    let events = |event: &str| {
+        g.metric(&format!(
+            "skygate_cache_events_total{{event=\"{event}\",route=\"chat\"}}"
+        ))
+    };
+    let expected = [("unservable", 1.0), ("store", 2.0), ("cached_tokens", 11.0)];
+    assert!(
+        eventually(Duration::from_secs(5), || expected
+            .iter()
+            .all(|&(e, n)| events(e) == Some(n))),
+        "{:?}",
+        expected.map(|(e, _)| (e, events(e)))
     );
 }
