@@ -79,22 +79,14 @@ impl Entry {
         }
     }
 
-    /// An answer stored before it was checked, with the tokens the
-    /// gateway read off its end: checked at its first use
+    /// The same answer stored before it was checked (its tokens those the
+    /// gateway read off its end): checked at its first use
     /// ([`Self::servable`]). Most stored answers are never asked for
     /// again, so a miss does not pay for parsing its answer.
-    pub fn unchecked(
-        body: Bytes,
-        chat: bool,
-        route: Arc<str>,
-        tenant: Option<Arc<str>>,
-        stored_at_ms: u64,
-        ttl: Duration,
-        tokens: Option<u64>,
-    ) -> Self {
+    pub fn unchecked(self) -> Self {
         Self {
             servable: OnceLock::new(),
-            ..Self::with_tokens(body, chat, route, tenant, stored_at_ms, ttl, tokens)
+            ..self
         }
     }
 

@@ -901,12 +901,7 @@ impl Plugin for Cache {
                 return;
             }
         };
-        let made = if checked {
-            Entry::with_tokens
-        } else {
-            Entry::unchecked
-        };
-        let e = Arc::new(made(
+        let e = Entry::with_tokens(
             Bytes::from(body),
             rt.chat,
             rt.name.clone(),
@@ -914,7 +909,8 @@ impl Plugin for Cache {
             now_ms(),
             ttl,
             tokens,
-        ));
+        );
+        let e = Arc::new(if checked { e } else { e.unchecked() });
         if self.l2 {
             let rkey = store::redis_key(&self.prefix, &rt.name, tenant.as_deref(), key);
             let compress_above = self.store.conf().compress_above;
@@ -1215,15 +1211,7 @@ mod tests {
     /// leader ending its flight. `only-if-cached` finds it too.
     #[tokio::test]
     async fn a_miss_overtaken_by_an_identical_store_is_a_hit() {
-        let config = skygate_config::load_str(
-            "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2 }\nbackends:\n  b: { kind: openai, url: http://b/v1 }\nroutes:\n  chat: { match: { path: /v1/chat/completions, models: [m] }, targets: [ { backend: b } ], cache: { ttl: 1m } }\n",
-            "t.yaml",
-            &|_| None,
-        )
-        .unwrap();
-        let shared = crate::Shared::default();
-        let cache = Arc::new(Cache::from_config(&config, &shared).unwrap());
-        let fill_step = CacheFill(cache.clone());
+        let (cache, fill_step) = memory_only_cache();
         let answer = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
         for only_if_cached in [false, true] {
             let body = format!(
@@ -1305,16 +1293,8 @@ mod tests {
     /// lookup drops it. A purge of an entry never checked does not check it.
     #[tokio::test]
     async fn an_answer_stored_unchecked_is_checked_at_its_first_use() {
-        let config = skygate_config::load_str(
-            "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2 }\nbackends:\n  b: { kind: openai, url: http://b/v1 }\nroutes:\n  chat: { match: { path: /v1/chat/completions, models: [m] }, targets: [ { backend: b } ], cache: { ttl: 1m } }\n",
-            "t.yaml",
-            &|_| None,
-        )
-        .unwrap();
-        let shared = crate::Shared::default();
-        let cache = Arc::new(Cache::from_config(&config, &shared).unwrap());
+        let (cache, fill_step) = memory_only_cache();
         let counters = cache.routes[0].as_ref().unwrap().counters.clone();
-        let fill_step = CacheFill(cache.clone());
         let header = chat_header(None);
         let body = br#"{"model":"m","messages":[{"role":"user","content":"checked later"}]}"#;
         let req = || Incoming {
@@ -1390,6 +1370,20 @@ mod tests {
         assert_eq!(cache.store.counters.invalidated.load(Relaxed), 2);
         assert!(!stored.found_unservable(), "the purge did not check it");
         assert_eq!(counters.unservable.load(Relaxed), 1);
+    }
+
+    /// The cache's two steps for one chat route (model `m`, ttl 1m), in
+    /// memory alone.
+    fn memory_only_cache() -> (Arc<Cache>, CacheFill) {
+        let config = skygate_config::load_str(
+            "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2 }\nbackends:\n  b: { kind: openai, url: http://b/v1 }\nroutes:\n  chat: { match: { path: /v1/chat/completions, models: [m] }, targets: [ { backend: b } ], cache: { ttl: 1m } }\n",
+            "t.yaml",
+            &|_| None,
+        )
+        .unwrap();
+        let shared = crate::Shared::default();
+        let cache = Arc::new(Cache::from_config(&config, &shared).unwrap());
+        (cache.clone(), CacheFill(cache))
     }
 
     /// A chat request's header, with `cache-control` when given.
