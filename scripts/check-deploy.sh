@@ -4,7 +4,9 @@
 #  - validates each rendered document and deploy/kubernetes/*.example.yaml
 #    against the Kubernetes JSON schemas shipped by `kubernetes-validate`
 #    (strict), and checks that the manifests, the ConfigMap's skygate.yaml,
-#    the example Secret, deploy/Dockerfile and the `skygate run` CLI agree;
+#    the example Secret, deploy/Dockerfile and the `skygate run` CLI agree,
+#    and that the NetworkPolicies leave the proxy port open and the admin
+#    port closed to everyone (their check first proves itself on bad ones);
 #    with a built skygate, `skygate validate`s each ConfigMap's config
 #    (scripts/check-manifests.py);
 #  - lints deploy/Dockerfile (hadolint);

@@ -252,6 +252,59 @@ def secrets_of(examples):
     return out
 
 
+def network_policies(label, all_policies, pod_labels, ports):
+    """The NetworkPolicies that select the pods, taken together as
+    Kubernetes does: they must leave the proxy port open to every client,
+    the admin port reachable (Prometheus scrapes /metrics there) but not by
+    everyone, and egress open (the backends, Redis, DNS)."""
+    policies = [np for np in all_policies
+                if label_selects(np["spec"].get("podSelector") or {}, pod_labels)]
+    for np in all_policies:
+        if np not in policies:
+            err(f"{label}: NetworkPolicy/{np['metadata']['name']} does not select the skygate pods")
+
+    def kinds(np):
+        spec = np["spec"]
+        return spec.get("policyTypes") or (["Ingress"] + (["Egress"] if "egress" in spec else []))
+
+    def covers(rule_ports, port_name):
+        if not rule_ports:
+            return True
+        number = ports.get(port_name)
+        for rp in rule_ports:
+            if rp.get("protocol", "TCP") != "TCP":
+                continue
+            want = rp.get("port")
+            if want is None or want == port_name:
+                return True
+            if isinstance(want, int) and number is not None and want <= number <= rp.get("endPort", want):
+                return True
+        return False
+
+    def everyone(peers):
+        return not peers or any(
+            (p.get("ipBlock") or {}).get("cidr") in ("0.0.0.0/0", "::/0")
+            and not (p.get("ipBlock") or {}).get("except")
+            for p in peers)
+
+    ingress = [np for np in policies if "Ingress" in kinds(np)]
+    if ingress:
+        rules = [r for np in ingress for r in np["spec"].get("ingress") or []]
+        names = ", ".join(f"NetworkPolicy/{np['metadata']['name']}" for np in ingress)
+        if "http" in ports and not any(covers(r.get("ports"), "http") and everyone(r.get("from")) for r in rules):
+            err(f"{label}: {names}: the proxy port `http` is not open to every client (over TCP)")
+        if "admin" in ports:
+            if not any(covers(r.get("ports"), "admin") for r in rules):
+                err(f"{label}: {names}: nothing may reach the admin port `admin` (Prometheus scrapes /metrics there)")
+            elif any(covers(r.get("ports"), "admin") and everyone(r.get("from")) for r in rules):
+                err(f"{label}: {names}: the admin port `admin` is open to everyone; keep it to the namespaces that need it")
+    egress = [np for np in policies if "Egress" in kinds(np)]
+    if egress and not any(not r.get("to") and not r.get("ports")
+                          for np in egress for r in np["spec"].get("egress") or []):
+        names = ", ".join(f"NetworkPolicy/{np['metadata']['name']}" for np in egress)
+        err(f"{label}: {names}: egress is restricted; the backends (in the clouds), Redis and DNS must stay reachable")
+
+
 def consistency(label, docs, secrets, flags, help_text, docker):
     by_kind = {}
     for d in docs:
@@ -399,56 +452,7 @@ def consistency(label, docs, secrets, flags, help_text, docker):
     for pdb in by_kind.get("PodDisruptionBudget", []):
         if not selects((pdb["spec"].get("selector") or {}).get("matchLabels"), pod_labels):
             err(f"{label}: PodDisruptionBudget/{pdb['metadata']['name']} does not select the skygate pods")
-    # The NetworkPolicies that select the pods, taken together as
-    # Kubernetes does: they must leave the proxy port open to every
-    # client, the admin port reachable (Prometheus scrapes /metrics there)
-    # but not by everyone, and egress open (the backends, Redis, DNS).
-    policies = [np for np in by_kind.get("NetworkPolicy", [])
-                if label_selects(np["spec"].get("podSelector") or {}, pod_labels)]
-    for np in by_kind.get("NetworkPolicy", []):
-        if np not in policies:
-            err(f"{label}: NetworkPolicy/{np['metadata']['name']} does not select the skygate pods")
-
-    def kinds(np):
-        spec = np["spec"]
-        return spec.get("policyTypes") or (["Ingress"] + (["Egress"] if "egress" in spec else []))
-
-    def covers(rule_ports, port_name):
-        if not rule_ports:
-            return True
-        number = ports.get(port_name)
-        for rp in rule_ports:
-            if rp.get("protocol", "TCP") != "TCP":
-                continue
-            want = rp.get("port")
-            if want is None or want == port_name:
-                return True
-            if isinstance(want, int) and number is not None and want <= number <= rp.get("endPort", want):
-                return True
-        return False
-
-    def everyone(peers):
-        return not peers or any(
-            (p.get("ipBlock") or {}).get("cidr") in ("0.0.0.0/0", "::/0")
-            and not (p.get("ipBlock") or {}).get("except")
-            for p in peers)
-
-    ingress = [np for np in policies if "Ingress" in kinds(np)]
-    if ingress:
-        rules = [r for np in ingress for r in np["spec"].get("ingress") or []]
-        names = ", ".join(f"NetworkPolicy/{np['metadata']['name']}" for np in ingress)
-        if "http" in ports and not any(covers(r.get("ports"), "http") and everyone(r.get("from")) for r in rules):
-            err(f"{label}: {names}: the proxy port `http` is not open to every client (over TCP)")
-        if "admin" in ports:
-            if not any(covers(r.get("ports"), "admin") for r in rules):
-                err(f"{label}: {names}: nothing may reach the admin port `admin` (Prometheus scrapes /metrics there)")
-            elif any(covers(r.get("ports"), "admin") and everyone(r.get("from")) for r in rules):
-                err(f"{label}: {names}: the admin port `admin` is open to everyone; keep it to the namespaces that need it")
-    egress = [np for np in policies if "Egress" in kinds(np)]
-    if egress and not any(not r.get("to") and not r.get("ports")
-                          for np in egress for r in np["spec"].get("egress") or []):
-        names = ", ".join(f"NetworkPolicy/{np['metadata']['name']}" for np in egress)
-        err(f"{label}: {names}: egress is restricted; the backends (in the clouds), Redis and DNS must stay reachable")
+    network_policies(label, by_kind.get("NetworkPolicy", []), pod_labels, ports)
     if not by_kind.get("PodDisruptionBudget"):
         err(f"{label}: no PodDisruptionBudget")
     if hpa is None:
@@ -497,6 +501,56 @@ def validate_with_binary(label, skygate, config_text, container, secrets):
         print(f"ok   {label}: skygate validate: {out}")
 
 
+
+def network_policy_self_test():
+    """network_policies() refuses each of these bad policies, and takes the
+    shipped shape: kept as a test (the deploy test asserts its line)."""
+    labels = {"app.kubernetes.io/name": "skygate"}
+    ports = {"http": 8080, "admin": 9090}
+    admin_rule = {"from": [{"namespaceSelector": {"matchLabels": {"skygate-admin-access": "true"}}}],
+                  "ports": [{"port": "admin", "protocol": "TCP"}]}
+
+    def policy(ingress, types=("Ingress",), egress=None, selector=None):
+        spec = {"podSelector": selector if selector is not None else {"matchLabels": labels},
+                "policyTypes": list(types), "ingress": ingress}
+        if egress is not None:
+            spec["egress"] = egress
+        return {"metadata": {"name": "p"}, "spec": spec}
+
+    good = policy([{"ports": [{"port": "http", "protocol": "TCP"}]}, admin_rule])
+    bad = {
+        "proxy port over UDP": policy([{"ports": [{"port": "http", "protocol": "UDP"}]}, admin_rule]),
+        "proxy port for one namespace": policy([dict(admin_rule, ports=[{"port": "http"}]), admin_rule]),
+        "admin port unreachable": policy([{"ports": [{"port": "http"}]}]),
+        "admin port open to everyone": policy([{"ports": [{"port": "http"}]}, admin_rule, {}]),
+        "admin port open to 0.0.0.0/0": policy([{"ports": [{"port": "http"}]},
+                                                 {"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+                                                  "ports": [{"port": 9000, "endPort": 9100}]}]),
+        "egress restricted": policy([{"ports": [{"port": "http"}]}, admin_rule], ("Ingress", "Egress"), []),
+        "selects other pods": policy([], selector={"matchLabels": {"app": "other"}}),
+    }
+    global errors
+    saved, failed = errors, []
+    try:
+        errors = []
+        network_policies("self-test", [good], labels, ports)
+        network_policies("self-test", [policy([{"ports": [{"port": "http"}]}]),
+                                       policy([admin_rule], selector={})], labels, ports)
+        if errors:
+            failed.append(f"good policies refused: {errors}")
+        for what, np in bad.items():
+            errors = []
+            network_policies("self-test", [np], labels, ports)
+            if not errors:
+                failed.append(f"not refused: {what}")
+    finally:
+        errors = saved
+    for f in failed:
+        err(f"NetworkPolicy self-test: {f}")
+    if not failed:
+        print(f"ok   NetworkPolicy checks: the shipped shape and a split pair taken, {len(bad)} bad policies refused")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rendered", nargs=2, action="append", default=[], metavar=("NAME", "FILE"))
@@ -509,6 +563,7 @@ def main():
     versions = a.k8s_version or [kv.latest_version()]
     versions = [kv.latest_version() if v == "latest" else v for v in versions]
 
+    network_policy_self_test()
     rendered = [(name, load_docs(f)) for name, f in a.rendered]
     examples = [(f, load_docs(f)) for f in a.example]
     for v in versions:

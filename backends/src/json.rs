@@ -103,6 +103,12 @@ mod tests {
         assert_eq!(without_member(&out, "stream_options"), out);
         let junk = Bytes::from_static(b"[1,2]");
         assert_eq!(without_member(&junk, "x"), junk);
+        // A key is matched as the string it stands for, escaped or not.
+        let escaped = Bytes::from_static(br#"{"stream\u005foptions":{},"a":1}"#);
+        assert_eq!(
+            &without_member(&escaped, "stream_options")[..],
+            br#"{"a":1}"#
+        );
         // Every occurrence goes.
         let twice = Bytes::from_static(br#"{"a":1,"x":2,"x":3}"#);
         assert_eq!(&without_member(&twice, "x")[..], br#"{"a":1}"#);

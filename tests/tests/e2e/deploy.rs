@@ -1,7 +1,9 @@
 //! deploy/: the kustomizations render (`kubectl kustomize`) and every
 //! document is valid against the Kubernetes schemas, offline; manifests,
 //! the ConfigMaps' configs (`skygate validate`), the Dockerfile, the systemd
-//! unit and the `skygate run` CLI agree; the Grafana dashboard queries only
+//! unit and the `skygate run` CLI agree; a NetworkPolicy cuts no client off
+//! the proxy port and keeps the admin port from everyone (its checks
+//! refuse seven bad policies); the Grafana dashboard queries only
 //! metrics Skygate exports. All in scripts/check-deploy.sh.
 
 use crate::harness::*;
@@ -22,6 +24,7 @@ fn the_deploy_manifests_render_and_validate_offline() {
         "ok   overlays/production:",
         "skygate validate: skygate.yaml: ok",
         "skygate-dashboard.json",
+        "ok   NetworkPolicy checks: the shipped shape and a split pair taken, 7 bad policies refused",
         "deploy checks passed",
     ] {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");

@@ -1292,6 +1292,15 @@ fn an_old_azure_api_version_gets_no_stream_options() {
         let usage = data.iter().any(|d| d.contains("\"usage\":{"));
         assert_eq!(usage, model == "new", "{model}: {data:?}");
     }
+    // The key written escaped is the same key: left out too.
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let r = g.call(
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", &auth), ("content-type", "application/json")],
+        br#"{"model":"old","stream":true,"stream\u005foptions":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
     let sent: Vec<(String, bool)> = az
         .requests()
         .iter()
@@ -1304,7 +1313,7 @@ fn an_old_azure_api_version_gets_no_stream_options() {
             )
         })
         .collect();
-    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent.len(), 3, "{sent:?}");
     for (path, with) in sent {
         assert_eq!(with, !path.contains("2024-06-01"), "{path}");
     }
