@@ -224,7 +224,10 @@ impl Gateway {
     pub fn start_with_env(body: &str, env: &[(&str, &str)]) -> Gateway {
         for _ in 0..5 {
             let addr = free_addr();
-            let admin = free_addr();
+            // Two draws can meet (1 in 15 000): the config would refuse it.
+            let admin = std::iter::repeat_with(free_addr)
+                .find(|a| *a != addr)
+                .expect("another port");
             let dir = TempDir::new();
             let config_path = dir.path.join("skygate.yaml");
             let admin_token = format!(
