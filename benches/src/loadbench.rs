@@ -348,7 +348,7 @@ fn main() {
     // request's body differs).
     let twenty = dir.join("twenty.cedar");
     std::fs::write(&twenty, skygate_benches::twenty_policies()).unwrap();
-    let (full_addr, full) = start_copy_with(&bin, &dir, &base, listeners, true, |text| {
+    let full_text = |text: String| {
         text.replace("access_log: off", "access_log: stdout")
             .replace(
                 "principal: bench }",
@@ -367,6 +367,12 @@ fn main() {
                 twenty.display(),
                 TWO.replace(" }", ", store: local }")
             )
+    };
+    let (full_addr, full) = start_copy_with(&bin, &dir, &base, listeners, true, &full_text);
+    // The same with a full in-memory tier (4 MiB: the warm-up fills it),
+    // as a cache that misses is in its steady state.
+    let (full_tier_addr, full_tier) = start_copy_with(&bin, &dir, &base, listeners, true, |t| {
+        "cache: { memory: 4MiB }\n".to_string() + &full_text(t)
     });
 
     // The same config on another skygate binary, for a before/after ratio.
@@ -469,6 +475,11 @@ fn main() {
         ("skygate", gw_addr, vec![gw_pid]),
         ("skygate+access_log", log_addr, vec![with_log.0.id()]),
         ("skygate-full", full_addr, vec![full.0.id()]),
+        (
+            "skygate-full(tier full)",
+            full_tier_addr,
+            vec![full_tier.0.id()],
+        ),
         ("skygate+policy", policy_addr, vec![with_policy.0.id()]),
         (
             "skygate+limits(local,2)",
@@ -494,7 +505,7 @@ fn main() {
     }
     for (name, addr, pids) in &targets {
         let script_for = || {
-            if *name == "skygate-full" {
+            if name.starts_with("skygate-full") {
                 varying()
             } else {
                 script.clone()
@@ -610,6 +621,19 @@ fn main() {
             );
         }
     }
+    if let Some(f) = get("skygate-full(tier full)") {
+        println!(
+            "| full pipeline, memory tier full (4 MiB): CPU per request | {:.1} µs ({:.2}× plain Skygate) |",
+            f.2,
+            f.2 / sky.2
+        );
+        if let Some(pb) = get("pingora-stock") {
+            println!(
+                "| full pipeline, memory tier full: CPU per request / Pingora stock proxy | {:.2} |",
+                f.2 / pb.2
+            );
+        }
+    }
     if let Some(p) = get("skygate+policy") {
         println!(
             "| Skygate with 50 Cedar policies + audit log: CPU per request added | {:.1} µs ({:.2}×) |",
@@ -689,6 +713,7 @@ fn main() {
     drop(before);
     drop(with_log);
     drop(full);
+    drop(full_tier);
     drop(with_policy);
     drop(limits_local);
     drop(cache_hit);

@@ -228,7 +228,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let cache_route = IntCounterVec::new(
         Opts::new(
             "skygate_cache_events_total",
-            "Cache events by route: redis_hit (a hit found in Redis), wait (a miss that waited for an identical one, on this replica or another), store (an answer stored), unservable (an answer stored unchecked, with memory alone, that was not a whole one: found at its first use, never served), cached_tokens (tokens of answers served from the cache)",
+            "Cache events by route: redis_hit (a hit found in Redis), wait (a miss that waited for an identical one, on this replica or another), store (an answer stored), unservable (an answer stored unchecked, with memory alone, that was not a whole one: found at its first use, never served), not_admitted (a miss whose answer was not stored: the in-memory tier was full and the key was new to it; its next miss is stored), cached_tokens (tokens of answers served from the cache)",
         ),
         &["route", "event"],
     )?;
@@ -608,6 +608,7 @@ fn mirror(
                 ("wait", &c.waits),
                 ("store", &c.stores),
                 ("unservable", &c.unservable),
+                ("not_admitted", &c.not_admitted),
                 ("cached_tokens", &c.tokens),
             ] {
                 m.cache_route

@@ -20,6 +20,7 @@
 //! - `Cache-Control: no-cache` skips the lookup but stores the answer;
 //!   `no-store` skips both.
 
+mod doorkeeper;
 pub mod entry;
 pub mod key;
 pub mod store;
@@ -1037,6 +1038,16 @@ impl Plugin for CacheFill {
             }
             ctx.cache = CacheStatus::Miss;
         }
+        if !cache.l2 && !cache.store.admits(key) {
+            // The in-memory tier is full and neither has nor recently saw
+            // this key: nothing is captured or stored (its next miss is).
+            // Any waiters on this miss ask a backend at once.
+            rt.counters.not_admitted.fetch_add(1, Relaxed);
+            if let Some(f) = flight {
+                f.go_ahead();
+            }
+            return Decision::Continue;
+        }
         // A stream's entry should carry its usage: ask the backend for it
         // (the client's stream leaves it out unless it asked too).
         if ctx.stream && rt.chat {
@@ -1372,11 +1383,89 @@ mod tests {
         assert_eq!(counters.unservable.load(Relaxed), 1);
     }
 
+    /// Once the in-memory tier is full, a miss of a key new to it
+    /// captures and stores nothing (counted `not_admitted`); the key's
+    /// next miss stores as before (moka's admission then decides), and so
+    /// does a refresh of a key the tier holds.
+    #[tokio::test]
+    async fn a_full_tier_stores_an_answer_from_its_keys_second_sight() {
+        let (cache, fill_step) = memory_only_cache_with("cache: { memory: 1MiB }\n");
+        let counters = cache.routes[0].as_ref().unwrap().counters.clone();
+        let header = chat_header(None);
+        let refresh = chat_header(Some("no-cache"));
+        let answer = format!(
+            r#"{{"choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}]}}"#,
+            "x".repeat(4 << 10)
+        );
+        let step = |n: usize, header: &'static pingora_http::RequestHeader| {
+            let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{n}"}}]}}"#);
+            let (cache, fill_step) = (cache.clone(), &fill_step);
+            async move {
+                let mut ctx = RequestCtx::new();
+                ctx.route = Some(0);
+                let req = || Incoming {
+                    header,
+                    body: body.as_bytes(),
+                };
+                cache.on_request(req(), &mut ctx).await;
+                fill_step.on_request(req(), &mut ctx).await;
+                ctx
+            }
+        };
+        let header: &'static _ = Box::leak(Box::new(header));
+        let refresh: &'static _ = Box::leak(Box::new(refresh));
+        // While the tier has room (up to 63/64 of 1 MiB) every miss stores.
+        let mut n = 0;
+        while cache.store.usage().0 < (1 << 20) - (1 << 14) {
+            let mut ctx = step(n, header).await;
+            assert!(ctx.cache_fill.is_some(), "miss {n} captures its answer");
+            complete(&mut ctx, answer.as_bytes());
+            cache.on_complete(&mut ctx);
+            n += 1;
+        }
+        assert!(n >= 200, "{n} answers of 4 KiB filled it");
+        assert_eq!(counters.not_admitted.load(Relaxed), 0);
+        // Full: a new key's miss captures nothing.
+        let first = step(100_000, header).await;
+        assert_eq!(first.cache, CacheStatus::Miss);
+        assert!(first.cache_fill.is_none());
+        assert_eq!(counters.not_admitted.load(Relaxed), 1);
+        // Its second sight captures and stores, as before the tier filled.
+        let stores = counters.stores.load(Relaxed);
+        let mut ctx = step(100_000, header).await;
+        assert!(ctx.cache_fill.is_some(), "a second sight captures");
+        complete(&mut ctx, answer.as_bytes());
+        cache.on_complete(&mut ctx);
+        assert_eq!(counters.stores.load(Relaxed), stores + 1);
+        // A refresh (no-cache) of a key the tier holds, stored while there
+        // was room (so never seen by the doorkeeper), captures too.
+        let mut held = None;
+        for i in (0..n).rev() {
+            if step(i, header).await.cache == CacheStatus::Hit {
+                held = Some(i);
+                break;
+            }
+        }
+        let ctx = step(held.expect("the tier holds an early answer"), refresh).await;
+        assert!(ctx.cache_fill.is_some(), "a refresh captures");
+        assert_eq!(
+            counters.not_admitted.load(Relaxed),
+            1,
+            "a refresh is admitted"
+        );
+    }
+
     /// The cache's two steps for one chat route (model `m`, ttl 1m), in
     /// memory alone.
     fn memory_only_cache() -> (Arc<Cache>, CacheFill) {
+        memory_only_cache_with("")
+    }
+
+    /// [`memory_only_cache`] with more top-level config.
+    fn memory_only_cache_with(more: &str) -> (Arc<Cache>, CacheFill) {
         let config = skygate_config::load_str(
-            "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2 }\nbackends:\n  b: { kind: openai, url: http://b/v1 }\nroutes:\n  chat: { match: { path: /v1/chat/completions, models: [m] }, targets: [ { backend: b } ], cache: { ttl: 1m } }\n",
+            &(more.to_string()
+                + "listen: 127.0.0.1:1\nadmin: { listen: 127.0.0.1:2 }\nbackends:\n  b: { kind: openai, url: http://b/v1 }\nroutes:\n  chat: { match: { path: /v1/chat/completions, models: [m] }, targets: [ { backend: b } ], cache: { ttl: 1m } }\n"),
             "t.yaml",
             &|_| None,
         )

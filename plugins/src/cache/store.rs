@@ -3,6 +3,7 @@
 //! misses in flight (one backend call per key; the others wait for it),
 //! the Redis tier's keys, and the counters `/metrics` reads.
 
+use super::doorkeeper::Doorkeeper;
 use super::entry::{now_ms, Entry};
 use super::key::Key;
 use arc_swap::ArcSwap;
@@ -32,6 +33,9 @@ pub struct RouteCounters {
     /// Answers stored unchecked that were not whole answers, found at
     /// their first use ([`Entry::unchecked`]): never served.
     pub unservable: AtomicU64,
+    /// Misses whose answers were not stored: the in-memory tier was full
+    /// and their keys were new to it ([`Store::admits`]).
+    pub not_admitted: AtomicU64,
     /// Tokens of the answers served from the cache.
     pub tokens: AtomicU64,
 }
@@ -51,6 +55,8 @@ pub struct Counters {
 pub struct Store {
     l1: ArcSwap<L1>,
     memory: AtomicU64,
+    /// Keys seen while the tier is full ([`Store::admits`]).
+    door: ArcSwap<Doorkeeper>,
     flights: Mutex<HashMap<u128, watch::Receiver<bool>>>,
     /// Answers stored, counted by a slot of their keys: a miss that leads
     /// looks in memory again only when its slot's count moved since it
@@ -144,6 +150,7 @@ impl Store {
         Arc::new(Self {
             l1: ArcSwap::from_pointee(build_l1(conf.memory, counters.clone())),
             memory: AtomicU64::new(conf.memory),
+            door: ArcSwap::from_pointee(Doorkeeper::new(conf.memory)),
             flights: Mutex::new(HashMap::new()),
             stored: (0..STORED_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             routes: Mutex::new(HashMap::new()),
@@ -163,6 +170,7 @@ impl Store {
             );
             self.l1
                 .store(Arc::new(build_l1(conf.memory, self.counters.clone())));
+            self.door.store(Arc::new(Doorkeeper::new(conf.memory)));
         }
         self.conf.store(Arc::new(conf.clone()));
     }
@@ -188,6 +196,20 @@ impl Store {
     /// A live entry (an expired one is gone from moka's view already).
     pub fn get(&self, key: Key) -> Option<Arc<Entry>> {
         self.l1.load().get(&key.0)
+    }
+
+    /// Whether a miss of `key` should capture and store its answer: while
+    /// the in-memory tier has room, yes; once it is full (within 1/64 of
+    /// its bound, where moka keeps it once full), only when the
+    /// doorkeeper saw the key before (`doorkeeper.rs`: moka would refuse
+    /// a first sight's entry), or the tier holds the key (a refresh, which
+    /// moka takes as an update).
+    pub fn admits(&self, key: Key) -> bool {
+        let memory = self.memory.load(Ordering::Relaxed);
+        let l1 = self.l1.load();
+        l1.weighted_size() < memory - memory / 64
+            || self.door.load().seen(key.0)
+            || l1.contains_key(&key.0)
     }
 
     pub fn insert(&self, key: Key, entry: Arc<Entry>) {

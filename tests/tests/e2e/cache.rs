@@ -953,3 +953,70 @@ fn an_error_in_a_200_is_never_served_from_the_cache() {
         expected.map(|(e, _)| (e, events(e)))
     );
 }
+
+/// Once the in-memory tier is full (memory alone), a request new to it is
+/// answered without storing its answer (`not_admitted`); from its second
+/// sight on it is stored, as before the tier filled.
+#[test]
+fn a_full_memory_tier_stores_a_request_from_its_second_sight() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    let backend = raw_backend(move || {
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // About 4 KiB an answer: some 230 fill the 1 MiB tier.
+        let body = format!(
+            r#"{{"id":"answer-{n}","object":"chat.completion","created":1,"model":"m","choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11}}}}"#,
+            "x".repeat(4 << 10)
+        );
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    });
+    let g = Gateway::start(&format!(
+        "cache: {{ memory: 1MiB }}\n{auth}backends:\n  s: {{ kind: openai, url: \"http://{backend}/v1\" }}\nroutes:\n  chat:\n    match: {{ path: /v1/chat/completions, models: [m] }}\n    targets: [ {{ backend: s }} ]\n    cache: {{ ttl: 1m }}\n",
+        auth = auth_section()
+    ));
+    let events = |event: &str| {
+        g.metric(&format!(
+            "skygate_cache_events_total{{event=\"{event}\",route=\"chat\"}}"
+        ))
+        .unwrap_or(0.0)
+    };
+    // Fill the tier (to 63/64 of its bound): every miss stores while it
+    // has room. Each store is counted once its answer is sent, so wait for
+    // it before looking at the tier's size.
+    let mut n = 0.0;
+    while g.metric("skygate_cache_bytes").unwrap_or(0.0) < 63.0 / 64.0 * 1048576.0 {
+        assert!(
+            n < 400.0,
+            "the tier should be full after {n} answers of 4 KiB"
+        );
+        let r = ask(g.addr, CLIENT_KEY, &hello(&format!("fill {n}")), &[]);
+        assert_eq!((r.status, cache_of(&r)), (200, "miss"));
+        n += 1.0;
+        assert!(
+            eventually(Duration::from_secs(5), || events("store") == n),
+            "answer {n} stored"
+        );
+    }
+    assert_eq!(events("not_admitted"), 0.0);
+    let before = calls.load(std::sync::atomic::Ordering::SeqCst);
+    let first = ask(g.addr, CLIENT_KEY, &hello("new to a full tier"), &[]);
+    assert_eq!((first.status, cache_of(&first)), (200, "miss"));
+    assert!(
+        eventually(Duration::from_secs(5), || events("not_admitted") == 1.0),
+        "not_admitted: {}",
+        events("not_admitted")
+    );
+    assert_eq!(events("store"), n, "the first sight is not stored");
+    let second = ask(g.addr, CLIENT_KEY, &hello("new to a full tier"), &[]);
+    assert_eq!((second.status, cache_of(&second)), (200, "miss"));
+    assert!(
+        eventually(Duration::from_secs(5), || events("store") == n + 1.0),
+        "the second sight is stored"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), before + 2);
+    assert_eq!(events("not_admitted"), 1.0);
+}
