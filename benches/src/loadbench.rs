@@ -368,7 +368,7 @@ fn main() {
                 TWO.replace(" }", ", store: local }")
             )
     };
-    let (full_addr, full) = start_copy_with(&bin, &dir, &base, listeners, true, &full_text);
+    let (full_addr, full) = start_copy_with(&bin, &dir, &base, listeners, true, full_text);
     // The same with a full in-memory tier (4 MiB: the warm-up fills it),
     // as a cache that misses is in its steady state.
     let (full_tier_addr, full_tier) = start_copy_with(&bin, &dir, &base, listeners, true, |t| {
