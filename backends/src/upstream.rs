@@ -2,7 +2,7 @@
 //! connectors (HTTP/1.1, and HTTP/2 over TLS via ALPN).
 //!
 //! Why not Pingora's own proxy phases: a body read in `request_filter` (needed
-//! to route by model) is re-sent upstream from a retry buffer that holds only
+//! to route by model; the gateway no longer uses those phases at all) is re-sent upstream from a retry buffer that holds only
 //! 64 KiB, so longer requests hang. Driving the leg here sends the whole
 //! bounded body on every attempt and lets each attempt rewrite it for its
 //! backend kind. See ARCHITECTURE.md, "The upstream leg".

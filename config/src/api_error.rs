@@ -1,6 +1,6 @@
 //! The one error type at the edge: HTTP status, OpenAI-style `type`/`code`,
 //! whose fault it was and whether another attempt may succeed. It becomes a
-//! response (or a Pingora error) only at the `ProxyHttp` boundary.
+//! response (or a Pingora error) only at the edge (`gateway/src/respond.rs`).
 
 use bytes::Bytes;
 use std::borrow::Cow;

@@ -18,22 +18,26 @@
 //!   connection with it).
 //!
 //! Each expired wait closes the connection without an answer, as nginx does.
-//! The header timer stops when Pingora hands the parsed header to
-//! `ProxyHttp::on_connection_reuse`, which it calls right after reading a
-//! header whenever the session carries a connection context; every session
-//! here carries one, a [`HeaderTimer`].
+//! The header timer stops when the app has read the header: each session
+//! carries a [`HeaderTimer`] as its connection context, which the app takes
+//! and marks ([`header_read`]). At shutdown, a connection waiting for its
+//! next request's header is closed; a request whose header is in runs on.
 //!
 //! HTTP/1.x only: the listeners are plain TCP without h2c (and TLS).
 //!
+//! Each request's future lives inside the connection's, not boxed: the
+//! proxy's [`App::serve`] is a plain `async fn` (a boxed future is copied
+//! whole into its box, and a request's is several kilobytes).
+//!
 //! The admin listener runs the same loop around its `ServeHttp` app (which
-//! marks its header read as the proxy's hook does), with a cap on its open
+//! marks its header read as the proxy does), with a cap on its open
 //! connections: without both, a client that trickles header bytes (or
 //! holds many unfinished headers) kept admin connections open until the
 //! process ran out of file descriptors, taking the proxy listener down too.
 
 use crate::State;
 use async_trait::async_trait;
-use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
@@ -44,8 +48,40 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
-/// A listener's app behind the timed connection loop: Pingora's proxy on
-/// the proxy listener, the admin API on the admin listener.
+/// What a listener serves, one request at a time: the gateway on the proxy
+/// listener ([`crate::proxy`]), the admin API on the admin listener.
+pub trait App: Send + Sync + 'static {
+    /// One request: reads its header (marking the session's
+    /// [`HeaderTimer`]), answers it; the connection back when it may carry
+    /// another.
+    fn serve(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> impl std::future::Future<Output = Option<ReusedHttpStream>> + Send;
+
+    /// At shutdown, once the listener stops.
+    fn cleanup(&self) -> impl std::future::Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// The admin API, a `ServeHttp` app (its futures boxed by Pingora's trait).
+impl App for crate::admin::Admin {
+    async fn serve(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        HttpServerApp::process_new_http(self, session, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        HttpServerApp::http_cleanup(self).await
+    }
+}
+
+/// A listener's app behind the timed connection loop.
 pub struct Edge<A> {
     app: Arc<A>,
     state: Arc<State>,
@@ -147,8 +183,8 @@ impl<A> Drop for Open<'_, A> {
 /// header is in (one flag per connection, reset for each request).
 pub struct HeaderTimer(Arc<AtomicBool>);
 
-/// Marks the header of the request on this connection as read (called from
-/// `on_connection_reuse` with the session's connection context).
+/// Marks the header of the request on this connection as read (called by
+/// the app with the session's connection context, once it has the header).
 pub fn header_read(context: Box<dyn Any + Send + Sync>) {
     if let Ok(timer) = context.downcast::<HeaderTimer>() {
         timer.0.store(true, Ordering::Release);
@@ -156,7 +192,7 @@ pub fn header_read(context: Box<dyn Any + Send + Sync>) {
 }
 
 #[async_trait]
-impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
+impl<A: App> ServerApp for Edge<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -179,6 +215,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
         let mut deadline = Instant::now() + t.header_read;
         let timer = tokio::time::sleep_until(deadline);
         tokio::pin!(timer);
+        // Shutdown, watched once per connection (not per request).
+        let mut watch = shutdown.clone();
+        let stopping = watch.changed();
+        tokio::pin!(stopping);
+        let mut stop_seen = *shutdown.borrow();
         loop {
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {
@@ -200,12 +241,19 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
             // One request, its header read before the timer fires. Most
             // requests end before it does; when it fires, the request goes
             // on if its header was in by then.
-            let request = self.app.process_new_http(session, shutdown);
+            let request = self.app.serve(session, shutdown);
             tokio::pin!(request);
             let reused = loop {
                 tokio::select! {
                     biased;
                     done = &mut request => break done,
+                    _ = &mut stopping, if !stop_seen => {
+                        stop_seen = true;
+                        if !header_in.load(Ordering::Acquire) {
+                            // Waiting for a request: closed, as the process stops.
+                            return None;
+                        }
+                    }
                     _ = &mut timer => {
                         if Instant::now() < deadline {
                             // Armed for an earlier request's deadline.
@@ -239,7 +287,6 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
     }
 
     async fn cleanup(&self) {
-        // Wakes requests parked in Pingora's header read at shutdown.
-        self.app.http_cleanup().await;
+        self.app.cleanup().await;
     }
 }

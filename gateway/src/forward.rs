@@ -8,8 +8,8 @@ use crate::request::Routed;
 use crate::respond;
 use crate::runtime::Snapshot;
 use crate::State;
+use pingora_core::protocols::http::ServerSession as Session;
 use pingora_http::ResponseHeader;
-use pingora_proxy::Session;
 use skygate_backends::routing::retry::{backoff, parse_retry_after};
 use skygate_backends::routing::state::{Attempt, Outcome, RouteState};
 use skygate_backends::routing::{self, Chosen, NoTarget};
@@ -170,7 +170,7 @@ async fn shut_out(
         let event = e.sse_event();
         ctx.response_bytes += event.len() as u64;
         session
-            .write_response_body(Some(event), true)
+            .write_response_body(event, true)
             .await
             .map(|()| true)
     } else {
@@ -899,7 +899,7 @@ async fn write_response(
     if let Some(r) = reason {
         let _ = header.set_reason_phrase(Some(&r));
     }
-    if let Err(e) = session.write_response_header(header, false).await {
+    if let Err(e) = session.write_response_header(header).await {
         ctx.error = Some(client_gone(&e));
         return (BodyEnd::ClientGone, Err(e));
     }
@@ -925,7 +925,7 @@ async fn write_response(
                     continue;
                 }
                 ctx.response_bytes += chunk.len() as u64;
-                if let Err(e) = session.write_response_body(Some(chunk), false).await {
+                if let Err(e) = session.write_response_body(chunk, false).await {
                     ctx.error = Some(client_gone(&e));
                     return (BodyEnd::ClientGone, Err(e));
                 }
@@ -940,7 +940,7 @@ async fn write_response(
                 }
                 if let Some(rest) = strip.as_mut().and_then(StripUsage::finish) {
                     ctx.response_bytes += rest.len() as u64;
-                    if let Err(e) = session.write_response_body(Some(rest), false).await {
+                    if let Err(e) = session.write_response_body(rest, false).await {
                         ctx.error = Some(client_gone(&e));
                         return (BodyEnd::ClientGone, Err(e));
                     }
@@ -955,7 +955,7 @@ async fn write_response(
                         h2.await;
                     }
                 }
-                if let Err(e) = session.write_response_body(None, true).await {
+                if let Err(e) = session.write_response_body(bytes::Bytes::new(), true).await {
                     ctx.error = Some(client_gone(&e));
                     return (BodyEnd::Complete, Err(e));
                 }
@@ -981,7 +981,7 @@ async fn write_response(
                 // error event, never a silent cut.
                 let event = e.sse_event();
                 ctx.response_bytes += event.len() as u64;
-                if let Err(e) = session.write_response_body(Some(event), true).await {
+                if let Err(e) = session.write_response_body(event, true).await {
                     return (BodyEnd::UpstreamFailed, Err(e));
                 }
                 break BodyEnd::UpstreamFailed;
@@ -1024,7 +1024,7 @@ async fn cut_short(
     )
     .sse_event();
     ctx.response_bytes += event.len() as u64;
-    let written = session.write_response_body(Some(event), true).await;
+    let written = session.write_response_body(event, true).await;
     (BodyEnd::Cut, written)
 }
 

@@ -1,4 +1,4 @@
-//! Skygate, the gateway: CLI, Pingora bootstrap, the `ProxyHttp` impl, the
+//! Skygate, the gateway: CLI, Pingora bootstrap, a request's story, the
 //! runtime snapshot, the admin API and telemetry.
 
 pub mod access_log;

@@ -1,57 +1,133 @@
-//! The `ProxyHttp` impl: the only file that knows Pingora's phases. Read top
-//! to bottom, it tells the story of a request; each step hands off to the
-//! plugin chain, the request parser or the upstream leg.
+//! A request's story, read top to bottom: the only file that knows how a
+//! request comes in and goes out. Each step hands off to the plugin chain,
+//! the request parser or the upstream leg.
 //!
-//! Every request is answered from `request_filter` (which returns `true`):
-//! the upstream leg runs on pingora-core's connectors in [`crate::forward`],
-//! not in Pingora's `upstream_peer` phases, because those re-send a body read
-//! in `request_filter` from a 64 KiB buffer (ARCHITECTURE.md, "The upstream leg").
+//! Pingora's core reads and writes the HTTP/1 session; its proxy framework
+//! (`pingora-proxy`'s `ProxyHttp` phases) is not used. Every request is
+//! answered here: the upstream leg runs on pingora-core's connectors in
+//! [`crate::forward`], because the framework's `upstream_peer` phases
+//! re-send a body read in `request_filter` from a 64 KiB buffer
+//! (ARCHITECTURE.md, "The upstream leg"); and without those phases the
+//! framework was a per-request cost only: its session (cache and module
+//! state), its phases' boxed futures, and a boxed copy of its whole
+//! request future (about 15 KB, a tenth of the full pipeline's
+//! instructions). [`Gateway::serve`] keeps what it did for us: 400 to a
+//! malformed header, 405 to `CONNECT`, an error status when answering
+//! failed before a response went out, and the connection kept for the
+//! next request only after a whole exchange.
 
 use crate::request::{self, Parsed};
 use crate::runtime::Snapshot;
 use crate::{edge, forward, observe, respond, State};
-use async_trait::async_trait;
 use bytes::Bytes;
-use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType};
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_core::apps::{HttpPersistentSettings, ReusedHttpStream};
+use pingora_core::protocols::http::ServerSession as Session;
+use pingora_core::server::ShutdownWatch;
+use pingora_error::{Error, ErrorSource, ErrorType};
 use skygate_config::{ApiError, ErrorKind};
 use skygate_plugins::{Decision, Incoming, RequestCtx};
-use std::any::Any;
 use std::sync::Arc;
 
 pub struct Gateway {
     pub state: Arc<State>,
 }
 
-/// Pingora's per-request context: the typed request context the plugins
-/// share, and the snapshot this request runs on from start to end (even
-/// across a reload), loaded once.
+/// A request's context: the typed request context the plugins share, and
+/// the snapshot this request runs on from start to end (even across a
+/// reload), loaded once.
 pub struct Ctx {
     pub req: RequestCtx,
     snap: Option<Arc<Snapshot>>,
-    /// Counted in flight from `request_filter` until logged (or until the
+    /// Counted in flight from [`Gateway::answer`] until logged (or until the
     /// context is dropped, whatever ended the request).
     in_flight: Option<crate::InFlight>,
 }
 
-#[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = Ctx;
-
-    fn new_ctx(&self) -> Ctx {
-        Ctx {
+impl edge::App for Gateway {
+    /// One request on a connection: its header (the connection loop,
+    /// `edge.rs`, bounds the wait for it, and closes an idle connection at
+    /// shutdown), its answer, its log line; the connection back for the
+    /// next request when the exchange was whole.
+    async fn serve(
+        self: &Arc<Self>,
+        mut session: Session,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let timer = session.take_connection_user_context();
+        match session.read_request().await {
+            Ok(true) => {}
+            // The client closed the connection before a request.
+            Ok(false) => return None,
+            Err(e) => {
+                if e.etype() == &ErrorType::InvalidHTTPHeader {
+                    log::debug!("malformed request header: {e}");
+                    let _ = session.respond_error(400).await;
+                }
+                session.shutdown().await;
+                return None;
+            }
+        }
+        // The header is in: the connection loop's header timer stops.
+        if let Some(timer) = timer {
+            edge::header_read(timer);
+        }
+        if *shutdown.borrow() {
+            // The last request on this connection.
+            session.set_keepalive(None);
+        }
+        // `CONNECT` frames its message differently (RFC 9112 §6.3) and
+        // asks for a tunnel: refused, as Pingora's proxy does.
+        if session.req_header().method == http::Method::CONNECT {
+            let _ = session.respond_error(405).await;
+            session.shutdown().await;
+            return None;
+        }
+        let mut ctx = Ctx {
             req: RequestCtx::new(),
             snap: None,
             in_flight: None,
+        };
+        match self.answer(&mut session, &mut ctx).await {
+            Ok(_) => {
+                self.logging(&session, None, &mut ctx);
+                let settings = HttpPersistentSettings::for_session(&session);
+                session
+                    .finish()
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+            }
+            Err(e) => {
+                // Answering failed: an error status when no response went
+                // out yet (nothing when the client's connection is what
+                // failed), the log line, and the connection closed.
+                let status = match e.etype() {
+                    ErrorType::HTTPStatus(code) => *code,
+                    _ => match e.esource() {
+                        ErrorSource::Upstream => 502,
+                        ErrorSource::Downstream => match e.etype() {
+                            ErrorType::WriteError
+                            | ErrorType::ReadError
+                            | ErrorType::ConnectionClosed => 0,
+                            _ => 400,
+                        },
+                        ErrorSource::Internal | ErrorSource::Unset => 500,
+                    },
+                };
+                if status > 0 {
+                    let _ = session.respond_error(status).await;
+                }
+                self.logging(&session, Some(&e), &mut ctx);
+                None
+            }
         }
     }
+}
 
-    async fn request_filter(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-    ) -> pingora_error::Result<bool> {
+impl Gateway {
+    /// Answers the request: locally, from the cache, or from a backend.
+    async fn answer(&self, session: &mut Session, ctx: &mut Ctx) -> pingora_error::Result<bool> {
         let Ctx {
             req: ctx,
             snap,
@@ -152,24 +228,9 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    fn on_connection_reuse(&self, _: &mut Session, _: &mut Ctx, conn: Box<dyn Any + Send + Sync>) {
-        // Pingora calls this right after reading a request header: stop the header timer.
-        edge::header_read(conn);
-    }
-
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut Ctx,
-    ) -> pingora_error::Result<Box<HttpPeer>> {
-        // request_filter answers every request, so Pingora never gets here.
-        Err(Error::explain(
-            ErrorType::InternalError,
-            "the upstream leg runs in request_filter",
-        ))
-    }
-
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+    /// The request's end: settles its reservations, records its metrics,
+    /// access log line and span.
+    fn logging(&self, session: &Session, e: Option<&Error>, ctx: &mut Ctx) {
         let Ctx {
             req: ctx,
             snap,
@@ -214,10 +275,5 @@ impl ProxyHttp for Gateway {
         crate::telemetry::finish(ctx, snap.as_deref(), req.method.as_str(), req.uri.path());
         // Uncounted once logged (the drain watcher then sees it done).
         drop(in_flight.take());
-    }
-
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, _error: &Error) -> bool {
-        // Failures are in the access log and metrics already.
-        true
     }
 }

@@ -4,7 +4,7 @@
 use crate::budget::{BodyBudget, Reservation};
 use crate::runtime::{PathKind, Snapshot};
 use bytes::{Bytes, BytesMut};
-use pingora_proxy::Session;
+use pingora_core::protocols::http::ServerSession as Session;
 use serde::Deserialize;
 use skygate_backends::json::RawMembers;
 use skygate_config::{clip, ApiError, ErrorKind, Operation};

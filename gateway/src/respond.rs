@@ -3,9 +3,9 @@
 
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue};
+use pingora_core::protocols::http::ServerSession as Session;
 use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr};
 use pingora_http::ResponseHeader;
-use pingora_proxy::Session;
 use skygate_config::{ApiError, ErrorKind};
 use skygate_plugins::{Chain, LocalResponse, RequestCtx};
 
@@ -67,10 +67,8 @@ pub async fn json(
     h.headers.insert(header::CONTENT_LENGTH, body.len().into());
     common_headers(&mut h.headers, ctx, chain)?;
     ctx.response_bytes = body.len() as u64;
-    session
-        .write_response_header(Box::new(h.into()), false)
-        .await?;
-    session.write_response_body(Some(body), true).await?;
+    session.write_response_header(Box::new(h.into())).await?;
+    session.write_response_body(body, true).await?;
     Ok(true)
 }
 
@@ -123,10 +121,8 @@ pub async fn error(
         m.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     ctx.response_bytes = body.len() as u64;
-    session
-        .write_response_header(Box::new(h.into()), false)
-        .await?;
-    session.write_response_body(Some(body), true).await?;
+    session.write_response_header(Box::new(h.into())).await?;
+    session.write_response_body(body, true).await?;
     Ok(true)
 }
 
@@ -150,9 +146,7 @@ pub async fn local(
     common_headers(&mut h.headers, ctx, chain)?;
     ctx.response_bytes = r.body.len() as u64;
     ctx.first_byte = Some(std::time::Instant::now());
-    session
-        .write_response_header(Box::new(h.into()), false)
-        .await?;
-    session.write_response_body(Some(r.body), true).await?;
+    session.write_response_header(Box::new(h.into())).await?;
+    session.write_response_body(r.body, true).await?;
     Ok(true)
 }

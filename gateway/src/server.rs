@@ -78,11 +78,7 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
     };
     let mut proxy = Service::new(
         "skygate-proxy".to_string(),
-        Edge::new(
-            pingora_proxy::http_proxy(&server.configuration, gateway),
-            state.clone(),
-            None,
-        ),
+        Edge::new(gateway, state.clone(), None),
     );
     proxy.add_tcp(&cfg.listen.to_string());
     if let (Some(t), Some(settings)) = (&cfg.server.tls, crate::tls::settings(&cfg)?) {

@@ -1182,3 +1182,39 @@ routes:
     assert_eq!(outcomes[0][1]["outcome"], "auth_failed", "{log:?}");
     assert_eq!(outcomes[1][0]["outcome"], "auth_failed", "{log:?}");
 }
+
+/// What Pingora's proxy framework answered before the gateway read its
+/// requests itself (`proxy.rs`): a header that does not parse gets a bare
+/// 400, and `CONNECT` (a tunnel, framed otherwise) a 405; either closes the
+/// connection, and neither reaches a backend.
+#[test]
+fn a_malformed_header_or_a_connect_is_refused_and_closed() {
+    let sim = Sim::start("s", &[]);
+    let gw = gateway(&sim, "");
+    for (what, req, status) in [
+        (
+            "a header line without a colon",
+            "GET /v1/models HTTP/1.1\r\nhost: a\r\nno colon here\r\n\r\n".to_string(),
+            400,
+        ),
+        (
+            "CONNECT",
+            format!(
+                "CONNECT 127.0.0.1:1 HTTP/1.1\r\nhost: 127.0.0.1:1\r\n{}\r\n",
+                bearer()
+            ),
+            405,
+        ),
+    ] {
+        let mut s = connect(&gw);
+        s.write_all(req.as_bytes()).unwrap();
+        let a = assert_one_answer_then_close(&mut s, what);
+        assert_eq!(a.status, status, "{what}");
+    }
+    assert!(sim_paths(&sim).is_empty(), "no backend call");
+    // The gateway still answers.
+    let mut s = connect(&gw);
+    s.write_all(format!("GET /v1/models HTTP/1.1\r\nhost: a\r\n{}\r\n", bearer()).as_bytes())
+        .unwrap();
+    assert_eq!(next_answer(&mut s).status, 200);
+}
