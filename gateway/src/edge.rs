@@ -215,11 +215,17 @@ impl<A: App> ServerApp for Edge<A> {
         let mut deadline = Instant::now() + t.header_read;
         let timer = tokio::time::sleep_until(deadline);
         tokio::pin!(timer);
-        // Shutdown, watched once per connection (not per request).
+        // Shutdown, watched once per connection (not per request), and
+        // only while waiting for a header (a watch's wait takes a shared
+        // lock at each look); already under way, it ends the wait at once.
         let mut watch = shutdown.clone();
-        let stopping = watch.changed();
+        let stopping = async move {
+            if !*watch.borrow_and_update() {
+                let _ = watch.changed().await;
+            }
+        };
         tokio::pin!(stopping);
-        let mut stop_seen = *shutdown.borrow();
+        let mut stop_seen = false;
         loop {
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {
@@ -247,7 +253,7 @@ impl<A: App> ServerApp for Edge<A> {
                 tokio::select! {
                     biased;
                     done = &mut request => break done,
-                    _ = &mut stopping, if !stop_seen => {
+                    _ = &mut stopping, if !stop_seen && !header_in.load(Ordering::Acquire) => {
                         stop_seen = true;
                         if !header_in.load(Ordering::Acquire) {
                             // Waiting for a request: closed, as the process stops.

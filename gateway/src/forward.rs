@@ -21,8 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Serves a routed request from a backend. `Err` only when the response was
-/// cut after its first byte and cannot end cleanly (Pingora then closes the
-/// connection, so the client sees a truncated response, never a silent end).
+/// cut after its first byte and cannot end cleanly (`proxy.rs` then closes
+/// the connection, so the client sees a truncated response, never a silent
+/// end).
 pub async fn forward(
     state: &State,
     snap: &Snapshot,
@@ -57,8 +58,9 @@ pub async fn forward(
         Ended::ClientLeft => {
             abandoned(ctx, hedge, "client_closed");
             ctx.error = Some("client_closed");
-            // From the client's side: Pingora writes nothing more (a client
-            // that only half-closed would otherwise get its bare 500).
+            // From the client's side: `proxy.rs` writes nothing more for
+            // this error (a client that only half-closed would otherwise
+            // get a bare 500).
             // Logged as nginx's 499.
             Err(pingora_error::Error::explain(
                 pingora_error::ErrorType::ConnectionClosed,

@@ -61,7 +61,11 @@ impl edge::App for Gateway {
             Err(e) => {
                 if e.etype() == &ErrorType::InvalidHTTPHeader {
                     log::debug!("malformed request header: {e}");
-                    let _ = session.respond_error(400).await;
+                    if let Err(e) = session.respond_error(400).await {
+                        log::debug!("could not answer a malformed header: {e}");
+                    }
+                } else {
+                    log::debug!("reading a request header failed: {e}");
                 }
                 session.shutdown().await;
                 return None;
@@ -78,7 +82,9 @@ impl edge::App for Gateway {
         // `CONNECT` frames its message differently (RFC 9112 §6.3) and
         // asks for a tunnel: refused, as Pingora's proxy does.
         if session.req_header().method == http::Method::CONNECT {
-            let _ = session.respond_error(405).await;
+            if let Err(e) = session.respond_error(405).await {
+                log::debug!("could not refuse a CONNECT: {e}");
+            }
             session.shutdown().await;
             return None;
         }
@@ -88,7 +94,15 @@ impl edge::App for Gateway {
             in_flight: None,
         };
         match self.answer(&mut session, &mut ctx).await {
-            Ok(_) => {
+            Ok(answered) => {
+                if !answered && session.response_written().is_none() {
+                    // Every path answers; should one not, the client gets
+                    // a 500 and the connection closes, not a hang.
+                    ctx.req.status = 500;
+                    if let Err(e) = session.respond_error(500).await {
+                        log::debug!("could not answer: {e}");
+                    }
+                }
                 self.logging(&session, None, &mut ctx);
                 let settings = HttpPersistentSettings::for_session(&session);
                 session
@@ -115,8 +129,11 @@ impl edge::App for Gateway {
                         ErrorSource::Internal | ErrorSource::Unset => 500,
                     },
                 };
-                if status > 0 {
-                    let _ = session.respond_error(status).await;
+                if status > 0 && session.response_written().is_none() {
+                    ctx.req.status = status;
+                    if let Err(w) = session.respond_error(status).await {
+                        log::debug!("could not answer {status} after {e}: {w}");
+                    }
                 }
                 self.logging(&session, Some(&e), &mut ctx);
                 None

@@ -71,7 +71,7 @@ pub fn run(config: Config, source: Source) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    // Pingora's proxy app, behind the connection loop that adds the
+    // The gateway (`proxy.rs`), behind the connection loop that adds the
     // client-side timeouts (`edge.rs`).
     let gateway = Gateway {
         state: state.clone(),

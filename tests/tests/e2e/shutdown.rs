@@ -280,3 +280,41 @@ fn a_request_still_waiting_when_the_grace_period_ends_gets_a_503() {
     assert_eq!(line["error"], "shutdown", "{line}");
     assert_eq!(line["tries"][0]["outcome"], "shutdown", "{line}");
 }
+
+/// At shutdown a kept-alive connection waiting for its next request is
+/// closed at once, while a stream in flight runs on to its end.
+#[test]
+fn an_idle_connection_is_closed_at_shutdown() {
+    use std::io::{Read, Write};
+    let sim = Sim::start("s", &["--tokens", "10", "--token-delay-ms", "300"]);
+    let mut gw = Gateway::start(&one_backend(&sim.url, ""));
+    let mut idle = std::net::TcpStream::connect(gw.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        idle,
+        "GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\r\n"
+    )
+    .unwrap();
+    let r = read_response(&mut idle).unwrap();
+    assert_eq!(r.status, 200);
+    assert_ne!(r.header("connection"), Some("close"), "kept alive");
+    let client = in_flight(&gw, &sim, true);
+    gw.proc.signal("TERM");
+    let sent = Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = match idle.read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "the idle connection is closed");
+    assert!(
+        !client.is_finished(),
+        "closed while the stream still ran ({:?} after SIGTERM)",
+        sent.elapsed()
+    );
+    let r = client.join().unwrap();
+    assert!(r.complete && r.status == 200);
+    assert!(gw.proc.wait_exit(Duration::from_secs(5)).is_some());
+}
