@@ -608,28 +608,27 @@ fn main() {
             l.2 / sky.2
         );
     }
-    if let Some(f) = get("skygate-full") {
+    for (row, what, short) in [
+        (
+            "skygate-full",
+            "full pipeline (auth, 20 policies, 2 local limits, weighted 2 backends, access log, metrics, cache missing)",
+            "full pipeline",
+        ),
+        (
+            "skygate-full(tier full)",
+            "full pipeline, memory tier full (4 MiB)",
+            "full pipeline, memory tier full:",
+        ),
+    ] {
+        let Some(f) = get(row) else { continue };
         println!(
-            "| full pipeline (auth, 20 policies, 2 local limits, weighted 2 backends, access log, metrics, cache missing): CPU per request | {:.1} µs ({:.2}× plain Skygate) |",
+            "| {what}: CPU per request | {:.1} µs ({:.2}× plain Skygate) |",
             f.2,
             f.2 / sky.2
         );
         if let Some(pb) = get("pingora-stock") {
             println!(
-                "| full pipeline CPU per request / Pingora stock proxy | {:.2} |",
-                f.2 / pb.2
-            );
-        }
-    }
-    if let Some(f) = get("skygate-full(tier full)") {
-        println!(
-            "| full pipeline, memory tier full (4 MiB): CPU per request | {:.1} µs ({:.2}× plain Skygate) |",
-            f.2,
-            f.2 / sky.2
-        );
-        if let Some(pb) = get("pingora-stock") {
-            println!(
-                "| full pipeline, memory tier full: CPU per request / Pingora stock proxy | {:.2} |",
+                "| {short} CPU per request / Pingora stock proxy | {:.2} |",
                 f.2 / pb.2
             );
         }

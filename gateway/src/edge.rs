@@ -255,6 +255,8 @@ impl<A: App> ServerApp for Edge<A> {
                     done = &mut request => break done,
                     _ = &mut stopping, if !stop_seen && !header_in.load(Ordering::Acquire) => {
                         stop_seen = true;
+                        // Checked again: the header may have come in during
+                        // this round's poll of the request.
                         if !header_in.load(Ordering::Acquire) {
                             // Waiting for a request: closed, as the process stops.
                             return None;

@@ -11,7 +11,7 @@
 //! framework was a per-request cost only: its session (cache and module
 //! state), its phases' boxed futures, and a boxed copy of its whole
 //! request future (about 15 KB, a tenth of the full pipeline's
-//! instructions). [`Gateway::serve`] keeps what it did for us: 400 to a
+//! instructions). [`edge::App::serve`] keeps what it did for us: 400 to a
 //! malformed header, 405 to `CONNECT`, an error status when answering
 //! failed before a response went out, and the connection kept for the
 //! next request only after a whole exchange.
@@ -115,7 +115,10 @@ impl edge::App for Gateway {
             Err(e) => {
                 // Answering failed: an error status when no response went
                 // out yet (nothing when the client's connection is what
-                // failed), the log line, and the connection closed.
+                // failed), the log line, and the connection closed. The
+                // status is the one Pingora's proxy gave by default
+                // (`ProxyHttp::fail_to_proxy`, whose session type we no
+                // longer have).
                 let status = match e.etype() {
                     ErrorType::HTTPStatus(code) => *code,
                     _ => match e.esource() {

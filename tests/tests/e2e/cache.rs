@@ -898,6 +898,31 @@ fn the_backends_cache_control_and_age_bound_what_is_kept() {
     assert_eq!(cache_of(&r), "hit", "the route's ttl for the rest");
 }
 
+/// A raw backend's 200 with a JSON `body`, closing its connection.
+fn json_200(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A whole chat answer `answer-{n}` saying `content`, with 11 tokens.
+fn chat_answer(n: usize, content: &str) -> String {
+    format!(
+        r#"{{"id":"answer-{n}","object":"chat.completion","created":1,"model":"m","choices":[{{"index":0,"message":{{"role":"assistant","content":"{content}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11}}}}"#
+    )
+}
+
+/// A gateway whose route `chat` (model `m`) caches for a minute, in front
+/// of a raw backend; `global` goes first in its config.
+fn raw_backend_gateway(backend: std::net::SocketAddr, global: &str) -> Gateway {
+    Gateway::start(&format!(
+        "{global}{auth}backends:\n  s: {{ kind: openai, url: \"http://{backend}/v1\" }}\nroutes:\n  chat:\n    match: {{ path: /v1/chat/completions, models: [m] }}\n    targets: [ {{ backend: s }} ]\n    cache: {{ ttl: 1m }}\n",
+        auth = auth_section()
+    ))
+}
+
 /// With memory alone, a JSON answer is stored before it is checked and
 /// checked at its first use: a 200 that carries an `error` is never served
 /// from the cache (the next identical request asks the backend, and its
@@ -909,23 +934,15 @@ fn an_error_in_a_200_is_never_served_from_the_cache() {
     let seen = calls.clone();
     let backend = raw_backend(move || {
         let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let body = if n == 0 {
-            r#"{"error":{"message":"over quota","type":"quota"},"choices":[{"index":0,"message":{"role":"assistant","content":""},"finish_reason":"stop"}]}"#.to_string()
-        } else {
-            format!(
-                r#"{{"id":"answer-{n}","object":"chat.completion","created":1,"model":"m","choices":[{{"index":0,"message":{{"role":"assistant","content":"hi"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11}}}}"#
+        if n == 0 {
+            json_200(
+                r#"{"error":{"message":"over quota","type":"quota"},"choices":[{"index":0,"message":{"role":"assistant","content":""},"finish_reason":"stop"}]}"#,
             )
-        };
-        format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes()
+        } else {
+            json_200(&chat_answer(n, "hi"))
+        }
     });
-    let g = Gateway::start(&format!(
-        "{auth}backends:\n  s: {{ kind: openai, url: \"http://{backend}/v1\" }}\nroutes:\n  chat:\n    match: {{ path: /v1/chat/completions, models: [m] }}\n    targets: [ {{ backend: s }} ]\n    cache: {{ ttl: 1m }}\n",
-        auth = auth_section()
-    ));
+    let g = raw_backend_gateway(backend, "");
     let first = ask(g.addr, CLIENT_KEY, &hello("quota"), &[]);
     assert_eq!(first.status, 200, "{}", first.text());
     assert!(first.json()["error"].is_object(), "{}", first.text());
@@ -964,20 +981,9 @@ fn a_full_memory_tier_stores_a_request_from_its_second_sight() {
     let backend = raw_backend(move || {
         let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // About 4 KiB an answer: some 230 fill the 1 MiB tier.
-        let body = format!(
-            r#"{{"id":"answer-{n}","object":"chat.completion","created":1,"model":"m","choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11}}}}"#,
-            "x".repeat(4 << 10)
-        );
-        format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes()
+        json_200(&chat_answer(n, &"x".repeat(4 << 10)))
     });
-    let g = Gateway::start(&format!(
-        "cache: {{ memory: 1MiB }}\n{auth}backends:\n  s: {{ kind: openai, url: \"http://{backend}/v1\" }}\nroutes:\n  chat:\n    match: {{ path: /v1/chat/completions, models: [m] }}\n    targets: [ {{ backend: s }} ]\n    cache: {{ ttl: 1m }}\n",
-        auth = auth_section()
-    ));
+    let g = raw_backend_gateway(backend, "cache: { memory: 1MiB }\n");
     let events = |event: &str| {
         g.metric(&format!(
             "skygate_cache_events_total{{event=\"{event}\",route=\"chat\"}}"
