@@ -183,11 +183,16 @@ fn an_operator_prewarms_now_and_bad_asks_get_clear_errors() {
 
 #[test]
 fn cold_aware_routing_sends_requests_to_the_warm_target_and_pings_the_cold_one() {
-    // Both cold-start in 1.5 s; `cold` reclaims idle instances after 2 s.
-    let cold = platform("cold", 1_500, 2_000);
+    // `cold` cold-starts in 4 s and reclaims idle instances after 2 s;
+    // `warm` cold-starts in 1.5 s. `cold` is warm again, for the model
+    // and for real, once the ping the first request below sets off has
+    // answered, a cold start later; so the six requests must all be sent
+    // within `cold`'s cold start: 4 s leaves room on a loaded machine
+    // (1.5 s did not, once in CI).
+    let cold = platform("cold", 4_000, 2_000);
     let warm = platform("warm", 1_500, 120_000);
     let gw = Gateway::start(&format!(
-        "{auth}backends:\n  cold: {{ kind: openai, url: \"{}/v1\", prewarm: {{ idle_timeout: 2s, mode: adaptive, cold_start: 1500ms, cold_header: x-sim-cold-start }} }}\n  warm: {{ kind: openai, url: \"{}/v1\", prewarm: {{ idle_timeout: 2m, mode: adaptive, cold_start: 1500ms, cold_header: x-sim-cold-start }} }}\nroutes:\n  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: cold }}, {{ backend: warm }} ] }}\n",
+        "{auth}backends:\n  cold: {{ kind: openai, url: \"{}/v1\", prewarm: {{ idle_timeout: 2s, mode: adaptive, cold_start: 4s, cold_header: x-sim-cold-start }} }}\n  warm: {{ kind: openai, url: \"{}/v1\", prewarm: {{ idle_timeout: 2m, mode: adaptive, cold_start: 1500ms, cold_header: x-sim-cold-start }} }}\nroutes:\n  chat: {{ match: {{ path: /v1/chat/completions, models: [m] }}, targets: [ {{ backend: cold }}, {{ backend: warm }} ] }}\n",
         cold.url,
         warm.url,
         auth = auth_section()
@@ -200,7 +205,7 @@ fn cold_aware_routing_sends_requests_to_the_warm_target_and_pings_the_cold_one()
         let w = gw.backend_status(name)["warm"].clone();
         w["pings"]["cold"].as_u64().unwrap_or(0) >= 1 && w["likely_cold"] == true
     };
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(eventually(Duration::from_secs(20), || {
         woke_then_cooled("cold") && gw.backend_status("warm")["warm"]["likely_cold"] == false
     }));
     let before = cold.stats()["requests"].as_u64().unwrap();
@@ -222,7 +227,7 @@ fn cold_aware_routing_sends_requests_to_the_warm_target_and_pings_the_cold_one()
     let reason = gw.backend_status("cold")["warm"]["last_ping_reason"].clone();
     assert_eq!(reason, "cold_route");
     // Once it is warm, it takes its share again.
-    assert!(eventually(Duration::from_secs(5), || {
+    assert!(eventually(Duration::from_secs(10), || {
         gw.backend_status("cold")["warm"]["likely_cold"] == false
     }));
     let mut to_cold = 0;
