@@ -37,6 +37,12 @@ struct Args {
     /// Skip the scenario that loses one of three clouds under load.
     #[arg(long)]
     no_outage: bool,
+    /// Measured runs per target, taken in interleaved rounds (every target
+    /// once, then again): a slow spell of this noisy machine touches every
+    /// target alike, and each row is its round with the median CPU per
+    /// request.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    rounds: u32,
 }
 
 const KEY: &str = "sk-bench-client-key";
@@ -503,28 +509,39 @@ fn main() {
     if let Some(n) = &nginx {
         targets.push(("nginx", nginx_addr, pids_of(n)));
     }
-    for (name, addr, pids) in &targets {
-        let script_for = || {
-            if name.starts_with("skygate-full") {
-                varying()
-            } else {
-                script.clone()
-            }
-        };
-        wrk(&script_for(), &url(*addr), args.connections, 2);
-        let cpu0: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
-        let sim0 = cpu_seconds(sim.0.id());
-        let run = wrk(&script_for(), &url(*addr), args.connections, args.duration);
-        let cpu = pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu0;
-        let sim_cpu = cpu_seconds(sim.0.id()) - sim0;
-        let one = wrk(&script_for(), &url(*addr), 1, args.duration.min(5));
-        rows.push((
-            *name,
-            run,
-            cpu / run.requests * 1e6,
-            sim_cpu / run.requests * 1e6,
-            one,
-        ));
+    let script_for = |name: &str| {
+        if name.starts_with("skygate-full") {
+            varying()
+        } else {
+            script.clone()
+        }
+    };
+    for (name, addr, _) in &targets {
+        wrk(&script_for(name), &url(*addr), args.connections, 2);
+    }
+    // (run, proxy CPU µs/req, simulator CPU µs/req) of each round.
+    let mut rounds: Vec<Vec<(Run, f64, f64)>> = vec![Vec::new(); targets.len()];
+    for _ in 0..args.rounds {
+        for ((name, addr, pids), measured) in targets.iter().zip(&mut rounds) {
+            let cpu0: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+            let sim0 = cpu_seconds(sim.0.id());
+            let run = wrk(
+                &script_for(name),
+                &url(*addr),
+                args.connections,
+                args.duration,
+            );
+            let cpu = pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu0;
+            let sim_cpu = cpu_seconds(sim.0.id()) - sim0;
+            measured.push((run, cpu / run.requests * 1e6, sim_cpu / run.requests * 1e6));
+        }
+    }
+    for ((name, addr, _), measured) in targets.iter().zip(&rounds) {
+        let mut sorted = measured.clone();
+        sorted.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let (run, cpu, sim_cpu) = sorted[sorted.len() / 2];
+        let one = wrk(&script_for(name), &url(*addr), 1, args.duration.min(5));
+        rows.push((*name, run, cpu, sim_cpu, one));
     }
     let rss_load = rss_mib(gw_pid);
     // Round trips to Redis per request: Redis' own count of socket reads
@@ -554,8 +571,8 @@ fn main() {
     let ttfb_gw = sse_first_byte_us(gw_addr, 200);
 
     println!(
-        "\n## Load: {} connections, {} s per run, proxy threads {}\n",
-        args.connections, args.duration, args.threads
+        "\n## Load: {} connections, {} s per run, {} rounds, proxy threads {}\n",
+        args.connections, args.duration, args.rounds, args.threads
     );
     println!("| target | req/s | p50 µs | p99 µs | proxy CPU µs/req | sim CPU µs/req | 1-conn p50 µs | 1-conn p99 µs |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
@@ -575,6 +592,36 @@ fn main() {
             one.p99_us
         );
     }
+    if args.rounds > 1 {
+        println!(
+            "\nEach row is the median of {} rounds; proxy CPU µs/req of every round, sorted:\n",
+            args.rounds
+        );
+        println!("| target | proxy CPU µs/req, each round |\n|---|---|");
+        for ((name, _, _), measured) in targets.iter().zip(&rounds).skip(1) {
+            let mut each: Vec<f64> = measured.iter().map(|m| m.1).collect();
+            each.sort_by(f64::total_cmp);
+            let each: Vec<String> = each.iter().map(|c| format!("{c:.1}")).collect();
+            println!("| {name} | {} |", each.join(", "));
+        }
+    }
+    // A round's rows are taken minutes apart at most: the full pipeline
+    // against stock Pingora round by round, as the machine's pace drifts.
+    let of = |n: &str| {
+        targets
+            .iter()
+            .position(|t| t.0 == n)
+            .map(|i| rounds[i].iter().map(|m| m.1).collect::<Vec<f64>>())
+    };
+    let per_round: Vec<(&str, Vec<f64>)> = ["skygate-full", "skygate-full(tier full)"]
+        .into_iter()
+        .filter_map(|row| {
+            let (f, pb) = (of(row)?, of("pingora-stock")?);
+            let mut r: Vec<f64> = f.iter().zip(&pb).map(|(f, pb)| f / pb).collect();
+            r.sort_by(f64::total_cmp);
+            Some((row, r))
+        })
+        .collect();
     let get = |n: &str| rows.iter().find(|r| r.0 == n).copied();
     let (direct, sky) = (get("direct").unwrap(), get("skygate").unwrap());
     println!("\n| ratio | value |\n|---|---:|");
@@ -631,6 +678,15 @@ fn main() {
                 "| {short} CPU per request / Pingora stock proxy | {:.2} |",
                 f.2 / pb.2
             );
+        }
+        if let Some((_, r)) = per_round.iter().find(|(n, _)| *n == row) {
+            if r.len() > 1 {
+                let each: Vec<String> = r.iter().map(|x| format!("{x:.2}")).collect();
+                println!(
+                    "| {short} CPU per request / Pingora stock proxy, each round (sorted) | {} |",
+                    each.join(", ")
+                );
+            }
         }
     }
     if let Some(p) = get("skygate+policy") {

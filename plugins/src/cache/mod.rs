@@ -978,6 +978,18 @@ impl Plugin for CacheFill {
             }
             return Decision::Respond(not_cached());
         }
+        // A full in-memory tier stores only what it has, or saw before
+        // (the doorkeeper marks the key seen here). A refused miss with no
+        // identical one in flight to wait for leads nothing: no flight is
+        // begun, nothing is captured, and its next miss is stored.
+        let admitted = cache.l2 || cache.store.admits(key);
+        if !admitted && (asked.no_cache || !cache.store.in_flight(key)) {
+            rt.counters.not_admitted.fetch_add(1, Relaxed);
+            if !asked.no_cache {
+                ctx.cache = CacheStatus::Miss;
+            }
+            return Decision::Continue;
+        }
         if !asked.no_cache {
             let deadline = std::time::Instant::now() + cache.store.conf().wait;
             let mut waited = false;
@@ -1038,10 +1050,10 @@ impl Plugin for CacheFill {
             }
             ctx.cache = CacheStatus::Miss;
         }
-        if !cache.l2 && !cache.store.admits(key) {
-            // The in-memory tier is full and neither has nor recently saw
-            // this key: nothing is captured or stored (its next miss is).
-            // Any waiters on this miss ask a backend at once.
+        if !admitted {
+            // Refused, after waiting on an identical miss that did not
+            // store: nothing is captured or stored (its next miss is). Any
+            // waiters on this miss ask a backend at once.
             rt.counters.not_admitted.fetch_add(1, Relaxed);
             if let Some(f) = flight {
                 f.go_ahead();
@@ -1393,31 +1405,11 @@ mod tests {
         let counters = cache.routes[0].as_ref().unwrap().counters.clone();
         let header = chat_header(None);
         let refresh = chat_header(Some("no-cache"));
-        let answer = format!(
-            r#"{{"choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}]}}"#,
-            "x".repeat(4 << 10)
-        );
-        let step = |n: usize, header: &'static pingora_http::RequestHeader| {
-            let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{n}"}}]}}"#);
-            let (cache, fill_step) = (cache.clone(), &fill_step);
-            async move {
-                let mut ctx = RequestCtx::new();
-                ctx.route = Some(0);
-                let req = || Incoming {
-                    header,
-                    body: body.as_bytes(),
-                };
-                cache.on_request(req(), &mut ctx).await;
-                fill_step.on_request(req(), &mut ctx).await;
-                ctx
-            }
-        };
-        let header: &'static _ = Box::leak(Box::new(header));
-        let refresh: &'static _ = Box::leak(Box::new(refresh));
+        let answer = answer_of_4_kib();
         // While the tier has room (up to 63/64 of 1 MiB) every miss stores.
         let mut n = 0;
         while cache.store.usage().0 < (1 << 20) - (1 << 14) {
-            let mut ctx = step(n, header).await;
+            let mut ctx = miss(&cache, &fill_step, n, &header).await;
             assert!(ctx.cache_fill.is_some(), "miss {n} captures its answer");
             complete(&mut ctx, answer.as_bytes());
             cache.on_complete(&mut ctx);
@@ -1426,13 +1418,13 @@ mod tests {
         assert!(n >= 200, "{n} answers of 4 KiB filled it");
         assert_eq!(counters.not_admitted.load(Relaxed), 0);
         // Full: a new key's miss captures nothing.
-        let first = step(100_000, header).await;
+        let first = miss(&cache, &fill_step, 100_000, &header).await;
         assert_eq!(first.cache, CacheStatus::Miss);
         assert!(first.cache_fill.is_none());
         assert_eq!(counters.not_admitted.load(Relaxed), 1);
         // Its second sight captures and stores, as before the tier filled.
         let stores = counters.stores.load(Relaxed);
-        let mut ctx = step(100_000, header).await;
+        let mut ctx = miss(&cache, &fill_step, 100_000, &header).await;
         assert!(ctx.cache_fill.is_some(), "a second sight captures");
         complete(&mut ctx, answer.as_bytes());
         cache.on_complete(&mut ctx);
@@ -1441,18 +1433,86 @@ mod tests {
         // was room (so never seen by the doorkeeper), captures too.
         let mut held = None;
         for i in (0..n).rev() {
-            if step(i, header).await.cache == CacheStatus::Hit {
+            if miss(&cache, &fill_step, i, &header).await.cache == CacheStatus::Hit {
                 held = Some(i);
                 break;
             }
         }
-        let ctx = step(held.expect("the tier holds an early answer"), refresh).await;
+        let held = held.expect("the tier holds an early answer");
+        let ctx = miss(&cache, &fill_step, held, &refresh).await;
         assert!(ctx.cache_fill.is_some(), "a refresh captures");
         assert_eq!(
             counters.not_admitted.load(Relaxed),
             1,
             "a refresh is admitted"
         );
+    }
+
+    /// A full tier refuses a key it never saw, but a miss for it still
+    /// waits on an identical one in flight (begun while there was room),
+    /// and takes its answer.
+    #[tokio::test]
+    async fn a_refused_miss_still_waits_for_an_identical_one_in_flight() {
+        let (cache, fill_step) = memory_only_cache_with("cache: { memory: 1MiB, wait: 30s }\n");
+        let counters = cache.routes[0].as_ref().unwrap().counters.clone();
+        let header = chat_header(None);
+        let answer = answer_of_4_kib();
+        // Led while the tier has room (admitted by size, so never marked
+        // seen), and not answered yet.
+        let mut leader = miss(&cache, &fill_step, 0, &header).await;
+        assert!(leader.cache_fill.is_some());
+        let mut n = 1;
+        while cache.store.usage().0 < (1 << 20) - (1 << 14) {
+            let mut ctx = miss(&cache, &fill_step, n, &header).await;
+            complete(&mut ctx, answer.as_bytes());
+            cache.on_complete(&mut ctx);
+            n += 1;
+        }
+        assert_eq!(counters.not_admitted.load(Relaxed), 0);
+        let waiter = miss(&cache, &fill_step, 0, &header);
+        tokio::pin!(waiter);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), &mut waiter)
+                .await
+                .is_err(),
+            "the refused miss waits for the one in flight"
+        );
+        complete(&mut leader, answer.as_bytes());
+        cache.on_complete(&mut leader);
+        let ctx = waiter.await;
+        assert_eq!(ctx.cache, CacheStatus::Hit, "it takes the leader's answer");
+        assert_eq!(counters.waits.load(Relaxed), 1);
+        // A key it never saw, with none in flight, is refused at once.
+        let refused = miss(&cache, &fill_step, 1_000_000, &header).await;
+        assert!(refused.cache_fill.is_none());
+        assert_eq!(counters.not_admitted.load(Relaxed), 1);
+    }
+
+    /// A chat answer of about 4 KiB.
+    fn answer_of_4_kib() -> String {
+        format!(
+            r#"{{"choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}]}}"#,
+            "x".repeat(4 << 10)
+        )
+    }
+
+    /// Request `n` of a chat route through the cache's two steps.
+    async fn miss(
+        cache: &Cache,
+        fill_step: &CacheFill,
+        n: usize,
+        header: &pingora_http::RequestHeader,
+    ) -> RequestCtx {
+        let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{n}"}}]}}"#);
+        let mut ctx = RequestCtx::new();
+        ctx.route = Some(0);
+        let req = || Incoming {
+            header,
+            body: body.as_bytes(),
+        };
+        cache.on_request(req(), &mut ctx).await;
+        fill_step.on_request(req(), &mut ctx).await;
+        ctx
     }
 
     /// The cache's two steps for one chat route (model `m`, ttl 1m), in

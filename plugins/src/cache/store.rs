@@ -247,6 +247,13 @@ impl Store {
         self.stored[slot(key)].load(Ordering::Acquire) != stamp
     }
 
+    /// Whether a miss for `key` is in flight (one [`Self::join`] would
+    /// wait for).
+    pub fn in_flight(&self, key: Key) -> bool {
+        let f = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        f.get(&key.0).is_some_and(|rx| rx.has_changed().is_ok())
+    }
+
     /// Joins the misses in flight for `key`: leads when none is.
     pub fn join(self: &Arc<Self>, key: Key) -> Joined {
         let mut f = self.flights.lock().unwrap_or_else(|p| p.into_inner());
