@@ -40,7 +40,7 @@ struct Args {
     /// Measured runs per target, taken in interleaved rounds (every target
     /// once, then again): a slow spell of this noisy machine touches every
     /// target alike, and each row is its round with the median CPU per
-    /// request.
+    /// request (the upper of the two middle ones for an even count).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
     rounds: u32,
 }

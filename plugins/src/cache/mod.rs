@@ -10,7 +10,9 @@
 //!   the same content as SSE ([`entry::Entry::sse`]).
 //! - A miss leads (one backend call per key) or waits, bounded, for the
 //!   identical miss in flight and is answered from its result; with the
-//!   Redis tier, across replicas too ([`RemoteLead`]).
+//!   Redis tier, across replicas too ([`RemoteLead`]). A full in-memory
+//!   tier's refused miss (a key new to it, [`store::Store::admits`]) with
+//!   none in flight does neither: it asks a backend and stores nothing.
 //! - A leader's answer is captured as it streams to its client
 //!   ([`Fill`]); stored only when it is a 200 that came whole (a stream:
 //!   through `data: [DONE]`, assembled into its completion), and served
@@ -936,7 +938,9 @@ impl Plugin for Cache {
 /// in Redis, where it leads for every replica or waits for the replica
 /// that does, then asks a backend; the others wait for its answer, bounded
 /// by `cache.wait`, and lead in turn if it stored nothing), and the miss's
-/// answer is captured to be stored ([`Fill`]).
+/// answer is captured to be stored ([`Fill`]). A miss a full in-memory
+/// tier refuses neither leads nor captures; it waits only when an
+/// identical miss is already in flight.
 pub struct CacheFill(pub Arc<Cache>);
 
 #[async_trait]
@@ -982,8 +986,13 @@ impl Plugin for CacheFill {
         // (the doorkeeper marks the key seen here). A refused miss with no
         // identical one in flight to wait for leads nothing: no flight is
         // begun, nothing is captured, and its next miss is stored.
-        let admitted = cache.l2 || cache.store.admits(key);
+        let mut admitted = cache.l2 || cache.store.admits(key);
         if !admitted && (asked.no_cache || !cache.store.in_flight(key)) {
+            // An identical request stored its answer between the lookup
+            // and now (its flight is over).
+            if !asked.no_cache && cache.stored_since(rt, ctx, key, stamp, &framing, &asked) {
+                return Decision::Continue;
+            }
             rt.counters.not_admitted.fetch_add(1, Relaxed);
             if !asked.no_cache {
                 ctx.cache = CacheStatus::Miss;
@@ -1038,6 +1047,14 @@ impl Plugin for CacheFill {
                                 break;
                             }
                         }
+                        if !admitted {
+                            // Refused: it does not lead in turn (a leader
+                            // that captures nothing would only hold up
+                            // others). It asks a backend; if the tier now
+                            // holds an answer it cannot use (its
+                            // `max-age`), it refreshes that, below.
+                            break;
+                        }
                         // Its answer is not one to store, or it took too
                         // long: ask a backend (and store what it says).
                         // Else it was refused or its client left: lead, or
@@ -1049,11 +1066,15 @@ impl Plugin for CacheFill {
                 }
             }
             ctx.cache = CacheStatus::Miss;
+            // A waiter finding an entry it cannot use refreshes it, as a
+            // miss of a held key does.
+            admitted = admitted || (waited && cache.store.holds(key));
         }
         if !admitted {
             // Refused, after waiting on an identical miss that did not
-            // store: nothing is captured or stored (its next miss is). Any
-            // waiters on this miss ask a backend at once.
+            // store (or finding the one it saw in flight just over):
+            // nothing is captured or stored (its next miss is). Any
+            // waiters on a flight it began ask a backend at once.
             rt.counters.not_admitted.fetch_add(1, Relaxed);
             if let Some(f) = flight {
                 f.go_ahead();
@@ -1450,7 +1471,9 @@ mod tests {
 
     /// A full tier refuses a key it never saw, but a miss for it still
     /// waits on an identical one in flight (begun while there was room),
-    /// and takes its answer.
+    /// and takes its answer; when that one stores nothing (its client
+    /// left), the refused miss asks a backend without leading or
+    /// capturing.
     #[tokio::test]
     async fn a_refused_miss_still_waits_for_an_identical_one_in_flight() {
         let (cache, fill_step) = memory_only_cache_with("cache: { memory: 1MiB, wait: 30s }\n");
@@ -1461,7 +1484,9 @@ mod tests {
         // seen), and not answered yet.
         let mut leader = miss(&cache, &fill_step, 0, &header).await;
         assert!(leader.cache_fill.is_some());
-        let mut n = 1;
+        let leaves = miss(&cache, &fill_step, 1, &header).await;
+        assert!(leaves.cache_fill.is_some());
+        let mut n = 2;
         while cache.store.usage().0 < (1 << 20) - (1 << 14) {
             let mut ctx = miss(&cache, &fill_step, n, &header).await;
             complete(&mut ctx, answer.as_bytes());
@@ -1482,10 +1507,26 @@ mod tests {
         let ctx = waiter.await;
         assert_eq!(ctx.cache, CacheStatus::Hit, "it takes the leader's answer");
         assert_eq!(counters.waits.load(Relaxed), 1);
+        assert_eq!(counters.not_admitted.load(Relaxed), 0);
+        // The other leader's client leaves: its waiter goes to a backend,
+        // and captures nothing.
+        let waiter = miss(&cache, &fill_step, 1, &header);
+        tokio::pin!(waiter);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), &mut waiter)
+                .await
+                .is_err()
+        );
+        drop(leaves);
+        let ctx = waiter.await;
+        assert_eq!(ctx.cache, CacheStatus::Miss);
+        assert!(ctx.cache_fill.is_none(), "a refused miss captures nothing");
+        assert_eq!(counters.waits.load(Relaxed), 2);
+        assert_eq!(counters.not_admitted.load(Relaxed), 1);
         // A key it never saw, with none in flight, is refused at once.
         let refused = miss(&cache, &fill_step, 1_000_000, &header).await;
         assert!(refused.cache_fill.is_none());
-        assert_eq!(counters.not_admitted.load(Relaxed), 1);
+        assert_eq!(counters.not_admitted.load(Relaxed), 2);
     }
 
     /// A chat answer of about 4 KiB.

@@ -203,13 +203,13 @@ impl Store {
     /// its bound, where moka keeps it once full), only when the
     /// doorkeeper saw the key before (`doorkeeper.rs`: moka would refuse
     /// a first sight's entry), or the tier holds the key (a refresh, which
-    /// moka takes as an update).
+    /// moka takes as an update). A key the doorkeeper did not see is
+    /// marked seen, so its next miss is admitted. Asked before a miss
+    /// joins the ones in flight.
     pub fn admits(&self, key: Key) -> bool {
         let memory = self.memory.load(Ordering::Relaxed);
         let l1 = self.l1.load();
-        l1.weighted_size() < memory - memory / 64
-            || self.door.load().seen(key.0)
-            || l1.contains_key(&key.0)
+        l1.weighted_size() < memory - memory / 64 || self.door.load().seen(key.0) || self.holds(key)
     }
 
     pub fn insert(&self, key: Key, entry: Arc<Entry>) {
@@ -245,6 +245,11 @@ impl Store {
     /// more, never a wrong answer).
     pub fn stored_since(&self, key: Key, stamp: u64) -> bool {
         self.stored[slot(key)].load(Ordering::Acquire) != stamp
+    }
+
+    /// Whether the in-memory tier holds an entry for `key` (usable or not).
+    pub fn holds(&self, key: Key) -> bool {
+        self.l1.load().contains_key(&key.0)
     }
 
     /// Whether a miss for `key` is in flight (one [`Self::join`] would
