@@ -1428,14 +1428,7 @@ mod tests {
         let refresh = chat_header(Some("no-cache"));
         let answer = answer_of_4_kib();
         // While the tier has room (up to 63/64 of 1 MiB) every miss stores.
-        let mut n = 0;
-        while cache.store.usage().0 < (1 << 20) - (1 << 14) {
-            let mut ctx = miss(&cache, &fill_step, n, &header).await;
-            assert!(ctx.cache_fill.is_some(), "miss {n} captures its answer");
-            complete(&mut ctx, answer.as_bytes());
-            cache.on_complete(&mut ctx);
-            n += 1;
-        }
+        let n = fill_tier(&cache, &fill_step, 0, &header, &answer).await;
         assert!(n >= 200, "{n} answers of 4 KiB filled it");
         assert_eq!(counters.not_admitted.load(Relaxed), 0);
         // Full: a new key's miss captures nothing.
@@ -1486,20 +1479,12 @@ mod tests {
         assert!(leader.cache_fill.is_some());
         let leaves = miss(&cache, &fill_step, 1, &header).await;
         assert!(leaves.cache_fill.is_some());
-        let mut n = 2;
-        while cache.store.usage().0 < (1 << 20) - (1 << 14) {
-            let mut ctx = miss(&cache, &fill_step, n, &header).await;
-            complete(&mut ctx, answer.as_bytes());
-            cache.on_complete(&mut ctx);
-            n += 1;
-        }
+        fill_tier(&cache, &fill_step, 2, &header, &answer).await;
         assert_eq!(counters.not_admitted.load(Relaxed), 0);
         let waiter = miss(&cache, &fill_step, 0, &header);
         tokio::pin!(waiter);
         assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(300), &mut waiter)
-                .await
-                .is_err(),
+            still_waiting(waiter.as_mut()).await,
             "the refused miss waits for the one in flight"
         );
         complete(&mut leader, answer.as_bytes());
@@ -1512,11 +1497,7 @@ mod tests {
         // and captures nothing.
         let waiter = miss(&cache, &fill_step, 1, &header);
         tokio::pin!(waiter);
-        assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(300), &mut waiter)
-                .await
-                .is_err()
-        );
+        assert!(still_waiting(waiter.as_mut()).await);
         drop(leaves);
         let ctx = waiter.await;
         assert_eq!(ctx.cache, CacheStatus::Miss);
@@ -1535,6 +1516,34 @@ mod tests {
             r#"{{"choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}]}}"#,
             "x".repeat(4 << 10)
         )
+    }
+
+    /// Stores answers to requests `from`, `from + 1`, ... until a 1 MiB
+    /// tier is full (within 1/64), each miss capturing its answer while
+    /// there is room; returns the first request not sent.
+    async fn fill_tier(
+        cache: &Cache,
+        fill_step: &CacheFill,
+        from: usize,
+        header: &pingora_http::RequestHeader,
+        answer: &str,
+    ) -> usize {
+        let mut n = from;
+        while cache.store.usage().0 < (1 << 20) - (1 << 14) {
+            let mut ctx = miss(cache, fill_step, n, header).await;
+            assert!(ctx.cache_fill.is_some(), "miss {n} captures its answer");
+            complete(&mut ctx, answer.as_bytes());
+            cache.on_complete(&mut ctx);
+            n += 1;
+        }
+        n
+    }
+
+    /// Whether a miss is still pending after 300 ms (waiting on another).
+    async fn still_waiting(miss: std::pin::Pin<&mut impl std::future::Future>) -> bool {
+        tokio::time::timeout(std::time::Duration::from_millis(300), miss)
+            .await
+            .is_err()
     }
 
     /// Request `n` of a chat route through the cache's two steps.
