@@ -575,6 +575,29 @@ impl UpstreamResponse {
         self.header.as_ref()
     }
 
+    /// Whether the body has been read to its end, so that the next
+    /// [`next_chunk`](Self::next_chunk) would return `None` without reading:
+    /// known as the last chunk arrives for a body of known length (or a
+    /// chunked one whose end came with it), so the attempt can end and the
+    /// connection be pooled before that chunk reaches the client.
+    pub fn body_done(&mut self) -> bool {
+        if self.pending.is_some() || self.failed.is_some() {
+            return false;
+        }
+        if self.reply.is_some() {
+            return self.ended;
+        }
+        if !self.done {
+            self.done = match self.session.as_mut() {
+                None => true,
+                Some(HttpSession::H1(h1)) => h1.is_body_done(),
+                Some(HttpSession::H2(h2)) => h2.response_finished(),
+                Some(HttpSession::Custom(_)) => false,
+            };
+        }
+        self.done
+    }
+
     /// The next body chunk, `None` at the end. Fails when the backend is idle
     /// for longer than the idle timeout, past the total deadline, or cuts the
     /// connection.
@@ -759,6 +782,86 @@ mod tests {
         let (server, _) = l.accept().await.unwrap();
         let s: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(client));
         (s, server)
+    }
+
+    /// A response read over a real connection from a backend that sends
+    /// `head`, then each of `parts` when the test asks for it.
+    async fn answer(head: &str) -> (UpstreamResponse, tokio::net::TcpStream) {
+        use tokio::io::AsyncWriteExt;
+        let (stream, mut server) = pair().await;
+        let mut h1 = Http1Session::new(stream);
+        let req = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
+        h1.write_request_header(Box::new(req)).await.unwrap();
+        server.write_all(head.as_bytes()).await.unwrap();
+        h1.read_response().await.unwrap();
+        let header = h1.resp_header().cloned();
+        let resp = UpstreamResponse {
+            session: Some(HttpSession::H1(h1)),
+            header,
+            deadline: None,
+            idle: Duration::from_secs(5),
+            done: false,
+            backend: "b".into(),
+            reply: None,
+            pending: None,
+            ended: false,
+            failed: None,
+            conclusive: false,
+            cold_start: false,
+        };
+        (resp, server)
+    }
+
+    /// The body's end is known as its last bytes arrive (a length, or a
+    /// chunked end that came with them), not one read later: the gateway
+    /// ends the attempt and pools the connection before the client gets
+    /// those bytes.
+    #[tokio::test]
+    async fn the_body_end_is_known_with_its_last_bytes() {
+        use tokio::io::AsyncWriteExt;
+        let (mut resp, mut server) =
+            answer("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhel").await;
+        assert_eq!(
+            resp.next_chunk().await.unwrap().as_deref(),
+            Some(&b"hel"[..])
+        );
+        assert!(!resp.body_done());
+        server.write_all(b"lo").await.unwrap();
+        assert_eq!(
+            resp.next_chunk().await.unwrap().as_deref(),
+            Some(&b"lo"[..])
+        );
+        assert!(resp.body_done());
+        assert_eq!(resp.next_chunk().await.unwrap(), None);
+        assert!(resp.body_done());
+
+        let (mut resp, mut server) =
+            answer("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nhel\r\n").await;
+        assert_eq!(
+            resp.next_chunk().await.unwrap().as_deref(),
+            Some(&b"hel"[..])
+        );
+        assert!(!resp.body_done());
+        // The last data without the end: not done until the end comes.
+        server.write_all(b"2\r\nlo\r\n").await.unwrap();
+        assert_eq!(
+            resp.next_chunk().await.unwrap().as_deref(),
+            Some(&b"lo"[..])
+        );
+        assert!(!resp.body_done());
+        server.write_all(b"0\r\n\r\n").await.unwrap();
+        assert_eq!(resp.next_chunk().await.unwrap(), None);
+        assert!(resp.body_done());
+
+        // A body built from the whole answer is done once it is taken.
+        let (mut resp, _server) = answer("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+        resp.pending = Some(Bytes::from_static(b"{}"));
+        assert!(!resp.body_done());
+        assert_eq!(
+            resp.next_chunk().await.unwrap().as_deref(),
+            Some(&b"{}"[..])
+        );
+        assert!(resp.body_done());
     }
 
     #[tokio::test]

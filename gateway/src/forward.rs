@@ -529,8 +529,19 @@ async fn attempts(
         drop(held);
         return match failed {
             Failed::Response(mut resp) => {
-                let (_, written) =
-                    write_response(state, &snap.chain, b, &slot, session, ctx, &mut resp).await;
+                // Its attempt was ended when it was judged.
+                let mut done = Settle::new(None, None);
+                let (_, written) = write_response(
+                    state,
+                    &snap.chain,
+                    b,
+                    &slot,
+                    session,
+                    ctx,
+                    &mut resp,
+                    &mut done,
+                )
+                .await;
                 written.map(|()| true)
             }
             Failed::Error(e) => respond::error(session, ctx, &snap.chain, &e).await,
@@ -807,26 +818,83 @@ async fn stream(
     resp: &mut UpstreamResponse,
     attempt: Attempt<'_>,
 ) -> pingora_error::Result<bool> {
-    let mut attempt = attempt;
     let cold_header = b.config.prewarm.cold_header.as_ref().and_then(|name| {
         resp.header()
             .and_then(|h| h.headers.get(name))
             .map(|v| matches!(v.as_bytes(), b"true" | b"1" | b"yes"))
     });
-    let (end, written) = write_response(state, chain, b, slot, session, ctx, resp).await;
-    // What the platform said about a cold start, for the warmth model.
-    if ctx.cold_start || cold_header == Some(true) {
-        attempt.report_cold(true);
-    } else if cold_header == Some(false) || reports_cold_starts(b) {
-        attempt.report_cold(false);
-    }
-    if let BodyEnd::UpstreamFailed = end {
-        let failed = Outcome::Failure {
-            elapsed: Duration::ZERO,
-        };
-        attempt.finish(failed, Instant::now());
-    }
+    let mut done = Settle::new(Some(attempt), cold_header);
+    let (end, written) = write_response(state, chain, b, slot, session, ctx, resp, &mut done).await;
+    done.end_attempt(b, ctx, matches!(end, BodyEnd::UpstreamFailed));
     written.map(|()| true)
+}
+
+/// The attempt of a response being written to the client, until its
+/// backend has sent the whole body.
+struct Settle<'a> {
+    attempt: Option<Attempt<'a>>,
+    /// The backend's `prewarm.cold_header`, read off its response header.
+    cold_header: Option<bool>,
+    /// The backend's body has ended (and the connection is pooled).
+    ended: bool,
+}
+
+impl<'a> Settle<'a> {
+    fn new(attempt: Option<Attempt<'a>>, cold_header: Option<bool>) -> Self {
+        Self {
+            attempt,
+            cold_header,
+            ended: false,
+        }
+    }
+
+    /// The backend's body has ended (once): its cold start is noted, its
+    /// connection pooled and the attempt ended, all before the client is
+    /// sent the end, so that the client's next request finds them there.
+    async fn body_ended(
+        &mut self,
+        state: &State,
+        b: &BackendRt,
+        slot: &PeerSlot,
+        ctx: &mut RequestCtx,
+        resp: &mut UpstreamResponse,
+    ) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        note_cold_start(b, ctx, resp);
+        if let Ok(r) = slot {
+            let h2 = state
+                .upstream
+                .release(resp, &r.peer, b.config.pool_idle_timeout);
+            if let Some(h2) = h2 {
+                h2.await;
+            }
+        }
+        self.end_attempt(b, ctx, false);
+    }
+
+    /// Ends the attempt (once): what the platform said about a cold start
+    /// goes to the warmth model, a body cut by the backend counts against
+    /// its breaker, and the attempt's bulkhead slot and its place in the
+    /// warmth model are freed. Called by [`Self::body_ended`], else when
+    /// the response ends short of it (the backend failed, the client left).
+    fn end_attempt(&mut self, b: &BackendRt, ctx: &RequestCtx, upstream_failed: bool) {
+        let Some(mut attempt) = self.attempt.take() else {
+            return;
+        };
+        if ctx.cold_start || self.cold_header == Some(true) {
+            attempt.report_cold(true);
+        } else if self.cold_header == Some(false) || reports_cold_starts(b) {
+            attempt.report_cold(false);
+        }
+        if upstream_failed {
+            let failed = Outcome::Failure {
+                elapsed: Duration::ZERO,
+            };
+            attempt.finish(failed, Instant::now());
+        }
+    }
 }
 
 /// How a response body ended.
@@ -846,7 +914,9 @@ const X_SKYGATE_BACKEND: http::HeaderName = http::HeaderName::from_static("x-sky
 
 /// Writes a backend's response to the client, header then body. The
 /// response is borrowed, not moved: moved down through `stream` into here,
-/// each future along the way would hold a copy of it.
+/// each future along the way would hold a copy of it. `done` ends the
+/// attempt once the backend's body has ended, before the client's end.
+#[allow(clippy::too_many_arguments)] // the response's whole context, each distinct
 async fn write_response(
     state: &State,
     chain: &Chain,
@@ -855,6 +925,7 @@ async fn write_response(
     session: &mut Session,
     ctx: &mut RequestCtx,
     resp: &mut UpstreamResponse,
+    done: &mut Settle<'_>,
 ) -> (BodyEnd, pingora_error::Result<()>) {
     if ctx.first_byte.is_none() {
         ctx.first_byte = Some(Instant::now());
@@ -927,6 +998,10 @@ async fn write_response(
                     continue;
                 }
                 ctx.response_bytes += chunk.len() as u64;
+                // The backend's last chunk: end its part first.
+                if resp.body_done() {
+                    done.body_ended(state, b, slot, ctx, resp).await;
+                }
                 if let Err(e) = session.write_response_body(chunk, false).await {
                     ctx.error = Some(client_gone(&e));
                     return (BodyEnd::ClientGone, Err(e));
@@ -936,7 +1011,7 @@ async fn write_response(
                 }
             }
             Ok(None) => {
-                note_cold_start(b, ctx, resp);
+                done.body_ended(state, b, slot, ctx, resp).await;
                 if let Some(f) = ctx.cache_fill.as_mut() {
                     f.complete();
                 }
@@ -945,16 +1020,6 @@ async fn write_response(
                     if let Err(e) = session.write_response_body(rest, false).await {
                         ctx.error = Some(client_gone(&e));
                         return (BodyEnd::ClientGone, Err(e));
-                    }
-                }
-                // Pool the connection before the client sees the end, so
-                // its next request finds it there.
-                if let Ok(r) = slot {
-                    let h2 = state
-                        .upstream
-                        .release(resp, &r.peer, b.config.pool_idle_timeout);
-                    if let Some(h2) = h2 {
-                        h2.await;
                     }
                 }
                 if let Err(e) = session.write_response_body(bytes::Bytes::new(), true).await {

@@ -200,16 +200,23 @@ fn cold_aware_routing_sends_requests_to_the_warm_target_and_pings_the_cold_one()
     // Both are warmed at start; `cold` goes cold 2 s later (adaptive,
     // with no traffic learned, does not keep it). Its start-up ping must
     // have ended first: before it, `cold` also reads as cold, and would be
-    // warm a moment later.
+    // warm a moment later. So must any ping: an instance busy with one
+    // reads as cold too, until its answer. `warm_until` empty: no instance
+    // is warm, starting or busy.
     let woke_then_cooled = |name: &str| {
         let w = gw.backend_status(name)["warm"].clone();
-        w["pings"]["cold"].as_u64().unwrap_or(0) >= 1 && w["likely_cold"] == true
+        w["pings"]["cold"].as_u64().unwrap_or(0) >= 1
+            && w["likely_cold"] == true
+            && w["warm_until"].as_array().is_some_and(Vec::is_empty)
     };
     assert!(eventually(Duration::from_secs(20), || {
         woke_then_cooled("cold") && gw.backend_status("warm")["warm"]["likely_cold"] == false
     }));
     let before = cold.stats()["requests"].as_u64().unwrap();
     // Every request goes to the warm cloud at once, with no cold start...
+    // (`warm` has one instance in the model, taken while a request is on
+    // it: each request must free it before its client has the answer, or
+    // the next one would find both cold and might go to `cold`.)
     for _ in 0..6 {
         let r = gw.post("/v1/chat/completions", &chat_body());
         assert_eq!(r.status, 200, "{}", r.text());
