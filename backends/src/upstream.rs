@@ -576,10 +576,15 @@ impl UpstreamResponse {
     }
 
     /// Whether the body has been read to its end, so that the next
-    /// [`next_chunk`](Self::next_chunk) would return `None` without reading:
-    /// known as the last chunk arrives for a body of known length (or a
-    /// chunked one whose end came with it), so the attempt can end and the
-    /// connection be pooled before that chunk reaches the client.
+    /// [`next_chunk`](Self::next_chunk) would return `None` without reading.
+    /// Known as the last chunk arrives for an HTTP/1.1 body of known
+    /// length, a body built from a platform's whole answer, a translated
+    /// stream whose last word came, and an HTTP/2 stream whose last DATA
+    /// frame ended it: the attempt can then end and the connection be
+    /// pooled before that chunk reaches the client. A chunked or
+    /// close-delimited body (Pingora parses a chunked end only on the read
+    /// after the last data), or an HTTP/2 end sent in a frame of its own,
+    /// is known only at `None`.
     pub fn body_done(&mut self) -> bool {
         if self.pending.is_some() || self.failed.is_some() {
             return false;
@@ -784,8 +789,8 @@ mod tests {
         (s, server)
     }
 
-    /// A response read over a real connection from a backend that sends
-    /// `head`, then each of `parts` when the test asks for it.
+    /// A response read over a real connection from a backend that has sent
+    /// `head`; the test writes the rest on the backend's side.
     async fn answer(head: &str) -> (UpstreamResponse, tokio::net::TcpStream) {
         use tokio::io::AsyncWriteExt;
         let (stream, mut server) = pair().await;
@@ -812,10 +817,10 @@ mod tests {
         (resp, server)
     }
 
-    /// The body's end is known as its last bytes arrive (a length, or a
-    /// chunked end that came with them), not one read later: the gateway
-    /// ends the attempt and pools the connection before the client gets
-    /// those bytes.
+    /// The end of a body of known length is known as its last bytes
+    /// arrive, not one read later: the gateway ends the attempt and pools
+    /// the connection before the client gets those bytes. A chunked body's
+    /// end is known when it is read, even when it came with the last data.
     #[tokio::test]
     async fn the_body_end_is_known_with_its_last_bytes() {
         use tokio::io::AsyncWriteExt;
@@ -850,6 +855,17 @@ mod tests {
         );
         assert!(!resp.body_done());
         server.write_all(b"0\r\n\r\n").await.unwrap();
+        assert_eq!(resp.next_chunk().await.unwrap(), None);
+        assert!(resp.body_done());
+
+        // The last data and the end in one read.
+        let (mut resp, mut server) =
+            answer("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await;
+        server.write_all(b"2\r\nlo\r\n0\r\n\r\n").await.unwrap();
+        assert_eq!(
+            resp.next_chunk().await.unwrap().as_deref(),
+            Some(&b"lo"[..])
+        );
         assert_eq!(resp.next_chunk().await.unwrap(), None);
         assert!(resp.body_done());
 

@@ -529,8 +529,7 @@ async fn attempts(
         drop(held);
         return match failed {
             Failed::Response(mut resp) => {
-                // Its attempt was ended when it was judged.
-                let mut done = Settle::new(None, None);
+                let mut done = Settle::judged();
                 let (_, written) = write_response(
                     state,
                     &snap.chain,
@@ -823,7 +822,7 @@ async fn stream(
             .and_then(|h| h.headers.get(name))
             .map(|v| matches!(v.as_bytes(), b"true" | b"1" | b"yes"))
     });
-    let mut done = Settle::new(Some(attempt), cold_header);
+    let mut done = Settle::new(attempt, cold_header);
     let (end, written) = write_response(state, chain, b, slot, session, ctx, resp, &mut done).await;
     done.end_attempt(b, ctx, matches!(end, BodyEnd::UpstreamFailed));
     written.map(|()| true)
@@ -837,14 +836,28 @@ struct Settle<'a> {
     cold_header: Option<bool>,
     /// The backend's body has ended (and the connection is pooled).
     ended: bool,
+    /// The cold start was noted when the attempt was judged.
+    cold_noted: bool,
 }
 
 impl<'a> Settle<'a> {
-    fn new(attempt: Option<Attempt<'a>>, cold_header: Option<bool>) -> Self {
+    fn new(attempt: Attempt<'a>, cold_header: Option<bool>) -> Self {
         Self {
-            attempt,
+            attempt: Some(attempt),
             cold_header,
             ended: false,
+            cold_noted: false,
+        }
+    }
+
+    /// A failure passed on to the client: its attempt ended, and its cold
+    /// start was noted, when it was judged.
+    fn judged() -> Self {
+        Self {
+            attempt: None,
+            cold_header: None,
+            ended: false,
+            cold_noted: true,
         }
     }
 
@@ -862,7 +875,9 @@ impl<'a> Settle<'a> {
         if std::mem::replace(&mut self.ended, true) {
             return;
         }
-        note_cold_start(b, ctx, resp);
+        if !self.cold_noted {
+            note_cold_start(b, ctx, resp);
+        }
         if let Ok(r) = slot {
             let h2 = state
                 .upstream
@@ -998,7 +1013,8 @@ async fn write_response(
                     continue;
                 }
                 ctx.response_bytes += chunk.len() as u64;
-                // The backend's last chunk: end its part first.
+                // The backend's last chunk (when known as such): end its
+                // part first.
                 if resp.body_done() {
                     done.body_ended(state, b, slot, ctx, resp).await;
                 }
@@ -1006,7 +1022,8 @@ async fn write_response(
                     ctx.error = Some(client_gone(&e));
                     return (BodyEnd::ClientGone, Err(e));
                 }
-                if state.cutoff.load(std::sync::atomic::Ordering::Relaxed) {
+                // (Once the backend's body has ended, it goes out whole.)
+                if !done.ended && state.cutoff.load(std::sync::atomic::Ordering::Relaxed) {
                     return cut_short(session, ctx, sse).await;
                 }
             }
