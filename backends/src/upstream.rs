@@ -817,6 +817,12 @@ mod tests {
         (resp, server)
     }
 
+    /// The next body chunk, as text.
+    async fn next(resp: &mut UpstreamResponse) -> Option<String> {
+        let chunk = resp.next_chunk().await.unwrap();
+        chunk.map(|c| String::from_utf8_lossy(&c).into_owned())
+    }
+
     /// The end of a body of known length is known as its last bytes
     /// arrive, not one read later: the gateway ends the attempt and pools
     /// the connection before the client gets those bytes. A chunked body's
@@ -826,57 +832,39 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         let (mut resp, mut server) =
             answer("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhel").await;
-        assert_eq!(
-            resp.next_chunk().await.unwrap().as_deref(),
-            Some(&b"hel"[..])
-        );
+        assert_eq!(next(&mut resp).await.as_deref(), Some("hel"));
         assert!(!resp.body_done());
         server.write_all(b"lo").await.unwrap();
-        assert_eq!(
-            resp.next_chunk().await.unwrap().as_deref(),
-            Some(&b"lo"[..])
-        );
+        assert_eq!(next(&mut resp).await.as_deref(), Some("lo"));
         assert!(resp.body_done());
-        assert_eq!(resp.next_chunk().await.unwrap(), None);
+        assert_eq!(next(&mut resp).await, None);
         assert!(resp.body_done());
 
         let (mut resp, mut server) =
             answer("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nhel\r\n").await;
-        assert_eq!(
-            resp.next_chunk().await.unwrap().as_deref(),
-            Some(&b"hel"[..])
-        );
+        assert_eq!(next(&mut resp).await.as_deref(), Some("hel"));
         assert!(!resp.body_done());
         // The last data without the end: not done until the end comes.
         server.write_all(b"2\r\nlo\r\n").await.unwrap();
-        assert_eq!(
-            resp.next_chunk().await.unwrap().as_deref(),
-            Some(&b"lo"[..])
-        );
+        assert_eq!(next(&mut resp).await.as_deref(), Some("lo"));
         assert!(!resp.body_done());
         server.write_all(b"0\r\n\r\n").await.unwrap();
-        assert_eq!(resp.next_chunk().await.unwrap(), None);
+        assert_eq!(next(&mut resp).await, None);
         assert!(resp.body_done());
 
         // The last data and the end in one read.
         let (mut resp, mut server) =
             answer("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await;
         server.write_all(b"2\r\nlo\r\n0\r\n\r\n").await.unwrap();
-        assert_eq!(
-            resp.next_chunk().await.unwrap().as_deref(),
-            Some(&b"lo"[..])
-        );
-        assert_eq!(resp.next_chunk().await.unwrap(), None);
+        assert_eq!(next(&mut resp).await.as_deref(), Some("lo"));
+        assert_eq!(next(&mut resp).await, None);
         assert!(resp.body_done());
 
         // A body built from the whole answer is done once it is taken.
         let (mut resp, _server) = answer("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
         resp.pending = Some(Bytes::from_static(b"{}"));
         assert!(!resp.body_done());
-        assert_eq!(
-            resp.next_chunk().await.unwrap().as_deref(),
-            Some(&b"{}"[..])
-        );
+        assert_eq!(next(&mut resp).await.as_deref(), Some("{}"));
         assert!(resp.body_done());
     }
 
